@@ -1,0 +1,230 @@
+#include "checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/cuda.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model_config.h"
+#include "tensor_file.h"
+#include "torch_runtime.h"
+
+namespace memaudit {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
+  at::Device device = at::kCPU;
+  try {
+    device = at::Device(name);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", name, "\" is not a device name (use cpu, cuda or cuda:N)"));
+  }
+  if (device.is_cuda()) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", name, " requested, but this LibTorch build has no usable CUDA device"));
+    }
+    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+    if (device.has_index() && device.index() >= count) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", name, " requested, but only ", count, " CUDA device(s) exist"));
+    }
+  } else if (!device.is_cpu()) {
+    return absl::InvalidArgumentError(absl::StrCat("device ", name, " is not supported"));
+  }
+  return device;
+}
+
+template <typename Container>
+std::string ShapeString(const Container& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// The argument names the contract expects, for error messages.
+std::string ExpectedSignature(const v1::ModelConfig& config) {
+  switch (config.conditioning().kind()) {
+    case v1::Conditioning::CLASS_LABEL:
+      return "forward(x: Tensor, t: Tensor, y: Tensor)";
+    case v1::Conditioning::EMBEDDING:
+      return "forward(x: Tensor, t: Tensor, c: Tensor)";
+    default:
+      return "forward(x: Tensor, t: Tensor)";
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
+    const std::string& directory, const CheckpointOptions& options) {
+  ConfigureTorchJit();
+  std::error_code ec;
+  if (!fs::is_directory(directory, ec)) {
+    return absl::NotFoundError(absl::StrCat(directory, ": model directory does not exist"));
+  }
+  if (options.dtype != at::kFloat && options.dtype != at::kDouble) {
+    return absl::InvalidArgumentError("dtype must be float32 or float64");
+  }
+  std::shared_ptr<Checkpoint> checkpoint(new Checkpoint());
+  checkpoint->directory_ = directory;
+  checkpoint->dtype_ = options.dtype;
+  auto device = ParseDevice(options.device);
+  if (!device.ok()) return device.status();
+  checkpoint->device_ = *device;
+
+  const std::string config_path = (fs::path(directory) / kConfigFile).string();
+  auto config = LoadModelConfig(config_path);
+  if (!config.ok()) return config.status();
+  const std::string dir_name = fs::path(directory).lexically_normal().filename().string();
+  const std::string base_name =
+      dir_name.empty() ? fs::path(directory).lexically_normal().parent_path().filename().string()
+                       : dir_name;
+  if (config->name() != base_name) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": name: \"", config->name(),
+                                                   "\" must equal the directory name \"",
+                                                   base_name, "\""));
+  }
+  checkpoint->config_ = *std::move(config);
+  checkpoint->schedule_ = *NoiseSchedule::Create(checkpoint->config_.noise_schedule());
+  checkpoint->sample_numel_ = SampleNumel(checkpoint->config_);
+
+  const std::string model_path = (fs::path(directory) / kModelFile).string();
+  if (!fs::is_regular_file(model_path, ec)) {
+    return absl::NotFoundError(absl::StrCat(model_path, ": file does not exist"));
+  }
+  try {
+    checkpoint->module_ = torch::jit::load(model_path, checkpoint->device_);
+    checkpoint->module_.eval();
+    checkpoint->module_.to(checkpoint->dtype_);
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInvalidArgument,
+                      absl::StrCat(model_path, ": not a loadable TorchScript archive"), e);
+  }
+
+  if (checkpoint->config_.conditioning().kind() == v1::Conditioning::EMBEDDING) {
+    const std::string null_path = (fs::path(directory) / kNullConditionFile).string();
+    if (fs::exists(null_path, ec)) {
+      auto null_embedding = LoadTensorFile(null_path);
+      if (!null_embedding.ok()) return null_embedding.status();
+      std::vector<int64_t> expected(checkpoint->config_.conditioning().embedding_shape().begin(),
+                                    checkpoint->config_.conditioning().embedding_shape().end());
+      if (null_embedding->sizes().vec() != expected) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            null_path, ": shape ", ShapeString(null_embedding->sizes()),
+            " does not match conditioning.embedding_shape ", ShapeString(expected)));
+      }
+      checkpoint->null_embedding_ =
+          null_embedding->to(checkpoint->device_, checkpoint->dtype_).unsqueeze(0);
+    }
+  }
+  if (absl::Status probed = checkpoint->Probe(); !probed.ok()) return probed;
+  return std::shared_ptr<const Checkpoint>(std::move(checkpoint));
+}
+
+absl::Status Checkpoint::Probe() {
+  const std::string model_path = (fs::path(directory_) / kModelFile).string();
+  auto method = module_.find_method("forward");
+  if (!method) {
+    return absl::InvalidArgumentError(absl::StrCat(model_path, ": has no forward method; expected ",
+                                                   ExpectedSignature(config_)));
+  }
+  const size_t expected_args = conditional() ? 3 : 2;
+  const size_t actual_args = method->function().getSchema().arguments().size() - 1;  // - self
+  if (actual_args != expected_args) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model_path, ": forward takes ", actual_args, " argument(s) but conditioning.kind ",
+        v1::Conditioning::Kind_Name(config_.conditioning().kind()), " needs ",
+        ExpectedSignature(config_)));
+  }
+  // Two rows: the first and last training timestep, conditional and null.
+  constexpr int64_t kProbeBatch = 2;
+  const auto options = at::TensorOptions().device(device_);
+  at::Tensor x = at::zeros(BatchShape(kProbeBatch), options.dtype(dtype_));
+  at::Tensor t = at::tensor({int64_t{0}, schedule_->num_train_timesteps() - 1},
+                            options.dtype(at::kLong));
+  at::Tensor condition;
+  switch (config_.conditioning().kind()) {
+    case v1::Conditioning::CLASS_LABEL:
+      condition = at::tensor({int64_t{0}, config_.conditioning().num_classes()},
+                             options.dtype(at::kLong));
+      break;
+    case v1::Conditioning::EMBEDDING: {
+      std::vector<int64_t> shape{kProbeBatch};
+      shape.insert(shape.end(), config_.conditioning().embedding_shape().begin(),
+                   config_.conditioning().embedding_shape().end());
+      condition = at::zeros(shape, options.dtype(dtype_));
+      break;
+    }
+    default:
+      break;
+  }
+  at::Tensor out;
+  try {
+    at::NoGradGuard no_grad;
+    out = Forward(x, t, condition);
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInvalidArgument,
+                      absl::StrCat(model_path, ": probe call ", ExpectedSignature(config_),
+                                   " with x of shape ", ShapeString(x.sizes()), " failed"),
+                      e);
+  }
+  if (!out.defined() || out.sizes() != x.sizes()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        model_path, ": forward returned shape ",
+        out.defined() ? ShapeString(out.sizes()) : "<undefined>", ", expected the input shape ",
+        ShapeString(x.sizes()), " (sample_shape ", ShapeString(config_.sample_shape()), ")"));
+  }
+  if (!at::isFloatingType(out.scalar_type())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_path, ": forward returned a non-floating-point tensor"));
+  }
+  if (!at::isfinite(out).all().item<bool>()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_path, ": forward returned non-finite values on the probe batch"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> Checkpoint::BatchShape(int64_t batch) const {
+  std::vector<int64_t> shape{batch};
+  shape.insert(shape.end(), config_.sample_shape().begin(), config_.sample_shape().end());
+  return shape;
+}
+
+bool Checkpoint::conditional() const {
+  return config_.conditioning().kind() != v1::Conditioning::NONE;
+}
+
+at::Tensor Checkpoint::NullCondition(int64_t batch) const {
+  switch (config_.conditioning().kind()) {
+    case v1::Conditioning::CLASS_LABEL:
+      return at::full({batch}, config_.conditioning().num_classes(),
+                      at::TensorOptions().dtype(at::kLong).device(device_));
+    case v1::Conditioning::EMBEDDING:
+      if (!null_embedding_.defined()) return {};
+    {
+      std::vector<int64_t> shape = null_embedding_.sizes().vec();
+      shape[0] = batch;
+      return null_embedding_.expand(shape).contiguous();
+    }
+    default:
+      return {};
+  }
+}
+
+at::Tensor Checkpoint::Forward(const at::Tensor& x, const at::Tensor& t,
+                               const at::Tensor& condition) const {
+  std::vector<c10::IValue> inputs{x, t};
+  if (conditional()) inputs.emplace_back(condition);
+  at::Tensor out = module_.forward(std::move(inputs)).toTensor();
+  return out.scalar_type() == dtype_ ? out : out.to(dtype_);
+}
+
+}  // namespace memaudit

@@ -1,0 +1,86 @@
+// A loaded diffusion checkpoint: config.pbtxt + model.pt (DESIGN.md §3).
+//
+// Load() validates everything up front (config fields, archive integrity, the
+// forward signature and output shape, probed with a tiny batch), so a
+// Checkpoint that exists is usable. Forward() is safe to call from several
+// threads at once; the object is immutable after Load.
+#ifndef MEMAUDIT_CORE_CHECKPOINT_H_
+#define MEMAUDIT_CORE_CHECKPOINT_H_
+
+#include <ATen/Tensor.h>
+#include <torch/csrc/jit/api/module.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "memaudit/v1/model_config.pb.h"
+#include "schedule.h"
+
+namespace memaudit {
+
+struct CheckpointOptions {
+  // "cpu", "cuda" or "cuda:N". CUDA requires a CUDA build of LibTorch.
+  std::string device = "cpu";
+  // Compute precision for the network and everything downstream. The
+  // checkpoint contract is float32; float64 is for exact (analytic) models
+  // whose spectra are verified to high precision.
+  at::ScalarType dtype = at::kFloat;
+};
+
+class Checkpoint {
+ public:
+  // File names inside a model directory.
+  static constexpr const char* kConfigFile = "config.pbtxt";
+  static constexpr const char* kModelFile = "model.pt";
+  // Optional, EMBEDDING models: the null condition (empty-prompt embedding),
+  // a tensor of embedding_shape saved with torch.save / torch::pickle_save.
+  static constexpr const char* kNullConditionFile = "null_condition.pt";
+
+  // Loads `directory`. Errors name the file and the field or problem:
+  // NOT_FOUND for a missing directory/file, INVALID_ARGUMENT for a bad config,
+  // a corrupt archive, a forward that rejects the contract's arguments or
+  // returns the wrong shape; FAILED_PRECONDITION for an unavailable device.
+  static absl::StatusOr<std::shared_ptr<const Checkpoint>> Load(
+      const std::string& directory, const CheckpointOptions& options = {});
+
+  const v1::ModelConfig& config() const { return config_; }
+  const std::string& directory() const { return directory_; }
+  const NoiseSchedule& schedule() const { return *schedule_; }
+  at::Device device() const { return device_; }
+  at::ScalarType dtype() const { return dtype_; }
+  // d: number of elements per sample.
+  int64_t sample_numel() const { return sample_numel_; }
+  // {batch, sample_shape...}
+  std::vector<int64_t> BatchShape(int64_t batch) const;
+  bool conditional() const;
+  // Undefined for NONE; [batch] labels == num_classes for CLASS_LABEL; the
+  // stored null embedding repeated for EMBEDDING (undefined if none stored).
+  at::Tensor NullCondition(int64_t batch) const;
+
+  // Raw network output for x [B, *sample_shape] (dtype(), on device()),
+  // t [B] int64 training-timestep indices and `condition` (undefined for NONE
+  // models, [B] int64 labels, or [B, *embedding_shape]). Differentiable in x.
+  // Throws c10::Error on failure; callers at API boundaries wrap it.
+  at::Tensor Forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& condition) const;
+
+ private:
+  Checkpoint() = default;
+  absl::Status Probe();
+
+  v1::ModelConfig config_;
+  std::string directory_;
+  std::optional<NoiseSchedule> schedule_;  // set by Load
+  at::Device device_ = at::kCPU;
+  at::ScalarType dtype_ = at::kFloat;
+  int64_t sample_numel_ = 0;
+  at::Tensor null_embedding_;
+  mutable torch::jit::Module module_;
+};
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_CHECKPOINT_H_

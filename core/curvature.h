@@ -1,0 +1,55 @@
+// Derivatives of a score field through the network: vector-Jacobian and
+// Jacobian-vector products and the batched dense Jacobian (DESIGN.md §2).
+//
+// For a Field f (denoiser.h) and a batch x [B, *shape], J_b = ∂f(x_b)/∂x_b is
+// d×d with d = prod(shape); J_b[i, j] = ∂f_i/∂x_j. For a score field this is
+// the Hessian of log p_t, which is NOT symmetric for a learned network.
+// Functions are thread-safe if the field is. Errors from the network come
+// back as INTERNAL with the LibTorch message.
+#ifndef MEMAUDIT_CORE_CURVATURE_H_
+#define MEMAUDIT_CORE_CURVATURE_H_
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "denoiser.h"
+#include "stop.h"
+
+namespace memaudit {
+
+// Jᵀv per sample: x, v [B, *shape], rows [B] (as for Field). One forward and
+// one backward pass.
+absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
+                               const at::Tensor& v);
+
+enum class JvpMode {
+  kForward,         // forward-mode AD (dual numbers): one forward pass
+  kDoubleBackward,  // d/du ⟨Jᵀu, v⟩: works for any twice-differentiable model
+};
+
+// J·v per sample. Tries forward-mode AD first; if the model has an op without
+// a forward-AD formula, or the tangent comes back undefined (TorchScript's
+// graph optimizer drops tangents, PLATFORM.md), falls back to the
+// double-backward identity. `mode_used`, if given, reports which ran.
+absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
+                               const at::Tensor& v, JvpMode* mode_used = nullptr);
+
+struct JacobianOptions {
+  // Jacobian rows computed per network call (across samples): the batch of
+  // one forward + backward. Bounds memory at ~chunk_rows × activations.
+  int64_t chunk_rows = 512;
+};
+
+// The dense Jacobians [B, d, d] (x's dtype) of field at each sample of x,
+// rows [B] as for Field. Costs ⌈B·d / chunk_rows⌉ batched forward+backward
+// passes. Checks `stop` between chunks.
+absl::StatusOr<at::Tensor> DenseJacobians(const Field& field, const at::Tensor& x,
+                                          const at::Tensor& rows,
+                                          const JacobianOptions& options = {},
+                                          const StopCheck& stop = {});
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_CURVATURE_H_

@@ -1,0 +1,78 @@
+#include "reference_set.h"
+
+#include <ATen/ATen.h>
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "tensor_file.h"
+
+namespace memaudit {
+namespace {
+constexpr double kDuplicateTolerance = 1e-6;
+}  // namespace
+
+absl::StatusOr<ReferenceSet> ReferenceSet::FromTensor(const at::Tensor& items) {
+  if (!items.defined() || items.dim() < 2 || items.size(0) < 2) {
+    return absl::InvalidArgumentError("reference set: expected a [N, *sample_shape] tensor, N ≥ 2");
+  }
+  if (!at::isFloatingType(items.scalar_type())) {
+    return absl::InvalidArgumentError("reference set: items must be floating point");
+  }
+  at::Tensor data = items.detach().to(at::kCPU, at::kFloat).contiguous();
+  if (!at::isfinite(data).all().item<bool>()) {
+    return absl::InvalidArgumentError("reference set: items hold non-finite values");
+  }
+  return ReferenceSet(std::move(data));
+}
+
+absl::StatusOr<ReferenceSet> ReferenceSet::Load(const std::string& path,
+                                                const std::vector<int64_t>& sample_shape) {
+  auto loaded = LoadTensorFile(path);
+  if (!loaded.ok()) return loaded.status();
+  const at::Tensor& items = *loaded;
+  std::vector<int64_t> expected{items.dim() > 0 ? items.size(0) : 0};
+  expected.insert(expected.end(), sample_shape.begin(), sample_shape.end());
+  if (items.sizes().vec() != expected) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": shape [", absl::StrJoin(items.sizes(), ", "),
+                     "] is not [N, ", absl::StrJoin(sample_shape, ", "), "]"));
+  }
+  auto set = FromTensor(items);
+  if (!set.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", set.status().message()));
+  return set;
+}
+
+absl::Status ReferenceSet::Save(const std::string& path) const {
+  return SaveTensorFile(path, items_);
+}
+
+std::vector<NearestNeighbor> ReferenceSet::Nearest(const at::Tensor& samples) const {
+  at::NoGradGuard no_grad;
+  const int64_t n = items_.size(0);
+  at::Tensor reference = items_.view({n, -1}).to(at::kDouble);
+  at::Tensor queries = samples.detach().to(at::kCPU, at::kDouble).reshape({samples.size(0), -1});
+  at::Tensor distances = at::cdist(queries, reference);  // [B, N]
+  at::Tensor nearest = distances.argmin(1);
+  at::Tensor nearest_items = reference.index_select(0, nearest);
+  at::Tensor to_nearest = at::cdist(nearest_items, reference);  // [B, N]
+  at::Tensor tolerance = kDuplicateTolerance * (1.0 + nearest_items.norm(2, 1, true));
+  at::Tensor duplicate = to_nearest <= tolerance;
+  at::Tensor multiplicity = duplicate.sum(1);
+  at::Tensor masked = distances.masked_fill(duplicate,
+                                            std::numeric_limits<double>::infinity());
+  at::Tensor second = std::get<0>(masked.min(1));
+  std::vector<NearestNeighbor> result(samples.size(0));
+  for (int64_t b = 0; b < samples.size(0); ++b) {
+    NearestNeighbor& nn = result[b];
+    nn.index = nearest[b].item<int64_t>();
+    nn.d1 = distances[b][nn.index].item<double>();
+    nn.d2 = second[b].item<double>();
+    nn.ratio = nn.d1 == 0.0 ? 0.0 : nn.d1 / nn.d2;
+    nn.multiplicity = multiplicity[b].item<int64_t>();
+  }
+  return result;
+}
+
+}  // namespace memaudit

@@ -1,0 +1,60 @@
+// A model's reference (training) set and nearest-neighbour ground truth
+// (DESIGN.md §2): d₁ = distance to the nearest item, d₂ = distance to the
+// nearest item that is not a duplicate of the first; d₁/d₂ < 1/3 is a copy.
+#ifndef MEMAUDIT_CORE_REFERENCE_SET_H_
+#define MEMAUDIT_CORE_REFERENCE_SET_H_
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace memaudit {
+
+// d₁/d₂ below this counts as a copy (Yoon et al. 2023).
+inline constexpr double kCopyRatioThreshold = 1.0 / 3.0;
+
+struct NearestNeighbor {
+  int64_t index = 0;   // nearest reference item
+  double d1 = 0.0;     // L2 distance to it
+  double d2 = 0.0;     // L2 distance to the nearest non-duplicate of it
+  double ratio = 0.0;  // d1 / d2 (0 when d1 = 0)
+  // How many reference items duplicate the nearest one (itself included):
+  // > 1 for a point repeated in the training set.
+  int64_t multiplicity = 1;
+  bool is_copy() const { return ratio < kCopyRatioThreshold; }
+};
+
+class ReferenceSet {
+ public:
+  // Conventional file name inside a model directory.
+  static constexpr const char* kFileName = "reference.pt";
+
+  // `items` is [N, *sample_shape], N ≥ 2, with at least two distinct items.
+  static absl::StatusOr<ReferenceSet> FromTensor(const at::Tensor& items);
+  // Reads a tensor written by Python's torch.save or C++'s torch::pickle_save
+  // and checks it against `sample_shape`. Errors name the file.
+  static absl::StatusOr<ReferenceSet> Load(const std::string& path,
+                                           const std::vector<int64_t>& sample_shape);
+  // Writes the items with torch::pickle_save (loadable by torch.load).
+  absl::Status Save(const std::string& path) const;
+
+  int64_t size() const { return items_.size(0); }
+  // [N, *sample_shape] float32 on the CPU.
+  const at::Tensor& items() const { return items_; }
+
+  // Ground truth for each of samples [B, *sample_shape]; items closer than
+  // 1e-6·(1 + ‖item‖) to the nearest one count as its duplicates.
+  std::vector<NearestNeighbor> Nearest(const at::Tensor& samples) const;
+
+ private:
+  explicit ReferenceSet(at::Tensor items) : items_(std::move(items)) {}
+  at::Tensor items_;
+};
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_REFERENCE_SET_H_

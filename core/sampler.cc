@@ -1,0 +1,186 @@
+#include "sampler.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "torch_runtime.h"
+
+namespace memaudit {
+namespace {
+
+// Per-sample noise streams.
+class NoiseSource {
+ public:
+  NoiseSource(const std::vector<uint64_t>& seeds, std::vector<int64_t> sample_shape,
+              at::TensorOptions options)
+      : sample_shape_(std::move(sample_shape)), options_(options) {
+    generators_.reserve(seeds.size());
+    for (uint64_t seed : seeds) generators_.push_back(at::make_generator<at::CPUGeneratorImpl>(seed));
+  }
+  // [B, *sample_shape] standard normal, sample b from generator b.
+  at::Tensor Next() {
+    std::vector<at::Tensor> rows;
+    rows.reserve(generators_.size());
+    for (at::Generator& generator : generators_) {
+      rows.push_back(at::randn(sample_shape_, generator, at::TensorOptions().dtype(at::kFloat)));
+    }
+    return at::stack(rows).to(options_);
+  }
+
+ private:
+  std::vector<int64_t> sample_shape_;
+  at::TensorOptions options_;
+  std::vector<at::Generator> generators_;
+};
+
+}  // namespace
+
+absl::StatusOr<SamplerKind> ParseSamplerKind(const std::string& name) {
+  if (name == "ddim") return SamplerKind::kDdim;
+  if (name == "ddpm") return SamplerKind::kDdpm;
+  return absl::InvalidArgumentError(absl::StrCat("sampler \"", name, "\" is not ddim or ddpm"));
+}
+
+absl::StatusOr<std::vector<int64_t>> LeadingTimesteps(int64_t num_train_timesteps,
+                                                      int64_t num_steps, int64_t steps_offset) {
+  if (num_steps < 1 || num_steps > num_train_timesteps) {
+    return absl::InvalidArgumentError(absl::StrCat("num_steps must be in [1, ",
+                                                   num_train_timesteps, "], got ", num_steps));
+  }
+  const int64_t ratio = num_train_timesteps / num_steps;
+  std::vector<int64_t> timesteps;
+  timesteps.reserve(num_steps);
+  for (int64_t i = num_steps - 1; i >= 0; --i) timesteps.push_back(i * ratio + steps_offset);
+  if (steps_offset < 0 || timesteps.front() >= num_train_timesteps) {
+    return absl::InvalidArgumentError(absl::StrCat("steps_offset ", steps_offset,
+                                                   " moves timesteps outside [0, ",
+                                                   num_train_timesteps - 1, "]"));
+  }
+  return timesteps;
+}
+
+size_t FirstStepBelowSigma(const std::vector<int64_t>& timesteps, const NoiseSchedule& schedule,
+                           double max_sigma) {
+  for (size_t i = 0; i < timesteps.size(); ++i) {
+    if (schedule.sigma(timesteps[i]) < max_sigma) return i;
+  }
+  return timesteps.empty() ? 0 : timesteps.size() - 1;
+}
+
+absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
+                                              const std::vector<uint64_t>& seeds,
+                                              const at::Tensor& conditions,
+                                              const SamplerOptions& options,
+                                              const StopCheck& stop,
+                                              const StepProgress& progress) {
+  const Checkpoint& checkpoint = denoiser.checkpoint();
+  const NoiseSchedule& schedule = denoiser.schedule();
+  const int64_t batch = static_cast<int64_t>(seeds.size());
+  if (batch == 0) return absl::InvalidArgumentError("seeds: at least one sample is needed");
+  if (!(options.eta >= 0.0 && options.eta <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("eta must be in [0, 1], got ", options.eta));
+  }
+  if (!std::isfinite(options.guidance)) {
+    return absl::InvalidArgumentError("guidance must be finite");
+  }
+  auto timesteps =
+      LeadingTimesteps(schedule.num_train_timesteps(), options.num_steps, options.steps_offset);
+  if (!timesteps.ok()) return timesteps.status();
+  auto prepared = denoiser.PrepareConditions(conditions, batch);
+  if (!prepared.ok()) return prepared.status();
+  const at::Tensor condition = *prepared;
+  const int64_t ratio = schedule.num_train_timesteps() / options.num_steps;
+  const double final_alpha_bar = options.set_alpha_to_one ? 1.0 : schedule.alpha_bar(0);
+  const int64_t evaluations_per_step =
+      batch * (checkpoint.conditional() && options.guidance != 1.0 && options.guidance != 0.0 ? 2 : 1);
+
+  const auto tensor_options =
+      at::TensorOptions().dtype(checkpoint.dtype()).device(checkpoint.device());
+  std::vector<int64_t> sample_shape(checkpoint.config().sample_shape().begin(),
+                                    checkpoint.config().sample_shape().end());
+  NoiseSource noise(seeds, sample_shape, tensor_options);
+
+  Trajectory trajectory;
+  trajectory.timesteps = *timesteps;
+  trajectory.states.reserve(timesteps->size());
+  at::NoGradGuard no_grad;
+  try {
+    at::Tensor x = noise.Next();
+    for (size_t i = 0; i < timesteps->size(); ++i) {
+      if (absl::Status s = CheckStop(stop); !s.ok()) return s;
+      const int64_t t = (*timesteps)[i];
+      const int64_t prev_t = t - ratio;
+      const double alpha_bar = schedule.alpha_bar(t);
+      const double alpha_bar_prev = prev_t >= 0 ? schedule.alpha_bar(prev_t) : final_alpha_bar;
+      trajectory.states.push_back(x);
+
+      at::Tensor steps = at::full({batch}, t, tensor_options.dtype(at::kLong));
+      at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, condition, options.guidance);
+      trajectory.network_evaluations += evaluations_per_step;
+      at::Tensor x0 = (x - std::sqrt(1.0 - alpha_bar) * epsilon) / std::sqrt(alpha_bar);
+
+      if (options.kind == SamplerKind::kDdim) {
+        // Song et al. (2021), eq. 12 with σ_η from eq. 16.
+        const double sigma_eta =
+            options.eta * std::sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)) *
+            std::sqrt(1.0 - alpha_bar / alpha_bar_prev);
+        const double direction = std::sqrt(std::max(0.0, 1.0 - alpha_bar_prev - sigma_eta * sigma_eta));
+        x = std::sqrt(alpha_bar_prev) * x0 + direction * epsilon;
+        if (sigma_eta > 0.0) x = x + sigma_eta * noise.Next();
+      } else {
+        // DDPM posterior q(x_prev | x_t, x̂_0) over the strided steps with the
+        // "fixed_small" variance, as diffusers' DDPMScheduler.
+        const double beta = 1.0 - alpha_bar / alpha_bar_prev;
+        const double x0_coefficient = std::sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar);
+        const double xt_coefficient =
+            std::sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar);
+        x = x0_coefficient * x0 + xt_coefficient * x;
+        if (t > 0 && prev_t >= 0) {
+          const double variance =
+              std::max(1e-20, (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * beta);
+          x = x + std::sqrt(variance) * noise.Next();
+        }
+      }
+      if (progress) progress(static_cast<int64_t>(i) + 1, static_cast<int64_t>(timesteps->size()));
+    }
+    trajectory.final_sample = x;
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal, "sampling failed in the network call", e);
+  }
+  return trajectory;
+}
+
+absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Trajectory& trajectory,
+                                           int64_t t, const at::Tensor& conditions,
+                                           double guidance) {
+  const NoiseSchedule& schedule = denoiser.schedule();
+  if (trajectory.timesteps.empty()) return absl::InvalidArgumentError("empty trajectory");
+  if (t < 0 || t > trajectory.timesteps.front()) {
+    return absl::InvalidArgumentError(absl::StrCat("t: timestep ", t,
+                                                   " is outside the sampled range [0, ",
+                                                   trajectory.timesteps.front(), "]"));
+  }
+  size_t source = 0;
+  for (size_t i = 0; i < trajectory.timesteps.size(); ++i) {
+    if (trajectory.timesteps[i] == t) return trajectory.states[i];
+    if (trajectory.timesteps[i] > t) source = i;
+  }
+  const at::Tensor& x = trajectory.states[source];
+  const int64_t from = trajectory.timesteps[source];
+  auto prepared = denoiser.PrepareConditions(conditions, x.size(0));
+  if (!prepared.ok()) return prepared.status();
+  at::NoGradGuard no_grad;
+  try {
+    at::Tensor steps = at::full({x.size(0)}, from, at::TensorOptions().dtype(at::kLong).device(x.device()));
+    at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, *prepared, guidance);
+    at::Tensor x0 = (x - schedule.sigma(from) * epsilon) / schedule.sqrt_alpha_bar(from);
+    return schedule.sqrt_alpha_bar(t) * x0 + schedule.sigma(t) * epsilon;
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal, "network call failed", e);
+  }
+}
+
+}  // namespace memaudit

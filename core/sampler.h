@@ -1,0 +1,86 @@
+// Batched, seeded DDIM and DDPM-ancestral sampling that keeps the whole
+// trajectory, so curvature can be taken at any sampling step.
+//
+// Determinism: every sample b draws all of its noise (initial x_T and the
+// per-step noise) from its own CPU generator seeded with seeds[b], so a
+// sample depends only on its seed and condition, not on its batch-mates, and
+// the same seed gives the same sample on the same device type.
+#ifndef MEMAUDIT_CORE_SAMPLER_H_
+#define MEMAUDIT_CORE_SAMPLER_H_
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "denoiser.h"
+#include "stop.h"
+
+namespace memaudit {
+
+enum class SamplerKind { kDdim, kDdpm };
+absl::StatusOr<SamplerKind> ParseSamplerKind(const std::string& name);  // "ddim" | "ddpm"
+
+struct SamplerOptions {
+  SamplerKind kind = SamplerKind::kDdim;
+  int64_t num_steps = 50;
+  // DDIM stochasticity η ∈ [0, 1]; 0 is deterministic. Ignored by DDPM.
+  double eta = 0.0;
+  // diffusers' "leading" spacing: t_i = i·⌊T/num_steps⌋ + steps_offset.
+  int64_t steps_offset = 0;
+  // ᾱ used after the last step: 1 (true) or ᾱ_0 (false; Stable Diffusion).
+  bool set_alpha_to_one = true;
+  // Classifier-free guidance weight w (1: conditional only, 0: unconditional).
+  double guidance = 1.0;
+};
+
+// The states of one batched sampling run.
+struct Trajectory {
+  // Sampling timesteps in the order visited (descending).
+  std::vector<int64_t> timesteps;
+  // states[i] = x_{timesteps[i]}, [B, *sample_shape], the input of step i.
+  std::vector<at::Tensor> states;
+  // The output of the last step (x_0), [B, *sample_shape].
+  at::Tensor final_sample;
+  // Network evaluations spent (rows; a guided row counts twice).
+  int64_t network_evaluations = 0;
+};
+
+// Leading spacing as in diffusers' DDIM/DDPM schedulers, descending.
+// INVALID_ARGUMENT if num_steps is not in [1, T] or the offset pushes a
+// timestep out of [0, T−1].
+absl::StatusOr<std::vector<int64_t>> LeadingTimesteps(int64_t num_train_timesteps,
+                                                      int64_t num_steps, int64_t steps_offset);
+
+// Index of the first sampling step whose σ_t is below `max_sigma` (the
+// default evaluation point of DESIGN.md §2); the last step if none is.
+size_t FirstStepBelowSigma(const std::vector<int64_t>& timesteps, const NoiseSchedule& schedule,
+                           double max_sigma);
+
+// Called after each step with (steps done, steps total).
+using StepProgress = std::function<void(int64_t, int64_t)>;
+
+// Samples seeds.size() samples. `conditions` as for Denoiser::PrepareConditions
+// (undefined: the null condition / unconditional). Checks `stop` before each
+// step and returns its status when it says stop.
+absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
+                                              const std::vector<uint64_t>& seeds,
+                                              const at::Tensor& conditions,
+                                              const SamplerOptions& options,
+                                              const StopCheck& stop = {},
+                                              const StepProgress& progress = {});
+
+// x at training timestep t on the trajectory: the stored state when t is a
+// sampling timestep, otherwise one deterministic DDIM move from the nearest
+// stored state above t (one extra network evaluation per sample).
+// INVALID_ARGUMENT if t lies above the first sampling timestep.
+absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Trajectory& trajectory,
+                                           int64_t t, const at::Tensor& conditions,
+                                           double guidance);
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_SAMPLER_H_

@@ -1,0 +1,68 @@
+// Eigenvalue spectra of curvature matrices and their summary statistics
+// (DESIGN.md §2 "Spectra" and "Verdicts").
+//
+// With κ_i = σ_t²·Re λ_i (normalized curvature): a memorized sample has
+// κ ≈ −1 in every direction; flat directions (κ > −½) estimate the local
+// intrinsic dimension; n₊ counts upward-curving directions.
+#ifndef MEMAUDIT_CORE_SPECTRUM_H_
+#define MEMAUDIT_CORE_SPECTRUM_H_
+
+#include <ATen/Tensor.h>
+
+#include <complex>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "schedule.h"
+#include "stop.h"
+
+namespace memaudit {
+
+struct SpectrumOptions {
+  // Eigenvalues of the symmetric part (H + Hᵀ)/2 instead of H. Never the
+  // default: a learned score's Jacobian is not symmetric.
+  bool symmetrize = false;
+  // n₊ = #{Re λ > positive_tolerance · max|λ|}.
+  double positive_tolerance = 1e-3;
+  // Flat direction: κ > flat_kappa_threshold.
+  double flat_kappa_threshold = -0.5;
+};
+
+struct SpectrumSummary {
+  int64_t dimension = 0;        // number of eigenvalues summarized
+  int64_t positive_count = 0;   // n₊
+  int64_t flat_count = 0;       // #{κ > flat_kappa_threshold}
+  double min_kappa = 0.0;
+  double max_kappa = 0.0;
+  double mean_kappa = 0.0;
+  // Width of the peak along its flattest direction in data units,
+  // w = (σ_t/√ᾱ_t)·√(−1/κ_max − 1); +infinity when κ_max ≥ 0.
+  double width = 0.0;
+};
+
+struct Spectrum {
+  int64_t t = 0;              // training timestep of the evaluation point
+  double sigma = 0.0;         // σ_t
+  double sqrt_alpha_bar = 0;  // √ᾱ_t
+  bool symmetrized = false;
+  // Eigenvalues of H = ∂s/∂x, sorted by descending real part.
+  std::vector<std::complex<double>> eigenvalues;
+  SpectrumSummary summary;
+};
+
+// Summary statistics of `eigenvalues` at noise level σ_t = sigma.
+SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
+                          double sqrt_alpha_bar, const SpectrumOptions& options = {});
+
+// Full spectra of square matrices `jacobians` [B, d, d] (any floating dtype
+// and device; solved in float64 with LAPACK on the CPU) of the score at
+// training timestep t. Checks `stop` between matrices.
+absl::StatusOr<std::vector<Spectrum>> DenseSpectra(const at::Tensor& jacobians, int64_t t,
+                                                   const NoiseSchedule& schedule,
+                                                   const SpectrumOptions& options = {},
+                                                   const StopCheck& stop = {});
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_SPECTRUM_H_

@@ -1,0 +1,52 @@
+#include "torch_runtime.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace memaudit {
+namespace {
+constexpr size_t kMaxErrorChars = 800;
+}  // namespace
+
+void ConfigureTorchJit() { torch::jit::setGraphExecutorOptimize(false); }
+
+void ConfigureTorchRuntime(int num_threads) {
+  ConfigureTorchJit();
+  if (num_threads <= 0) {
+    num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  if (at::get_num_threads() != num_threads) at::set_num_threads(num_threads);
+}
+
+std::string TorchErrorMessage(const std::exception& error) {
+  std::string message;
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) {
+    message = c10_error->what_without_backtrace();
+  } else {
+    message = error.what();
+  }
+  // TorchScript errors carry a "Traceback of TorchScript" and source excerpts;
+  // the last non-empty line usually holds the actual complaint, the first the
+  // context. Keep the text but bound it.
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
+    message.pop_back();
+  }
+  if (message.size() > kMaxErrorChars) {
+    message = absl::StrCat(message.substr(0, kMaxErrorChars / 2), " [...] ",
+                           message.substr(message.size() - kMaxErrorChars / 2));
+  }
+  return message;
+}
+
+absl::Status TorchError(absl::StatusCode code, const std::string& context,
+                        const std::exception& error) {
+  return absl::Status(code, absl::StrCat(context, ": ", TorchErrorMessage(error)));
+}
+
+}  // namespace memaudit
