@@ -88,8 +88,8 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
                        : dir_name;
   if (config->name() != base_name) {
     return absl::InvalidArgumentError(absl::StrCat(config_path, ": name: \"", config->name(),
-                                                   "\" must equal the directory name \"",
-                                                   base_name, "\""));
+                                                   "\" must equal the directory name \"", base_name,
+                                                   "\""));
   }
   checkpoint->config_ = *std::move(config);
   checkpoint->schedule_ = *NoiseSchedule::Create(checkpoint->config_.noise_schedule());
@@ -116,9 +116,9 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
       std::vector<int64_t> expected(checkpoint->config_.conditioning().embedding_shape().begin(),
                                     checkpoint->config_.conditioning().embedding_shape().end());
       if (null_embedding->sizes().vec() != expected) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            null_path, ": shape ", ShapeString(null_embedding->sizes()),
-            " does not match conditioning.embedding_shape ", ShapeString(expected)));
+        return absl::InvalidArgumentError(
+            absl::StrCat(null_path, ": shape ", ShapeString(null_embedding->sizes()),
+                         " does not match conditioning.embedding_shape ", ShapeString(expected)));
       }
       checkpoint->null_embedding_ =
           null_embedding->to(checkpoint->device_, checkpoint->dtype_).unsqueeze(0);
@@ -132,8 +132,8 @@ absl::Status Checkpoint::Probe() {
   const std::string model_path = (fs::path(directory_) / kModelFile).string();
   auto method = module_.find_method("forward");
   if (!method) {
-    return absl::InvalidArgumentError(absl::StrCat(model_path, ": has no forward method; expected ",
-                                                   ExpectedSignature(config_)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_path, ": has no forward method; expected ", ExpectedSignature(config_)));
   }
   const size_t expected_args = conditional() ? 3 : 2;
   const size_t actual_args = method->function().getSchema().arguments().size() - 1;  // - self
@@ -147,13 +147,13 @@ absl::Status Checkpoint::Probe() {
   constexpr int64_t kProbeBatch = 2;
   const auto options = at::TensorOptions().device(device_);
   at::Tensor x = at::zeros(BatchShape(kProbeBatch), options.dtype(dtype_));
-  at::Tensor t = at::tensor({int64_t{0}, schedule_->num_train_timesteps() - 1},
-                            options.dtype(at::kLong));
+  at::Tensor t =
+      at::tensor({int64_t{0}, schedule_->num_train_timesteps() - 1}, options.dtype(at::kLong));
   at::Tensor condition;
   switch (config_.conditioning().kind()) {
     case v1::Conditioning::CLASS_LABEL:
-      condition = at::tensor({int64_t{0}, config_.conditioning().num_classes()},
-                             options.dtype(at::kLong));
+      condition =
+          at::tensor({int64_t{0}, config_.conditioning().num_classes()}, options.dtype(at::kLong));
       break;
     case v1::Conditioning::EMBEDDING: {
       std::vector<int64_t> shape{kProbeBatch};
@@ -209,11 +209,11 @@ at::Tensor Checkpoint::NullCondition(int64_t batch) const {
                       at::TensorOptions().dtype(at::kLong).device(device_));
     case v1::Conditioning::EMBEDDING:
       if (!null_embedding_.defined()) return {};
-    {
-      std::vector<int64_t> shape = null_embedding_.sizes().vec();
-      shape[0] = batch;
-      return null_embedding_.expand(shape).contiguous();
-    }
+      {
+        std::vector<int64_t> shape = null_embedding_.sizes().vec();
+        shape[0] = batch;
+        return null_embedding_.expand(shape).contiguous();
+      }
     default:
       return {};
   }

@@ -63,24 +63,32 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
 }
 
 absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
-                               const at::Tensor& v, JvpMode* mode_used) {
+                               const at::Tensor& v, JvpMode mode, JvpMode* mode_used) {
   if (absl::Status s = CheckSameShape(x, v, "v"); !s.ok()) return s;
-  try {
+  if (mode != JvpMode::kDoubleBackward) {
     at::Tensor tangent;
     try {
       at::AutoGradMode grad_mode(true);
       tangent = ForwardModeJvp(field, x, rows, v);
-    } catch (const std::exception&) {
+    } catch (const std::exception& e) {
       // An op without a forward-AD formula, or a dual-tensor restriction
       // (e.g. in-place ops); the double-backward identity covers these.
-      tangent = at::Tensor();
+      if (mode == JvpMode::kForward) {
+        return TorchError(absl::StatusCode::kInternal, "forward-mode JVP failed", e);
+      }
     }
     if (tangent.defined()) {
       if (mode_used) *mode_used = JvpMode::kForward;
       return tangent;
     }
+    if (mode == JvpMode::kForward) {
+      return absl::InternalError(
+          "forward-mode JVP returned no tangent (is TorchScript graph optimization on?)");
+    }
+  }
+  try {
     at::AutoGradMode grad_mode(true);
-    tangent = DoubleBackwardJvp(field, x, rows, v);
+    at::Tensor tangent = DoubleBackwardJvp(field, x, rows, v);
     if (mode_used) *mode_used = JvpMode::kDoubleBackward;
     return tangent;
   } catch (const std::exception& e) {
@@ -118,8 +126,7 @@ absl::StatusOr<at::Tensor> DenseJacobians(const Field& field, const at::Tensor& 
       at::Tensor out = field(input, sample_rows.index_select(0, sample));
       at::Tensor selector = at::zeros({count, dim}, out.options());
       selector.scatter_(1, component.unsqueeze(1), 1.0);
-      at::Tensor grads =
-          torch::autograd::grad({out}, {input}, {selector.view(out.sizes())})[0];
+      at::Tensor grads = torch::autograd::grad({out}, {input}, {selector.view(out.sizes())})[0];
       flat_jacobians.narrow(0, start, count).copy_(grads.reshape({count, dim}));
     }
   } catch (const std::exception& e) {

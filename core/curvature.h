@@ -25,16 +25,19 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
                                const at::Tensor& v);
 
 enum class JvpMode {
+  kAuto,            // kForward, falling back to kDoubleBackward
   kForward,         // forward-mode AD (dual numbers): one forward pass
   kDoubleBackward,  // d/du ⟨Jᵀu, v⟩: works for any twice-differentiable model
 };
 
-// J·v per sample. Tries forward-mode AD first; if the model has an op without
-// a forward-AD formula, or the tangent comes back undefined (TorchScript's
-// graph optimizer drops tangents, PLATFORM.md), falls back to the
-// double-backward identity. `mode_used`, if given, reports which ran.
+// J·v per sample. kAuto tries forward-mode AD first; if the model has an op
+// without a forward-AD formula, or the tangent comes back undefined
+// (TorchScript's graph optimizer drops tangents, PLATFORM.md), it falls back
+// to the double-backward identity. A forced kForward fails (INTERNAL) where
+// kAuto would fall back. `mode_used`, if given, reports which ran.
 absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
-                               const at::Tensor& v, JvpMode* mode_used = nullptr);
+                               const at::Tensor& v, JvpMode mode = JvpMode::kAuto,
+                               JvpMode* mode_used = nullptr);
 
 struct JacobianOptions {
   // Jacobian rows computed per network call (across samples): the batch of

@@ -33,8 +33,7 @@ const char* ScoreKindName(ScoreKind kind) {
 Denoiser::Denoiser(std::shared_ptr<const Checkpoint> checkpoint)
     : checkpoint_(std::move(checkpoint)) {
   const std::vector<double>& alpha_bars = checkpoint_->schedule().alpha_bars();
-  alpha_bars_ = at::tensor(at::ArrayRef<double>(alpha_bars), at::kDouble)
-                    .to(checkpoint_->device());
+  alpha_bars_ = at::tensor(at::ArrayRef<double>(alpha_bars), at::kDouble).to(checkpoint_->device());
 }
 
 std::pair<at::Tensor, at::Tensor> Denoiser::Coefficients(const at::Tensor& t,
@@ -101,9 +100,8 @@ absl::StatusOr<at::Tensor> Denoiser::PrepareConditions(const at::Tensor& conditi
       const int64_t high = labels.max().item<int64_t>();
       if (low < 0 || high > config.num_classes()) {
         return absl::InvalidArgumentError(
-            absl::StrCat("condition: class labels must be in [0, ", config.num_classes(),
-                         "] (", config.num_classes(), " is the null class), got ",
-                         low < 0 ? low : high));
+            absl::StrCat("condition: class labels must be in [0, ", config.num_classes(), "] (",
+                         config.num_classes(), " is the null class), got ", low < 0 ? low : high));
       }
       return labels.to(device);
     }
@@ -121,9 +119,9 @@ absl::StatusOr<at::Tensor> Denoiser::PrepareConditions(const at::Tensor& conditi
       expected.insert(expected.end(), config.embedding_shape().begin(),
                       config.embedding_shape().end());
       if (conditions.sizes().vec() != expected) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "condition: expected embeddings of shape [", absl::StrJoin(expected, ", "),
-            "], got [", absl::StrJoin(conditions.sizes(), ", "), "]"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("condition: expected embeddings of shape [", absl::StrJoin(expected, ", "),
+                         "], got [", absl::StrJoin(conditions.sizes(), ", "), "]"));
       }
       return conditions.to(device, checkpoint_->dtype());
     }
@@ -139,13 +137,13 @@ absl::StatusOr<at::Tensor> Denoiser::PrepareConditions(const at::Tensor& conditi
 absl::StatusOr<Field> Denoiser::ScoreField(int64_t t, ScoreKind kind, const at::Tensor& conditions,
                                            double guidance) const {
   if (t < 0 || t >= schedule().num_train_timesteps()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "t: timestep ", t, " outside [0, ", schedule().num_train_timesteps() - 1, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("t: timestep ", t, " outside [0, ",
+                                                   schedule().num_train_timesteps() - 1, "]"));
   }
   const bool conditional = checkpoint_->conditional();
   if (!conditional && (kind == ScoreKind::kGuided || kind == ScoreKind::kDifference)) {
-    return absl::InvalidArgumentError(absl::StrCat("score_kind: ", ScoreKindName(kind),
-                                                   " needs a conditional model"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("score_kind: ", ScoreKindName(kind), " needs a conditional model"));
   }
   if (conditional && kind != ScoreKind::kConditional) {
     // These kinds evaluate the null condition; make sure one exists.
@@ -164,7 +162,8 @@ absl::StatusOr<Field> Denoiser::ScoreField(int64_t t, ScoreKind kind, const at::
   return Field([self, checkpoint, t, kind, conditions, guidance, conditional, inverse_sigma](
                    const at::Tensor& x, const at::Tensor& rows) -> at::Tensor {
     const int64_t batch = x.size(0);
-    at::Tensor steps = at::full({batch}, t, at::TensorOptions().dtype(at::kLong).device(x.device()));
+    at::Tensor steps =
+        at::full({batch}, t, at::TensorOptions().dtype(at::kLong).device(x.device()));
     at::Tensor condition;
     if (conditional && conditions.defined()) condition = conditions.index_select(0, rows);
     at::Tensor epsilon;
@@ -173,14 +172,15 @@ absl::StatusOr<Field> Denoiser::ScoreField(int64_t t, ScoreKind kind, const at::
         epsilon = self.Epsilon(x, steps, condition);
         break;
       case ScoreKind::kUnconditional:
-        epsilon = self.Epsilon(x, steps, conditional ? checkpoint->NullCondition(batch) : condition);
+        epsilon =
+            self.Epsilon(x, steps, conditional ? checkpoint->NullCondition(batch) : condition);
         break;
       case ScoreKind::kGuided:
         epsilon = self.GuidedEpsilon(x, steps, condition, guidance);
         break;
       case ScoreKind::kDifference: {
         at::Tensor both = self.Epsilon(at::cat({x, x}), at::cat({steps, steps}),
-                                        at::cat({condition, checkpoint->NullCondition(batch)}));
+                                       at::cat({condition, checkpoint->NullCondition(batch)}));
         epsilon = both.narrow(0, 0, batch) - both.narrow(0, batch, batch);
         break;
       }

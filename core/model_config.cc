@@ -18,8 +18,8 @@ constexpr int64_t kMaxSampleNumel = int64_t{1} << 28;
 class ErrorCollector : public google::protobuf::io::ErrorCollector {
  public:
   void AddError(int line, int column, const std::string& message) override {
-    if (first_.empty()) first_ = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ",
-                                              message);
+    if (first_.empty())
+      first_ = absl::StrCat("line ", line + 1, ", column ", column + 1, ": ", message);
   }
   void AddWarning(int, int, const std::string&) override {}
   const std::string& first() const { return first_; }
@@ -36,7 +36,7 @@ absl::Status Invalid(const std::string& source, const std::string& field,
 }  // namespace
 
 absl::StatusOr<v1::ModelConfig> ParseModelConfig(const std::string& text,
-                                                  const std::string& source) {
+                                                 const std::string& source) {
   v1::ModelConfig config;
   ErrorCollector errors;
   google::protobuf::TextFormat::Parser parser;
@@ -74,8 +74,7 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
   }
   if (absl::StatusOr<NoiseSchedule> schedule = NoiseSchedule::Create(config.noise_schedule());
       !schedule.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": ", schedule.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", schedule.status().message()));
   }
   const v1::Conditioning& cond = config.conditioning();
   switch (cond.kind()) {

@@ -15,7 +15,7 @@ namespace memaudit {
 // prefixes every error message, together with the line and column of a syntax
 // error. Does not validate semantics; see ValidateModelConfig.
 absl::StatusOr<v1::ModelConfig> ParseModelConfig(const std::string& text,
-                                                  const std::string& source);
+                                                 const std::string& source);
 
 // Checks the semantic contract: non-empty name, positive sample_shape,
 // prediction_type and conditioning set, a valid schedule, num_classes > 0 for

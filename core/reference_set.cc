@@ -36,11 +36,12 @@ absl::StatusOr<ReferenceSet> ReferenceSet::Load(const std::string& path,
   expected.insert(expected.end(), sample_shape.begin(), sample_shape.end());
   if (items.sizes().vec() != expected) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": shape [", absl::StrJoin(items.sizes(), ", "),
-                     "] is not [N, ", absl::StrJoin(sample_shape, ", "), "]"));
+        absl::StrCat(path, ": shape [", absl::StrJoin(items.sizes(), ", "), "] is not [N, ",
+                     absl::StrJoin(sample_shape, ", "), "]"));
   }
   auto set = FromTensor(items);
-  if (!set.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", set.status().message()));
+  if (!set.ok())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", set.status().message()));
   return set;
 }
 
@@ -60,8 +61,7 @@ std::vector<NearestNeighbor> ReferenceSet::Nearest(const at::Tensor& samples) co
   at::Tensor tolerance = kDuplicateTolerance * (1.0 + nearest_items.norm(2, 1, true));
   at::Tensor duplicate = to_nearest <= tolerance;
   at::Tensor multiplicity = duplicate.sum(1);
-  at::Tensor masked = distances.masked_fill(duplicate,
-                                            std::numeric_limits<double>::infinity());
+  at::Tensor masked = distances.masked_fill(duplicate, std::numeric_limits<double>::infinity());
   at::Tensor second = std::get<0>(masked.min(1));
   std::vector<NearestNeighbor> result(samples.size(0));
   for (int64_t b = 0; b < samples.size(0); ++b) {

@@ -15,10 +15,10 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamples(
   const int64_t batch = static_cast<int64_t>(seeds.size());
   auto prepared = denoiser.PrepareConditions(conditions, batch);
   if (!prepared.ok()) return prepared.status();
-  auto trajectory = SampleTrajectories(
-      denoiser, seeds, *prepared, options.sampler, stop, [&](int64_t done, int64_t total) {
-        if (progress) progress({"sampling", done, total});
-      });
+  auto trajectory = SampleTrajectories(denoiser, seeds, *prepared, options.sampler, stop,
+                                       [&](int64_t done, int64_t total) {
+                                         if (progress) progress({"sampling", done, total});
+                                       });
   if (!trajectory.ok()) return trajectory.status();
 
   std::vector<int64_t> timesteps = options.timesteps;
@@ -36,8 +36,8 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamples(
     std::vector<NearestNeighbor> truth = reference->Nearest(final_cpu);
     for (int64_t b = 0; b < batch; ++b) results[b].truth = truth[b];
   }
-  const at::Tensor rows =
-      at::arange(batch, at::TensorOptions().dtype(at::kLong).device(trajectory->final_sample.device()));
+  const at::Tensor rows = at::arange(
+      batch, at::TensorOptions().dtype(at::kLong).device(trajectory->final_sample.device()));
   const int64_t total = static_cast<int64_t>(timesteps.size()) * batch;
   int64_t done = 0;
   for (int64_t t : timesteps) {

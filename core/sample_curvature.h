@@ -38,8 +38,8 @@ struct SampleCurvatureOptions {
 
 struct SampleCurvature {
   uint64_t seed = 0;
-  at::Tensor sample;               // final sample [*sample_shape], CPU
-  std::vector<Spectrum> spectra;   // one per evaluation timestep, in order
+  at::Tensor sample;                     // final sample [*sample_shape], CPU
+  std::vector<Spectrum> spectra;         // one per evaluation timestep, in order
   std::optional<NearestNeighbor> truth;  // when a reference set was given
 };
 

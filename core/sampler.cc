@@ -18,7 +18,8 @@ class NoiseSource {
               at::TensorOptions options)
       : sample_shape_(std::move(sample_shape)), options_(options) {
     generators_.reserve(seeds.size());
-    for (uint64_t seed : seeds) generators_.push_back(at::make_generator<at::CPUGeneratorImpl>(seed));
+    for (uint64_t seed : seeds)
+      generators_.push_back(at::make_generator<at::CPUGeneratorImpl>(seed));
   }
   // [B, *sample_shape] standard normal, sample b from generator b.
   at::Tensor Next() {
@@ -47,8 +48,8 @@ absl::StatusOr<SamplerKind> ParseSamplerKind(const std::string& name) {
 absl::StatusOr<std::vector<int64_t>> LeadingTimesteps(int64_t num_train_timesteps,
                                                       int64_t num_steps, int64_t steps_offset) {
   if (num_steps < 1 || num_steps > num_train_timesteps) {
-    return absl::InvalidArgumentError(absl::StrCat("num_steps must be in [1, ",
-                                                   num_train_timesteps, "], got ", num_steps));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_steps must be in [1, ", num_train_timesteps, "], got ", num_steps));
   }
   const int64_t ratio = num_train_timesteps / num_steps;
   std::vector<int64_t> timesteps;
@@ -73,8 +74,7 @@ size_t FirstStepBelowSigma(const std::vector<int64_t>& timesteps, const NoiseSch
 absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
                                               const std::vector<uint64_t>& seeds,
                                               const at::Tensor& conditions,
-                                              const SamplerOptions& options,
-                                              const StopCheck& stop,
+                                              const SamplerOptions& options, const StopCheck& stop,
                                               const StepProgress& progress) {
   const Checkpoint& checkpoint = denoiser.checkpoint();
   const NoiseSchedule& schedule = denoiser.schedule();
@@ -95,7 +95,8 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   const int64_t ratio = schedule.num_train_timesteps() / options.num_steps;
   const double final_alpha_bar = options.set_alpha_to_one ? 1.0 : schedule.alpha_bar(0);
   const int64_t evaluations_per_step =
-      batch * (checkpoint.conditional() && options.guidance != 1.0 && options.guidance != 0.0 ? 2 : 1);
+      batch *
+      (checkpoint.conditional() && options.guidance != 1.0 && options.guidance != 0.0 ? 2 : 1);
 
   const auto tensor_options =
       at::TensorOptions().dtype(checkpoint.dtype()).device(checkpoint.device());
@@ -124,10 +125,11 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
 
       if (options.kind == SamplerKind::kDdim) {
         // Song et al. (2021), eq. 12 with σ_η from eq. 16.
-        const double sigma_eta =
-            options.eta * std::sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)) *
-            std::sqrt(1.0 - alpha_bar / alpha_bar_prev);
-        const double direction = std::sqrt(std::max(0.0, 1.0 - alpha_bar_prev - sigma_eta * sigma_eta));
+        const double sigma_eta = options.eta *
+                                 std::sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)) *
+                                 std::sqrt(1.0 - alpha_bar / alpha_bar_prev);
+        const double direction =
+            std::sqrt(std::max(0.0, 1.0 - alpha_bar_prev - sigma_eta * sigma_eta));
         x = std::sqrt(alpha_bar_prev) * x0 + direction * epsilon;
         if (sigma_eta > 0.0) x = x + sigma_eta * noise.Next();
       } else {
@@ -174,7 +176,8 @@ absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Traje
   if (!prepared.ok()) return prepared.status();
   at::NoGradGuard no_grad;
   try {
-    at::Tensor steps = at::full({x.size(0)}, from, at::TensorOptions().dtype(at::kLong).device(x.device()));
+    at::Tensor steps =
+        at::full({x.size(0)}, from, at::TensorOptions().dtype(at::kLong).device(x.device()));
     at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, *prepared, guidance);
     at::Tensor x0 = (x - schedule.sigma(from) * epsilon) / schedule.sqrt_alpha_bar(from);
     return schedule.sqrt_alpha_bar(t) * x0 + schedule.sigma(t) * epsilon;

@@ -66,12 +66,9 @@ using StepProgress = std::function<void(int64_t, int64_t)>;
 // Samples seeds.size() samples. `conditions` as for Denoiser::PrepareConditions
 // (undefined: the null condition / unconditional). Checks `stop` before each
 // step and returns its status when it says stop.
-absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
-                                              const std::vector<uint64_t>& seeds,
-                                              const at::Tensor& conditions,
-                                              const SamplerOptions& options,
-                                              const StopCheck& stop = {},
-                                              const StepProgress& progress = {});
+absl::StatusOr<Trajectory> SampleTrajectories(
+    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& conditions,
+    const SamplerOptions& options, const StopCheck& stop = {}, const StepProgress& progress = {});
 
 // x at training timestep t on the trajectory: the stored state when t is a
 // sampling timestep, otherwise one deterministic DDIM move from the nearest

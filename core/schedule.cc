@@ -20,18 +20,17 @@ double CosineAlphaBar(double u) {
 
 absl::Status CheckBetaRange(const v1::NoiseSchedule& config) {
   if (!(config.beta_start() > 0.0 && config.beta_start() < 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "noise_schedule.beta_start must be in (0, 1), got ", config.beta_start()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("noise_schedule.beta_start must be in (0, 1), got ", config.beta_start()));
   }
   if (!(config.beta_end() > 0.0 && config.beta_end() < 1.0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("noise_schedule.beta_end must be in (0, 1), got ", config.beta_end()));
   }
   if (config.beta_start() > config.beta_end()) {
-    return absl::InvalidArgumentError(absl::StrCat("noise_schedule.beta_start (",
-                                                   config.beta_start(),
-                                                   ") must not exceed beta_end (",
-                                                   config.beta_end(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("noise_schedule.beta_start (", config.beta_start(),
+                     ") must not exceed beta_end (", config.beta_end(), ")"));
   }
   return absl::OkStatus();
 }
@@ -41,8 +40,8 @@ absl::Status CheckBetaRange(const v1::NoiseSchedule& config) {
 absl::StatusOr<NoiseSchedule> NoiseSchedule::Create(const v1::NoiseSchedule& config) {
   const int64_t steps = config.num_train_timesteps();
   if (steps < 2 || steps > 1'000'000) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "noise_schedule.num_train_timesteps must be in [2, 1000000], got ", steps));
+    return absl::InvalidArgumentError(
+        absl::StrCat("noise_schedule.num_train_timesteps must be in [2, 1000000], got ", steps));
   }
   std::vector<double> betas(steps);
   switch (config.kind()) {

@@ -31,9 +31,10 @@ SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, 
     kappa_sum += kappa;
   }
   summary.mean_kappa = kappa_sum / static_cast<double>(eigenvalues.size());
-  summary.width = summary.max_kappa < 0.0
-                      ? (sigma / sqrt_alpha_bar) * std::sqrt(std::max(0.0, -1.0 / summary.max_kappa - 1.0))
-                      : std::numeric_limits<double>::infinity();
+  summary.width =
+      summary.max_kappa < 0.0
+          ? (sigma / sqrt_alpha_bar) * std::sqrt(std::max(0.0, -1.0 / summary.max_kappa - 1.0))
+          : std::numeric_limits<double>::infinity();
   return summary;
 }
 
@@ -65,7 +66,8 @@ absl::StatusOr<std::vector<Spectrum>> DenseSpectra(const at::Tensor& jacobians, 
       if (options.symmetrize) {
         at::Tensor values = at::linalg_eigvalsh(0.5 * (matrix + matrix.t()), "L").contiguous();
         const double* data = values.data_ptr<double>();
-        for (int64_t i = 0; i < values.numel(); ++i) spectrum.eigenvalues.emplace_back(data[i], 0.0);
+        for (int64_t i = 0; i < values.numel(); ++i)
+          spectrum.eigenvalues.emplace_back(data[i], 0.0);
       } else {
         at::Tensor values = at::linalg_eigvals(matrix).contiguous();
         const auto* data = values.data_ptr<c10::complex<double>>();

@@ -30,9 +30,9 @@ struct SpectrumOptions {
 };
 
 struct SpectrumSummary {
-  int64_t dimension = 0;        // number of eigenvalues summarized
-  int64_t positive_count = 0;   // n₊
-  int64_t flat_count = 0;       // #{κ > flat_kappa_threshold}
+  int64_t dimension = 0;       // number of eigenvalues summarized
+  int64_t positive_count = 0;  // n₊
+  int64_t flat_count = 0;      // #{κ > flat_kappa_threshold}
   double min_kappa = 0.0;
   double max_kappa = 0.0;
   double mean_kappa = 0.0;

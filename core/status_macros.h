@@ -10,9 +10,9 @@
 #define MEMAUDIT_CONCAT_(a, b) MEMAUDIT_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status _memaudit_status = (expr);  \
+#define RETURN_IF_ERROR(expr)                            \
+  do {                                                   \
+    ::absl::Status _memaudit_status = (expr);            \
     if (!_memaudit_status.ok()) return _memaudit_status; \
   } while (0)
 

@@ -18,9 +18,7 @@ namespace memaudit {
 // thread-safe; an empty function never stops.
 using StopCheck = std::function<absl::Status()>;
 
-inline absl::Status CheckStop(const StopCheck& stop) {
-  return stop ? stop() : absl::OkStatus();
-}
+inline absl::Status CheckStop(const StopCheck& stop) { return stop ? stop() : absl::OkStatus(); }
 
 }  // namespace memaudit
 

@@ -52,7 +52,8 @@ def exact_output(self, x: Tensor, t: Tensor, allowed: Tensor) -> Tensor:
 
 constexpr const char* kUnconditionalForward = R"JIT(
 def forward(self, x: Tensor, t: Tensor) -> Tensor:
-    allowed = torch.ones([x.shape[0], self.log_weights.shape[0]], dtype=torch.bool, device=x.device)
+    # Every component (t >= 0 always holds; a bool tensor on x's device).
+    allowed = t.unsqueeze(1).expand([-1, self.log_weights.shape[0]]) >= 0
     return self.exact_output(x, t, allowed)
 )JIT";
 
@@ -116,10 +117,9 @@ absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(const GaussianMixt
     module.register_buffer("means", mixture.means.to(at::kDouble).contiguous());
     module.register_buffer("basis", basis.contiguous());
     module.register_buffer("eigenvalues", eigenvalues.clamp_min(0.0).contiguous());
-    module.register_buffer(
-        "alpha_bars", at::tensor(at::ArrayRef<double>(schedule.alpha_bars()), at::kDouble));
-    module.register_attribute("prediction", c10::IntType::get(),
-                              static_cast<int64_t>(prediction));
+    module.register_buffer("alpha_bars",
+                           at::tensor(at::ArrayRef<double>(schedule.alpha_bars()), at::kDouble));
+    module.register_attribute("prediction", c10::IntType::get(), static_cast<int64_t>(prediction));
     module.define(kMixtureSource);
     if (mixture.classes.defined()) {
       module.register_buffer("classes", mixture.classes.to(at::kLong));

@@ -46,9 +46,10 @@ GaussianMixture EmpiricalMixture(const at::Tensor& points, double variance);
 // x̂_0). forward(x, t) or, when mixture.classes is defined, forward(x, t, y).
 // Works in the input's dtype (float32 or float64). `sample_shape` must
 // have d elements.
-absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(
-    const GaussianMixture& mixture, const NoiseSchedule& schedule,
-    v1::PredictionType prediction, int64_t num_classes = 0);
+absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(const GaussianMixture& mixture,
+                                                              const NoiseSchedule& schedule,
+                                                              v1::PredictionType prediction,
+                                                              int64_t num_classes = 0);
 
 }  // namespace memaudit::toy
 

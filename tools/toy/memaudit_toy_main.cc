@@ -13,9 +13,9 @@
 #include "model_directory.h"
 #include "reference_set.h"
 #include "tensor_file.h"
+#include "torch_runtime.h"
 #include "toy_experiment.h"
 #include "toy_mlp.h"
-#include "torch_runtime.h"
 
 namespace memaudit::toy {
 namespace {
@@ -75,8 +75,8 @@ int WriteMixture(const MixtureFlags& flags, const GaussianMixture& mixture, int6
     return Fail(s);
   }
   std::printf("wrote %s/%s (exact Gaussian mixture, %lld components, d = %lld)\n",
-              flags.repository.c_str(), flags.name.c_str(),
-              static_cast<long long>(mixture.size()), static_cast<long long>(mixture.dim()));
+              flags.repository.c_str(), flags.name.c_str(), static_cast<long long>(mixture.size()),
+              static_cast<long long>(mixture.dim()));
   return 0;
 }
 
@@ -124,8 +124,9 @@ int Main(int argc, char** argv) {
   train->add_option("--cloud", data_options.cloud_points, "cloud points")->capture_default_str();
   train->add_option("--duplicates", data_options.duplicates, "copies of the duplicated point")
       ->capture_default_str();
-  train->add_option("--distance", data_options.duplicate_distance,
-                    "distance of the duplicated point from the cloud centre")
+  train
+      ->add_option("--distance", data_options.duplicate_distance,
+                   "distance of the duplicated point from the cloud centre")
       ->capture_default_str();
   train->add_option("--steps", train_options.steps, "optimizer steps")->capture_default_str();
   train->add_option("--batch", train_options.batch_size, "batch size")->capture_default_str();
@@ -140,14 +141,13 @@ int Main(int argc, char** argv) {
   std::string experiment_model;
   ToyExperimentOptions experiment_options;
   int64_t experiment_t = -1;
-  CLI::App* experiment = app.add_subcommand(
-      "experiment", "sample, take spectra, and tabulate copies vs. the rest");
+  CLI::App* experiment =
+      app.add_subcommand("experiment", "sample, take spectra, and tabulate copies vs. the rest");
   experiment->add_option("--model", experiment_model, "model directory")->required();
-  experiment->add_option("--samples", experiment_options.samples, "samples")
-      ->capture_default_str();
+  experiment->add_option("--samples", experiment_options.samples, "samples")->capture_default_str();
   experiment->add_option("--seed", experiment_options.seed, "first seed")->capture_default_str();
-  experiment->add_option("--steps", experiment_options.measure.sampler.num_steps,
-                         "DDIM sampling steps")
+  experiment
+      ->add_option("--steps", experiment_options.measure.sampler.num_steps, "DDIM sampling steps")
       ->capture_default_str();
   experiment->add_option("--t", experiment_t,
                          "evaluation timestep (default: first step with sigma_t < 0.1)");
@@ -165,7 +165,8 @@ int Main(int argc, char** argv) {
     auto points = LoadTensorFile(empirical_points);
     if (!points.ok()) return Fail(points.status());
     if (points->dim() != 2 || !at::isFloatingType(points->scalar_type())) {
-      return Fail(absl::InvalidArgumentError(empirical_points + ": expected a float [N, d] tensor"));
+      return Fail(
+          absl::InvalidArgumentError(empirical_points + ": expected a float [N, d] tensor"));
     }
     auto reference = ReferenceSet::FromTensor(*points);
     if (!reference.ok()) return Fail(reference.status());
@@ -183,12 +184,11 @@ int Main(int argc, char** argv) {
                                         DefaultSchedule(v1::NoiseSchedule::LINEAR));
     auto schedule = NoiseSchedule::Create(config.noise_schedule());
     torch::jit::Module module = BuildToyMlp(data_options.dim, mlp_options, train_seed);
-    auto report = TrainEpsilonModel(module, data.points, *schedule, train_options,
-                                    [](int64_t step, double loss) {
-                                      std::printf("step %6lld  loss %.4f\n",
-                                                  static_cast<long long>(step), loss);
-                                      std::fflush(stdout);
-                                    });
+    auto report = TrainEpsilonModel(
+        module, data.points, *schedule, train_options, [](int64_t step, double loss) {
+          std::printf("step %6lld  loss %.4f\n", static_cast<long long>(step), loss);
+          std::fflush(stdout);
+        });
     if (!report.ok()) return Fail(report.status());
     auto reference = ReferenceSet::FromTensor(data.points);
     if (!reference.ok()) return Fail(reference.status());
@@ -210,15 +210,15 @@ int Main(int argc, char** argv) {
         const SpectrumSummary& summary = s.spectra.front().summary;
         std::printf("%4llu  %4s  %3lld  %6.3f  %3lld  %4lld  %9.4f  %9.4f\n",
                     static_cast<unsigned long long>(s.seed), s.truth->is_copy() ? "yes" : "no",
-                    static_cast<long long>(s.truth->multiplicity),
-                    s.truth->ratio, static_cast<long long>(summary.positive_count),
+                    static_cast<long long>(s.truth->multiplicity), s.truth->ratio,
+                    static_cast<long long>(summary.positive_count),
                     static_cast<long long>(summary.flat_count), summary.max_kappa,
                     summary.min_kappa);
       }
       std::printf("\n");
     }
-    std::printf("%s\n%lld samples, sampling + spectra in %.2f s\n",
-                FormatToyTable(*result).c_str(), static_cast<long long>(experiment_options.samples),
+    std::printf("%s\n%lld samples, sampling + spectra in %.2f s\n", FormatToyTable(*result).c_str(),
+                static_cast<long long>(experiment_options.samples),
                 result->seconds_sampling_and_curvature);
     return 0;
   }

@@ -94,12 +94,12 @@ std::string FormatToyTable(const ToyExperimentResult& result) {
       absl::StrAppendFormat(&table, "| %s | 0 | - | - | - | - | - | - |\n", g->name);
       continue;
     }
-    absl::StrAppendFormat(&table, "| %s | %d | %.2f (%d) | %.2f [%d, %d] | %d/%d | %.3f | %.3f | %s |\n",
-                          g->name, g->count, g->mean_positive, g->max_positive, g->mean_flat,
-                          g->min_flat, g->max_flat, g->with_flat_or_positive, g->count,
-                          g->mean_max_kappa, g->mean_min_kappa,
-                          std::isinf(g->median_width) ? std::string("inf")
-                                                      : absl::StrFormat("%.4f", g->median_width));
+    absl::StrAppendFormat(
+        &table, "| %s | %d | %.2f (%d) | %.2f [%d, %d] | %d/%d | %.3f | %.3f | %s |\n", g->name,
+        g->count, g->mean_positive, g->max_positive, g->mean_flat, g->min_flat, g->max_flat,
+        g->with_flat_or_positive, g->count, g->mean_max_kappa, g->mean_min_kappa,
+        std::isinf(g->median_width) ? std::string("inf")
+                                    : absl::StrFormat("%.4f", g->median_width));
   }
   return table;
 }

@@ -36,10 +36,9 @@ ToyData MakeToyData(const ToyDataOptions& options) {
   at::Tensor duplicated = options.duplicate_distance * at::matmul(basis, direction);
   ToyData data;
   data.duplicated = duplicated.to(at::kFloat);
-  data.points =
-      at::cat({cloud, duplicated.unsqueeze(0).expand({options.duplicates, options.dim})})
-          .to(at::kFloat)
-          .contiguous();
+  data.points = at::cat({cloud, duplicated.unsqueeze(0).expand({options.duplicates, options.dim})})
+                    .to(at::kFloat)
+                    .contiguous();
   return data;
 }
 
@@ -108,7 +107,8 @@ absl::StatusOr<TrainReport> TrainEpsilonModel(torch::jit::Module& module, const 
       }
       at::Tensor index = at::randint(n, {options.batch_size}, gen, at::kLong);
       at::Tensor x0 = data.index_select(0, index);
-      at::Tensor t = at::randint(schedule.num_train_timesteps(), {options.batch_size}, gen, at::kLong);
+      at::Tensor t =
+          at::randint(schedule.num_train_timesteps(), {options.batch_size}, gen, at::kLong);
       at::Tensor noise = at::randn(x0.sizes(), gen, at::kFloat);
       at::Tensor alpha_bar = alpha_bars.index_select(0, t).view(view_shape);
       at::Tensor xt = alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise;
@@ -131,8 +131,7 @@ absl::StatusOr<TrainReport> TrainEpsilonModel(torch::jit::Module& module, const 
   for (at::Tensor p : module.parameters()) p.requires_grad_(false);
   TrainReport report;
   report.final_loss = tail_loss / std::max<int64_t>(1, tail_count);
-  report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
 }
 

@@ -28,8 +28,8 @@ struct ToyDataOptions {
 };
 
 struct ToyData {
-  at::Tensor points;          // [cloud_points + duplicates, dim] float32
-  at::Tensor duplicated;      // [dim] the duplicated point
+  at::Tensor points;      // [cloud_points + duplicates, dim] float32
+  at::Tensor duplicated;  // [dim] the duplicated point
 };
 
 ToyData MakeToyData(const ToyDataOptions& options);

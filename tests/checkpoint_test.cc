@@ -1,0 +1,189 @@
+#include "checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+
+#include "denoiser.h"
+#include "gaussian_mixture.h"
+#include "google/protobuf/text_format.h"
+#include "model_directory.h"
+#include "reference_set.h"
+#include "tensor_file.h"
+#include "test_util.h"
+
+namespace memaudit {
+namespace {
+
+using testing::ScratchDir;
+
+// Writes a model directory whose model.pt has the given TorchScript forward.
+void WriteModuleWithSource(const std::string& repository, const v1::ModelConfig& config,
+                           const std::string& source) {
+  torch::jit::Module module("__torch__.memaudit.test.Custom");
+  module.register_parameter("scale", at::ones({1}), false);
+  module.define(source);
+  ASSERT_TRUE(toy::WriteModelDirectory(repository, config, module).ok());
+}
+
+std::string RunCommand(const std::string& command) {
+  std::array<char, 512> buffer{};
+  std::string output;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return output;
+  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) output += buffer.data();
+  const int rc = pclose(pipe);
+  EXPECT_EQ(rc, 0) << command << "\n" << output;
+  return output;
+}
+
+TEST(CheckpointTest, LoadsCppArchive) {
+  ScratchDir dir;
+  toy::GaussianMixture mixture = toy::RandomGaussianMixture(4, 3, /*seed=*/1);
+  auto checkpoint = testing::WriteAndLoadMixture(
+      dir.path(), "gmm", mixture, v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kFloat);
+  ASSERT_NE(checkpoint, nullptr);
+  EXPECT_EQ(checkpoint->config().name(), "gmm");
+  EXPECT_EQ(checkpoint->sample_numel(), 4);
+  EXPECT_EQ(checkpoint->dtype(), at::kFloat);
+  EXPECT_TRUE(checkpoint->device().is_cpu());
+  at::Tensor x = at::randn({5, 4});
+  at::Tensor out = checkpoint->Forward(x, at::full({5}, 10, at::kLong), at::Tensor());
+  EXPECT_EQ(out.sizes(), x.sizes());
+}
+
+TEST(CheckpointTest, LoadsPythonTracedAndScriptedArchives) {
+  ScratchDir dir;
+  RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES + "/make_python_archives.py " +
+             dir.path());
+  auto traced = Checkpoint::Load(dir.Join("py_traced"));
+  ASSERT_TRUE(traced.ok()) << traced.status();
+  auto scripted = Checkpoint::Load(dir.Join("py_scripted"));
+  ASSERT_TRUE(scripted.ok()) << scripted.status();
+  // The scripted model is class-conditional: the null class is num_classes.
+  Denoiser denoiser(*scripted);
+  at::Tensor x = at::randn({3, 3});
+  at::Tensor labels = at::tensor({0, 3, 4}, at::kLong);
+  at::Tensor out = denoiser.Epsilon(x, at::full({3}, 5, at::kLong), labels);
+  EXPECT_EQ(out.sizes(), x.sizes());
+  EXPECT_TRUE(at::equal(scripted->get()->NullCondition(2), at::full({2}, 4, at::kLong)));
+  // A Python torch.save tensor is a valid reference set.
+  auto reference = ReferenceSet::Load(dir.Join("reference.pt"), {3});
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  EXPECT_EQ(reference->size(), 5);
+  EXPECT_FLOAT_EQ(reference->items().sum().item<float>(), 105.0f);
+}
+
+TEST(CheckpointTest, CppTensorFilesLoadInPython) {
+  ScratchDir dir;
+  at::Tensor tensor = at::arange(12, at::kFloat).reshape({4, 3}) * 0.5;
+  ASSERT_TRUE(SaveTensorFile(dir.Join("t.pt"), tensor).ok());
+  const std::string output = RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                                        "/check_cpp_tensor_file.py " + dir.Join("t.pt"));
+  EXPECT_EQ(output, "33.000000 [4, 3]\n");
+  auto back = LoadTensorFile(dir.Join("t.pt"));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(at::equal(*back, tensor));
+}
+
+TEST(CheckpointTest, MissingDirectoryAndFiles) {
+  ScratchDir dir;
+  auto missing = Checkpoint::Load(dir.Join("nope"));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("nope"), std::string::npos);
+
+  std::filesystem::create_directories(dir.Join("empty"));
+  auto no_config = Checkpoint::Load(dir.Join("empty"));
+  EXPECT_EQ(no_config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(no_config.status().message().find("config.pbtxt"), std::string::npos);
+
+  std::filesystem::create_directories(dir.Join("nomodel"));
+  v1::ModelConfig config = testing::MixtureConfig("nomodel", 2);
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(config, &text);
+  testing::WriteFile(dir.Join("nomodel/config.pbtxt"), text);
+  auto no_model = Checkpoint::Load(dir.Join("nomodel"));
+  EXPECT_EQ(no_model.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(no_model.status().message().find("model.pt"), std::string::npos);
+}
+
+TEST(CheckpointTest, CorruptArchiveIsAClearError) {
+  ScratchDir dir;
+  std::filesystem::create_directories(dir.Join("bad"));
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(testing::MixtureConfig("bad", 2), &text);
+  testing::WriteFile(dir.Join("bad/config.pbtxt"), text);
+  testing::WriteFile(dir.Join("bad/model.pt"), "this is not a zip archive");
+  auto loaded = Checkpoint::Load(dir.Join("bad"));
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find("model.pt"), std::string::npos) << loaded.status();
+  EXPECT_NE(loaded.status().message().find("TorchScript"), std::string::npos);
+}
+
+TEST(CheckpointTest, NameMustMatchDirectory) {
+  ScratchDir dir;
+  WriteModuleWithSource(dir.path(), testing::MixtureConfig("right", 2),
+                        "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
+  std::filesystem::rename(dir.Join("right"), dir.Join("wrong"));
+  auto loaded = Checkpoint::Load(dir.Join("wrong"));
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find("name"), std::string::npos) << loaded.status();
+}
+
+TEST(CheckpointTest, WrongSignatureNamesTheContract) {
+  ScratchDir dir;
+  // A class-conditional config, but forward takes (x, t) only.
+  WriteModuleWithSource(
+      dir.path(),
+      testing::MixtureConfig("sig", 2, v1::NoiseSchedule::LINEAR, v1::EPSILON, /*num_classes=*/3),
+      "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
+  auto loaded = Checkpoint::Load(dir.Join("sig"));
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find("forward(x: Tensor, t: Tensor, y: Tensor)"),
+            std::string::npos)
+      << loaded.status();
+}
+
+TEST(CheckpointTest, ForwardThatFailsOnProbeIsReported) {
+  ScratchDir dir;
+  // Expects a 3-D x; the contract gives [B, 2].
+  WriteModuleWithSource(dir.path(), testing::MixtureConfig("probe", 2),
+                        "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+                        "    return x.permute(0, 2, 1)\n");
+  auto loaded = Checkpoint::Load(dir.Join("probe"));
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find("probe call"), std::string::npos) << loaded.status();
+}
+
+TEST(CheckpointTest, OutputShapeMismatchIsReported) {
+  ScratchDir dir;
+  WriteModuleWithSource(dir.path(), testing::MixtureConfig("shape", 2),
+                        "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+                        "    return x[:, :1]\n");
+  auto loaded = Checkpoint::Load(dir.Join("shape"));
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find("returned shape [2, 1]"), std::string::npos)
+      << loaded.status();
+}
+
+TEST(CheckpointTest, UnavailableOrInvalidDevice) {
+  ScratchDir dir;
+  WriteModuleWithSource(dir.path(), testing::MixtureConfig("dev", 2),
+                        "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
+  CheckpointOptions options;
+  options.device = "banana";
+  EXPECT_EQ(Checkpoint::Load(dir.Join("dev"), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  if (!at::hasCUDA()) {
+    options.device = "cuda:0";
+    auto loaded = Checkpoint::Load(dir.Join("dev"), options);
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(loaded.status().message().find("CUDA"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace memaudit

@@ -1,0 +1,187 @@
+#include "sampler.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace memaudit {
+namespace {
+
+using testing::ScratchDir;
+
+std::vector<uint64_t> Seeds(int64_t count, uint64_t first = 0) {
+  std::vector<uint64_t> seeds(count);
+  for (int64_t i = 0; i < count; ++i) seeds[i] = first + i;
+  return seeds;
+}
+
+toy::GaussianMixture SingleGaussian(at::Tensor mean, double variance) {
+  toy::GaussianMixture g;
+  const int64_t d = mean.numel();
+  g.weights = at::ones({1}, at::kDouble);
+  g.means = mean.to(at::kDouble).view({1, d});
+  g.covariances = (variance * at::eye(d, at::kDouble)).unsqueeze(0);
+  return g;
+}
+
+// diffusers: DDIMScheduler(steps_offset=1).set_timesteps(50) gives
+// 981, 961, ..., 1 for Stable Diffusion.
+TEST(LeadingTimestepsTest, MatchesDiffusers) {
+  auto sd = LeadingTimesteps(1000, 50, 1);
+  ASSERT_TRUE(sd.ok());
+  ASSERT_EQ(sd->size(), 50u);
+  EXPECT_EQ(sd->front(), 981);
+  EXPECT_EQ((*sd)[1], 961);
+  EXPECT_EQ(sd->back(), 1);
+  auto ten = LeadingTimesteps(1000, 10, 0);
+  ASSERT_TRUE(ten.ok());
+  EXPECT_EQ(*ten, (std::vector<int64_t>{900, 800, 700, 600, 500, 400, 300, 200, 100, 0}));
+  auto odd = LeadingTimesteps(1000, 3, 0);  // ratio 333
+  EXPECT_EQ(*odd, (std::vector<int64_t>{666, 333, 0}));
+  EXPECT_FALSE(LeadingTimesteps(1000, 0, 0).ok());
+  EXPECT_FALSE(LeadingTimesteps(1000, 1001, 0).ok());
+  EXPECT_FALSE(LeadingTimesteps(1000, 10, 100).ok());
+}
+
+// A sample depends only on its seed: same seeds, same samples, whatever the
+// batch around them; different seeds differ.
+TEST(SamplerTest, SeededAndBatchIndependent) {
+  ScratchDir dir;
+  auto checkpoint =
+      testing::WriteAndLoadMixture(dir.path(), "mix", toy::RandomGaussianMixture(3, 3, 1),
+                                   v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kFloat);
+  Denoiser denoiser(checkpoint);
+  for (SamplerKind kind : {SamplerKind::kDdim, SamplerKind::kDdpm}) {
+    SamplerOptions options;
+    options.kind = kind;
+    options.num_steps = 20;
+    options.eta = 0.5;
+    auto first = SampleTrajectories(denoiser, Seeds(4, 10), at::Tensor(), options);
+    auto again = SampleTrajectories(denoiser, Seeds(4, 10), at::Tensor(), options);
+    auto alone = SampleTrajectories(denoiser, {12}, at::Tensor(), options);
+    ASSERT_TRUE(first.ok() && again.ok() && alone.ok());
+    EXPECT_TRUE(at::equal(first->final_sample, again->final_sample));
+    EXPECT_TRUE(at::allclose(first->final_sample[2], alone->final_sample[0], 1e-5, 1e-6));
+    EXPECT_FALSE(at::allclose(first->final_sample[0], first->final_sample[1]));
+    EXPECT_EQ(first->states.size(), 20u);
+    EXPECT_EQ(first->timesteps.size(), 20u);
+    EXPECT_EQ(first->network_evaluations, 4 * 20);
+  }
+}
+
+// Both samplers reproduce a Gaussian's mean and standard deviation.
+TEST(SamplerTest, SamplesHaveTheModelsDistribution) {
+  ScratchDir dir;
+  const at::Tensor mean = at::tensor({1.5, -2.0}, at::kDouble);
+  const double std_dev = 0.5;
+  auto checkpoint =
+      testing::WriteAndLoadMixture(dir.path(), "g", SingleGaussian(mean, std_dev * std_dev),
+                                   v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kFloat);
+  Denoiser denoiser(checkpoint);
+  for (SamplerKind kind : {SamplerKind::kDdim, SamplerKind::kDdpm}) {
+    SamplerOptions options;
+    options.kind = kind;
+    options.num_steps = 100;
+    auto result = SampleTrajectories(denoiser, Seeds(2000), at::Tensor(), options);
+    ASSERT_TRUE(result.ok()) << result.status();
+    at::Tensor samples = result->final_sample.to(at::kDouble);
+    at::Tensor sample_mean = samples.mean(0);
+    at::Tensor sample_std = samples.std(0);
+    for (int64_t j = 0; j < 2; ++j) {
+      EXPECT_NEAR(sample_mean[j].item<double>(), mean[j].item<double>(), 0.05)
+          << (kind == SamplerKind::kDdim ? "ddim" : "ddpm");
+      EXPECT_NEAR(sample_std[j].item<double>(), std_dev, 0.05);
+    }
+  }
+}
+
+// Guided class-conditional sampling lands in the requested class.
+TEST(SamplerTest, GuidanceSamplesTheRequestedClass) {
+  ScratchDir dir;
+  toy::GaussianMixture mixture;
+  mixture.weights = at::ones({2}, at::kDouble);
+  mixture.means = at::tensor({-3.0, 0.0, 3.0, 0.0}, at::kDouble).view({2, 2});
+  mixture.covariances = (0.1 * at::eye(2, at::kDouble)).expand({2, 2, 2}).contiguous();
+  mixture.classes = at::tensor({0, 1}, at::kLong);
+  auto checkpoint = testing::WriteAndLoadMixture(
+      dir.path(), "cls", mixture, v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kFloat, 2);
+  Denoiser denoiser(checkpoint);
+  SamplerOptions options;
+  options.num_steps = 50;
+  options.guidance = 3.0;
+  at::Tensor labels = at::cat({at::zeros({50}, at::kLong), at::ones({50}, at::kLong)});
+  auto result = SampleTrajectories(denoiser, Seeds(100), labels, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  at::Tensor x = result->final_sample.select(1, 0);
+  EXPECT_TRUE((x.narrow(0, 0, 50) < 0).all().item<bool>());
+  EXPECT_TRUE((x.narrow(0, 50, 50) > 0).all().item<bool>());
+  EXPECT_EQ(result->network_evaluations, 2 * 100 * 50);  // guided rows run twice
+}
+
+// For a point mass, DDIM (η = 0) is exact at every timestep:
+// x_t = √ᾱ_t·μ + σ_t·(x_T − √ᾱ_T·μ)/σ_T. So states off the sampling grid
+// (one DDIM move from a stored state) are checkable.
+TEST(SamplerTest, StateAtTimestepOnAndOffTheGrid) {
+  ScratchDir dir;
+  const at::Tensor mu = at::tensor({0.7, -0.4, 1.1}, at::kDouble);
+  auto checkpoint = testing::WriteAndLoadMixture(dir.path(), "pt", SingleGaussian(mu, 0.0),
+                                                 v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  Denoiser denoiser(checkpoint);
+  SamplerOptions options;
+  options.num_steps = 10;  // timesteps 900, 800, ..., 0
+  auto trajectory = SampleTrajectories(denoiser, Seeds(3), at::Tensor(), options);
+  ASSERT_TRUE(trajectory.ok());
+  const NoiseSchedule& s = denoiser.schedule();
+  const at::Tensor x_start = trajectory->states.front();
+  const int64_t t_start = trajectory->timesteps.front();
+  const at::Tensor z = (x_start - s.sqrt_alpha_bar(t_start) * mu) / s.sigma(t_start);
+  for (int64_t t : {800, 437, 21, 0}) {
+    auto x = StateAtTimestep(denoiser, *trajectory, t, at::Tensor(), 1.0);
+    ASSERT_TRUE(x.ok()) << x.status();
+    at::Tensor expected = s.sqrt_alpha_bar(t) * mu + s.sigma(t) * z;
+    EXPECT_TRUE(at::allclose(*x, expected, 1e-7, 1e-7)) << "t=" << t;
+  }
+  EXPECT_FALSE(StateAtTimestep(denoiser, *trajectory, 950, at::Tensor(), 1.0).ok());
+}
+
+TEST(SamplerTest, FirstStepBelowSigma) {
+  ScratchDir dir;
+  auto checkpoint = testing::WriteAndLoadMixture(
+      dir.path(), "m", toy::RandomGaussianMixture(2, 1, 0), v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  auto steps = LeadingTimesteps(1000, 50, 0);
+  const size_t i = FirstStepBelowSigma(*steps, checkpoint->schedule(), 0.1);
+  EXPECT_EQ((*steps)[i], 20);  // σ_20 ≈ 0.079, σ_40 ≈ 0.14
+}
+
+TEST(SamplerTest, StopsWhenAsked) {
+  ScratchDir dir;
+  auto checkpoint = testing::WriteAndLoadMixture(
+      dir.path(), "m", toy::RandomGaussianMixture(2, 1, 0), v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  Denoiser denoiser(checkpoint);
+  int64_t steps_done = 0;
+  auto result = SampleTrajectories(
+      denoiser, Seeds(2), at::Tensor(), SamplerOptions{},
+      [&steps_done] {
+        return steps_done >= 5 ? absl::DeadlineExceededError("deadline") : absl::OkStatus();
+      },
+      [&steps_done](int64_t done, int64_t) { steps_done = done; });
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(steps_done, 5);
+}
+
+TEST(SamplerTest, RejectsBadOptions) {
+  ScratchDir dir;
+  auto checkpoint = testing::WriteAndLoadMixture(
+      dir.path(), "m", toy::RandomGaussianMixture(2, 1, 0), v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  Denoiser denoiser(checkpoint);
+  SamplerOptions options;
+  options.eta = 2.0;
+  EXPECT_EQ(SampleTrajectories(denoiser, Seeds(1), at::Tensor(), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(SampleTrajectories(denoiser, {}, at::Tensor(), SamplerOptions{}).ok());
+  EXPECT_FALSE(ParseSamplerKind("euler").ok());
+}
+
+}  // namespace
+}  // namespace memaudit

@@ -1,0 +1,67 @@
+#include "test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "model_directory.h"
+
+namespace memaudit::testing {
+
+ScratchDir::ScratchDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "memaudit-test-XXXXXX").string();
+  char* made = mkdtemp(pattern.data());
+  if (made == nullptr) std::abort();
+  path_ = made;
+}
+
+ScratchDir::~ScratchDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,
+                              v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction,
+                              int64_t num_classes) {
+  v1::ModelConfig config;
+  config.set_name(name);
+  config.add_sample_shape(dim);
+  config.set_prediction_type(prediction);
+  *config.mutable_noise_schedule() = toy::DefaultSchedule(schedule);
+  if (num_classes > 0) {
+    config.mutable_conditioning()->set_kind(v1::Conditioning::CLASS_LABEL);
+    config.mutable_conditioning()->set_num_classes(num_classes);
+  } else {
+    config.mutable_conditioning()->set_kind(v1::Conditioning::NONE);
+  }
+  return config;
+}
+
+std::shared_ptr<const Checkpoint> WriteAndLoadMixture(const std::string& repository,
+                                                      const std::string& name,
+                                                      const toy::GaussianMixture& mixture,
+                                                      v1::NoiseSchedule::Kind schedule,
+                                                      v1::PredictionType prediction,
+                                                      at::ScalarType dtype, int64_t num_classes) {
+  v1::ModelConfig config = MixtureConfig(name, mixture.dim(), schedule, prediction, num_classes);
+  auto noise = NoiseSchedule::Create(config.noise_schedule());
+  EXPECT_TRUE(noise.ok()) << noise.status();
+  auto module = toy::BuildGaussianMixtureModule(mixture, *noise, prediction, num_classes);
+  EXPECT_TRUE(module.ok()) << module.status();
+  absl::Status written = toy::WriteModelDirectory(repository, config, *module);
+  EXPECT_TRUE(written.ok()) << written;
+  CheckpointOptions options;
+  options.dtype = dtype;
+  auto checkpoint = Checkpoint::Load(repository + "/" + name, options);
+  EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
+  return checkpoint.ok() ? *checkpoint : nullptr;
+}
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::binary);
+  out << contents;
+}
+
+}  // namespace memaudit::testing

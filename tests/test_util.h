@@ -1,0 +1,46 @@
+// Shared helpers for memaudit's tests: scratch directories and analytic
+// model directories.
+#ifndef MEMAUDIT_TESTS_TEST_UTIL_H_
+#define MEMAUDIT_TESTS_TEST_UTIL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "checkpoint.h"
+#include "gaussian_mixture.h"
+#include "memaudit/v1/model_config.pb.h"
+
+namespace memaudit::testing {
+
+// A fresh directory under the system temp dir, removed on destruction.
+class ScratchDir {
+ public:
+  ScratchDir();
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string Join(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A valid config for a d-dimensional model.
+v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,
+                              v1::NoiseSchedule::Kind schedule = v1::NoiseSchedule::LINEAR,
+                              v1::PredictionType prediction = v1::EPSILON, int64_t num_classes = 0);
+
+// Writes the exact model of `mixture` into <repository>/<name> and loads it.
+std::shared_ptr<const Checkpoint> WriteAndLoadMixture(
+    const std::string& repository, const std::string& name, const toy::GaussianMixture& mixture,
+    v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction,
+    at::ScalarType dtype = at::kDouble, int64_t num_classes = 0);
+
+// Writes a file with `contents`.
+void WriteFile(const std::string& path, const std::string& contents);
+
+}  // namespace memaudit::testing
+
+#endif  // MEMAUDIT_TESTS_TEST_UTIL_H_
