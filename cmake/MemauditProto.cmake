@@ -1,21 +1,24 @@
-# memaudit_proto_library(<target> PROTOS <file.proto>... [GRPC])
+# memaudit_proto_library(<target> PROTOS <file.proto>... [GRPC] [ROOT dir] [DEPS targets...])
 #
 # Runs protoc (and grpc_cpp_plugin with GRPC) explicitly. CMake 3.25's
 # protobuf_generate() places outputs unpredictably and cannot read protos from
 # /usr/share/grpc-proto, so the commands are spelled out here. PROTOS are
-# relative to ${CMAKE_SOURCE_DIR}/proto; outputs land under
+# relative to ROOT (default ${CMAKE_SOURCE_DIR}/proto); outputs land under
 # ${CMAKE_BINARY_DIR}/proto with the same relative paths.
 find_program(PROTOC_EXECUTABLE protoc REQUIRED)
 
 function(memaudit_proto_library target)
-  cmake_parse_arguments(ARG "GRPC" "" "PROTOS;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "GRPC" "ROOT" "PROTOS;DEPS" ${ARGN})
   set(proto_root ${CMAKE_SOURCE_DIR}/proto)
+  if(ARG_ROOT)
+    set(proto_root ${ARG_ROOT})
+  endif()
   set(out_root ${CMAKE_BINARY_DIR}/proto)
   set(sources)
   foreach(proto ${ARG_PROTOS})
     string(REGEX REPLACE "\\.proto$" "" stem ${proto})
     set(outs ${out_root}/${stem}.pb.cc ${out_root}/${stem}.pb.h)
-    set(cmd ${PROTOC_EXECUTABLE} -I${proto_root} --cpp_out=${out_root})
+    set(cmd ${PROTOC_EXECUTABLE} -I${proto_root} -I${CMAKE_SOURCE_DIR}/proto --cpp_out=${out_root})
     if(ARG_GRPC)
       find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
       list(APPEND outs ${out_root}/${stem}.grpc.pb.cc ${out_root}/${stem}.grpc.pb.h)

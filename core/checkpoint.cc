@@ -125,6 +125,7 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
     }
   }
   if (absl::Status probed = checkpoint->Probe(); !probed.ok()) return probed;
+  checkpoint->forward_observer_ = options.forward_observer;
   return std::shared_ptr<const Checkpoint>(std::move(checkpoint));
 }
 
@@ -224,6 +225,7 @@ at::Tensor Checkpoint::Forward(const at::Tensor& x, const at::Tensor& t,
   std::vector<c10::IValue> inputs{x, t};
   if (conditional()) inputs.emplace_back(condition);
   at::Tensor out = module_.forward(std::move(inputs)).toTensor();
+  if (forward_observer_) forward_observer_(x.size(0), at::GradMode::is_enabled());
   return out.scalar_type() == dtype_ ? out : out.to(dtype_);
 }
 

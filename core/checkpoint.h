@@ -11,6 +11,7 @@
 #include <torch/csrc/jit/api/module.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +30,10 @@ struct CheckpointOptions {
   // checkpoint contract is float32; float64 is for exact (analytic) models
   // whose spectra are verified to high precision.
   at::ScalarType dtype = at::kFloat;
+  // Called after every network call with the batch rows and whether
+  // gradients were being recorded (curvature) or not (sampling). Used for
+  // metrics; must be thread-safe and cheap. Not called for the load probe.
+  std::function<void(int64_t rows, bool with_gradient)> forward_observer;
 };
 
 class Checkpoint {
@@ -78,6 +83,7 @@ class Checkpoint {
   at::ScalarType dtype_ = at::kFloat;
   int64_t sample_numel_ = 0;
   at::Tensor null_embedding_;
+  std::function<void(int64_t, bool)> forward_observer_;
   mutable torch::jit::Module module_;
 };
 

@@ -11,11 +11,18 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp
   # ModelConfig (protobuf text format), errors (Abseil), linear algebra
   libprotobuf-dev protobuf-compiler libabsl-dev libeigen3-dev libspectra-dev
+  # the service: gRPC (+ health/reflection protos), Prometheus client,
+  # HTTP for /metrics, JSON and PNG output in the CLI, SHA-256 checksums
+  libgrpc++-dev protobuf-compiler-grpc grpc-proto prometheus-cpp-dev libcpp-httplib-dev
+  nlohmann-json3-dev libpng-dev libssl-dev
   # command-line parsing
   libcli11-dev
   # tests: GoogleTest, and Python's torch to make TorchScript archives the
   # way researchers do (torch.jit.trace / torch.jit.script)
   libgtest-dev libgmock-dev python3-torch python3-numpy
+  # tests: `promtool check metrics/rules` (the prometheus package), and the
+  # offline checks of deploy/ (yamllint, PyYAML)
+  prometheus yamllint python3-yaml
 )
 
 missing=()

@@ -1,0 +1,197 @@
+# syntax=docker/dockerfile:1
+#
+# memaudit server image: a build stage that compiles memaudit with the same
+# scripts a developer uses (scripts/setup.sh + scripts/build.sh), and a slim
+# runtime stage that holds only the runtime libraries and three binaries:
+#
+#   /usr/local/bin/memaudit-server   the gRPC service (ENTRYPOINT)
+#   /usr/local/bin/memaudit          the CLI (health, models, audit, ...)
+#   /usr/local/bin/memaudit-toy      writes toy model repositories
+#   /models                          bundled toy repository (toy2d, toy8d),
+#                                    unless BUNDLE_TOY_MODELS=false
+#
+# Ports: 8500 gRPC (incl. grpc.health.v1 and reflection), 9090 HTTP /metrics.
+#
+# ---------------------------------------------------------------------------
+# CPU image (default): Debian 12, Debian's LibTorch 1.13 (CPU) + OpenBLAS.
+#
+#   docker build -t memaudit:0.1.0 .
+#   docker run --rm -p 8500:8500 -p 9090:9090 memaudit:0.1.0
+#   docker run --rm -p 8500:8500 -p 9090:9090 -v "$PWD/models:/models:ro" memaudit:0.1.0
+#
+# Build arguments:
+#   BUILD_IMAGE        base of the build stage           (debian:bookworm)
+#   RUNTIME_IMAGE      base of the runtime stage         (debian:bookworm-slim)
+#   LIBTORCH_VARIANT   debian | cuda                      (debian)
+#   TORCH_PIP_SPEC     cuda only: pip arguments that install a CUDA torch into
+#                      /opt/torch when the build image has none (empty)
+#   TORCH_CMAKE_PREFIX_PATH  cuda only: where TorchConfig.cmake lives; empty =
+#                      python3 -c 'import torch;print(torch.utils.cmake_prefix_path)'
+#   RUNTIME_PACKAGES   runtime apt packages; the default is the Debian 12 list
+#                      below; "auto" = the packages that own the shared
+#                      libraries the binaries link (derived in the build stage
+#                      with readelf + dpkg -S) plus libopenblas0-openmp
+#   BUNDLE_TOY_MODELS  true | false: train toy2d/toy8d into /models   (true)
+#   BUILD_JOBS         parallel compile jobs (~1 GiB RAM each)         (2)
+#
+# ---------------------------------------------------------------------------
+# CUDA image (LIBTORCH_VARIANT=cuda) -- NOT built or tested in this repository.
+# Debian ships only a CPU LibTorch, so the CUDA variant compiles against the
+# C++ LibTorch that ships inside a CUDA build of the PyTorch Python package:
+# CMake gets CMAKE_PREFIX_PATH/Torch_DIR from
+#   python3 -c 'import torch;print(torch.utils.cmake_prefix_path)'
+# and the server then runs with --device=cuda:0 (see deploy/gpu/).
+# Requirements on the build image:
+#   * the apt packages of scripts/setup.sh at Debian 12's versions (gRPC 1.51,
+#     protobuf 3.21, Abseil 20220623): Debian 12 itself or Ubuntu 24.04 based
+#     CUDA images; the PyTorch images (Ubuntu 22.04) ship older gRPC/Abseil;
+#   * a torch built with the C++11 ABI (PyTorch >= 2.7 wheels; the build stops
+#     if torch.compiled_with_cxx11_abi() is false), since gRPC/protobuf/Abseil
+#     from apt use it.
+# The torch package is installed into /opt/torch (TORCH_PIP_SPEC) and copied to
+# the same path in the runtime stage, so the binaries' RUNPATH and torch's own
+# $ORIGIN-relative RUNPATHs (nvidia-* wheels: cuDNN, cuBLAS, ...) resolve.
+# With TORCH_PIP_SPEC empty the build image's own torch is used, and the
+# RUNTIME_IMAGE must hold the same torch at the same path (e.g. the matching
+# -runtime flavour of the same PyTorch image).
+# Example:
+#   docker build -t memaudit:0.1.0-cuda \
+#     --build-arg LIBTORCH_VARIANT=cuda \
+#     --build-arg BUILD_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 \
+#     --build-arg RUNTIME_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#     --build-arg TORCH_PIP_SPEC="torch==2.7.1 --index-url https://download.pytorch.org/whl/cu128" \
+#     --build-arg RUNTIME_PACKAGES=auto .
+#   docker run --rm --gpus all -p 8500:8500 -p 9090:9090 memaudit:0.1.0-cuda \
+#     --model_repository=/models --listen=0.0.0.0:8500 \
+#     --metrics_listen=0.0.0.0:9090 --device=cuda:0
+# ---------------------------------------------------------------------------
+
+ARG BUILD_IMAGE=debian:bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+###############################################################################
+FROM ${BUILD_IMAGE} AS build
+
+ARG LIBTORCH_VARIANT=debian
+ARG TORCH_PIP_SPEC=
+ARG TORCH_CMAKE_PREFIX_PATH=
+ARG BUNDLE_TOY_MODELS=true
+ARG BUILD_JOBS=2
+
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive
+
+WORKDIR /src
+
+# setup.sh first (its own layer): the package layer survives source edits.
+COPY scripts/setup.sh scripts/setup.sh
+RUN apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends ca-certificates binutils \
+ && scripts/setup.sh \
+ && rm -rf /var/lib/apt/lists/*
+
+# CUDA variant: a CUDA torch (with its C++ LibTorch) in /opt/torch, unless the
+# build image already has one. /opt/torch always exists (empty for debian).
+RUN mkdir -p /opt/torch \
+ && if [[ "${LIBTORCH_VARIANT:-debian}" == cuda && -n "${TORCH_PIP_SPEC:-}" ]]; then \
+      apt-get update -qq \
+      && apt-get install -y -qq --no-install-recommends python3-venv python3-pip \
+      && rm -rf /var/lib/apt/lists/* \
+      && python3 -m venv /opt/torch \
+      && /opt/torch/bin/pip install --no-cache-dir ${TORCH_PIP_SPEC:-}; \
+    fi
+
+COPY . /src
+
+RUN --mount=type=cache,target=/root/.cache/ccache \
+    extra=(); \
+    case "${LIBTORCH_VARIANT:-debian}" in \
+      debian) ;; \
+      cuda) \
+        python=python3; [[ -x /opt/torch/bin/python3 ]] && python=/opt/torch/bin/python3; \
+        "$python" -c 'import torch, sys; sys.exit(0 if torch.compiled_with_cxx11_abi() else "torch is built with the pre-C++11 ABI; use PyTorch >= 2.7 or a cxx11-abi LibTorch")'; \
+        prefix="${TORCH_CMAKE_PREFIX_PATH:-$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')}"; \
+        extra+=("-DCMAKE_PREFIX_PATH=${prefix}" "-DTorch_DIR=${prefix}/Torch"); \
+        echo "LibTorch (CUDA) from ${prefix}" ;; \
+      *) echo "LIBTORCH_VARIANT must be debian or cuda, got '${LIBTORCH_VARIANT}'" >&2; exit 1 ;; \
+    esac; \
+    MEMAUDIT_BUILD_JOBS="${BUILD_JOBS:-2}" scripts/build.sh -DMEMAUDIT_BUILD_TESTS=OFF "${extra[@]}"; \
+    install -d /opt/memaudit/bin /opt/memaudit/models /opt/memaudit/share; \
+    install -m 0755 build/server/memaudit-server build/client/memaudit \
+      build/tools/toy/memaudit-toy /opt/memaudit/bin/
+
+# Optional bundled toy repository (the same models as scripts/demo.sh).
+RUN if [[ "${BUNDLE_TOY_MODELS:-true}" == true ]]; then \
+      /opt/memaudit/bin/memaudit-toy train --repository /opt/memaudit/models \
+        --name toy2d --dim 2 --steps 12000 | tail -n 1; \
+      /opt/memaudit/bin/memaudit-toy train --repository /opt/memaudit/models \
+        --name toy8d --dim 8 --intrinsic-dim 3 --steps 12000 | tail -n 1; \
+    fi
+
+# The apt packages that own the libraries the binaries link directly (for
+# RUNTIME_PACKAGES=auto, and to compare with the explicit list below).
+RUN for bin in /opt/memaudit/bin/*; do \
+      for soname in $(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do \
+        path=$(ldd "$bin" | awk -v s="$soname" '$1 == s { print $3 }'); \
+        [[ -n "$path" ]] || continue; \
+        for candidate in "$path" "$(readlink -f "$path")" "${path#/usr}"; do \
+          if owner=$(dpkg -S "$candidate" 2>/dev/null); then \
+            echo "${owner%%:*}"; break; \
+          fi; \
+        done; \
+      done; \
+    done | sort -u > /opt/memaudit/share/runtime-packages.derived \
+ && echo "runtime packages (derived):" $(cat /opt/memaudit/share/runtime-packages.derived)
+
+###############################################################################
+FROM ${RUNTIME_IMAGE} AS runtime
+
+# Debian 12 runtime packages, one per -dev package the build uses (from
+# `apt-cache show <dev> | grep Depends`): libtorch-dev -> libtorch1.13,
+# libprotobuf-dev -> libprotobuf32, libabsl-dev -> libabsl20220623,
+# libgrpc++-dev -> libgrpc++1.51 (+ libgrpc++_reflection) and libgrpc29,
+# prometheus-cpp-dev -> libprometheus-cpp-core1.0, libcpp-httplib-dev ->
+# libcpp-httplib0.11 (a compiled library in Debian), libpng-dev -> libpng16-16,
+# libssl-dev -> libssl3; libopenblas0-openmp is torch's BLAS (libblas.so.3
+# alternative, ~15x faster than the reference BLAS). CLI11, Eigen, Spectra and
+# nlohmann-json are header-only. The ldd check below fails the build if any
+# library is still missing.
+ARG RUNTIME_PACKAGES="libtorch1.13 libopenblas0-openmp libprotobuf32 libabsl20220623 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libcpp-httplib0.11 libpng16-16 libssl3 ca-certificates"
+
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive
+
+COPY --from=build /opt/memaudit/share/runtime-packages.derived /usr/local/share/memaudit/runtime-packages.derived
+RUN packages="${RUNTIME_PACKAGES:-auto}"; \
+    if [[ "$packages" == auto ]]; then \
+      packages="$(cat /usr/local/share/memaudit/runtime-packages.derived) libopenblas0-openmp"; \
+    fi; \
+    apt-get update -qq \
+ && apt-get install -y -qq --no-install-recommends $packages \
+ && rm -rf /var/lib/apt/lists/*
+
+# CUDA variant: the torch package (LibTorch + CUDA libraries) at the same path
+# as in the build stage; empty for the Debian variant.
+COPY --from=build /opt/torch /opt/torch
+COPY --from=build /opt/memaudit/bin/ /usr/local/bin/
+COPY --from=build /opt/memaudit/models/ /models/
+
+# Fail the build, not the pod, when a runtime library is missing.
+RUN for bin in /usr/local/bin/memaudit-server /usr/local/bin/memaudit /usr/local/bin/memaudit-toy; do \
+      if ldd "$bin" | grep 'not found'; then \
+        echo "missing runtime libraries for $bin (RUNTIME_PACKAGES)" >&2; exit 1; \
+      fi; \
+    done
+
+# Non-root; numeric so that Kubernetes' runAsNonRoot can verify it.
+RUN groupadd --system --gid 10001 memaudit \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp \
+      --shell /usr/sbin/nologin memaudit
+USER 10001:10001
+WORKDIR /tmp
+ENV HOME=/tmp
+
+EXPOSE 8500 9090
+
+ENTRYPOINT ["/usr/local/bin/memaudit-server"]
+CMD ["--model_repository=/models", "--listen=0.0.0.0:8500", "--metrics_listen=0.0.0.0:9090"]

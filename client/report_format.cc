@@ -1,0 +1,287 @@
+#include "report_format.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace memaudit::client {
+namespace {
+
+nlohmann::json ConditionJson(const v1::Condition& condition) {
+  switch (condition.kind_case()) {
+    case v1::Condition::kClassLabel:
+      return {{"class_label", condition.class_label()}};
+    case v1::Condition::kEmbedding:
+      return {{"embedding_shape", std::vector<int64_t>(condition.embedding().shape().begin(),
+                                                       condition.embedding().shape().end())}};
+    case v1::Condition::kNullCondition:
+      return {{"null", true}};
+    default:
+      return nullptr;
+  }
+}
+
+std::string WidthText(const v1::SpectrumSummary& summary) {
+  return summary.has_width() ? absl::StrFormat("%.4g", summary.width()) : "inf";
+}
+
+}  // namespace
+
+std::string VerdictWord(v1::Verdict verdict) {
+  return verdict == v1::VERDICT_UNSPECIFIED ? "UNKNOWN" : v1::Verdict_Name(verdict);
+}
+
+nlohmann::json AuditReportJson(const v1::AuditJob& job) {
+  const v1::AuditReport& report = job.report();
+  nlohmann::json conditions = nlohmann::json::array();
+  for (const v1::ConditionReport& condition : report.conditions()) {
+    nlohmann::json samples = nlohmann::json::array();
+    for (const v1::SampleReport& sample : condition.samples()) {
+      const v1::SpectrumSummary& s = sample.summary();
+      nlohmann::json entry = {
+          {"seed", sample.seed()},
+          {"verdict", VerdictWord(sample.verdict())},
+          {"t", sample.timestep()},
+          {"sigma", sample.sigma()},
+          {"dimension", s.dimension()},
+          {"positive_eigenvalues", s.positive_eigenvalues()},
+          {"flat_directions", s.flat_directions()},
+          {"min_kappa", s.min_kappa()},
+          {"max_kappa", s.max_kappa()},
+          {"mean_kappa", s.mean_kappa()},
+          {"width", s.has_width() ? nlohmann::json(s.width()) : nlohmann::json(nullptr)},
+      };
+      if (sample.has_nearest()) {
+        entry["nearest_ratio"] = sample.nearest().ratio();
+        entry["nearest_index"] = sample.nearest().index();
+        entry["nearest_distance"] = sample.nearest().d1();
+        entry["nearest_multiplicity"] = sample.nearest().multiplicity();
+        entry["copy"] = sample.nearest().is_copy();
+      }
+      if (sample.profile_size() > 0) {
+        nlohmann::json profile = nlohmann::json::array();
+        for (const v1::SpectrumProfilePoint& point : sample.profile()) {
+          profile.push_back(
+              {{"t", point.timestep()},
+               {"sigma", point.sigma()},
+               {"positive_eigenvalues", point.summary().positive_eigenvalues()},
+               {"flat_directions", point.summary().flat_directions()},
+               {"max_kappa", point.summary().max_kappa()},
+               {"width", point.summary().has_width() ? nlohmann::json(point.summary().width())
+                                                     : nlohmann::json(nullptr)}});
+        }
+        entry["profile"] = profile;
+      }
+      samples.push_back(entry);
+    }
+    conditions.push_back({{"condition", ConditionJson(condition.condition())},
+                          {"label", condition.label()},
+                          {"verdict", VerdictWord(condition.verdict())},
+                          {"memorized", condition.memorized()},
+                          {"partial", condition.partial()},
+                          {"not_memorized", condition.not_memorized()},
+                          {"samples", samples}});
+  }
+  const v1::PolicyUsed& policy = report.policy();
+  const v1::AuditTiming& timing = report.timing();
+  return {{"job_id", job.id()},
+          {"model", report.model()},
+          {"model_checksum", report.model_checksum()},
+          {"device", report.device()},
+          {"verdict", VerdictWord(report.verdict())},
+          {"conditions", conditions},
+          {"policy",
+           {{"max_positive_eigenvalues", policy.max_positive_eigenvalues()},
+            {"memorized_width", policy.memorized_width()},
+            {"partial_width", policy.partial_width()},
+            {"data_scale", policy.data_scale()},
+            {"condition_memorized_fraction", policy.condition_memorized_fraction()}}},
+          {"timing",
+           {{"total_seconds", timing.total_seconds()},
+            {"sampling_seconds", timing.sampling_seconds()},
+            {"curvature_seconds", timing.curvature_seconds()},
+            {"queued_seconds", timing.queued_seconds()}}}};
+}
+
+std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
+  std::string text =
+      absl::StrFormat("model %s (%s, %s): %s\n", report.model(), report.device(),
+                      report.model_checksum().substr(0, 19), VerdictWord(report.verdict()));
+  for (const v1::ConditionReport& condition : report.conditions()) {
+    absl::StrAppendFormat(
+        &text, "  condition %-10s %-13s memorized %d, partial %d, not %d (of %d)\n",
+        condition.label(), VerdictWord(condition.verdict()), condition.memorized(),
+        condition.partial(), condition.not_memorized(), condition.samples_size());
+    if (!per_sample) continue;
+    absl::StrAppend(&text,
+                    "    seed  verdict          t   n+  flat  kappa_max  kappa_min      width  "
+                    "d1/d2\n");
+    for (const v1::SampleReport& sample : condition.samples()) {
+      const v1::SpectrumSummary& s = sample.summary();
+      absl::StrAppendFormat(
+          &text, "    %4d  %-13s %4d  %3d  %4d  %9.4f  %9.4f  %9s  %s\n", sample.seed(),
+          VerdictWord(sample.verdict()), sample.timestep(), s.positive_eigenvalues(),
+          s.flat_directions(), s.max_kappa(), s.min_kappa(), WidthText(s),
+          sample.has_nearest()
+              ? absl::StrFormat("%.3f%s", sample.nearest().ratio(),
+                                !sample.nearest().is_copy() ? ""
+                                : sample.nearest().multiplicity() > 1
+                                    ? absl::StrFormat(" copy of an item repeated x%d",
+                                                      sample.nearest().multiplicity())
+                                    : " copy")
+              : "-");
+    }
+  }
+  const v1::AuditTiming& timing = report.timing();
+  absl::StrAppendFormat(&text,
+                        "policy: n+ <= %d, memorized width < %.3g x %.3g, partial < %.3g x %.3g\n"
+                        "timing: %.2f s (sampling %.2f s, curvature %.2f s, queued %.2f s)\n",
+                        report.policy().max_positive_eigenvalues(),
+                        report.policy().memorized_width(), report.policy().data_scale(),
+                        report.policy().partial_width(), report.policy().data_scale(),
+                        timing.total_seconds(), timing.sampling_seconds(),
+                        timing.curvature_seconds(), timing.queued_seconds());
+  return text;
+}
+
+std::string ModelTable(const v1::ListModelsResponse& models) {
+  std::string text = absl::StrFormat("%-20s %-15s %-8s %6s %10s  %s\n", "MODEL", "STATE", "DEVICE",
+                                     "DIM", "REFERENCE", "ERROR");
+  for (const v1::ModelInfo& model : models.models()) {
+    absl::StrAppendFormat(&text, "%-20s %-15s %-8s %6d %10d  %s\n", model.name(),
+                          v1::ModelState_Name(model.state()), model.device(), model.dimension(),
+                          model.reference_size(), model.last_error());
+  }
+  return text;
+}
+
+std::string ModelDetails(const v1::ModelInfo& model) {
+  const v1::ModelConfig& config = model.config();
+  return absl::StrFormat(
+      "name:        %s\nstate:       %s\ndevice:      %s\nchecksum:    %s\nsample_shape: [%s]\n"
+      "prediction:  %s\nschedule:    %s (T = %d)\nconditioning: %s\nreference:   %d items\n"
+      "load time:   %.3f s\n%s",
+      model.name(), v1::ModelState_Name(model.state()), model.device(), model.checksum(),
+      absl::StrJoin(config.sample_shape(), ", "), v1::PredictionType_Name(config.prediction_type()),
+      v1::NoiseSchedule::Kind_Name(config.noise_schedule().kind()),
+      config.noise_schedule().num_train_timesteps(),
+      v1::Conditioning::Kind_Name(config.conditioning().kind()), model.reference_size(),
+      model.load_seconds(),
+      model.last_error().empty() ? "" : absl::StrCat("last error:  ", model.last_error(), "\n"));
+}
+
+std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top) {
+  const v1::SpectrumSummary& s = spectrum.summary();
+  std::string text = absl::StrFormat(
+      "model %s, t = %d (sigma_t = %.4g), d = %d%s\n"
+      "n+ = %d, flat directions = %d, kappa in [%.4f, %.4f], mean %.4f, width %s\n",
+      spectrum.model(), spectrum.timestep(), spectrum.sigma(), s.dimension(),
+      spectrum.symmetrized() ? " (symmetric part)" : "", s.positive_eigenvalues(),
+      s.flat_directions(), s.min_kappa(), s.max_kappa(), s.mean_kappa(), WidthText(s));
+  const int n = spectrum.eigenvalues_real_size();
+  const int shown = top <= 0 ? n : std::min(top, n);
+  absl::StrAppendFormat(&text,
+                        "top %d of %d eigenvalues by real part:\n     i          Re lambda         "
+                        " Im lambda      kappa\n",
+                        shown, n);
+  const double sigma2 = spectrum.sigma() * spectrum.sigma();
+  for (int i = 0; i < shown; ++i) {
+    absl::StrAppendFormat(&text, "  %4d  %17.6g  %17.6g  %9.4f\n", i, spectrum.eigenvalues_real(i),
+                          spectrum.eigenvalues_imag(i), sigma2 * spectrum.eigenvalues_real(i));
+  }
+  return text;
+}
+
+nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum) {
+  const v1::SpectrumSummary& s = spectrum.summary();
+  return {{"model", spectrum.model()},
+          {"t", spectrum.timestep()},
+          {"sigma", spectrum.sigma()},
+          {"symmetrized", spectrum.symmetrized()},
+          {"dimension", s.dimension()},
+          {"positive_eigenvalues", s.positive_eigenvalues()},
+          {"flat_directions", s.flat_directions()},
+          {"min_kappa", s.min_kappa()},
+          {"max_kappa", s.max_kappa()},
+          {"mean_kappa", s.mean_kappa()},
+          {"width", s.has_width() ? nlohmann::json(s.width()) : nlohmann::json(nullptr)},
+          {"eigenvalues_real", std::vector<double>(spectrum.eigenvalues_real().begin(),
+                                                   spectrum.eigenvalues_real().end())},
+          {"eigenvalues_imag", std::vector<double>(spectrum.eigenvalues_imag().begin(),
+                                                   spectrum.eigenvalues_imag().end())},
+          {"seconds", spectrum.seconds()}};
+}
+
+std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string& title) {
+  constexpr double kWidth = 720, kHeight = 420, kLeft = 70, kRight = 20, kTop = 40, kBottom = 50;
+  const int n = spectrum.eigenvalues_real_size();
+  const double sigma2 = spectrum.sigma() * spectrum.sigma();
+  double low = -1.1, high = 0.1;
+  for (int i = 0; i < n; ++i) {
+    low = std::min(low, sigma2 * spectrum.eigenvalues_real(i));
+    high = std::max(high, std::max(sigma2 * spectrum.eigenvalues_real(i),
+                                   sigma2 * std::abs(spectrum.eigenvalues_imag(i))));
+  }
+  const double pad = 0.05 * (high - low);
+  low -= pad;
+  high += pad;
+  auto x_of = [&](int i) {
+    return kLeft + (n <= 1 ? 0.5 : static_cast<double>(i) / (n - 1)) * (kWidth - kLeft - kRight);
+  };
+  auto y_of = [&](double kappa) {
+    return kTop + (high - kappa) / (high - low) * (kHeight - kTop - kBottom);
+  };
+  std::string svg = absl::StrFormat(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+      "<text x=\"%.0f\" y=\"22\" font-size=\"15\">%s</text>\n",
+      kWidth, kHeight, kLeft, title);
+  // Axes, reference lines and ticks.
+  absl::StrAppendFormat(
+      &svg, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", kLeft,
+      kTop, kLeft, kHeight - kBottom);
+  for (double reference : {0.0, -0.5, -1.0}) {
+    if (reference < low || reference > high) continue;
+    absl::StrAppendFormat(&svg,
+                          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#999\" "
+                          "stroke-dasharray=\"4 3\"/>\n<text x=\"%.1f\" y=\"%.1f\" "
+                          "text-anchor=\"end\">%.1f</text>\n",
+                          kLeft, y_of(reference), kWidth - kRight, y_of(reference), kLeft - 6,
+                          y_of(reference) + 4, reference);
+  }
+  absl::StrAppendFormat(&svg,
+                        "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">eigenvalue index "
+                        "(by descending Re lambda), d = %d, t = %d</text>\n"
+                        "<text x=\"16\" y=\"%.0f\" transform=\"rotate(-90 16 %.0f)\" "
+                        "text-anchor=\"middle\">kappa = sigma_t^2 Re lambda</text>\n",
+                        (kWidth + kLeft) / 2, kHeight - 15, n, spectrum.timestep(), (kHeight) / 2,
+                        (kHeight) / 2);
+  std::string real_path, imag_points;
+  for (int i = 0; i < n; ++i) {
+    absl::StrAppendFormat(&real_path, "%s%.1f,%.1f ", i == 0 ? "" : "", x_of(i),
+                          y_of(sigma2 * spectrum.eigenvalues_real(i)));
+    if (spectrum.eigenvalues_imag(i) != 0.0) {
+      absl::StrAppendFormat(&imag_points,
+                            "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2\" fill=\"#d95f02\"/>\n", x_of(i),
+                            y_of(sigma2 * std::abs(spectrum.eigenvalues_imag(i))));
+    }
+  }
+  absl::StrAppendFormat(&svg,
+                        "<polyline points=\"%s\" fill=\"none\" stroke=\"#1b9e77\" "
+                        "stroke-width=\"2\"/>\n%s",
+                        real_path, imag_points);
+  absl::StrAppendFormat(
+      &svg,
+      "<text x=\"%.0f\" y=\"%.0f\" fill=\"#1b9e77\">kappa (real part)</text>\n"
+      "<text x=\"%.0f\" y=\"%.0f\" fill=\"#d95f02\">sigma^2 |Im lambda|</text>\n"
+      "<text x=\"%.0f\" y=\"%.0f\">dashed: kappa = 0, -1/2 (flat), -1 (peak)</text>\n",
+      kWidth - 250, kTop + 14, kWidth - 250, kTop + 30, kWidth - 250, kTop + 46);
+  svg += "</svg>\n";
+  return svg;
+}
+
+}  // namespace memaudit::client

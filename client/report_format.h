@@ -1,0 +1,37 @@
+// How the CLI presents results: the public --json audit report, text
+// tables, and the spectrum plot.
+#ifndef MEMAUDIT_CLIENT_REPORT_FORMAT_H_
+#define MEMAUDIT_CLIENT_REPORT_FORMAT_H_
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "memaudit/v1/audit_service.pb.h"
+#include "memaudit/v1/model_service.pb.h"
+
+namespace memaudit::client {
+
+// The --json audit report (a public contract; README.md "JSON report"):
+// model, verdict, conditions[{condition, label, verdict, counts, samples[
+// {seed, verdict, t, sigma, positive_eigenvalues, flat_directions,
+// min_kappa, max_kappa, mean_kappa, width (null = ∞), nearest_ratio,
+// nearest_index, copy}]}], policy, timing, job_id.
+nlohmann::json AuditReportJson(const v1::AuditJob& job);
+
+// Human-readable report: one line per condition plus a per-sample table.
+std::string AuditReportText(const v1::AuditReport& report, bool per_sample);
+
+std::string ModelTable(const v1::ListModelsResponse& models);
+std::string ModelDetails(const v1::ModelInfo& model);
+std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top);
+nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum);
+
+// An SVG of the spectrum: κ_i = σ²·Re λ_i in descending order, with the
+// flat (κ = −½) and zero lines, and |Im λ|·σ² as a second series.
+std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string& title);
+
+std::string VerdictWord(v1::Verdict verdict);  // "MEMORIZED", ...
+
+}  // namespace memaudit::client
+
+#endif  // MEMAUDIT_CLIENT_REPORT_FORMAT_H_

@@ -1,0 +1,107 @@
+#include "sample_files.h"
+
+#include <png.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace memaudit::client {
+
+absl::StatusOr<std::vector<float>> TensorValues(const v1::Tensor& tensor) {
+  int64_t count = 1;
+  for (int64_t d : tensor.shape()) count *= d;
+  std::vector<float> values(count);
+  if (tensor.dtype() == v1::FLOAT32 && tensor.data().size() == count * sizeof(float)) {
+    std::memcpy(values.data(), tensor.data().data(), tensor.data().size());
+  } else if (tensor.dtype() == v1::FLOAT64 && tensor.data().size() == count * sizeof(double)) {
+    const auto* source = reinterpret_cast<const double*>(tensor.data().data());
+    for (int64_t i = 0; i < count; ++i) values[i] = static_cast<float>(source[i]);
+  } else {
+    return absl::InvalidArgumentError("server sent a tensor whose size does not match its shape");
+  }
+  return values;
+}
+
+bool IsImageShape(const std::vector<int64_t>& shape) {
+  if (shape.size() == 2) return shape[0] > 1 && shape[1] > 1;
+  return shape.size() == 3 && (shape[0] == 1 || shape[0] == 3) && shape[1] > 1 && shape[2] > 1;
+}
+
+absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
+                          const std::vector<int64_t>& shape, float low, float high) {
+  if (!IsImageShape(shape)) return absl::InvalidArgumentError("not an image shape");
+  const int64_t channels = shape.size() == 3 ? shape[0] : 1;
+  const int64_t height = shape[shape.size() - 2];
+  const int64_t width = shape[shape.size() - 1];
+  const int64_t columns = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(count))));
+  const int64_t rows = (count + columns - 1) / columns;
+  constexpr int64_t kGap = 2;
+  const int64_t grid_width = columns * width + (columns + 1) * kGap;
+  const int64_t grid_height = rows * height + (rows + 1) * kGap;
+  std::vector<uint8_t> pixels(grid_width * grid_height * channels, 0);
+  for (int64_t n = 0; n < count; ++n) {
+    const int64_t top = kGap + (n / columns) * (height + kGap);
+    const int64_t left = kGap + (n % columns) * (width + kGap);
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t y = 0; y < height; ++y) {
+        for (int64_t x = 0; x < width; ++x) {
+          const float v = values[((n * channels + c) * height + y) * width + x];
+          const float unit = std::clamp((v - low) / (high - low), 0.0f, 1.0f);
+          pixels[((top + y) * grid_width + left + x) * channels + c] =
+              static_cast<uint8_t>(std::lround(unit * 255.0f));
+        }
+      }
+    }
+  }
+  std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "wb"), &std::fclose);
+  if (!file) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return absl::InternalError(absl::StrCat(path, ": PNG encoding failed"));
+  }
+  png_init_io(png, file.get());
+  png_set_IHDR(png, info, static_cast<png_uint_32>(grid_width),
+               static_cast<png_uint_32>(grid_height), 8,
+               channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  for (int64_t y = 0; y < grid_height; ++y) {
+    png_write_row(png, pixels.data() + y * grid_width * channels);
+  }
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return absl::OkStatus();
+}
+
+absl::Status WriteNpy(const std::string& path, const std::vector<float>& values,
+                      const std::vector<int64_t>& shape) {
+  // NPY 1.0: magic, version, little-endian header length, a Python dict
+  // literal padded with spaces to a multiple of 64 bytes, then the data.
+  std::string header =
+      absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (",
+                   absl::StrJoin(shape, ", "), shape.size() == 1 ? ",), }" : "), }");
+  const size_t preamble = 10;
+  header.append(64 - (preamble + header.size() + 1) % 64, ' ');
+  header.push_back('\n');
+  std::ofstream out(path, std::ios::binary);
+  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
+  const uint16_t header_length = static_cast<uint16_t>(header.size());
+  out.write("\x93NUMPY\x01\x00", 8);
+  out.put(static_cast<char>(header_length & 0xff));
+  out.put(static_cast<char>(header_length >> 8));
+  out.write(header.data(), static_cast<std::streamsize>(header.size()));
+  out.write(reinterpret_cast<const char*>(values.data()),
+            static_cast<std::streamsize>(values.size() * sizeof(float)));
+  if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+}  // namespace memaudit::client

@@ -1,0 +1,33 @@
+// Writing samples to files: PNG grids for image-shaped models, NumPy .npy
+// for anything else.
+#ifndef MEMAUDIT_CLIENT_SAMPLE_FILES_H_
+#define MEMAUDIT_CLIENT_SAMPLE_FILES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "memaudit/v1/tensor.pb.h"
+
+namespace memaudit::client {
+
+// The float values of a FLOAT32/FLOAT64 tensor message.
+absl::StatusOr<std::vector<float>> TensorValues(const v1::Tensor& tensor);
+
+// Whether per-sample `shape` is an image: [H, W], [1, H, W] or [3, H, W].
+bool IsImageShape(const std::vector<int64_t>& shape);
+
+// Writes `count` images of per-sample `shape` as one PNG grid (8-bit,
+// grayscale or RGB), mapping [low, high] to [0, 255] (values clipped).
+absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
+                          const std::vector<int64_t>& shape, float low, float high);
+
+// Writes a float32 .npy array of `shape`.
+absl::Status WriteNpy(const std::string& path, const std::vector<float>& values,
+                      const std::vector<int64_t>& shape);
+
+}  // namespace memaudit::client
+
+#endif  // MEMAUDIT_CLIENT_SAMPLE_FILES_H_

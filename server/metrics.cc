@@ -1,0 +1,263 @@
+#include "metrics.h"
+
+// Eigen/LibTorch headers must come before httplib (<resolv.h> defines _res).
+#include <ATen/ATen.h>
+#include <prometheus/text_serializer.h>
+#include <sys/socket.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace memaudit::server {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries kRpcBuckets = {
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+const prometheus::Histogram::BucketBoundaries kSpectrumBuckets = {
+    0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120};
+
+// Fields of /proc/self/stat after the command name.
+std::vector<std::string> ProcStatFields() {
+  std::ifstream in("/proc/self/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return {};
+  return absl::StrSplit(text.substr(close + 2), ' ', absl::SkipEmpty());
+}
+
+double ProcessStartTime() {
+  const std::vector<std::string> fields = ProcStatFields();
+  double boot_time = 0;
+  std::ifstream in("/proc/stat");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("btime ", 0) == 0) (void)absl::SimpleAtod(line.substr(6), &boot_time);
+  }
+  double start_ticks = 0;
+  if (fields.size() > 19) (void)absl::SimpleAtod(fields[19], &start_ticks);
+  return boot_time + start_ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      rpc_duration_(prometheus::BuildHistogram()
+                        .Name("memaudit_rpc_duration_seconds")
+                        .Help("gRPC handling time by method and status code")
+                        .Register(*registry_)),
+      audits_(prometheus::BuildCounter()
+                  .Name("memaudit_audits_total")
+                  .Help("Audits finished, by model and overall verdict")
+                  .Register(*registry_)),
+      sample_verdicts_(prometheus::BuildCounter()
+                           .Name("memaudit_audit_samples_total")
+                           .Help("Audited samples, by model and verdict")
+                           .Register(*registry_)),
+      jobs_finished_(prometheus::BuildCounter()
+                         .Name("memaudit_jobs_finished_total")
+                         .Help("Audit jobs that ended, by final state")
+                         .Register(*registry_)),
+      jobs_(prometheus::BuildGauge()
+                .Name("memaudit_jobs")
+                .Help("Audit jobs by state (queued, running)")
+                .Register(*registry_)),
+      network_evaluations_(prometheus::BuildCounter()
+                               .Name("memaudit_network_evaluations_total")
+                               .Help("Rows evaluated by diffusion networks, by kind")
+                               .Register(*registry_)),
+      spectrum_duration_(prometheus::BuildHistogram()
+                             .Name("memaudit_spectrum_duration_seconds")
+                             .Help("Time per curvature spectrum (Jacobian + eigen-solve)")
+                             .Register(*registry_)),
+      model_load_seconds_(prometheus::BuildGauge()
+                              .Name("memaudit_model_load_duration_seconds")
+                              .Help("Duration of the last load attempt, by model")
+                              .Register(*registry_)),
+      model_loads_(prometheus::BuildCounter()
+                       .Name("memaudit_model_loads_total")
+                       .Help("Model load attempts, by model and result")
+                       .Register(*registry_)),
+      model_ready_(prometheus::BuildGauge()
+                       .Name("memaudit_model_ready")
+                       .Help("1 when the model is loaded and serving")
+                       .Register(*registry_)),
+      device_memory_(prometheus::BuildGauge()
+                         .Name("memaudit_device_memory_bytes")
+                         .Help("Memory in use on the compute device (cpu: resident set)")
+                         .Register(*registry_)),
+      build_info_(prometheus::BuildGauge()
+                      .Name("memaudit_build_info")
+                      .Help("Build information; always 1")
+                      .Register(*registry_)),
+      process_cpu_(prometheus::BuildCounter()
+                       .Name("process_cpu_seconds_total")
+                       .Help("Total user and system CPU time spent in seconds")
+                       .Register(*registry_)),
+      process_memory_(prometheus::BuildGauge()
+                          .Name("process_resident_memory_bytes")
+                          .Help("Resident memory size in bytes")
+                          .Register(*registry_)),
+      process_start_(prometheus::BuildGauge()
+                         .Name("process_start_time_seconds")
+                         .Help("Start time of the process since unix epoch in seconds")
+                         .Register(*registry_)),
+      process_fds_(prometheus::BuildGauge()
+                       .Name("process_open_fds")
+                       .Help("Number of open file descriptors")
+                       .Register(*registry_)),
+      process_threads_(prometheus::BuildGauge()
+                           .Name("process_threads")
+                           .Help("Number of OS threads in the process")
+                           .Register(*registry_)) {
+  build_info_
+      .Add({{"version", MEMAUDIT_VERSION},
+            {"torch_version", TORCH_VERSION},
+            {"cuda", at::hasCUDA() ? "true" : "false"}})
+      .Set(1);
+  process_start_.Add({}).Set(ProcessStartTime());
+  jobs_.Add({{"state", "queued"}});
+  jobs_.Add({{"state", "running"}});
+  network_evaluations_.Add({{"kind", "sampling"}});
+  network_evaluations_.Add({{"kind", "curvature"}});
+}
+
+Metrics::~Metrics() { StopServing(); }
+
+void Metrics::ObserveRpc(const std::string& method, const std::string& code, double seconds) {
+  rpc_duration_.Add({{"method", method}, {"code", code}}, kRpcBuckets).Observe(seconds);
+}
+
+void Metrics::CountAudit(const std::string& model, const std::string& verdict) {
+  audits_.Add({{"model", model}, {"verdict", verdict}}).Increment();
+}
+
+void Metrics::CountSampleVerdict(const std::string& model, const std::string& verdict) {
+  sample_verdicts_.Add({{"model", model}, {"verdict", verdict}}).Increment();
+}
+
+void Metrics::CountJobFinished(const std::string& state) {
+  jobs_finished_.Add({{"state", state}}).Increment();
+}
+
+void Metrics::CountNetworkEvaluations(const std::string& kind, int64_t rows) {
+  network_evaluations_.Add({{"kind", kind}}).Increment(static_cast<double>(rows));
+}
+
+void Metrics::ObserveSpectrum(const std::string& method, double seconds) {
+  spectrum_duration_.Add({{"method", method}}, kSpectrumBuckets).Observe(seconds);
+}
+
+void Metrics::ObserveModelLoad(const std::string& model, bool ok, double seconds) {
+  model_load_seconds_.Add({{"model", model}}).Set(seconds);
+  model_loads_.Add({{"model", model}, {"result", ok ? "ok" : "error"}}).Increment();
+}
+
+void Metrics::SetModelReady(const std::string& model, bool ready) {
+  model_ready_.Add({{"model", model}}).Set(ready ? 1 : 0);
+}
+
+void Metrics::SetJobGauges(std::function<std::pair<int64_t, int64_t>()> queued_and_running) {
+  std::lock_guard<std::mutex> lock(scrape_mu_);
+  job_gauges_ = std::move(queued_and_running);
+}
+
+double Metrics::NetworkEvaluations() const {
+  double total = 0;
+  for (const auto& family : registry_->Collect()) {
+    if (family.name != "memaudit_network_evaluations_total") continue;
+    for (const auto& metric : family.metric) total += metric.counter.value;
+  }
+  return total;
+}
+
+void Metrics::UpdateScrapeTimeGauges() {
+  if (job_gauges_) {
+    auto [queued, running] = job_gauges_();
+    jobs_.Add({{"state", "queued"}}).Set(static_cast<double>(queued));
+    jobs_.Add({{"state", "running"}}).Set(static_cast<double>(running));
+  }
+  const std::vector<std::string> fields = ProcStatFields();
+  if (fields.size() > 21) {
+    double user = 0, system = 0, threads = 0, rss_pages = 0;
+    (void)absl::SimpleAtod(fields[11], &user);
+    (void)absl::SimpleAtod(fields[12], &system);
+    (void)absl::SimpleAtod(fields[17], &threads);
+    (void)absl::SimpleAtod(fields[21], &rss_pages);
+    const double cpu = (user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    if (cpu > last_cpu_seconds_) {
+      process_cpu_.Add({}).Increment(cpu - last_cpu_seconds_);
+      last_cpu_seconds_ = cpu;
+    }
+    const double rss = rss_pages * static_cast<double>(sysconf(_SC_PAGESIZE));
+    process_memory_.Add({}).Set(rss);
+    process_threads_.Add({}).Set(threads);
+    device_memory_.Add({{"device", "cpu"}}).Set(rss);
+  }
+  std::error_code ec;
+  int64_t fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  process_fds_.Add({}).Set(static_cast<double>(fds));
+}
+
+std::string Metrics::Scrape() {
+  std::lock_guard<std::mutex> lock(scrape_mu_);
+  UpdateScrapeTimeGauges();
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  return out.str();
+}
+
+absl::StatusOr<int> Metrics::Serve(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics_listen: \"", listen, "\" is not HOST:PORT"));
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  http_ = std::make_unique<httplib::Server>();
+  http_->set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Scrape(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http_->Get("/", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content("memaudit metrics: see /metrics\n", "text/plain");
+  });
+  const int bound =
+      port == 0 ? http_->bind_to_any_port(host) : (http_->bind_to_port(host, port) ? port : -1);
+  if (bound < 0) {
+    http_.reset();
+    return absl::FailedPreconditionError(
+        absl::StrCat("--metrics_listen: cannot bind ", listen, " (in use or not local)"));
+  }
+  http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+  return bound;
+}
+
+void Metrics::StopServing() {
+  if (http_) http_->stop();
+  if (http_thread_.joinable()) http_thread_.join();
+  http_.reset();
+}
+
+}  // namespace memaudit::server

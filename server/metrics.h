@@ -1,0 +1,93 @@
+// The server's Prometheus metrics and their HTTP endpoint (text exposition
+// at /metrics on its own port).
+//
+// prometheus::Exposer (civetweb) cannot run in a process that links LibTorch
+// with OpenBLAS (PLATFORM.md), so the registry is served by cpp-httplib.
+// All methods are thread-safe. Label values are bounded: RPC method names,
+// status codes, model names from the repository, verdicts, fixed kinds.
+#ifndef MEMAUDIT_SERVER_METRICS_H_
+#define MEMAUDIT_SERVER_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace memaudit::server {
+
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+
+  // RPC latency by method (e.g. "AuditService/Spectrum") and status code
+  // name (e.g. "OK", "NOT_FOUND").
+  void ObserveRpc(const std::string& method, const std::string& code, double seconds);
+  void CountAudit(const std::string& model, const std::string& verdict);
+  void CountSampleVerdict(const std::string& model, const std::string& verdict);
+  void CountJobFinished(const std::string& state);
+  // Rows through the network; kind "sampling" (no gradient) or "curvature".
+  void CountNetworkEvaluations(const std::string& kind, int64_t rows);
+  void ObserveSpectrum(const std::string& method, double seconds);
+  void ObserveModelLoad(const std::string& model, bool ok, double seconds);
+  void SetModelReady(const std::string& model, bool ready);
+
+  // Sampled at scrape time: jobs queued and running.
+  void SetJobGauges(std::function<std::pair<int64_t, int64_t>()> queued_and_running);
+
+  // The exposition text (what GET /metrics returns).
+  std::string Scrape();
+
+  // Serves GET /metrics on `listen` ("host:port"; port 0 picks one) in a
+  // background thread. Returns the bound port. FAILED_PRECONDITION if the
+  // port is taken (no SO_REUSEPORT: a clash is an error, not a split).
+  absl::StatusOr<int> Serve(const std::string& listen);
+  void StopServing();
+
+  // For tests: the current value of memaudit_network_evaluations_total.
+  double NetworkEvaluations() const;
+
+ private:
+  void UpdateScrapeTimeGauges();
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Histogram>& rpc_duration_;
+  prometheus::Family<prometheus::Counter>& audits_;
+  prometheus::Family<prometheus::Counter>& sample_verdicts_;
+  prometheus::Family<prometheus::Counter>& jobs_finished_;
+  prometheus::Family<prometheus::Gauge>& jobs_;
+  prometheus::Family<prometheus::Counter>& network_evaluations_;
+  prometheus::Family<prometheus::Histogram>& spectrum_duration_;
+  prometheus::Family<prometheus::Gauge>& model_load_seconds_;
+  prometheus::Family<prometheus::Counter>& model_loads_;
+  prometheus::Family<prometheus::Gauge>& model_ready_;
+  prometheus::Family<prometheus::Gauge>& device_memory_;
+  prometheus::Family<prometheus::Gauge>& build_info_;
+  prometheus::Family<prometheus::Counter>& process_cpu_;
+  prometheus::Family<prometheus::Gauge>& process_memory_;
+  prometheus::Family<prometheus::Gauge>& process_start_;
+  prometheus::Family<prometheus::Gauge>& process_fds_;
+  prometheus::Family<prometheus::Gauge>& process_threads_;
+  std::function<std::pair<int64_t, int64_t>()> job_gauges_;
+  double last_cpu_seconds_ = 0;
+  std::mutex scrape_mu_;
+
+  std::unique_ptr<httplib::Server> http_;
+  std::thread http_thread_;
+};
+
+}  // namespace memaudit::server
+
+#endif  // MEMAUDIT_SERVER_METRICS_H_

@@ -1,0 +1,209 @@
+#include "model_registry.h"
+
+#include <openssl/evp.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace memaudit::server {
+namespace {
+namespace fs = std::filesystem;
+
+bool IsValidModelName(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FileSha256(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(),
+                                                                  &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(context.get(), EVP_sha256(), nullptr);
+  std::vector<char> buffer(1 << 16);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    EVP_DigestUpdate(context.get(), buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(context.get(), digest, &length);
+  std::string hex = "sha256:";
+  for (unsigned int i = 0; i < length; ++i) absl::StrAppendFormat(&hex, "%02x", digest[i]);
+  return hex;
+}
+
+ModelRegistry::ModelRegistry(std::string repository, CheckpointOptions options,
+                             LoadObserver observer)
+    : repository_(std::move(repository)),
+      options_(std::move(options)),
+      observer_(std::move(observer)) {}
+
+std::vector<std::string> ModelRegistry::ScanRepository() const {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(repository_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory(ec) && IsValidModelName(name) &&
+        fs::exists(entry.path() / Checkpoint::kConfigFile, ec)) {
+      names.push_back(name);
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+bool ModelRegistry::ExistsInRepository(const std::string& name) const {
+  std::error_code ec;
+  return IsValidModelName(name) && fs::is_directory(fs::path(repository_) / name, ec);
+}
+
+int ModelRegistry::LoadAll() {
+  int failures = 0;
+  for (const std::string& name : ScanRepository()) {
+    if (!Load(name).ok()) ++failures;
+  }
+  return failures;
+}
+
+absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
+  if (!ExistsInRepository(name)) {
+    return absl::NotFoundError(
+        absl::StrCat("model \"", name, "\" is not in the repository ", repository_));
+  }
+  absl::MutexLock load_lock(&load_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& entry = entries_[name];
+    if (entry.model == nullptr) entry.state = v1::MODEL_LOADING;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string directory = (fs::path(repository_) / name).string();
+  auto loaded = [&]() -> absl::StatusOr<std::shared_ptr<const LoadedModel>> {
+    auto checkpoint = Checkpoint::Load(directory, options_);
+    if (!checkpoint.ok()) return checkpoint.status();
+    auto model = std::make_shared<LoadedModel>();
+    model->checkpoint = *checkpoint;
+    model->denoiser = std::make_unique<Denoiser>(*checkpoint);
+    const std::string reference_path = (fs::path(directory) / ReferenceSet::kFileName).string();
+    std::error_code ec;
+    if (fs::exists(reference_path, ec)) {
+      const auto& shape = (*checkpoint)->config().sample_shape();
+      auto reference =
+          ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end()));
+      if (!reference.ok()) return reference.status();
+      model->reference = *std::move(reference);
+    }
+    model->policy = ResolvePolicy((*checkpoint)->config().verdict_policy(),
+                                  model->reference ? &*model->reference : nullptr);
+    auto checksum = FileSha256((fs::path(directory) / Checkpoint::kModelFile).string());
+    if (!checksum.ok()) return checksum.status();
+    model->checksum = *checksum;
+    model->load_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return std::shared_ptr<const LoadedModel>(std::move(model));
+  }();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (observer_) observer_(name, loaded.ok(), seconds);
+  absl::MutexLock lock(&mu_);
+  Entry& entry = entries_[name];
+  if (!loaded.ok()) {
+    entry.last_error = std::string(loaded.status().message());
+    if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
+    return loaded.status();
+  }
+  entry.model = *loaded;
+  entry.state = v1::MODEL_READY;
+  entry.last_error.clear();
+  return InfoLocked(name, entry);
+}
+
+absl::StatusOr<v1::ModelInfo> ModelRegistry::Unload(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) {
+    if (!ExistsInRepository(name)) {
+      return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the repository"));
+    }
+    it = entries_.emplace(name, Entry{}).first;
+  }
+  it->second.model.reset();
+  it->second.state = v1::MODEL_UNLOADED;
+  if (observer_) observer_(name, false, 0.0);
+  return InfoLocked(name, it->second);
+}
+
+absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelRegistry::Get(
+    const std::string& name) const {
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto it = entries_.find(name);
+    if (it != entries_.end()) {
+      if (it->second.model != nullptr) return it->second.model;
+      switch (it->second.state) {
+        case v1::MODEL_LOADING:
+          return absl::UnavailableError(absl::StrCat("model \"", name, "\" is still loading"));
+        case v1::MODEL_FAILED:
+          return absl::UnavailableError(
+              absl::StrCat("model \"", name, "\" failed to load: ", it->second.last_error));
+        default:
+          return absl::UnavailableError(
+              absl::StrCat("model \"", name, "\" is not loaded; load it first"));
+      }
+    }
+  }
+  if (ExistsInRepository(name)) {
+    return absl::UnavailableError(
+        absl::StrCat("model \"", name, "\" is not loaded; load it first"));
+  }
+  return absl::NotFoundError(absl::StrCat("model \"", name, "\" not found"));
+}
+
+v1::ModelInfo ModelRegistry::InfoLocked(const std::string& name, const Entry& entry) const {
+  v1::ModelInfo info;
+  info.set_name(name);
+  info.set_state(entry.state);
+  info.set_last_error(entry.last_error);
+  if (entry.model != nullptr) {
+    const Checkpoint& checkpoint = *entry.model->checkpoint;
+    *info.mutable_config() = checkpoint.config();
+    info.set_device(checkpoint.device().str());
+    info.set_checksum(entry.model->checksum);
+    info.set_load_seconds(entry.model->load_seconds);
+    info.set_dimension(checkpoint.sample_numel());
+    if (entry.model->reference) info.set_reference_size(entry.model->reference->size());
+  }
+  return info;
+}
+
+absl::StatusOr<v1::ModelInfo> ModelRegistry::Info(const std::string& name) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = entries_.find(name);
+  if (it != entries_.end()) return InfoLocked(name, it->second);
+  if (ExistsInRepository(name)) return InfoLocked(name, Entry{});
+  return absl::NotFoundError(absl::StrCat("model \"", name, "\" not found"));
+}
+
+std::vector<v1::ModelInfo> ModelRegistry::List() const {
+  std::vector<v1::ModelInfo> infos;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const std::string& name : ScanRepository()) {
+    auto it = entries_.find(name);
+    infos.push_back(InfoLocked(name, it != entries_.end() ? it->second : Entry{}));
+  }
+  return infos;
+}
+
+}  // namespace memaudit::server

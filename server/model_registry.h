@@ -1,0 +1,89 @@
+// The models of a model repository (DESIGN.md §3) and their load state.
+//
+// Thread-safe. A model in use stays alive (shared_ptr) while an audit holds
+// it, even if it is unloaded or reloaded meanwhile. A failed reload keeps
+// the previous version serving.
+#ifndef MEMAUDIT_SERVER_MODEL_REGISTRY_H_
+#define MEMAUDIT_SERVER_MODEL_REGISTRY_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "checkpoint.h"
+#include "denoiser.h"
+#include "memaudit/v1/model_service.pb.h"
+#include "reference_set.h"
+#include "verdict.h"
+
+namespace memaudit::server {
+
+// An immutable loaded model.
+struct LoadedModel {
+  std::shared_ptr<const Checkpoint> checkpoint;
+  std::unique_ptr<Denoiser> denoiser;
+  std::optional<ReferenceSet> reference;
+  ResolvedPolicy policy;
+  std::string checksum;  // "sha256:<hex>" of model.pt
+  double load_seconds = 0;
+};
+
+class ModelRegistry {
+ public:
+  // Called after every load attempt with (model, ok, seconds), and after
+  // unloads with ok = false, seconds = 0; used for metrics.
+  using LoadObserver = std::function<void(const std::string&, bool, double)>;
+
+  ModelRegistry(std::string repository, CheckpointOptions options, LoadObserver observer = {});
+
+  const std::string& repository() const { return repository_; }
+  const CheckpointOptions& options() const { return options_; }
+
+  // Subdirectory names of the repository that contain a config.pbtxt.
+  std::vector<std::string> ScanRepository() const;
+
+  // Loads every model in the repository; returns how many failed. Failures
+  // are recorded per model (see Info) and never abort the others.
+  int LoadAll();
+
+  // (Re)loads `name`: NOT_FOUND if the repository has no such directory,
+  // otherwise the load error (the previous version, if any, stays).
+  absl::StatusOr<v1::ModelInfo> Load(const std::string& name);
+  absl::StatusOr<v1::ModelInfo> Unload(const std::string& name);
+
+  // NOT_FOUND for an unknown model, UNAVAILABLE when it is not loaded
+  // (loading, failed, unloaded) — with the reason.
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> Get(const std::string& name) const;
+
+  absl::StatusOr<v1::ModelInfo> Info(const std::string& name) const;
+  std::vector<v1::ModelInfo> List() const;
+
+ private:
+  struct Entry {
+    v1::ModelState state = v1::MODEL_UNLOADED;
+    std::shared_ptr<const LoadedModel> model;
+    std::string last_error;
+  };
+  v1::ModelInfo InfoLocked(const std::string& name, const Entry& entry) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  bool ExistsInRepository(const std::string& name) const;
+
+  const std::string repository_;
+  const CheckpointOptions options_;
+  const LoadObserver observer_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex load_mu_;  // one load at a time: loads are heavy and rare
+};
+
+// "sha256:<hex>" of a file's bytes.
+absl::StatusOr<std::string> FileSha256(const std::string& path);
+
+}  // namespace memaudit::server
+
+#endif  // MEMAUDIT_SERVER_MODEL_REGISTRY_H_

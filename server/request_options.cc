@@ -1,0 +1,151 @@
+#include "request_options.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "tensor_codec.h"
+
+namespace memaudit::server {
+namespace {
+constexpr int64_t kMaxChunkRows = 1 << 16;
+}  // namespace
+
+absl::StatusOr<SamplerOptions> ToSamplerOptions(const v1::SamplingOptions& sampling,
+                                                const NoiseSchedule& schedule,
+                                                const std::string& field) {
+  SamplerOptions options;
+  options.kind = sampling.sampler() == v1::DDPM ? SamplerKind::kDdpm : SamplerKind::kDdim;
+  if (sampling.num_steps() != 0) options.num_steps = sampling.num_steps();
+  if (options.num_steps < 1 || options.num_steps > schedule.num_train_timesteps()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".num_steps: must be in [1, ",
+                                                   schedule.num_train_timesteps(), "], got ",
+                                                   options.num_steps));
+  }
+  options.eta = sampling.eta();
+  if (!(options.eta >= 0 && options.eta <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".eta: must be in [0, 1]"));
+  }
+  options.steps_offset = sampling.steps_offset();
+  if (sampling.has_guidance_scale()) {
+    options.guidance = sampling.guidance_scale();
+    if (!std::isfinite(options.guidance) || std::abs(options.guidance) > 1000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".guidance_scale: must be finite and at most 1000 in magnitude"));
+    }
+  }
+  auto timesteps =
+      LeadingTimesteps(schedule.num_train_timesteps(), options.num_steps, options.steps_offset);
+  if (!timesteps.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", timesteps.status().message()));
+  }
+  return options;
+}
+
+absl::StatusOr<CurvatureSettings> ToCurvatureSettings(const v1::CurvatureOptions& options,
+                                                      const std::string& field) {
+  CurvatureSettings settings;
+  switch (options.score_kind()) {
+    case v1::UNCONDITIONAL:
+      settings.score_kind = ScoreKind::kUnconditional;
+      break;
+    case v1::GUIDED:
+      settings.score_kind = ScoreKind::kGuided;
+      break;
+    case v1::DIFFERENCE:
+      settings.score_kind = ScoreKind::kDifference;
+      break;
+    default:
+      settings.score_kind = ScoreKind::kConditional;
+  }
+  settings.spectrum.symmetrize = options.symmetrize();
+  if (options.positive_tolerance() != 0) {
+    if (!(options.positive_tolerance() > 0 && options.positive_tolerance() < 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".positive_tolerance: must be in (0, 1)"));
+    }
+    settings.spectrum.positive_tolerance = options.positive_tolerance();
+  }
+  if (options.jacobian_chunk_rows() != 0) {
+    if (options.jacobian_chunk_rows() < 1 || options.jacobian_chunk_rows() > kMaxChunkRows) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".jacobian_chunk_rows: must be in [1, ", kMaxChunkRows, "]"));
+    }
+    settings.jacobian.chunk_rows = options.jacobian_chunk_rows();
+  }
+  return settings;
+}
+
+absl::StatusOr<at::Tensor> ToConditionBatch(const v1::Condition& condition,
+                                            const Denoiser& denoiser, int64_t batch,
+                                            const std::string& field) {
+  const v1::Conditioning& conditioning = denoiser.checkpoint().config().conditioning();
+  at::Tensor tensor;
+  switch (condition.kind_case()) {
+    case v1::Condition::kClassLabel:
+      if (conditioning.kind() != v1::Conditioning::CLASS_LABEL) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".class_label: the model is not class-conditional"));
+      }
+      tensor = at::full({batch}, condition.class_label(), at::kLong);
+      break;
+    case v1::Condition::kEmbedding: {
+      if (conditioning.kind() != v1::Conditioning::EMBEDDING) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ".embedding: the model does not take embeddings"));
+      }
+      auto embedding = DecodeTensor(condition.embedding(), field + ".embedding");
+      if (!embedding.ok()) return embedding.status();
+      tensor = embedding->unsqueeze(0)
+                   .expand([&] {
+                     std::vector<int64_t> shape{batch};
+                     for (int64_t d : embedding->sizes()) shape.push_back(d);
+                     return shape;
+                   }())
+                   .contiguous();
+      break;
+    }
+    default:
+      break;  // null condition, or none
+  }
+  auto prepared = denoiser.PrepareConditions(tensor, batch);
+  if (!prepared.ok()) {
+    return absl::Status(prepared.status().code(),
+                        absl::StrCat(field, ": ", prepared.status().message()));
+  }
+  return prepared;
+}
+
+std::string ConditionLabel(const v1::Condition& condition) {
+  switch (condition.kind_case()) {
+    case v1::Condition::kClassLabel:
+      return absl::StrCat("class ", condition.class_label());
+    case v1::Condition::kEmbedding:
+      return "embedding";
+    case v1::Condition::kNullCondition:
+      return "null";
+    default:
+      return "none";
+  }
+}
+
+absl::Status CheckTimestep(int64_t t, const NoiseSchedule& schedule, const std::string& field) {
+  if (t < 0 || t >= schedule.num_train_timesteps()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": timestep ", t, " outside [0, ",
+                                                   schedule.num_train_timesteps() - 1, "]"));
+  }
+  return absl::OkStatus();
+}
+
+void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto) {
+  proto->set_dimension(summary.dimension);
+  proto->set_positive_eigenvalues(summary.positive_count);
+  proto->set_flat_directions(summary.flat_count);
+  proto->set_min_kappa(summary.min_kappa);
+  proto->set_max_kappa(summary.max_kappa);
+  proto->set_mean_kappa(summary.mean_kappa);
+  if (std::isfinite(summary.width)) proto->set_width(summary.width);
+}
+
+}  // namespace memaudit::server

@@ -1,0 +1,71 @@
+// memaudit-server assembled: model registry, job manager, request pool,
+// gRPC services with health and reflection, and the metrics endpoint.
+#ifndef MEMAUDIT_SERVER_SERVER_H_
+#define MEMAUDIT_SERVER_SERVER_H_
+
+#include <grpcpp/server.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "job_manager.h"
+#include "metrics.h"
+#include "model_registry.h"
+#include "services.h"
+#include "worker_pool.h"
+
+namespace memaudit::server {
+
+struct ServerOptions {
+  std::string model_repository = "models";
+  std::string listen = "127.0.0.1:8500";          // port 0: pick a free one
+  std::string metrics_listen = "127.0.0.1:9090";  // port 0: pick a free one
+  std::string device = "cpu";
+  int max_concurrent_jobs = 2;
+  int max_queued_jobs = 16;
+  int max_concurrent_requests = 2;  // unary Spectrum/Sample/Load work
+  int max_queued_requests = 32;
+  int64_t max_dense_dimension = 4096;
+  absl::Duration shutdown_grace = absl::Seconds(30);
+};
+
+class MemauditServer {
+ public:
+  // Binds both ports (an error if either is taken) and starts serving.
+  // Models load in the background; health is NOT_SERVING until they have.
+  static absl::StatusOr<std::unique_ptr<MemauditServer>> Start(const ServerOptions& options);
+  ~MemauditServer();
+
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const { return metrics_port_; }
+  // Blocks until the initial model load pass has finished.
+  void WaitForInitialLoad();
+
+  // Graceful stop: health NOT_SERVING, no new work, running audits get
+  // `grace` to finish and are then cancelled, then the listeners close.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  MemauditServer() = default;
+  void SetServing(bool serving);
+
+  ServerOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<WorkerPool> request_pool_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<ModelServiceImpl> model_service_;
+  std::unique_ptr<AuditServiceImpl> audit_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::thread loader_;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace memaudit::server
+
+#endif  // MEMAUDIT_SERVER_SERVER_H_

@@ -1,0 +1,88 @@
+// The gRPC services: memaudit.v1.ModelService and memaudit.v1.AuditService
+// (synchronous API). Handlers validate, then run heavy work on the server's
+// request pool (never on gRPC's threads), watching the client's deadline and
+// cancellation while they wait.
+#ifndef MEMAUDIT_SERVER_SERVICES_H_
+#define MEMAUDIT_SERVER_SERVICES_H_
+
+#include "job_manager.h"
+#include "memaudit/v1/audit_service.grpc.pb.h"
+#include "memaudit/v1/model_service.grpc.pb.h"
+#include "metrics.h"
+#include "model_registry.h"
+#include "stop.h"
+#include "worker_pool.h"
+
+namespace memaudit::server {
+
+struct ServiceOptions {
+  // Spectra above this dimension are refused (INVALID_ARGUMENT): a dense
+  // Jacobian is d² numbers.
+  int64_t max_dense_dimension = 4096;
+  int64_t max_samples_per_request = 4096;
+};
+
+// Runs `work` on `pool` and waits for it, turning client cancellation and
+// the deadline into the StopCheck `work` receives.
+absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
+                       std::function<absl::Status(const StopCheck&)> work);
+
+class ModelServiceImpl final : public v1::ModelService::Service {
+ public:
+  ModelServiceImpl(ModelRegistry* registry, WorkerPool* pool, Metrics* metrics)
+      : registry_(registry), pool_(pool), metrics_(metrics) {}
+
+  grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
+                          v1::ListModelsResponse* response) override;
+  grpc::Status GetModel(grpc::ServerContext* context, const v1::GetModelRequest* request,
+                        v1::ModelInfo* response) override;
+  grpc::Status LoadModel(grpc::ServerContext* context, const v1::LoadModelRequest* request,
+                         v1::ModelInfo* response) override;
+  grpc::Status UnloadModel(grpc::ServerContext* context, const v1::UnloadModelRequest* request,
+                           v1::ModelInfo* response) override;
+
+ private:
+  ModelRegistry* registry_;
+  WorkerPool* pool_;
+  Metrics* metrics_;
+};
+
+class AuditServiceImpl final : public v1::AuditService::Service {
+ public:
+  AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics,
+                   ServiceOptions options)
+      : registry_(registry), jobs_(jobs), pool_(pool), metrics_(metrics), options_(options) {}
+
+  grpc::Status Spectrum(grpc::ServerContext* context, const v1::SpectrumRequest* request,
+                        v1::SpectrumResponse* response) override;
+  grpc::Status Sample(grpc::ServerContext* context, const v1::SampleRequest* request,
+                      v1::SampleResponse* response) override;
+  grpc::Status StreamSamples(grpc::ServerContext* context, const v1::SampleRequest* request,
+                             grpc::ServerWriter<v1::SampleResponse>* writer) override;
+  grpc::Status SubmitAudit(grpc::ServerContext* context, const v1::AuditRequest* request,
+                           v1::AuditJob* response) override;
+  grpc::Status WatchAudit(grpc::ServerContext* context, const v1::WatchAuditRequest* request,
+                          grpc::ServerWriter<v1::AuditEvent>* writer) override;
+  grpc::Status GetAudit(grpc::ServerContext* context, const v1::GetAuditRequest* request,
+                        v1::AuditJob* response) override;
+  grpc::Status ListAudits(grpc::ServerContext* context, const v1::ListAuditsRequest* request,
+                          v1::ListAuditsResponse* response) override;
+  grpc::Status CancelAudit(grpc::ServerContext* context, const v1::CancelAuditRequest* request,
+                           v1::AuditJob* response) override;
+
+ private:
+  absl::Status ComputeSpectrum(const v1::SpectrumRequest& request, const StopCheck& stop,
+                               v1::SpectrumResponse* response);
+  absl::StatusOr<at::Tensor> Samples(const v1::SampleRequest& request,
+                                     const std::vector<uint64_t>& seeds, const StopCheck& stop);
+
+  ModelRegistry* registry_;
+  JobManager* jobs_;
+  WorkerPool* pool_;
+  Metrics* metrics_;
+  ServiceOptions options_;
+};
+
+}  // namespace memaudit::server
+
+#endif  // MEMAUDIT_SERVER_SERVICES_H_

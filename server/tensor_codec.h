@@ -1,0 +1,24 @@
+// memaudit.v1.Tensor ↔ at::Tensor.
+#ifndef MEMAUDIT_SERVER_TENSOR_CODEC_H_
+#define MEMAUDIT_SERVER_TENSOR_CODEC_H_
+
+#include <ATen/Tensor.h>
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "memaudit/v1/tensor.pb.h"
+
+namespace memaudit::server {
+
+// Decodes `message` into a CPU tensor. INVALID_ARGUMENT naming `field` when
+// the dtype is unspecified, a dimension is negative, the byte count does
+// not match the shape, or a float holds NaN/Inf.
+absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& message, const std::string& field);
+
+// Encodes `tensor` (float32, float64 or int64; any device) little-endian.
+void EncodeTensor(const at::Tensor& tensor, v1::Tensor* message);
+
+}  // namespace memaudit::server
+
+#endif  // MEMAUDIT_SERVER_TENSOR_CODEC_H_

@@ -1,0 +1,508 @@
+// End-to-end: a real memaudit-server process on ephemeral loopback ports,
+// driven by the real client library and the real `memaudit` CLI.
+// One server serves the whole suite (registered as one CTest test), so the
+// last test can check that it is still healthy after everything before it.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <array>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "client.h"
+#include "google/protobuf/text_format.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "model_directory.h"
+#include "test_util.h"
+
+extern char** environ;
+
+namespace memaudit {
+namespace {
+
+namespace fs = std::filesystem;
+using client::Client;
+
+constexpr int64_t kDuplicates = 100;
+constexpr int kMaxConcurrentJobs = 2;
+constexpr int kMaxQueuedJobs = 3;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+
+CommandResult RunCommand(const std::string& command) {
+  CommandResult result;
+  std::array<char, 4096> buffer{};
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+// The test repository:
+//   mix     exact model, d = 4: a point (weight 0.3, variance 1e-6) 5 units
+//           from a standard normal cloud (0.7); reference = the point ×100
+//           + 300 cloud draws. Copies of the point are memorized.
+//   slow    exact 64-d mixture, for long-running work.
+//   broken  a corrupt model.pt.
+void WriteRepository(const std::string& repository) {
+  const int64_t d = 4;
+  toy::GaussianMixture mix;
+  mix.weights = at::tensor({0.3, 0.7}, at::kDouble);
+  mix.means = at::zeros({2, d}, at::kDouble);
+  mix.means[0][0] = 5.0;
+  mix.covariances = at::stack({1e-6 * at::eye(d, at::kDouble), at::eye(d, at::kDouble)});
+  at::manual_seed(0);
+  at::Tensor reference_items = at::cat({mix.means[0].unsqueeze(0).expand({kDuplicates, d}),
+                                        at::randn({300, d}, at::kDouble)})
+                                   .to(at::kFloat);
+  auto reference = ReferenceSet::FromTensor(reference_items);
+  ASSERT_TRUE(reference.ok());
+  v1::ModelConfig config = testing::MixtureConfig("mix", d);
+  auto schedule = NoiseSchedule::Create(config.noise_schedule());
+  auto module = toy::BuildGaussianMixtureModule(mix, *schedule, v1::EPSILON);
+  ASSERT_TRUE(module.ok());
+  ASSERT_TRUE(toy::WriteModelDirectory(repository, config, *module, &*reference).ok());
+
+  v1::ModelConfig slow_config = testing::MixtureConfig("slow", 64);
+  auto slow =
+      toy::BuildGaussianMixtureModule(toy::RandomGaussianMixture(64, 8, 1), *schedule, v1::EPSILON);
+  ASSERT_TRUE(slow.ok());
+  ASSERT_TRUE(toy::WriteModelDirectory(repository, slow_config, *slow).ok());
+
+  fs::create_directories(repository + "/broken");
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(testing::MixtureConfig("broken", 2), &text);
+  testing::WriteFile(repository + "/broken/config.pbtxt", text);
+  testing::WriteFile(repository + "/broken/model.pt", "not a TorchScript archive");
+}
+
+class ServerProcess {
+ public:
+  explicit ServerProcess(const std::string& repository, const std::string& scratch)
+      : port_file_(scratch + "/ports"), log_file_(scratch + "/server.log") {
+    std::vector<std::string> args = {MEMAUDIT_SERVER_BINARY,
+                                     "--model_repository=" + repository,
+                                     "--listen=127.0.0.1:0",
+                                     "--metrics_listen=127.0.0.1:0",
+                                     "--port_file=" + port_file_,
+                                     "--threads=2",
+                                     "--max_concurrent_jobs=" + std::to_string(kMaxConcurrentJobs),
+                                     "--max_queued_jobs=" + std::to_string(kMaxQueuedJobs),
+                                     "--shutdown_grace_seconds=5"};
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_file_.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+    for (int i = 0; i < 600 && pid_ > 0; ++i) {
+      std::ifstream in(port_file_);
+      if (in >> grpc_port_ >> metrics_port_) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  // SIGTERM, then the exit code (or -1 if it did not exit within `seconds`).
+  int Terminate(double seconds) {
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < seconds * 20; ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return -1;
+  }
+  std::string Log() const {
+    std::ifstream in(log_file_);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const { return metrics_port_; }
+  std::string target() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
+
+ private:
+  std::string port_file_, log_file_;
+  pid_t pid_ = -1;
+  int grpc_port_ = 0, metrics_port_ = 0;
+};
+
+class IntegrationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    scratch_ = new testing::ScratchDir();
+    WriteRepository(scratch_->Join("models"));
+    server_ = new ServerProcess(scratch_->Join("models"), scratch_->path());
+    ASSERT_GT(server_->grpc_port(), 0) << server_->Log();
+    Client client(server_->target(), std::chrono::seconds(5));
+    for (int i = 0; i < 300; ++i) {
+      auto health = client.Health();
+      if (health.ok() && *health == "SERVING") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete scratch_;
+  }
+  Client client() const { return Client(server_->target(), std::chrono::seconds(60)); }
+  std::string Cli(const std::string& args) const {
+    return std::string(MEMAUDIT_CLI_BINARY) + " --server " + server_->target() + " " + args;
+  }
+  std::string Scrape() const {
+    httplib::Client http("127.0.0.1", server_->metrics_port());
+    auto response = http.Get("/metrics");
+    return response && response->status == 200 ? response->body : "";
+  }
+  double NetworkEvaluations() const {
+    double total = 0;
+    std::istringstream lines(Scrape());
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.rfind("memaudit_network_evaluations_total{", 0) == 0) {
+        total += std::stod(line.substr(line.rfind(' ') + 1));
+      }
+    }
+    return total;
+  }
+
+  static testing::ScratchDir* scratch_;
+  static ServerProcess* server_;
+};
+
+testing::ScratchDir* IntegrationTest::scratch_ = nullptr;
+ServerProcess* IntegrationTest::server_ = nullptr;
+
+TEST_F(IntegrationTest, HealthPerServiceAndReflection) {
+  Client c = client();
+  for (const std::string service : {"", "memaudit.v1.ModelService", "memaudit.v1.AuditService"}) {
+    auto health = c.Health(service);
+    ASSERT_TRUE(health.ok()) << health.status();
+    EXPECT_EQ(*health, "SERVING") << service;
+  }
+  EXPECT_EQ(c.Health("no.such.Service").status().code(), absl::StatusCode::kNotFound);
+
+  auto channel = grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials());
+  auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);
+  grpc::ClientContext context;
+  auto stream = stub->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  stream->WritesDone();
+  std::set<std::string> services;
+  for (const auto& service : response.list_services_response().service()) {
+    services.insert(service.name());
+  }
+  EXPECT_TRUE(services.count("memaudit.v1.AuditService"));
+  EXPECT_TRUE(services.count("memaudit.v1.ModelService"));
+  EXPECT_TRUE(services.count("grpc.health.v1.Health"));
+}
+
+TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
+  auto models = client().ListModels();
+  ASSERT_TRUE(models.ok());
+  std::map<std::string, v1::ModelInfo> by_name;
+  for (const auto& m : models->models()) by_name[m.name()] = m;
+  ASSERT_EQ(by_name.size(), 3u);
+  EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
+  EXPECT_EQ(by_name["slow"].state(), v1::MODEL_READY);
+  EXPECT_EQ(by_name["mix"].reference_size(), 400);
+  EXPECT_EQ(by_name["mix"].checksum().rfind("sha256:", 0), 0u);
+  EXPECT_EQ(by_name["broken"].state(), v1::MODEL_FAILED);
+  EXPECT_NE(by_name["broken"].last_error().find("model.pt"), std::string::npos);
+  // Using the broken model says why; reloading it reports the load error.
+  v1::SpectrumRequest request;
+  request.set_model("broken");
+  request.set_seed(1);
+  auto spectrum = client().Spectrum(request);
+  EXPECT_EQ(spectrum.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(spectrum.status().message().find("failed to load"), std::string::npos);
+  auto reload = client().LoadModel("broken");
+  EXPECT_EQ(reload.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(reload.status().message().find("model.pt"), std::string::npos);
+}
+
+TEST_F(IntegrationTest, UnknownModelIsNotFound) {
+  v1::SpectrumRequest request;
+  request.set_model("no-such-model");
+  request.set_seed(1);
+  EXPECT_EQ(client().Spectrum(request).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client().GetModel("no-such-model").status().code(), absl::StatusCode::kNotFound);
+  v1::AuditRequest audit;
+  audit.set_model("no-such-model");
+  EXPECT_EQ(client().SubmitAudit(audit).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client().GetAudit("audit-000000000000").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(IntegrationTest, MalformedTensorsNameTheField) {
+  v1::SpectrumRequest request;
+  request.set_model("mix");
+  request.set_timestep(20);
+  v1::Tensor* x = request.mutable_x();
+  x->add_shape(4);
+  x->set_dtype(v1::FLOAT32);
+  x->set_data(std::string(3 * sizeof(float), '\0'));  // 3 floats for 4
+  auto short_data = client().Spectrum(request);
+  EXPECT_EQ(short_data.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(short_data.status().message().find("x.data"), std::string::npos) << short_data.status();
+  x->clear_shape();
+  x->add_shape(5);
+  x->set_data(std::string(5 * sizeof(float), '\0'));
+  auto wrong_shape = client().Spectrum(request);
+  EXPECT_EQ(wrong_shape.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong_shape.status().message().find("x.shape"), std::string::npos);
+  x->set_dtype(v1::DTYPE_UNSPECIFIED);
+  EXPECT_NE(client().Spectrum(request).status().message().find("x.dtype"), std::string::npos);
+  request.set_timestep(5000);
+  x->set_dtype(v1::FLOAT32);
+  auto bad_t = client().Spectrum(request);
+  EXPECT_NE(bad_t.status().message().find("timestep"), std::string::npos) << bad_t.status();
+  v1::AuditRequest audit;
+  audit.set_model("mix");
+  audit.add_conditions()->set_class_label(3);  // the model is unconditional
+  auto bad_condition = client().SubmitAudit(audit);
+  EXPECT_EQ(bad_condition.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_condition.status().message().find("conditions[0]"), std::string::npos);
+  audit.clear_conditions();
+  audit.mutable_sampling()->set_num_steps(5000);
+  EXPECT_NE(client().SubmitAudit(audit).status().message().find("sampling.num_steps"),
+            std::string::npos);
+}
+
+// A spectrum at a given point: x_t of the point component, exact κ = −1·σ²/(σ² + ᾱ·1e-6).
+TEST_F(IntegrationTest, SpectrumAtAGivenPoint) {
+  v1::SpectrumRequest request;
+  request.set_model("mix");
+  request.set_timestep(20);
+  const float point[4] = {5.0f * 0.99686f, 0, 0, 0};  // ≈ √ᾱ_20 · μ
+  v1::Tensor* x = request.mutable_x();
+  x->add_shape(4);
+  x->set_dtype(v1::FLOAT32);
+  x->set_data(point, sizeof(point));
+  auto spectrum = client().Spectrum(request);
+  ASSERT_TRUE(spectrum.ok()) << spectrum.status();
+  EXPECT_EQ(spectrum->eigenvalues_real_size(), 4);
+  EXPECT_EQ(spectrum->summary().positive_eigenvalues(), 0);
+  EXPECT_EQ(spectrum->summary().flat_directions(), 0);
+  EXPECT_NEAR(spectrum->summary().max_kappa(), -1.0, 0.01);
+}
+
+TEST_F(IntegrationTest, AuditEndToEndThroughTheCli) {
+  const CommandResult result = RunCommand(
+      Cli("audit --model mix --samples 24 --seed 0 --json --fail-on partial 2>/dev/null"));
+  ASSERT_EQ(result.exit_code, 3) << result.output;  // copies exist → gate trips
+  nlohmann::json report = nlohmann::json::parse(result.output);
+  EXPECT_EQ(report["model"], "mix");
+  ASSERT_EQ(report["conditions"].size(), 1u);
+  int copies = 0, novel = 0;
+  for (const auto& sample : report["conditions"][0]["samples"]) {
+    ASSERT_TRUE(sample.contains("nearest_ratio"));
+    EXPECT_EQ(sample["t"], 20);
+    const bool copy = sample["copy"].get<bool>() && sample["nearest_multiplicity"] > 1;
+    if (copy) {
+      ++copies;
+      EXPECT_EQ(sample["verdict"], "MEMORIZED") << sample.dump();
+      EXPECT_EQ(sample["flat_directions"], 0);
+    } else {
+      ++novel;
+      EXPECT_EQ(sample["verdict"], "NOT_MEMORIZED") << sample.dump();
+      EXPECT_TRUE(sample["width"].is_null() || sample["width"].get<double>() > 0.5);
+    }
+  }
+  EXPECT_GE(copies, 2);
+  EXPECT_GE(novel, 8);
+  EXPECT_TRUE(report["timing"].contains("total_seconds"));
+  // The same audit without the gate: exit 0.
+  EXPECT_EQ(RunCommand(Cli("audit --model mix --samples 4 --quiet --fail-on never > /dev/null"))
+                .exit_code,
+            0);
+}
+
+TEST_F(IntegrationTest, CliErrorsAreOneLineWithNonZeroExit) {
+  CommandResult result = RunCommand(Cli("audit --model no-such-model 2>&1"));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.output, "memaudit: NOT_FOUND: model \"no-such-model\" not found\n");
+  EXPECT_EQ(RunCommand(Cli("audit 2>/dev/null")).exit_code, 2);  // --model missing
+  result = RunCommand(std::string(MEMAUDIT_CLI_BINARY) +
+                      " --server 127.0.0.1:1 --timeout 2 health 2>&1");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.output.rfind("memaudit: UNAVAILABLE", 0), 0u) << result.output;
+}
+
+TEST_F(IntegrationTest, CancelStopsTheWork) {
+  v1::AuditRequest request;
+  request.set_model("slow");
+  request.set_samples_per_condition(100000);
+  auto job = client().SubmitAudit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  // Wait until it is really working.
+  for (int i = 0; i < 200; ++i) {
+    auto state = client().GetAudit(job->id());
+    if (state.ok() && state->progress().samples_done() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto cancelled = client().CancelAudit(job->id());
+  ASSERT_TRUE(cancelled.ok());
+  v1::JobState state = v1::JOB_RUNNING;
+  for (int i = 0; i < 200 && state == v1::JOB_RUNNING; ++i) {
+    state = client().GetAudit(job->id())->state();
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_EQ(state, v1::JOB_CANCELLED);
+  const double before = NetworkEvaluations();
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  EXPECT_EQ(NetworkEvaluations(), before) << "work went on after the job was cancelled";
+  EXPECT_GT(before, 0);
+}
+
+TEST_F(IntegrationTest, ShortDeadlineIsDeadlineExceeded) {
+  Client impatient(server_->target(), std::chrono::milliseconds(30));
+  v1::SpectrumRequest request;
+  request.set_model("slow");
+  request.set_seed(7);
+  request.mutable_sampling()->set_num_steps(1000);
+  auto spectrum = impatient.Spectrum(request);
+  EXPECT_EQ(spectrum.status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(IntegrationTest, EightConcurrentAuditsCompleteOrAreRefused) {
+  std::vector<std::thread> threads;
+  std::vector<absl::StatusOr<v1::AuditJob>> submitted(8, absl::UnknownError("unset"));
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([this, i, &submitted] {
+      v1::AuditRequest request;
+      request.set_model(i % 2 ? "mix" : "slow");
+      request.set_samples_per_condition(i % 2 ? 32 : 4);
+      request.set_seed(i);
+      submitted[i] = client().SubmitAudit(request);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  int accepted = 0;
+  for (auto& job : submitted) {
+    if (!job.ok()) {
+      EXPECT_EQ(job.status().code(), absl::StatusCode::kResourceExhausted) << job.status();
+      continue;
+    }
+    ++accepted;
+    auto final_job = client().WatchAudit(job->id(), {});
+    ASSERT_TRUE(final_job.ok()) << final_job.status();
+    EXPECT_EQ(final_job->state(), v1::JOB_SUCCEEDED) << final_job->error();
+  }
+  EXPECT_GE(accepted, kMaxConcurrentJobs);
+  EXPECT_LE(accepted, kMaxConcurrentJobs + kMaxQueuedJobs);
+}
+
+TEST_F(IntegrationTest, WatchStreamsProgressThenTheReport) {
+  v1::AuditRequest request;
+  request.set_model("mix");
+  request.set_samples_per_condition(20);
+  auto job = client().SubmitAudit(request);
+  ASSERT_TRUE(job.ok());
+  int progress = 0, samples = 0;
+  auto final_job = client().WatchAudit(job->id(), [&](const v1::AuditEvent& event) {
+    progress += event.has_progress();
+    samples += event.has_sample();
+  });
+  ASSERT_TRUE(final_job.ok());
+  EXPECT_EQ(samples, 20);
+  EXPECT_GE(progress, 3);
+  EXPECT_EQ(final_job->report().conditions(0).samples_size(), 20);
+  // A finished job's watch yields the final event at once.
+  auto again = client().WatchAudit(job->id(), {});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state(), v1::JOB_SUCCEEDED);
+}
+
+TEST_F(IntegrationTest, UnloadAndReload) {
+  ASSERT_TRUE(client().UnloadModel("mix").ok());
+  v1::SpectrumRequest request;
+  request.set_model("mix");
+  request.set_seed(1);
+  EXPECT_EQ(client().Spectrum(request).status().code(), absl::StatusCode::kUnavailable);
+  auto loaded = client().LoadModel("mix");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->state(), v1::MODEL_READY);
+  EXPECT_TRUE(client().Spectrum(request).ok());
+}
+
+TEST_F(IntegrationTest, SampleWritesImagesOrArrays) {
+  const std::string out = scratch_->Join("samples.npy");
+  CommandResult result = RunCommand(Cli("sample --model mix --count 3 --out " + out));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(fs::file_size(out), 128u + 3 * 4 * sizeof(float));  // npy header + data
+  result =
+      RunCommand(Cli("sample --model mix --count 3 --out " + scratch_->Join("x.png") + " 2>&1"));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.output.find("image-shaped"), std::string::npos);
+  const std::string plot = scratch_->Join("spectrum.svg");
+  result = RunCommand(Cli("spectrum --model mix --seed 2 --plot " + plot));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("flat directions"), std::string::npos);
+  std::ifstream svg(plot);
+  std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.rfind("<svg", 0), 0u);
+  EXPECT_NE(text.find("polyline"), std::string::npos);
+}
+
+TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {
+  const std::string scrape = Scrape();
+  for (const char* family :
+       {"memaudit_rpc_duration_seconds_bucket", "memaudit_audits_total", "memaudit_jobs{",
+        "memaudit_network_evaluations_total", "memaudit_spectrum_duration_seconds_bucket",
+        "memaudit_model_load_duration_seconds", "memaudit_model_ready", "memaudit_build_info",
+        "memaudit_device_memory_bytes", "process_resident_memory_bytes",
+        "process_cpu_seconds_total"}) {
+    EXPECT_NE(scrape.find(family), std::string::npos) << family;
+  }
+  EXPECT_NE(scrape.find("code=\"NOT_FOUND\""), std::string::npos);
+  EXPECT_EQ(scrape.find("audit-"), std::string::npos) << "job ids must not be labels";
+  const std::string file = scratch_->Join("scrape.txt");
+  std::ofstream(file) << scrape;
+  const CommandResult check = RunCommand("promtool check metrics < " + file + " 2>&1");
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
+// Runs last (gtest keeps file order within a suite): after everything above
+// the server still serves, then stops cleanly on SIGTERM.
+TEST_F(IntegrationTest, ZzStillHealthyThenGracefulShutdown) {
+  auto health = client().Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(*health, "SERVING");
+  v1::AuditRequest request;
+  request.set_model("slow");
+  request.set_samples_per_condition(100000);
+  ASSERT_TRUE(client().SubmitAudit(request).ok());  // cancelled by the shutdown grace
+  EXPECT_EQ(server_->Terminate(20), 0) << server_->Log();
+  EXPECT_NE(server_->Log().find("stopped"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace memaudit
