@@ -62,6 +62,11 @@ absl::StatusOr<v1::SampleResponse> Client::Sample(const v1::SampleRequest& reque
   return Unary(audits_.get(), &v1::AuditService::Stub::Sample, request);
 }
 
+absl::StatusOr<v1::EarlyMetricsResponse> Client::EarlyMetrics(
+    const v1::EarlyMetricsRequest& request) {
+  return Unary(audits_.get(), &v1::AuditService::Stub::EarlyMetrics, request);
+}
+
 absl::StatusOr<v1::AuditJob> Client::SubmitAudit(const v1::AuditRequest& request) {
   return Unary(audits_.get(), &v1::AuditService::Stub::SubmitAudit, request);
 }

@@ -35,6 +35,7 @@ class Client {
 
   absl::StatusOr<v1::SpectrumResponse> Spectrum(const v1::SpectrumRequest& request);
   absl::StatusOr<v1::SampleResponse> Sample(const v1::SampleRequest& request);
+  absl::StatusOr<v1::EarlyMetricsResponse> EarlyMetrics(const v1::EarlyMetricsRequest& request);
 
   absl::StatusOr<v1::AuditJob> SubmitAudit(const v1::AuditRequest& request);
   absl::StatusOr<v1::AuditJob> GetAudit(const std::string& id);

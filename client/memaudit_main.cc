@@ -210,6 +210,21 @@ int Main(int argc, char** argv) {
       ->add_option("--score-kind", score_kind, "conditional | unconditional | guided | difference")
       ->capture_default_str();
   spectrum->add_flag("--symmetrize", symmetrize, "spectrum of (H + H^T)/2 instead of H");
+  std::string method = "auto", eigen_target = "largest_real";
+  int64_t eigenvalues_wanted = 0;
+  auto add_method = [&](CLI::App* command) {
+    command->add_option("--method", method, "auto | dense | arnoldi")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "dense", "arnoldi"}));
+    command->add_option("-k,--eigenvalues", eigenvalues_wanted,
+                        "Arnoldi: eigenvalues to find (default 24)");
+  };
+  add_method(spectrum);
+  spectrum
+      ->add_option("--target", eigen_target,
+                   "Arnoldi: largest_real | largest_magnitude | smallest_real")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"largest_real", "largest_magnitude", "smallest_real"}));
   spectrum->add_option("--top", top, "eigenvalues to print (0: all)")->capture_default_str();
   spectrum->add_flag("--json", json, "machine-readable output");
   spectrum->add_option("--plot", plot_path, "write an SVG plot of the spectrum");
@@ -238,6 +253,19 @@ int Main(int argc, char** argv) {
   audit->add_flag("--per-sample", per_sample, "print every sample's numbers");
   audit->add_flag("--no-wait", no_wait, "print the job id and return");
   audit->add_flag("--quiet", quiet, "no progress output");
+  add_method(audit);
+
+  int64_t early_steps = 1, probes = 0;
+  CLI::App* early = app.add_subcommand(
+      "early", "first-step memorization metrics (Wen, Jeon; unconditional: |s|^2, |Hs|^2, tr H)");
+  add_sampling(early);
+  early->add_option("--class", class_label, "class label (none: unconditional metrics)");
+  early->add_option("--count", sample_count, "generations n")->capture_default_str();
+  early->add_option("--seed", seed, "first seed")->capture_default_str();
+  early->add_option("--early-steps", early_steps, "the first K sampling steps")
+      ->capture_default_str();
+  early->add_option("--probes", probes, "Hutchinson probes (default 8)");
+  early->add_flag("--json", json, "machine-readable output");
 
   std::string job_id;
   CLI::App* watch = app.add_subcommand("watch", "follow a running audit to its report");
@@ -356,6 +384,13 @@ int Main(int argc, char** argv) {
     }
     options->set_score_kind(it->second);
     options->set_symmetrize(symmetrize);
+    options->set_method(method == "dense"     ? v1::DENSE
+                        : method == "arnoldi" ? v1::ARNOLDI
+                                              : v1::SPECTRUM_METHOD_AUTO);
+    options->set_num_eigenvalues(eigenvalues_wanted);
+    options->set_target(eigen_target == "largest_magnitude" ? v1::LARGEST_MAGNITUDE
+                        : eigen_target == "smallest_real"   ? v1::SMALLEST_REAL
+                                                            : v1::LARGEST_REAL);
     return absl::OkStatus();
   };
   if (*spectrum) {
@@ -379,6 +414,23 @@ int Main(int argc, char** argv) {
                          absl::StrFormat("%s, seed %d: curvature spectrum", model_name, seed));
       if (!out) return Fail(absl::PermissionDeniedError(plot_path + ": cannot write"));
       if (!json) std::cout << "plot written to " << plot_path << std::endl;
+    }
+    return 0;
+  }
+  if (*early) {
+    v1::EarlyMetricsRequest request;
+    request.set_model(model_name);
+    for (int64_t i = 0; i < sample_count; ++i) request.add_seeds(seed + i);
+    if (class_label) request.mutable_condition()->set_class_label(*class_label);
+    sampling_options(request.mutable_sampling());
+    request.set_steps(early_steps);
+    request.set_hutchinson_probes(probes);
+    auto response = client.EarlyMetrics(request);
+    if (!response.ok()) return Fail(response.status());
+    if (json) {
+      PrintJson(EarlyMetricsJson(*response));
+    } else {
+      std::cout << EarlyMetricsText(*response);
     }
     return 0;
   }

@@ -176,11 +176,19 @@ std::string ModelDetails(const v1::ModelInfo& model) {
 std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top) {
   const v1::SpectrumSummary& s = spectrum.summary();
   std::string text = absl::StrFormat(
-      "model %s, t = %d (sigma_t = %.4g), d = %d%s\n"
-      "n+ = %d, flat directions = %d, kappa in [%.4f, %.4f], mean %.4f, width %s\n",
-      spectrum.model(), spectrum.timestep(), spectrum.sigma(), s.dimension(),
-      spectrum.symmetrized() ? " (symmetric part)" : "", s.positive_eigenvalues(),
-      s.flat_directions(), s.min_kappa(), s.max_kappa(), s.mean_kappa(), WidthText(s));
+      "model %s, t = %d (sigma_t = %.4g), %s%s, %s\n"
+      "n+ = %d, flat directions = %d%s, kappa in [%.4f, %.4f], mean %.4f, width %s%s\n",
+      spectrum.model(), spectrum.timestep(), spectrum.sigma(),
+      s.partial() ? absl::StrFormat("%d eigenvalues found", s.dimension())
+                  : absl::StrFormat("d = %d", s.dimension()),
+      spectrum.symmetrized() ? " (symmetric part)" : "",
+      spectrum.method() == "arnoldi"
+          ? absl::StrFormat("Arnoldi, %d JVPs, %.2f s", spectrum.matvecs(), spectrum.seconds())
+          : absl::StrFormat("dense, %.2f s", spectrum.seconds()),
+      s.positive_eigenvalues(), s.flat_directions(),
+      s.flat_directions_lower_bound() ? " (all found are flat: a lower bound)" : "", s.min_kappa(),
+      s.max_kappa(), s.mean_kappa(), WidthText(s),
+      s.partial() ? " (of the eigenvalues found)" : "");
   const int n = spectrum.eigenvalues_real_size();
   const int shown = top <= 0 ? n : std::min(top, n);
   absl::StrAppendFormat(&text,
@@ -212,7 +220,71 @@ nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum) {
                                                    spectrum.eigenvalues_real().end())},
           {"eigenvalues_imag", std::vector<double>(spectrum.eigenvalues_imag().begin(),
                                                    spectrum.eigenvalues_imag().end())},
-          {"seconds", spectrum.seconds()}};
+          {"seconds", spectrum.seconds()},
+          {"method", spectrum.method()},
+          {"matvecs", spectrum.matvecs()},
+          {"partial", s.partial()},
+          {"flat_directions_lower_bound", s.flat_directions_lower_bound()}};
+}
+
+namespace {
+const std::vector<
+    std::pair<const char*, const v1::EarlyMetricValues* (*)(const v1::EarlyMetricsResponse&)>>&
+EarlyFields() {
+  static const auto* fields = new std::vector<
+      std::pair<const char*, const v1::EarlyMetricValues* (*)(const v1::EarlyMetricsResponse&)>>{
+      {"wen_noise_difference",
+       [](const v1::EarlyMetricsResponse& m) {
+         return m.has_wen_noise_difference() ? &m.wen_noise_difference() : nullptr;
+       }},
+      {"jeon_sharpness",
+       [](const v1::EarlyMetricsResponse& m) {
+         return m.has_jeon_sharpness() ? &m.jeon_sharpness() : nullptr;
+       }},
+      {"score_norm_squared",
+       [](const v1::EarlyMetricsResponse& m) {
+         return m.has_score_norm_squared() ? &m.score_norm_squared() : nullptr;
+       }},
+      {"hessian_score_squared",
+       [](const v1::EarlyMetricsResponse& m) {
+         return m.has_hessian_score_squared() ? &m.hessian_score_squared() : nullptr;
+       }},
+      {"hutchinson_trace",
+       [](const v1::EarlyMetricsResponse& m) {
+         return m.has_hutchinson_trace() ? &m.hutchinson_trace() : nullptr;
+       }},
+  };
+  return *fields;
+}
+}  // namespace
+
+std::string EarlyMetricsText(const v1::EarlyMetricsResponse& metrics) {
+  std::string text = absl::StrFormat("%s metrics over the first %d step(s) (t = %s), %.2f s\n",
+                                     metrics.conditional() ? "conditional" : "unconditional",
+                                     metrics.timesteps_size(),
+                                     absl::StrJoin(metrics.timesteps(), ", "), metrics.seconds());
+  for (const auto& [name, get] : EarlyFields()) {
+    const v1::EarlyMetricValues* values = get(metrics);
+    if (values == nullptr) continue;
+    absl::StrAppendFormat(&text, "  %-22s mean %12.6g  over %d generations\n", name, values->mean(),
+                          values->values_size());
+  }
+  return text;
+}
+
+nlohmann::json EarlyMetricsJson(const v1::EarlyMetricsResponse& metrics) {
+  nlohmann::json json = {
+      {"conditional", metrics.conditional()},
+      {"timesteps", std::vector<int64_t>(metrics.timesteps().begin(), metrics.timesteps().end())},
+      {"seconds", metrics.seconds()}};
+  for (const auto& [name, get] : EarlyFields()) {
+    const v1::EarlyMetricValues* values = get(metrics);
+    if (values == nullptr) continue;
+    json[name] = {
+        {"mean", values->mean()},
+        {"values", std::vector<double>(values->values().begin(), values->values().end())}};
+  }
+  return json;
 }
 
 std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string& title) {

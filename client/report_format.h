@@ -30,7 +30,10 @@ nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum);
 // flat (κ = −½) and zero lines, and |Im λ|·σ² as a second series.
 std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string& title);
 
-std::string VerdictWord(v1::Verdict verdict);  // "MEMORIZED", ...
+std::string VerdictWord(v1::Verdict verdict);
+
+std::string EarlyMetricsText(const v1::EarlyMetricsResponse& metrics);
+nlohmann::json EarlyMetricsJson(const v1::EarlyMetricsResponse& metrics);  // "MEMORIZED", ...
 
 }  // namespace memaudit::client
 

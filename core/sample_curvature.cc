@@ -8,6 +8,20 @@
 
 namespace memaudit {
 
+absl::StatusOr<SpectrumMethod> ParseSpectrumMethod(const std::string& name) {
+  if (name == "auto") return SpectrumMethod::kAuto;
+  if (name == "dense") return SpectrumMethod::kDense;
+  if (name == "arnoldi") return SpectrumMethod::kArnoldi;
+  return absl::InvalidArgumentError(
+      absl::StrCat("spectrum method \"", name, "\" is not auto, dense or arnoldi"));
+}
+
+SpectrumMethod ResolveSpectrumMethod(SpectrumMethod method, int64_t dimension,
+                                     int64_t max_dense_dimension) {
+  if (method != SpectrumMethod::kAuto) return method;
+  return dimension > max_dense_dimension ? SpectrumMethod::kArnoldi : SpectrumMethod::kDense;
+}
+
 absl::StatusOr<std::vector<SampleCurvature>> MeasureSamples(
     const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& conditions,
     const SampleCurvatureOptions& options, const ReferenceSet* reference, const StopCheck& stop,
@@ -49,6 +63,18 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamples(
     // small models share network calls across samples, and memory stays at
     // about chunk_rows × d numbers for large ones.
     const int64_t dim = denoiser.checkpoint().sample_numel();
+    if (ResolveSpectrumMethod(options.method, dim, options.max_dense_dimension) ==
+        SpectrumMethod::kArnoldi) {
+      for (int64_t b = 0; b < batch; ++b) {
+        auto spectrum =
+            MatrixFreeSpectrum(*field, x->narrow(0, b, 1), rows.narrow(0, b, 1), t,
+                               denoiser.schedule(), options.arnoldi, options.spectrum, stop);
+        if (!spectrum.ok()) return spectrum.status();
+        results[b].spectra.push_back(*std::move(spectrum));
+        if (progress) progress({"curvature", ++done, total});
+      }
+      continue;
+    }
     const int64_t group = std::max<int64_t>(1, options.jacobian.chunk_rows / dim);
     for (int64_t start = 0; start < batch; start += group) {
       const int64_t count = std::min(group, batch - start);

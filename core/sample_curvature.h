@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "arnoldi.h"
 #include "curvature.h"
 #include "denoiser.h"
 #include "reference_set.h"
@@ -25,6 +27,13 @@ namespace memaudit {
 // (DESIGN.md §2 "Evaluation time").
 inline constexpr double kDefaultEvaluationMaxSigma = 0.1;
 
+enum class SpectrumMethod {
+  kAuto,     // dense up to max_dense_dimension, Arnoldi above
+  kDense,    // full Jacobian + LAPACK: all d eigenvalues
+  kArnoldi,  // matrix-free: k eigenvalues by JVPs
+};
+absl::StatusOr<SpectrumMethod> ParseSpectrumMethod(const std::string& name);
+
 struct SampleCurvatureOptions {
   SamplerOptions sampler;
   // Evaluation timesteps; empty: the first sampling step with
@@ -34,7 +43,14 @@ struct SampleCurvatureOptions {
   ScoreKind score_kind = ScoreKind::kConditional;
   JacobianOptions jacobian;
   SpectrumOptions spectrum;
+  SpectrumMethod method = SpectrumMethod::kAuto;
+  int64_t max_dense_dimension = 4096;
+  ArnoldiOptions arnoldi;
 };
+
+// The method kAuto resolves to for dimension d.
+SpectrumMethod ResolveSpectrumMethod(SpectrumMethod method, int64_t dimension,
+                                     int64_t max_dense_dimension);
 
 struct SampleCurvature {
   uint64_t seed = 0;

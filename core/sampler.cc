@@ -110,7 +110,12 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   at::NoGradGuard no_grad;
   try {
     at::Tensor x = noise.Next();
-    for (size_t i = 0; i < timesteps->size(); ++i) {
+    const size_t steps_to_run =
+        options.stop_after_steps > 0
+            ? std::min(timesteps->size(), static_cast<size_t>(options.stop_after_steps))
+            : timesteps->size();
+    trajectory.timesteps.resize(steps_to_run);
+    for (size_t i = 0; i < steps_to_run; ++i) {
       if (absl::Status s = CheckStop(stop); !s.ok()) return s;
       const int64_t t = (*timesteps)[i];
       const int64_t prev_t = t - ratio;
@@ -146,7 +151,7 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
           x = x + std::sqrt(variance) * noise.Next();
         }
       }
-      if (progress) progress(static_cast<int64_t>(i) + 1, static_cast<int64_t>(timesteps->size()));
+      if (progress) progress(static_cast<int64_t>(i) + 1, static_cast<int64_t>(steps_to_run));
     }
     trajectory.final_sample = x;
   } catch (const std::exception& e) {

@@ -35,6 +35,10 @@ struct SamplerOptions {
   bool set_alpha_to_one = true;
   // Classifier-free guidance weight w (1: conditional only, 0: unconditional).
   double guidance = 1.0;
+  // Run only the first this many steps (0: all). The trajectory then holds
+  // those states and final_sample is the state after the last step run —
+  // what early (first-step) metrics need.
+  int64_t stop_after_steps = 0;
 };
 
 // The states of one batched sampling run.

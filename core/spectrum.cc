@@ -11,12 +11,14 @@
 namespace memaudit {
 
 SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
-                          double sqrt_alpha_bar, const SpectrumOptions& options) {
+                          double sqrt_alpha_bar, const SpectrumOptions& options, bool partial) {
   SpectrumSummary summary;
+  summary.partial = partial;
   summary.dimension = static_cast<int64_t>(eigenvalues.size());
   if (eigenvalues.empty()) return summary;
   double max_magnitude = 0.0;
   for (const auto& lambda : eigenvalues) max_magnitude = std::max(max_magnitude, std::abs(lambda));
+  if (partial) max_magnitude = std::max(max_magnitude, 1.0 / (sigma * sigma));
   const double positive_threshold = options.positive_tolerance * max_magnitude;
   const double sigma_squared = sigma * sigma;
   summary.min_kappa = std::numeric_limits<double>::infinity();
@@ -31,6 +33,7 @@ SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, 
     kappa_sum += kappa;
   }
   summary.mean_kappa = kappa_sum / static_cast<double>(eigenvalues.size());
+  summary.flat_count_is_lower_bound = partial && summary.flat_count == summary.dimension;
   summary.width =
       summary.max_kappa < 0.0
           ? (sigma / sqrt_alpha_bar) * std::sqrt(std::max(0.0, -1.0 / summary.max_kappa - 1.0))

@@ -11,6 +11,7 @@
 
 #include <complex>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -39,6 +40,11 @@ struct SpectrumSummary {
   // Width of the peak along its flattest direction in data units,
   // w = (σ_t/√ᾱ_t)·√(−1/κ_max − 1); +infinity when κ_max ≥ 0.
   double width = 0.0;
+  // Summarizes only some eigenvalues (matrix-free spectra): counts are of
+  // those; with the largest-real end, κ_max and the width are still exact.
+  bool partial = false;
+  // Every eigenvalue found was flat: there may be more flat directions.
+  bool flat_count_is_lower_bound = false;
 };
 
 struct Spectrum {
@@ -46,14 +52,21 @@ struct Spectrum {
   double sigma = 0.0;         // σ_t
   double sqrt_alpha_bar = 0;  // √ᾱ_t
   bool symmetrized = false;
-  // Eigenvalues of H = ∂s/∂x, sorted by descending real part.
+  std::string method = "dense";  // "dense" or "arnoldi"
+  int64_t matvecs = 0;           // JVPs spent (arnoldi)
+  // Eigenvalues of H = ∂s/∂x, sorted by descending real part (all d for
+  // dense spectra, the k found for matrix-free ones).
   std::vector<std::complex<double>> eigenvalues;
   SpectrumSummary summary;
 };
 
-// Summary statistics of `eigenvalues` at noise level σ_t = sigma.
+// Summary statistics of `eigenvalues` at noise level σ_t = sigma. For a
+// partial spectrum (`partial`), n₊'s scale max|λ| is taken as at least
+// 1/σ_t² (the curvature of a fully steep direction), since the largest
+// magnitude may not be among the eigenvalues found.
 SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
-                          double sqrt_alpha_bar, const SpectrumOptions& options = {});
+                          double sqrt_alpha_bar, const SpectrumOptions& options = {},
+                          bool partial = false);
 
 // Full spectra of square matrices `jacobians` [B, d, d] (any floating dtype
 // and device; solved in float64 with LAPACK on the CPU) of the score at

@@ -59,6 +59,15 @@ absl::Status ValidateAuditRequest(const v1::AuditRequest& request, const LoadedM
   if (!sampler.ok()) return sampler.status();
   auto curvature = ToCurvatureSettings(request.curvature(), "curvature");
   if (!curvature.ok()) return curvature.status();
+  if (curvature->arnoldi.target != EigenTarget::kLargestReal) {
+    return absl::InvalidArgumentError(
+        "curvature.target: audits need the LARGEST_REAL end (flat count, n+, width)");
+  }
+  if (curvature->spectrum.symmetrize &&
+      ResolveSpectrumMethod(curvature->method, model.checkpoint->sample_numel(),
+                            model.max_dense_dimension) == SpectrumMethod::kArnoldi) {
+    return absl::InvalidArgumentError("curvature.symmetrize: only the dense method offers it");
+  }
   for (int i = 0; i < request.timesteps_size(); ++i) {
     if (absl::Status s = CheckTimestep(request.timesteps(i), denoiser.schedule(),
                                        absl::StrCat("timesteps[", i, "]"));
@@ -92,6 +101,9 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
   options.score_kind = curvature.score_kind;
   options.spectrum = curvature.spectrum;
   options.jacobian = curvature.jacobian;
+  options.method = curvature.method;
+  options.arnoldi = curvature.arnoldi;
+  options.max_dense_dimension = model.max_dense_dimension;
   options.timesteps.assign(request.timesteps().begin(), request.timesteps().end());
 
   const std::vector<v1::Condition> conditions = EffectiveConditions(request);

@@ -45,10 +45,11 @@ absl::StatusOr<std::string> FileSha256(const std::string& path) {
 }
 
 ModelRegistry::ModelRegistry(std::string repository, CheckpointOptions options,
-                             LoadObserver observer)
+                             LoadObserver observer, int64_t max_dense_dimension)
     : repository_(std::move(repository)),
       options_(std::move(options)),
-      observer_(std::move(observer)) {}
+      observer_(std::move(observer)),
+      max_dense_dimension_(max_dense_dimension) {}
 
 std::vector<std::string> ModelRegistry::ScanRepository() const {
   std::vector<std::string> names;
@@ -96,6 +97,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
     auto model = std::make_shared<LoadedModel>();
     model->checkpoint = *checkpoint;
     model->denoiser = std::make_unique<Denoiser>(*checkpoint);
+    model->max_dense_dimension = max_dense_dimension_;
     const std::string reference_path = (fs::path(directory) / ReferenceSet::kFileName).string();
     std::error_code ec;
     if (fs::exists(reference_path, ec)) {

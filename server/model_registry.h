@@ -31,6 +31,8 @@ struct LoadedModel {
   ResolvedPolicy policy;
   std::string checksum;  // "sha256:<hex>" of model.pt
   double load_seconds = 0;
+  // The server's dense-spectrum limit (Arnoldi above it, in AUTO mode).
+  int64_t max_dense_dimension = 4096;
 };
 
 class ModelRegistry {
@@ -39,7 +41,8 @@ class ModelRegistry {
   // unloads with ok = false, seconds = 0; used for metrics.
   using LoadObserver = std::function<void(const std::string&, bool, double)>;
 
-  ModelRegistry(std::string repository, CheckpointOptions options, LoadObserver observer = {});
+  ModelRegistry(std::string repository, CheckpointOptions options, LoadObserver observer = {},
+                int64_t max_dense_dimension = 4096);
 
   const std::string& repository() const { return repository_; }
   const CheckpointOptions& options() const { return options_; }
@@ -76,6 +79,7 @@ class ModelRegistry {
   const std::string repository_;
   const CheckpointOptions options_;
   const LoadObserver observer_;
+  const int64_t max_dense_dimension_;
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
   absl::Mutex load_mu_;  // one load at a time: loads are heavy and rare

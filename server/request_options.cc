@@ -74,6 +74,47 @@ absl::StatusOr<CurvatureSettings> ToCurvatureSettings(const v1::CurvatureOptions
     }
     settings.jacobian.chunk_rows = options.jacobian_chunk_rows();
   }
+  switch (options.method()) {
+    case v1::DENSE:
+      settings.method = SpectrumMethod::kDense;
+      break;
+    case v1::ARNOLDI:
+      settings.method = SpectrumMethod::kArnoldi;
+      break;
+    default:
+      settings.method = SpectrumMethod::kAuto;
+  }
+  switch (options.target()) {
+    case v1::LARGEST_MAGNITUDE:
+      settings.arnoldi.target = EigenTarget::kLargestMagnitude;
+      break;
+    case v1::SMALLEST_REAL:
+      settings.arnoldi.target = EigenTarget::kSmallestReal;
+      break;
+    default:
+      settings.arnoldi.target = EigenTarget::kLargestReal;
+  }
+  if (options.num_eigenvalues() != 0) {
+    if (options.num_eigenvalues() < 1 || options.num_eigenvalues() > 4096) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".num_eigenvalues: must be in [1, 4096]"));
+    }
+    settings.arnoldi.num_eigenvalues = options.num_eigenvalues();
+  }
+  if (options.arnoldi_tolerance() != 0) {
+    if (!(options.arnoldi_tolerance() > 0 && options.arnoldi_tolerance() < 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".arnoldi_tolerance: must be in (0, 1)"));
+    }
+    settings.arnoldi.tolerance = options.arnoldi_tolerance();
+  }
+  if (options.max_restarts() != 0) {
+    if (options.max_restarts() < 1 || options.max_restarts() > 100000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".max_restarts: must be in [1, 100000]"));
+    }
+    settings.arnoldi.max_restarts = options.max_restarts();
+  }
   return settings;
 }
 
@@ -146,6 +187,8 @@ void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto) 
   proto->set_max_kappa(summary.max_kappa);
   proto->set_mean_kappa(summary.mean_kappa);
   if (std::isfinite(summary.width)) proto->set_width(summary.width);
+  proto->set_partial(summary.partial);
+  proto->set_flat_directions_lower_bound(summary.flat_count_is_lower_bound);
 }
 
 }  // namespace memaudit::server

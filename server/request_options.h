@@ -11,6 +11,7 @@
 #include "curvature.h"
 #include "denoiser.h"
 #include "memaudit/v1/audit_service.pb.h"
+#include "sample_curvature.h"
 #include "sampler.h"
 #include "spectrum.h"
 
@@ -24,6 +25,8 @@ struct CurvatureSettings {
   ScoreKind score_kind = ScoreKind::kConditional;
   SpectrumOptions spectrum;
   JacobianOptions jacobian;
+  SpectrumMethod method = SpectrumMethod::kAuto;
+  ArnoldiOptions arnoldi;
 };
 absl::StatusOr<CurvatureSettings> ToCurvatureSettings(const v1::CurvatureOptions& options,
                                                       const std::string& field);

@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "arnoldi.h"
+#include "early_metrics.h"
 #include "grpc_status.h"
 #include "request_options.h"
 #include "sample_curvature.h"
@@ -151,13 +153,17 @@ absl::Status AuditServiceImpl::ComputeSpectrum(const v1::SpectrumRequest& reques
   if (!model.ok()) return model.status();
   const Denoiser& denoiser = *(*model)->denoiser;
   const Checkpoint& checkpoint = denoiser.checkpoint();
-  if (checkpoint.sample_numel() > options_.max_dense_dimension) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model: dimension ", checkpoint.sample_numel(), " exceeds the dense-spectrum limit ",
-        options_.max_dense_dimension, " (server flag --max_dense_dimension)"));
-  }
   auto curvature = ToCurvatureSettings(request.curvature(), "curvature");
   if (!curvature.ok()) return curvature.status();
+  const SpectrumMethod method = ResolveSpectrumMethod(curvature->method, checkpoint.sample_numel(),
+                                                      options_.max_dense_dimension);
+  if (method == SpectrumMethod::kDense &&
+      checkpoint.sample_numel() > options_.max_dense_dimension) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("curvature.method: dimension ", checkpoint.sample_numel(),
+                     " exceeds the dense-spectrum limit ", options_.max_dense_dimension,
+                     " (server flag --max_dense_dimension); use ARNOLDI"));
+  }
   auto condition = ToConditionBatch(request.condition(), denoiser, 1, "condition");
   if (!condition.ok()) return condition.status();
   auto sampler = ToSamplerOptions(request.sampling(), denoiser.schedule(), "sampling");
@@ -202,22 +208,31 @@ absl::Status AuditServiceImpl::ComputeSpectrum(const v1::SpectrumRequest& reques
   auto field = denoiser.ScoreField(t, curvature->score_kind, *condition, sampler->guidance);
   if (!field.ok()) return field.status();
   const auto spectrum_start = std::chrono::steady_clock::now();
-  auto jacobian = DenseJacobians(
-      *field, x, at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(x.device())),
-      curvature->jacobian, stop);
-  if (!jacobian.ok()) return jacobian.status();
-  auto spectra = DenseSpectra(*jacobian, t, denoiser.schedule(), curvature->spectrum, stop);
-  if (!spectra.ok()) return spectra.status();
+  const at::Tensor row = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(x.device()));
+  memaudit::Spectrum spectrum;
+  if (method == SpectrumMethod::kArnoldi) {
+    auto computed = MatrixFreeSpectrum(*field, x, row, t, denoiser.schedule(), curvature->arnoldi,
+                                       curvature->spectrum, stop);
+    if (!computed.ok()) return computed.status();
+    spectrum = *std::move(computed);
+  } else {
+    auto jacobian = DenseJacobians(*field, x, row, curvature->jacobian, stop);
+    if (!jacobian.ok()) return jacobian.status();
+    auto spectra = DenseSpectra(*jacobian, t, denoiser.schedule(), curvature->spectrum, stop);
+    if (!spectra.ok()) return spectra.status();
+    spectrum = std::move(spectra->front());
+  }
   if (metrics_) {
     metrics_->ObserveSpectrum(
-        "dense",
+        spectrum.method,
         std::chrono::duration<double>(std::chrono::steady_clock::now() - spectrum_start).count());
   }
-  const memaudit::Spectrum& spectrum = spectra->front();
   response->set_model(request.model());
   response->set_timestep(t);
   response->set_sigma(spectrum.sigma);
   response->set_symmetrized(spectrum.symmetrized);
+  response->set_method(spectrum.method);
+  response->set_matvecs(spectrum.matvecs);
   for (const auto& lambda : spectrum.eigenvalues) {
     response->add_eigenvalues_real(lambda.real());
     response->add_eigenvalues_imag(lambda.imag());
@@ -312,6 +327,67 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
       }
     }
     return grpc::Status::OK;
+  });
+}
+
+namespace {
+void ToValues(const std::vector<double>& values, v1::EarlyMetricValues* proto) {
+  for (double v : values) proto->add_values(v);
+  proto->set_mean(Mean(values));
+}
+}  // namespace
+
+grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
+                                            const v1::EarlyMetricsRequest* request,
+                                            v1::EarlyMetricsResponse* response) {
+  return Instrumented(metrics_, "AuditService/EarlyMetrics", [&] {
+    if (request->seeds_size() == 0 || request->seeds_size() > options_.max_samples_per_request) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("seeds: give 1 to ", options_.max_samples_per_request, " seeds")));
+    }
+    v1::EarlyMetricsResponse result;
+    absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
+      const auto start = std::chrono::steady_clock::now();
+      if (absl::Status s = RequireModelName(request->model()); !s.ok()) return s;
+      auto model = registry_->Get(request->model());
+      if (!model.ok()) return model.status();
+      const Denoiser& denoiser = *(*model)->denoiser;
+      EarlyMetricOptions options;
+      auto sampler = ToSamplerOptions(request->sampling(), denoiser.schedule(), "sampling");
+      if (!sampler.ok()) return sampler.status();
+      options.sampler = *sampler;
+      if (request->steps() < 0 || request->steps() > options.sampler.num_steps) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("steps: must be in [1, num_steps = ", options.sampler.num_steps, "]"));
+      }
+      if (request->steps() > 0) options.steps = request->steps();
+      if (request->hutchinson_probes() < 0 || request->hutchinson_probes() > 1024) {
+        return absl::InvalidArgumentError("hutchinson_probes: must be in [1, 1024]");
+      }
+      if (request->hutchinson_probes() > 0)
+        options.hutchinson_probes = request->hutchinson_probes();
+      std::vector<uint64_t> seeds(request->seeds().begin(), request->seeds().end());
+      auto condition = ToConditionBatch(request->condition(), denoiser,
+                                        static_cast<int64_t>(seeds.size()), "condition");
+      if (!condition.ok()) return condition.status();
+      auto computed = ComputeEarlyMetrics(denoiser, seeds, *condition, options, stop);
+      if (!computed.ok()) return computed.status();
+      result.set_conditional(computed->conditional);
+      for (int64_t t : computed->timesteps) result.add_timesteps(t);
+      if (computed->conditional) {
+        ToValues(computed->wen, result.mutable_wen_noise_difference());
+        ToValues(computed->jeon, result.mutable_jeon_sharpness());
+      } else {
+        ToValues(computed->score_norm_squared, result.mutable_score_norm_squared());
+        ToValues(computed->hessian_score_squared, result.mutable_hessian_score_squared());
+        ToValues(computed->hutchinson_trace, result.mutable_hutchinson_trace());
+      }
+      result.set_seconds(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      return absl::OkStatus();
+    });
+    if (status.ok()) *response = std::move(result);
+    return ToGrpcStatus(status);
   });
 }
 

@@ -59,6 +59,8 @@ class AuditServiceImpl final : public v1::AuditService::Service {
                       v1::SampleResponse* response) override;
   grpc::Status StreamSamples(grpc::ServerContext* context, const v1::SampleRequest* request,
                              grpc::ServerWriter<v1::SampleResponse>* writer) override;
+  grpc::Status EarlyMetrics(grpc::ServerContext* context, const v1::EarlyMetricsRequest* request,
+                            v1::EarlyMetricsResponse* response) override;
   grpc::Status SubmitAudit(grpc::ServerContext* context, const v1::AuditRequest* request,
                            v1::AuditJob* response) override;
   grpc::Status WatchAudit(grpc::ServerContext* context, const v1::WatchAuditRequest* request,

@@ -83,6 +83,21 @@ void WriteRepository(const std::string& repository) {
   ASSERT_TRUE(slow.ok());
   ASSERT_TRUE(toy::WriteModelDirectory(repository, slow_config, *slow).ok());
 
+  // An image-shaped exact model ([1, 4, 4]) for PNG output.
+  v1::ModelConfig image_config = testing::MixtureConfig("img", 16);
+  image_config.clear_sample_shape();
+  for (int64_t dim : {1, 4, 4}) image_config.add_sample_shape(dim);
+  auto image =
+      toy::BuildGaussianMixtureModule(toy::RandomGaussianMixture(16, 2, 3), *schedule, v1::EPSILON);
+  ASSERT_TRUE(image.ok());
+  ASSERT_TRUE(toy::WriteModelDirectory(repository, image_config, *image).ok());
+  // A model whose reload will fail while the loaded version keeps serving.
+  v1::ModelConfig reload_config = testing::MixtureConfig("reloadable", 2);
+  auto reloadable =
+      toy::BuildGaussianMixtureModule(toy::RandomGaussianMixture(2, 2, 4), *schedule, v1::EPSILON);
+  ASSERT_TRUE(reloadable.ok());
+  ASSERT_TRUE(toy::WriteModelDirectory(repository, reload_config, *reloadable).ok());
+
   fs::create_directories(repository + "/broken");
   std::string text;
   google::protobuf::TextFormat::PrintToString(testing::MixtureConfig("broken", 2), &text);
@@ -230,7 +245,7 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 3u);
+  ASSERT_EQ(by_name.size(), 5u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["slow"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["mix"].reference_size(), 400);
@@ -470,6 +485,86 @@ TEST_F(IntegrationTest, SampleWritesImagesOrArrays) {
   std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
   EXPECT_EQ(text.rfind("<svg", 0), 0u);
   EXPECT_NE(text.find("polyline"), std::string::npos);
+}
+
+TEST_F(IntegrationTest, FailedReloadKeepsThePreviousVersionServing) {
+  const std::string model_file = scratch_->Join("models/reloadable/model.pt");
+  fs::copy_file(model_file, model_file + ".good");
+  testing::WriteFile(model_file, "corrupted on disk");
+  auto reload = client().LoadModel("reloadable");
+  EXPECT_EQ(reload.status().code(), absl::StatusCode::kInvalidArgument);
+  auto info = client().GetModel("reloadable");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->state(), v1::MODEL_READY);
+  EXPECT_NE(info->last_error().find("model.pt"), std::string::npos);
+  v1::SpectrumRequest request;
+  request.set_model("reloadable");
+  request.set_seed(3);
+  EXPECT_TRUE(client().Spectrum(request).ok());
+  fs::rename(model_file + ".good", model_file);
+  EXPECT_TRUE(client().LoadModel("reloadable").ok());
+  EXPECT_TRUE(client().GetModel("reloadable")->last_error().empty());
+}
+
+TEST_F(IntegrationTest, ImageModelSamplesWritePngGrids) {
+  const std::string png = scratch_->Join("grid.png");
+  CommandResult result = RunCommand(Cli("sample --model img --count 6 --out " + png));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::ifstream in(png, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 24u);
+  EXPECT_EQ(bytes.substr(1, 3), "PNG");
+  // IHDR: 3 columns × 2 rows of 4×4 tiles with 2-pixel gaps: 20 × 14.
+  auto be32 = [&](size_t at) {
+    return (static_cast<uint8_t>(bytes[at]) << 24) | (static_cast<uint8_t>(bytes[at + 1]) << 16) |
+           (static_cast<uint8_t>(bytes[at + 2]) << 8) | static_cast<uint8_t>(bytes[at + 3]);
+  };
+  EXPECT_EQ(be32(16), 20u);
+  EXPECT_EQ(be32(20), 14u);
+}
+
+TEST_F(IntegrationTest, ArnoldiSpectrumMatchesDenseOverRpc) {
+  v1::SpectrumRequest request;
+  request.set_model("slow");
+  request.set_seed(11);
+  request.mutable_curvature()->set_method(v1::DENSE);
+  auto dense = client().Spectrum(request);
+  ASSERT_TRUE(dense.ok()) << dense.status();
+  EXPECT_EQ(dense->method(), "dense");
+  request.mutable_curvature()->set_method(v1::ARNOLDI);
+  request.mutable_curvature()->set_num_eigenvalues(6);
+  request.mutable_curvature()->set_arnoldi_tolerance(1e-8);
+  auto arnoldi = client().Spectrum(request);
+  ASSERT_TRUE(arnoldi.ok()) << arnoldi.status();
+  EXPECT_EQ(arnoldi->method(), "arnoldi");
+  EXPECT_GT(arnoldi->matvecs(), 0);
+  EXPECT_TRUE(arnoldi->summary().partial());
+  ASSERT_EQ(arnoldi->eigenvalues_real_size(), 6);
+  const double scale = std::abs(dense->eigenvalues_real(dense->eigenvalues_real_size() - 1));
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_NEAR(arnoldi->eigenvalues_real(i), dense->eigenvalues_real(i), 1e-4 * scale) << i;
+  }
+  EXPECT_NEAR(arnoldi->summary().max_kappa(), dense->summary().max_kappa(), 1e-4);
+}
+
+TEST_F(IntegrationTest, EarlyMetricsOverRpcAndCli) {
+  v1::EarlyMetricsRequest request;
+  request.set_model("mix");
+  for (uint64_t seed : {1, 2, 3, 4}) request.add_seeds(seed);
+  request.set_steps(2);
+  auto metrics = client().EarlyMetrics(request);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_FALSE(metrics->conditional());
+  EXPECT_EQ(metrics->timesteps_size(), 2);
+  EXPECT_EQ(metrics->hutchinson_trace().values_size(), 4);
+  EXPECT_LT(metrics->hutchinson_trace().mean(), 0.0);  // log-concave near x_T
+  const CommandResult result =
+      RunCommand(Cli("early --model mix --count 4 --early-steps 1 --json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  nlohmann::json json = nlohmann::json::parse(result.output);
+  EXPECT_EQ(json["hutchinson_trace"]["values"].size(), 4u);
+  request.set_steps(500);
+  EXPECT_EQ(client().EarlyMetrics(request).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "checkpoint.h"
+#include "conv_net.h"
 #include "gaussian_mixture.h"
 #include "model_directory.h"
 #include "reference_set.h"
@@ -138,6 +139,19 @@ int Main(int argc, char** argv) {
   train->add_option("--seed", train_seed, "seed for data, initialization and training")
       ->capture_default_str();
 
+  std::string conv_repository = "models", conv_name = "conv4x64";
+  ConvNetOptions conv_options;
+  int64_t conv_size = 64;
+  uint64_t conv_seed = 0;
+  CLI::App* conv = app.add_subcommand(
+      "conv", "a small convolutional epsilon-model on [C, S, S] samples (untrained weights)");
+  conv->add_option("--repository", conv_repository, "model repository")->capture_default_str();
+  conv->add_option("--name", conv_name, "model name")->capture_default_str();
+  conv->add_option("--channels", conv_options.channels, "C")->capture_default_str();
+  conv->add_option("--size", conv_size, "S (height = width)")->capture_default_str();
+  conv->add_option("--width", conv_options.width, "hidden channels")->capture_default_str();
+  conv->add_option("--seed", conv_seed, "initialization seed")->capture_default_str();
+
   std::string experiment_model;
   ToyExperimentOptions experiment_options;
   int64_t experiment_t = -1;
@@ -198,6 +212,22 @@ int Main(int argc, char** argv) {
     }
     std::printf("trained in %.1f s, final loss %.4f; wrote %s/%s\n", report->seconds,
                 report->final_loss, train_repository.c_str(), train_name.c_str());
+    return 0;
+  }
+  if (*conv) {
+    v1::ModelConfig config = BaseConfig(conv_name, conv_options.channels, v1::EPSILON,
+                                        DefaultSchedule(v1::NoiseSchedule::SCALED_LINEAR));
+    config.add_sample_shape(conv_size);
+    config.add_sample_shape(conv_size);
+    torch::jit::Module module = BuildConvNet(conv_options, conv_seed);
+    if (absl::Status s = WriteModelDirectory(conv_repository, config, module); !s.ok()) {
+      return Fail(s);
+    }
+    std::printf("wrote %s/%s (conv net, sample_shape [%lld, %lld, %lld], d = %lld)\n",
+                conv_repository.c_str(), conv_name.c_str(),
+                static_cast<long long>(conv_options.channels), static_cast<long long>(conv_size),
+                static_cast<long long>(conv_size),
+                static_cast<long long>(conv_options.channels * conv_size * conv_size));
     return 0;
   }
   if (*experiment) {

@@ -1,0 +1,166 @@
+#include "arnoldi.h"
+
+#include <ATen/ATen.h>
+
+#include <Spectra/GenEigsSolver.h>
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace memaudit {
+namespace {
+
+// Carries a stop or network error out of Spectra's perform_op, which cannot
+// return one.
+struct OperatorAbort {
+  absl::Status status;
+};
+
+// v ↦ J·v through the network, in Spectra's float64.
+class JvpOperator {
+ public:
+  using Scalar = double;
+  JvpOperator(const Field& field, const at::Tensor& x, const at::Tensor& rows, JvpMode mode,
+              const StopCheck& stop)
+      : field_(field), x_(x), rows_(rows), mode_(mode), stop_(stop), dim_(x.numel()) {}
+
+  Eigen::Index rows() const { return dim_; }
+  Eigen::Index cols() const { return dim_; }
+
+  void perform_op(const Scalar* in, Scalar* out) const {
+    if (absl::Status s = CheckStop(stop_); !s.ok()) throw OperatorAbort{s};
+    at::Tensor v = at::from_blob(const_cast<Scalar*>(in), {dim_}, at::kDouble)
+                       .to(x_.device(), x_.scalar_type())
+                       .view(x_.sizes());
+    auto jv = Jvp(field_, x_, rows_, v, mode_, &mode_);  // keep the mode that worked
+    if (!jv.ok()) throw OperatorAbort{jv.status()};
+    at::Tensor result = jv->detach().to(at::kCPU, at::kDouble).contiguous().view({dim_});
+    std::copy_n(result.data_ptr<double>(), dim_, out);
+    ++matvecs_;
+  }
+  int64_t matvecs() const { return matvecs_; }
+
+ private:
+  const Field& field_;
+  const at::Tensor& x_;
+  const at::Tensor& rows_;
+  mutable JvpMode mode_;
+  const StopCheck& stop_;
+  const int64_t dim_;
+  mutable int64_t matvecs_ = 0;
+};
+
+Spectra::SortRule ToSortRule(EigenTarget target) {
+  switch (target) {
+    case EigenTarget::kLargestMagnitude:
+      return Spectra::SortRule::LargestMagn;
+    case EigenTarget::kSmallestReal:
+      return Spectra::SortRule::SmallestReal;
+    default:
+      return Spectra::SortRule::LargestReal;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<EigenTarget> ParseEigenTarget(const std::string& name) {
+  if (name == "largest_real") return EigenTarget::kLargestReal;
+  if (name == "largest_magnitude") return EigenTarget::kLargestMagnitude;
+  if (name == "smallest_real") return EigenTarget::kSmallestReal;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "eigen target \"", name, "\" is not largest_real, largest_magnitude or smallest_real"));
+}
+
+const char* EigenTargetName(EigenTarget target) {
+  switch (target) {
+    case EigenTarget::kLargestMagnitude:
+      return "largest_magnitude";
+    case EigenTarget::kSmallestReal:
+      return "smallest_real";
+    default:
+      return "largest_real";
+  }
+}
+
+absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::Tensor& x,
+                                                 const at::Tensor& rows,
+                                                 const ArnoldiOptions& options,
+                                                 const StopCheck& stop) {
+  const int64_t dim = x.numel();
+  const int64_t k = options.num_eigenvalues;
+  if (x.dim() < 2 || x.size(0) != 1) {
+    return absl::InvalidArgumentError("x: Arnoldi takes one point, [1, *sample_shape]");
+  }
+  if (k < 1 || k + 2 > dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_eigenvalues: must be in [1, d - 2] = [1, ", dim - 2, "], got ", k));
+  }
+  int64_t subspace = options.subspace > 0 ? options.subspace : std::max(2 * k + 1, k + 16);
+  subspace = std::clamp<int64_t>(subspace, k + 2, dim);
+  if (options.max_restarts < 1 || !(options.tolerance > 0)) {
+    return absl::InvalidArgumentError("max_restarts and tolerance must be positive");
+  }
+  const at::Tensor point = x.detach();
+  JvpOperator op(field, point, rows, options.jvp_mode, stop);
+  Spectra::GenEigsSolver<JvpOperator> solver(op, k, subspace);
+  // A deterministic random start: Spectra's default is deterministic too, but
+  // the seed lets callers vary it.
+  std::mt19937_64 random(options.seed);
+  std::normal_distribution<double> normal;
+  Eigen::VectorXd start(dim);
+  for (int64_t i = 0; i < dim; ++i) start[i] = normal(random);
+  ArnoldiResult result;
+  try {
+    solver.init(start.data());
+    const Eigen::Index converged =
+        solver.compute(ToSortRule(options.target), options.max_restarts, options.tolerance,
+                       Spectra::SortRule::LargestReal);
+    result.restarts = solver.num_iterations();
+    result.matvecs = op.matvecs();
+    result.converged = solver.info() == Spectra::CompInfo::Successful;
+    if (converged == 0) {
+      return absl::InternalError(absl::StrCat("Arnoldi found no converged eigenvalue in ",
+                                              options.max_restarts, " restarts (", op.matvecs(),
+                                              " JVPs); raise max_restarts or the tolerance"));
+    }
+    const Eigen::VectorXcd values = solver.eigenvalues();
+    for (Eigen::Index i = 0; i < values.size(); ++i) result.eigenvalues.push_back(values[i]);
+  } catch (const OperatorAbort& abort) {
+    return abort.status;
+  }
+  std::sort(result.eigenvalues.begin(), result.eigenvalues.end(), [](const auto& a, const auto& b) {
+    return a.real() != b.real() ? a.real() > b.real() : a.imag() > b.imag();
+  });
+  return result;
+}
+
+absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor& x,
+                                            const at::Tensor& rows, int64_t t,
+                                            const NoiseSchedule& schedule,
+                                            const ArnoldiOptions& arnoldi,
+                                            const SpectrumOptions& options, const StopCheck& stop) {
+  if (t < 0 || t >= schedule.num_train_timesteps()) {
+    return absl::InvalidArgumentError("t: outside the schedule");
+  }
+  if (options.symmetrize) {
+    return absl::InvalidArgumentError("symmetrize: only the dense path offers the symmetric part");
+  }
+  auto result = ArnoldiEigenvalues(field, x, rows, arnoldi, stop);
+  if (!result.ok()) return result.status();
+  Spectrum spectrum;
+  spectrum.t = t;
+  spectrum.sigma = schedule.sigma(t);
+  spectrum.sqrt_alpha_bar = schedule.sqrt_alpha_bar(t);
+  spectrum.method = "arnoldi";
+  spectrum.matvecs = result->matvecs;
+  spectrum.eigenvalues = std::move(result->eigenvalues);
+  spectrum.summary = Summarize(spectrum.eigenvalues, spectrum.sigma, spectrum.sqrt_alpha_bar,
+                               options, /*partial=*/true);
+  if (arnoldi.target != EigenTarget::kLargestReal) {
+    spectrum.summary.flat_count_is_lower_bound = false;
+  }
+  return spectrum;
+}
+
+}  // namespace memaudit

@@ -1,0 +1,77 @@
+// Matrix-free spectra: implicitly restarted Arnoldi (Spectra's
+// GenEigsSolver) on the operator v ↦ H·v, with H·v computed by a JVP through
+// the network (DESIGN.md §2 "Matrix-free"). Gets k eigenvalues of a d×d
+// curvature matrix for any d, with O(k) JVPs per restart instead of d
+// network rows and an O(d³) solve.
+#ifndef MEMAUDIT_CORE_ARNOLDI_H_
+#define MEMAUDIT_CORE_ARNOLDI_H_
+
+#include <ATen/Tensor.h>
+
+#include <complex>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "curvature.h"
+#include "denoiser.h"
+#include "spectrum.h"
+#include "stop.h"
+
+namespace memaudit {
+
+// Which end of the spectrum Arnoldi converges to.
+enum class EigenTarget {
+  kLargestReal,       // the flattest / upward directions: flat count, n₊, width
+  kLargestMagnitude,  // the steepest directions
+  kSmallestReal,      // the most negative curvature
+};
+absl::StatusOr<EigenTarget> ParseEigenTarget(const std::string& name);
+const char* EigenTargetName(EigenTarget target);
+
+struct ArnoldiOptions {
+  EigenTarget target = EigenTarget::kLargestReal;
+  // k: eigenvalues wanted. Ask for well above the expected number of flat
+  // directions; when all k come out flat the flat count is a lower bound.
+  int64_t num_eigenvalues = 24;
+  // Krylov subspace size (ncv); 0 picks max(2k + 1, k + 16), capped at d.
+  int64_t subspace = 0;
+  int64_t max_restarts = 500;
+  // Relative tolerance on Ritz values (Spectra's convergence test).
+  double tolerance = 1e-6;
+  // Seed of the random starting vector (results are deterministic).
+  uint64_t seed = 0;
+  JvpMode jvp_mode = JvpMode::kAuto;
+};
+
+struct ArnoldiResult {
+  // Converged eigenvalues by descending real part (at most k).
+  std::vector<std::complex<double>> eigenvalues;
+  int64_t matvecs = 0;     // JVPs through the network
+  int64_t restarts = 0;    // Arnoldi restart iterations
+  bool converged = false;  // all k converged within max_restarts
+};
+
+// k eigenvalues of J = ∂field/∂x at the single point x [1, *shape] (rows
+// [1]). Computed in float64 by Spectra; each matvec is one JVP in the
+// model's dtype. INVALID_ARGUMENT for k < 1 or k + 2 > d (use the dense
+// path for tiny d); the stop status when `stop` says stop (checked before
+// every matvec); INTERNAL when nothing converged.
+absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::Tensor& x,
+                                                 const at::Tensor& rows,
+                                                 const ArnoldiOptions& options,
+                                                 const StopCheck& stop = {});
+
+// The matrix-free Spectrum of the score field at training timestep t: the
+// eigenvalues Arnoldi found, summarized as a partial spectrum.
+absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor& x,
+                                            const at::Tensor& rows, int64_t t,
+                                            const NoiseSchedule& schedule,
+                                            const ArnoldiOptions& arnoldi,
+                                            const SpectrumOptions& options = {},
+                                            const StopCheck& stop = {});
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_ARNOLDI_H_

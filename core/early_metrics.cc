@@ -1,0 +1,118 @@
+#include "early_metrics.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "absl/strings/str_cat.h"
+#include "curvature.h"
+#include "torch_runtime.h"
+
+namespace memaudit {
+namespace {
+
+// Per-row L2 norm of a [B, ...] tensor, as doubles.
+std::vector<double> RowNorms(const at::Tensor& values, bool squared) {
+  at::Tensor norms = values.reshape({values.size(0), -1}).to(at::kDouble).pow(2).sum(1);
+  if (!squared) norms = norms.sqrt();
+  norms = norms.to(at::kCPU).contiguous();
+  return std::vector<double>(norms.data_ptr<double>(), norms.data_ptr<double>() + norms.numel());
+}
+
+void Accumulate(std::vector<double>& total, const std::vector<double>& step, int64_t steps) {
+  if (total.empty()) total.assign(step.size(), 0.0);
+  for (size_t i = 0; i < step.size(); ++i) total[i] += step[i] / static_cast<double>(steps);
+}
+
+}  // namespace
+
+double Mean(const std::vector<double>& values) {
+  double sum = 0;
+  for (double v : values) sum += v;
+  return values.empty() ? 0.0 : sum / static_cast<double>(values.size());
+}
+
+absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
+                                                       const std::vector<uint64_t>& seeds,
+                                                       const at::Tensor& conditions,
+                                                       const EarlyMetricOptions& options,
+                                                       const StopCheck& stop) {
+  if (options.steps < 1) return absl::InvalidArgumentError("steps: must be at least 1");
+  if (options.hutchinson_probes < 1) {
+    return absl::InvalidArgumentError("hutchinson_probes: must be at least 1");
+  }
+  const int64_t batch = static_cast<int64_t>(seeds.size());
+  auto prepared = denoiser.PrepareConditions(conditions, batch);
+  if (!prepared.ok()) return prepared.status();
+  const Checkpoint& checkpoint = denoiser.checkpoint();
+  // A real condition: a conditional model and not the null condition.
+  bool conditional = checkpoint.conditional() && prepared->defined();
+  if (conditional) {
+    const at::Tensor null_condition = checkpoint.NullCondition(batch);
+    conditional = !null_condition.defined() || !at::equal(*prepared, null_condition);
+  }
+  SamplerOptions sampler = options.sampler;
+  sampler.stop_after_steps = options.steps;
+  auto trajectory = SampleTrajectories(denoiser, seeds, *prepared, sampler, stop);
+  if (!trajectory.ok()) return trajectory.status();
+
+  EarlyMetricSamples result;
+  result.conditional = conditional;
+  result.timesteps = trajectory->timesteps;
+  const int64_t steps = static_cast<int64_t>(trajectory->states.size());
+  const at::Tensor rows =
+      at::arange(batch, at::TensorOptions().dtype(at::kLong).device(checkpoint.device()));
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.probe_seed);
+  try {
+    for (int64_t k = 0; k < steps; ++k) {
+      if (absl::Status s = CheckStop(stop); !s.ok()) return s;
+      const at::Tensor& x = trajectory->states[k];
+      const int64_t t = trajectory->timesteps[k];
+      if (conditional) {
+        auto difference = denoiser.ScoreField(t, ScoreKind::kDifference, *prepared);
+        if (!difference.ok()) return difference.status();
+        at::Tensor score_difference;
+        {
+          at::NoGradGuard no_grad;
+          score_difference = (*difference)(x, rows);
+        }
+        // ε̂_c − ε̂_∅ = −σ_t·(s_c − s_∅).
+        std::vector<double> wen = RowNorms(score_difference, /*squared=*/false);
+        for (double& w : wen) w *= denoiser.schedule().sigma(t);
+        Accumulate(result.wen, wen, steps);
+        auto product = Jvp(*difference, x, rows, score_difference);
+        if (!product.ok()) return product.status();
+        Accumulate(result.jeon, RowNorms(*product, /*squared=*/false), steps);
+      } else {
+        auto field = denoiser.ScoreField(t, ScoreKind::kConditional, *prepared);
+        if (!field.ok()) return field.status();
+        at::Tensor score;
+        {
+          at::NoGradGuard no_grad;
+          score = (*field)(x, rows);
+        }
+        Accumulate(result.score_norm_squared, RowNorms(score, /*squared=*/true), steps);
+        auto product = Jvp(*field, x, rows, score);
+        if (!product.ok()) return product.status();
+        Accumulate(result.hessian_score_squared, RowNorms(*product, /*squared=*/true), steps);
+        // Hutchinson: P Rademacher probes per sample in one batched JVP.
+        const int64_t probes = options.hutchinson_probes;
+        at::Tensor repeated = x.repeat_interleave(probes, 0);
+        at::Tensor probe_rows = rows.repeat_interleave(probes, 0);
+        at::Tensor z = (at::randint(2, repeated.sizes(), generator, at::kFloat) * 2 - 1)
+                           .to(repeated.device(), repeated.scalar_type());
+        auto hz = Jvp(*field, repeated, probe_rows, z);
+        if (!hz.ok()) return hz.status();
+        at::Tensor quadratic =
+            (z * *hz).reshape({batch, probes, -1}).to(at::kDouble).sum(2).mean(1).to(at::kCPU);
+        std::vector<double> trace(quadratic.data_ptr<double>(),
+                                  quadratic.data_ptr<double>() + batch);
+        Accumulate(result.hutchinson_trace, trace, steps);
+      }
+    }
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal, "early metrics failed", e);
+  }
+  return result;
+}
+
+}  // namespace memaudit

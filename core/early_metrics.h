@@ -1,0 +1,60 @@
+// Early (first-step) memorization metrics (DESIGN.md §2): computed at the
+// first K sampling steps, no eigen-solve, so a memorizing condition can be
+// flagged before generation finishes.
+//
+// Conditional (a real condition c against the null condition ∅):
+//   Wen et al.:  ‖ε̂_c − ε̂_∅‖₂
+//   Jeon et al.: ‖H^Δ·s^Δ‖₂ with s^Δ = s_c − s_∅ and H^Δ = H_c − H_∅: one
+//                JVP of the difference field (one batched network call for
+//                c and ∅) at v = s^Δ.
+// Unconditional (Jeon et al., Lemmas 4.1/4.3): ‖s‖² (E = −tr H), ‖H·s‖²
+// (E = −tr H³), and a Hutchinson estimate of tr H (mean of zᵀHz over
+// Rademacher probes z).
+// Each is averaged over the K steps for each sample, then over samples.
+#ifndef MEMAUDIT_CORE_EARLY_METRICS_H_
+#define MEMAUDIT_CORE_EARLY_METRICS_H_
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "denoiser.h"
+#include "sampler.h"
+#include "stop.h"
+
+namespace memaudit {
+
+struct EarlyMetricOptions {
+  SamplerOptions sampler;  // the schedule of steps and the guidance
+  int64_t steps = 1;       // K: the first K sampling steps
+  int64_t hutchinson_probes = 8;
+  uint64_t probe_seed = 0;
+};
+
+// Per-sample values (each averaged over the K steps).
+struct EarlyMetricSamples {
+  bool conditional = false;                   // Wen / Jeon filled; else the unconditional three
+  std::vector<double> wen;                    // ‖ε̂_c − ε̂_∅‖
+  std::vector<double> jeon;                   // ‖H^Δ s^Δ‖
+  std::vector<double> score_norm_squared;     // ‖s‖²
+  std::vector<double> hessian_score_squared;  // ‖H s‖²
+  std::vector<double> hutchinson_trace;       // ≈ tr H
+  std::vector<int64_t> timesteps;             // the K timesteps used
+};
+
+// The metrics for one sample per seed under `conditions` (as for
+// SampleTrajectories). Conditional metrics need a conditional model and a
+// non-null condition; otherwise the unconditional ones are computed.
+absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
+                                                       const std::vector<uint64_t>& seeds,
+                                                       const at::Tensor& conditions,
+                                                       const EarlyMetricOptions& options,
+                                                       const StopCheck& stop = {});
+
+double Mean(const std::vector<double>& values);
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_EARLY_METRICS_H_

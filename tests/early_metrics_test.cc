@@ -1,0 +1,117 @@
+// Early metrics against closed forms on exact Gaussian-mixture models.
+#include "early_metrics.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "mixture_oracle.h"
+#include "test_util.h"
+
+namespace memaudit {
+namespace {
+
+using testing::ScratchDir;
+
+Eigen::VectorXd Row(const at::Tensor& x, int64_t b) {
+  at::Tensor row = x[b].to(at::kDouble).contiguous().view(-1);
+  return Eigen::Map<const Eigen::VectorXd>(row.data_ptr<double>(), row.numel());
+}
+
+// For N(μ, s²I): H = −I/v with v = ᾱs² + σ², so zᵀHz = −d/v for every
+// Rademacher z, and ‖Hs‖² = ‖s‖²/v² exactly.
+TEST(EarlyMetricsTest, UnconditionalGaussianClosedForms) {
+  ScratchDir dir;
+  const int64_t d = 8;
+  toy::GaussianMixture g;
+  g.weights = at::ones({1}, at::kDouble);
+  g.means = at::full({1, d}, 0.5, at::kDouble);
+  g.covariances = (0.04 * at::eye(d, at::kDouble)).unsqueeze(0);
+  auto checkpoint =
+      testing::WriteAndLoadMixture(dir.path(), "g", g, v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  Denoiser denoiser(checkpoint);
+  EarlyMetricOptions options;
+  options.steps = 1;
+  auto metrics = ComputeEarlyMetrics(denoiser, {1, 2, 3}, at::Tensor(), options);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_FALSE(metrics->conditional);
+  ASSERT_EQ(metrics->timesteps.size(), 1u);
+  const int64_t t = metrics->timesteps[0];
+  EXPECT_EQ(t, 980);  // first of 50 leading steps
+  const double v = denoiser.schedule().alpha_bar(t) * 0.04 + 1.0 - denoiser.schedule().alpha_bar(t);
+  ASSERT_EQ(metrics->hutchinson_trace.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(metrics->hutchinson_trace[i], -d / v, 1e-9 * d / v);
+    EXPECT_NEAR(metrics->hessian_score_squared[i], metrics->score_norm_squared[i] / (v * v),
+                1e-9 * metrics->score_norm_squared[i] / (v * v));
+  }
+  // E‖s‖² = −tr H = d/v: the sample mean of ‖s‖² over many seeds.
+  std::vector<uint64_t> seeds(400);
+  for (int i = 0; i < 400; ++i) seeds[i] = 100 + i;
+  auto many = ComputeEarlyMetrics(denoiser, seeds, at::Tensor(), options);
+  ASSERT_TRUE(many.ok());
+  EXPECT_NEAR(Mean(many->score_norm_squared), d / v, 0.15 * d / v);
+}
+
+// Wen's ‖ε̂_c − ε̂_∅‖ and Jeon's ‖H^Δ s^Δ‖ against the oracle at the sampled
+// states, averaged over K = 3 steps.
+TEST(EarlyMetricsTest, ConditionalMetricsMatchTheOracle) {
+  ScratchDir dir;
+  const int64_t d = 6, classes = 2;
+  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(d, 4, /*seed=*/12, classes);
+  auto checkpoint =
+      testing::WriteAndLoadMixture(dir.path(), "c", mixture, v1::NoiseSchedule::SCALED_LINEAR,
+                                   v1::EPSILON, at::kDouble, classes);
+  Denoiser denoiser(checkpoint);
+  const std::vector<uint64_t> seeds = {4, 5};
+  const at::Tensor labels = at::tensor({0, 1}, at::kLong);
+  EarlyMetricOptions options;
+  options.steps = 3;
+  options.sampler.guidance = 2.0;
+  auto metrics = ComputeEarlyMetrics(denoiser, seeds, labels, options);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_TRUE(metrics->conditional);
+  ASSERT_EQ(metrics->timesteps.size(), 3u);
+
+  SamplerOptions sampler = options.sampler;
+  sampler.stop_after_steps = 3;
+  auto trajectory = SampleTrajectories(denoiser, seeds, labels, sampler);
+  ASSERT_TRUE(trajectory.ok());
+  for (int64_t b = 0; b < 2; ++b) {
+    std::vector<bool> in_class(mixture.size());
+    for (int64_t k = 0; k < mixture.size(); ++k) {
+      in_class[k] = mixture.classes[k].item<int64_t>() == b;
+    }
+    double wen = 0, jeon = 0;
+    for (int64_t k = 0; k < 3; ++k) {
+      const int64_t t = trajectory->timesteps[k];
+      const double alpha_bar = denoiser.schedule().alpha_bar(t);
+      const Eigen::VectorXd x = Row(trajectory->states[k], b);
+      auto c = testing::ExactMixtureDerivatives(mixture, alpha_bar, x, in_class);
+      auto u = testing::ExactMixtureDerivatives(mixture, alpha_bar, x);
+      const Eigen::VectorXd score_difference = c.score - u.score;
+      wen += denoiser.schedule().sigma(t) * score_difference.norm() / 3;
+      jeon += ((c.hessian - u.hessian) * score_difference).norm() / 3;
+    }
+    EXPECT_NEAR(metrics->wen[b], wen, 1e-8 * (1 + wen)) << b;
+    EXPECT_NEAR(metrics->jeon[b], jeon, 1e-8 * (1 + jeon)) << b;
+  }
+}
+
+TEST(EarlyMetricsTest, NullConditionGivesUnconditionalMetrics) {
+  ScratchDir dir;
+  auto checkpoint =
+      testing::WriteAndLoadMixture(dir.path(), "c", toy::RandomGaussianMixture(4, 2, 1, 2),
+                                   v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kDouble, 2);
+  Denoiser denoiser(checkpoint);
+  auto metrics = ComputeEarlyMetrics(denoiser, {1}, at::tensor({2}, at::kLong), {});
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_FALSE(metrics->conditional);
+  EXPECT_EQ(metrics->hutchinson_trace.size(), 1u);
+  EarlyMetricOptions bad;
+  bad.steps = 0;
+  EXPECT_EQ(ComputeEarlyMetrics(denoiser, {1}, at::Tensor(), bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace memaudit
