@@ -102,7 +102,18 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   try {
     checkpoint->module_ = torch::jit::load(model_path, checkpoint->device_);
     checkpoint->module_.eval();
-    checkpoint->module_.to(checkpoint->dtype_);
+    // Only floating-point state changes precision: Module::to(dtype) would
+    // also convert integer buffers (index tables, class ids) and break them.
+    for (at::Tensor tensor : checkpoint->module_.parameters(/*recurse=*/true)) {
+      if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
+        tensor.set_data(tensor.to(checkpoint->dtype_));
+      }
+    }
+    for (at::Tensor tensor : checkpoint->module_.buffers(/*recurse=*/true)) {
+      if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
+        tensor.set_data(tensor.to(checkpoint->dtype_));
+      }
+    }
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInvalidArgument,
                       absl::StrCat(model_path, ": not a loadable TorchScript archive"), e);

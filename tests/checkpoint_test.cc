@@ -169,6 +169,27 @@ TEST(CheckpointTest, OutputShapeMismatchIsReported) {
       << loaded.status();
 }
 
+// Changing precision must leave integer buffers alone (Module::to(dtype)
+// would turn an index table into floats and break index_select).
+TEST(CheckpointTest, Float64LoadKeepsIntegerBuffers) {
+  ScratchDir dir;
+  torch::jit::Module module("__torch__.memaudit.test.Permute");
+  module.register_buffer("order", at::tensor({1, 0}, at::kLong));
+  module.register_buffer("scale", at::full({2}, 2.0, at::kFloat));
+  module.define(
+      "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+      "    return x.index_select(1, self.order) * self.scale\n");
+  ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), testing::MixtureConfig("perm", 2), module).ok());
+  CheckpointOptions options;
+  options.dtype = at::kDouble;
+  auto checkpoint = Checkpoint::Load(dir.Join("perm"), options);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  at::Tensor x = at::tensor({1.0, 3.0}, at::kDouble).view({1, 2});
+  at::Tensor out = (*checkpoint)->Forward(x, at::zeros({1}, at::kLong), at::Tensor());
+  EXPECT_EQ(out.scalar_type(), at::kDouble);
+  EXPECT_TRUE(at::equal(out, at::tensor({6.0, 2.0}, at::kDouble).view({1, 2})));
+}
+
 TEST(CheckpointTest, UnavailableOrInvalidDevice) {
   ScratchDir dir;
   WriteModuleWithSource(dir.path(), testing::MixtureConfig("dev", 2),

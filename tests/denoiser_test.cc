@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "model_directory.h"
+#include "tensor_file.h"
 #include "test_util.h"
 
 namespace memaudit {
@@ -113,6 +115,55 @@ TEST(DenoiserTest, InvalidRequestsNameTheField) {
   EXPECT_EQ(wrong_count.status().code(), absl::StatusCode::kInvalidArgument);
   // Null class (== num_classes) is allowed.
   EXPECT_TRUE(class_denoiser.PrepareConditions(at::tensor({2, 1}, at::kLong), 2).ok());
+}
+
+// The embedding-conditioned exact model with one-hot embeddings equals the
+// class-label model, and its stored null embedding equals the null class.
+TEST(DenoiserTest, EmbeddingConditionsMatchClassLabels) {
+  ScratchDir dir;
+  const int64_t classes = 3;
+  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(5, 6, /*seed=*/2, classes);
+  auto labelled = testing::WriteAndLoadMixture(dir.path(), "labels", mixture,
+                                               v1::NoiseSchedule::LINEAR, v1::EPSILON,
+                                               at::kDouble, classes);
+  v1::ModelConfig config = testing::MixtureConfig("embedded", 5);
+  config.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+  config.mutable_conditioning()->add_embedding_shape(classes);
+  auto schedule = NoiseSchedule::Create(config.noise_schedule());
+  auto module = toy::BuildGaussianMixtureModule(mixture, *schedule, v1::EPSILON, classes,
+                                                toy::MixtureConditioning::kEmbedding);
+  ASSERT_TRUE(module.ok()) << module.status();
+  ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, *module).ok());
+  CheckpointOptions options;
+  options.dtype = at::kDouble;
+  // Without null_condition.pt, kinds that need ∅ are refused clearly.
+  auto without_null = Checkpoint::Load(dir.Join("embedded"), options);
+  ASSERT_TRUE(without_null.ok()) << without_null.status();
+  Denoiser bare(*without_null);
+  EXPECT_EQ(bare.PrepareConditions(at::Tensor(), 1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(SaveTensorFile(dir.Join("embedded/null_condition.pt"),
+                             at::zeros({classes}, at::kFloat))
+                  .ok());
+  auto embedded = Checkpoint::Load(dir.Join("embedded"), options);
+  ASSERT_TRUE(embedded.ok()) << embedded.status();
+  Denoiser by_label(labelled), by_embedding(*embedded);
+  at::Tensor x = at::randn({3, 5}, at::kDouble);
+  at::Tensor t = at::full({3}, 40, at::kLong);
+  at::Tensor labels = at::tensor({0, 2, 1}, at::kLong);
+  auto one_hot = by_embedding.PrepareConditions(at::one_hot(labels, classes).to(at::kFloat), 3);
+  ASSERT_TRUE(one_hot.ok()) << one_hot.status();
+  EXPECT_TRUE(at::allclose(by_embedding.Epsilon(x, t, *one_hot), by_label.Epsilon(x, t, labels),
+                           1e-12, 1e-12));
+  auto null_embedding = by_embedding.PrepareConditions(at::Tensor(), 3);
+  ASSERT_TRUE(null_embedding.ok());
+  EXPECT_TRUE(at::allclose(by_embedding.Epsilon(x, t, *null_embedding),
+                           by_label.Epsilon(x, t, at::full({3}, classes, at::kLong)), 1e-12,
+                           1e-12));
+  // Guided and difference fields work through the stored null embedding.
+  EXPECT_TRUE(by_embedding.ScoreField(40, ScoreKind::kDifference, *one_hot).ok());
+  auto wrong_shape = by_embedding.PrepareConditions(at::zeros({3, classes + 1}), 3);
+  EXPECT_EQ(wrong_shape.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(DenoiserTest, ParsesScoreKinds) {

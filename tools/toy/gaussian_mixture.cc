@@ -64,6 +64,13 @@ def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
     return self.exact_output(x, t, torch.logical_or(same_class, everything))
 )JIT";
 
+constexpr const char* kEmbeddingForward = R"JIT(
+def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+    chosen = c.index_select(1, self.classes) > 0.5
+    everything = (c.abs().sum(1) == 0).unsqueeze(1)
+    return self.exact_output(x, t, torch.logical_or(chosen, everything))
+)JIT";
+
 }  // namespace
 
 GaussianMixture RandomGaussianMixture(int64_t dim, int64_t components, uint64_t seed,
@@ -98,7 +105,8 @@ GaussianMixture EmpiricalMixture(const at::Tensor& points, double variance) {
 absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(const GaussianMixture& mixture,
                                                               const NoiseSchedule& schedule,
                                                               v1::PredictionType prediction,
-                                                              int64_t num_classes) {
+                                                              int64_t num_classes,
+                                                              MixtureConditioning conditioning) {
   const int64_t k = mixture.size();
   const int64_t dim = mixture.dim();
   if (k < 1 || mixture.weights.numel() != k ||
@@ -124,7 +132,8 @@ absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(const GaussianMixt
     if (mixture.classes.defined()) {
       module.register_buffer("classes", mixture.classes.to(at::kLong));
       module.register_attribute("num_classes", c10::IntType::get(), num_classes);
-      module.define(kClassForward);
+      module.define(conditioning == MixtureConditioning::kEmbedding ? kEmbeddingForward
+                                                                    : kClassForward);
     } else {
       module.define(kUnconditionalForward);
     }

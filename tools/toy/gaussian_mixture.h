@@ -46,10 +46,21 @@ GaussianMixture EmpiricalMixture(const at::Tensor& points, double variance);
 // x̂_0). forward(x, t) or, when mixture.classes is defined, forward(x, t, y).
 // Works in the input's dtype (float32 or float64). `sample_shape` must
 // have d elements.
+// How a class-conditional mixture receives its condition.
+enum class MixtureConditioning {
+  kClassLabel,  // forward(x, t, y): y == num_classes selects every component
+  // forward(x, t, c) with c [B, num_classes]: a (multi-)hot class embedding;
+  // components of classes with c > 0.5 are selected, and the all-zero
+  // embedding (the null condition, saved as null_condition.pt) selects all.
+  kEmbedding,
+};
+
 absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(const GaussianMixture& mixture,
                                                               const NoiseSchedule& schedule,
                                                               v1::PredictionType prediction,
-                                                              int64_t num_classes = 0);
+                                                              int64_t num_classes = 0,
+                                                              MixtureConditioning conditioning =
+                                                                  MixtureConditioning::kClassLabel);
 
 }  // namespace memaudit::toy
 

@@ -57,23 +57,36 @@ void AddMixtureFlags(CLI::App* app, MixtureFlags& flags) {
 }
 
 int WriteMixture(const MixtureFlags& flags, const GaussianMixture& mixture, int64_t num_classes,
-                 const ReferenceSet* reference) {
+                 const ReferenceSet* reference, bool embedding = false) {
   auto kind = ParseScheduleKind(flags.schedule);
   if (!kind.ok()) return Fail(kind.status());
   auto prediction = ParsePredictionType(flags.prediction);
   if (!prediction.ok()) return Fail(prediction.status());
   v1::ModelConfig config =
       BaseConfig(flags.name, mixture.dim(), *prediction, DefaultSchedule(*kind, flags.timesteps));
-  if (num_classes > 0) {
+  if (num_classes > 0 && embedding) {
+    config.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+    config.mutable_conditioning()->add_embedding_shape(num_classes);
+  } else if (num_classes > 0) {
     config.mutable_conditioning()->set_kind(v1::Conditioning::CLASS_LABEL);
     config.mutable_conditioning()->set_num_classes(num_classes);
   }
   auto schedule = NoiseSchedule::Create(config.noise_schedule());
   if (!schedule.ok()) return Fail(schedule.status());
-  auto module = BuildGaussianMixtureModule(mixture, *schedule, *prediction, num_classes);
+  auto module = BuildGaussianMixtureModule(
+      mixture, *schedule, *prediction, num_classes,
+      embedding ? MixtureConditioning::kEmbedding : MixtureConditioning::kClassLabel);
   if (!module.ok()) return Fail(module.status());
   if (absl::Status s = WriteModelDirectory(flags.repository, config, *module, reference); !s.ok()) {
     return Fail(s);
+  }
+  if (embedding) {
+    // The null condition (the "empty prompt"): the all-zero embedding.
+    const std::string null_path =
+        flags.repository + "/" + flags.name + "/" + Checkpoint::kNullConditionFile;
+    if (absl::Status s = SaveTensorFile(null_path, at::zeros({num_classes}, at::kFloat)); !s.ok()) {
+      return Fail(s);
+    }
   }
   std::printf("wrote %s/%s (exact Gaussian mixture, %lld components, d = %lld)\n",
               flags.repository.c_str(), flags.name.c_str(), static_cast<long long>(mixture.size()),
@@ -99,6 +112,10 @@ int Main(int argc, char** argv) {
   gmm->add_option("--classes", gmm_classes, "class-conditional with this many classes (0: none)")
       ->capture_default_str();
   gmm->add_option("--seed", gmm_seed, "random seed")->capture_default_str();
+  bool gmm_embedding = false;
+  gmm->add_flag("--embedding", gmm_embedding,
+                "condition on a class embedding [classes] (EMBEDDING, with null_condition.pt) "
+                "instead of a class label");
 
   MixtureFlags empirical_flags;
   std::string empirical_points;
@@ -173,7 +190,10 @@ int Main(int argc, char** argv) {
 
   if (*gmm) {
     GaussianMixture mixture = RandomGaussianMixture(gmm_dim, gmm_components, gmm_seed, gmm_classes);
-    return WriteMixture(gmm_flags, mixture, gmm_classes, nullptr);
+    if (gmm_embedding && gmm_classes < 1) {
+      return Fail(absl::InvalidArgumentError("--embedding needs --classes"));
+    }
+    return WriteMixture(gmm_flags, mixture, gmm_classes, nullptr, gmm_embedding);
   }
   if (*empirical) {
     auto points = LoadTensorFile(empirical_points);
