@@ -21,8 +21,8 @@
 #include "early_metrics.h"
 #include "gaussian_mixture.h"
 #include "model_directory.h"
-#include "toy_mlp.h"
 #include "torch_runtime.h"
+#include "toy_mlp.h"
 
 namespace {
 
@@ -84,7 +84,9 @@ int main(int argc, char** argv) {
 
   std::printf("threads %d, repeats %d (median), Arnoldi k = %lld, largest real part, tol 1e-6\n\n",
               at::get_num_threads(), repeats, static_cast<long long>(k));
-  std::printf("| model | d | JVP | VJP | Arnoldi | matvecs | Arnoldi / (matvecs x JVP) | early, n=4 (cond/s) |\n");
+  std::printf(
+      "| model | d | JVP | VJP | Arnoldi | matvecs | Arnoldi / (matvecs x JVP) | early, n=4 "
+      "(cond/s) |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   for (Model& m : models) {
     if (!toy::WriteModelDirectory(work, Config(m.name, m.shape), m.module).ok()) return 1;
@@ -137,9 +139,10 @@ int main(int argc, char** argv) {
     const double seconds = TimeIt(repeats, [&] {
       (void)ComputeEarlyMetrics(denoiser, {1, 2, 3, 4}, at::full({4}, 3, at::kLong), early);
     });
-    std::printf("\nconditional early metrics (Wen + Jeon), gmm784cond (exact 10-class mixture, "
-                "d = 784), n = 4, K = 1: %.3f s per condition = %.1f conditions/s\n",
-                seconds, 1.0 / seconds);
+    std::printf(
+        "\nconditional early metrics (Wen + Jeon), gmm784cond (exact 10-class mixture, "
+        "d = 784), n = 4, K = 1: %.3f s per condition = %.1f conditions/s\n",
+        seconds, 1.0 / seconds);
   }
   return 0;
 }

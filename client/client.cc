@@ -67,6 +67,10 @@ absl::StatusOr<v1::EarlyMetricsResponse> Client::EarlyMetrics(
   return Unary(audits_.get(), &v1::AuditService::Stub::EarlyMetrics, request);
 }
 
+absl::StatusOr<v1::CalibrationResponse> Client::Calibrate(const v1::CalibrationRequest& request) {
+  return Unary(audits_.get(), &v1::AuditService::Stub::Calibrate, request);
+}
+
 absl::StatusOr<v1::AuditJob> Client::SubmitAudit(const v1::AuditRequest& request) {
   return Unary(audits_.get(), &v1::AuditService::Stub::SubmitAudit, request);
 }

@@ -37,6 +37,7 @@ class Client {
   absl::StatusOr<v1::SampleResponse> Sample(const v1::SampleRequest& request);
   absl::StatusOr<v1::EarlyMetricsResponse> EarlyMetrics(const v1::EarlyMetricsRequest& request);
 
+  absl::StatusOr<v1::CalibrationResponse> Calibrate(const v1::CalibrationRequest& request);
   absl::StatusOr<v1::AuditJob> SubmitAudit(const v1::AuditRequest& request);
   absl::StatusOr<v1::AuditJob> GetAudit(const std::string& id);
   absl::StatusOr<v1::ListAuditsResponse> ListAudits();

@@ -254,6 +254,28 @@ int Main(int argc, char** argv) {
   audit->add_flag("--no-wait", no_wait, "print the job id and return");
   audit->add_flag("--quiet", quiet, "no progress output");
   add_method(audit);
+  bool early_only = false;
+  int64_t audit_early_steps = 0;
+  audit->add_flag("--early-only", early_only,
+                  "flag early: only the first steps' metrics, verdicts from the calibrated "
+                  "verdict_policy.early_metric");
+  audit->add_option("--early-steps", audit_early_steps, "K for --early-only (default 1)");
+
+  std::vector<int64_t> memorized_classes, generalizing_classes;
+  CLI::App* calibrate = app.add_subcommand(
+      "calibrate", "ROC AUC, TPR at 1% FPR and thresholds of each metric on labelled classes");
+  add_sampling(calibrate);
+  calibrate->add_option("--memorized", memorized_classes, "class labels known to be memorized")
+      ->required()
+      ->delimiter(',');
+  calibrate->add_option("--not-memorized", generalizing_classes, "class labels known to generalize")
+      ->required()
+      ->delimiter(',');
+  calibrate->add_option("--samples", samples_per_condition, "generations per class")
+      ->capture_default_str();
+  calibrate->add_option("--seed", seed, "first seed")->capture_default_str();
+  calibrate->add_option("--early-steps", audit_early_steps, "K for the early metrics");
+  calibrate->add_flag("--json", json, "machine-readable output");
 
   int64_t early_steps = 1, probes = 0;
   CLI::App* early = app.add_subcommand(
@@ -417,6 +439,24 @@ int Main(int argc, char** argv) {
     }
     return 0;
   }
+  if (*calibrate) {
+    v1::CalibrationRequest request;
+    request.set_model(model_name);
+    for (int64_t label : memorized_classes) *request.add_memorized() = ClassCondition(label);
+    for (int64_t label : generalizing_classes) *request.add_not_memorized() = ClassCondition(label);
+    request.set_samples_per_condition(samples_per_condition);
+    request.set_seed(seed);
+    request.set_early_steps(audit_early_steps);
+    sampling_options(request.mutable_sampling());
+    auto response = client.Calibrate(request);
+    if (!response.ok()) return Fail(response.status());
+    if (json) {
+      PrintJson(CalibrationJson(*response));
+    } else {
+      std::cout << CalibrationText(*response);
+    }
+    return 0;
+  }
   if (*early) {
     v1::EarlyMetricsRequest request;
     request.set_model(model_name);
@@ -440,6 +480,8 @@ int Main(int argc, char** argv) {
     for (int64_t label : classes) *request.add_conditions() = ClassCondition(label);
     request.set_samples_per_condition(samples_per_condition);
     request.set_seed(seed);
+    request.set_early_only(early_only);
+    request.set_early_steps(audit_early_steps);
     for (int64_t t : timesteps) request.add_timesteps(t);
     sampling_options(request.mutable_sampling());
     if (absl::Status s = curvature_options(request.mutable_curvature()); !s.ok()) return Fail(s);

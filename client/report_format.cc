@@ -77,6 +77,15 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
       }
       samples.push_back(entry);
     }
+    if (condition.has_early()) {
+      nlohmann::json early = EarlyMetricsJson(condition.early());
+      conditions.push_back({{"condition", ConditionJson(condition.condition())},
+                            {"label", condition.label()},
+                            {"verdict", VerdictWord(condition.verdict())},
+                            {"early", early},
+                            {"samples", samples}});
+      continue;
+    }
     conditions.push_back({{"condition", ConditionJson(condition.condition())},
                           {"label", condition.label()},
                           {"verdict", VerdictWord(condition.verdict())},
@@ -115,6 +124,9 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
         &text, "  condition %-10s %-13s memorized %d, partial %d, not %d (of %d)\n",
         condition.label(), VerdictWord(condition.verdict()), condition.memorized(),
         condition.partial(), condition.not_memorized(), condition.samples_size());
+    if (condition.has_early()) {
+      absl::StrAppend(&text, "    ", EarlyMetricsText(condition.early()));
+    }
     if (!per_sample) continue;
     absl::StrAppend(&text,
                     "    seed  verdict          t   n+  flat  kappa_max  kappa_min      width  "
@@ -257,6 +269,42 @@ EarlyFields() {
   return *fields;
 }
 }  // namespace
+
+std::string CalibrationText(const v1::CalibrationResponse& calibration) {
+  std::string text = absl::StrFormat("%-24s %7s %15s %14s %14s\n", "METRIC", "AUC", "TPR@1%FPR",
+                                     "THRESHOLD", "DIRECTION");
+  for (const v1::CalibratedMetric& metric : calibration.metrics()) {
+    absl::StrAppendFormat(&text, "%-24s %7.3f %15.3f %14.6g %14s\n", metric.name(), metric.auc(),
+                          metric.tpr_at_1pct_fpr(), metric.threshold(),
+                          metric.higher_is_memorized() ? ">= memorized" : "<= memorized");
+  }
+  absl::StrAppendFormat(&text, "rule: %s\ndata scale %.4g; %.1f s\n\n%s",
+                        calibration.roc_point_rule(), calibration.data_scale(),
+                        calibration.seconds(), calibration.verdict_policy());
+  return text;
+}
+
+nlohmann::json CalibrationJson(const v1::CalibrationResponse& calibration) {
+  nlohmann::json metrics = nlohmann::json::array();
+  for (const v1::CalibratedMetric& metric : calibration.metrics()) {
+    metrics.push_back(
+        {{"name", metric.name()},
+         {"higher_is_memorized", metric.higher_is_memorized()},
+         {"auc", metric.auc()},
+         {"tpr_at_1pct_fpr", metric.tpr_at_1pct_fpr()},
+         {"threshold", metric.threshold()},
+         {"youden_threshold", metric.youden_threshold()},
+         {"memorized_scores",
+          std::vector<double>(metric.memorized_scores().begin(), metric.memorized_scores().end())},
+         {"not_memorized_scores", std::vector<double>(metric.not_memorized_scores().begin(),
+                                                      metric.not_memorized_scores().end())}});
+  }
+  return {{"metrics", metrics},
+          {"roc_point_rule", calibration.roc_point_rule()},
+          {"data_scale", calibration.data_scale()},
+          {"verdict_policy", calibration.verdict_policy()},
+          {"seconds", calibration.seconds()}};
+}
 
 std::string EarlyMetricsText(const v1::EarlyMetricsResponse& metrics) {
   std::string text = absl::StrFormat("%s metrics over the first %d step(s) (t = %s), %.2f s\n",

@@ -32,6 +32,9 @@ std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string&
 
 std::string VerdictWord(v1::Verdict verdict);
 
+std::string CalibrationText(const v1::CalibrationResponse& calibration);
+nlohmann::json CalibrationJson(const v1::CalibrationResponse& calibration);
+
 std::string EarlyMetricsText(const v1::EarlyMetricsResponse& metrics);
 nlohmann::json EarlyMetricsJson(const v1::EarlyMetricsResponse& metrics);  // "MEMORIZED", ...
 

@@ -34,6 +34,8 @@ ResolvedPolicy ResolvePolicy(const v1::VerdictPolicy& policy, const ReferenceSet
   if (policy.condition_memorized_fraction() > 0) {
     resolved.condition_memorized_fraction = policy.condition_memorized_fraction();
   }
+  resolved.early_metric = policy.early_metric();
+  resolved.early_threshold = policy.early_threshold();
   if (policy.data_scale() > 0) {
     resolved.data_scale = policy.data_scale();
   } else if (reference != nullptr) {

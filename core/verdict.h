@@ -8,6 +8,7 @@
 #define MEMAUDIT_CORE_VERDICT_H_
 
 #include <cstdint>
+#include <string>
 
 #include "memaudit/v1/model_config.pb.h"
 #include "reference_set.h"
@@ -25,6 +26,9 @@ struct ResolvedPolicy {
   double partial_width = 0.25;
   double data_scale = 1.0;  // data units
   double condition_memorized_fraction = 0.5;
+  // Flag-early audits: empty metric means not calibrated.
+  std::string early_metric;
+  double early_threshold = 0.0;
 };
 
 // Fills defaults; data_scale from `reference` (RMS per-element standard

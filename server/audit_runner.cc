@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <map>
 
 #include "absl/strings/str_cat.h"
+#include "early_metrics.h"
 #include "request_options.h"
 #include "sample_curvature.h"
 
@@ -29,6 +31,58 @@ std::vector<v1::Condition> EffectiveConditions(const v1::AuditRequest& request) 
 int64_t SamplesPerCondition(const v1::AuditRequest& request) {
   return request.samples_per_condition() > 0 ? request.samples_per_condition()
                                              : kDefaultSamplesPerCondition;
+}
+
+v1::EarlyMetricValues Values(const std::vector<double>& values) {
+  v1::EarlyMetricValues proto;
+  for (double v : values) proto.add_values(v);
+  proto.set_mean(Mean(values));
+  return proto;
+}
+
+// Flag early: only the early metrics, a verdict from the calibrated
+// threshold on the configured metric's mean over the generations.
+absl::Status RunEarlyCondition(const v1::AuditRequest& request, const LoadedModel& model,
+                               const v1::Condition& condition, int64_t count, const StopCheck& stop,
+                               v1::ConditionReport* report) {
+  const Denoiser& denoiser = *model.denoiser;
+  std::vector<uint64_t> seeds(count);
+  for (int64_t i = 0; i < count; ++i) seeds[i] = request.seed() + i;
+  auto batch = ToConditionBatch(condition, denoiser, count, "conditions");
+  if (!batch.ok()) return batch.status();
+  EarlyMetricOptions options;
+  options.sampler = *ToSamplerOptions(request.sampling(), denoiser.schedule(), "sampling");
+  if (request.early_steps() > 0) options.steps = request.early_steps();
+  auto metrics = ComputeEarlyMetrics(denoiser, seeds, *batch, options, stop);
+  if (!metrics.ok()) return metrics.status();
+  v1::EarlyMetricsResponse* early = report->mutable_early();
+  early->set_conditional(metrics->conditional);
+  for (int64_t t : metrics->timesteps) early->add_timesteps(t);
+  std::vector<double> negative_trace;
+  for (double v : metrics->hutchinson_trace) negative_trace.push_back(-v);
+  const std::map<std::string, const std::vector<double>*> by_name = {
+      {"wen_noise_difference", &metrics->wen},
+      {"jeon_sharpness", &metrics->jeon},
+      {"score_norm_squared", &metrics->score_norm_squared},
+      {"hessian_score_squared", &metrics->hessian_score_squared},
+      {"negative_trace", &negative_trace}};
+  if (metrics->conditional) {
+    *early->mutable_wen_noise_difference() = Values(metrics->wen);
+    *early->mutable_jeon_sharpness() = Values(metrics->jeon);
+  } else {
+    *early->mutable_score_norm_squared() = Values(metrics->score_norm_squared);
+    *early->mutable_hessian_score_squared() = Values(metrics->hessian_score_squared);
+    *early->mutable_hutchinson_trace() = Values(metrics->hutchinson_trace);
+  }
+  auto it = by_name.find(model.policy.early_metric);
+  if (it == by_name.end() || it->second->empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("verdict_policy.early_metric \"", model.policy.early_metric,
+                     "\" is not available for condition ", ConditionLabel(condition)));
+  }
+  const bool memorized = Mean(*it->second) >= model.policy.early_threshold;
+  report->set_verdict(memorized ? v1::MEMORIZED : v1::NOT_MEMORIZED);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -57,6 +111,16 @@ absl::Status ValidateAuditRequest(const v1::AuditRequest& request, const LoadedM
   }
   auto sampler = ToSamplerOptions(request.sampling(), denoiser.schedule(), "sampling");
   if (!sampler.ok()) return sampler.status();
+  if (request.early_only()) {
+    if (model.policy.early_metric.empty()) {
+      return absl::FailedPreconditionError(
+          "early_only: the model's verdict_policy has no early_metric/early_threshold; run "
+          "`memaudit calibrate` and add its verdict_policy block to config.pbtxt");
+    }
+    if (request.early_steps() < 0 || request.early_steps() > sampler->num_steps) {
+      return absl::InvalidArgumentError("early_steps: must be in [1, num_steps]");
+    }
+  }
   auto curvature = ToCurvatureSettings(request.curvature(), "curvature");
   if (!curvature.ok()) return curvature.status();
   if (curvature->arnoldi.target != EigenTarget::kLargestReal) {
@@ -129,6 +193,26 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
     v1::ConditionReport* condition_report = report.add_conditions();
     *condition_report->mutable_condition() = conditions[c];
     condition_report->set_label(ConditionLabel(conditions[c]));
+    if (request.early_only()) {
+      if (absl::Status s = RunEarlyCondition(request, model, conditions[c], per_condition, stop,
+                                             condition_report);
+          !s.ok()) {
+        return s;
+      }
+      done += per_condition;
+      if (callbacks.progress) {
+        v1::AuditProgress progress;
+        progress.set_samples_done(done);
+        progress.set_samples_total(total);
+        progress.set_phase("early metrics");
+        progress.set_condition(condition_report->label());
+        callbacks.progress(progress);
+      }
+      overall =
+          std::max(overall, condition_report->verdict() == v1::MEMORIZED ? Verdict::kMemorized
+                                                                         : Verdict::kNotMemorized);
+      continue;
+    }
     for (int64_t first = 0; first < per_condition; first += kSamplesPerBatch) {
       if (absl::Status s = CheckStop(stop); !s.ok()) return s;
       const int64_t count = std::min(kSamplesPerBatch, per_condition - first);

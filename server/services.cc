@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "arnoldi.h"
+#include "calibration_runner.h"
 #include "early_metrics.h"
 #include "grpc_status.h"
 #include "request_options.h"
@@ -384,6 +385,25 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
       }
       result.set_seconds(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      return absl::OkStatus();
+    });
+    if (status.ok()) *response = std::move(result);
+    return ToGrpcStatus(status);
+  });
+}
+
+grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
+                                         const v1::CalibrationRequest* request,
+                                         v1::CalibrationResponse* response) {
+  return Instrumented(metrics_, "AuditService/Calibrate", [&] {
+    v1::CalibrationResponse result;
+    absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
+      if (absl::Status s = RequireModelName(request->model()); !s.ok()) return s;
+      auto model = registry_->Get(request->model());
+      if (!model.ok()) return model.status();
+      auto calibrated = RunCalibration(*request, **model, stop);
+      if (!calibrated.ok()) return calibrated.status();
+      result = *std::move(calibrated);
       return absl::OkStatus();
     });
     if (status.ok()) *response = std::move(result);

@@ -123,9 +123,8 @@ TEST(DenoiserTest, EmbeddingConditionsMatchClassLabels) {
   ScratchDir dir;
   const int64_t classes = 3;
   const toy::GaussianMixture mixture = toy::RandomGaussianMixture(5, 6, /*seed=*/2, classes);
-  auto labelled = testing::WriteAndLoadMixture(dir.path(), "labels", mixture,
-                                               v1::NoiseSchedule::LINEAR, v1::EPSILON,
-                                               at::kDouble, classes);
+  auto labelled = testing::WriteAndLoadMixture(
+      dir.path(), "labels", mixture, v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kDouble, classes);
   v1::ModelConfig config = testing::MixtureConfig("embedded", 5);
   config.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
   config.mutable_conditioning()->add_embedding_shape(classes);
@@ -142,9 +141,9 @@ TEST(DenoiserTest, EmbeddingConditionsMatchClassLabels) {
   Denoiser bare(*without_null);
   EXPECT_EQ(bare.PrepareConditions(at::Tensor(), 1).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  ASSERT_TRUE(SaveTensorFile(dir.Join("embedded/null_condition.pt"),
-                             at::zeros({classes}, at::kFloat))
-                  .ok());
+  ASSERT_TRUE(
+      SaveTensorFile(dir.Join("embedded/null_condition.pt"), at::zeros({classes}, at::kFloat))
+          .ok());
   auto embedded = Checkpoint::Load(dir.Join("embedded"), options);
   ASSERT_TRUE(embedded.ok()) << embedded.status();
   Denoiser by_label(labelled), by_embedding(*embedded);

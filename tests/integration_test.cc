@@ -98,6 +98,29 @@ void WriteRepository(const std::string& repository) {
   ASSERT_TRUE(reloadable.ok());
   ASSERT_TRUE(toy::WriteModelDirectory(repository, reload_config, *reloadable).ok());
 
+  // Calibration fixture: 20 classes in 8-D, one component each. Classes
+  // 0..9 are single training points (variance 1e-5: memorized); classes
+  // 10..19 are broad Gaussians (covariance 0.5·I: generalizing).
+  {
+    const int64_t d = 8, classes = 20;
+    toy::GaussianMixture calib;
+    calib.weights = at::ones({classes}, at::kDouble);
+    at::manual_seed(5);
+    calib.means = 2.0 * at::randn({classes, d}, at::kDouble);
+    std::vector<at::Tensor> covariances;
+    for (int64_t c = 0; c < classes; ++c) {
+      covariances.push_back((c < 10 ? 1e-5 : 0.5) * at::eye(d, at::kDouble));
+    }
+    calib.covariances = at::stack(covariances);
+    calib.classes = at::arange(classes, at::kLong);
+    v1::ModelConfig calib_config =
+        testing::MixtureConfig("calib", d, v1::NoiseSchedule::SCALED_LINEAR, v1::EPSILON, classes);
+    auto scaled = NoiseSchedule::Create(calib_config.noise_schedule());
+    auto calib_module = toy::BuildGaussianMixtureModule(calib, *scaled, v1::EPSILON, classes);
+    ASSERT_TRUE(calib_module.ok());
+    ASSERT_TRUE(toy::WriteModelDirectory(repository, calib_config, *calib_module).ok());
+  }
+
   fs::create_directories(repository + "/broken");
   std::string text;
   google::protobuf::TextFormat::PrintToString(testing::MixtureConfig("broken", 2), &text);
@@ -245,7 +268,7 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 5u);
+  ASSERT_EQ(by_name.size(), 6u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["slow"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["mix"].reference_size(), 400);
@@ -565,6 +588,64 @@ TEST_F(IntegrationTest, EarlyMetricsOverRpcAndCli) {
   EXPECT_EQ(json["hutchinson_trace"]["values"].size(), 4u);
   request.set_steps(500);
   EXPECT_EQ(client().EarlyMetrics(request).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Calibrate on labelled classes, install the suggested policy, reload, and
+// flag early. On this analytic fixture the curvature metrics separate the
+// classes perfectly; the first-step metrics barely do (at t = 980 the noised
+// class densities differ mostly by their means, not their widths), so the
+// flag-early check is that verdicts follow the calibrated rule.
+TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
+  const CommandResult result = RunCommand(
+      Cli("calibrate --model calib --memorized 0,1,2,3,4,5,6,7,8,9 "
+          "--not-memorized 10,11,12,13,14,15,16,17,18,19 --samples 4 --guidance 3 --json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  nlohmann::json calibration = nlohmann::json::parse(result.output);
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& metric : calibration["metrics"]) by_name[metric["name"]] = metric;
+  for (const auto& [name, metric] : by_name) {
+    std::cout << name << ": AUC " << metric["auc"] << ", TPR@1%FPR " << metric["tpr_at_1pct_fpr"]
+              << ", threshold " << metric["threshold"] << "\n";
+  }
+  ASSERT_TRUE(by_name.count("width") && by_name.count("jeon_sharpness") &&
+              by_name.count("wen_noise_difference"));
+  EXPECT_GE(by_name["width"]["auc"].get<double>(), 0.95);
+  const std::string policy = calibration["verdict_policy"];
+  std::cout << policy;
+  ASSERT_NE(policy.find("early_metric"), std::string::npos);
+
+  // Install the policy and reload the model.
+  const std::string config_path = scratch_->Join("models/calib/config.pbtxt");
+  std::ofstream(config_path, std::ios::app) << policy;
+  auto reloaded = client().LoadModel("calib");
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_FALSE(reloaded->config().verdict_policy().early_metric().empty());
+
+  v1::AuditRequest request;
+  request.set_model("calib");
+  for (int64_t c = 0; c < 20; ++c) request.add_conditions()->set_class_label(c);
+  request.set_samples_per_condition(4);
+  request.set_seed(1000);  // fresh generations, not the calibration ones
+  request.set_early_only(true);
+  request.mutable_sampling()->set_guidance_scale(3.0);
+  auto job = client().SubmitAudit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto done = client().WatchAudit(job->id(), {});
+  ASSERT_TRUE(done.ok());
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
+  const v1::VerdictPolicy& installed = reloaded->config().verdict_policy();
+  int correct = 0;
+  for (int c = 0; c < 20; ++c) {
+    const v1::ConditionReport& condition = done->report().conditions(c);
+    ASSERT_TRUE(condition.has_early());
+    EXPECT_EQ(condition.samples_size(), 0);  // no full generation, no spectra
+    ASSERT_EQ(installed.early_metric(), "jeon_sharpness");
+    const double value = condition.early().jeon_sharpness().mean();
+    EXPECT_EQ(condition.verdict(),
+              value >= installed.early_threshold() ? v1::MEMORIZED : v1::NOT_MEMORIZED);
+    correct += (condition.verdict() == v1::MEMORIZED) == (c < 10);
+  }
+  std::cout << "flag-early verdicts matching the labels: " << correct << "/20\n";
 }
 
 TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {

@@ -55,12 +55,9 @@ enum class MixtureConditioning {
   kEmbedding,
 };
 
-absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(const GaussianMixture& mixture,
-                                                              const NoiseSchedule& schedule,
-                                                              v1::PredictionType prediction,
-                                                              int64_t num_classes = 0,
-                                                              MixtureConditioning conditioning =
-                                                                  MixtureConditioning::kClassLabel);
+absl::StatusOr<torch::jit::Module> BuildGaussianMixtureModule(
+    const GaussianMixture& mixture, const NoiseSchedule& schedule, v1::PredictionType prediction,
+    int64_t num_classes = 0, MixtureConditioning conditioning = MixtureConditioning::kClassLabel);
 
 }  // namespace memaudit::toy
 

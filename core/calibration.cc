@@ -1,0 +1,69 @@
+#include "calibration.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace memaudit {
+namespace {
+
+// Scores oriented so that larger means "more memorized"; non-finite values
+// (an infinite width) become the least memorized.
+std::vector<double> Oriented(const std::vector<double>& scores, bool higher_is_memorized) {
+  std::vector<double> out;
+  out.reserve(scores.size());
+  for (double s : scores) {
+    double v = higher_is_memorized ? s : -s;
+    if (!std::isfinite(v)) v = -std::numeric_limits<double>::infinity();
+    out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+RocSummary ComputeRoc(const std::vector<double>& memorized,
+                      const std::vector<double>& not_memorized, bool higher_is_memorized) {
+  RocSummary roc;
+  const std::vector<double> positive = Oriented(memorized, higher_is_memorized);
+  const std::vector<double> negative = Oriented(not_memorized, higher_is_memorized);
+  if (positive.empty() || negative.empty()) return roc;
+  double wins = 0;
+  for (double p : positive) {
+    for (double n : negative) wins += p > n ? 1.0 : (p == n ? 0.5 : 0.0);
+  }
+  roc.auc = wins / (static_cast<double>(positive.size()) * negative.size());
+
+  // Candidate cuts: every observed score (flag score >= cut), plus +∞.
+  std::vector<double> cuts(positive);
+  cuts.insert(cuts.end(), negative.begin(), negative.end());
+  cuts.push_back(std::numeric_limits<double>::infinity());
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  double best_tpr = -1, best_j = -2;
+  double best_cut = cuts.back(), youden_cut = cuts.back();
+  for (double cut : cuts) {
+    const double tpr = static_cast<double>(std::count_if(positive.begin(), positive.end(),
+                                                         [cut](double v) { return v >= cut; })) /
+                       positive.size();
+    const double fpr = static_cast<double>(std::count_if(negative.begin(), negative.end(),
+                                                         [cut](double v) { return v >= cut; })) /
+                       negative.size();
+    if (fpr <= 0.01 && tpr > best_tpr) {
+      best_tpr = tpr;
+      best_cut = cut;
+    }
+    if (tpr - fpr > best_j) {
+      best_j = tpr - fpr;
+      youden_cut = cut;
+      roc.youden_tpr = tpr;
+      roc.youden_fpr = fpr;
+    }
+  }
+  roc.tpr_at_1pct_fpr = std::max(0.0, best_tpr);
+  roc.threshold = higher_is_memorized ? best_cut : -best_cut;
+  roc.youden_threshold = higher_is_memorized ? youden_cut : -youden_cut;
+  return roc;
+}
+
+}  // namespace memaudit

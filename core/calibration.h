@@ -1,0 +1,40 @@
+// Calibrating memorization metrics on labelled conditions (known memorized
+// vs known not): ROC AUC, TPR at 1% FPR, and thresholds (DESIGN.md §2).
+#ifndef MEMAUDIT_CORE_CALIBRATION_H_
+#define MEMAUDIT_CORE_CALIBRATION_H_
+
+#include <string>
+#include <vector>
+
+namespace memaudit {
+
+struct RocSummary {
+  // P(score of a memorized condition ranks above a non-memorized one), ties
+  // counted half (Mann–Whitney), in the metric's memorized direction.
+  double auc = 0.0;
+  // The highest TPR among thresholds whose FPR is at most 1%: conditions
+  // flagged are those at or beyond `threshold` in the memorized direction.
+  // With fewer than 100 negatives that means no false positive at all.
+  double tpr_at_1pct_fpr = 0.0;
+  double threshold = 0.0;
+  // The threshold maximizing Youden's J = TPR − FPR (a more lenient cut,
+  // used for the PARTIAL band).
+  double youden_threshold = 0.0;
+  double youden_tpr = 0.0, youden_fpr = 0.0;
+};
+
+// `memorized` and `not_memorized` are per-condition scores; when
+// `higher_is_memorized` is false smaller scores mean memorization.
+// Non-finite scores sort as +∞ in the memorized direction's opposite.
+RocSummary ComputeRoc(const std::vector<double>& memorized,
+                      const std::vector<double>& not_memorized, bool higher_is_memorized);
+
+// The rule above, in words, for reports.
+inline constexpr const char* kRocPointRule =
+    "threshold = the cut with the highest TPR among those with FPR <= 1% (flagged: score at or "
+    "beyond it in the memorized direction; with < 100 negatives, FPR 0); partial band = the "
+    "cut maximizing Youden's J";
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_CALIBRATION_H_

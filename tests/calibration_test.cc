@@ -1,0 +1,42 @@
+#include "calibration.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+
+namespace memaudit {
+namespace {
+
+TEST(RocTest, PerfectAndInvertedAndTied) {
+  RocSummary perfect = ComputeRoc({5, 6, 7}, {1, 2, 3}, /*higher_is_memorized=*/true);
+  EXPECT_DOUBLE_EQ(perfect.auc, 1.0);
+  EXPECT_DOUBLE_EQ(perfect.tpr_at_1pct_fpr, 1.0);
+  EXPECT_DOUBLE_EQ(perfect.threshold, 5.0);  // flag >= 5: no negative flagged
+  RocSummary inverted = ComputeRoc({5, 6, 7}, {1, 2, 3}, /*higher_is_memorized=*/false);
+  EXPECT_DOUBLE_EQ(inverted.auc, 0.0);
+  EXPECT_DOUBLE_EQ(inverted.tpr_at_1pct_fpr, 0.0);
+  RocSummary tied = ComputeRoc({1, 1}, {1, 1}, true);
+  EXPECT_DOUBLE_EQ(tied.auc, 0.5);
+}
+
+// Mann–Whitney by hand: positives {3, 5}, negatives {1, 4}: pairs won
+// (3>1), (5>1), (5>4) of 4 → 0.75. At FPR 0 the best cut is 5 (TPR 1/2).
+TEST(RocTest, HandComputedExample) {
+  RocSummary roc = ComputeRoc({3, 5}, {1, 4}, true);
+  EXPECT_DOUBLE_EQ(roc.auc, 0.75);
+  EXPECT_DOUBLE_EQ(roc.tpr_at_1pct_fpr, 0.5);
+  EXPECT_DOUBLE_EQ(roc.threshold, 5.0);
+  // Youden: cut 3 gives TPR 1, FPR 1/2 (J = 0.5); cut 5 gives 0.5 − 0 (J = 0.5):
+  // the first maximum in ascending cut order is kept.
+  EXPECT_DOUBLE_EQ(roc.youden_threshold, 3.0);
+}
+
+TEST(RocTest, LowerIsMemorizedWithInfiniteWidths) {
+  const double inf = std::numeric_limits<double>::infinity();
+  RocSummary roc = ComputeRoc({0.01, 0.02}, {0.5, inf}, /*higher_is_memorized=*/false);
+  EXPECT_DOUBLE_EQ(roc.auc, 1.0);
+  EXPECT_DOUBLE_EQ(roc.threshold, 0.02);  // flag width <= 0.02
+}
+
+}  // namespace
+}  // namespace memaudit
