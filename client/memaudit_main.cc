@@ -259,7 +259,9 @@ int Main(int argc, char** argv) {
   audit->add_flag("--early-only", early_only,
                   "flag early: only the first steps' metrics, verdicts from the calibrated "
                   "verdict_policy.early_metric");
-  audit->add_option("--early-steps", audit_early_steps, "K for --early-only (default 1)");
+  audit->add_option("--early-steps", audit_early_steps,
+                    "K: with --early-only the steps used (default 1); without it, add each "
+                    "condition's early metrics to the full report");
 
   std::vector<int64_t> memorized_classes, generalizing_classes;
   CLI::App* calibrate = app.add_subcommand(

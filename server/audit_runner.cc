@@ -44,7 +44,7 @@ v1::EarlyMetricValues Values(const std::vector<double>& values) {
 // threshold on the configured metric's mean over the generations.
 absl::Status RunEarlyCondition(const v1::AuditRequest& request, const LoadedModel& model,
                                const v1::Condition& condition, int64_t count, const StopCheck& stop,
-                               v1::ConditionReport* report) {
+                               v1::ConditionReport* report, bool judge = true) {
   const Denoiser& denoiser = *model.denoiser;
   std::vector<uint64_t> seeds(count);
   for (int64_t i = 0; i < count; ++i) seeds[i] = request.seed() + i;
@@ -74,6 +74,7 @@ absl::Status RunEarlyCondition(const v1::AuditRequest& request, const LoadedMode
     *early->mutable_hessian_score_squared() = Values(metrics->hessian_score_squared);
     *early->mutable_hutchinson_trace() = Values(metrics->hutchinson_trace);
   }
+  if (!judge) return absl::OkStatus();
   auto it = by_name.find(model.policy.early_metric);
   if (it == by_name.end() || it->second->empty()) {
     return absl::FailedPreconditionError(
@@ -117,9 +118,9 @@ absl::Status ValidateAuditRequest(const v1::AuditRequest& request, const LoadedM
           "early_only: the model's verdict_policy has no early_metric/early_threshold; run "
           "`memaudit calibrate` and add its verdict_policy block to config.pbtxt");
     }
-    if (request.early_steps() < 0 || request.early_steps() > sampler->num_steps) {
-      return absl::InvalidArgumentError("early_steps: must be in [1, num_steps]");
-    }
+  }
+  if (request.early_steps() < 0 || request.early_steps() > sampler->num_steps) {
+    return absl::InvalidArgumentError("early_steps: must be in [1, sampling.num_steps]");
   }
   auto curvature = ToCurvatureSettings(request.curvature(), "curvature");
   if (!curvature.ok()) return curvature.status();
@@ -292,6 +293,14 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
         progress.set_phase("measured");
         progress.set_condition(condition_report->label());
         callbacks.progress(progress);
+      }
+    }
+    if (request.early_steps() > 0) {
+      // Early metrics alongside the full audit (no early verdict).
+      if (absl::Status s = RunEarlyCondition(request, model, conditions[c], per_condition, stop,
+                                             condition_report, /*judge=*/false);
+          !s.ok()) {
+        return s;
       }
     }
     const Verdict condition_verdict =

@@ -147,6 +147,11 @@ absl::StatusOr<at::Tensor> ToConditionBatch(const v1::Condition& condition,
                    .contiguous();
       break;
     }
+    case v1::Condition::kPrompt:
+      return absl::UnimplementedError(
+          absl::StrCat(field,
+                       ".prompt: text prompts are not supported yet; encode the prompt with the "
+                       "model's text encoder and pass the embedding"));
     default:
       break;  // null condition, or none
   }
@@ -166,6 +171,8 @@ std::string ConditionLabel(const v1::Condition& condition) {
       return "embedding";
     case v1::Condition::kNullCondition:
       return "null";
+    case v1::Condition::kPrompt:
+      return "prompt";
     default:
       return "none";
   }

@@ -22,6 +22,7 @@
 #include "google/protobuf/text_format.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "model_directory.h"
+#include "tensor_file.h"
 #include "test_util.h"
 
 extern char** environ;
@@ -119,6 +120,20 @@ void WriteRepository(const std::string& repository) {
     auto calib_module = toy::BuildGaussianMixtureModule(calib, *scaled, v1::EPSILON, classes);
     ASSERT_TRUE(calib_module.ok());
     ASSERT_TRUE(toy::WriteModelDirectory(repository, calib_config, *calib_module).ok());
+  }
+
+  // An embedding-conditioned exact model (2 classes as one-hot embeddings)
+  // with its null condition stored as null_condition.pt.
+  {
+    v1::ModelConfig emb_config = testing::MixtureConfig("emb", 4);
+    emb_config.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+    emb_config.mutable_conditioning()->add_embedding_shape(2);
+    auto emb =
+        toy::BuildGaussianMixtureModule(toy::RandomGaussianMixture(4, 4, 6, 2), *schedule,
+                                        v1::EPSILON, 2, toy::MixtureConditioning::kEmbedding);
+    ASSERT_TRUE(emb.ok());
+    ASSERT_TRUE(toy::WriteModelDirectory(repository, emb_config, *emb).ok());
+    ASSERT_TRUE(SaveTensorFile(repository + "/emb/null_condition.pt", at::zeros({2})).ok());
   }
 
   fs::create_directories(repository + "/broken");
@@ -268,7 +283,7 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 6u);
+  ASSERT_EQ(by_name.size(), 7u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["slow"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["mix"].reference_size(), 400);
@@ -646,6 +661,62 @@ TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
     correct += (condition.verdict() == v1::MEMORIZED) == (c < 10);
   }
   std::cout << "flag-early verdicts matching the labels: " << correct << "/20\n";
+}
+
+v1::Condition OneHot(int label) {
+  v1::Condition condition;
+  const float values[2] = {label == 0 ? 1.0f : 0.0f, label == 1 ? 1.0f : 0.0f};
+  condition.mutable_embedding()->add_shape(2);
+  condition.mutable_embedding()->set_dtype(v1::FLOAT32);
+  condition.mutable_embedding()->set_data(values, sizeof(values));
+  return condition;
+}
+
+TEST_F(IntegrationTest, EmbeddingConditionsEndToEnd) {
+  v1::SpectrumRequest spectrum;
+  spectrum.set_model("emb");
+  spectrum.set_seed(2);
+  *spectrum.mutable_condition() = OneHot(1);
+  spectrum.mutable_curvature()->set_score_kind(v1::DIFFERENCE);  // needs the stored null
+  auto difference = client().Spectrum(spectrum);
+  ASSERT_TRUE(difference.ok()) << difference.status();
+  EXPECT_EQ(difference->eigenvalues_real_size(), 4);
+
+  v1::EarlyMetricsRequest early;
+  early.set_model("emb");
+  early.add_seeds(1);
+  early.add_seeds(2);
+  *early.mutable_condition() = OneHot(0);
+  auto metrics = client().EarlyMetrics(early);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_TRUE(metrics->conditional());
+  EXPECT_EQ(metrics->jeon_sharpness().values_size(), 2);
+  EXPECT_GT(metrics->wen_noise_difference().mean(), 0.0);
+
+  v1::AuditRequest audit;
+  audit.set_model("emb");
+  *audit.add_conditions() = OneHot(0);
+  *audit.add_conditions() = OneHot(1);
+  audit.mutable_conditions(1)->mutable_embedding()->clear_shape();  // malformed
+  EXPECT_NE(client().SubmitAudit(audit).status().message().find("conditions[1].embedding"),
+            std::string::npos);
+  *audit.mutable_conditions(1) = OneHot(1);
+  audit.set_samples_per_condition(4);
+  audit.set_early_steps(2);  // early metrics alongside the full audit
+  auto job = client().SubmitAudit(audit);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto done = client().WatchAudit(job->id(), {});
+  ASSERT_TRUE(done.ok());
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
+  ASSERT_EQ(done->report().conditions_size(), 2);
+  EXPECT_EQ(done->report().conditions(0).label(), "embedding");
+  EXPECT_EQ(done->report().conditions(0).samples_size(), 4);
+  EXPECT_EQ(done->report().conditions(0).early().timesteps_size(), 2);
+
+  v1::Condition prompt;
+  prompt.set_prompt("a photo of a cat");
+  *spectrum.mutable_condition() = prompt;
+  EXPECT_EQ(client().Spectrum(spectrum).status().code(), absl::StatusCode::kUnimplemented);
 }
 
 TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {
