@@ -195,7 +195,10 @@ std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top) {
                   : absl::StrFormat("d = %d", s.dimension()),
       spectrum.symmetrized() ? " (symmetric part)" : "",
       spectrum.method() == "arnoldi"
-          ? absl::StrFormat("Arnoldi, %d JVPs, %.2f s", spectrum.matvecs(), spectrum.seconds())
+          ? absl::StrFormat("Arnoldi (%d of %d requested converged%s), %d JVPs, %.2f s",
+                            s.dimension(), spectrum.requested_eigenvalues(),
+                            spectrum.converged() ? "" : "; raise max_restarts for the rest",
+                            spectrum.matvecs(), spectrum.seconds())
           : absl::StrFormat("dense, %.2f s", spectrum.seconds()),
       s.positive_eigenvalues(), s.flat_directions(),
       s.flat_directions_lower_bound() ? " (all found are flat: a lower bound)" : "", s.min_kappa(),
@@ -235,6 +238,8 @@ nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum) {
           {"seconds", spectrum.seconds()},
           {"method", spectrum.method()},
           {"matvecs", spectrum.matvecs()},
+          {"requested_eigenvalues", spectrum.requested_eigenvalues()},
+          {"converged", spectrum.converged()},
           {"partial", s.partial()},
           {"flat_directions_lower_bound", s.flat_directions_lower_bound()}};
 }

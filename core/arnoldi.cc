@@ -154,6 +154,8 @@ absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor
   spectrum.sqrt_alpha_bar = schedule.sqrt_alpha_bar(t);
   spectrum.method = "arnoldi";
   spectrum.matvecs = result->matvecs;
+  spectrum.requested = arnoldi.num_eigenvalues;
+  spectrum.converged = result->converged;
   spectrum.eigenvalues = std::move(result->eigenvalues);
   spectrum.summary = Summarize(spectrum.eigenvalues, spectrum.sigma, spectrum.sqrt_alpha_bar,
                                options, /*partial=*/true);

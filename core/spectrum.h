@@ -54,6 +54,8 @@ struct Spectrum {
   bool symmetrized = false;
   std::string method = "dense";  // "dense" or "arnoldi"
   int64_t matvecs = 0;           // JVPs spent (arnoldi)
+  int64_t requested = 0;         // k asked for (arnoldi)
+  bool converged = true;         // arnoldi: all k converged
   // Eigenvalues of H = ∂s/∂x, sorted by descending real part (all d for
   // dense spectra, the k found for matrix-free ones).
   std::vector<std::complex<double>> eigenvalues;

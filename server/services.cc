@@ -234,6 +234,8 @@ absl::Status AuditServiceImpl::ComputeSpectrum(const v1::SpectrumRequest& reques
   response->set_symmetrized(spectrum.symmetrized);
   response->set_method(spectrum.method);
   response->set_matvecs(spectrum.matvecs);
+  response->set_requested_eigenvalues(spectrum.requested);
+  response->set_converged(spectrum.converged);
   for (const auto& lambda : spectrum.eigenvalues) {
     response->add_eigenvalues_real(lambda.real());
     response->add_eigenvalues_imag(lambda.imag());
