@@ -245,34 +245,22 @@ nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum) {
 }
 
 namespace {
-const std::vector<
-    std::pair<const char*, const v1::EarlyMetricValues* (*)(const v1::EarlyMetricsResponse&)>>&
-EarlyFields() {
-  static const auto* fields = new std::vector<
-      std::pair<const char*, const v1::EarlyMetricValues* (*)(const v1::EarlyMetricsResponse&)>>{
-      {"wen_noise_difference",
-       [](const v1::EarlyMetricsResponse& m) {
-         return m.has_wen_noise_difference() ? &m.wen_noise_difference() : nullptr;
-       }},
-      {"jeon_sharpness",
-       [](const v1::EarlyMetricsResponse& m) {
-         return m.has_jeon_sharpness() ? &m.jeon_sharpness() : nullptr;
-       }},
-      {"score_norm_squared",
-       [](const v1::EarlyMetricsResponse& m) {
-         return m.has_score_norm_squared() ? &m.score_norm_squared() : nullptr;
-       }},
-      {"hessian_score_squared",
-       [](const v1::EarlyMetricsResponse& m) {
-         return m.has_hessian_score_squared() ? &m.hessian_score_squared() : nullptr;
-       }},
-      {"hutchinson_trace",
-       [](const v1::EarlyMetricsResponse& m) {
-         return m.has_hutchinson_trace() ? &m.hutchinson_trace() : nullptr;
-       }},
-  };
-  return *fields;
-}
+using EarlyResponse = v1::EarlyMetricsResponse;
+struct EarlyField {
+  const char* name;
+  bool (EarlyResponse::*has)() const;
+  const v1::EarlyMetricValues& (EarlyResponse::*get)() const;
+};
+const EarlyField kEarlyFields[] = {
+    {"wen_noise_difference", &EarlyResponse::has_wen_noise_difference,
+     &EarlyResponse::wen_noise_difference},
+    {"jeon_sharpness", &EarlyResponse::has_jeon_sharpness, &EarlyResponse::jeon_sharpness},
+    {"score_norm_squared", &EarlyResponse::has_score_norm_squared,
+     &EarlyResponse::score_norm_squared},
+    {"hessian_score_squared", &EarlyResponse::has_hessian_score_squared,
+     &EarlyResponse::hessian_score_squared},
+    {"hutchinson_trace", &EarlyResponse::has_hutchinson_trace, &EarlyResponse::hutchinson_trace},
+};
 }  // namespace
 
 std::string CalibrationText(const v1::CalibrationResponse& calibration) {
@@ -316,11 +304,11 @@ std::string EarlyMetricsText(const v1::EarlyMetricsResponse& metrics) {
                                      metrics.conditional() ? "conditional" : "unconditional",
                                      metrics.timesteps_size(),
                                      absl::StrJoin(metrics.timesteps(), ", "), metrics.seconds());
-  for (const auto& [name, get] : EarlyFields()) {
-    const v1::EarlyMetricValues* values = get(metrics);
-    if (values == nullptr) continue;
-    absl::StrAppendFormat(&text, "  %-22s mean %12.6g  over %d generations\n", name, values->mean(),
-                          values->values_size());
+  for (const EarlyField& field : kEarlyFields) {
+    if (!(metrics.*field.has)()) continue;
+    const v1::EarlyMetricValues& values = (metrics.*field.get)();
+    absl::StrAppendFormat(&text, "  %-22s mean %12.6g  over %d generations\n", field.name,
+                          values.mean(), values.values_size());
   }
   return text;
 }
@@ -330,12 +318,12 @@ nlohmann::json EarlyMetricsJson(const v1::EarlyMetricsResponse& metrics) {
       {"conditional", metrics.conditional()},
       {"timesteps", std::vector<int64_t>(metrics.timesteps().begin(), metrics.timesteps().end())},
       {"seconds", metrics.seconds()}};
-  for (const auto& [name, get] : EarlyFields()) {
-    const v1::EarlyMetricValues* values = get(metrics);
-    if (values == nullptr) continue;
-    json[name] = {
-        {"mean", values->mean()},
-        {"values", std::vector<double>(values->values().begin(), values->values().end())}};
+  for (const EarlyField& field : kEarlyFields) {
+    if (!(metrics.*field.has)()) continue;
+    const v1::EarlyMetricValues& values = (metrics.*field.get)();
+    json[field.name] = {
+        {"mean", values.mean()},
+        {"values", std::vector<double>(values.values().begin(), values.values().end())}};
   }
   return json;
 }

@@ -277,25 +277,38 @@ absl::StatusOr<at::Tensor> AuditServiceImpl::Samples(const v1::SampleRequest& re
   return trajectory->final_sample.to(at::kCPU, at::kFloat);
 }
 
+absl::Status AuditServiceImpl::CheckSeedCount(int count) const {
+  if (count == 0 || count > options_.max_samples_per_request) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seeds: give 1 to ", options_.max_samples_per_request, " seeds"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* context,
+                                                           const v1::SampleRequest& request,
+                                                           const std::vector<uint64_t>& seeds) {
+  at::Tensor samples;
+  absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) {
+    auto result = Samples(request, seeds, stop);
+    if (!result.ok()) return result.status();
+    samples = *result;
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return samples;
+}
+
 grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
                                       const v1::SampleRequest* request,
                                       v1::SampleResponse* response) {
   return Instrumented(metrics_, "AuditService/Sample", [&] {
-    if (request->seeds_size() == 0 || request->seeds_size() > options_.max_samples_per_request) {
-      return ToGrpcStatus(absl::InvalidArgumentError(
-          absl::StrCat("seeds: give 1 to ", options_.max_samples_per_request, " seeds")));
-    }
+    if (absl::Status s = CheckSeedCount(request->seeds_size()); !s.ok()) return ToGrpcStatus(s);
     std::vector<uint64_t> seeds(request->seeds().begin(), request->seeds().end());
-    at::Tensor samples;
-    absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) {
-      auto result = Samples(*request, seeds, stop);
-      if (!result.ok()) return result.status();
-      samples = *result;
-      return absl::OkStatus();
-    });
-    if (!status.ok()) return ToGrpcStatus(status);
+    auto samples = SamplesOnPool(context, *request, seeds);
+    if (!samples.ok()) return ToGrpcStatus(samples.status());
     *response->mutable_seeds() = request->seeds();
-    EncodeTensor(samples, response->mutable_samples());
+    EncodeTensor(*samples, response->mutable_samples());
     return grpc::Status::OK;
   });
 }
@@ -304,27 +317,18 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
                                              const v1::SampleRequest* request,
                                              grpc::ServerWriter<v1::SampleResponse>* writer) {
   return Instrumented(metrics_, "AuditService/StreamSamples", [&] {
-    if (request->seeds_size() == 0 || request->seeds_size() > options_.max_samples_per_request) {
-      return ToGrpcStatus(absl::InvalidArgumentError(
-          absl::StrCat("seeds: give 1 to ", options_.max_samples_per_request, " seeds")));
-    }
+    if (absl::Status s = CheckSeedCount(request->seeds_size()); !s.ok()) return ToGrpcStatus(s);
     constexpr int kBatch = 8;
     for (int first = 0; first < request->seeds_size(); first += kBatch) {
       const int count = std::min(kBatch, request->seeds_size() - first);
       std::vector<uint64_t> seeds(request->seeds().begin() + first,
                                   request->seeds().begin() + first + count);
-      at::Tensor samples;
-      absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) {
-        auto result = Samples(*request, seeds, stop);
-        if (!result.ok()) return result.status();
-        samples = *result;
-        return absl::OkStatus();
-      });
-      if (!status.ok()) return ToGrpcStatus(status);
+      auto samples = SamplesOnPool(context, *request, seeds);
+      if (!samples.ok()) return ToGrpcStatus(samples.status());
       for (int i = 0; i < count; ++i) {
         v1::SampleResponse response;
         response.add_seeds(seeds[i]);
-        EncodeTensor(samples.narrow(0, i, 1), response.mutable_samples());
+        EncodeTensor(samples->narrow(0, i, 1), response.mutable_samples());
         if (!writer->Write(response))
           return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
       }
@@ -344,10 +348,7 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
                                             const v1::EarlyMetricsRequest* request,
                                             v1::EarlyMetricsResponse* response) {
   return Instrumented(metrics_, "AuditService/EarlyMetrics", [&] {
-    if (request->seeds_size() == 0 || request->seeds_size() > options_.max_samples_per_request) {
-      return ToGrpcStatus(absl::InvalidArgumentError(
-          absl::StrCat("seeds: give 1 to ", options_.max_samples_per_request, " seeds")));
-    }
+    if (absl::Status s = CheckSeedCount(request->seeds_size()); !s.ok()) return ToGrpcStatus(s);
     v1::EarlyMetricsResponse result;
     absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
       const auto start = std::chrono::steady_clock::now();

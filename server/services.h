@@ -79,6 +79,11 @@ class AuditServiceImpl final : public v1::AuditService::Service {
                                v1::SpectrumResponse* response);
   absl::StatusOr<at::Tensor> Samples(const v1::SampleRequest& request,
                                      const std::vector<uint64_t>& seeds, const StopCheck& stop);
+  // Samples() on the request pool, bound to the call's deadline/cancellation.
+  absl::StatusOr<at::Tensor> SamplesOnPool(grpc::ServerContext* context,
+                                           const v1::SampleRequest& request,
+                                           const std::vector<uint64_t>& seeds);
+  absl::Status CheckSeedCount(int count) const;
 
   ModelRegistry* registry_;
   JobManager* jobs_;
