@@ -110,6 +110,9 @@ int ReportJob(const v1::AuditJob& job, bool json, bool per_sample, const std::st
 
 int Watch(Client& client, const std::string& id, bool json, bool per_sample, bool quiet,
           const std::string& fail_on) {
+  // Ctrl-C while following an audit cancels the job (exit 130); elsewhere
+  // SIGINT keeps its default action.
+  signal(SIGINT, OnInterrupt);
   ProgressBar bar(quiet || json);
   auto job = client.WatchAudit(
       id,
@@ -208,7 +211,8 @@ int Main(int argc, char** argv) {
   spectrum->add_option("--t", timestep, "timestep (default: first step with sigma_t < 0.1)");
   spectrum
       ->add_option("--score-kind", score_kind, "conditional | unconditional | guided | difference")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"conditional", "unconditional", "guided", "difference"}));
   spectrum->add_flag("--symmetrize", symmetrize, "spectrum of (H + H^T)/2 instead of H");
   std::string method = "auto", eigen_target = "largest_real";
   int64_t eigenvalues_wanted = 0;
@@ -243,7 +247,8 @@ int Main(int argc, char** argv) {
   audit->add_option("--t", timesteps,
                     "evaluation timesteps (default: first step with sigma_t < 0.1)");
   audit->add_option("--score-kind", score_kind, "score whose Jacobian is taken")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"conditional", "unconditional", "guided", "difference"}));
   audit->add_flag("--json", json, "print the report as JSON (a public contract)");
   audit
       ->add_option("--fail-on", fail_on,
@@ -295,7 +300,9 @@ int Main(int argc, char** argv) {
   CLI::App* watch = app.add_subcommand("watch", "follow a running audit to its report");
   watch->add_option("id", job_id, "job id")->required();
   watch->add_flag("--json", json, "print the report as JSON");
-  watch->add_option("--fail-on", fail_on, "memorized | partial | never")->capture_default_str();
+  watch->add_option("--fail-on", fail_on, "memorized | partial | never")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"memorized", "partial", "never"}));
   watch->add_flag("--per-sample", per_sample, "print every sample's numbers");
   CLI::App* get = app.add_subcommand("get", "show an audit job");
   get->add_option("id", job_id, "job id")->required();
@@ -312,7 +319,6 @@ int Main(int argc, char** argv) {
     return code == 0 ? 0 : kExitUsage;
   }
 
-  signal(SIGINT, OnInterrupt);
   Client client(target, std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
 
   if (*health) {

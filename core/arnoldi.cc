@@ -33,7 +33,7 @@ class JvpOperator {
     at::Tensor v = at::from_blob(const_cast<Scalar*>(in), {dim_}, at::kDouble)
                        .to(x_.device(), x_.scalar_type())
                        .view(x_.sizes());
-    auto jv = Jvp(field_, x_, rows_, v, mode_, &mode_);  // keep the mode that worked
+    auto jv = Jvp(field_, x_, rows_, v, mode_);
     if (!jv.ok()) throw OperatorAbort{jv.status()};
     at::Tensor result = jv->detach().to(at::kCPU, at::kDouble).contiguous().view({dim_});
     std::copy_n(result.data_ptr<double>(), dim_, out);
@@ -128,6 +128,8 @@ absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::T
     for (Eigen::Index i = 0; i < values.size(); ++i) result.eigenvalues.push_back(values[i]);
   } catch (const OperatorAbort& abort) {
     return abort.status;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("Arnoldi failed: ", e.what()));
   }
   std::sort(result.eigenvalues.begin(), result.eigenvalues.end(), [](const auto& a, const auto& b) {
     return a.real() != b.real() ? a.real() > b.real() : a.imag() > b.imag();

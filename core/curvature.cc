@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/forward_grad.h>
 
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "torch_runtime.h"
 
@@ -16,6 +18,11 @@ absl::Status CheckSameShape(const at::Tensor& x, const at::Tensor& v, const char
   }
   return absl::OkStatus();
 }
+
+// LibTorch's forward-AD levels are process-wide: a second concurrent level
+// throws ("nested forward mode AD"). One forward-mode JVP runs at a time;
+// kAuto callers that find it busy use the double-backward identity instead.
+std::mutex g_forward_ad_mutex;
 
 // Releases a forward-AD level on scope exit.
 class DualLevel {
@@ -65,6 +72,12 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
 absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
                                const at::Tensor& v, JvpMode mode, JvpMode* mode_used) {
   if (absl::Status s = CheckSameShape(x, v, "v"); !s.ok()) return s;
+  std::unique_lock<std::mutex> forward_lock(g_forward_ad_mutex, std::defer_lock);
+  if (mode == JvpMode::kForward) {
+    forward_lock.lock();
+  } else if (mode == JvpMode::kAuto && !forward_lock.try_lock()) {
+    mode = JvpMode::kDoubleBackward;
+  }
   if (mode != JvpMode::kDoubleBackward) {
     at::Tensor tangent;
     try {
@@ -86,6 +99,7 @@ absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at
           "forward-mode JVP returned no tangent (is TorchScript graph optimization on?)");
     }
   }
+  if (forward_lock.owns_lock()) forward_lock.unlock();
   try {
     at::AutoGradMode grad_mode(true);
     at::Tensor tangent = DoubleBackwardJvp(field, x, rows, v);

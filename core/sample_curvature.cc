@@ -22,7 +22,8 @@ SpectrumMethod ResolveSpectrumMethod(SpectrumMethod method, int64_t dimension,
   return dimension > max_dense_dimension ? SpectrumMethod::kArnoldi : SpectrumMethod::kDense;
 }
 
-absl::StatusOr<std::vector<SampleCurvature>> MeasureSamples(
+namespace {
+absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
     const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& conditions,
     const SampleCurvatureOptions& options, const ReferenceSet* reference, const StopCheck& stop,
     const MeasureProgress& progress) {
@@ -91,6 +92,20 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamples(
     }
   }
   return results;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SampleCurvature>> MeasureSamples(
+    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& conditions,
+    const SampleCurvatureOptions& options, const ReferenceSet* reference, const StopCheck& stop,
+    const MeasureProgress& progress) {
+  try {
+    return MeasureSamplesOrThrow(denoiser, seeds, conditions, options, reference, stop, progress);
+  } catch (const std::exception& e) {
+    // LibTorch errors outside the guarded network calls (e.g. out of memory).
+    return absl::InternalError(absl::StrCat("measurement failed: ", e.what()));
+  }
 }
 
 }  // namespace memaudit

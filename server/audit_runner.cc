@@ -128,6 +128,12 @@ absl::Status ValidateAuditRequest(const v1::AuditRequest& request, const LoadedM
     return absl::InvalidArgumentError(
         "curvature.target: audits need the LARGEST_REAL end (flat count, n+, width)");
   }
+  if (curvature->method == SpectrumMethod::kDense &&
+      model.checkpoint->sample_numel() > model.max_dense_dimension) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "curvature.method: dimension ", model.checkpoint->sample_numel(),
+        " exceeds the dense-spectrum limit ", model.max_dense_dimension, "; use ARNOLDI"));
+  }
   if (curvature->spectrum.symmetrize &&
       ResolveSpectrumMethod(curvature->method, model.checkpoint->sample_numel(),
                             model.max_dense_dimension) == SpectrumMethod::kArnoldi) {

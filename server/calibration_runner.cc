@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "audit_runner.h"
 #include "calibration.h"
 #include "early_metrics.h"
 #include "request_options.h"
@@ -102,6 +103,13 @@ absl::StatusOr<v1::CalibrationResponse> RunCalibration(const v1::CalibrationRequ
   if (request.samples_per_condition() < 0 || request.samples_per_condition() > 1024) {
     return absl::InvalidArgumentError("samples_per_condition: must be in [1, 1024]");
   }
+  {
+    v1::AuditRequest as_audit;
+    as_audit.set_model(request.model());
+    *as_audit.mutable_sampling() = request.sampling();
+    *as_audit.mutable_curvature() = request.curvature();
+    if (absl::Status s = ValidateAuditRequest(as_audit, model); !s.ok()) return s;
+  }
   std::vector<Scores> memorized, generalizing;
   for (int i = 0; i < request.memorized_size(); ++i) {
     auto scores = ScoreCondition(request.memorized(i), absl::StrCat("memorized[", i, "]"), request,
@@ -115,6 +123,14 @@ absl::StatusOr<v1::CalibrationResponse> RunCalibration(const v1::CalibrationRequ
     if (!scores.ok()) return scores.status();
     generalizing.push_back(*std::move(scores));
   }
+  auto is_common = [&](const char* name) {
+    for (const auto* group : {&memorized, &generalizing}) {
+      for (const Scores& s : *group) {
+        if (!s.count(name)) return false;
+      }
+    }
+    return true;
+  };
   static const std::vector<MetricSpec> kSpecs = {{"width", false},
                                                  {"positive_eigenvalues", false},
                                                  {"flat_directions", false},
@@ -130,7 +146,9 @@ absl::StatusOr<v1::CalibrationResponse> RunCalibration(const v1::CalibrationRequ
   const v1::CalibratedMetric* best_early = nullptr;
   const v1::CalibratedMetric* width = nullptr;
   for (const MetricSpec& spec : kSpecs) {
-    if (!memorized.front().count(spec.name)) continue;
+    // Early metrics differ between real and null conditions: only metrics
+    // every condition has are calibrated.
+    if (!is_common(spec.name)) continue;
     v1::CalibratedMetric* metric = response.add_metrics();
     metric->set_name(spec.name);
     metric->set_higher_is_memorized(spec.higher_is_memorized);

@@ -1,5 +1,6 @@
 #include "job_manager.h"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -11,6 +12,18 @@ namespace memaudit::server {
 namespace {
 
 int64_t NowUnixMs() { return absl::ToUnixMillis(absl::Now()); }
+
+// RunAudit with LibTorch exceptions (e.g. out of memory) turned into a
+// failed job instead of a terminated server.
+absl::StatusOr<v1::AuditReport> RunAuditNoThrow(const v1::AuditRequest& request,
+                                                const LoadedModel& model, const StopCheck& stop,
+                                                const AuditCallbacks& callbacks) {
+  try {
+    return RunAudit(request, model, stop, callbacks);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
+  }
+}
 
 bool IsFinal(v1::JobState state) {
   return state == v1::JOB_SUCCEEDED || state == v1::JOB_FAILED || state == v1::JOB_CANCELLED;
@@ -66,7 +79,7 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request)
   if (absl::Status s = pool_->Submit([this, job] { Run(job); }); !s.ok()) {
     absl::MutexLock lock(&mu_);
     jobs_.erase(job->state.id());
-    order_.pop_back();
+    order_.erase(std::find(order_.begin(), order_.end(), job->state.id()));
     --active_;
     return s;
   }
@@ -112,7 +125,7 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
     callbacks.spectrum_seconds = [this](double seconds) {
       if (metrics_) metrics_->ObserveSpectrum("dense", seconds);
     };
-    report = RunAudit(
+    report = RunAuditNoThrow(
         request, **model,
         [job]() -> absl::Status {
           return job->cancel.load() ? absl::CancelledError("audit cancelled") : absl::OkStatus();
@@ -185,10 +198,12 @@ absl::StatusOr<v1::AuditJob> JobManager::Cancel(const std::string& id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("audit \"", id, "\" not found"));
-  Job& job = *it->second;
-  job.cancel = true;
-  if (job.state.state() == v1::JOB_QUEUED) Finish(job, v1::JOB_CANCELLED, "cancelled while queued");
-  return job.state;
+  std::shared_ptr<Job> job = it->second;  // Finish may trim it from the map
+  job->cancel = true;
+  if (job->state.state() == v1::JOB_QUEUED) {
+    Finish(*job, v1::JOB_CANCELLED, "cancelled while queued");
+  }
+  return job->state;
 }
 
 absl::StatusOr<std::vector<v1::AuditEvent>> JobManager::Events(const std::string& id, size_t from,
@@ -207,24 +222,27 @@ absl::StatusOr<std::vector<v1::AuditEvent>> JobManager::Events(const std::string
 }
 
 void JobManager::Shutdown(absl::Duration grace) {
-  if (pool_ == nullptr) return;
   pool_->Close();
   const absl::Time deadline = absl::Now() + grace;
   {
     absl::MutexLock lock(&mu_);
     auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_ == 0; };
     mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
-    for (auto& [id, job] : jobs_) {
+    std::vector<std::shared_ptr<Job>> all;
+    for (auto& [id, job] : jobs_) all.push_back(job);
+    for (const std::shared_ptr<Job>& job : all) {
       job->cancel = true;
       if (job->state.state() == v1::JOB_QUEUED) {
         Finish(*job, v1::JOB_CANCELLED, "server shutting down");
       }
     }
   }
-  pool_.reset();  // joins: running jobs stop at their next stop check
+  // Joins (running jobs stop at their next stop check) but keeps the pool
+  // object: late calls see a closed pool, not a destroyed one.
+  pool_->Join();
 }
 
-int64_t JobManager::queued() const { return pool_ ? pool_->queued() : 0; }
-int64_t JobManager::running() const { return pool_ ? pool_->running() : 0; }
+int64_t JobManager::queued() const { return pool_->queued(); }
+int64_t JobManager::running() const { return pool_->running(); }
 
 }  // namespace memaudit::server

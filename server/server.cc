@@ -27,13 +27,13 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   checkpoint_options.forward_observer = [metrics](int64_t rows, bool with_gradient) {
     metrics->CountNetworkEvaluations(with_gradient ? "curvature" : "sampling", rows);
   };
-  server->registry_ =
-      std::make_unique<ModelRegistry>(options.model_repository, checkpoint_options,
-                                      [metrics](const std::string& model, bool ok, double seconds) {
-                                        if (seconds > 0 || ok)
-                                          metrics->ObserveModelLoad(model, ok, seconds);
-                                        metrics->SetModelReady(model, ok);
-                                      });
+  server->registry_ = std::make_unique<ModelRegistry>(
+      options.model_repository, checkpoint_options,
+      [metrics](const std::string& model, bool ok, double seconds) {
+        if (seconds > 0 || ok) metrics->ObserveModelLoad(model, ok, seconds);
+        metrics->SetModelReady(model, ok);
+      },
+      options.max_dense_dimension);
   server->request_pool_ = std::make_unique<WorkerPool>(
       "request pool", options.max_concurrent_requests, options.max_queued_requests);
   JobManagerOptions job_options;

@@ -78,7 +78,13 @@ absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
     return absl::OkStatus();
   };
   absl::Status submitted = pool.Submit([shared, work = std::move(work), stop] {
-    shared->status = work(stop);
+    try {
+      shared->status = work(stop);
+    } catch (const std::exception& e) {
+      // LibTorch throws c10::Error (e.g. out of memory): fail the call, not
+      // the server.
+      shared->status = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
+    }
     shared->done.Notify();
   });
   if (!submitted.ok()) return submitted;

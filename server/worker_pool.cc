@@ -9,19 +9,27 @@ WorkerPool::WorkerPool(std::string name, int threads, int max_queued)
   for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Work(); });
 }
 
-WorkerPool::~WorkerPool() {
+WorkerPool::~WorkerPool() { Join(); }
+
+void WorkerPool::Join() {
+  std::lock_guard<std::mutex> join_lock(join_mu_);
   {
     absl::MutexLock lock(&mu_);
     closed_ = true;
     stopping_ = true;
   }
-  for (std::thread& thread : threads_) thread.join();
+  for (std::thread& thread : threads_) {
+    if (thread.joinable()) thread.join();
+  }
 }
 
 absl::Status WorkerPool::Submit(std::function<void()> task) {
   absl::MutexLock lock(&mu_);
   if (closed_) return absl::UnavailableError(absl::StrCat(name_, ": shutting down"));
-  if (static_cast<int>(queue_.size()) >= max_queued_) {
+  // Idle workers take tasks at once; max_queued_ bounds those that wait.
+  const int64_t waiting_after =
+      static_cast<int64_t>(queue_.size()) + 1 + running_ - static_cast<int64_t>(threads_.size());
+  if (waiting_after > max_queued_) {
     return absl::ResourceExhaustedError(
         absl::StrCat(name_, ": queue full (", max_queued_, " waiting); retry later"));
   }

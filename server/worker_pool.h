@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,6 +30,9 @@ class WorkerPool {
   absl::Status Submit(std::function<void()> task);
   // Refuses new tasks from now on (queued ones still run).
   void Close();
+  // Close(), run what is queued, and join the workers. Idempotent; the
+  // object stays usable for queued()/running() (both 0 afterwards).
+  void Join();
 
   int64_t queued() const;
   int64_t running() const;
@@ -44,6 +48,7 @@ class WorkerPool {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
+  std::mutex join_mu_;  // serializes Join()
 };
 
 }  // namespace memaudit::server

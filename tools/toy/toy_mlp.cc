@@ -79,7 +79,8 @@ def forward(self, x: Tensor, t: Tensor) -> Tensor:
 absl::StatusOr<TrainReport> TrainEpsilonModel(torch::jit::Module& module, const at::Tensor& data,
                                               const NoiseSchedule& schedule,
                                               const TrainOptions& options,
-                                              const std::function<void(int64_t, double)>& log) {
+                                              const std::function<void(int64_t, double)>& log,
+                                              const at::Tensor& labels) {
   if (data.dim() < 2 || data.size(0) < 1) {
     return absl::InvalidArgumentError("training data must be [N, *sample_shape]");
   }
@@ -112,7 +113,13 @@ absl::StatusOr<TrainReport> TrainEpsilonModel(torch::jit::Module& module, const 
       at::Tensor noise = at::randn(x0.sizes(), gen, at::kFloat);
       at::Tensor alpha_bar = alpha_bars.index_select(0, t).view(view_shape);
       at::Tensor xt = alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise;
-      at::Tensor prediction = module.forward({xt, t}).toTensor();
+      std::vector<c10::IValue> inputs{xt, t};
+      if (labels.defined()) {
+        at::Tensor y = labels.index_select(0, index);
+        at::Tensor drop = at::rand({options.batch_size}, gen, at::kFloat) < options.condition_dropout;
+        inputs.emplace_back(y.masked_fill(drop, options.null_label));
+      }
+      at::Tensor prediction = module.forward(inputs).toTensor();
       at::Tensor loss = (prediction - noise).pow(2).mean();
       optimizer.zero_grad();
       loss.backward();

@@ -50,6 +50,10 @@ struct TrainOptions {
   int64_t batch_size = 512;
   double learning_rate = 2e-3;
   uint64_t seed = 0;
+  // Class-conditional training (labels given): each label is replaced by
+  // `null_label` with this probability, for classifier-free guidance.
+  double condition_dropout = 0.2;
+  int64_t null_label = -1;
 };
 
 struct TrainReport {
@@ -60,10 +64,12 @@ struct TrainReport {
 // Trains `module` in place with Adam on the ε-prediction loss
 // E‖ε̂(√ᾱ_t x_0 + σ_t ε, t) − ε‖², t uniform over the schedule, with a
 // cosine learning-rate decay. `log` (optional) gets (step, loss) now and then.
+// With `labels` ([N] int64) the module is called as forward(x, t, y).
 absl::StatusOr<TrainReport> TrainEpsilonModel(torch::jit::Module& module, const at::Tensor& data,
                                               const NoiseSchedule& schedule,
                                               const TrainOptions& options,
-                                              const std::function<void(int64_t, double)>& log = {});
+                                              const std::function<void(int64_t, double)>& log = {},
+                                              const at::Tensor& labels = {});
 
 }  // namespace memaudit::toy
 
