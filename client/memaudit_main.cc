@@ -232,6 +232,9 @@ int Main(int argc, char** argv) {
   spectrum->add_option("--top", top, "eigenvalues to print (0: all)")->capture_default_str();
   spectrum->add_flag("--json", json, "machine-readable output");
   spectrum->add_option("--plot", plot_path, "write an SVG plot of the spectrum");
+  int64_t spectrum_early_steps = 0;
+  spectrum->add_option("--early-steps", spectrum_early_steps,
+                       "also the early metrics of this generation over its first K steps");
 
   std::vector<int64_t> classes;
   std::vector<int64_t> timesteps;
@@ -429,6 +432,7 @@ int Main(int argc, char** argv) {
     request.set_seed(seed);
     if (timestep) request.set_timestep(*timestep);
     if (class_label) request.mutable_condition()->set_class_label(*class_label);
+    request.set_early_steps(spectrum_early_steps);
     sampling_options(request.mutable_sampling());
     if (absl::Status s = curvature_options(request.mutable_curvature()); !s.ok()) return Fail(s);
     auto response = client.Spectrum(request);

@@ -211,6 +211,7 @@ std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top) {
                         " Im lambda      kappa\n",
                         shown, n);
   const double sigma2 = spectrum.sigma() * spectrum.sigma();
+  if (spectrum.has_early()) absl::StrAppend(&text, EarlyMetricsText(spectrum.early()));
   for (int i = 0; i < shown; ++i) {
     absl::StrAppendFormat(&text, "  %4d  %17.6g  %17.6g  %9.4f\n", i, spectrum.eigenvalues_real(i),
                           spectrum.eigenvalues_imag(i), sigma2 * spectrum.eigenvalues_real(i));
@@ -241,7 +242,8 @@ nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum) {
           {"requested_eigenvalues", spectrum.requested_eigenvalues()},
           {"converged", spectrum.converged()},
           {"partial", s.partial()},
-          {"flat_directions_lower_bound", s.flat_directions_lower_bound()}};
+          {"flat_directions_lower_bound", s.flat_directions_lower_bound()},
+          {"early", spectrum.has_early() ? EarlyMetricsJson(spectrum.early()) : nullptr}};
 }
 
 namespace {

@@ -248,6 +248,34 @@ absl::Status AuditServiceImpl::ComputeSpectrum(const v1::SpectrumRequest& reques
   }
   ToSummaryProto(spectrum.summary, response->mutable_summary());
   if (request.return_point()) EncodeTensor(x[0], response->mutable_point());
+  if (request.early_steps() > 0) {
+    if (request.point_case() != v1::SpectrumRequest::kSeed) {
+      return absl::InvalidArgumentError("early_steps: needs a sampled point (seed)");
+    }
+    EarlyMetricOptions early;
+    early.sampler = *sampler;
+    early.steps = request.early_steps();
+    if (early.steps > sampler->num_steps) {
+      return absl::InvalidArgumentError("early_steps: must be at most sampling.num_steps");
+    }
+    auto metrics = ComputeEarlyMetrics(denoiser, {request.seed()}, *condition, early, stop);
+    if (!metrics.ok()) return metrics.status();
+    v1::EarlyMetricsResponse* out = response->mutable_early();
+    out->set_conditional(metrics->conditional);
+    for (int64_t step : metrics->timesteps) out->add_timesteps(step);
+    auto fill = [](const std::vector<double>& values, v1::EarlyMetricValues* proto) {
+      for (double v : values) proto->add_values(v);
+      proto->set_mean(Mean(values));
+    };
+    if (metrics->conditional) {
+      fill(metrics->wen, out->mutable_wen_noise_difference());
+      fill(metrics->jeon, out->mutable_jeon_sharpness());
+    } else {
+      fill(metrics->score_norm_squared, out->mutable_score_norm_squared());
+      fill(metrics->hessian_score_squared, out->mutable_hessian_score_squared());
+      fill(metrics->hutchinson_trace, out->mutable_hutchinson_trace());
+    }
+  }
   response->set_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return absl::OkStatus();

@@ -603,6 +603,18 @@ TEST_F(IntegrationTest, EarlyMetricsOverRpcAndCli) {
   EXPECT_EQ(json["hutchinson_trace"]["values"].size(), 4u);
   request.set_steps(500);
   EXPECT_EQ(client().EarlyMetrics(request).status().code(), absl::StatusCode::kInvalidArgument);
+  // The same metrics alongside a spectrum of that generation.
+  v1::SpectrumRequest spectrum;
+  spectrum.set_model("mix");
+  spectrum.set_seed(3);
+  spectrum.set_early_steps(2);
+  auto with_early = client().Spectrum(spectrum);
+  ASSERT_TRUE(with_early.ok()) << with_early.status();
+  ASSERT_EQ(with_early->early().score_norm_squared().values_size(), 1);
+  // Seed 3 is the third generation above; its noise depends only on its seed.
+  EXPECT_NEAR(with_early->early().score_norm_squared().values(0),
+              metrics->score_norm_squared().values(2),
+              1e-5 * metrics->score_norm_squared().values(2));
 }
 
 // Calibrate on labelled classes, install the suggested policy, reload, and
