@@ -77,22 +77,15 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
       }
       samples.push_back(entry);
     }
-    if (condition.has_early()) {
-      nlohmann::json early = EarlyMetricsJson(condition.early());
-      conditions.push_back({{"condition", ConditionJson(condition.condition())},
-                            {"label", condition.label()},
-                            {"verdict", VerdictWord(condition.verdict())},
-                            {"early", early},
-                            {"samples", samples}});
-      continue;
-    }
-    conditions.push_back({{"condition", ConditionJson(condition.condition())},
-                          {"label", condition.label()},
-                          {"verdict", VerdictWord(condition.verdict())},
-                          {"memorized", condition.memorized()},
-                          {"partial", condition.partial()},
-                          {"not_memorized", condition.not_memorized()},
-                          {"samples", samples}});
+    nlohmann::json condition_entry = {{"condition", ConditionJson(condition.condition())},
+                                      {"label", condition.label()},
+                                      {"verdict", VerdictWord(condition.verdict())},
+                                      {"memorized", condition.memorized()},
+                                      {"partial", condition.partial()},
+                                      {"not_memorized", condition.not_memorized()},
+                                      {"samples", samples}};
+    if (condition.has_early()) condition_entry["early"] = EarlyMetricsJson(condition.early());
+    conditions.push_back(condition_entry);
   }
   const v1::PolicyUsed& policy = report.policy();
   const v1::AuditTiming& timing = report.timing();

@@ -392,6 +392,15 @@ TEST_F(IntegrationTest, AuditEndToEndThroughTheCli) {
   EXPECT_GE(copies, 2);
   EXPECT_GE(novel, 8);
   EXPECT_TRUE(report["timing"].contains("total_seconds"));
+  // With early metrics: the condition keeps its counts and gains "early".
+  const CommandResult early = RunCommand(
+      Cli("audit --model mix --samples 4 --early-steps 1 --json --fail-on never 2>/dev/null"));
+  ASSERT_EQ(early.exit_code, 0) << early.output;
+  nlohmann::json early_report = nlohmann::json::parse(early.output);
+  const auto& condition = early_report["conditions"][0];
+  EXPECT_TRUE(condition.contains("memorized"));
+  EXPECT_EQ(condition["samples"].size(), 4u);
+  EXPECT_EQ(condition["early"]["hutchinson_trace"]["values"].size(), 4u);
   // The same audit without the gate: exit 0.
   EXPECT_EQ(RunCommand(Cli("audit --model mix --samples 4 --quiet --fail-on never > /dev/null"))
                 .exit_code,

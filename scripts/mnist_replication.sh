@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The MNIST memorization experiment through the service (docs/REPLICATION.md):
+# serves checkpoints/mnist39 (or a retrained copy with --retrain), audits
+# classes 9 and 3 with guidance 5 (dense spectra at t = 20, the default
+# evaluation step, and at t = 1 as in the paper; first-step metrics), and
+# writes the report, its summary and two spectrum plots to out/mnist/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SAMPLES=${MEMAUDIT_MNIST_SAMPLES:-100}
+REPOSITORY=checkpoints
+OUT=out/mnist
+mkdir -p "$OUT"
+scripts/setup.sh
+scripts/build.sh
+if [[ "${1:-}" == "--retrain" ]]; then
+  scripts/fetch_mnist.sh
+  REPOSITORY=$OUT/models
+  build/tools/mnist/memaudit-mnist train --repository "$REPOSITORY" --name mnist39 \
+    --channels 16 --steps 6000 --batch 64 | tail -n 1
+  # The measured policy of checkpoints/mnist39/README.md.
+  printf 'verdict_policy {\n  memorized_width: 0.5\n  partial_width: 1\n}\n' \
+    >> "$REPOSITORY/mnist39/config.pbtxt"
+fi
+build/server/memaudit-server --model_repository "$REPOSITORY" --listen 127.0.0.1:0 \
+  --metrics_listen 127.0.0.1:0 --port_file "$OUT/ports" 2>"$OUT/server.log" &
+SERVER=$!
+trap 'kill -TERM $SERVER; wait $SERVER || true' EXIT
+for _ in $(seq 1 200); do [[ -s "$OUT/ports" ]] && break; sleep 0.1; done
+read -r PORT _ < "$OUT/ports"
+CLI=(build/client/memaudit --server "127.0.0.1:$PORT" --timeout 0)
+for _ in $(seq 1 100); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 0.1; done
+"${CLI[@]}" audit --model mnist39 --class 9 --class 3 --samples "$SAMPLES" --guidance 5 \
+  --t 20 --t 1 --early-steps 1 --fail-on never --json > "$OUT/report.json"
+/usr/bin/python3 tools/mnist/summarize_audit.py "$OUT/report.json" | tee "$OUT/summary.txt"
+# Figures: the curvature spectrum of a generated 9 and of a generated 3.
+"${CLI[@]}" spectrum --model mnist39 --class 9 --seed 2 --guidance 5 --top 3 \
+  --plot "$OUT/spectrum_nine_seed2.svg"
+"${CLI[@]}" spectrum --model mnist39 --class 3 --seed 0 --guidance 5 --top 3 \
+  --plot "$OUT/spectrum_three_seed0.svg"
+"${CLI[@]}" sample --model mnist39 --class 9 --count 16 --guidance 5 --out "$OUT/nines.png"
+"${CLI[@]}" sample --model mnist39 --class 3 --count 16 --guidance 5 --out "$OUT/threes.png"
