@@ -29,15 +29,15 @@ TEST(MnistCheckpointTest, MemorizedNineAndNovelThree) {
   int copies = 0, novel_threes = 0;
   for (int64_t digit : {9, 3}) {
     const std::vector<uint64_t> seeds = {0, 1, 2, 3};
-    auto measured = MeasureSamples(denoiser, seeds, at::full({4}, digit, at::kLong), options,
-                                   &*reference);
+    auto measured =
+        MeasureSamples(denoiser, seeds, at::full({4}, digit, at::kLong), options, &*reference);
     ASSERT_TRUE(measured.ok()) << measured.status();
     for (const SampleCurvature& sample : *measured) {
       const SpectrumSummary& s = sample.spectra.front().summary;
       const Verdict verdict = JudgeSample(s, policy);
-      SCOPED_TRACE(::testing::Message() << "digit " << digit << " seed " << sample.seed
-                                        << ": ratio " << sample.truth->ratio << ", n+ "
-                                        << s.positive_count << ", width " << s.width);
+      SCOPED_TRACE(::testing::Message()
+                   << "digit " << digit << " seed " << sample.seed << ": ratio "
+                   << sample.truth->ratio << ", n+ " << s.positive_count << ", width " << s.width);
       const bool copy = sample.truth->is_copy() && sample.truth->multiplicity > 1;
       if (copy) {
         ++copies;

@@ -116,7 +116,8 @@ absl::StatusOr<TrainReport> TrainEpsilonModel(torch::jit::Module& module, const 
       std::vector<c10::IValue> inputs{xt, t};
       if (labels.defined()) {
         at::Tensor y = labels.index_select(0, index);
-        at::Tensor drop = at::rand({options.batch_size}, gen, at::kFloat) < options.condition_dropout;
+        at::Tensor drop =
+            at::rand({options.batch_size}, gen, at::kFloat) < options.condition_dropout;
         inputs.emplace_back(y.masked_fill(drop, options.null_label));
       }
       at::Tensor prediction = module.forward(inputs).toTensor();
