@@ -33,13 +33,6 @@ int64_t SamplesPerCondition(const v1::AuditRequest& request) {
                                              : kDefaultSamplesPerCondition;
 }
 
-v1::EarlyMetricValues Values(const std::vector<double>& values) {
-  v1::EarlyMetricValues proto;
-  for (double v : values) proto.add_values(v);
-  proto.set_mean(Mean(values));
-  return proto;
-}
-
 // Flag early: only the early metrics, a verdict from the calibrated
 // threshold on the configured metric's mean over the generations.
 absl::Status RunEarlyCondition(const v1::AuditRequest& request, const LoadedModel& model,
@@ -55,9 +48,7 @@ absl::Status RunEarlyCondition(const v1::AuditRequest& request, const LoadedMode
   if (request.early_steps() > 0) options.steps = request.early_steps();
   auto metrics = ComputeEarlyMetrics(denoiser, seeds, *batch, options, stop);
   if (!metrics.ok()) return metrics.status();
-  v1::EarlyMetricsResponse* early = report->mutable_early();
-  early->set_conditional(metrics->conditional);
-  for (int64_t t : metrics->timesteps) early->add_timesteps(t);
+  ToEarlyMetricsProto(*metrics, report->mutable_early());
   std::vector<double> negative_trace;
   for (double v : metrics->hutchinson_trace) negative_trace.push_back(-v);
   const std::map<std::string, const std::vector<double>*> by_name = {
@@ -66,14 +57,6 @@ absl::Status RunEarlyCondition(const v1::AuditRequest& request, const LoadedMode
       {"score_norm_squared", &metrics->score_norm_squared},
       {"hessian_score_squared", &metrics->hessian_score_squared},
       {"negative_trace", &negative_trace}};
-  if (metrics->conditional) {
-    *early->mutable_wen_noise_difference() = Values(metrics->wen);
-    *early->mutable_jeon_sharpness() = Values(metrics->jeon);
-  } else {
-    *early->mutable_score_norm_squared() = Values(metrics->score_norm_squared);
-    *early->mutable_hessian_score_squared() = Values(metrics->hessian_score_squared);
-    *early->mutable_hutchinson_trace() = Values(metrics->hutchinson_trace);
-  }
   if (!judge) return absl::OkStatus();
   auto it = by_name.find(model.policy.early_metric);
   if (it == by_name.end() || it->second->empty()) {

@@ -186,6 +186,23 @@ absl::Status CheckTimestep(int64_t t, const NoiseSchedule& schedule, const std::
   return absl::OkStatus();
 }
 
+void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResponse* proto) {
+  auto fill = [](const std::vector<double>& values, v1::EarlyMetricValues* out) {
+    for (double v : values) out->add_values(v);
+    out->set_mean(Mean(values));
+  };
+  proto->set_conditional(metrics.conditional);
+  for (int64_t t : metrics.timesteps) proto->add_timesteps(t);
+  if (metrics.conditional) {
+    fill(metrics.wen, proto->mutable_wen_noise_difference());
+    fill(metrics.jeon, proto->mutable_jeon_sharpness());
+  } else {
+    fill(metrics.score_norm_squared, proto->mutable_score_norm_squared());
+    fill(metrics.hessian_score_squared, proto->mutable_hessian_score_squared());
+    fill(metrics.hutchinson_trace, proto->mutable_hutchinson_trace());
+  }
+}
+
 void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto) {
   proto->set_dimension(summary.dimension);
   proto->set_positive_eigenvalues(summary.positive_count);

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "curvature.h"
 #include "denoiser.h"
+#include "early_metrics.h"
 #include "memaudit/v1/audit_service.pb.h"
 #include "sample_curvature.h"
 #include "sampler.h"
@@ -45,6 +46,10 @@ std::string ConditionLabel(const v1::Condition& condition);
 absl::Status CheckTimestep(int64_t t, const NoiseSchedule& schedule, const std::string& field);
 
 void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto);
+
+// Fills `proto` (conditional flag, timesteps, each metric's per-generation
+// values and mean) from computed early metrics.
+void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResponse* proto);
 
 }  // namespace memaudit::server
 

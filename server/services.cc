@@ -260,21 +260,7 @@ absl::Status AuditServiceImpl::ComputeSpectrum(const v1::SpectrumRequest& reques
     }
     auto metrics = ComputeEarlyMetrics(denoiser, {request.seed()}, *condition, early, stop);
     if (!metrics.ok()) return metrics.status();
-    v1::EarlyMetricsResponse* out = response->mutable_early();
-    out->set_conditional(metrics->conditional);
-    for (int64_t step : metrics->timesteps) out->add_timesteps(step);
-    auto fill = [](const std::vector<double>& values, v1::EarlyMetricValues* proto) {
-      for (double v : values) proto->add_values(v);
-      proto->set_mean(Mean(values));
-    };
-    if (metrics->conditional) {
-      fill(metrics->wen, out->mutable_wen_noise_difference());
-      fill(metrics->jeon, out->mutable_jeon_sharpness());
-    } else {
-      fill(metrics->score_norm_squared, out->mutable_score_norm_squared());
-      fill(metrics->hessian_score_squared, out->mutable_hessian_score_squared());
-      fill(metrics->hutchinson_trace, out->mutable_hutchinson_trace());
-    }
+    ToEarlyMetricsProto(*metrics, response->mutable_early());
   }
   response->set_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -371,13 +357,6 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
   });
 }
 
-namespace {
-void ToValues(const std::vector<double>& values, v1::EarlyMetricValues* proto) {
-  for (double v : values) proto->add_values(v);
-  proto->set_mean(Mean(values));
-}
-}  // namespace
-
 grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
                                             const v1::EarlyMetricsRequest* request,
                                             v1::EarlyMetricsResponse* response) {
@@ -410,16 +389,7 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
       if (!condition.ok()) return condition.status();
       auto computed = ComputeEarlyMetrics(denoiser, seeds, *condition, options, stop);
       if (!computed.ok()) return computed.status();
-      result.set_conditional(computed->conditional);
-      for (int64_t t : computed->timesteps) result.add_timesteps(t);
-      if (computed->conditional) {
-        ToValues(computed->wen, result.mutable_wen_noise_difference());
-        ToValues(computed->jeon, result.mutable_jeon_sharpness());
-      } else {
-        ToValues(computed->score_norm_squared, result.mutable_score_norm_squared());
-        ToValues(computed->hessian_score_squared, result.mutable_hessian_score_squared());
-        ToValues(computed->hutchinson_trace, result.mutable_hutchinson_trace());
-      }
+      ToEarlyMetricsProto(*computed, &result);
       result.set_seconds(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       return absl::OkStatus();
