@@ -51,8 +51,7 @@ absl::Status ReferenceSet::Save(const std::string& path) const {
 
 std::vector<NearestNeighbor> ReferenceSet::Nearest(const at::Tensor& samples) const {
   at::NoGradGuard no_grad;
-  const int64_t n = items_.size(0);
-  at::Tensor reference = items_.view({n, -1}).to(at::kDouble);
+  const at::Tensor& reference = flat_double_;
   at::Tensor queries = samples.detach().to(at::kCPU, at::kDouble).reshape({samples.size(0), -1});
   at::Tensor distances = at::cdist(queries, reference);  // [B, N]
   at::Tensor nearest = distances.argmin(1);

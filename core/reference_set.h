@@ -51,8 +51,11 @@ class ReferenceSet {
   std::vector<NearestNeighbor> Nearest(const at::Tensor& samples) const;
 
  private:
-  explicit ReferenceSet(at::Tensor items) : items_(std::move(items)) {}
+  explicit ReferenceSet(at::Tensor items)
+      : items_(std::move(items)), flat_double_(items_.view({items_.size(0), -1}).to(at::kDouble)) {}
   at::Tensor items_;
+  // [N, d] float64 copy used by Nearest, made once rather than per query.
+  at::Tensor flat_double_;
 };
 
 }  // namespace memaudit
