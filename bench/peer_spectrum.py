@@ -14,7 +14,7 @@ import time
 import torch
 
 torch.set_num_threads(torch.get_num_threads())
-torch._C._set_graph_executor_optimize(False)  # as memaudit does (PLATFORM.md)
+torch._C._set_graph_executor_optimize(False)  # as memaudit does (docs/DESIGN.md §6)
 
 model_dir, points_path, t, sigma, label, out_path = sys.argv[1:7]
 t, sigma, label = int(t), float(sigma), int(label)

@@ -265,8 +265,8 @@ int Main(int argc, char** argv) {
   bool early_only = false;
   int64_t audit_early_steps = 0;
   audit->add_flag("--early-only", early_only,
-                  "flag early: only the first steps' metrics, verdicts from the calibrated "
-                  "verdict_policy.early_metric");
+                  "flag early: only the first steps' metrics; verdicts from the calibrated "
+                  "verdict_policy.early_metric, or label-free (outliers among >= 3 conditions)");
   audit->add_option("--early-steps", audit_early_steps,
                     "K: with --early-only the steps used (default 1); without it, add each "
                     "condition's early metrics to the full report");

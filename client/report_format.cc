@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -28,6 +29,39 @@ std::string WidthText(const v1::SpectrumSummary& summary) {
   return summary.has_width() ? absl::StrFormat("%.4g", summary.width()) : "inf";
 }
 
+std::string RadiusText(const v1::SpectrumSummary& summary) {
+  return summary.has_radius() ? absl::StrFormat("%.4g", summary.radius()) : "inf";
+}
+
+nlohmann::json OptionalJson(bool has, double value) {
+  return has ? nlohmann::json(value) : nlohmann::json(nullptr);
+}
+
+double MemorizedFraction(const v1::ConditionReport& condition) {
+  return condition.samples_size() > 0
+             ? static_cast<double>(condition.memorized()) / condition.samples_size()
+             : 0.0;
+}
+
+// Conditions worst first: by verdict, then memorized fraction, then partial
+// count; ties keep the request order.
+std::vector<const v1::ConditionReport*> WorstFirst(const v1::AuditReport& report) {
+  std::vector<const v1::ConditionReport*> order;
+  for (const v1::ConditionReport& condition : report.conditions()) order.push_back(&condition);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const v1::ConditionReport* a, const v1::ConditionReport* b) {
+                     if (a->verdict() != b->verdict()) return a->verdict() > b->verdict();
+                     if (MemorizedFraction(*a) != MemorizedFraction(*b)) {
+                       return MemorizedFraction(*a) > MemorizedFraction(*b);
+                     }
+                     return a->partial() > b->partial();
+                   });
+  return order;
+}
+
+// How many conditions the reports list as the worst.
+constexpr size_t kWorstConditions = 5;
+
 }  // namespace
 
 std::string VerdictWord(v1::Verdict verdict) {
@@ -52,13 +86,16 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
           {"min_kappa", s.min_kappa()},
           {"max_kappa", s.max_kappa()},
           {"mean_kappa", s.mean_kappa()},
-          {"width", s.has_width() ? nlohmann::json(s.width()) : nlohmann::json(nullptr)},
+          {"width", OptionalJson(s.has_width(), s.width())},
+          {"radius", OptionalJson(s.has_radius(), s.radius())},
+          {"noise_radius", OptionalJson(s.has_noise_radius(), s.noise_radius())},
       };
       if (sample.has_nearest()) {
         entry["nearest_ratio"] = sample.nearest().ratio();
         entry["nearest_index"] = sample.nearest().index();
         entry["nearest_distance"] = sample.nearest().d1();
         entry["nearest_multiplicity"] = sample.nearest().multiplicity();
+        entry["nearest_gap"] = sample.nearest().gap();
         entry["copy"] = sample.nearest().is_copy();
       }
       if (sample.profile_size() > 0) {
@@ -70,8 +107,10 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
                {"positive_eigenvalues", point.summary().positive_eigenvalues()},
                {"flat_directions", point.summary().flat_directions()},
                {"max_kappa", point.summary().max_kappa()},
-               {"width", point.summary().has_width() ? nlohmann::json(point.summary().width())
-                                                     : nlohmann::json(nullptr)}});
+               {"width", OptionalJson(point.summary().has_width(), point.summary().width())},
+               {"radius", OptionalJson(point.summary().has_radius(), point.summary().radius())},
+               {"noise_radius",
+                OptionalJson(point.summary().has_noise_radius(), point.summary().noise_radius())}});
         }
         entry["profile"] = profile;
       }
@@ -85,22 +124,45 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
                                       {"not_memorized", condition.not_memorized()},
                                       {"samples", samples}};
     if (condition.has_early()) condition_entry["early"] = EarlyMetricsJson(condition.early());
+    if (condition.has_early_outlier_z()) {
+      condition_entry["early_outlier_z"] = condition.early_outlier_z();
+    }
     conditions.push_back(condition_entry);
   }
   const v1::PolicyUsed& policy = report.policy();
   const v1::AuditTiming& timing = report.timing();
+  nlohmann::json worst = nlohmann::json::array();
+  for (const v1::ConditionReport* condition : WorstFirst(report)) {
+    if (worst.size() == kWorstConditions) break;
+    if (condition->memorized() == 0 && condition->partial() == 0) break;
+    worst.push_back({{"label", condition->label()},
+                     {"verdict", VerdictWord(condition->verdict())},
+                     {"memorized_fraction", MemorizedFraction(*condition)}});
+  }
   return {{"job_id", job.id()},
           {"model", report.model()},
           {"model_checksum", report.model_checksum()},
           {"device", report.device()},
           {"verdict", VerdictWord(report.verdict())},
+          {"memorized_samples", report.memorized_samples()},
+          {"total_samples", report.total_samples()},
+          {"memorized_fraction", report.memorized_fraction()},
+          {"worst_conditions", worst},
           {"conditions", conditions},
           {"policy",
-           {{"max_positive_eigenvalues", policy.max_positive_eigenvalues()},
+           {{"rule", policy.rule()},
+            {"max_positive_eigenvalues", policy.max_positive_eigenvalues()},
+            {"spacing", policy.spacing()},
+            {"memorized_radius", policy.memorized_radius()},
+            {"partial_radius", policy.partial_radius()},
+            {"memorized_noise_radius", policy.memorized_noise_radius()},
+            {"partial_noise_radius", policy.partial_noise_radius()},
             {"memorized_width", policy.memorized_width()},
             {"partial_width", policy.partial_width()},
             {"data_scale", policy.data_scale()},
-            {"condition_memorized_fraction", policy.condition_memorized_fraction()}}},
+            {"condition_memorized_fraction", policy.condition_memorized_fraction()},
+            {"model_memorized_fraction", policy.model_memorized_fraction()},
+            {"early_rule", policy.early_rule()}}},
           {"timing",
            {{"total_seconds", timing.total_seconds()},
             {"sampling_seconds", timing.sampling_seconds()},
@@ -109,10 +171,13 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
 }
 
 std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
-  std::string text =
-      absl::StrFormat("model %s (%s, %s): %s\n", report.model(), report.device(),
-                      report.model_checksum().substr(0, 19), VerdictWord(report.verdict()));
-  for (const v1::ConditionReport& condition : report.conditions()) {
+  std::string text = absl::StrFormat(
+      "model %s (%s, %s): %s — %d of %d samples memorized (%.1f%%)\n", report.model(),
+      report.device(), report.model_checksum().substr(0, 19), VerdictWord(report.verdict()),
+      report.memorized_samples(), report.total_samples(), 100.0 * report.memorized_fraction());
+  // Conditions worst first, so the ones a release team must look at lead.
+  for (const v1::ConditionReport* condition_ptr : WorstFirst(report)) {
+    const v1::ConditionReport& condition = *condition_ptr;
     absl::StrAppendFormat(
         &text, "  condition %-10s %-13s memorized %d, partial %d, not %d (of %d)\n",
         condition.label(), VerdictWord(condition.verdict()), condition.memorized(),
@@ -120,16 +185,20 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
     if (condition.has_early()) {
       absl::StrAppend(&text, "    ", EarlyMetricsText(condition.early()));
     }
+    if (condition.has_early_outlier_z()) {
+      absl::StrAppendFormat(&text, "    label-free outlier z %.2f%s\n", condition.early_outlier_z(),
+                            condition.early_outlier_z() >= 3.5 ? " (outlier)" : "");
+    }
     if (!per_sample) continue;
     absl::StrAppend(&text,
-                    "    seed  verdict          t   n+  flat  kappa_max  kappa_min      width  "
-                    "d1/d2\n");
+                    "    seed  verdict          t   n+  flat  kappa_max  kappa_min      width     "
+                    "radius  d1/d2\n");
     for (const v1::SampleReport& sample : condition.samples()) {
       const v1::SpectrumSummary& s = sample.summary();
       absl::StrAppendFormat(
-          &text, "    %4d  %-13s %4d  %3d  %4d  %9.4f  %9.4f  %9s  %s\n", sample.seed(),
+          &text, "    %4d  %-13s %4d  %3d  %4d  %9.4f  %9.4f  %9s  %9s  %s\n", sample.seed(),
           VerdictWord(sample.verdict()), sample.timestep(), s.positive_eigenvalues(),
-          s.flat_directions(), s.max_kappa(), s.min_kappa(), WidthText(s),
+          s.flat_directions(), s.max_kappa(), s.min_kappa(), WidthText(s), RadiusText(s),
           sample.has_nearest()
               ? absl::StrFormat("%.3f%s", sample.nearest().ratio(),
                                 !sample.nearest().is_copy() ? ""
@@ -141,12 +210,26 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
     }
   }
   const v1::AuditTiming& timing = report.timing();
+  const v1::PolicyUsed& policy = report.policy();
+  std::string rule;
+  if (policy.rule() == "width") {
+    rule = absl::StrFormat("width < %.3g x %.3g memorized, < %.3g x %.3g partial",
+                           policy.memorized_width(), policy.data_scale(), policy.partial_width(),
+                           policy.data_scale());
+  } else if (policy.rule() == "noise radius + radius/spacing") {
+    rule = absl::StrFormat(
+        "noise radius < %.3g and radius < %.3g x gap memorized, < %.3g and < %.3g x gap partial "
+        "(gap: around the nearest training item; median %.4g)",
+        policy.memorized_noise_radius(), policy.memorized_radius(), policy.partial_noise_radius(),
+        policy.partial_radius(), policy.spacing());
+  } else {
+    rule = absl::StrFormat("noise radius < %.3g memorized, < %.3g partial (no reference set)",
+                           policy.memorized_noise_radius(), policy.partial_noise_radius());
+  }
   absl::StrAppendFormat(&text,
-                        "policy: n+ <= %d, memorized width < %.3g x %.3g, partial < %.3g x %.3g\n"
+                        "policy: n+ <= %d, %s; model MEMORIZED at >= %.3g of samples\n"
                         "timing: %.2f s (sampling %.2f s, curvature %.2f s, queued %.2f s)\n",
-                        report.policy().max_positive_eigenvalues(),
-                        report.policy().memorized_width(), report.policy().data_scale(),
-                        report.policy().partial_width(), report.policy().data_scale(),
+                        policy.max_positive_eigenvalues(), rule, policy.model_memorized_fraction(),
                         timing.total_seconds(), timing.sampling_seconds(),
                         timing.curvature_seconds(), timing.queued_seconds());
   return text;

@@ -4,6 +4,7 @@
 
 #include <Spectra/GenEigsSolver.h>
 #include <algorithm>
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -160,9 +161,12 @@ absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor
   spectrum.converged = result->converged;
   spectrum.eigenvalues = std::move(result->eigenvalues);
   spectrum.summary = Summarize(spectrum.eigenvalues, spectrum.sigma, spectrum.sqrt_alpha_bar,
-                               options, /*partial=*/true);
+                               options, /*partial=*/true, x.numel());
   if (arnoldi.target != EigenTarget::kLargestReal) {
     spectrum.summary.flat_count_is_lower_bound = false;
+    // The radius bound needs the flattest directions; unknown otherwise.
+    spectrum.summary.radius = std::numeric_limits<double>::infinity();
+    spectrum.summary.noise_radius = std::numeric_limits<double>::infinity();
   }
   return spectrum;
 }

@@ -1,6 +1,6 @@
 // Matrix-free spectra: implicitly restarted Arnoldi (Spectra's
 // GenEigsSolver) on the operator v ↦ H·v, with H·v computed by a JVP through
-// the network (DESIGN.md §2 "Matrix-free"). Gets k eigenvalues of a d×d
+// the network (docs/DESIGN.md §2.4). Gets k eigenvalues of a d×d
 // curvature matrix for any d, with O(k) JVPs per restart instead of d
 // network rows and an O(d³) solve.
 #ifndef MEMAUDIT_CORE_ARNOLDI_H_

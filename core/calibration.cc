@@ -67,3 +67,43 @@ RocSummary ComputeRoc(const std::vector<double>& memorized,
 }
 
 }  // namespace memaudit
+
+namespace memaudit {
+namespace {
+
+double MedianOf(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return 0.5 * (values[(n - 1) / 2] + values[n / 2]);
+}
+
+}  // namespace
+
+std::vector<double> RobustOutlierScores(const std::vector<double>& values) {
+  if (values.size() < kMinOutlierPopulation) return {};
+  double smallest_positive = std::numeric_limits<double>::infinity();
+  for (double v : values) {
+    if (v > 0 && std::isfinite(v)) smallest_positive = std::min(smallest_positive, v);
+  }
+  if (!std::isfinite(smallest_positive)) return std::vector<double>(values.size(), 0.0);
+  std::vector<double> logs;
+  logs.reserve(values.size());
+  for (double v : values) {
+    logs.push_back(std::log(v > 0 && std::isfinite(v) ? v : smallest_positive));
+  }
+  const double median = MedianOf(logs);
+  std::vector<double> deviations;
+  double mean_deviation = 0;
+  for (double v : logs) {
+    deviations.push_back(std::abs(v - median));
+    mean_deviation += deviations.back() / static_cast<double>(logs.size());
+  }
+  double scale = 1.4826 * MedianOf(deviations);
+  if (scale == 0) scale = 1.2533 * mean_deviation;
+  std::vector<double> scores(logs.size(), 0.0);
+  if (scale == 0) return scores;
+  for (size_t i = 0; i < logs.size(); ++i) scores[i] = (logs[i] - median) / scale;
+  return scores;
+}
+
+}  // namespace memaudit

@@ -1,5 +1,5 @@
 // Calibrating memorization metrics on labelled conditions (known memorized
-// vs known not): ROC AUC, TPR at 1% FPR, and thresholds (DESIGN.md §2).
+// vs known not): ROC AUC, TPR at 1% FPR, and thresholds (docs/DESIGN.md §2).
 #ifndef MEMAUDIT_CORE_CALIBRATION_H_
 #define MEMAUDIT_CORE_CALIBRATION_H_
 
@@ -7,6 +7,18 @@
 #include <vector>
 
 namespace memaudit {
+
+// Label-free outlier scores (no labels needed): the robust z of each
+// log(value) against the median and MAD of all of them, the MAD scaled by
+// 1.4826 so it estimates a standard deviation (when the MAD is 0, the mean
+// absolute deviation scaled by 1.2533; when that is 0 too, every score is 0).
+// For metrics where memorization shows as a large positive value (Jeon's
+// sharpness): values ≤ 0 are clamped to the smallest positive one. Returns
+// an empty vector for fewer than kMinOutlierPopulation values.
+std::vector<double> RobustOutlierScores(const std::vector<double>& values);
+inline constexpr size_t kMinOutlierPopulation = 3;
+// The usual cut for robust z (Iglewicz & Hoaglin's modified z-score).
+inline constexpr double kOutlierZThreshold = 3.5;
 
 struct RocSummary {
   // P(score of a memorized condition ranks above a non-memorized one), ties

@@ -60,6 +60,23 @@ std::string ExpectedSignature(const v1::ModelConfig& config) {
   }
 }
 
+// The precision a module runs in as saved: its first floating parameter's,
+// else its first floating buffer's (parameter-free exact models), else
+// float32.
+at::ScalarType SavedPrecision(const torch::jit::Module& module) {
+  for (const at::Tensor& tensor : module.parameters(/*recurse=*/true)) {
+    if (tensor.is_floating_point()) {
+      return tensor.scalar_type();
+    }
+  }
+  for (const at::Tensor& tensor : module.buffers(/*recurse=*/true)) {
+    if (tensor.is_floating_point()) {
+      return tensor.scalar_type();
+    }
+  }
+  return at::kFloat;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
@@ -69,12 +86,11 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   if (!fs::is_directory(directory, ec)) {
     return absl::NotFoundError(absl::StrCat(directory, ": model directory does not exist"));
   }
-  if (options.dtype != at::kFloat && options.dtype != at::kDouble) {
+  if (options.dtype.has_value() && *options.dtype != at::kFloat && *options.dtype != at::kDouble) {
     return absl::InvalidArgumentError("dtype must be float32 or float64");
   }
   std::shared_ptr<Checkpoint> checkpoint(new Checkpoint());
   checkpoint->directory_ = directory;
-  checkpoint->dtype_ = options.dtype;
   auto device = ParseDevice(options.device);
   if (!device.ok()) return device.status();
   checkpoint->device_ = *device;
@@ -102,17 +118,22 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   try {
     checkpoint->module_ = torch::jit::load(model_path, checkpoint->device_);
     checkpoint->module_.eval();
-    // Only floating-point state changes precision: Module::to(dtype) would
-    // also convert integer buffers (index tables, class ids) and break them.
-    for (at::Tensor tensor : checkpoint->module_.parameters(/*recurse=*/true)) {
-      if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
-        tensor.set_data(tensor.to(checkpoint->dtype_));
+    if (options.dtype.has_value()) {
+      // Only floating-point state changes precision: Module::to(dtype) would
+      // also convert integer buffers (index tables, class ids) and break them.
+      checkpoint->dtype_ = *options.dtype;
+      for (at::Tensor tensor : checkpoint->module_.parameters(/*recurse=*/true)) {
+        if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
+          tensor.set_data(tensor.to(checkpoint->dtype_));
+        }
       }
-    }
-    for (at::Tensor tensor : checkpoint->module_.buffers(/*recurse=*/true)) {
-      if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
-        tensor.set_data(tensor.to(checkpoint->dtype_));
+      for (at::Tensor tensor : checkpoint->module_.buffers(/*recurse=*/true)) {
+        if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
+          tensor.set_data(tensor.to(checkpoint->dtype_));
+        }
       }
+    } else {
+      checkpoint->dtype_ = SavedPrecision(checkpoint->module_);
     }
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInvalidArgument,

@@ -1,4 +1,4 @@
-// A loaded diffusion checkpoint: config.pbtxt + model.pt (DESIGN.md §3).
+// A loaded diffusion checkpoint: config.pbtxt + model.pt (docs/DESIGN.md §4).
 //
 // Load() validates everything up front (config fields, archive integrity, the
 // forward signature and output shape, probed with a tiny batch), so a
@@ -26,10 +26,15 @@ namespace memaudit {
 struct CheckpointOptions {
   // "cpu", "cuda" or "cuda:N". CUDA requires a CUDA build of LibTorch.
   std::string device = "cpu";
-  // Compute precision for the network and everything downstream. The
-  // checkpoint contract is float32; float64 is for exact (analytic) models
-  // whose spectra are verified to high precision.
-  at::ScalarType dtype = at::kFloat;
+  // Compute precision for the network and everything downstream.
+  // Unset (the default): the model runs as saved, parameters and buffers
+  // untouched, and inputs are cast to the precision of its first floating
+  // parameter (or, for a parameter-free module such as an exact mixture,
+  // its first floating buffer; float32 when it has neither). Set to float32
+  // or float64 to convert the floating parameters and buffers explicitly
+  // (integer buffers are never touched): float64 is for exact models whose
+  // spectra are verified to high precision.
+  std::optional<at::ScalarType> dtype;
   // Called after every network call with the batch rows and whether
   // gradients were being recorded (curvature) or not (sampling). Used for
   // metrics; must be thread-safe and cheap. Not called for the load probe.

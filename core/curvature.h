@@ -1,5 +1,5 @@
 // Derivatives of a score field through the network: vector-Jacobian and
-// Jacobian-vector products and the batched dense Jacobian (DESIGN.md §2).
+// Jacobian-vector products and the batched dense Jacobian (docs/DESIGN.md §2).
 //
 // For a Field f (denoiser.h) and a batch x [B, *shape], J_b = ∂f(x_b)/∂x_b is
 // d×d with d = prod(shape); J_b[i, j] = ∂f_i/∂x_j. For a score field this is
@@ -32,7 +32,7 @@ enum class JvpMode {
 
 // J·v per sample. kAuto tries forward-mode AD first; if the model has an op
 // without a forward-AD formula, or the tangent comes back undefined
-// (TorchScript's graph optimizer drops tangents, PLATFORM.md), it falls back
+// (TorchScript's graph optimizer drops tangents, docs/DESIGN.md §6), it falls back
 // to the double-backward identity. A forced kForward fails (INTERNAL) where
 // kAuto would fall back. `mode_used`, if given, reports which ran.
 absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at::Tensor& rows,

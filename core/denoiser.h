@@ -1,5 +1,5 @@
 // From raw network output to ε̂, scores and the score fields whose Jacobians
-// are the curvature (DESIGN.md §2).
+// are the curvature (docs/DESIGN.md §2).
 //
 // All methods are const and thread-safe given a thread-safe Checkpoint.
 // Methods that run the network throw c10::Error on network failure; the

@@ -1,4 +1,4 @@
-// Early (first-step) memorization metrics (DESIGN.md §2): computed at the
+// Early (first-step) memorization metrics (docs/DESIGN.md §2): computed at the
 // first K sampling steps, no eigen-solve, so a memorizing condition can be
 // flagged before generation finishes.
 //

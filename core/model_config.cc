@@ -8,6 +8,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "schedule.h"
+#include "verdict.h"
 
 namespace memaudit {
 namespace {
@@ -101,6 +102,9 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
       return Invalid(source, "conditioning.kind",
                      "must be NONE, CLASS_LABEL or EMBEDDING (write `conditioning { kind: NONE }` "
                      "for unconditional models)");
+  }
+  if (absl::Status policy = ValidatePolicy(config.verdict_policy()); !policy.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", policy.message()));
   }
   return absl::OkStatus();
 }

@@ -1,4 +1,4 @@
-// Reading and validating a model's config.pbtxt (DESIGN.md §3).
+// Reading and validating a model's config.pbtxt (docs/DESIGN.md §4).
 #ifndef MEMAUDIT_CORE_MODEL_CONFIG_H_
 #define MEMAUDIT_CORE_MODEL_CONFIG_H_
 

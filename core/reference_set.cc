@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -11,7 +13,36 @@
 namespace memaudit {
 namespace {
 constexpr double kDuplicateTolerance = 1e-6;
+constexpr int64_t kMaxSpacingQueries = 2000;
+constexpr int64_t kSpacingChunk = 256;
+
+// Median over (at most kMaxSpacingQueries) items of the distance to the
+// nearest non-duplicate item; 0 when every item is a duplicate of another.
+double MedianSpacing(const at::Tensor& flat) {
+  at::NoGradGuard no_grad;
+  const int64_t n = flat.size(0);
+  const int64_t stride = std::max<int64_t>(1, n / kMaxSpacingQueries);
+  at::Tensor queries = flat.slice(0, 0, n, stride);
+  std::vector<at::Tensor> gaps;
+  for (int64_t start = 0; start < queries.size(0); start += kSpacingChunk) {
+    at::Tensor chunk = queries.slice(0, start, std::min(queries.size(0), start + kSpacingChunk));
+    at::Tensor distances = at::cdist(chunk, flat);
+    at::Tensor tolerance = kDuplicateTolerance * (1.0 + chunk.norm(2, 1, true));
+    gaps.push_back(std::get<0>(
+        distances.masked_fill(distances <= tolerance, std::numeric_limits<double>::infinity())
+            .min(1)));
+  }
+  at::Tensor all = at::cat(gaps);
+  all = all.masked_select(at::isfinite(all));
+  if (all.numel() == 0) return 0.0;
+  return std::get<0>(all.sort()).select(0, (all.numel() - 1) / 2).item<double>();
+}
 }  // namespace
+
+ReferenceSet::ReferenceSet(at::Tensor items)
+    : items_(std::move(items)), flat_double_(items_.view({items_.size(0), -1}).to(at::kDouble)) {
+  spacing_ = MedianSpacing(flat_double_);
+}
 
 absl::StatusOr<ReferenceSet> ReferenceSet::FromTensor(const at::Tensor& items) {
   if (!items.defined() || items.dim() < 2 || items.size(0) < 2) {
@@ -62,6 +93,8 @@ std::vector<NearestNeighbor> ReferenceSet::Nearest(const at::Tensor& samples) co
   at::Tensor multiplicity = duplicate.sum(1);
   at::Tensor masked = distances.masked_fill(duplicate, std::numeric_limits<double>::infinity());
   at::Tensor second = std::get<0>(masked.min(1));
+  at::Tensor gap = std::get<0>(
+      to_nearest.masked_fill(duplicate, std::numeric_limits<double>::infinity()).min(1));
   std::vector<NearestNeighbor> result(samples.size(0));
   for (int64_t b = 0; b < samples.size(0); ++b) {
     NearestNeighbor& nn = result[b];
@@ -70,6 +103,7 @@ std::vector<NearestNeighbor> ReferenceSet::Nearest(const at::Tensor& samples) co
     nn.d2 = second[b].item<double>();
     nn.ratio = nn.d1 == 0.0 ? 0.0 : nn.d1 / nn.d2;
     nn.multiplicity = multiplicity[b].item<int64_t>();
+    nn.gap = gap[b].item<double>();
   }
   return result;
 }

@@ -1,5 +1,5 @@
 // A model's reference (training) set and nearest-neighbour ground truth
-// (DESIGN.md §2): d₁ = distance to the nearest item, d₂ = distance to the
+// (docs/DESIGN.md §2): d₁ = distance to the nearest item, d₂ = distance to the
 // nearest item that is not a duplicate of the first; d₁/d₂ < 1/3 is a copy.
 #ifndef MEMAUDIT_CORE_REFERENCE_SET_H_
 #define MEMAUDIT_CORE_REFERENCE_SET_H_
@@ -22,6 +22,10 @@ struct NearestNeighbor {
   double d1 = 0.0;     // L2 distance to it
   double d2 = 0.0;     // L2 distance to the nearest non-duplicate of it
   double ratio = 0.0;  // d1 / d2 (0 when d1 = 0)
+  // The gap around the nearest item: its distance to the nearest item that
+  // is not its duplicate. Depends on the reference set only, not on the
+  // sample: the local spacing of the training data where the sample landed.
+  double gap = 0.0;
   // How many reference items duplicate the nearest one (itself included):
   // > 1 for a point repeated in the training set.
   int64_t multiplicity = 1;
@@ -46,14 +50,20 @@ class ReferenceSet {
   // [N, *sample_shape] float32 on the CPU.
   const at::Tensor& items() const { return items_; }
 
+  // The typical gap between distinct training items, data units: the median
+  // over items of the L2 distance to the nearest item that is not a
+  // duplicate (estimated from at most 2,000 evenly strided items). Computed
+  // once, at construction. The verdict compares peak radii with it.
+  double spacing() const { return spacing_; }
+
   // Ground truth for each of samples [B, *sample_shape]; items closer than
   // 1e-6·(1 + ‖item‖) to the nearest one count as its duplicates.
   std::vector<NearestNeighbor> Nearest(const at::Tensor& samples) const;
 
  private:
-  explicit ReferenceSet(at::Tensor items)
-      : items_(std::move(items)), flat_double_(items_.view({items_.size(0), -1}).to(at::kDouble)) {}
+  explicit ReferenceSet(at::Tensor items);
   at::Tensor items_;
+  double spacing_ = 0.0;
   // [N, d] float64 copy used by Nearest, made once rather than per query.
   at::Tensor flat_double_;
 };

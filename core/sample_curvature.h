@@ -24,7 +24,7 @@
 namespace memaudit {
 
 // Default evaluation point: the first sampling step with σ_t below this
-// (DESIGN.md §2 "Evaluation time").
+// (docs/DESIGN.md §1.3).
 inline constexpr double kDefaultEvaluationMaxSigma = 0.1;
 
 enum class SpectrumMethod {

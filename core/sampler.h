@@ -60,7 +60,7 @@ absl::StatusOr<std::vector<int64_t>> LeadingTimesteps(int64_t num_train_timestep
                                                       int64_t num_steps, int64_t steps_offset);
 
 // Index of the first sampling step whose σ_t is below `max_sigma` (the
-// default evaluation point of DESIGN.md §2); the last step if none is.
+// default evaluation point of docs/DESIGN.md §2); the last step if none is.
 size_t FirstStepBelowSigma(const std::vector<int64_t>& timesteps, const NoiseSchedule& schedule,
                            double max_sigma);
 

@@ -1,4 +1,4 @@
-// Discrete variance-preserving noise schedules (DESIGN.md §2).
+// Discrete variance-preserving noise schedules (docs/DESIGN.md §2).
 //
 // With T training steps and t ∈ {0..T−1}: ᾱ_t = Π_{s≤t}(1−β_s),
 // σ_t = √(1−ᾱ_t) and x_t = √ᾱ_t·x_0 + σ_t·ε. All values are float64.

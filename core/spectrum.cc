@@ -11,7 +11,8 @@
 namespace memaudit {
 
 SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
-                          double sqrt_alpha_bar, const SpectrumOptions& options, bool partial) {
+                          double sqrt_alpha_bar, const SpectrumOptions& options, bool partial,
+                          int64_t full_dimension) {
   SpectrumSummary summary;
   summary.partial = partial;
   summary.dimension = static_cast<int64_t>(eigenvalues.size());
@@ -34,10 +35,27 @@ SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, 
   }
   summary.mean_kappa = kappa_sum / static_cast<double>(eigenvalues.size());
   summary.flat_count_is_lower_bound = partial && summary.flat_count == summary.dimension;
-  summary.width =
-      summary.max_kappa < 0.0
-          ? (sigma / sqrt_alpha_bar) * std::sqrt(std::max(0.0, -1.0 / summary.max_kappa - 1.0))
-          : std::numeric_limits<double>::infinity();
+  const double data_per_noise = (sigma / sqrt_alpha_bar) * (sigma / sqrt_alpha_bar);
+  // Variance of the implied local Gaussian along a direction of curvature κ.
+  const auto variance = [&](double kappa) {
+    return data_per_noise * std::max(0.0, -1.0 / kappa - 1.0);
+  };
+  if (summary.max_kappa < 0.0) {
+    summary.width = std::sqrt(variance(summary.max_kappa));
+    double total = 0.0;
+    for (const auto& lambda : eigenvalues) total += variance(sigma_squared * lambda.real());
+    const int64_t unseen =
+        std::max<int64_t>(0, full_dimension - static_cast<int64_t>(eigenvalues.size()));
+    if (partial) total += static_cast<double>(unseen) * variance(summary.min_kappa);
+    summary.radius = std::sqrt(total);
+    const double dimension = static_cast<double>(
+        std::max<int64_t>(full_dimension, static_cast<int64_t>(eigenvalues.size())));
+    summary.noise_radius = std::sqrt(total / (data_per_noise * dimension));
+  } else {
+    summary.noise_radius = std::numeric_limits<double>::infinity();
+    summary.width = std::numeric_limits<double>::infinity();
+    summary.radius = std::numeric_limits<double>::infinity();
+  }
   return summary;
 }
 

@@ -1,5 +1,5 @@
 // Eigenvalue spectra of curvature matrices and their summary statistics
-// (DESIGN.md §2 "Spectra" and "Verdicts").
+// (docs/DESIGN.md §1.2 and docs/VERDICTS.md).
 //
 // With κ_i = σ_t²·Re λ_i (normalized curvature): a memorized sample has
 // κ ≈ −1 in every direction; flat directions (κ > −½) estimate the local
@@ -40,6 +40,19 @@ struct SpectrumSummary {
   // Width of the peak along its flattest direction in data units,
   // w = (σ_t/√ᾱ_t)·√(−1/κ_max − 1); +infinity when κ_max ≥ 0.
   double width = 0.0;
+  // Radius of the peak in data units: the RMS distance from its centre of
+  // the local Gaussian the curvature implies. Per direction i that Gaussian
+  // has variance v_i = (σ_t²/ᾱ_t)·(−1/κ_i − 1) (exact for a Gaussian
+  // mixture component; clamped at 0 where κ_i < −1), and
+  // radius = √(Σ_i v_i); +infinity when κ_max ≥ 0. For a partial spectrum
+  // from the largest-real end the d − k unseen directions are counted at
+  // the variance of the smallest κ found: an upper bound.
+  double radius = 0.0;
+  // The radius relative to the noise at the evaluation step,
+  // radius·√ᾱ_t/(σ_t·√d) = √(mean_i max(0, −1/κ_i − 1)): below 1 the peak is
+  // narrower than the noise, i.e. a point mass at that resolution.
+  // Dimensionless; +infinity when κ_max ≥ 0.
+  double noise_radius = 0.0;
   // Summarizes only some eigenvalues (matrix-free spectra): counts are of
   // those; with the largest-real end, κ_max and the width are still exact.
   bool partial = false;
@@ -65,10 +78,11 @@ struct Spectrum {
 // Summary statistics of `eigenvalues` at noise level σ_t = sigma. For a
 // partial spectrum (`partial`), n₊'s scale max|λ| is taken as at least
 // 1/σ_t² (the curvature of a fully steep direction), since the largest
-// magnitude may not be among the eigenvalues found.
+// magnitude may not be among the eigenvalues found; `full_dimension` is the
+// dimension d of the matrix (for the radius bound; 0: eigenvalues.size()).
 SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
                           double sqrt_alpha_bar, const SpectrumOptions& options = {},
-                          bool partial = false);
+                          bool partial = false, int64_t full_dimension = 0);
 
 // Full spectra of square matrices `jacobians` [B, d, d] (any floating dtype
 // and device; solved in float64 with LAPACK on the CPU) of the score at

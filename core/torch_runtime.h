@@ -16,7 +16,7 @@ void ConfigureTorchJit();
 
 // Applies the settings core/ needs; idempotent and thread-safe:
 //  - TorchScript graph-executor optimization off. Forward-mode AD through a
-//    scripted module silently loses tangents with it on (PLATFORM.md), and
+//    scripted module silently loses tangents with it on (docs/DESIGN.md §6), and
 //    Jacobians are faster without it.
 //  - intra-op threads = `num_threads` (0: the machine's hardware concurrency;
 //    LibTorch defaults to 1 on these machines).

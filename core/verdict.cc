@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
+
 namespace memaudit {
 
 const char* VerdictName(Verdict verdict) {
@@ -18,48 +20,199 @@ const char* VerdictName(Verdict verdict) {
   return "UNKNOWN";
 }
 
+const char* VerdictRuleName(VerdictRule rule) {
+  switch (rule) {
+    case VerdictRule::kRadiusToSpacing:
+      return "noise radius + radius/spacing";
+    case VerdictRule::kNoiseRadius:
+      return "noise radius";
+    case VerdictRule::kWidth:
+      return "width";
+  }
+  return "unknown";
+}
+
 double DataScale(const ReferenceSet& reference) {
   at::NoGradGuard no_grad;
   at::Tensor items = reference.items().reshape({reference.size(), -1}).to(at::kDouble);
   return std::sqrt(items.var(0, /*unbiased=*/false).mean().item<double>());
 }
 
+namespace {
+
+absl::Status CheckNonNegative(const char* field, double value) {
+  if (!std::isfinite(value) || value < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("verdict_policy.", field, " must be a finite number >= 0, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFraction(const char* field, double value) {
+  if (absl::Status s = CheckNonNegative(field, value); !s.ok()) return s;
+  if (value > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("verdict_policy.", field, " is a fraction and must be <= 1, got ", value));
+  }
+  return absl::OkStatus();
+}
+
+// partial (if set) must not be below memorized (if set, else its default).
+absl::Status CheckOrder(const char* partial_field, double partial, const char* memorized_field,
+                        double memorized, double memorized_default) {
+  const double effective = memorized > 0 ? memorized : memorized_default;
+  if (partial > 0 && partial < effective) {
+    return absl::InvalidArgumentError(absl::StrCat("verdict_policy.", partial_field, " (", partial,
+                                                   ") must be >= ", memorized_field, " (",
+                                                   effective, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidatePolicy(const v1::VerdictPolicy& policy) {
+  if (policy.max_positive_eigenvalues() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("verdict_policy.max_positive_eigenvalues must be >= 0, got ",
+                     policy.max_positive_eigenvalues()));
+  }
+  const std::pair<const char*, double> non_negative[] = {
+      {"memorized_radius", policy.memorized_radius()},
+      {"partial_radius", policy.partial_radius()},
+      {"spacing", policy.spacing()},
+      {"memorized_noise_radius", policy.memorized_noise_radius()},
+      {"partial_noise_radius", policy.partial_noise_radius()},
+      {"memorized_width", policy.memorized_width()},
+      {"partial_width", policy.partial_width()},
+      {"data_scale", policy.data_scale()},
+      {"early_threshold", policy.early_threshold()},
+  };
+  for (const auto& [field, value] : non_negative) {
+    if (absl::Status s = CheckNonNegative(field, value); !s.ok()) return s;
+  }
+  if (absl::Status s =
+          CheckFraction("condition_memorized_fraction", policy.condition_memorized_fraction());
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckFraction("model_memorized_fraction", policy.model_memorized_fraction());
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckOrder("partial_radius", policy.partial_radius(), "memorized_radius",
+                                  policy.memorized_radius(), kDefaultMemorizedRadius);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckOrder("partial_noise_radius", policy.partial_noise_radius(),
+                                  "memorized_noise_radius", policy.memorized_noise_radius(),
+                                  kDefaultMemorizedNoiseRadius);
+      !s.ok()) {
+    return s;
+  }
+  if (policy.partial_width() > 0 && policy.memorized_width() == 0) {
+    return absl::InvalidArgumentError(
+        "verdict_policy.partial_width needs memorized_width (the width rule)");
+  }
+  if (absl::Status s = CheckOrder("partial_width", policy.partial_width(), "memorized_width",
+                                  policy.memorized_width(), 0.0);
+      !s.ok()) {
+    return s;
+  }
+  return absl::OkStatus();
+}
+
 ResolvedPolicy ResolvePolicy(const v1::VerdictPolicy& policy, const ReferenceSet* reference) {
   ResolvedPolicy resolved;
+  const auto set = [](double value, double* field) {
+    if (value > 0) *field = value;
+  };
   if (policy.max_positive_eigenvalues() > 0) {
     resolved.max_positive_eigenvalues = policy.max_positive_eigenvalues();
   }
-  if (policy.memorized_width() > 0) resolved.memorized_width = policy.memorized_width();
-  if (policy.partial_width() > 0) resolved.partial_width = policy.partial_width();
-  if (policy.condition_memorized_fraction() > 0) {
-    resolved.condition_memorized_fraction = policy.condition_memorized_fraction();
-  }
+  set(policy.memorized_radius(), &resolved.memorized_radius);
+  set(policy.partial_radius(), &resolved.partial_radius);
+  resolved.partial_radius = std::max(resolved.partial_radius, resolved.memorized_radius);
+  set(policy.memorized_noise_radius(), &resolved.memorized_noise_radius);
+  set(policy.partial_noise_radius(), &resolved.partial_noise_radius);
+  resolved.partial_noise_radius =
+      std::max(resolved.partial_noise_radius, resolved.memorized_noise_radius);
+  set(policy.condition_memorized_fraction(), &resolved.condition_memorized_fraction);
+  set(policy.model_memorized_fraction(), &resolved.model_memorized_fraction);
   resolved.early_metric = policy.early_metric();
   resolved.early_threshold = policy.early_threshold();
+  if (policy.spacing() > 0) {
+    resolved.spacing = policy.spacing();
+  } else if (reference != nullptr && reference->spacing() > 0 &&
+             std::isfinite(reference->spacing())) {
+    resolved.spacing = reference->spacing();
+  }
   if (policy.data_scale() > 0) {
     resolved.data_scale = policy.data_scale();
   } else if (reference != nullptr) {
     const double scale = DataScale(*reference);
     if (scale > 0 && std::isfinite(scale)) resolved.data_scale = scale;
   }
+  if (policy.memorized_width() > 0) {
+    resolved.rule = VerdictRule::kWidth;
+    resolved.memorized_width = policy.memorized_width();
+    resolved.partial_width = std::max(policy.partial_width(), policy.memorized_width());
+  } else {
+    resolved.rule =
+        resolved.spacing > 0 ? VerdictRule::kRadiusToSpacing : VerdictRule::kNoiseRadius;
+  }
   return resolved;
 }
 
-Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy) {
+Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy,
+                    const NearestNeighbor* nearest) {
   if (summary.positive_count > policy.max_positive_eigenvalues) return Verdict::kNotMemorized;
-  if (summary.width < policy.memorized_width * policy.data_scale) return Verdict::kMemorized;
-  if (summary.width < policy.partial_width * policy.data_scale) return Verdict::kPartial;
+  // NaN (an unknown radius) compares false throughout: NOT_MEMORIZED.
+  if (policy.rule == VerdictRule::kWidth) {
+    const double width = summary.width / policy.data_scale;
+    if (width < policy.memorized_width) return Verdict::kMemorized;
+    if (width < policy.partial_width) return Verdict::kPartial;
+    return Verdict::kNotMemorized;
+  }
+  // Narrower than the noise at the evaluation step, and — when the spacing
+  // of the training data is known — narrower than a third of the gap to the
+  // next training item: both must hold (a reference set only adds caution).
+  double spacing_ratio = 0.0;
+  if (policy.rule == VerdictRule::kRadiusToSpacing) {
+    const bool local = nearest != nullptr && std::isfinite(nearest->gap) && nearest->gap > 0;
+    spacing_ratio = summary.radius / (local ? nearest->gap : policy.spacing);
+  }
+  if (summary.noise_radius < policy.memorized_noise_radius &&
+      spacing_ratio < policy.memorized_radius) {
+    return Verdict::kMemorized;
+  }
+  if (summary.noise_radius < policy.partial_noise_radius && spacing_ratio < policy.partial_radius) {
+    return Verdict::kPartial;
+  }
   return Verdict::kNotMemorized;
 }
 
 Verdict JudgeCondition(int64_t memorized, int64_t partial, int64_t total,
                        const ResolvedPolicy& policy) {
   if (total <= 0) return Verdict::kNotMemorized;
-  if (static_cast<double>(memorized) >= policy.condition_memorized_fraction * total) {
+  if (memorized > 0 &&
+      static_cast<double>(memorized) >= policy.condition_memorized_fraction * total) {
     return Verdict::kMemorized;
   }
   if (memorized > 0 || partial > 0) return Verdict::kPartial;
   return Verdict::kNotMemorized;
+}
+
+Verdict JudgeModel(Verdict worst_condition, int64_t memorized_samples, int64_t total_samples,
+                   const ResolvedPolicy& policy) {
+  if (worst_condition == Verdict::kMemorized) return Verdict::kMemorized;
+  if (total_samples > 0 && memorized_samples > 0 &&
+      static_cast<double>(memorized_samples) >=
+          policy.model_memorized_fraction * static_cast<double>(total_samples)) {
+    return Verdict::kMemorized;
+  }
+  return worst_condition;
 }
 
 }  // namespace memaudit

@@ -17,9 +17,6 @@ if [[ "${1:-}" == "--retrain" ]]; then
   REPOSITORY=$OUT/models
   build/tools/mnist/memaudit-mnist train --repository "$REPOSITORY" --name mnist39 \
     --channels 16 --steps 6000 --batch 64 | tail -n 1
-  # The measured policy of checkpoints/mnist39/README.md.
-  printf 'verdict_policy {\n  memorized_width: 0.5\n  partial_width: 1\n}\n' \
-    >> "$REPOSITORY/mnist39/config.pbtxt"
 fi
 build/server/memaudit-server --model_repository "$REPOSITORY" --listen 127.0.0.1:0 \
   --metrics_listen 127.0.0.1:0 --port_file "$OUT/ports" 2>"$OUT/server.log" &

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "calibration.h"
 #include "early_metrics.h"
 #include "request_options.h"
 #include "sample_curvature.h"
@@ -69,6 +70,20 @@ absl::Status RunEarlyCondition(const v1::AuditRequest& request, const LoadedMode
   return absl::OkStatus();
 }
 
+// Sets each condition's early_outlier_z from its mean Jeon sharpness when
+// at least kMinOutlierPopulation conditions carry it.
+void ScoreEarlyOutliers(v1::AuditReport* report) {
+  std::vector<double> means;
+  std::vector<v1::ConditionReport*> scored;
+  for (v1::ConditionReport& condition : *report->mutable_conditions()) {
+    if (!condition.has_early() || !condition.early().conditional()) continue;
+    means.push_back(condition.early().jeon_sharpness().mean());
+    scored.push_back(&condition);
+  }
+  const std::vector<double> z = RobustOutlierScores(means);
+  for (size_t i = 0; i < z.size(); ++i) scored[i]->set_early_outlier_z(z[i]);
+}
+
 }  // namespace
 
 v1::Verdict ToProtoVerdict(Verdict verdict) {
@@ -95,11 +110,14 @@ absl::Status ValidateAuditRequest(const v1::AuditRequest& request, const LoadedM
   }
   auto sampler = ToSamplerOptions(request.sampling(), denoiser.schedule(), "sampling");
   if (!sampler.ok()) return sampler.status();
-  if (request.early_only()) {
-    if (model.policy.early_metric.empty()) {
-      return absl::FailedPreconditionError(
-          "early_only: the model's verdict_policy has no early_metric/early_threshold; run "
-          "`memaudit calibrate` and add its verdict_policy block to config.pbtxt");
+  if (request.early_only() && model.policy.early_metric.empty()) {
+    // Label-free flags need a population of conditions to be outliers of.
+    if (!model.checkpoint->conditional() ||
+        EffectiveConditions(request).size() < kMinOutlierPopulation) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "early_only: the model's verdict_policy has no early_metric (run `memaudit calibrate` "
+          "for calibrated flags), and label-free flags need at least ",
+          kMinOutlierPopulation, " conditions of a conditional model to compare"));
     }
   }
   if (request.early_steps() < 0 || request.early_steps() > sampler->num_steps) {
@@ -180,17 +198,26 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
   policy->set_partial_width(model.policy.partial_width);
   policy->set_data_scale(model.policy.data_scale);
   policy->set_condition_memorized_fraction(model.policy.condition_memorized_fraction);
+  policy->set_rule(VerdictRuleName(model.policy.rule));
+  policy->set_spacing(model.policy.spacing);
+  policy->set_memorized_radius(model.policy.memorized_radius);
+  policy->set_partial_radius(model.policy.partial_radius);
+  policy->set_memorized_noise_radius(model.policy.memorized_noise_radius);
+  policy->set_partial_noise_radius(model.policy.partial_noise_radius);
+  policy->set_model_memorized_fraction(model.policy.model_memorized_fraction);
 
   double sampling_seconds = 0, curvature_seconds = 0;
   int64_t done = 0;
   Verdict overall = Verdict::kNotMemorized;
+  int64_t memorized_samples = 0, audited_samples = 0;
   for (size_t c = 0; c < conditions.size(); ++c) {
     v1::ConditionReport* condition_report = report.add_conditions();
     *condition_report->mutable_condition() = conditions[c];
     condition_report->set_label(ConditionLabel(conditions[c]));
     if (request.early_only()) {
       if (absl::Status s = RunEarlyCondition(request, model, conditions[c], per_condition, stop,
-                                             condition_report);
+                                             condition_report,
+                                             /*judge=*/!model.policy.early_metric.empty());
           !s.ok()) {
         return s;
       }
@@ -267,8 +294,10 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
           nearest->set_ratio(sample.truth->ratio);
           nearest->set_multiplicity(sample.truth->multiplicity);
           nearest->set_is_copy(sample.truth->is_copy());
+          nearest->set_gap(sample.truth->gap);
         }
-        const Verdict verdict = JudgeSample(primary.summary, model.policy);
+        const Verdict verdict =
+            JudgeSample(primary.summary, model.policy, sample.truth ? &*sample.truth : nullptr);
         sample_report->set_verdict(ToProtoVerdict(verdict));
         if (verdict == Verdict::kMemorized) {
           condition_report->set_memorized(condition_report->memorized() + 1);
@@ -302,6 +331,32 @@ absl::StatusOr<v1::AuditReport> RunAudit(const v1::AuditRequest& request, const 
                        condition_report->samples_size(), model.policy);
     condition_report->set_verdict(ToProtoVerdict(condition_verdict));
     overall = std::max(overall, condition_verdict);
+    memorized_samples += condition_report->memorized();
+    audited_samples += condition_report->samples_size();
+  }
+  ScoreEarlyOutliers(&report);
+  if (request.early_only()) {
+    if (model.policy.early_metric.empty()) {
+      report.mutable_policy()->set_early_rule(
+          absl::StrCat("label-free: jeon_sharpness outlier z >= ", kOutlierZThreshold));
+      overall = Verdict::kNotMemorized;
+      for (v1::ConditionReport& condition : *report.mutable_conditions()) {
+        const bool outlier =
+            condition.has_early_outlier_z() && condition.early_outlier_z() >= kOutlierZThreshold;
+        condition.set_verdict(outlier ? v1::MEMORIZED : v1::NOT_MEMORIZED);
+        if (outlier) overall = Verdict::kMemorized;
+      }
+    } else {
+      report.mutable_policy()->set_early_rule(absl::StrCat(
+          "calibrated: ", model.policy.early_metric, " >= ", model.policy.early_threshold));
+    }
+  }
+  report.set_memorized_samples(memorized_samples);
+  report.set_total_samples(audited_samples);
+  report.set_memorized_fraction(
+      audited_samples > 0 ? static_cast<double>(memorized_samples) / audited_samples : 0.0);
+  if (!request.early_only()) {
+    overall = JudgeModel(overall, memorized_samples, audited_samples, model.policy);
   }
   report.set_verdict(ToProtoVerdict(overall));
   v1::AuditTiming* timing = report.mutable_timing();

@@ -1,4 +1,4 @@
-// Runs one audit (DESIGN.md §5) on a loaded model: for each condition,
+// Runs one audit (docs/SERVICE.md) on a loaded model: for each condition,
 // n seeded samples, the spectrum at the evaluation timestep(s), nearest-
 // neighbour truth when a reference set exists, per-sample and per-condition
 // verdicts, timing. Runs on the calling thread (a worker of the job pool).

@@ -2,7 +2,7 @@
 // at /metrics on its own port).
 //
 // prometheus::Exposer (civetweb) cannot run in a process that links LibTorch
-// with OpenBLAS (PLATFORM.md), so the registry is served by cpp-httplib.
+// with OpenBLAS (docs/DESIGN.md §6), so the registry is served by cpp-httplib.
 // All methods are thread-safe. Label values are bounded: RPC method names,
 // status codes, model names from the repository, verdicts, fixed kinds.
 #ifndef MEMAUDIT_SERVER_METRICS_H_

@@ -1,4 +1,4 @@
-// The models of a model repository (DESIGN.md §3) and their load state.
+// The models of a model repository (docs/DESIGN.md §4) and their load state.
 //
 // Thread-safe. A model in use stays alive (shared_ptr) while an audit holds
 // it, even if it is unloaded or reloaded meanwhile. A failed reload keeps

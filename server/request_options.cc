@@ -211,6 +211,8 @@ void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto) 
   proto->set_max_kappa(summary.max_kappa);
   proto->set_mean_kappa(summary.mean_kappa);
   if (std::isfinite(summary.width)) proto->set_width(summary.width);
+  if (std::isfinite(summary.radius)) proto->set_radius(summary.radius);
+  if (std::isfinite(summary.noise_radius)) proto->set_noise_radius(summary.noise_radius);
   proto->set_partial(summary.partial);
   proto->set_flat_directions_lower_bound(summary.flat_count_is_lower_bound);
 }

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <limits>
+#include <vector>
 
 namespace memaudit {
 namespace {
@@ -36,6 +38,24 @@ TEST(RocTest, LowerIsMemorizedWithInfiniteWidths) {
   RocSummary roc = ComputeRoc({0.01, 0.02}, {0.5, inf}, /*higher_is_memorized=*/false);
   EXPECT_DOUBLE_EQ(roc.auc, 1.0);
   EXPECT_DOUBLE_EQ(roc.threshold, 0.02);  // flag width <= 0.02
+}
+
+// Label-free scores: log values against median and 1.4826·MAD.
+TEST(RobustOutlierTest, FlagsTheSharpConditionOnly) {
+  // Nine ordinary conditions spread around 1 and one 100× sharper.
+  std::vector<double> values = {0.8, 0.9, 1.0, 1.1, 1.25, 0.85, 0.95, 1.05, 1.2, 100.0};
+  const std::vector<double> z = RobustOutlierScores(values);
+  ASSERT_EQ(z.size(), values.size());
+  for (size_t i = 0; i + 1 < z.size(); ++i) EXPECT_LT(z[i], kOutlierZThreshold) << i;
+  EXPECT_GT(z.back(), 10.0);
+  // Hand-computed: logs of {1, e, e², e³, e⁴} have median 2 and MAD 1.
+  const double e = std::exp(1.0);
+  const std::vector<double> hand = RobustOutlierScores({1, e, e * e, e * e * e, e * e * e * e});
+  EXPECT_NEAR(hand[4], 2.0 / 1.4826, 1e-9);
+  EXPECT_NEAR(hand[0], -2.0 / 1.4826, 1e-9);
+  // Too few to compare; no spread at all.
+  EXPECT_TRUE(RobustOutlierScores({1.0, 2.0}).empty());
+  for (double v : RobustOutlierScores({3.0, 3.0, 3.0})) EXPECT_EQ(v, 0.0);
 }
 
 }  // namespace

@@ -29,17 +29,6 @@ void WriteModuleWithSource(const std::string& repository, const v1::ModelConfig&
   ASSERT_TRUE(toy::WriteModelDirectory(repository, config, module).ok());
 }
 
-std::string RunCommand(const std::string& command) {
-  std::array<char, 512> buffer{};
-  std::string output;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return output;
-  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) output += buffer.data();
-  const int rc = pclose(pipe);
-  EXPECT_EQ(rc, 0) << command << "\n" << output;
-  return output;
-}
-
 TEST(CheckpointTest, LoadsCppArchive) {
   ScratchDir dir;
   toy::GaussianMixture mixture = toy::RandomGaussianMixture(4, 3, /*seed=*/1);
@@ -57,8 +46,8 @@ TEST(CheckpointTest, LoadsCppArchive) {
 
 TEST(CheckpointTest, LoadsPythonTracedAndScriptedArchives) {
   ScratchDir dir;
-  RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES + "/make_python_archives.py " +
-             dir.path());
+  testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                      "/make_python_archives.py " + dir.path());
   auto traced = Checkpoint::Load(dir.Join("py_traced"));
   ASSERT_TRUE(traced.ok()) << traced.status();
   auto scripted = Checkpoint::Load(dir.Join("py_scripted"));
@@ -81,8 +70,9 @@ TEST(CheckpointTest, CppTensorFilesLoadInPython) {
   ScratchDir dir;
   at::Tensor tensor = at::arange(12, at::kFloat).reshape({4, 3}) * 0.5;
   ASSERT_TRUE(SaveTensorFile(dir.Join("t.pt"), tensor).ok());
-  const std::string output = RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
-                                        "/check_cpp_tensor_file.py " + dir.Join("t.pt"));
+  const std::string output =
+      testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                          "/check_cpp_tensor_file.py " + dir.Join("t.pt"));
   EXPECT_EQ(output, "33.000000 [4, 3]\n");
   auto back = LoadTensorFile(dir.Join("t.pt"));
   ASSERT_TRUE(back.ok());

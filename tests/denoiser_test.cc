@@ -14,7 +14,7 @@ using testing::ScratchDir;
 
 // The four prediction types encode the same exact ε̂ differently; the
 // denoiser must recover identical ε̂ from each (conversion tested against
-// the formulas of DESIGN.md §2 written out here independently).
+// the formulas of docs/DESIGN.md §2 written out here independently).
 TEST(DenoiserTest, PredictionTypesRecoverTheSameEpsilon) {
   ScratchDir dir;
   const toy::GaussianMixture mixture = toy::RandomGaussianMixture(5, 3, /*seed=*/4);

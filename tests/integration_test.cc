@@ -122,6 +122,27 @@ void WriteRepository(const std::string& repository) {
     ASSERT_TRUE(toy::WriteModelDirectory(repository, calib_config, *calib_module).ok());
   }
 
+  // Label-free fixture: 12 classes in 8-D, never calibrated, all centred at
+  // the origin so that they differ only in sharpness. Class 0 is a single
+  // training point (memorized); classes 1..11 are the same broad Gaussian.
+  {
+    const int64_t d = 8, classes = 12;
+    toy::GaussianMixture mixture;
+    mixture.weights = at::ones({classes}, at::kDouble);
+    mixture.means = at::zeros({classes, d}, at::kDouble);
+    std::vector<at::Tensor> covariances;
+    for (int64_t c = 0; c < classes; ++c) {
+      covariances.push_back((c == 0 ? 1e-5 : 0.5) * at::eye(d, at::kDouble));
+    }
+    mixture.covariances = at::stack(covariances);
+    mixture.classes = at::arange(classes, at::kLong);
+    v1::ModelConfig config =
+        testing::MixtureConfig("outliers", d, v1::NoiseSchedule::LINEAR, v1::EPSILON, classes);
+    auto module = toy::BuildGaussianMixtureModule(mixture, *schedule, v1::EPSILON, classes);
+    ASSERT_TRUE(module.ok());
+    ASSERT_TRUE(toy::WriteModelDirectory(repository, config, *module).ok());
+  }
+
   // An embedding-conditioned exact model (2 classes as one-hot embeddings)
   // with its null condition stored as null_condition.pt.
   {
@@ -283,7 +304,7 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 7u);
+  ASSERT_EQ(by_name.size(), 8u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["slow"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["mix"].reference_size(), 400);
@@ -682,6 +703,38 @@ TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
     correct += (condition.verdict() == v1::MEMORIZED) == (c < 10);
   }
   std::cout << "flag-early verdicts matching the labels: " << correct << "/20\n";
+}
+
+// Label-free flag-early audit: the model has no calibrated policy; the one
+// memorized class stands out against the others by its Jeon sharpness.
+TEST_F(IntegrationTest, LabelFreeEarlyFlags) {
+  v1::AuditRequest request;
+  request.set_model("outliers");
+  for (int64_t c = 0; c < 12; ++c) request.add_conditions()->set_class_label(c);
+  request.set_samples_per_condition(4);
+  request.set_seed(3000);
+  request.set_early_only(true);
+  request.set_early_steps(1);
+  auto job = client().SubmitAudit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto done = client().WatchAudit(job->id(), {});
+  ASSERT_TRUE(done.ok());
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
+  EXPECT_NE(done->report().policy().early_rule().find("label-free"), std::string::npos);
+  for (int c = 0; c < 12; ++c) {
+    const v1::ConditionReport& condition = done->report().conditions(c);
+    ASSERT_TRUE(condition.has_early_outlier_z()) << c;
+    EXPECT_EQ(condition.verdict(), c == 0 ? v1::MEMORIZED : v1::NOT_MEMORIZED)
+        << "class " << c << ": z " << condition.early_outlier_z();
+  }
+  EXPECT_EQ(done->report().verdict(), v1::MEMORIZED);
+  // Too few conditions to compare: a clear error, not a guess.
+  request.clear_conditions();
+  request.add_conditions()->set_class_label(0);
+  request.add_conditions()->set_class_label(1);
+  auto refused = client().SubmitAudit(request);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("label-free"), std::string::npos) << refused.status();
 }
 
 v1::Condition OneHot(int label) {

@@ -1,5 +1,5 @@
 // Closed-form score and Hessian of a noised Gaussian mixture, computed with
-// Eigen in float64 independently of the TorchScript model (DESIGN.md §2):
+// Eigen in float64 independently of the TorchScript model (docs/DESIGN.md §2):
 //   p_t = Σ w_i N(√ᾱ·μ_i, S_i),  S_i = ᾱ·Σ_i + σ²·I,
 //   ∇² log p = Σ r_i(−S_i⁻¹) + Σ r_i g_i g_iᵀ − (Σ r_i g_i)(Σ r_i g_i)ᵀ,
 //   g_i = −S_i⁻¹(x − √ᾱ·μ_i), r_i the responsibilities.

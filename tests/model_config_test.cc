@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <functional>
+#include <limits>
+
 #include "test_util.h"
 
 namespace memaudit {
@@ -63,6 +67,26 @@ TEST(ModelConfigTest, ValidationNamesTheField) {
        "conditioning.num_classes"},
       {[](v1::ModelConfig& c) { c.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING); },
        "conditioning.embedding_shape"},
+      // Verdict policies are checked at load, not when an audit meets them.
+      {[](v1::ModelConfig& c) { c.mutable_verdict_policy()->set_memorized_width(-1); },
+       "verdict_policy.memorized_width"},
+      {[](v1::ModelConfig& c) {
+         c.mutable_verdict_policy()->set_memorized_width(0.1);
+         c.mutable_verdict_policy()->set_partial_width(std::nan(""));
+       },
+       "verdict_policy.partial_width"},
+      {[](v1::ModelConfig& c) { c.mutable_verdict_policy()->set_condition_memorized_fraction(7); },
+       "verdict_policy.condition_memorized_fraction"},
+      {[](v1::ModelConfig& c) { c.mutable_verdict_policy()->set_model_memorized_fraction(-0.5); },
+       "verdict_policy.model_memorized_fraction"},
+      {[](v1::ModelConfig& c) { c.mutable_verdict_policy()->set_partial_radius(0.2); },
+       "verdict_policy.partial_radius"},
+      {[](v1::ModelConfig& c) {
+         c.mutable_verdict_policy()->set_spacing(std::numeric_limits<double>::infinity());
+       },
+       "verdict_policy.spacing"},
+      {[](v1::ModelConfig& c) { c.mutable_verdict_policy()->set_max_positive_eigenvalues(-2); },
+       "verdict_policy.max_positive_eigenvalues"},
   };
   for (const Case& c : cases) {
     v1::ModelConfig config = testing::MixtureConfig("toy", 2);

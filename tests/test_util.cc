@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +22,20 @@ ScratchDir::ScratchDir() {
 ScratchDir::~ScratchDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+std::string RunCommand(const std::string& command) {
+  std::array<char, 512> buffer{};
+  std::string output;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    ADD_FAILURE() << "could not run: " << command;
+    return output;
+  }
+  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) output += buffer.data();
+  const int rc = pclose(pipe);
+  EXPECT_EQ(rc, 0) << command << "\n" << output;
+  return output;
 }
 
 v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,

@@ -27,6 +27,10 @@ class ScratchDir {
   std::string path_;
 };
 
+// Runs a shell command, returns its standard output, and records a test
+// failure (naming the command and its output) when it exits non-zero.
+std::string RunCommand(const std::string& command);
+
 // A valid config for a d-dimensional model.
 v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,
                               v1::NoiseSchedule::Kind schedule = v1::NoiseSchedule::LINEAR,

@@ -8,6 +8,7 @@
 #include "test_util.h"
 #include "toy_experiment.h"
 #include "toy_mlp.h"
+#include "verdict.h"
 
 namespace memaudit {
 namespace {
@@ -41,6 +42,29 @@ TEST(ToyExperimentTest, CopiesAreSharpOthersHaveFlatDirections) {
   EXPECT_EQ(result->others.with_flat_or_positive, result->others.count);
   EXPECT_GT(result->others.mean_flat, 1.5);
   EXPECT_GT(result->others.mean_max_kappa, -0.1);
+
+  // The default verdict, no per-model policy, against truth: every copy of
+  // the duplicated point MEMORIZED, no sample that copies nothing MEMORIZED
+  // (ratio-test hits on single cloud points, chance in 2-D, are neither).
+  for (bool use_reference : {true, false}) {
+    SCOPED_TRACE(use_reference ? "with reference" : "without reference");
+    const ResolvedPolicy policy =
+        ResolvePolicy(v1::VerdictPolicy(), use_reference ? &*reference : nullptr);
+    int flagged_copies = 0, copies = 0, flagged_others = 0;
+    for (const SampleCurvature& sample : result->samples) {
+      const NearestNeighbor& truth = *sample.truth;
+      const bool memorized = JudgeSample(sample.spectra.front().summary, policy,
+                                         use_reference ? &truth : nullptr) == Verdict::kMemorized;
+      if (truth.is_copy() && truth.multiplicity > 1) {
+        ++copies;
+        flagged_copies += memorized;
+      } else if (!truth.is_copy()) {
+        flagged_others += memorized;
+      }
+    }
+    EXPECT_EQ(flagged_copies, copies);
+    EXPECT_EQ(flagged_others, 0);
+  }
 }
 
 }  // namespace

@@ -51,7 +51,7 @@ SERVER_FLAGS = {
     "max_queued_jobs", "threads", "shutdown_grace_seconds",
 }
 
-# Metric families the server exports (DESIGN.md §5). Dashboards and alerts may
+# Metric families the server exports (docs/SERVICE.md). Dashboards and alerts may
 # use these (plus _bucket/_sum/_count of histograms), process_* and up. When
 # server/ has sources, the families are read from its .Name("...") calls.
 METRIC_FAMILIES = {

@@ -1,4 +1,4 @@
-// Exact diffusion models of Gaussian mixtures: the test oracle of DESIGN.md §2.
+// Exact diffusion models of Gaussian mixtures: the test oracle of docs/DESIGN.md §2.
 //
 // For p_0 = Σ w_i N(μ_i, Σ_i) the noised density is Σ w_i N(√ᾱ·μ_i,
 // ᾱ·Σ_i + σ²·I), so the score and its Jacobian are known in closed form.

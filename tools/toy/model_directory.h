@@ -1,4 +1,4 @@
-// Writing model directories (DESIGN.md §3) from C++-built TorchScript modules.
+// Writing model directories (docs/DESIGN.md §4) from C++-built TorchScript modules.
 #ifndef MEMAUDIT_TOOLS_TOY_MODEL_DIRECTORY_H_
 #define MEMAUDIT_TOOLS_TOY_MODEL_DIRECTORY_H_
 

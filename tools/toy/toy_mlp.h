@@ -1,4 +1,4 @@
-// The seed's toy experiment (DESIGN.md §2): a small ε-prediction MLP trained
+// The seed's toy experiment (docs/DESIGN.md §2): a small ε-prediction MLP trained
 // on a Gaussian cloud plus one point duplicated many times.
 #ifndef MEMAUDIT_TOOLS_TOY_TOY_MLP_H_
 #define MEMAUDIT_TOOLS_TOY_TOY_MLP_H_
