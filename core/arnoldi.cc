@@ -5,6 +5,7 @@
 #include <Spectra/GenEigsSolver.h>
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -63,6 +64,28 @@ Spectra::SortRule ToSortRule(EigenTarget target) {
   }
 }
 
+// When H·v = c·v for two independent random vectors (to 1e-9 relative),
+// returns c: H acts as c·I. Otherwise nullopt. Costs two JVPs.
+std::optional<double> ScalarOperatorValue(JvpOperator& op, const Eigen::VectorXd& start,
+                                          std::mt19937_64& random) {
+  constexpr double kTolerance = 1e-9;
+  std::normal_distribution<double> normal;
+  Eigen::VectorXd second(start.size());
+  for (Eigen::Index i = 0; i < second.size(); ++i) second[i] = normal(random);
+  std::optional<double> value;
+  const Eigen::VectorXd* probes[] = {&start, &second};
+  for (const Eigen::VectorXd* v : probes) {
+    Eigen::VectorXd image(v->size());
+    op.perform_op(v->data(), image.data());
+    const double c = v->dot(image) / v->squaredNorm();
+    const double residual = (image - c * *v).norm();
+    if (!(residual <= kTolerance * image.norm()) || image.norm() == 0) return std::nullopt;
+    if (value && std::abs(c - *value) > kTolerance * std::abs(c)) return std::nullopt;
+    value = c;
+  }
+  return value;
+}
+
 }  // namespace
 
 absl::StatusOr<EigenTarget> ParseEigenTarget(const std::string& name) {
@@ -113,6 +136,14 @@ absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::T
   for (int64_t i = 0; i < dim; ++i) start[i] = normal(random);
   ArnoldiResult result;
   try {
+    // A (numerically) scalar operator — an exact point mass, H = −I/σ² —
+    // has a one-dimensional Krylov space and breaks Arnoldi down (Spectra
+    // then returns meaningless values). Two random probes detect it.
+    if (std::optional<double> scalar = ScalarOperatorValue(op, start, random); scalar) {
+      result.eigenvalues.assign(k, std::complex<double>(*scalar, 0.0));
+      result.matvecs = op.matvecs();
+      return result;
+    }
     solver.init(start.data());
     const Eigen::Index converged =
         solver.compute(ToSortRule(options.target), options.max_restarts, options.tolerance,

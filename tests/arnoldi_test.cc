@@ -7,6 +7,7 @@
 
 #include <Eigen/Eigenvalues>
 #include <algorithm>
+#include <cmath>
 
 #include "model_directory.h"
 #include "spectrum.h"
@@ -52,6 +53,37 @@ PointSpectrum MakeSetup(std::shared_ptr<const Checkpoint> checkpoint, int64_t t,
   EXPECT_TRUE(jacobian.ok());
   s.dense = DenseSpectra(*jacobian, t, s.denoiser->schedule())->front();
   return s;
+}
+
+// An exact point mass: H = −I/(σ² + ᾱ·v) is a multiple of the identity,
+// whose one-dimensional Krylov space breaks Arnoldi down. The spectrum must
+// still be right: k copies of that eigenvalue, no upward direction.
+TEST(ArnoldiTest, ScalarOperatorOfAPointMass) {
+  ScratchDir dir;
+  toy::GaussianMixture point;
+  point.weights = at::ones({1}, at::kDouble);
+  point.means = at::zeros({1, 32}, at::kDouble);
+  point.covariances = 1e-6 * at::eye(32, at::kDouble).unsqueeze(0);
+  auto checkpoint = testing::WriteAndLoadMixture(dir.path(), "point", point,
+                                                 v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  ASSERT_NE(checkpoint, nullptr);
+  const int64_t t = 20;
+  PointSpectrum s = MakeSetup(checkpoint, t, /*seed=*/3);
+  const NoiseSchedule& schedule = s.denoiser->schedule();
+  const double sigma = schedule.sigma(t), alpha_bar = std::pow(schedule.sqrt_alpha_bar(t), 2);
+  const double expected = -1.0 / (sigma * sigma + alpha_bar * 1e-6);
+  ArnoldiOptions options;
+  options.num_eigenvalues = 6;
+  auto spectrum = MatrixFreeSpectrum(s.field, s.x, s.rows, t, schedule, options);
+  ASSERT_TRUE(spectrum.ok()) << spectrum.status();
+  ASSERT_EQ(spectrum->eigenvalues.size(), 6u);
+  for (const auto& lambda : spectrum->eigenvalues) {
+    EXPECT_NEAR(lambda.real(), expected, 1e-6 * std::abs(expected));
+    EXPECT_EQ(lambda.imag(), 0.0);
+  }
+  EXPECT_EQ(spectrum->summary.positive_count, 0);
+  EXPECT_NEAR(spectrum->summary.noise_radius, std::sqrt(alpha_bar * 1e-6) / sigma, 1e-6);
+  EXPECT_LE(spectrum->matvecs, 2);
 }
 
 TEST(ArnoldiTest, AgreesWithDenseOnAnAnalyticMixtureAtEveryEnd) {
