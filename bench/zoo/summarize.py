@@ -10,7 +10,9 @@ in low dimension the ratio test fires by chance, with probability about
 (1/3)^d for a sample among dense data, 11% in 2-D; they count as neither
 class), the default verdict's TPR and
 FPR against that truth with the model's reference set and without it
-(MEMORIZED counts as positive; PARTIAL is reported apart), and the ROC AUC
+(MEMORIZED counts as positive; PARTIAL is reported apart), the same for the
+former default (n+ = 0 and width < 0.1 x the per-element spread of the
+reference set, "old"), and the ROC AUC
 of each statistic for separating copies from the rest (0.5 = chance;
 statistics oriented so that larger AUC is better; '-' where one class is
 empty or the statistic is absent).
@@ -61,7 +63,7 @@ STATISTICS = OrderedDict([
     ("flat", lambda r: -r["flat"]),
     ("wen", lambda r: r.get("wen")),
     ("jeon", lambda r: r.get("jeon")),
-    ("|Hs|^2", lambda r: r.get("hessian_score_squared")),
+    ("‖Hs‖²", lambda r: r.get("hessian_score_squared")),
     ("label-free z", lambda r: r.get("early_z")),
 ])
 
@@ -74,12 +76,19 @@ def add_label_free(rows):
         r["early_z"] = z
 
 
+def old_default(row):
+    """The former default rule: n+ = 0 and width < 0.1 x per-element spread."""
+    width = value(row, "width")
+    return "MEMORIZED" if row["positive"] == 0 and width < 0.1 * row["data_scale"] else "-"
+
+
 def rate(rows, verdict_key, truth):
     group = [r for r in rows if r["truth_copy"] == truth]
     if not group:
         return None, 0
-    flagged = sum(r[verdict_key] == "MEMORIZED" for r in group)
-    partial = sum(r[verdict_key] == "PARTIAL" for r in group)
+    judge = old_default if verdict_key == "old" else (lambda r: r[verdict_key])
+    flagged = sum(judge(r) == "MEMORIZED" for r in group)
+    partial = sum(judge(r) == "PARTIAL" for r in group)
     return flagged / len(group), partial
 
 
@@ -97,7 +106,8 @@ def main():
                     row = json.loads(line)
                     models.setdefault((row["model"], row["sampler"]), []).append(row)
     header = ["model", "sampler", "d", "n", "copies", "ambiguous",
-              "TPR ref", "FPR ref", "TPR no-ref", "FPR no-ref", "partial(ref)"]
+              "TPR ref", "FPR ref", "TPR no-ref", "FPR no-ref", "partial(ref)",
+              "TPR old", "FPR old"]
     header += ["AUC " + k for k in STATISTICS]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -111,9 +121,12 @@ def main():
         tpr_n, _ = rate(rows, "verdict_no_reference", True)
         fpr_n, _ = rate(rows, "verdict_no_reference", False)
         partial = sum(r["verdict_reference"] == "PARTIAL" for r in rows)
+        tpr_o, _ = rate(rows, "old", True)
+        fpr_o, _ = rate(rows, "old", False)
         cells = [name, sampler, str(rows[0]["dimension"]), str(len(rows)), str(copies),
                  str(len(ambiguous)),
-                 fmt(tpr_r), fmt(fpr_r), fmt(tpr_n), fmt(fpr_n), str(partial)]
+                 fmt(tpr_r), fmt(fpr_r), fmt(tpr_n), fmt(fpr_n), str(partial),
+                 fmt(tpr_o), fmt(fpr_o)]
         for stat, score in STATISTICS.items():
             scored = [(score(r), r["truth_copy"]) for r in rows]
             if any(s is None for s, _ in scored):
