@@ -4,14 +4,13 @@
 # and prints the table: the default rule's TPR/FPR with and without the
 # reference set, and the ROC AUC of each statistic.
 #
-#   bench/zoo/run.sh            # everything (first run trains 3 U-Nets: ~30 min on 2 cores)
+#   bench/zoo/run.sh            # everything (the first run trains 3 U-Nets: about an hour on 2 cores)
 #   MEMAUDIT_ZOO=DIR            # where models and results live (default ~/.cache/memaudit/zoo)
-#   MEMAUDIT_ZOO_STEPS=N        # U-Net training steps (default 3000)
+# The U-Nets' training steps are those of the table in docs/VERDICTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 ZOO=${MEMAUDIT_ZOO:-$HOME/.cache/memaudit/zoo}
-STEPS=${MEMAUDIT_ZOO_STEPS:-3000}
 PY=/usr/bin/python3
 TRAIN="$PY $ROOT/bench/zoo/zoo_python.py"
 EVAL=$ROOT/build/bench/memaudit-zoo-eval
@@ -33,11 +32,11 @@ if ! have mnist39; then
   cp -r checkpoints/mnist39 "$ZOO/mnist39"
 fi
 have unet_classes_eps || $TRAIN unet --out "$ZOO" --name unet_classes_eps --kind classes \
-  --steps "$STEPS"
+  --steps 3000
 have unet_uncond || $TRAIN unet --out "$ZOO" --name unet_uncond --kind unconditional \
-  --steps "$STEPS"
+  --steps 6000
 have unet_classes_v_cosine || $TRAIN unet --out "$ZOO" --name unet_classes_v_cosine \
-  --kind classes --prediction v_prediction --schedule cosine --steps "$STEPS"
+  --kind classes --prediction v_prediction --schedule cosine --steps 2000
 
 echo "== measuring (seeds from 1000; one JSON line per sample in $ZOO/results)"
 run() {  # run NAME OUTPUT [eval options...]
