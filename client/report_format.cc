@@ -186,8 +186,7 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
       absl::StrAppend(&text, "    ", EarlyMetricsText(condition.early()));
     }
     if (condition.has_early_outlier_z()) {
-      absl::StrAppendFormat(&text, "    label-free outlier z %.2f%s\n", condition.early_outlier_z(),
-                            condition.early_outlier_z() >= 3.5 ? " (outlier)" : "");
+      absl::StrAppendFormat(&text, "    label-free outlier z %.2f\n", condition.early_outlier_z());
     }
     if (!per_sample) continue;
     absl::StrAppend(&text,
@@ -227,9 +226,10 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
                            policy.memorized_noise_radius(), policy.partial_noise_radius());
   }
   absl::StrAppendFormat(&text,
-                        "policy: n+ <= %d, %s; model MEMORIZED at >= %.3g of samples\n"
+                        "policy: n+ <= %d, %s; model MEMORIZED at >= %.3g of samples%s\n"
                         "timing: %.2f s (sampling %.2f s, curvature %.2f s, queued %.2f s)\n",
                         policy.max_positive_eigenvalues(), rule, policy.model_memorized_fraction(),
+                        policy.early_rule().empty() ? "" : "; early: " + policy.early_rule(),
                         timing.total_seconds(), timing.sampling_seconds(),
                         timing.curvature_seconds(), timing.queued_seconds());
   return text;

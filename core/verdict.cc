@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 
 namespace memaudit {
 
@@ -49,7 +50,7 @@ absl::Status CheckNonNegative(const char* field, double value) {
 }
 
 absl::Status CheckFraction(const char* field, double value) {
-  if (absl::Status s = CheckNonNegative(field, value); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckNonNegative(field, value));
   if (value > 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("verdict_policy.", field, " is a fraction and must be <= 1, got ", value));
@@ -88,38 +89,21 @@ absl::Status ValidatePolicy(const v1::VerdictPolicy& policy) {
       {"data_scale", policy.data_scale()},
       {"early_threshold", policy.early_threshold()},
   };
-  for (const auto& [field, value] : non_negative) {
-    if (absl::Status s = CheckNonNegative(field, value); !s.ok()) return s;
-  }
-  if (absl::Status s =
-          CheckFraction("condition_memorized_fraction", policy.condition_memorized_fraction());
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = CheckFraction("model_memorized_fraction", policy.model_memorized_fraction());
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = CheckOrder("partial_radius", policy.partial_radius(), "memorized_radius",
-                                  policy.memorized_radius(), kDefaultMemorizedRadius);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = CheckOrder("partial_noise_radius", policy.partial_noise_radius(),
-                                  "memorized_noise_radius", policy.memorized_noise_radius(),
-                                  kDefaultMemorizedNoiseRadius);
-      !s.ok()) {
-    return s;
-  }
+  for (const auto& [field, value] : non_negative) RETURN_IF_ERROR(CheckNonNegative(field, value));
+  RETURN_IF_ERROR(
+      CheckFraction("condition_memorized_fraction", policy.condition_memorized_fraction()));
+  RETURN_IF_ERROR(CheckFraction("model_memorized_fraction", policy.model_memorized_fraction()));
+  RETURN_IF_ERROR(CheckOrder("partial_radius", policy.partial_radius(), "memorized_radius",
+                             policy.memorized_radius(), kDefaultMemorizedRadius));
+  RETURN_IF_ERROR(CheckOrder("partial_noise_radius", policy.partial_noise_radius(),
+                             "memorized_noise_radius", policy.memorized_noise_radius(),
+                             kDefaultMemorizedNoiseRadius));
   if (policy.partial_width() > 0 && policy.memorized_width() == 0) {
     return absl::InvalidArgumentError(
         "verdict_policy.partial_width needs memorized_width (the width rule)");
   }
-  if (absl::Status s = CheckOrder("partial_width", policy.partial_width(), "memorized_width",
-                                  policy.memorized_width(), 0.0);
-      !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(CheckOrder("partial_width", policy.partial_width(), "memorized_width",
+                             policy.memorized_width(), 0.0));
   return absl::OkStatus();
 }
 

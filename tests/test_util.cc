@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "model_directory.h"
+#include "verdict.h"
 
 namespace memaudit::testing {
 
@@ -36,6 +37,26 @@ std::string RunCommand(const std::string& command) {
   const int rc = pclose(pipe);
   EXPECT_EQ(rc, 0) << command << "\n" << output;
   return output;
+}
+
+VerdictRates CountVerdicts(const std::vector<SampleCurvature>& samples,
+                           const v1::VerdictPolicy& config, const ReferenceSet* reference) {
+  const ResolvedPolicy policy = ResolvePolicy(config, reference);
+  VerdictRates rates;
+  for (const SampleCurvature& sample : samples) {
+    const NearestNeighbor& truth = *sample.truth;
+    const bool memorized =
+        JudgeSample(sample.spectra.front().summary, policy,
+                    reference != nullptr ? &truth : nullptr) == Verdict::kMemorized;
+    if (truth.is_copy() && truth.multiplicity > 1) {
+      ++rates.copies;
+      rates.flagged_copies += memorized;
+    } else if (!truth.is_copy()) {
+      ++rates.others;
+      rates.flagged_others += memorized;
+    }
+  }
+  return rates;
 }
 
 v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,

@@ -6,10 +6,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "checkpoint.h"
 #include "gaussian_mixture.h"
 #include "memaudit/v1/model_config.pb.h"
+#include "reference_set.h"
+#include "sample_curvature.h"
 
 namespace memaudit::testing {
 
@@ -30,6 +33,20 @@ class ScratchDir {
 // Runs a shell command, returns its standard output, and records a test
 // failure (naming the command and its output) when it exits non-zero.
 std::string RunCommand(const std::string& command);
+
+// The default verdict against nearest-neighbour truth: how many copies of
+// an item the training data repeats are MEMORIZED, and how many samples
+// that copy nothing are (a ratio-test hit on an item that appears once,
+// chance in low dimension, counts as neither). The policy is resolved with
+// `reference` (may be null); each sample's truth must be set, and its gap
+// is used only when `reference` is given.
+struct VerdictRates {
+  int copies = 0, flagged_copies = 0, others = 0, flagged_others = 0;
+  double tpr() const { return copies ? static_cast<double>(flagged_copies) / copies : 0; }
+  double fpr() const { return others ? static_cast<double>(flagged_others) / others : 0; }
+};
+VerdictRates CountVerdicts(const std::vector<SampleCurvature>& samples,
+                           const v1::VerdictPolicy& config, const ReferenceSet* reference);
 
 // A valid config for a d-dimensional model.
 v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,

@@ -48,22 +48,10 @@ TEST(ToyExperimentTest, CopiesAreSharpOthersHaveFlatDirections) {
   // (ratio-test hits on single cloud points, chance in 2-D, are neither).
   for (bool use_reference : {true, false}) {
     SCOPED_TRACE(use_reference ? "with reference" : "without reference");
-    const ResolvedPolicy policy =
-        ResolvePolicy(v1::VerdictPolicy(), use_reference ? &*reference : nullptr);
-    int flagged_copies = 0, copies = 0, flagged_others = 0;
-    for (const SampleCurvature& sample : result->samples) {
-      const NearestNeighbor& truth = *sample.truth;
-      const bool memorized = JudgeSample(sample.spectra.front().summary, policy,
-                                         use_reference ? &truth : nullptr) == Verdict::kMemorized;
-      if (truth.is_copy() && truth.multiplicity > 1) {
-        ++copies;
-        flagged_copies += memorized;
-      } else if (!truth.is_copy()) {
-        flagged_others += memorized;
-      }
-    }
-    EXPECT_EQ(flagged_copies, copies);
-    EXPECT_EQ(flagged_others, 0);
+    const testing::VerdictRates rates = testing::CountVerdicts(
+        result->samples, v1::VerdictPolicy(), use_reference ? &*reference : nullptr);
+    EXPECT_EQ(rates.flagged_copies, rates.copies);
+    EXPECT_EQ(rates.flagged_others, 0);
   }
 }
 

@@ -22,33 +22,6 @@
 namespace memaudit {
 namespace {
 
-struct Rates {
-  int copies = 0, flagged_copies = 0, others = 0, flagged_others = 0;
-  double tpr() const { return copies ? static_cast<double>(flagged_copies) / copies : 0; }
-  double fpr() const { return others ? static_cast<double>(flagged_others) / others : 0; }
-};
-
-// Counts MEMORIZED verdicts among copies and among the others under the
-// policy resolved with (`use_reference`) or without the reference set.
-Rates Count(const std::vector<SampleCurvature>& samples, const v1::VerdictPolicy& config,
-            const ReferenceSet& reference, bool use_reference) {
-  const ResolvedPolicy policy = ResolvePolicy(config, use_reference ? &reference : nullptr);
-  Rates rates;
-  for (const SampleCurvature& sample : samples) {
-    const NearestNeighbor& truth = *sample.truth;
-    const bool memorized = JudgeSample(sample.spectra.front().summary, policy,
-                                       use_reference ? &truth : nullptr) == Verdict::kMemorized;
-    if (truth.is_copy() && truth.multiplicity > 1) {
-      ++rates.copies;
-      rates.flagged_copies += memorized;
-    } else if (!truth.is_copy()) {
-      ++rates.others;
-      rates.flagged_others += memorized;
-    }
-  }
-  return rates;
-}
-
 std::vector<uint64_t> Seeds(uint64_t first, int count) {
   std::vector<uint64_t> seeds(count);
   for (int i = 0; i < count; ++i) seeds[i] = first + i;
@@ -84,7 +57,8 @@ TEST(VerdictRegimesTest, ExactMixtureSavedInFloat64) {
   ASSERT_TRUE(measured.ok()) << measured.status();
   for (bool use_reference : {true, false}) {
     SCOPED_TRACE(use_reference ? "with reference" : "without reference");
-    const Rates rates = Count(*measured, v1::VerdictPolicy(), *reference, use_reference);
+    const testing::VerdictRates rates = testing::CountVerdicts(
+        *measured, v1::VerdictPolicy(), use_reference ? &*reference : nullptr);
     ASSERT_GE(rates.copies, 2);  // the point masses carry 10% of the weight
     ASSERT_GE(rates.others, 40);
     EXPECT_GE(rates.tpr(), 0.9);
@@ -116,7 +90,8 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
   }
   for (bool use_reference : {true, false}) {
     SCOPED_TRACE(use_reference ? "with reference" : "without reference");
-    const Rates rates = Count(all, v1::VerdictPolicy(), *reference, use_reference);
+    const testing::VerdictRates rates =
+        testing::CountVerdicts(all, v1::VerdictPolicy(), use_reference ? &*reference : nullptr);
     ASSERT_GE(rates.copies, 4);
     ASSERT_GE(rates.others, 8);
     EXPECT_GE(rates.tpr(), 0.9);
