@@ -69,7 +69,9 @@ int main(int argc, char** argv) {
   std::vector<double> in_process, over_grpc;
   for (int r = 0; r < repeats + 1; ++r) {  // the first round warms up
     auto start = std::chrono::steady_clock::now();
-    auto report = memaudit::server::RunAudit(request, **loaded, {});
+    auto plan = memaudit::server::PlanAudit(request, *loaded);
+    if (!plan.ok()) return 1;
+    auto report = memaudit::server::RunAudit(*plan, {});
     const double local = Seconds(start);
     if (!report.ok()) return 1;
     start = std::chrono::steady_clock::now();

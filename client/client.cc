@@ -4,6 +4,64 @@
 #include <thread>
 
 namespace memaudit::client {
+namespace {
+
+// Cancels `context` once `interrupted` returns true; it is polled every
+// 100 ms on a thread of its own, since the reader blocks.
+class InterruptWatchdog {
+ public:
+  InterruptWatchdog(grpc::ClientContext* context, const std::function<bool()>& interrupted) {
+    if (!interrupted) return;
+    thread_ = std::thread([this, context, interrupted] {
+      while (!stop_.load()) {
+        if (interrupted()) {
+          fired_ = true;
+          context->TryCancel();
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
+  }
+  ~InterruptWatchdog() { Stop(); }
+
+  // Stops polling; after it, fired() no longer changes.
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  bool fired() const { return fired_.load(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> fired_{false};
+  std::thread thread_;
+};
+
+// Reads the server stream `start(context)` opens to its end, passing each
+// message to `on_message`. A non-OK status from `on_message` cancels the
+// call and is returned; an interruption returns CANCELLED "interrupted".
+template <typename Message, typename Start>
+absl::Status ReadStream(grpc::ClientContext* context, const std::function<bool()>& interrupted,
+                        Start start,
+                        const std::function<absl::Status(const Message&)>& on_message) {
+  InterruptWatchdog watchdog(context, interrupted);
+  std::unique_ptr<grpc::ClientReader<Message>> reader = start(context);
+  Message message;
+  absl::Status rejected;
+  while (reader->Read(&message)) {
+    if (!rejected.ok()) continue;  // cancelled: drain what is already in flight
+    rejected = on_message(message);
+    if (!rejected.ok()) context->TryCancel();
+  }
+  grpc::Status status = reader->Finish();
+  watchdog.Stop();
+  if (watchdog.fired()) return absl::CancelledError("interrupted");
+  if (!rejected.ok()) return rejected;
+  return FromGrpcStatus(status);
+}
+
+}  // namespace
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
@@ -91,40 +149,32 @@ absl::StatusOr<v1::AuditJob> Client::CancelAudit(const std::string& id) {
   return Unary(audits_.get(), &v1::AuditService::Stub::CancelAudit, request);
 }
 
+absl::Status Client::StreamSamples(
+    const v1::SampleRequest& request,
+    const std::function<absl::Status(const v1::SampleResponse&)>& on_sample,
+    const std::function<bool()>& interrupted) {
+  grpc::ClientContext context;
+  return ReadStream<v1::SampleResponse>(
+      &context, interrupted,
+      [&](grpc::ClientContext* c) { return audits_->StreamSamples(c, request); }, on_sample);
+}
+
 absl::StatusOr<v1::AuditJob> Client::WatchAudit(
     const std::string& id, const std::function<void(const v1::AuditEvent&)>& on_event,
     const std::function<bool()>& interrupted) {
   grpc::ClientContext context;  // no deadline: audits take as long as they take
   v1::WatchAuditRequest request;
   request.set_id(id);
-  std::atomic<bool> done{false};
-  std::atomic<bool> was_interrupted{false};
-  std::thread watchdog;
-  if (interrupted) {
-    watchdog = std::thread([&] {
-      while (!done.load()) {
-        if (interrupted()) {
-          was_interrupted = true;
-          context.TryCancel();
-          return;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    });
-  }
-  std::unique_ptr<grpc::ClientReader<v1::AuditEvent>> reader =
-      audits_->WatchAudit(&context, request);
-  v1::AuditEvent event;
   std::optional<v1::AuditJob> finished;
-  while (reader->Read(&event)) {
-    if (on_event) on_event(event);
-    if (event.has_finished()) finished = event.finished();
-  }
-  grpc::Status status = reader->Finish();
-  done = true;
-  if (watchdog.joinable()) watchdog.join();
-  if (was_interrupted) return absl::CancelledError("interrupted");
-  if (!status.ok()) return FromGrpcStatus(status);
+  absl::Status status = ReadStream<v1::AuditEvent>(
+      &context, interrupted,
+      [&](grpc::ClientContext* c) { return audits_->WatchAudit(c, request); },
+      [&](const v1::AuditEvent& event) {
+        if (on_event) on_event(event);
+        if (event.has_finished()) finished = event.finished();
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
   if (!finished) return absl::InternalError("the watch ended without a final event");
   return *finished;
 }

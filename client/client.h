@@ -35,6 +35,16 @@ class Client {
 
   absl::StatusOr<v1::SpectrumResponse> Spectrum(const v1::SpectrumRequest& request);
   absl::StatusOr<v1::SampleResponse> Sample(const v1::SampleRequest& request);
+  // The samples of `request`, one response per seed (that seed and its
+  // [1, *sample_shape] sample, in the order of request.seeds()) passed to
+  // `on_sample` as the server finishes them. No deadline: a long run streams
+  // for as long as it takes, so `timeout` does not apply. A non-OK status
+  // from `on_sample` cancels the call and is returned. `interrupted` as for
+  // WatchAudit.
+  absl::Status StreamSamples(
+      const v1::SampleRequest& request,
+      const std::function<absl::Status(const v1::SampleResponse&)>& on_sample,
+      const std::function<bool()>& interrupted = {});
   absl::StatusOr<v1::EarlyMetricsResponse> EarlyMetrics(const v1::EarlyMetricsRequest& request);
 
   absl::StatusOr<v1::CalibrationResponse> Calibrate(const v1::CalibrationRequest& request);
@@ -44,8 +54,9 @@ class Client {
   absl::StatusOr<v1::AuditJob> CancelAudit(const std::string& id);
 
   // Streams the job's events to `on_event` until the job ends; returns the
-  // final job. `interrupted` (optional) is polled; when it returns true the
-  // stream is cancelled and CANCELLED is returned.
+  // final job. No deadline. `interrupted` (optional) is polled every 100 ms;
+  // when it returns true the stream is cancelled and CANCELLED is returned
+  // (the job itself keeps running: cancel it with CancelAudit).
   absl::StatusOr<v1::AuditJob> WatchAudit(
       const std::string& id, const std::function<void(const v1::AuditEvent&)>& on_event,
       const std::function<bool()>& interrupted = {});

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "cli_options.h"
 
 namespace memaudit::client {
 namespace {
@@ -66,6 +67,31 @@ constexpr size_t kWorstConditions = 5;
 
 std::string VerdictWord(v1::Verdict verdict) {
   return verdict == v1::VERDICT_UNSPECIFIED ? "UNKNOWN" : v1::Verdict_Name(verdict);
+}
+
+std::string MethodWord(v1::SpectrumMethod method) {
+  return std::string(WordOf(MethodWords(), method).value_or("unknown"));
+}
+
+std::string PhaseWord(v1::AuditPhase phase) {
+  switch (phase) {
+    case v1::AUDIT_PHASE_QUEUED:
+      return "queued";
+    case v1::AUDIT_PHASE_STARTING:
+      return "starting";
+    case v1::AUDIT_PHASE_SAMPLING:
+      return "sampling";
+    case v1::AUDIT_PHASE_CURVATURE:
+      return "curvature";
+    case v1::AUDIT_PHASE_MEASURED:
+      return "measured";
+    case v1::AUDIT_PHASE_EARLY_METRICS:
+      return "early metrics";
+    case v1::AUDIT_PHASE_DONE:
+      return "done";
+    default:
+      return "";
+  }
 }
 
 nlohmann::json AuditReportJson(const v1::AuditJob& job) {
@@ -246,6 +272,20 @@ std::string ModelTable(const v1::ListModelsResponse& models) {
   return text;
 }
 
+nlohmann::json ModelJson(const v1::ModelInfo& model) {
+  return {
+      {"name", model.name()},         {"state", v1::ModelState_Name(model.state())},
+      {"device", model.device()},     {"dimension", model.dimension()},
+      {"checksum", model.checksum()}, {"error", model.last_error()},
+  };
+}
+
+nlohmann::json ModelsJson(const v1::ListModelsResponse& models) {
+  nlohmann::json json = nlohmann::json::array();
+  for (const v1::ModelInfo& model : models.models()) json.push_back(ModelJson(model));
+  return json;
+}
+
 std::string ModelDetails(const v1::ModelInfo& model) {
   const v1::ModelConfig& config = model.config();
   return absl::StrFormat(
@@ -270,7 +310,7 @@ std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top) {
       s.partial() ? absl::StrFormat("%d eigenvalues found", s.dimension())
                   : absl::StrFormat("d = %d", s.dimension()),
       spectrum.symmetrized() ? " (symmetric part)" : "",
-      spectrum.method() == "arnoldi"
+      spectrum.method() == v1::ARNOLDI
           ? absl::StrFormat("Arnoldi (%d of %d requested converged%s), %d JVPs, %.2f s",
                             s.dimension(), spectrum.requested_eigenvalues(),
                             spectrum.converged() ? "" : "; raise max_restarts for the rest",
@@ -313,7 +353,7 @@ nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum) {
           {"eigenvalues_imag", std::vector<double>(spectrum.eigenvalues_imag().begin(),
                                                    spectrum.eigenvalues_imag().end())},
           {"seconds", spectrum.seconds()},
-          {"method", spectrum.method()},
+          {"method", MethodWord(spectrum.method())},
           {"matvecs", spectrum.matvecs()},
           {"requested_eigenvalues", spectrum.requested_eigenvalues()},
           {"converged", spectrum.converged()},

@@ -23,14 +23,31 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample);
 
 std::string ModelTable(const v1::ListModelsResponse& models);
 std::string ModelDetails(const v1::ModelInfo& model);
+// `models --json`: an array of ModelJson, one per model, in the server's
+// order. ModelJson: {name, state ("MODEL_READY", ...), device, dimension,
+// checksum, error}.
+nlohmann::json ModelsJson(const v1::ListModelsResponse& models);
+nlohmann::json ModelJson(const v1::ModelInfo& model);
+
 std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top);
+// "method" is MethodWord(spectrum.method()).
 nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum);
 
 // An SVG of the spectrum: κ_i = σ²·Re λ_i in descending order, with the
 // flat (κ = −½) and zero lines, and |Im λ|·σ² as a second series.
 std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string& title);
 
+// "MEMORIZED", "PARTIAL", "NOT_MEMORIZED"; "UNKNOWN" when unset.
 std::string VerdictWord(v1::Verdict verdict);
+
+// The --method word of a method the server used: "dense" or "arnoldi"
+// ("auto" when unresolved, "unknown" for a value this client does not know).
+std::string MethodWord(v1::SpectrumMethod method);
+
+// What an audit is doing, in lowercase words for the progress display:
+// "queued", "starting", "sampling", "curvature", "measured", "early
+// metrics", "done"; "" when unset or unknown.
+std::string PhaseWord(v1::AuditPhase phase);
 
 std::string CalibrationText(const v1::CalibrationResponse& calibration);
 nlohmann::json CalibrationJson(const v1::CalibrationResponse& calibration);

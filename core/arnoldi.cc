@@ -186,7 +186,7 @@ absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor
   spectrum.t = t;
   spectrum.sigma = schedule.sigma(t);
   spectrum.sqrt_alpha_bar = schedule.sqrt_alpha_bar(t);
-  spectrum.method = "arnoldi";
+  spectrum.method = SpectrumMethod::kArnoldi;
   spectrum.matvecs = result->matvecs;
   spectrum.requested = arnoldi.num_eigenvalues;
   spectrum.converged = result->converged;

@@ -25,6 +25,25 @@ void Accumulate(std::vector<double>& total, const std::vector<double>& step, int
 
 }  // namespace
 
+std::vector<double> EarlyMetricValues(const EarlyMetricSamples& samples, EarlyMetric metric) {
+  switch (metric) {
+    case EarlyMetric::kWenNoiseDifference:
+      return samples.wen;
+    case EarlyMetric::kJeonSharpness:
+      return samples.jeon;
+    case EarlyMetric::kScoreNormSquared:
+      return samples.score_norm_squared;
+    case EarlyMetric::kHessianScoreSquared:
+      return samples.hessian_score_squared;
+    case EarlyMetric::kNegativeTrace: {
+      std::vector<double> negative;
+      for (double v : samples.hutchinson_trace) negative.push_back(-v);
+      return negative;
+    }
+  }
+  return {};
+}
+
 double Mean(const std::vector<double>& values) {
   double sum = 0;
   for (double v : values) sum += v;

@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "denoiser.h"
+#include "early_metric.h"
 #include "sampler.h"
 #include "stop.h"
 
@@ -52,6 +53,11 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
                                                        const at::Tensor& conditions,
                                                        const EarlyMetricOptions& options,
                                                        const StopCheck& stop = {});
+
+// The per-sample values of `metric`, oriented so higher means sharper
+// (negative_trace is −hutchinson_trace); empty when `samples` are of the
+// other kind (conditional vs unconditional).
+std::vector<double> EarlyMetricValues(const EarlyMetricSamples& samples, EarlyMetric metric);
 
 double Mean(const std::vector<double>& values);
 

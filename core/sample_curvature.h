@@ -1,6 +1,7 @@
-// The per-sample measurement behind an audit: sample with seeds, pick the
-// evaluation timestep on each trajectory, take the dense curvature spectrum
-// there, and attach nearest-neighbour truth when a reference set exists.
+// The per-sample measurement behind an audit and the Spectrum RPC: sample
+// with seeds, pick the evaluation timestep on each trajectory, take the
+// curvature spectrum there (dense or matrix-free), and attach
+// nearest-neighbour truth when a reference set exists.
 #ifndef MEMAUDIT_CORE_SAMPLE_CURVATURE_H_
 #define MEMAUDIT_CORE_SAMPLE_CURVATURE_H_
 
@@ -27,13 +28,6 @@ namespace memaudit {
 // (docs/DESIGN.md §1.3).
 inline constexpr double kDefaultEvaluationMaxSigma = 0.1;
 
-enum class SpectrumMethod {
-  kAuto,     // dense up to max_dense_dimension, Arnoldi above
-  kDense,    // full Jacobian + LAPACK: all d eigenvalues
-  kArnoldi,  // matrix-free: k eigenvalues by JVPs
-};
-absl::StatusOr<SpectrumMethod> ParseSpectrumMethod(const std::string& name);
-
 struct SampleCurvatureOptions {
   SamplerOptions sampler;
   // Evaluation timesteps; empty: the first sampling step with
@@ -44,27 +38,40 @@ struct SampleCurvatureOptions {
   JacobianOptions jacobian;
   SpectrumOptions spectrum;
   SpectrumMethod method = SpectrumMethod::kAuto;
-  int64_t max_dense_dimension = 4096;
+  int64_t max_dense_dimension = kDefaultMaxDenseDimension;
   ArnoldiOptions arnoldi;
+  // Keep the state x_t at each evaluation step (SampleCurvature::points).
+  bool keep_points = false;
 };
-
-// The method kAuto resolves to for dimension d.
-SpectrumMethod ResolveSpectrumMethod(SpectrumMethod method, int64_t dimension,
-                                     int64_t max_dense_dimension);
 
 struct SampleCurvature {
   uint64_t seed = 0;
   at::Tensor sample;                     // final sample [*sample_shape], CPU
   std::vector<Spectrum> spectra;         // one per evaluation timestep, in order
   std::optional<NearestNeighbor> truth;  // when a reference set was given
+  // x_t at each evaluation timestep [*sample_shape], CPU (keep_points).
+  std::vector<at::Tensor> points;
 };
 
+enum class MeasurePhase { kSampling, kCurvature };
+
 struct SampleCurvatureProgress {
-  const char* phase;  // "sampling" or "curvature"
-  int64_t done;
-  int64_t total;
+  MeasurePhase phase;
+  int64_t done;   // sampling steps, or spectra, finished in this phase
+  int64_t total;  // of this phase
 };
 using MeasureProgress = std::function<void(const SampleCurvatureProgress&)>;
+
+// Spectra of the score Jacobian at the points x [B, *sample_shape] (on the
+// model's device and dtype) at training timestep t, with `conditions`
+// prepared for B rows (Denoiser::PrepareConditions). Dense or Arnoldi as
+// options.method resolves for the model's dimension; the sampler options are
+// used only for the guidance scale. `progress` gets kCurvature events.
+absl::StatusOr<std::vector<Spectrum>> SpectraAt(const Denoiser& denoiser, const at::Tensor& x,
+                                                int64_t t, const at::Tensor& conditions,
+                                                const SampleCurvatureOptions& options,
+                                                const StopCheck& stop = {},
+                                                const MeasureProgress& progress = {});
 
 // Measures one sample per seed. `conditions` as for SampleTrajectories.
 // `reference` may be null. Returns the first error or the stop status.

@@ -6,9 +6,37 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "torch_runtime.h"
 
 namespace memaudit {
+
+const char* SpectrumMethodName(SpectrumMethod method) {
+  switch (method) {
+    case SpectrumMethod::kAuto:
+      return "auto";
+    case SpectrumMethod::kDense:
+      return "dense";
+    case SpectrumMethod::kArnoldi:
+      return "arnoldi";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<SpectrumMethod> ParseSpectrumMethod(const std::string& name) {
+  for (SpectrumMethod method :
+       {SpectrumMethod::kAuto, SpectrumMethod::kDense, SpectrumMethod::kArnoldi}) {
+    if (name == SpectrumMethodName(method)) return method;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("spectrum method \"", name, "\" is not auto, dense or arnoldi"));
+}
+
+SpectrumMethod ResolveSpectrumMethod(SpectrumMethod method, int64_t dimension,
+                                     int64_t max_dense_dimension) {
+  if (method != SpectrumMethod::kAuto) return method;
+  return dimension > max_dense_dimension ? SpectrumMethod::kArnoldi : SpectrumMethod::kDense;
+}
 
 SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
                           double sqrt_alpha_bar, const SpectrumOptions& options, bool partial,

@@ -20,6 +20,23 @@
 
 namespace memaudit {
 
+enum class SpectrumMethod {
+  kAuto,     // dense up to the dense-dimension limit, Arnoldi above
+  kDense,    // full Jacobian + LAPACK: all d eigenvalues
+  kArnoldi,  // matrix-free: k eigenvalues by JVPs
+};
+// "auto" | "dense" | "arnoldi".
+const char* SpectrumMethodName(SpectrumMethod method);
+absl::StatusOr<SpectrumMethod> ParseSpectrumMethod(const std::string& name);
+
+// Dense spectra above this dimension are refused by default: a dense
+// Jacobian is d² numbers (4096² float64 = 128 MiB) and LAPACK's cost is d³.
+inline constexpr int64_t kDefaultMaxDenseDimension = 4096;
+
+// The method kAuto resolves to for dimension d (kDense or kArnoldi).
+SpectrumMethod ResolveSpectrumMethod(SpectrumMethod method, int64_t dimension,
+                                     int64_t max_dense_dimension);
+
 struct SpectrumOptions {
   // Eigenvalues of the symmetric part (H + Hᵀ)/2 instead of H. Never the
   // default: a learned score's Jacobian is not symmetric.
@@ -65,10 +82,10 @@ struct Spectrum {
   double sigma = 0.0;         // σ_t
   double sqrt_alpha_bar = 0;  // √ᾱ_t
   bool symmetrized = false;
-  std::string method = "dense";  // "dense" or "arnoldi"
-  int64_t matvecs = 0;           // JVPs spent (arnoldi)
-  int64_t requested = 0;         // k asked for (arnoldi)
-  bool converged = true;         // arnoldi: all k converged
+  SpectrumMethod method = SpectrumMethod::kDense;  // kDense or kArnoldi
+  int64_t matvecs = 0;                             // JVPs spent (arnoldi)
+  int64_t requested = 0;                           // k asked for (arnoldi)
+  bool converged = true;                           // arnoldi: all k converged
   // Eigenvalues of H = ∂s/∂x, sorted by descending real part (all d for
   // dense spectra, the k found for matrix-free ones).
   std::vector<std::complex<double>> eigenvalues;

@@ -104,6 +104,12 @@ absl::Status ValidatePolicy(const v1::VerdictPolicy& policy) {
   }
   RETURN_IF_ERROR(CheckOrder("partial_width", policy.partial_width(), "memorized_width",
                              policy.memorized_width(), 0.0));
+  if (!policy.early_metric().empty()) {
+    if (auto metric = ParseEarlyMetric(policy.early_metric()); !metric.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("verdict_policy.early_metric: ", metric.status().message()));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -124,7 +130,10 @@ ResolvedPolicy ResolvePolicy(const v1::VerdictPolicy& policy, const ReferenceSet
       std::max(resolved.partial_noise_radius, resolved.memorized_noise_radius);
   set(policy.condition_memorized_fraction(), &resolved.condition_memorized_fraction);
   set(policy.model_memorized_fraction(), &resolved.model_memorized_fraction);
-  resolved.early_metric = policy.early_metric();
+  if (!policy.early_metric().empty()) {
+    auto metric = ParseEarlyMetric(policy.early_metric());
+    if (metric.ok()) resolved.early_metric = *metric;
+  }
   resolved.early_threshold = policy.early_threshold();
   if (policy.spacing() > 0) {
     resolved.spacing = policy.spacing();

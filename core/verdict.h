@@ -14,9 +14,11 @@
 #define MEMAUDIT_CORE_VERDICT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
+#include "early_metric.h"
 #include "memaudit/v1/model_config.pb.h"
 #include "reference_set.h"
 #include "spectrum.h"
@@ -57,14 +59,15 @@ struct ResolvedPolicy {
   double data_scale = 1.0;  // data units
   double condition_memorized_fraction = kDefaultConditionMemorizedFraction;
   double model_memorized_fraction = kDefaultModelMemorizedFraction;
-  // Flag-early audits: empty metric means not calibrated.
-  std::string early_metric;
+  // Flag-early audits: the calibrated metric (none: not calibrated, and
+  // early-only audits use label-free outlier flags) and its threshold.
+  std::optional<EarlyMetric> early_metric;
   double early_threshold = 0.0;
 };
 
 // INVALID_ARGUMENT naming the field (as "verdict_policy.FIELD") when a value
-// is negative, not finite, a fraction above 1, or a partial threshold below
-// its memorized one.
+// is negative, not finite, a fraction above 1, a partial threshold below
+// its memorized one, or early_metric is not a known metric.
 absl::Status ValidatePolicy(const v1::VerdictPolicy& policy);
 
 // Fills defaults (policy assumed valid). The spacing comes from the policy,

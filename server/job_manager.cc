@@ -1,33 +1,72 @@
 #include "job_manager.h"
 
 #include <algorithm>
-#include <chrono>
 #include <random>
+
+#include <google/protobuf/field_mask.pb.h>
+#include <google/protobuf/util/field_mask_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "audit_runner.h"
+#include "status_macros.h"
 
 namespace memaudit::server {
 namespace {
 
 int64_t NowUnixMs() { return absl::ToUnixMillis(absl::Now()); }
 
-// RunAudit with LibTorch exceptions (e.g. out of memory) turned into a
-// failed job instead of a terminated server.
-absl::StatusOr<v1::AuditReport> RunAuditNoThrow(const v1::AuditRequest& request,
-                                                const LoadedModel& model, const StopCheck& stop,
-                                                const AuditCallbacks& callbacks) {
-  try {
-    return RunAudit(request, model, stop, callbacks);
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
-  }
-}
-
 bool IsFinal(v1::JobState state) {
   return state == v1::JOB_SUCCEEDED || state == v1::JOB_FAILED || state == v1::JOB_CANCELLED;
 }
+
+absl::Status UnknownJob(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("audit \"", id, "\" not found"));
+}
+
+// Sample `index` in report order (conditions in turn), or null.
+const v1::SampleReport* SampleAt(const v1::AuditReport& report, int64_t index) {
+  for (const v1::ConditionReport& condition : report.conditions()) {
+    if (index < condition.samples_size()) return &condition.samples(static_cast<int>(index));
+    index -= condition.samples_size();
+  }
+  return nullptr;
+}
+
+template <typename Message>
+google::protobuf::FieldMask AllFieldsBut(const char* excluded) {
+  google::protobuf::FieldMask mask;
+  const google::protobuf::Descriptor* descriptor = Message::descriptor();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    if (descriptor->field(i)->name() != excluded) mask.add_paths(descriptor->field(i)->name());
+  }
+  return mask;
+}
+
+// The job without per-sample reports, copied without copying them.
+v1::AuditJob WithoutSamples(const v1::AuditJob& job) {
+  using google::protobuf::util::FieldMaskUtil;
+  static const auto* const kJob =
+      new google::protobuf::FieldMask(AllFieldsBut<v1::AuditJob>("report"));
+  static const auto* const kReport =
+      new google::protobuf::FieldMask(AllFieldsBut<v1::AuditReport>("conditions"));
+  static const auto* const kCondition =
+      new google::protobuf::FieldMask(AllFieldsBut<v1::ConditionReport>("samples"));
+  v1::AuditJob out;
+  FieldMaskUtil::MergeMessageTo(job, *kJob, {}, &out);
+  if (job.has_report()) {
+    FieldMaskUtil::MergeMessageTo(job.report(), *kReport, {}, out.mutable_report());
+    for (const v1::ConditionReport& condition : job.report().conditions()) {
+      FieldMaskUtil::MergeMessageTo(condition, *kCondition, {},
+                                    out.mutable_report()->add_conditions());
+    }
+  }
+  return out;
+}
+
+// A rough per-event cost for the size cap (the vector entry and a progress
+// snapshot).
+constexpr int64_t kEventBytes = 96;
 
 }  // namespace
 
@@ -50,21 +89,17 @@ std::string JobManager::NewId() {
 
 absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request) {
   if (request.model().empty()) return absl::InvalidArgumentError("model: required");
-  auto model = registry_->Get(request.model());
-  if (!model.ok()) return model.status();
-  if (absl::Status s = ValidateAuditRequest(request, **model); !s.ok()) return s;
+  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, registry_->Get(request.model()));
+  ASSIGN_OR_RETURN(AuditPlan plan, PlanAudit(request, std::move(model)));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();
+  job->plan = std::make_shared<const AuditPlan>(std::move(plan));
   job->state.set_id(NewId());
   job->state.set_state(v1::JOB_QUEUED);
   *job->state.mutable_request() = request;
   job->state.set_created_unix_ms(NowUnixMs());
-  const int64_t per_condition = request.samples_per_condition() > 0
-                                    ? request.samples_per_condition()
-                                    : kDefaultSamplesPerCondition;
-  job->state.mutable_progress()->set_samples_total(per_condition *
-                                                   std::max(1, request.conditions_size()));
-  job->state.mutable_progress()->set_phase("queued");
+  job->state.mutable_progress()->set_samples_total(job->plan->total_samples());
+  job->state.mutable_progress()->set_phase(v1::AUDIT_PHASE_QUEUED);
   {
     absl::MutexLock lock(&mu_);
     if (active_ >= options_.max_concurrent_jobs + options_.max_queued_jobs) {
@@ -87,8 +122,13 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request)
   return job->state;
 }
 
+void JobManager::AddProgress(Job& job, const v1::AuditProgress& progress) {
+  *job.state.mutable_progress() = progress;
+  job.events.push_back({Event::Kind::kProgress, progress, 0});
+}
+
 void JobManager::Run(const std::shared_ptr<Job>& job) {
-  v1::AuditRequest request;
+  std::shared_ptr<const AuditPlan> plan;
   {
     absl::MutexLock lock(&mu_);
     if (job->cancel.load() || IsFinal(job->state.state())) {
@@ -96,49 +136,42 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
       return;
     }
     job->state.set_state(v1::JOB_RUNNING);
-    job->state.mutable_progress()->set_phase("starting");
-    request = job->state.request();
+    v1::AuditProgress starting = job->state.progress();
+    starting.set_phase(v1::AUDIT_PHASE_STARTING);
+    AddProgress(*job, starting);
+    plan = job->plan;
   }
   const double queued_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - job->created).count();
-  auto model = registry_->Get(request.model());
-  absl::StatusOr<v1::AuditReport> report = absl::UnknownError("not run");
-  if (!model.ok()) {
-    report = model.status();
-  } else {
-    AuditCallbacks callbacks;
-    callbacks.progress = [this, job](const v1::AuditProgress& progress) {
-      absl::MutexLock lock(&mu_);
-      *job->state.mutable_progress() = progress;
-      v1::AuditEvent event;
-      *event.mutable_progress() = progress;
-      job->events.push_back(std::move(event));
-    };
-    callbacks.sample = [this, job, &request](const v1::SampleReport& sample) {
-      if (metrics_)
-        metrics_->CountSampleVerdict(request.model(), v1::Verdict_Name(sample.verdict()));
-      absl::MutexLock lock(&mu_);
-      v1::AuditEvent event;
-      *event.mutable_sample() = sample;
-      job->events.push_back(std::move(event));
-    };
-    callbacks.spectrum_seconds = [this](const std::string& method, double seconds) {
-      if (metrics_) metrics_->ObserveSpectrum(method, seconds);
-    };
-    report = RunAuditNoThrow(
-        request, **model,
-        [job]() -> absl::Status {
-          return job->cancel.load() ? absl::CancelledError("audit cancelled") : absl::OkStatus();
-        },
-        callbacks);
-  }
+  const std::string& model = plan->model->checkpoint->config().name();
+  AuditCallbacks callbacks;
+  callbacks.progress = [this, job](const v1::AuditProgress& progress) {
+    absl::MutexLock lock(&mu_);
+    AddProgress(*job, progress);
+  };
+  callbacks.sample = [this, job, &model](const v1::SampleReport& sample) {
+    if (metrics_) metrics_->CountSampleVerdict(model, v1::Verdict_Name(sample.verdict()));
+    absl::MutexLock lock(&mu_);
+    job->streamed.push_back(sample);
+    job->events.push_back(
+        {Event::Kind::kSample, std::nullopt, static_cast<int64_t>(job->streamed.size()) - 1});
+  };
+  callbacks.spectrum_seconds = [this](SpectrumMethod method, double seconds) {
+    if (metrics_) metrics_->ObserveSpectrum(SpectrumMethodName(method), seconds);
+  };
+  absl::StatusOr<v1::AuditReport> report = RunAudit(
+      *plan,
+      [job]() -> absl::Status {
+        return job->cancel.load() ? absl::CancelledError("audit cancelled") : absl::OkStatus();
+      },
+      callbacks);
   absl::MutexLock lock(&mu_);
   if (report.ok()) {
     report->mutable_timing()->set_queued_seconds(queued_seconds);
     *job->state.mutable_report() = *std::move(report);
-    job->state.mutable_progress()->set_phase("done");
-    if (metrics_)
-      metrics_->CountAudit(request.model(), v1::Verdict_Name(job->state.report().verdict()));
+    job->streamed.clear();  // the report holds every sample
+    job->streamed.shrink_to_fit();
+    if (metrics_) metrics_->CountAudit(model, v1::Verdict_Name(job->state.report().verdict()));
     Finish(*job, v1::JOB_SUCCEEDED, "");
   } else if (report.status().code() == absl::StatusCode::kCancelled) {
     Finish(*job, v1::JOB_CANCELLED, std::string(report.status().message()));
@@ -151,33 +184,44 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   job.state.set_state(state);
   job.state.set_error(error);
   job.state.set_finished_unix_ms(NowUnixMs());
-  v1::AuditEvent event;
-  *event.mutable_finished() = job.state;
-  job.events.push_back(std::move(event));
+  job.state.mutable_progress()->set_phase(v1::AUDIT_PHASE_DONE);
+  job.events.push_back({Event::Kind::kFinished, std::nullopt, 0});
+  job.plan.reset();  // the model version it pinned may now be freed
+  int64_t streamed_bytes = 0;
+  for (const v1::SampleReport& sample : job.streamed) {
+    streamed_bytes += static_cast<int64_t>(sample.ByteSizeLong());
+  }
+  job.bytes = static_cast<int64_t>(job.state.ByteSizeLong()) + streamed_bytes +
+              kEventBytes * static_cast<int64_t>(job.events.size());
+  finished_bytes_ += job.bytes;
+  finished_.push_back(job.state.id());
   --active_;
   if (metrics_) metrics_->CountJobFinished(v1::JobState_Name(state));
   TrimHistory();
 }
 
 void JobManager::TrimHistory() {
-  int64_t finished = 0;
-  for (const auto& id : order_) finished += IsFinal(jobs_[id]->state.state()) ? 1 : 0;
-  for (auto it = order_.begin();
-       it != order_.end() && finished > options_.max_finished_jobs_kept;) {
-    if (IsFinal(jobs_[*it]->state.state())) {
-      jobs_.erase(*it);
-      it = order_.erase(it);
-      --finished;
-    } else {
-      ++it;
+  int64_t evicted = 0;
+  while (finished_.size() > 1 &&
+         (static_cast<int64_t>(finished_.size()) > options_.max_finished_jobs_kept ||
+          finished_bytes_ > options_.max_finished_job_bytes)) {
+    const std::string id = finished_.front();
+    finished_.pop_front();
+    auto it = jobs_.find(id);
+    if (it != jobs_.end()) {
+      finished_bytes_ -= it->second->bytes;
+      jobs_.erase(it);
+      order_.erase(std::find(order_.begin(), order_.end(), id));
+      ++evicted;
     }
   }
+  if (evicted > 0 && metrics_) metrics_->CountJobsEvicted(evicted);
 }
 
 absl::StatusOr<v1::AuditJob> JobManager::Get(const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("audit \"", id, "\" not found"));
+  if (it == jobs_.end()) return UnknownJob(id);
   return it->second->state;
 }
 
@@ -185,10 +229,7 @@ std::vector<v1::AuditJob> JobManager::List() const {
   std::vector<v1::AuditJob> list;
   absl::MutexLock lock(&mu_);
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
-    v1::AuditJob job = jobs_.at(*it)->state;
-    for (v1::ConditionReport& condition : *job.mutable_report()->mutable_conditions()) {
-      condition.clear_samples();
-    }
+    v1::AuditJob job = WithoutSamples(jobs_.at(*it)->state);
     list.push_back(std::move(job));
   }
   return list;
@@ -197,7 +238,7 @@ std::vector<v1::AuditJob> JobManager::List() const {
 absl::StatusOr<v1::AuditJob> JobManager::Cancel(const std::string& id) {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("audit \"", id, "\" not found"));
+  if (it == jobs_.end()) return UnknownJob(id);
   std::shared_ptr<Job> job = it->second;  // Finish may trim it from the map
   job->cancel = true;
   if (job->state.state() == v1::JOB_QUEUED) {
@@ -206,19 +247,55 @@ absl::StatusOr<v1::AuditJob> JobManager::Cancel(const std::string& id) {
   return job->state;
 }
 
+v1::AuditEvent JobManager::Materialize(const Job& job, const Event& event) const {
+  v1::AuditEvent out;
+  switch (event.kind) {
+    case Event::Kind::kProgress:
+      *out.mutable_progress() = *event.progress;
+      break;
+    case Event::Kind::kSample: {
+      const v1::SampleReport* sample =
+          job.state.state() == v1::JOB_SUCCEEDED
+              ? SampleAt(job.state.report(), event.sample)
+              : (event.sample < static_cast<int64_t>(job.streamed.size())
+                     ? &job.streamed[event.sample]
+                     : nullptr);
+      if (sample != nullptr) *out.mutable_sample() = *sample;
+      break;
+    }
+    case Event::Kind::kFinished:
+      *out.mutable_finished() = job.state;
+      break;
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<v1::AuditEvent>> JobManager::Events(const std::string& id, size_t from,
                                                                absl::Duration timeout,
                                                                bool* finished) const {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(id);
-  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("audit \"", id, "\" not found"));
+  if (it == jobs_.end()) return UnknownJob(id);
   std::shared_ptr<Job> job = it->second;
   auto ready = [&job, from]() { return job->events.size() > from; };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
   *finished = IsFinal(job->state.state());
   std::vector<v1::AuditEvent> events;
-  for (size_t i = from; i < job->events.size(); ++i) events.push_back(job->events[i]);
+  for (size_t i = from; i < job->events.size(); ++i) {
+    events.push_back(Materialize(*job, job->events[i]));
+  }
   return events;
+}
+
+absl::StatusOr<v1::AuditJob> JobManager::Await(const std::string& id,
+                                               absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return UnknownJob(id);
+  std::shared_ptr<Job> job = it->second;
+  auto ended = [&job]() { return IsFinal(job->state.state()); };
+  mu_.AwaitWithTimeout(absl::Condition(&ended), timeout);
+  return job->state;
 }
 
 void JobManager::Shutdown(absl::Duration grace) {
@@ -242,7 +319,16 @@ void JobManager::Shutdown(absl::Duration grace) {
   pool_->Join();
 }
 
-int64_t JobManager::queued() const { return pool_->queued(); }
-int64_t JobManager::running() const { return pool_->running(); }
+JobGauges JobManager::gauges() const {
+  JobGauges gauges;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, job] : jobs_) {
+    gauges.queued += job->state.state() == v1::JOB_QUEUED ? 1 : 0;
+    gauges.running += job->state.state() == v1::JOB_RUNNING ? 1 : 0;
+  }
+  gauges.finished = static_cast<int64_t>(finished_.size());
+  gauges.finished_bytes = finished_bytes_;
+  return gauges;
+}
 
 }  // namespace memaudit::server

@@ -1,14 +1,23 @@
 // Audit jobs: a bounded queue in front of a fixed pool of job workers,
 // progress events for watchers, cancellation, and a bounded history of
 // finished jobs. Thread-safe.
+//
+// Memory: a job's report is stored once. Its event log holds progress
+// snapshots and references to the samples (materialized into AuditEvent
+// messages only when read); the final event is built from the job on
+// demand. Finished jobs are kept up to a count and a total serialized size,
+// oldest evicted first (counted in metrics); the most recently finished job
+// is always kept.
 #ifndef MEMAUDIT_SERVER_JOB_MANAGER_H_
 #define MEMAUDIT_SERVER_JOB_MANAGER_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +27,7 @@
 #include "memaudit/v1/audit_service.pb.h"
 #include "metrics.h"
 #include "model_registry.h"
+#include "plans.h"
 #include "worker_pool.h"
 
 namespace memaudit::server {
@@ -26,18 +36,22 @@ struct JobManagerOptions {
   int max_concurrent_jobs = 2;
   int max_queued_jobs = 16;
   int max_finished_jobs_kept = 1000;
+  int64_t max_finished_job_bytes = int64_t{256} << 20;
 };
 
 class JobManager {
  public:
+  // `metrics` may be null.
   JobManager(ModelRegistry* registry, Metrics* metrics, JobManagerOptions options);
   ~JobManager();
 
-  // Validates the request (NOT_FOUND / UNAVAILABLE model, INVALID_ARGUMENT
-  // field) and queues it: RESOURCE_EXHAUSTED when the queue is full,
-  // UNAVAILABLE when shutting down.
+  // Plans the request against the model as loaded now (NOT_FOUND /
+  // UNAVAILABLE model, INVALID_ARGUMENT field) and queues the plan: the job
+  // audits that version of the model even if it is reloaded or unloaded
+  // meanwhile. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when
+  // shutting down.
   absl::StatusOr<v1::AuditJob> Submit(const v1::AuditRequest& request);
-  // NOT_FOUND for an unknown id.
+  // NOT_FOUND for an unknown (or evicted) id.
   absl::StatusOr<v1::AuditJob> Get(const std::string& id) const;
   // Newest first, without per-sample reports.
   std::vector<v1::AuditJob> List() const;
@@ -46,27 +60,44 @@ class JobManager {
   absl::StatusOr<v1::AuditJob> Cancel(const std::string& id);
 
   // Events from index `from` on, waiting up to `timeout` for at least one.
-  // `finished` tells whether the job has ended (its last event is final).
+  // `finished` tells whether the job has ended; its last event is then the
+  // final one (AuditEvent.finished).
   absl::StatusOr<std::vector<v1::AuditEvent>> Events(const std::string& id, size_t from,
                                                      absl::Duration timeout, bool* finished) const;
+
+  // Waits up to `timeout` for the job to end; returns it (ended or not).
+  absl::StatusOr<v1::AuditJob> Await(const std::string& id, absl::Duration timeout) const;
 
   // Stops accepting jobs, lets running and queued ones finish for up to
   // `grace`, then cancels the rest and waits for them to stop.
   void Shutdown(absl::Duration grace);
 
-  int64_t queued() const;
-  int64_t running() const;
+  JobGauges gauges() const;
 
  private:
+  // One entry of a job's event log.
+  struct Event {
+    enum class Kind { kProgress, kSample, kFinished } kind;
+    std::optional<v1::AuditProgress> progress;  // kProgress
+    int64_t sample = 0;                         // kSample: index in report order
+  };
   struct Job {
-    v1::AuditJob state;  // guarded by the manager's mutex
-    std::vector<v1::AuditEvent> events;
+    v1::AuditJob state;                     // guarded by the manager's mutex; the report lives here
+    std::shared_ptr<const AuditPlan> plan;  // released when the job ends
+    // Samples finished so far while running; moved out when the report
+    // (which holds them) arrives. Kept when the job fails or is cancelled.
+    std::vector<v1::SampleReport> streamed;
+    std::vector<Event> events;
+    int64_t bytes = 0;  // serialized size once finished
     std::atomic<bool> cancel{false};
     std::chrono::steady_clock::time_point created;
   };
   void Run(const std::shared_ptr<Job>& job);
   void Finish(Job& job, v1::JobState state, const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddProgress(Job& job, const v1::AuditProgress& progress) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::AuditEvent Materialize(const Job& job, const Event& event) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void TrimHistory() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewId();
 
@@ -75,8 +106,10 @@ class JobManager {
   const JobManagerOptions options_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // creation order
-  int64_t active_ ABSL_GUARDED_BY(mu_) = 0;             // queued + running
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);     // creation order
+  std::deque<std::string> finished_ ABSL_GUARDED_BY(mu_);  // finishing order
+  int64_t finished_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t active_ ABSL_GUARDED_BY(mu_) = 0;  // queued + running
   std::atomic<uint64_t> next_id_{0};
   std::unique_ptr<WorkerPool> pool_;
 };

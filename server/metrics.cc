@@ -73,6 +73,18 @@ Metrics::Metrics()
                 .Name("memaudit_jobs")
                 .Help("Audit jobs by state (queued, running)")
                 .Register(*registry_)),
+      finished_jobs_(prometheus::BuildGauge()
+                         .Name("memaudit_finished_jobs")
+                         .Help("Finished jobs kept in memory for GetAudit and ListAudits")
+                         .Register(*registry_)),
+      finished_job_bytes_(prometheus::BuildGauge()
+                              .Name("memaudit_finished_jobs_bytes")
+                              .Help("Serialized size of the finished jobs kept in memory")
+                              .Register(*registry_)),
+      jobs_evicted_(prometheus::BuildCounter()
+                        .Name("memaudit_jobs_evicted_total")
+                        .Help("Finished jobs dropped from memory by the count or size cap")
+                        .Register(*registry_)),
       network_evaluations_(prometheus::BuildCounter()
                                .Name("memaudit_network_evaluations_total")
                                .Help("Rows evaluated by diffusion networks, by kind")
@@ -129,6 +141,9 @@ Metrics::Metrics()
   process_start_.Add({}).Set(ProcessStartTime());
   jobs_.Add({{"state", "queued"}});
   jobs_.Add({{"state", "running"}});
+  finished_jobs_.Add({});
+  finished_job_bytes_.Add({});
+  jobs_evicted_.Add({});
   network_evaluations_.Add({{"kind", "sampling"}});
   network_evaluations_.Add({{"kind", "curvature"}});
 }
@@ -151,6 +166,10 @@ void Metrics::CountJobFinished(const std::string& state) {
   jobs_finished_.Add({{"state", state}}).Increment();
 }
 
+void Metrics::CountJobsEvicted(int64_t jobs) {
+  jobs_evicted_.Add({}).Increment(static_cast<double>(jobs));
+}
+
 void Metrics::CountNetworkEvaluations(const std::string& kind, int64_t rows) {
   network_evaluations_.Add({{"kind", kind}}).Increment(static_cast<double>(rows));
 }
@@ -168,9 +187,9 @@ void Metrics::SetModelReady(const std::string& model, bool ready) {
   model_ready_.Add({{"model", model}}).Set(ready ? 1 : 0);
 }
 
-void Metrics::SetJobGauges(std::function<std::pair<int64_t, int64_t>()> queued_and_running) {
+void Metrics::SetJobGauges(std::function<JobGauges()> gauges) {
   std::lock_guard<std::mutex> lock(scrape_mu_);
-  job_gauges_ = std::move(queued_and_running);
+  job_gauges_ = std::move(gauges);
 }
 
 double Metrics::NetworkEvaluations() const {
@@ -184,9 +203,11 @@ double Metrics::NetworkEvaluations() const {
 
 void Metrics::UpdateScrapeTimeGauges() {
   if (job_gauges_) {
-    auto [queued, running] = job_gauges_();
-    jobs_.Add({{"state", "queued"}}).Set(static_cast<double>(queued));
-    jobs_.Add({{"state", "running"}}).Set(static_cast<double>(running));
+    const JobGauges gauges = job_gauges_();
+    jobs_.Add({{"state", "queued"}}).Set(static_cast<double>(gauges.queued));
+    jobs_.Add({{"state", "running"}}).Set(static_cast<double>(gauges.running));
+    finished_jobs_.Add({}).Set(static_cast<double>(gauges.finished));
+    finished_job_bytes_.Add({}).Set(static_cast<double>(gauges.finished_bytes));
   }
   const std::vector<std::string> fields = ProcStatFields();
   if (fields.size() > 21) {

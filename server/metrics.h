@@ -27,6 +27,14 @@ class Server;
 
 namespace memaudit::server {
 
+// The job manager's state, sampled at scrape time.
+struct JobGauges {
+  int64_t queued = 0;
+  int64_t running = 0;
+  int64_t finished = 0;        // finished jobs kept for GetAudit / ListAudits
+  int64_t finished_bytes = 0;  // their serialized size
+};
+
 class Metrics {
  public:
   Metrics();
@@ -38,14 +46,17 @@ class Metrics {
   void CountAudit(const std::string& model, const std::string& verdict);
   void CountSampleVerdict(const std::string& model, const std::string& verdict);
   void CountJobFinished(const std::string& state);
+  // Finished jobs dropped from memory by the job manager's caps.
+  void CountJobsEvicted(int64_t jobs);
   // Rows through the network; kind "sampling" (no gradient) or "curvature".
   void CountNetworkEvaluations(const std::string& kind, int64_t rows);
+  // `method`: "dense" or "arnoldi".
   void ObserveSpectrum(const std::string& method, double seconds);
   void ObserveModelLoad(const std::string& model, bool ok, double seconds);
   void SetModelReady(const std::string& model, bool ready);
 
-  // Sampled at scrape time: jobs queued and running.
-  void SetJobGauges(std::function<std::pair<int64_t, int64_t>()> queued_and_running);
+  // Sampled at scrape time.
+  void SetJobGauges(std::function<JobGauges()> gauges);
 
   // The exposition text (what GET /metrics returns).
   std::string Scrape();
@@ -68,6 +79,9 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& sample_verdicts_;
   prometheus::Family<prometheus::Counter>& jobs_finished_;
   prometheus::Family<prometheus::Gauge>& jobs_;
+  prometheus::Family<prometheus::Gauge>& finished_jobs_;
+  prometheus::Family<prometheus::Gauge>& finished_job_bytes_;
+  prometheus::Family<prometheus::Counter>& jobs_evicted_;
   prometheus::Family<prometheus::Counter>& network_evaluations_;
   prometheus::Family<prometheus::Histogram>& spectrum_duration_;
   prometheus::Family<prometheus::Gauge>& model_load_seconds_;
@@ -80,7 +94,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& process_start_;
   prometheus::Family<prometheus::Gauge>& process_fds_;
   prometheus::Family<prometheus::Gauge>& process_threads_;
-  std::function<std::pair<int64_t, int64_t>()> job_gauges_;
+  std::function<JobGauges()> job_gauges_;
   double last_cpu_seconds_ = 0;
   std::mutex scrape_mu_;
 

@@ -84,10 +84,12 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
         absl::StrCat("model \"", name, "\" is not in the repository ", repository_));
   }
   absl::MutexLock load_lock(&load_mu_);
+  uint64_t unloads_at_start = 0;
   {
     absl::MutexLock lock(&mu_);
     Entry& entry = entries_[name];
     if (entry.model == nullptr) entry.state = v1::MODEL_LOADING;
+    unloads_at_start = entry.unloads;
   }
   const auto start = std::chrono::steady_clock::now();
   const std::string directory = (fs::path(repository_) / name).string();
@@ -121,6 +123,10 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   if (observer_) observer_(name, loaded.ok(), seconds);
   absl::MutexLock lock(&mu_);
   Entry& entry = entries_[name];
+  if (entry.unloads != unloads_at_start) {
+    return absl::AbortedError(
+        absl::StrCat("model \"", name, "\" was unloaded while it loaded; load it again"));
+  }
   if (!loaded.ok()) {
     entry.last_error = std::string(loaded.status().message());
     if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
@@ -133,18 +139,23 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
 }
 
 absl::StatusOr<v1::ModelInfo> ModelRegistry::Unload(const std::string& name) {
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(name);
-  if (it == entries_.end()) {
-    if (!ExistsInRepository(name)) {
-      return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the repository"));
+  v1::ModelInfo info;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) {
+      if (!ExistsInRepository(name)) {
+        return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the repository"));
+      }
+      it = entries_.emplace(name, Entry{}).first;
     }
-    it = entries_.emplace(name, Entry{}).first;
+    it->second.model.reset();
+    it->second.state = v1::MODEL_UNLOADED;
+    ++it->second.unloads;
+    info = InfoLocked(name, it->second);
   }
-  it->second.model.reset();
-  it->second.state = v1::MODEL_UNLOADED;
   if (observer_) observer_(name, false, 0.0);
-  return InfoLocked(name, it->second);
+  return info;
 }
 
 absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelRegistry::Get(

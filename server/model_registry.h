@@ -19,6 +19,7 @@
 #include "denoiser.h"
 #include "memaudit/v1/model_service.pb.h"
 #include "reference_set.h"
+#include "spectrum.h"
 #include "verdict.h"
 
 namespace memaudit::server {
@@ -32,7 +33,7 @@ struct LoadedModel {
   std::string checksum;  // "sha256:<hex>" of model.pt
   double load_seconds = 0;
   // The server's dense-spectrum limit (Arnoldi above it, in AUTO mode).
-  int64_t max_dense_dimension = 4096;
+  int64_t max_dense_dimension = kDefaultMaxDenseDimension;
 };
 
 class ModelRegistry {
@@ -42,7 +43,7 @@ class ModelRegistry {
   using LoadObserver = std::function<void(const std::string&, bool, double)>;
 
   ModelRegistry(std::string repository, CheckpointOptions options, LoadObserver observer = {},
-                int64_t max_dense_dimension = 4096);
+                int64_t max_dense_dimension = kDefaultMaxDenseDimension);
 
   const std::string& repository() const { return repository_; }
   const CheckpointOptions& options() const { return options_; }
@@ -56,6 +57,8 @@ class ModelRegistry {
 
   // (Re)loads `name`: NOT_FOUND if the repository has no such directory,
   // otherwise the load error (the previous version, if any, stays).
+  // ABORTED when the model is unloaded while it loads: the unload wins and
+  // the freshly loaded version is dropped.
   absl::StatusOr<v1::ModelInfo> Load(const std::string& name);
   absl::StatusOr<v1::ModelInfo> Unload(const std::string& name);
 
@@ -71,6 +74,7 @@ class ModelRegistry {
     v1::ModelState state = v1::MODEL_UNLOADED;
     std::shared_ptr<const LoadedModel> model;
     std::string last_error;
+    uint64_t unloads = 0;  // a load that started before an unload is dropped
   };
   v1::ModelInfo InfoLocked(const std::string& name, const Entry& entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -5,123 +5,164 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 #include "tensor_codec.h"
 
 namespace memaudit::server {
 namespace {
+
 constexpr int64_t kMaxChunkRows = 1 << 16;
+constexpr int64_t kMaxEigenvalues = 4096;
+constexpr int64_t kMaxRestarts = 100000;
+
+absl::Status OutOfRange(const std::string& field, const std::string& range) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": must be ", range));
+}
+
+// Sets `*value` from a proto field where 0 means "the default", checking
+// [low, high] otherwise.
+absl::Status SetIfGiven(int64_t given, int64_t low, int64_t high, const std::string& field,
+                        int64_t* value) {
+  if (given == 0) return absl::OkStatus();
+  if (given < low || given > high) {
+    return OutOfRange(field, absl::StrCat("in [", low, ", ", high, "], got ", given));
+  }
+  *value = given;
+  return absl::OkStatus();
+}
+
+// As above for a fraction in the open interval (0, 1).
+absl::Status SetFractionIfGiven(double given, const std::string& field, double* value) {
+  if (given == 0) return absl::OkStatus();
+  if (!(given > 0 && given < 1)) return OutOfRange(field, absl::StrCat("in (0, 1), got ", given));
+  *value = given;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ScoreKind> ToScoreKind(v1::ScoreKind kind) {
+  switch (kind) {
+    case v1::SCORE_KIND_UNSPECIFIED:
+    case v1::CONDITIONAL:
+      return ScoreKind::kConditional;
+    case v1::UNCONDITIONAL:
+      return ScoreKind::kUnconditional;
+    case v1::GUIDED:
+      return ScoreKind::kGuided;
+    case v1::DIFFERENCE:
+      return ScoreKind::kDifference;
+    default:
+      return OutOfRange("curvature.score_kind", absl::StrCat("a ScoreKind, got ", kind));
+  }
+}
+
+absl::StatusOr<SpectrumMethod> ToSpectrumMethod(v1::SpectrumMethod method) {
+  switch (method) {
+    case v1::SPECTRUM_METHOD_AUTO:
+      return SpectrumMethod::kAuto;
+    case v1::DENSE:
+      return SpectrumMethod::kDense;
+    case v1::ARNOLDI:
+      return SpectrumMethod::kArnoldi;
+    default:
+      return OutOfRange("curvature.method", absl::StrCat("a SpectrumMethod, got ", method));
+  }
+}
+
+absl::StatusOr<EigenTarget> ToEigenTarget(v1::EigenTarget target) {
+  switch (target) {
+    case v1::EIGEN_TARGET_UNSPECIFIED:
+    case v1::LARGEST_REAL:
+      return EigenTarget::kLargestReal;
+    case v1::LARGEST_MAGNITUDE:
+      return EigenTarget::kLargestMagnitude;
+    case v1::SMALLEST_REAL:
+      return EigenTarget::kSmallestReal;
+    default:
+      return OutOfRange("curvature.target", absl::StrCat("an EigenTarget, got ", target));
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<SamplerOptions> ToSamplerOptions(const v1::SamplingOptions& sampling,
                                                 const NoiseSchedule& schedule,
                                                 const std::string& field) {
   SamplerOptions options;
-  options.kind = sampling.sampler() == v1::DDPM ? SamplerKind::kDdpm : SamplerKind::kDdim;
-  if (sampling.num_steps() != 0) options.num_steps = sampling.num_steps();
-  if (options.num_steps < 1 || options.num_steps > schedule.num_train_timesteps()) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".num_steps: must be in [1, ",
-                                                   schedule.num_train_timesteps(), "], got ",
-                                                   options.num_steps));
+  switch (sampling.sampler()) {
+    case v1::SAMPLER_UNSPECIFIED:
+    case v1::DDIM:
+      options.kind = SamplerKind::kDdim;
+      break;
+    case v1::DDPM:
+      options.kind = SamplerKind::kDdpm;
+      break;
+    default:
+      return OutOfRange(field + ".sampler", absl::StrCat("DDIM or DDPM, got ", sampling.sampler()));
   }
+  const int64_t train_steps = schedule.num_train_timesteps();
+  RETURN_IF_ERROR(
+      SetIfGiven(sampling.num_steps(), 1, train_steps, field + ".num_steps", &options.num_steps));
   options.eta = sampling.eta();
-  if (!(options.eta >= 0 && options.eta <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ".eta: must be in [0, 1]"));
+  if (!(options.eta >= 0 && options.eta <= 1)) return OutOfRange(field + ".eta", "in [0, 1]");
+  // Bounded before use: (num_steps − 1)·ratio + offset must not overflow.
+  if (sampling.steps_offset() < 0 || sampling.steps_offset() >= train_steps) {
+    return OutOfRange(field + ".steps_offset",
+                      absl::StrCat("in [0, ", train_steps - 1, "], got ", sampling.steps_offset()));
   }
   options.steps_offset = sampling.steps_offset();
   if (sampling.has_guidance_scale()) {
     options.guidance = sampling.guidance_scale();
     if (!std::isfinite(options.guidance) || std::abs(options.guidance) > 1000) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".guidance_scale: must be finite and at most 1000 in magnitude"));
+      return OutOfRange(field + ".guidance_scale", "finite and at most 1000 in magnitude");
     }
   }
-  auto timesteps =
-      LeadingTimesteps(schedule.num_train_timesteps(), options.num_steps, options.steps_offset);
+  auto timesteps = LeadingTimesteps(train_steps, options.num_steps, options.steps_offset);
   if (!timesteps.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": ", timesteps.status().message()));
   }
   return options;
 }
 
-absl::StatusOr<CurvatureSettings> ToCurvatureSettings(const v1::CurvatureOptions& options,
-                                                      const std::string& field) {
-  CurvatureSettings settings;
-  switch (options.score_kind()) {
-    case v1::UNCONDITIONAL:
-      settings.score_kind = ScoreKind::kUnconditional;
-      break;
-    case v1::GUIDED:
-      settings.score_kind = ScoreKind::kGuided;
-      break;
-    case v1::DIFFERENCE:
-      settings.score_kind = ScoreKind::kDifference;
-      break;
-    default:
-      settings.score_kind = ScoreKind::kConditional;
+absl::StatusOr<SampleCurvatureOptions> ToCurvatureOptions(const v1::SamplingOptions& sampling,
+                                                          const v1::CurvatureOptions& curvature,
+                                                          const LoadedModel& model) {
+  SampleCurvatureOptions options;
+  ASSIGN_OR_RETURN(options.sampler,
+                   ToSamplerOptions(sampling, model.denoiser->schedule(), "sampling"));
+  ASSIGN_OR_RETURN(options.score_kind, ToScoreKind(curvature.score_kind()));
+  ASSIGN_OR_RETURN(options.method, ToSpectrumMethod(curvature.method()));
+  ASSIGN_OR_RETURN(options.arnoldi.target, ToEigenTarget(curvature.target()));
+  options.spectrum.symmetrize = curvature.symmetrize();
+  RETURN_IF_ERROR(SetFractionIfGiven(curvature.positive_tolerance(), "curvature.positive_tolerance",
+                                     &options.spectrum.positive_tolerance));
+  RETURN_IF_ERROR(SetIfGiven(curvature.jacobian_chunk_rows(), 1, kMaxChunkRows,
+                             "curvature.jacobian_chunk_rows", &options.jacobian.chunk_rows));
+  RETURN_IF_ERROR(SetIfGiven(curvature.num_eigenvalues(), 1, kMaxEigenvalues,
+                             "curvature.num_eigenvalues", &options.arnoldi.num_eigenvalues));
+  RETURN_IF_ERROR(SetFractionIfGiven(curvature.arnoldi_tolerance(), "curvature.arnoldi_tolerance",
+                                     &options.arnoldi.tolerance));
+  RETURN_IF_ERROR(SetIfGiven(curvature.max_restarts(), 1, kMaxRestarts, "curvature.max_restarts",
+                             &options.arnoldi.max_restarts));
+  options.max_dense_dimension = model.max_dense_dimension;
+  const int64_t dimension = model.checkpoint->sample_numel();
+  if (options.method == SpectrumMethod::kDense && dimension > options.max_dense_dimension) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "curvature.method: dimension ", dimension, " exceeds the dense-spectrum limit ",
+        options.max_dense_dimension, " (server flag --max_dense_dimension); use ARNOLDI"));
   }
-  settings.spectrum.symmetrize = options.symmetrize();
-  if (options.positive_tolerance() != 0) {
-    if (!(options.positive_tolerance() > 0 && options.positive_tolerance() < 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".positive_tolerance: must be in (0, 1)"));
-    }
-    settings.spectrum.positive_tolerance = options.positive_tolerance();
+  if (options.spectrum.symmetrize &&
+      ResolveSpectrumMethod(options.method, dimension, options.max_dense_dimension) ==
+          SpectrumMethod::kArnoldi) {
+    return absl::InvalidArgumentError("curvature.symmetrize: only the dense method offers it");
   }
-  if (options.jacobian_chunk_rows() != 0) {
-    if (options.jacobian_chunk_rows() < 1 || options.jacobian_chunk_rows() > kMaxChunkRows) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".jacobian_chunk_rows: must be in [1, ", kMaxChunkRows, "]"));
-    }
-    settings.jacobian.chunk_rows = options.jacobian_chunk_rows();
-  }
-  switch (options.method()) {
-    case v1::DENSE:
-      settings.method = SpectrumMethod::kDense;
-      break;
-    case v1::ARNOLDI:
-      settings.method = SpectrumMethod::kArnoldi;
-      break;
-    default:
-      settings.method = SpectrumMethod::kAuto;
-  }
-  switch (options.target()) {
-    case v1::LARGEST_MAGNITUDE:
-      settings.arnoldi.target = EigenTarget::kLargestMagnitude;
-      break;
-    case v1::SMALLEST_REAL:
-      settings.arnoldi.target = EigenTarget::kSmallestReal;
-      break;
-    default:
-      settings.arnoldi.target = EigenTarget::kLargestReal;
-  }
-  if (options.num_eigenvalues() != 0) {
-    if (options.num_eigenvalues() < 1 || options.num_eigenvalues() > 4096) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".num_eigenvalues: must be in [1, 4096]"));
-    }
-    settings.arnoldi.num_eigenvalues = options.num_eigenvalues();
-  }
-  if (options.arnoldi_tolerance() != 0) {
-    if (!(options.arnoldi_tolerance() > 0 && options.arnoldi_tolerance() < 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".arnoldi_tolerance: must be in (0, 1)"));
-    }
-    settings.arnoldi.tolerance = options.arnoldi_tolerance();
-  }
-  if (options.max_restarts() != 0) {
-    if (options.max_restarts() < 1 || options.max_restarts() > 100000) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".max_restarts: must be in [1, 100000]"));
-    }
-    settings.arnoldi.max_restarts = options.max_restarts();
-  }
-  return settings;
+  return options;
 }
 
-absl::StatusOr<at::Tensor> ToConditionBatch(const v1::Condition& condition,
-                                            const Denoiser& denoiser, int64_t batch,
-                                            const std::string& field) {
+absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
+                                              const Denoiser& denoiser, const std::string& field) {
   const v1::Conditioning& conditioning = denoiser.checkpoint().config().conditioning();
+  ConditionPlan plan;
+  plan.condition = condition;
   at::Tensor tensor;
   switch (condition.kind_case()) {
     case v1::Condition::kClassLabel:
@@ -129,22 +170,18 @@ absl::StatusOr<at::Tensor> ToConditionBatch(const v1::Condition& condition,
         return absl::InvalidArgumentError(
             absl::StrCat(field, ".class_label: the model is not class-conditional"));
       }
-      tensor = at::full({batch}, condition.class_label(), at::kLong);
+      tensor = at::full({1}, condition.class_label(), at::kLong);
+      plan.label = absl::StrCat("class ", condition.class_label());
       break;
     case v1::Condition::kEmbedding: {
       if (conditioning.kind() != v1::Conditioning::EMBEDDING) {
         return absl::InvalidArgumentError(
             absl::StrCat(field, ".embedding: the model does not take embeddings"));
       }
-      auto embedding = DecodeTensor(condition.embedding(), field + ".embedding");
-      if (!embedding.ok()) return embedding.status();
-      tensor = embedding->unsqueeze(0)
-                   .expand([&] {
-                     std::vector<int64_t> shape{batch};
-                     for (int64_t d : embedding->sizes()) shape.push_back(d);
-                     return shape;
-                   }())
-                   .contiguous();
+      ASSIGN_OR_RETURN(const at::Tensor embedding,
+                       DecodeTensor(condition.embedding(), field + ".embedding"));
+      tensor = embedding.unsqueeze(0);
+      plan.label = "embedding";
       break;
     }
     case v1::Condition::kPrompt:
@@ -152,30 +189,27 @@ absl::StatusOr<at::Tensor> ToConditionBatch(const v1::Condition& condition,
           absl::StrCat(field,
                        ".prompt: text prompts are not supported yet; encode the prompt with the "
                        "model's text encoder and pass the embedding"));
-    default:
-      break;  // null condition, or none
+    case v1::Condition::kNullCondition:
+      plan.label = "null";
+      break;
+    case v1::Condition::KIND_NOT_SET:
+      plan.label = "none";
+      break;
   }
-  auto prepared = denoiser.PrepareConditions(tensor, batch);
+  auto prepared = denoiser.PrepareConditions(tensor, 1);
   if (!prepared.ok()) {
     return absl::Status(prepared.status().code(),
                         absl::StrCat(field, ": ", prepared.status().message()));
   }
-  return prepared;
+  plan.row = *std::move(prepared);
+  return plan;
 }
 
-std::string ConditionLabel(const v1::Condition& condition) {
-  switch (condition.kind_case()) {
-    case v1::Condition::kClassLabel:
-      return absl::StrCat("class ", condition.class_label());
-    case v1::Condition::kEmbedding:
-      return "embedding";
-    case v1::Condition::kNullCondition:
-      return "null";
-    case v1::Condition::kPrompt:
-      return "prompt";
-    default:
-      return "none";
-  }
+at::Tensor RepeatCondition(const ConditionPlan& condition, int64_t batch) {
+  if (!condition.row.defined()) return condition.row;
+  std::vector<int64_t> shape = condition.row.sizes().vec();
+  shape[0] = batch;
+  return condition.row.expand(shape).contiguous();
 }
 
 absl::Status CheckTimestep(int64_t t, const NoiseSchedule& schedule, const std::string& field) {
@@ -184,6 +218,61 @@ absl::Status CheckTimestep(int64_t t, const NoiseSchedule& schedule, const std::
                                                    schedule.num_train_timesteps() - 1, "]"));
   }
   return absl::OkStatus();
+}
+
+std::vector<uint64_t> ConsecutiveSeeds(uint64_t first, int64_t count) {
+  std::vector<uint64_t> seeds(count);
+  for (int64_t i = 0; i < count; ++i) seeds[i] = first + static_cast<uint64_t>(i);
+  return seeds;
+}
+
+v1::SpectrumMethod ToProtoMethod(SpectrumMethod method) {
+  switch (method) {
+    case SpectrumMethod::kDense:
+      return v1::DENSE;
+    case SpectrumMethod::kArnoldi:
+      return v1::ARNOLDI;
+    case SpectrumMethod::kAuto:
+      break;
+  }
+  return v1::SPECTRUM_METHOD_AUTO;
+}
+
+v1::Verdict ToProtoVerdict(Verdict verdict) {
+  switch (verdict) {
+    case Verdict::kMemorized:
+      return v1::MEMORIZED;
+    case Verdict::kPartial:
+      return v1::PARTIAL;
+    case Verdict::kNotMemorized:
+      break;
+  }
+  return v1::NOT_MEMORIZED;
+}
+
+void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto) {
+  proto->set_dimension(summary.dimension);
+  proto->set_positive_eigenvalues(summary.positive_count);
+  proto->set_flat_directions(summary.flat_count);
+  proto->set_min_kappa(summary.min_kappa);
+  proto->set_max_kappa(summary.max_kappa);
+  proto->set_mean_kappa(summary.mean_kappa);
+  // Infinite (no peak) is encoded as absent.
+  if (std::isfinite(summary.width)) proto->set_width(summary.width);
+  if (std::isfinite(summary.radius)) proto->set_radius(summary.radius);
+  if (std::isfinite(summary.noise_radius)) proto->set_noise_radius(summary.noise_radius);
+  proto->set_partial(summary.partial);
+  proto->set_flat_directions_lower_bound(summary.flat_count_is_lower_bound);
+}
+
+void ToNearestProto(const NearestNeighbor& nearest, v1::NearestNeighbor* proto) {
+  proto->set_index(nearest.index);
+  proto->set_d1(nearest.d1);
+  proto->set_d2(nearest.d2);
+  proto->set_ratio(nearest.ratio);
+  proto->set_multiplicity(nearest.multiplicity);
+  proto->set_is_copy(nearest.is_copy());
+  proto->set_gap(nearest.gap);
 }
 
 void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResponse* proto) {
@@ -201,20 +290,6 @@ void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResp
     fill(metrics.hessian_score_squared, proto->mutable_hessian_score_squared());
     fill(metrics.hutchinson_trace, proto->mutable_hutchinson_trace());
   }
-}
-
-void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto) {
-  proto->set_dimension(summary.dimension);
-  proto->set_positive_eigenvalues(summary.positive_count);
-  proto->set_flat_directions(summary.flat_count);
-  proto->set_min_kappa(summary.min_kappa);
-  proto->set_max_kappa(summary.max_kappa);
-  proto->set_mean_kappa(summary.mean_kappa);
-  if (std::isfinite(summary.width)) proto->set_width(summary.width);
-  if (std::isfinite(summary.radius)) proto->set_radius(summary.radius);
-  if (std::isfinite(summary.noise_radius)) proto->set_noise_radius(summary.noise_radius);
-  proto->set_partial(summary.partial);
-  proto->set_flat_directions_lower_bound(summary.flat_count_is_lower_bound);
 }
 
 }  // namespace memaudit::server

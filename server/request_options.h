@@ -1,5 +1,7 @@
-// Translation of request messages into engine options, with validation
-// errors (INVALID_ARGUMENT) that name the request field.
+// Translation of request fields into engine options, with validation
+// errors (INVALID_ARGUMENT) that name the request field, and of engine
+// results back into response messages. Used by the plans (plans.h); no
+// handler calls these directly.
 #ifndef MEMAUDIT_SERVER_REQUEST_OPTIONS_H_
 #define MEMAUDIT_SERVER_REQUEST_OPTIONS_H_
 
@@ -8,45 +10,54 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "curvature.h"
 #include "denoiser.h"
 #include "early_metrics.h"
 #include "memaudit/v1/audit_service.pb.h"
+#include "model_registry.h"
+#include "reference_set.h"
 #include "sample_curvature.h"
 #include "sampler.h"
 #include "spectrum.h"
+#include "verdict.h"
 
 namespace memaudit::server {
 
+// `field` prefixes error messages ("sampling.num_steps: ...").
 absl::StatusOr<SamplerOptions> ToSamplerOptions(const v1::SamplingOptions& sampling,
                                                 const NoiseSchedule& schedule,
                                                 const std::string& field);
 
-struct CurvatureSettings {
-  ScoreKind score_kind = ScoreKind::kConditional;
-  SpectrumOptions spectrum;
-  JacobianOptions jacobian;
-  SpectrumMethod method = SpectrumMethod::kAuto;
-  ArnoldiOptions arnoldi;
+// Sampling plus curvature options for spectra on `model`: every field
+// range-checked, the method checked against the model's dimension and the
+// server's dense limit (model.max_dense_dimension), symmetrize only for
+// dense spectra. Errors name "sampling.…" and "curvature.…".
+absl::StatusOr<SampleCurvatureOptions> ToCurvatureOptions(const v1::SamplingOptions& sampling,
+                                                          const v1::CurvatureOptions& curvature,
+                                                          const LoadedModel& model);
+
+// A validated condition: its label for reports and its prepared tensor for
+// one sample (labels [1], embeddings [1, …], or undefined for the null
+// condition of an unconditional model).
+struct ConditionPlan {
+  v1::Condition condition;
+  std::string label;  // "class 3", "null", "none", "embedding"
+  at::Tensor row;
 };
-absl::StatusOr<CurvatureSettings> ToCurvatureSettings(const v1::CurvatureOptions& options,
-                                                      const std::string& field);
-
-// The condition as a batch of `batch` rows for `denoiser`'s model (labels,
-// embeddings, or undefined for unconditional models and the null
-// condition), validated.
-absl::StatusOr<at::Tensor> ToConditionBatch(const v1::Condition& condition,
-                                            const Denoiser& denoiser, int64_t batch,
-                                            const std::string& field);
-
-// "class 3", "null", "none", "embedding".
-std::string ConditionLabel(const v1::Condition& condition);
+absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
+                                              const Denoiser& denoiser, const std::string& field);
+// The condition repeated for `batch` samples (undefined stays undefined).
+at::Tensor RepeatCondition(const ConditionPlan& condition, int64_t batch);
 
 // Checks that t is a training timestep of the schedule.
 absl::Status CheckTimestep(int64_t t, const NoiseSchedule& schedule, const std::string& field);
 
-void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto);
+// seed, seed + 1, …, seed + count − 1 (sample i of an audit uses seed + i).
+std::vector<uint64_t> ConsecutiveSeeds(uint64_t first, int64_t count);
 
+v1::SpectrumMethod ToProtoMethod(SpectrumMethod method);
+v1::Verdict ToProtoVerdict(Verdict verdict);
+void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto);
+void ToNearestProto(const NearestNeighbor& nearest, v1::NearestNeighbor* proto);
 // Fills `proto` (conditional flag, timesteps, each metric's per-generation
 // values and mean) from computed early metrics.
 void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResponse* proto);

@@ -39,16 +39,16 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   JobManagerOptions job_options;
   job_options.max_concurrent_jobs = options.max_concurrent_jobs;
   job_options.max_queued_jobs = options.max_queued_jobs;
+  job_options.max_finished_jobs_kept = options.max_finished_jobs;
+  job_options.max_finished_job_bytes = options.max_finished_job_mib << 20;
   server->jobs_ = std::make_unique<JobManager>(server->registry_.get(), metrics, job_options);
   JobManager* jobs = server->jobs_.get();
-  metrics->SetJobGauges([jobs] { return std::make_pair(jobs->queued(), jobs->running()); });
+  metrics->SetJobGauges([jobs] { return jobs->gauges(); });
 
-  ServiceOptions service_options;
-  service_options.max_dense_dimension = options.max_dense_dimension;
   server->model_service_ = std::make_unique<ModelServiceImpl>(server->registry_.get(),
                                                               server->request_pool_.get(), metrics);
-  server->audit_service_ = std::make_unique<AuditServiceImpl>(
-      server->registry_.get(), jobs, server->request_pool_.get(), metrics, service_options);
+  server->audit_service_ = std::make_unique<AuditServiceImpl>(server->registry_.get(), jobs,
+                                                              server->request_pool_.get(), metrics);
 
   auto metrics_port = metrics->Serve(options.metrics_listen);
   if (!metrics_port.ok()) return metrics_port.status();

@@ -28,7 +28,9 @@ struct ServerOptions {
   int max_queued_jobs = 16;
   int max_concurrent_requests = 2;  // unary Spectrum/Sample/Load work
   int max_queued_requests = 32;
-  int64_t max_dense_dimension = 4096;
+  int max_finished_jobs = 1000;        // finished jobs kept for GetAudit
+  int64_t max_finished_job_mib = 256;  // and their total size
+  int64_t max_dense_dimension = kDefaultMaxDenseDimension;
   absl::Duration shutdown_grace = absl::Seconds(30);
 };
 

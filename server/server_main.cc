@@ -40,6 +40,14 @@ int main(int argc, char** argv) {
                  "unary calls waiting beyond those")
       ->capture_default_str()
       ->check(CLI::Range(0, 100000));
+  app.add_option("--max_finished_jobs", options.max_finished_jobs,
+                 "finished audits kept in memory for GetAudit/ListAudits (oldest evicted)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--max_finished_job_mib", options.max_finished_job_mib,
+                 "total size of the finished audits kept, MiB (oldest evicted)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--max_dense_dimension", options.max_dense_dimension,
                  "largest d for a dense spectrum")
       ->capture_default_str();

@@ -5,42 +5,18 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
-#include "arnoldi.h"
 #include "calibration_runner.h"
 #include "early_metrics.h"
 #include "grpc_status.h"
-#include "request_options.h"
+#include "plans.h"
 #include "sample_curvature.h"
 #include "sampler.h"
-#include "spectrum.h"
+#include "status_macros.h"
 #include "tensor_codec.h"
 
 namespace memaudit::server {
 namespace {
-
-const char* CodeName(grpc::StatusCode code) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  const int index = static_cast<int>(code);
-  return index >= 0 && index <= 16 ? kNames[index] : "UNKNOWN";
-}
 
 // Times a handler and records it by method and code.
 template <typename Handler>
@@ -49,7 +25,7 @@ grpc::Status Instrumented(Metrics* metrics, const char* method, Handler&& handle
   grpc::Status status = handler();
   if (metrics != nullptr) {
     metrics->ObserveRpc(
-        method, CodeName(status.error_code()),
+        method, absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return status;
@@ -57,6 +33,72 @@ grpc::Status Instrumented(Metrics* metrics, const char* method, Handler&& handle
 
 absl::Status RequireModelName(const std::string& name) {
   return name.empty() ? absl::InvalidArgumentError("model: required") : absl::OkStatus();
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The spectrum of a planned Spectrum request, encoded.
+absl::Status RunSpectrum(const SpectrumPlan& plan, const StopCheck& stop, Metrics* metrics,
+                         v1::SpectrumResponse* response) {
+  const auto start = std::chrono::steady_clock::now();
+  const Denoiser& denoiser = *plan.model->denoiser;
+  auto curvature_start = start;
+  auto on_progress = [&](const SampleCurvatureProgress& p) {
+    if (p.phase == MeasurePhase::kSampling) curvature_start = std::chrono::steady_clock::now();
+  };
+  Spectrum spectrum;
+  at::Tensor point;
+  if (plan.seed.has_value()) {
+    ASSIGN_OR_RETURN(std::vector<SampleCurvature> measured,
+                     MeasureSamples(denoiser, {*plan.seed}, plan.condition.row, plan.curvature,
+                                    nullptr, stop, on_progress));
+    spectrum = std::move(measured.front().spectra.front());
+    if (plan.return_point) point = measured.front().points.front();
+  } else {
+    ASSIGN_OR_RETURN(
+        std::vector<Spectrum> spectra,
+        SpectraAt(denoiser, plan.x, plan.timestep, plan.condition.row, plan.curvature, stop));
+    spectrum = std::move(spectra.front());
+    point = plan.x[0];
+  }
+  if (metrics != nullptr) {
+    metrics->ObserveSpectrum(SpectrumMethodName(spectrum.method), SecondsSince(curvature_start));
+  }
+  response->set_model(plan.model->checkpoint->config().name());
+  response->set_timestep(spectrum.t);
+  response->set_sigma(spectrum.sigma);
+  response->set_symmetrized(spectrum.symmetrized);
+  response->set_method(ToProtoMethod(spectrum.method));
+  response->set_matvecs(spectrum.matvecs);
+  response->set_requested_eigenvalues(spectrum.requested);
+  response->set_converged(spectrum.converged);
+  for (const auto& lambda : spectrum.eigenvalues) {
+    response->add_eigenvalues_real(lambda.real());
+    response->add_eigenvalues_imag(lambda.imag());
+  }
+  ToSummaryProto(spectrum.summary, response->mutable_summary());
+  if (plan.return_point) EncodeTensor(point.to(at::kCPU), response->mutable_point());
+  if (plan.early.has_value()) {
+    ASSIGN_OR_RETURN(
+        const EarlyMetricSamples early,
+        ComputeEarlyMetrics(denoiser, {*plan.seed}, plan.condition.row, *plan.early, stop));
+    ToEarlyMetricsProto(early, response->mutable_early());
+  }
+  response->set_seconds(SecondsSince(start));
+  return absl::OkStatus();
+}
+
+// Samples of `seeds` (a subset of the plan's) as float32 on the CPU.
+absl::StatusOr<at::Tensor> RunSamples(const SamplePlan& plan, const std::vector<uint64_t>& seeds,
+                                      const StopCheck& stop) {
+  ASSIGN_OR_RETURN(
+      const Trajectory trajectory,
+      SampleTrajectories(*plan.model->denoiser, seeds,
+                         RepeatCondition(plan.condition, static_cast<int64_t>(seeds.size())),
+                         plan.sampler, stop));
+  return trajectory.final_sample.to(at::kCPU, at::kFloat);
 }
 
 }  // namespace
@@ -151,168 +193,49 @@ grpc::Status ModelServiceImpl::UnloadModel(grpc::ServerContext*,
 
 // ---------------------------------------------------------------- audits
 
-absl::Status AuditServiceImpl::ComputeSpectrum(const v1::SpectrumRequest& request,
-                                               const StopCheck& stop,
-                                               v1::SpectrumResponse* response) {
-  const auto start = std::chrono::steady_clock::now();
-  if (absl::Status s = RequireModelName(request.model()); !s.ok()) return s;
-  auto model = registry_->Get(request.model());
-  if (!model.ok()) return model.status();
-  const Denoiser& denoiser = *(*model)->denoiser;
-  const Checkpoint& checkpoint = denoiser.checkpoint();
-  auto curvature = ToCurvatureSettings(request.curvature(), "curvature");
-  if (!curvature.ok()) return curvature.status();
-  const SpectrumMethod method = ResolveSpectrumMethod(curvature->method, checkpoint.sample_numel(),
-                                                      options_.max_dense_dimension);
-  if (method == SpectrumMethod::kDense &&
-      checkpoint.sample_numel() > options_.max_dense_dimension) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("curvature.method: dimension ", checkpoint.sample_numel(),
-                     " exceeds the dense-spectrum limit ", options_.max_dense_dimension,
-                     " (server flag --max_dense_dimension); use ARNOLDI"));
-  }
-  auto condition = ToConditionBatch(request.condition(), denoiser, 1, "condition");
-  if (!condition.ok()) return condition.status();
-  auto sampler = ToSamplerOptions(request.sampling(), denoiser.schedule(), "sampling");
-  if (!sampler.ok()) return sampler.status();
-  if (request.has_timestep()) {
-    if (absl::Status s = CheckTimestep(request.timestep(), denoiser.schedule(), "timestep");
-        !s.ok()) {
-      return s;
-    }
-  }
-  at::Tensor x;
-  int64_t t = 0;
-  if (request.point_case() == v1::SpectrumRequest::kX) {
-    if (!request.has_timestep()) {
-      return absl::InvalidArgumentError("timestep: required when x is given");
-    }
-    auto decoded = DecodeTensor(request.x(), "x");
-    if (!decoded.ok()) return decoded.status();
-    if (decoded->numel() != checkpoint.sample_numel() ||
-        (decoded->dim() != checkpoint.config().sample_shape_size() &&
-         decoded->dim() != checkpoint.config().sample_shape_size() + 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "x.shape: expected [", absl::StrJoin(checkpoint.config().sample_shape(), ", "),
-          "] or [1, ", absl::StrJoin(checkpoint.config().sample_shape(), ", "), "], got [",
-          absl::StrJoin(decoded->sizes(), ", "), "]"));
-    }
-    x = decoded->reshape(checkpoint.BatchShape(1)).to(checkpoint.device(), checkpoint.dtype());
-    t = request.timestep();
-  } else if (request.point_case() == v1::SpectrumRequest::kSeed) {
-    auto trajectory = SampleTrajectories(denoiser, {request.seed()}, *condition, *sampler, stop);
-    if (!trajectory.ok()) return trajectory.status();
-    t = request.has_timestep()
-            ? request.timestep()
-            : trajectory->timesteps[FirstStepBelowSigma(trajectory->timesteps, denoiser.schedule(),
-                                                        kDefaultEvaluationMaxSigma)];
-    auto state = StateAtTimestep(denoiser, *trajectory, t, *condition, sampler->guidance);
-    if (!state.ok()) return state.status();
-    x = *state;
-  } else {
-    return absl::InvalidArgumentError("point: give x (with timestep) or a seed");
-  }
-  auto field = denoiser.ScoreField(t, curvature->score_kind, *condition, sampler->guidance);
-  if (!field.ok()) return field.status();
-  const auto spectrum_start = std::chrono::steady_clock::now();
-  const at::Tensor row = at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(x.device()));
-  memaudit::Spectrum spectrum;
-  if (method == SpectrumMethod::kArnoldi) {
-    auto computed = MatrixFreeSpectrum(*field, x, row, t, denoiser.schedule(), curvature->arnoldi,
-                                       curvature->spectrum, stop);
-    if (!computed.ok()) return computed.status();
-    spectrum = *std::move(computed);
-  } else {
-    auto jacobian = DenseJacobians(*field, x, row, curvature->jacobian, stop);
-    if (!jacobian.ok()) return jacobian.status();
-    auto spectra = DenseSpectra(*jacobian, t, denoiser.schedule(), curvature->spectrum, stop);
-    if (!spectra.ok()) return spectra.status();
-    spectrum = std::move(spectra->front());
-  }
-  if (metrics_) {
-    metrics_->ObserveSpectrum(
-        spectrum.method,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - spectrum_start).count());
-  }
-  response->set_model(request.model());
-  response->set_timestep(t);
-  response->set_sigma(spectrum.sigma);
-  response->set_symmetrized(spectrum.symmetrized);
-  response->set_method(spectrum.method);
-  response->set_matvecs(spectrum.matvecs);
-  response->set_requested_eigenvalues(spectrum.requested);
-  response->set_converged(spectrum.converged);
-  for (const auto& lambda : spectrum.eigenvalues) {
-    response->add_eigenvalues_real(lambda.real());
-    response->add_eigenvalues_imag(lambda.imag());
-  }
-  ToSummaryProto(spectrum.summary, response->mutable_summary());
-  if (request.return_point()) EncodeTensor(x[0], response->mutable_point());
-  if (request.early_steps() > 0) {
-    if (request.point_case() != v1::SpectrumRequest::kSeed) {
-      return absl::InvalidArgumentError("early_steps: needs a sampled point (seed)");
-    }
-    EarlyMetricOptions early;
-    early.sampler = *sampler;
-    early.steps = request.early_steps();
-    if (early.steps > sampler->num_steps) {
-      return absl::InvalidArgumentError("early_steps: must be at most sampling.num_steps");
-    }
-    auto metrics = ComputeEarlyMetrics(denoiser, {request.seed()}, *condition, early, stop);
-    if (!metrics.ok()) return metrics.status();
-    ToEarlyMetricsProto(*metrics, response->mutable_early());
-  }
-  response->set_seconds(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return absl::OkStatus();
+absl::StatusOr<std::shared_ptr<const LoadedModel>> AuditServiceImpl::Model(
+    const std::string& name) const {
+  RETURN_IF_ERROR(RequireModelName(name));
+  return registry_->Get(name);
+}
+
+template <typename Response, typename Work>
+grpc::Status AuditServiceImpl::OnPool(grpc::ServerContext* context, Work work, Response* response) {
+  Response result;
+  absl::Status status =
+      RunOnPool(*pool_, context, [&](const StopCheck& stop) { return work(stop, &result); });
+  if (status.ok()) *response = std::move(result);
+  return ToGrpcStatus(status);
 }
 
 grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
                                         const v1::SpectrumRequest* request,
                                         v1::SpectrumResponse* response) {
   return Instrumented(metrics_, "AuditService/Spectrum", [&] {
-    v1::SpectrumResponse result;
-    absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) {
-      return ComputeSpectrum(*request, stop, &result);
-    });
-    if (status.ok()) *response = std::move(result);
-    return ToGrpcStatus(status);
+    auto model = Model(request->model());
+    if (!model.ok()) return ToGrpcStatus(model.status());
+    auto plan = PlanSpectrum(*request, *std::move(model));
+    if (!plan.ok()) return ToGrpcStatus(plan.status());
+    return OnPool(
+        context,
+        [&](const StopCheck& stop, v1::SpectrumResponse* result) {
+          return RunSpectrum(*plan, stop, metrics_, result);
+        },
+        response);
   });
 }
 
-absl::StatusOr<at::Tensor> AuditServiceImpl::Samples(const v1::SampleRequest& request,
-                                                     const std::vector<uint64_t>& seeds,
-                                                     const StopCheck& stop) {
-  if (absl::Status s = RequireModelName(request.model()); !s.ok()) return s;
-  auto model = registry_->Get(request.model());
-  if (!model.ok()) return model.status();
-  const Denoiser& denoiser = *(*model)->denoiser;
-  auto sampler = ToSamplerOptions(request.sampling(), denoiser.schedule(), "sampling");
-  if (!sampler.ok()) return sampler.status();
-  auto condition = ToConditionBatch(request.condition(), denoiser,
-                                    static_cast<int64_t>(seeds.size()), "condition");
-  if (!condition.ok()) return condition.status();
-  auto trajectory = SampleTrajectories(denoiser, seeds, *condition, *sampler, stop);
-  if (!trajectory.ok()) return trajectory.status();
-  return trajectory->final_sample.to(at::kCPU, at::kFloat);
-}
-
-absl::Status AuditServiceImpl::CheckSeedCount(int count) const {
-  if (count == 0 || count > options_.max_samples_per_request) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("seeds: give 1 to ", options_.max_samples_per_request, " seeds"));
-  }
-  return absl::OkStatus();
+absl::StatusOr<SamplePlan> AuditServiceImpl::PlanSamples(const v1::SampleRequest& request) const {
+  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, Model(request.model()));
+  return PlanSample(request, std::move(model));
 }
 
 absl::StatusOr<at::Tensor> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* context,
-                                                           const v1::SampleRequest& request,
+                                                           const SamplePlan& plan,
                                                            const std::vector<uint64_t>& seeds) {
   at::Tensor samples;
-  absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) {
-    auto result = Samples(request, seeds, stop);
-    if (!result.ok()) return result.status();
-    samples = *result;
+  absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
+    ASSIGN_OR_RETURN(samples, RunSamples(plan, seeds, stop));
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -323,9 +246,9 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
                                       const v1::SampleRequest* request,
                                       v1::SampleResponse* response) {
   return Instrumented(metrics_, "AuditService/Sample", [&] {
-    if (absl::Status s = CheckSeedCount(request->seeds_size()); !s.ok()) return ToGrpcStatus(s);
-    std::vector<uint64_t> seeds(request->seeds().begin(), request->seeds().end());
-    auto samples = SamplesOnPool(context, *request, seeds);
+    auto plan = PlanSamples(*request);
+    if (!plan.ok()) return ToGrpcStatus(plan.status());
+    auto samples = SamplesOnPool(context, *plan, plan->seeds);
     if (!samples.ok()) return ToGrpcStatus(samples.status());
     *response->mutable_seeds() = request->seeds();
     EncodeTensor(*samples, response->mutable_samples());
@@ -337,20 +260,24 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
                                              const v1::SampleRequest* request,
                                              grpc::ServerWriter<v1::SampleResponse>* writer) {
   return Instrumented(metrics_, "AuditService/StreamSamples", [&] {
-    if (absl::Status s = CheckSeedCount(request->seeds_size()); !s.ok()) return ToGrpcStatus(s);
-    constexpr int kBatch = 8;
-    for (int first = 0; first < request->seeds_size(); first += kBatch) {
-      const int count = std::min(kBatch, request->seeds_size() - first);
-      std::vector<uint64_t> seeds(request->seeds().begin() + first,
-                                  request->seeds().begin() + first + count);
-      auto samples = SamplesOnPool(context, *request, seeds);
+    auto plan = PlanSamples(*request);
+    if (!plan.ok()) return ToGrpcStatus(plan.status());
+    // Batches of seeds: samples reach the client as they are done, and the
+    // request pool is shared with other calls between batches.
+    constexpr size_t kBatch = 8;
+    for (size_t first = 0; first < plan->seeds.size(); first += kBatch) {
+      const size_t count = std::min(kBatch, plan->seeds.size() - first);
+      const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
+                                        plan->seeds.begin() + first + count);
+      auto samples = SamplesOnPool(context, *plan, seeds);
       if (!samples.ok()) return ToGrpcStatus(samples.status());
-      for (int i = 0; i < count; ++i) {
+      for (size_t i = 0; i < count; ++i) {
         v1::SampleResponse response;
         response.add_seeds(seeds[i]);
-        EncodeTensor(samples->narrow(0, i, 1), response.mutable_samples());
-        if (!writer->Write(response))
-          return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+        EncodeTensor(samples->narrow(0, static_cast<int64_t>(i), 1), response.mutable_samples());
+        if (!writer->Write(response)) {
+          return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        }
       }
     }
     return grpc::Status::OK;
@@ -361,41 +288,25 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
                                             const v1::EarlyMetricsRequest* request,
                                             v1::EarlyMetricsResponse* response) {
   return Instrumented(metrics_, "AuditService/EarlyMetrics", [&] {
-    if (absl::Status s = CheckSeedCount(request->seeds_size()); !s.ok()) return ToGrpcStatus(s);
-    v1::EarlyMetricsResponse result;
-    absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
-      const auto start = std::chrono::steady_clock::now();
-      if (absl::Status s = RequireModelName(request->model()); !s.ok()) return s;
-      auto model = registry_->Get(request->model());
-      if (!model.ok()) return model.status();
-      const Denoiser& denoiser = *(*model)->denoiser;
-      EarlyMetricOptions options;
-      auto sampler = ToSamplerOptions(request->sampling(), denoiser.schedule(), "sampling");
-      if (!sampler.ok()) return sampler.status();
-      options.sampler = *sampler;
-      if (request->steps() < 0 || request->steps() > options.sampler.num_steps) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("steps: must be in [1, num_steps = ", options.sampler.num_steps, "]"));
-      }
-      if (request->steps() > 0) options.steps = request->steps();
-      if (request->hutchinson_probes() < 0 || request->hutchinson_probes() > 1024) {
-        return absl::InvalidArgumentError("hutchinson_probes: must be in [1, 1024]");
-      }
-      if (request->hutchinson_probes() > 0)
-        options.hutchinson_probes = request->hutchinson_probes();
-      std::vector<uint64_t> seeds(request->seeds().begin(), request->seeds().end());
-      auto condition = ToConditionBatch(request->condition(), denoiser,
-                                        static_cast<int64_t>(seeds.size()), "condition");
-      if (!condition.ok()) return condition.status();
-      auto computed = ComputeEarlyMetrics(denoiser, seeds, *condition, options, stop);
-      if (!computed.ok()) return computed.status();
-      ToEarlyMetricsProto(*computed, &result);
-      result.set_seconds(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      return absl::OkStatus();
-    });
-    if (status.ok()) *response = std::move(result);
-    return ToGrpcStatus(status);
+    auto model = Model(request->model());
+    if (!model.ok()) return ToGrpcStatus(model.status());
+    auto plan = PlanEarlyMetrics(*request, *std::move(model));
+    if (!plan.ok()) return ToGrpcStatus(plan.status());
+    return OnPool(
+        context,
+        [&](const StopCheck& stop, v1::EarlyMetricsResponse* result) -> absl::Status {
+          const auto start = std::chrono::steady_clock::now();
+          ASSIGN_OR_RETURN(
+              const EarlyMetricSamples metrics,
+              ComputeEarlyMetrics(
+                  *plan->model->denoiser, plan->seeds,
+                  RepeatCondition(plan->condition, static_cast<int64_t>(plan->seeds.size())),
+                  plan->options, stop));
+          ToEarlyMetricsProto(metrics, result);
+          result->set_seconds(SecondsSince(start));
+          return absl::OkStatus();
+        },
+        response);
   });
 }
 
@@ -403,18 +314,17 @@ grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
                                          const v1::CalibrationRequest* request,
                                          v1::CalibrationResponse* response) {
   return Instrumented(metrics_, "AuditService/Calibrate", [&] {
-    v1::CalibrationResponse result;
-    absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
-      if (absl::Status s = RequireModelName(request->model()); !s.ok()) return s;
-      auto model = registry_->Get(request->model());
-      if (!model.ok()) return model.status();
-      auto calibrated = RunCalibration(*request, **model, stop);
-      if (!calibrated.ok()) return calibrated.status();
-      result = *std::move(calibrated);
-      return absl::OkStatus();
-    });
-    if (status.ok()) *response = std::move(result);
-    return ToGrpcStatus(status);
+    auto model = Model(request->model());
+    if (!model.ok()) return ToGrpcStatus(model.status());
+    auto plan = PlanCalibration(*request, *std::move(model));
+    if (!plan.ok()) return ToGrpcStatus(plan.status());
+    return OnPool(
+        context,
+        [&](const StopCheck& stop, v1::CalibrationResponse* result) -> absl::Status {
+          ASSIGN_OR_RETURN(*result, RunCalibration(*plan, stop));
+          return absl::OkStatus();
+        },
+        response);
   });
 }
 
@@ -449,8 +359,10 @@ grpc::Status AuditServiceImpl::WatchAudit(grpc::ServerContext* context,
         }
       }
       next += events->size();
-      if (finished && events->empty()) return grpc::Status::OK;
-      if (finished && !events->empty() && events->back().has_finished()) return grpc::Status::OK;
+      // The final event is the last one of a finished job.
+      if (finished && (events->empty() || events->back().has_finished())) {
+        return grpc::Status::OK;
+      }
     }
   });
 }

@@ -10,17 +10,11 @@
 #include "memaudit/v1/model_service.grpc.pb.h"
 #include "metrics.h"
 #include "model_registry.h"
+#include "plans.h"
 #include "stop.h"
 #include "worker_pool.h"
 
 namespace memaudit::server {
-
-struct ServiceOptions {
-  // Spectra above this dimension are refused (INVALID_ARGUMENT): a dense
-  // Jacobian is d² numbers.
-  int64_t max_dense_dimension = 4096;
-  int64_t max_samples_per_request = 4096;
-};
 
 // Runs `work` on `pool` and waits for it, turning client cancellation and
 // the deadline into the StopCheck `work` receives.
@@ -49,9 +43,8 @@ class ModelServiceImpl final : public v1::ModelService::Service {
 
 class AuditServiceImpl final : public v1::AuditService::Service {
  public:
-  AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics,
-                   ServiceOptions options)
-      : registry_(registry), jobs_(jobs), pool_(pool), metrics_(metrics), options_(options) {}
+  AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics)
+      : registry_(registry), jobs_(jobs), pool_(pool), metrics_(metrics) {}
 
   grpc::Status Spectrum(grpc::ServerContext* context, const v1::SpectrumRequest* request,
                         v1::SpectrumResponse* response) override;
@@ -75,21 +68,20 @@ class AuditServiceImpl final : public v1::AuditService::Service {
                            v1::AuditJob* response) override;
 
  private:
-  absl::Status ComputeSpectrum(const v1::SpectrumRequest& request, const StopCheck& stop,
-                               v1::SpectrumResponse* response);
-  absl::StatusOr<at::Tensor> Samples(const v1::SampleRequest& request,
-                                     const std::vector<uint64_t>& seeds, const StopCheck& stop);
-  // Samples() on the request pool, bound to the call's deadline/cancellation.
-  absl::StatusOr<at::Tensor> SamplesOnPool(grpc::ServerContext* context,
-                                           const v1::SampleRequest& request,
+  // NOT_FOUND / UNAVAILABLE as ModelRegistry::Get; INVALID_ARGUMENT for "".
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> Model(const std::string& name) const;
+  // Runs work(stop, &result) on the request pool; moves the result into
+  // `response` when it succeeds.
+  template <typename Response, typename Work>
+  grpc::Status OnPool(grpc::ServerContext* context, Work work, Response* response);
+  absl::StatusOr<SamplePlan> PlanSamples(const v1::SampleRequest& request) const;
+  absl::StatusOr<at::Tensor> SamplesOnPool(grpc::ServerContext* context, const SamplePlan& plan,
                                            const std::vector<uint64_t>& seeds);
-  absl::Status CheckSeedCount(int count) const;
 
   ModelRegistry* registry_;
   JobManager* jobs_;
   WorkerPool* pool_;
   Metrics* metrics_;
-  ServiceOptions options_;
 };
 
 }  // namespace memaudit::server

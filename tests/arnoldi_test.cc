@@ -171,7 +171,7 @@ TEST(ArnoldiTest, AgreesWithDenseOnATrainedModel) {
   arnoldi.tolerance = 1e-7;
   auto spectrum = MatrixFreeSpectrum(s.field, s.x, s.rows, 20, s.denoiser->schedule(), arnoldi);
   ASSERT_TRUE(spectrum.ok()) << spectrum.status();
-  EXPECT_EQ(spectrum->method, "arnoldi");
+  EXPECT_EQ(spectrum->method, SpectrumMethod::kArnoldi);
   EXPECT_TRUE(spectrum->summary.partial);
   // float32 network, float64 Arnoldi: agreement to float32 accuracy.
   EXPECT_LE(MatchError(spectrum->eigenvalues, s.dense.eigenvalues), 1e-4);

@@ -1,7 +1,8 @@
 // End-to-end: a real memaudit-server process on ephemeral loopback ports,
 // driven by the real client library and the real `memaudit` CLI.
-// One server serves the whole suite (registered as one CTest test), so the
-// last test can check that it is still healthy after everything before it.
+// One server serves the suite (registered as one CTest test); its tests are
+// independent of each other's order (the suite passes with --gtest_shuffle).
+// The graceful-shutdown test starts a server of its own.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -99,15 +100,15 @@ void WriteRepository(const std::string& repository) {
   ASSERT_TRUE(reloadable.ok());
   ASSERT_TRUE(toy::WriteModelDirectory(repository, reload_config, *reloadable).ok());
 
-  // Calibration fixture: 20 classes in 8-D, one component each. Classes
-  // 0..9 are single training points (variance 1e-5: memorized); classes
-  // 10..19 are broad Gaussians (covariance 0.5·I: generalizing).
+  // Calibration fixture: 20 classes in 8-D, one component each, all centred
+  // at the origin so that they differ only in sharpness (which the early
+  // metrics see). Classes 0..9 are single training points (variance 1e-5:
+  // memorized); classes 10..19 are broad Gaussians (covariance 0.5·I).
   {
     const int64_t d = 8, classes = 20;
     toy::GaussianMixture calib;
     calib.weights = at::ones({classes}, at::kDouble);
-    at::manual_seed(5);
-    calib.means = 2.0 * at::randn({classes, d}, at::kDouble);
+    calib.means = at::zeros({classes, d}, at::kDouble);
     std::vector<at::Tensor> covariances;
     for (int64_t c = 0; c < classes; ++c) {
       covariances.push_back((c < 10 ? 1e-5 : 0.5) * at::eye(d, at::kDouble));
@@ -232,12 +233,18 @@ class IntegrationTest : public ::testing::Test {
     WriteRepository(scratch_->Join("models"));
     server_ = new ServerProcess(scratch_->Join("models"), scratch_->path());
     ASSERT_GT(server_->grpc_port(), 0) << server_->Log();
-    Client client(server_->target(), std::chrono::seconds(5));
-    for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE(WaitUntilServing(*server_)) << server_->Log();
+  }
+  // Health turns SERVING once the initial model load pass is over; the
+  // health service offers no wait, so this polls (up to 60 s).
+  static bool WaitUntilServing(const ServerProcess& server) {
+    Client client(server.target(), std::chrono::seconds(5));
+    for (int i = 0; i < 600; ++i) {
       auto health = client.Health();
-      if (health.ok() && *health == "SERVING") break;
+      if (health.ok() && *health == "SERVING") return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    return false;
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -445,20 +452,16 @@ TEST_F(IntegrationTest, CancelStopsTheWork) {
   request.set_samples_per_condition(100000);
   auto job = client().SubmitAudit(request);
   ASSERT_TRUE(job.ok()) << job.status();
-  // Wait until it is really working.
-  for (int i = 0; i < 200; ++i) {
-    auto state = client().GetAudit(job->id());
-    if (state.ok() && state->progress().samples_done() > 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  auto cancelled = client().CancelAudit(job->id());
-  ASSERT_TRUE(cancelled.ok());
-  v1::JobState state = v1::JOB_RUNNING;
-  for (int i = 0; i < 200 && state == v1::JOB_RUNNING; ++i) {
-    state = client().GetAudit(job->id())->state();
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  EXPECT_EQ(state, v1::JOB_CANCELLED);
+  // Cancel once it is really working (its first sample is done), then
+  // follow it to its end.
+  bool cancel_sent = false;
+  auto ended = client().WatchAudit(job->id(), [&](const v1::AuditEvent& event) {
+    if (event.has_sample() && !cancel_sent) cancel_sent = client().CancelAudit(job->id()).ok();
+  });
+  ASSERT_TRUE(cancel_sent);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ended->state(), v1::JOB_CANCELLED);
+  // Negative check over a time window: no network call after the end.
   const double before = NetworkEvaluations();
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   EXPECT_EQ(NetworkEvaluations(), before) << "work went on after the job was cancelled";
@@ -598,13 +601,13 @@ TEST_F(IntegrationTest, ArnoldiSpectrumMatchesDenseOverRpc) {
   request.mutable_curvature()->set_method(v1::DENSE);
   auto dense = client().Spectrum(request);
   ASSERT_TRUE(dense.ok()) << dense.status();
-  EXPECT_EQ(dense->method(), "dense");
+  EXPECT_EQ(dense->method(), v1::DENSE);
   request.mutable_curvature()->set_method(v1::ARNOLDI);
   request.mutable_curvature()->set_num_eigenvalues(6);
   request.mutable_curvature()->set_arnoldi_tolerance(1e-8);
   auto arnoldi = client().Spectrum(request);
   ASSERT_TRUE(arnoldi.ok()) << arnoldi.status();
-  EXPECT_EQ(arnoldi->method(), "arnoldi");
+  EXPECT_EQ(arnoldi->method(), v1::ARNOLDI);
   EXPECT_GT(arnoldi->matvecs(), 0);
   EXPECT_TRUE(arnoldi->summary().partial());
   ASSERT_EQ(arnoldi->eigenvalues_real_size(), 6);
@@ -648,14 +651,13 @@ TEST_F(IntegrationTest, EarlyMetricsOverRpcAndCli) {
 }
 
 // Calibrate on labelled classes, install the suggested policy, reload, and
-// flag early. On this analytic fixture the curvature metrics separate the
-// classes perfectly; the first-step metrics barely do (at t = 980 the noised
-// class densities differ mostly by their means, not their widths), so the
-// flag-early check is that verdicts follow the calibrated rule.
+// flag early on fresh seeds: verdicts follow the calibrated rule and match
+// the labels.
 TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
-  const CommandResult result = RunCommand(
-      Cli("calibrate --model calib --memorized 0,1,2,3,4,5,6,7,8,9 "
-          "--not-memorized 10,11,12,13,14,15,16,17,18,19 --samples 4 --guidance 3 --json"));
+  const CommandResult result = RunCommand(Cli(
+      "calibrate --model calib --memorized 0,1,2,3,4,5,6,7,8,9 "
+      "--not-memorized 10,11,12,13,14,15,16,17,18,19 --samples 32 --guidance 3 --early-steps 10 "
+      "--json"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   nlohmann::json calibration = nlohmann::json::parse(result.output);
   std::map<std::string, nlohmann::json> by_name;
@@ -681,9 +683,10 @@ TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
   v1::AuditRequest request;
   request.set_model("calib");
   for (int64_t c = 0; c < 20; ++c) request.add_conditions()->set_class_label(c);
-  request.set_samples_per_condition(4);
+  request.set_samples_per_condition(32);
   request.set_seed(1000);  // fresh generations, not the calibration ones
   request.set_early_only(true);
+  request.set_early_steps(10);
   request.mutable_sampling()->set_guidance_scale(3.0);
   auto job = client().SubmitAudit(request);
   ASSERT_TRUE(job.ok()) << job.status();
@@ -702,7 +705,12 @@ TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
               value >= installed.early_threshold() ? v1::MEMORIZED : v1::NOT_MEMORIZED);
     correct += (condition.verdict() == v1::MEMORIZED) == (c < 10);
   }
-  std::cout << "flag-early verdicts matching the labels: " << correct << "/20\n";
+  // Every class centred at the origin, 32 generations per class and 10
+  // early steps: the calibrated threshold (read on seeds 0..31) carries
+  // over to seeds 1000..1031. With 4 generations or 1 step it did not
+  // (measured: 10/20, every class flagged), since the seed-to-seed spread of
+  // the mean sharpness then exceeds the gap between the two groups.
+  EXPECT_EQ(correct, 20);
 }
 
 // Label-free flag-early audit: the model has no calibrated policy; the one
@@ -794,11 +802,20 @@ TEST_F(IntegrationTest, EmbeddingConditionsEndToEnd) {
 }
 
 TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {
+  // What the families below count: a failed call, a spectrum, an audit.
+  EXPECT_EQ(client().GetModel("no-such-model").status().code(), absl::StatusCode::kNotFound);
+  v1::AuditRequest request;
+  request.set_model("mix");
+  request.set_samples_per_condition(2);
+  auto job = client().SubmitAudit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(client().WatchAudit(job->id(), {}).ok());
   const std::string scrape = Scrape();
   for (const char* family :
        {"memaudit_rpc_duration_seconds_bucket", "memaudit_audits_total", "memaudit_jobs{",
         "memaudit_network_evaluations_total", "memaudit_spectrum_duration_seconds_bucket",
         "memaudit_model_load_duration_seconds", "memaudit_model_ready", "memaudit_build_info",
+        "memaudit_finished_jobs ", "memaudit_finished_jobs_bytes ", "memaudit_jobs_evicted_total ",
         "memaudit_device_memory_bytes", "process_resident_memory_bytes",
         "process_cpu_seconds_total"}) {
     EXPECT_NE(scrape.find(family), std::string::npos) << family;
@@ -811,18 +828,40 @@ TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {
   EXPECT_EQ(check.exit_code, 0) << check.output;
 }
 
-// Runs last (gtest keeps file order within a suite): after everything above
-// the server still serves, then stops cleanly on SIGTERM.
-TEST_F(IntegrationTest, ZzStillHealthyThenGracefulShutdown) {
-  auto health = client().Health();
-  ASSERT_TRUE(health.ok());
-  EXPECT_EQ(*health, "SERVING");
+// SIGTERM with an audit running: the server cancels it after the grace
+// period and exits 0. A server of its own, so the suite's server stays up.
+TEST_F(IntegrationTest, GracefulShutdownOnSigterm) {
+  testing::ScratchDir own;
+  fs::create_directories(own.Join("models"));
+  fs::copy(scratch_->Join("models/slow"), own.Join("models/slow"), fs::copy_options::recursive);
+  ServerProcess server(own.Join("models"), own.path());
+  ASSERT_GT(server.grpc_port(), 0) << server.Log();
+  ASSERT_TRUE(WaitUntilServing(server)) << server.Log();
+  Client c(server.target(), std::chrono::seconds(60));
   v1::AuditRequest request;
   request.set_model("slow");
   request.set_samples_per_condition(100000);
-  ASSERT_TRUE(client().SubmitAudit(request).ok());  // cancelled by the shutdown grace
-  EXPECT_EQ(server_->Terminate(20), 0) << server_->Log();
-  EXPECT_NE(server_->Log().find("stopped"), std::string::npos);
+  auto job = c.SubmitAudit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(server.Terminate(20), 0) << server.Log();
+  EXPECT_NE(server.Log().find("stopped"), std::string::npos);
+}
+
+// After a burst of work the suite's server still serves.
+TEST_F(IntegrationTest, StillHealthyAfterConcurrentWork) {
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([this, i] {
+      v1::SpectrumRequest request;
+      request.set_model("mix");
+      request.set_seed(i);
+      EXPECT_TRUE(client().Spectrum(request).ok());
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  auto health = client().Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(*health, "SERVING");
 }
 
 }  // namespace

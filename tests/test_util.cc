@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -9,6 +10,7 @@
 #include <fstream>
 
 #include "model_directory.h"
+#include "status_macros.h"
 #include "verdict.h"
 
 namespace memaudit::testing {
@@ -76,19 +78,41 @@ v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,
   return config;
 }
 
+absl::Status WriteMixtureDirectory(const std::string& repository, const std::string& name,
+                                   const toy::GaussianMixture& mixture,
+                                   v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction,
+                                   int64_t num_classes,
+                                   const std::function<void(v1::ModelConfig*)>& edit) {
+  v1::ModelConfig config = MixtureConfig(name, mixture.dim(), schedule, prediction, num_classes);
+  if (edit) edit(&config);
+  ASSIGN_OR_RETURN(const NoiseSchedule noise, NoiseSchedule::Create(config.noise_schedule()));
+  ASSIGN_OR_RETURN(const torch::jit::Module module,
+                   toy::BuildGaussianMixtureModule(mixture, noise, prediction, num_classes));
+  return toy::WriteModelDirectory(repository, config, module);
+}
+
+toy::GaussianMixture PointMassAndBroadClasses(int64_t dim, int64_t classes) {
+  const auto options = at::TensorOptions().dtype(at::kDouble);
+  toy::GaussianMixture mixture;
+  mixture.weights = at::ones({classes}, options);
+  mixture.means = at::zeros({classes, dim}, options);
+  for (int64_t c = 0; c < classes; ++c) mixture.means[c].fill_(2.0 * static_cast<double>(c));
+  mixture.covariances = at::eye(dim, options).unsqueeze(0).repeat({classes, 1, 1});
+  mixture.covariances[0].mul_(1e-6);
+  mixture.classes = at::arange(classes, at::TensorOptions().dtype(at::kLong));
+  return mixture;
+}
+
 std::shared_ptr<const Checkpoint> WriteAndLoadMixture(const std::string& repository,
                                                       const std::string& name,
                                                       const toy::GaussianMixture& mixture,
                                                       v1::NoiseSchedule::Kind schedule,
                                                       v1::PredictionType prediction,
                                                       at::ScalarType dtype, int64_t num_classes) {
-  v1::ModelConfig config = MixtureConfig(name, mixture.dim(), schedule, prediction, num_classes);
-  auto noise = NoiseSchedule::Create(config.noise_schedule());
-  EXPECT_TRUE(noise.ok()) << noise.status();
-  auto module = toy::BuildGaussianMixtureModule(mixture, *noise, prediction, num_classes);
-  EXPECT_TRUE(module.ok()) << module.status();
-  absl::Status written = toy::WriteModelDirectory(repository, config, *module);
+  absl::Status written =
+      WriteMixtureDirectory(repository, name, mixture, schedule, prediction, num_classes);
   EXPECT_TRUE(written.ok()) << written;
+  if (!written.ok()) return nullptr;
   CheckpointOptions options;
   options.dtype = dtype;
   auto checkpoint = Checkpoint::Load(repository + "/" + name, options);

@@ -4,6 +4,7 @@
 #define MEMAUDIT_TESTS_TEST_UTIL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,7 +54,21 @@ v1::ModelConfig MixtureConfig(const std::string& name, int64_t dim,
                               v1::NoiseSchedule::Kind schedule = v1::NoiseSchedule::LINEAR,
                               v1::PredictionType prediction = v1::EPSILON, int64_t num_classes = 0);
 
-// Writes the exact model of `mixture` into <repository>/<name> and loads it.
+// Writes the exact model of `mixture` into <repository>/<name> (config from
+// MixtureConfig, edited by `edit` when given).
+absl::Status WriteMixtureDirectory(const std::string& repository, const std::string& name,
+                                   const toy::GaussianMixture& mixture,
+                                   v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction,
+                                   int64_t num_classes = 0,
+                                   const std::function<void(v1::ModelConfig*)>& edit = {});
+
+// A class-conditional mixture in `dim` dimensions with one component per
+// class: class 0 a point mass (variance 1e-6 per coordinate: every sample
+// of it copies its mean), the other classes broad unit Gaussians.
+toy::GaussianMixture PointMassAndBroadClasses(int64_t dim, int64_t classes);
+
+// Writes the exact model of `mixture` into <repository>/<name> and loads
+// it; on failure records a test failure and returns null.
 std::shared_ptr<const Checkpoint> WriteAndLoadMixture(
     const std::string& repository, const std::string& name, const toy::GaussianMixture& mixture,
     v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction,

@@ -107,7 +107,7 @@ int Main(int argc, char** argv) {
           {"t", spectrum.t},
           {"sigma", spectrum.sigma},
           {"sqrt_alpha_bar", spectrum.sqrt_alpha_bar},
-          {"method", spectrum.method},
+          {"method", SpectrumMethodName(spectrum.method)},
           {"dimension", (*checkpoint)->sample_numel()},
           {"positive", s.positive_count},
           {"flat", s.flat_count},

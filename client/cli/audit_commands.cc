@@ -1,0 +1,241 @@
+// audit, watch, get, cancel, jobs: audits are server-side jobs.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "report_format.h"
+
+namespace memaudit::client::cli {
+namespace {
+
+// How a finished job is reported: audit, watch and get.
+struct ReportFlags {
+  bool per_sample = false;
+  std::string fail_on = "memorized";
+
+  void AddPerSample(CLI::App* command) {
+    command->add_flag("--per-sample", per_sample, "print every sample's numbers");
+  }
+  void AddFailOn(CLI::App* command, const std::string& description) {
+    AddWordOption(command, "--fail-on", fail_on, FailOnWords(), description);
+  }
+  absl::StatusOr<FailOn> Gate() const { return ParseWord(FailOnWords(), fail_on, "--fail-on"); }
+};
+
+// Prints the finished job and decides the exit code: the job's failure,
+// the --fail-on gate, or success.
+int ReportJob(const v1::AuditJob& job, bool json, bool per_sample, FailOn fail_on) {
+  if (job.state() != v1::JOB_SUCCEEDED) {
+    if (json) {
+      PrintJson({{"job_id", job.id()},
+                 {"state", v1::JobState_Name(job.state())},
+                 {"error", job.error()}});
+    }
+    return Fail(absl::Status(job.state() == v1::JOB_CANCELLED ? absl::StatusCode::kCancelled
+                                                              : absl::StatusCode::kInternal,
+                             absl::StrCat("audit ", job.id(), " ", v1::JobState_Name(job.state()),
+                                          job.error().empty() ? "" : ": ", job.error())));
+  }
+  if (json) {
+    PrintJson(AuditReportJson(job));
+  } else {
+    std::cout << "audit " << job.id() << "\n" << AuditReportText(job.report(), per_sample);
+  }
+  if (ReachesFailOn(job.report().verdict(), fail_on)) {
+    std::fprintf(stderr, "memaudit: verdict %s reaches --fail-on %s\n",
+                 VerdictWord(job.report().verdict()).c_str(),
+                 std::string(WordOf(FailOnWords(), fail_on).value_or("")).c_str());
+    return kExitGate;
+  }
+  return kExitOk;
+}
+
+// Follows job `id` to its end with a progress display (a bar on a terminal,
+// a line per measured batch otherwise; none with --json or --quiet), then
+// reports it. Ctrl-C cancels the job and exits 130.
+int Watch(Client& client, const std::string& id, const CommonOptions& common, bool per_sample,
+          FailOn fail_on) {
+  CatchInterrupts();
+  const bool silent = common.quiet || common.json;
+  ProgressBar bar(silent);
+  absl::StatusOr<v1::AuditJob> job = client.WatchAudit(
+      id,
+      [&](const v1::AuditEvent& event) {
+        if (!event.has_progress() || silent) return;
+        const v1::AuditProgress& progress = event.progress();
+        if (bar.drawing()) {
+          bar.Draw(
+              progress.samples_done(), progress.samples_total(),
+              absl::StrFormat("  %-10s %-10s", progress.condition(), PhaseWord(progress.phase())));
+        } else if (progress.phase() == v1::AUDIT_PHASE_MEASURED) {
+          std::fprintf(stderr, "progress: %lld/%lld samples (%s)\n",
+                       static_cast<long long>(progress.samples_done()),
+                       static_cast<long long>(progress.samples_total()),
+                       progress.condition().c_str());
+        }
+      },
+      Interrupted);
+  bar.Done();
+  if (!job.ok()) {
+    if (Interrupted()) {
+      absl::StatusOr<v1::AuditJob> cancelled = client.CancelAudit(id);
+      std::fprintf(stderr, "memaudit: interrupted; audit %s %s\n", id.c_str(),
+                   cancelled.ok() ? "cancelled" : "may still be running");
+      return kExitInterrupted;
+    }
+    return Fail(job.status());
+  }
+  return ReportJob(*job, common.json, per_sample, fail_on);
+}
+
+struct AuditFlags {
+  SamplingFlags sampling;
+  CurvatureFlags curvature;
+  ReportFlags report;
+  std::vector<int64_t> classes;
+  int64_t samples = 16;
+  uint64_t seed = 0;
+  std::vector<int64_t> timesteps;
+  bool no_wait = false;
+  bool early_only = false;
+  int64_t early_steps = 0;
+};
+
+int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
+  v1::AuditRequest request;
+  request.set_model(flags.sampling.model);
+  for (int64_t label : flags.classes) *request.add_conditions() = ClassCondition(label);
+  request.set_samples_per_condition(flags.samples);
+  request.set_seed(flags.seed);
+  request.set_early_only(flags.early_only);
+  request.set_early_steps(flags.early_steps);
+  for (int64_t t : flags.timesteps) request.add_timesteps(t);
+  if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
+  if (absl::Status s = flags.curvature.Fill(request.mutable_curvature()); !s.ok()) return Fail(s);
+  absl::StatusOr<FailOn> gate = flags.report.Gate();
+  if (!gate.ok()) return Fail(gate.status());
+  Client client = common.Connect();
+  absl::StatusOr<v1::AuditJob> job = client.SubmitAudit(request);
+  if (!job.ok()) return Fail(job.status());
+  if (flags.no_wait) {
+    std::cout << job->id() << std::endl;
+    return kExitOk;
+  }
+  if (!common.json && !common.quiet)
+    std::fprintf(stderr, "audit %s submitted\n", job->id().c_str());
+  return Watch(client, job->id(), common, flags.report.per_sample, *gate);
+}
+
+// The job id argument of watch, get and cancel.
+void AddJobId(CLI::App* command, std::string& id) {
+  command->add_option("id", id, "job id")->required();
+}
+
+}  // namespace
+
+Command AddAudit(CLI::App& app, CommonOptions& common) {
+  auto flags = std::make_shared<AuditFlags>();
+  CLI::App* command =
+      app.add_subcommand("audit", "run a memorization audit and wait for the report");
+  flags->sampling.Add(command);
+  command->add_option("--class", flags->classes, "class labels to audit (repeatable)");
+  command->add_option("--samples", flags->samples, "samples per condition")->capture_default_str();
+  command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
+  command->add_option("--t", flags->timesteps,
+                      "evaluation timesteps (default: first step with sigma_t < 0.1)");
+  flags->curvature.AddScoreKind(command, "score whose Jacobian is taken");
+  command->add_flag("--json", common.json, "print the report as JSON (a public contract)");
+  flags->report.AddFailOn(command, "exit 3 when the verdict reaches: memorized | partial | never");
+  flags->report.AddPerSample(command);
+  command->add_flag("--no-wait", flags->no_wait, "print the job id and return");
+  command->add_flag("--quiet", common.quiet, "no progress output");
+  flags->curvature.AddMethod(command);
+  command->add_flag("--early-only", flags->early_only,
+                    "flag early: only the first steps' metrics; verdicts from the calibrated "
+                    "verdict_policy.early_metric, or label-free (outliers among >= 3 conditions)");
+  command->add_option("--early-steps", flags->early_steps,
+                      "K: with --early-only the steps used (default 1); without it, add each "
+                      "condition's early metrics to the full report");
+  return {command, [flags](const CommonOptions& common) { return RunAudit(common, *flags); }};
+}
+
+Command AddWatch(CLI::App& app, CommonOptions& common) {
+  auto id = std::make_shared<std::string>();
+  auto report = std::make_shared<ReportFlags>();
+  CLI::App* command = app.add_subcommand("watch", "follow a running audit to its report");
+  AddJobId(command, *id);
+  command->add_flag("--json", common.json, "print the report as JSON");
+  report->AddFailOn(command, "memorized | partial | never");
+  report->AddPerSample(command);
+  return {command, [id, report](const CommonOptions& common) {
+            absl::StatusOr<FailOn> gate = report->Gate();
+            if (!gate.ok()) return Fail(gate.status());
+            Client client = common.Connect();
+            return Watch(client, *id, common, report->per_sample, *gate);
+          }};
+}
+
+Command AddGet(CLI::App& app, CommonOptions& common) {
+  auto id = std::make_shared<std::string>();
+  auto report = std::make_shared<ReportFlags>();
+  CLI::App* command = app.add_subcommand("get", "show an audit job");
+  AddJobId(command, *id);
+  command->add_flag("--json", common.json, "print the report as JSON");
+  report->AddPerSample(command);
+  return {command, [id, report](const CommonOptions& common) {
+            absl::StatusOr<v1::AuditJob> job = common.Connect().GetAudit(*id);
+            if (!job.ok()) return Fail(job.status());
+            // `get` shows; it is no gate.
+            if (job->state() == v1::JOB_SUCCEEDED) {
+              return ReportJob(*job, common.json, report->per_sample, FailOn::kNever);
+            }
+            if (common.json) {
+              PrintJson({{"job_id", job->id()},
+                         {"state", v1::JobState_Name(job->state())},
+                         {"samples_done", job->progress().samples_done()},
+                         {"samples_total", job->progress().samples_total()},
+                         {"error", job->error()}});
+            } else {
+              std::cout << job->id() << " " << v1::JobState_Name(job->state()) << " "
+                        << job->progress().samples_done() << "/" << job->progress().samples_total()
+                        << (job->error().empty() ? "" : " " + job->error()) << std::endl;
+            }
+            return kExitOk;
+          }};
+}
+
+Command AddCancel(CLI::App& app, CommonOptions&) {
+  auto id = std::make_shared<std::string>();
+  CLI::App* command = app.add_subcommand("cancel", "cancel an audit job");
+  AddJobId(command, *id);
+  return {command, [id](const CommonOptions& common) {
+            absl::StatusOr<v1::AuditJob> job = common.Connect().CancelAudit(*id);
+            if (!job.ok()) return Fail(job.status());
+            std::cout << job->id() << " " << v1::JobState_Name(job->state()) << std::endl;
+            return kExitOk;
+          }};
+}
+
+Command AddJobs(CLI::App& app, CommonOptions&) {
+  CLI::App* command = app.add_subcommand("jobs", "list audit jobs");
+  return {command, [](const CommonOptions& common) {
+            absl::StatusOr<v1::ListAuditsResponse> list = common.Connect().ListAudits();
+            if (!list.ok()) return Fail(list.status());
+            std::cout << absl::StrFormat("%-20s %-14s %-10s %9s  %s\n", "ID", "STATE", "MODEL",
+                                         "SAMPLES", "VERDICT");
+            for (const v1::AuditJob& job : list->jobs()) {
+              std::cout << absl::StrFormat(
+                  "%-20s %-14s %-10s %4d/%-4d  %s\n", job.id(), v1::JobState_Name(job.state()),
+                  job.request().model(), job.progress().samples_done(),
+                  job.progress().samples_total(),
+                  job.state() == v1::JOB_SUCCEEDED ? VerdictWord(job.report().verdict()) : "");
+            }
+            return kExitOk;
+          }};
+}
+
+}  // namespace memaudit::client::cli

@@ -1,0 +1,63 @@
+// The memaudit CLI's subcommands. Each Add* function adds one subcommand to
+// the app, with its flags bound to storage its action owns, and returns the
+// action to run when parsing chose that subcommand.
+//
+// Exit codes (docs/SERVICE.md "CLI"): 0 success, 1 error (one readable line
+// on stderr), 2 usage, 3 an audit reached the --fail-on level, 130
+// interrupted.
+#ifndef MEMAUDIT_CLIENT_CLI_COMMANDS_H_
+#define MEMAUDIT_CLIENT_CLI_COMMANDS_H_
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "client.h"
+
+namespace memaudit::client::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitGate = 3;
+inline constexpr int kExitInterrupted = 130;
+
+// Flags several subcommands share. One instance outlives parsing and the
+// run; a subcommand binds the ones it has (only one subcommand runs).
+struct CommonOptions {
+  std::string server = "127.0.0.1:8500";  // --server
+  double timeout_seconds = 300;           // --timeout (unary calls; 0: none)
+  bool json = false;                      // --json: machine-readable output
+  bool quiet = false;                     // --quiet: no progress output
+
+  // A client of --server with the --timeout deadline.
+  Client Connect() const;
+};
+
+struct Command {
+  CLI::App* app;                                 // the subcommand
+  std::function<int(const CommonOptions&)> run;  // returns the exit code
+};
+
+// Server and models (server_commands.cc).
+Command AddHealth(CLI::App& app, CommonOptions& common);
+Command AddModels(CLI::App& app, CommonOptions& common);
+Command AddLoad(CLI::App& app, CommonOptions& common);
+Command AddUnload(CLI::App& app, CommonOptions& common);
+
+// Sampling and measurements (measure_commands.cc).
+Command AddSample(CLI::App& app, CommonOptions& common);
+Command AddSpectrum(CLI::App& app, CommonOptions& common);
+Command AddCalibrate(CLI::App& app, CommonOptions& common);
+Command AddEarly(CLI::App& app, CommonOptions& common);
+
+// Audit jobs (audit_commands.cc).
+Command AddAudit(CLI::App& app, CommonOptions& common);
+Command AddWatch(CLI::App& app, CommonOptions& common);
+Command AddGet(CLI::App& app, CommonOptions& common);
+Command AddCancel(CLI::App& app, CommonOptions& common);
+Command AddJobs(CLI::App& app, CommonOptions& common);
+
+}  // namespace memaudit::client::cli
+
+#endif  // MEMAUDIT_CLIENT_CLI_COMMANDS_H_

@@ -1,0 +1,111 @@
+#include "cli/common.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+
+namespace memaudit::client::cli {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void OnInterrupt(int) { g_interrupted = true; }
+
+}  // namespace
+
+Client CommonOptions::Connect() const {
+  return Client(server, std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "memaudit: %s: %s\n", absl::StatusCodeToString(status.code()).c_str(),
+               std::string(status.message()).c_str());
+  return status.code() == absl::StatusCode::kCancelled && g_interrupted ? kExitInterrupted
+                                                                        : kExitError;
+}
+
+void PrintJson(const nlohmann::json& json) { std::cout << json.dump(2) << std::endl; }
+
+void CatchInterrupts() { signal(SIGINT, OnInterrupt); }
+bool Interrupted() { return g_interrupted.load(); }
+
+void SamplingFlags::Add(CLI::App* command) {
+  command->add_option("--model", model, "model name")->required();
+  command->add_option("--steps", steps, "sampling steps (default 50)");
+  command->add_option("--guidance", guidance, "classifier-free guidance weight (default 1)");
+  AddWordOption(command, "--sampler", sampler, SamplerWords(), "ddim | ddpm");
+  command->add_option("--eta", eta, "DDIM eta")->capture_default_str();
+}
+
+absl::Status SamplingFlags::Fill(v1::SamplingOptions* options) const {
+  absl::StatusOr<v1::Sampler> parsed = ParseWord(SamplerWords(), sampler, "--sampler");
+  if (!parsed.ok()) return parsed.status();
+  options->set_sampler(*parsed);
+  options->set_num_steps(steps);
+  options->set_eta(eta);
+  if (guidance) options->set_guidance_scale(*guidance);
+  return absl::OkStatus();
+}
+
+void CurvatureFlags::AddScoreKind(CLI::App* command, const std::string& description) {
+  AddWordOption(command, "--score-kind", score_kind, ScoreKindWords(), description);
+}
+
+void CurvatureFlags::AddMethod(CLI::App* command) {
+  AddWordOption(command, "--method", method, MethodWords(), "auto | dense | arnoldi");
+  command->add_option("-k,--eigenvalues", eigenvalues, "Arnoldi: eigenvalues to find (default 24)");
+}
+
+void CurvatureFlags::AddTarget(CLI::App* command) {
+  AddWordOption(command, "--target", target, EigenTargetWords(),
+                "Arnoldi: largest_real | largest_magnitude | smallest_real");
+}
+
+absl::Status CurvatureFlags::Fill(v1::CurvatureOptions* options) const {
+  absl::StatusOr<v1::ScoreKind> kind = ParseWord(ScoreKindWords(), score_kind, "--score-kind");
+  if (!kind.ok()) return kind.status();
+  absl::StatusOr<v1::SpectrumMethod> parsed_method = ParseWord(MethodWords(), method, "--method");
+  if (!parsed_method.ok()) return parsed_method.status();
+  absl::StatusOr<v1::EigenTarget> parsed_target = ParseWord(EigenTargetWords(), target, "--target");
+  if (!parsed_target.ok()) return parsed_target.status();
+  options->set_score_kind(*kind);
+  options->set_symmetrize(symmetrize);
+  options->set_method(*parsed_method);
+  options->set_num_eigenvalues(eigenvalues);
+  options->set_target(*parsed_target);
+  return absl::OkStatus();
+}
+
+v1::Condition ClassCondition(int64_t label) {
+  v1::Condition condition;
+  condition.set_class_label(label);
+  return condition;
+}
+
+ProgressBar::ProgressBar(bool quiet) : tty_(!quiet && isatty(STDERR_FILENO)) {}
+
+void ProgressBar::Draw(int64_t done, int64_t total, const std::string& note) {
+  if (!tty_) return;
+  constexpr int kWidth = 30;
+  const int64_t bounded_total = std::max<int64_t>(1, total);
+  const int filled =
+      static_cast<int>(kWidth * std::clamp<int64_t>(done, 0, bounded_total) / bounded_total);
+  std::fprintf(stderr, "\r[%s%s] %lld/%lld samples%s", std::string(filled, '#').c_str(),
+               std::string(kWidth - filled, '.').c_str(), static_cast<long long>(done),
+               static_cast<long long>(total), note.c_str());
+  std::fflush(stderr);
+  drawn_ = true;
+}
+
+void ProgressBar::Done() {
+  if (drawn_) std::fprintf(stderr, "\n");
+  drawn_ = false;
+}
+
+}  // namespace memaudit::client::cli

@@ -1,0 +1,109 @@
+// What the CLI's subcommands share: error and JSON output, Ctrl-C
+// handling, the sampling and curvature flags, and the progress bar.
+#ifndef MEMAUDIT_CLIENT_CLI_COMMON_H_
+#define MEMAUDIT_CLIENT_CLI_COMMON_H_
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "cli_options.h"
+#include "memaudit/v1/audit_service.pb.h"
+
+namespace memaudit::client::cli {
+
+// Prints `status` as one line on stderr ("memaudit: CODE: message") and
+// returns the exit code: 130 for a cancellation caused by Ctrl-C (see
+// CatchInterrupts), 1 otherwise.
+int Fail(const absl::Status& status);
+
+// Prints `json` indented by 2, with a final newline.
+void PrintJson(const nlohmann::json& json);
+
+// Prints `to_json(result)` (PrintJson) with --json, `to_text(result)`
+// otherwise.
+template <typename Result, typename ToJson, typename ToText>
+void PrintResult(bool json, const Result& result, ToJson to_json, ToText to_text) {
+  if (json) {
+    PrintJson(to_json(result));
+  } else {
+    std::cout << to_text(result);
+  }
+}
+
+// From now on SIGINT sets Interrupted() instead of ending the process, so
+// that a streaming command can cancel its call (and its job) and exit 130.
+// Commands that make only unary calls keep the default action.
+void CatchInterrupts();
+bool Interrupted();
+
+// Adds the string flag `name` that takes only the words of `table` (help
+// lists them and shows the default). The action turns `word` into the enum
+// with ParseWord.
+template <typename Enum>
+CLI::Option* AddWordOption(CLI::App* command, const std::string& name, std::string& word,
+                           std::span<const EnumWord<Enum>> table, const std::string& description) {
+  return command->add_option(name, word, description)
+      ->capture_default_str()
+      ->check(CLI::IsMember(Words(table)));
+}
+
+// --model and the sampling flags of sample, spectrum, audit, calibrate and
+// early.
+struct SamplingFlags {
+  std::string model;
+  int64_t steps = 0;
+  std::optional<double> guidance;
+  std::string sampler = "ddim";
+  double eta = 0;
+
+  void Add(CLI::App* command);
+  absl::Status Fill(v1::SamplingOptions* options) const;
+};
+
+// The curvature flags of spectrum and audit; each adds the ones it has.
+struct CurvatureFlags {
+  std::string score_kind = "conditional";
+  bool symmetrize = false;
+  std::string method = "auto";
+  int64_t eigenvalues = 0;
+  std::string target = "largest_real";
+
+  void AddScoreKind(CLI::App* command, const std::string& description);
+  void AddMethod(CLI::App* command);  // --method and -k,--eigenvalues
+  void AddTarget(CLI::App* command);
+  absl::Status Fill(v1::CurvatureOptions* options) const;
+};
+
+// The condition of class `label`.
+v1::Condition ClassCondition(int64_t label);
+
+// A one-line progress bar on stderr, redrawn in place. It draws only on a
+// terminal and when not quiet, so that logs and pipes stay clean.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool quiet);
+  ~ProgressBar() { Done(); }
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  // Whether Draw draws.
+  bool drawing() const { return tty_; }
+  // "[#####.....] done/total samples" followed by `note`.
+  void Draw(int64_t done, int64_t total, const std::string& note = "");
+  // Ends the line if anything was drawn.
+  void Done();
+
+ private:
+  const bool tty_;
+  bool drawn_ = false;
+};
+
+}  // namespace memaudit::client::cli
+
+#endif  // MEMAUDIT_CLIENT_CLI_COMMON_H_

@@ -1,0 +1,255 @@
+// sample, spectrum, calibrate, early: direct measurements (no jobs).
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "report_format.h"
+#include "sample_files.h"
+
+namespace memaudit::client::cli {
+namespace {
+
+struct SampleFlags {
+  SamplingFlags sampling;
+  int64_t count = 16;
+  uint64_t seed = 0;
+  std::optional<int64_t> class_label;
+  std::string out;
+  float low = -1, high = 1;
+};
+
+// The samples of `request`, in seed order, through StreamSamples: it has no
+// deadline (a large --count may take longer than --timeout) and reports
+// each batch, which the progress bar shows on a terminal. Ctrl-C cancels.
+absl::StatusOr<std::vector<float>> StreamedSamples(Client& client,
+                                                   const v1::SampleRequest& request) {
+  CatchInterrupts();
+  ProgressBar bar(/*quiet=*/false);
+  std::vector<float> values;
+  int received = 0;
+  absl::Status status = client.StreamSamples(
+      request,
+      [&](const v1::SampleResponse& response) -> absl::Status {
+        if (received == request.seeds_size() || response.seeds_size() != 1 ||
+            response.seeds(0) != request.seeds(received)) {
+          return absl::InternalError(
+              absl::StrCat("the server streamed an unexpected sample after ", received));
+        }
+        absl::StatusOr<std::vector<float>> sample = TensorValues(response.samples());
+        if (!sample.ok()) return sample.status();
+        values.insert(values.end(), sample->begin(), sample->end());
+        bar.Draw(++received, request.seeds_size());
+        return absl::OkStatus();
+      },
+      Interrupted);
+  bar.Done();
+  if (!status.ok()) return status;
+  if (received != request.seeds_size()) {
+    return absl::InternalError(
+        absl::StrCat("the server streamed ", received, " of ", request.seeds_size(), " samples"));
+  }
+  return values;
+}
+
+int RunSample(const CommonOptions& common, const SampleFlags& flags) {
+  if (flags.count < 1) return Fail(absl::InvalidArgumentError("--count must be positive"));
+  Client client = common.Connect();
+  absl::StatusOr<v1::ModelInfo> info = client.GetModel(flags.sampling.model);
+  if (!info.ok()) return Fail(info.status());
+  v1::SampleRequest request;
+  request.set_model(flags.sampling.model);
+  for (int64_t i = 0; i < flags.count; ++i) request.add_seeds(flags.seed + i);
+  if (flags.class_label) request.mutable_condition()->set_class_label(*flags.class_label);
+  if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
+  absl::StatusOr<std::vector<float>> values = StreamedSamples(client, request);
+  if (!values.ok()) return Fail(values.status());
+  const std::vector<int64_t> shape(info->config().sample_shape().begin(),
+                                   info->config().sample_shape().end());
+  if (flags.out.empty()) {
+    const size_t per = values->size() / flags.count;
+    for (int64_t i = 0; i < flags.count; ++i) {
+      std::cout << "seed " << flags.seed + i << ":";
+      for (size_t j = 0; j < std::min<size_t>(per, 16); ++j) {
+        std::cout << absl::StrFormat(" %.4f", (*values)[i * per + j]);
+      }
+      std::cout << (per > 16 ? " ..." : "") << "\n";
+    }
+    return kExitOk;
+  }
+  absl::Status written;
+  if (flags.out.size() > 4 && absl::EndsWith(flags.out, ".png")) {
+    if (!IsImageShape(shape)) {
+      return Fail(absl::InvalidArgumentError(
+          "--out .png needs an image-shaped model ([H, W], [1, H, W] or [3, H, W]); use .npy"));
+    }
+    written = WritePngGrid(flags.out, *values, flags.count, shape, flags.low, flags.high);
+  } else {
+    std::vector<int64_t> full{flags.count};
+    full.insert(full.end(), shape.begin(), shape.end());
+    written = WriteNpy(flags.out, *values, full);
+  }
+  if (!written.ok()) return Fail(written);
+  std::cout << "wrote " << flags.count << " samples to " << flags.out << std::endl;
+  return kExitOk;
+}
+
+struct SpectrumFlags {
+  SamplingFlags sampling;
+  CurvatureFlags curvature;
+  uint64_t seed = 0;
+  std::optional<int64_t> class_label;
+  std::optional<int64_t> timestep;
+  int top = 10;
+  std::string plot;
+  int64_t early_steps = 0;
+};
+
+int RunSpectrum(const CommonOptions& common, const SpectrumFlags& flags) {
+  v1::SpectrumRequest request;
+  request.set_model(flags.sampling.model);
+  request.set_seed(flags.seed);
+  if (flags.timestep) request.set_timestep(*flags.timestep);
+  if (flags.class_label) request.mutable_condition()->set_class_label(*flags.class_label);
+  request.set_early_steps(flags.early_steps);
+  if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
+  if (absl::Status s = flags.curvature.Fill(request.mutable_curvature()); !s.ok()) return Fail(s);
+  absl::StatusOr<v1::SpectrumResponse> response = common.Connect().Spectrum(request);
+  if (!response.ok()) return Fail(response.status());
+  PrintResult(common.json, *response, SpectrumJson, [&](const v1::SpectrumResponse& spectrum) {
+    return SpectrumText(spectrum, flags.top);
+  });
+  if (!flags.plot.empty()) {
+    std::ofstream out(flags.plot);
+    out << SpectrumSvg(*response, absl::StrFormat("%s, seed %d: curvature spectrum",
+                                                  flags.sampling.model, flags.seed));
+    if (!out) return Fail(absl::PermissionDeniedError(flags.plot + ": cannot write"));
+    if (!common.json) std::cout << "plot written to " << flags.plot << std::endl;
+  }
+  return kExitOk;
+}
+
+struct CalibrateFlags {
+  SamplingFlags sampling;
+  std::vector<int64_t> memorized, not_memorized;
+  int64_t samples = 16;
+  uint64_t seed = 0;
+  int64_t early_steps = 0;
+};
+
+int RunCalibrate(const CommonOptions& common, const CalibrateFlags& flags) {
+  v1::CalibrationRequest request;
+  request.set_model(flags.sampling.model);
+  for (int64_t label : flags.memorized) *request.add_memorized() = ClassCondition(label);
+  for (int64_t label : flags.not_memorized) *request.add_not_memorized() = ClassCondition(label);
+  request.set_samples_per_condition(flags.samples);
+  request.set_seed(flags.seed);
+  request.set_early_steps(flags.early_steps);
+  if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
+  absl::StatusOr<v1::CalibrationResponse> response = common.Connect().Calibrate(request);
+  if (!response.ok()) return Fail(response.status());
+  PrintResult(common.json, *response, CalibrationJson, CalibrationText);
+  return kExitOk;
+}
+
+struct EarlyFlags {
+  SamplingFlags sampling;
+  std::optional<int64_t> class_label;
+  int64_t count = 16;
+  uint64_t seed = 0;
+  int64_t steps = 1;
+  int64_t probes = 0;
+};
+
+int RunEarly(const CommonOptions& common, const EarlyFlags& flags) {
+  v1::EarlyMetricsRequest request;
+  request.set_model(flags.sampling.model);
+  for (int64_t i = 0; i < flags.count; ++i) request.add_seeds(flags.seed + i);
+  if (flags.class_label) request.mutable_condition()->set_class_label(*flags.class_label);
+  if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
+  request.set_steps(flags.steps);
+  request.set_hutchinson_probes(flags.probes);
+  absl::StatusOr<v1::EarlyMetricsResponse> response = common.Connect().EarlyMetrics(request);
+  if (!response.ok()) return Fail(response.status());
+  PrintResult(common.json, *response, EarlyMetricsJson, EarlyMetricsText);
+  return kExitOk;
+}
+
+}  // namespace
+
+Command AddSample(CLI::App& app, CommonOptions& common) {
+  auto flags = std::make_shared<SampleFlags>();
+  CLI::App* command =
+      app.add_subcommand("sample", "draw samples; PNG grid for images, .npy otherwise");
+  flags->sampling.Add(command);
+  command->add_option("--count", flags->count, "samples")->capture_default_str();
+  command->add_option("--seed", flags->seed, "first seed (sample i uses seed + i)")
+      ->capture_default_str();
+  command->add_option("--class", flags->class_label, "class label");
+  command->add_option("--out", flags->out, "output file: .png (image models) or .npy");
+  command->add_option("--range", flags->low, "pixel value mapped to black (PNG)")
+      ->capture_default_str();
+  command->add_option("--range-high", flags->high, "pixel value mapped to white (PNG)")
+      ->capture_default_str();
+  return {command, [flags](const CommonOptions& common) { return RunSample(common, *flags); }};
+}
+
+Command AddSpectrum(CLI::App& app, CommonOptions& common) {
+  auto flags = std::make_shared<SpectrumFlags>();
+  CLI::App* command = app.add_subcommand("spectrum", "curvature spectrum at a sampled point");
+  flags->sampling.Add(command);
+  command->add_option("--seed", flags->seed, "seed of the sample")->capture_default_str();
+  command->add_option("--class", flags->class_label, "class label");
+  command->add_option("--t", flags->timestep, "timestep (default: first step with sigma_t < 0.1)");
+  flags->curvature.AddScoreKind(command, "conditional | unconditional | guided | difference");
+  command->add_flag("--symmetrize", flags->curvature.symmetrize,
+                    "spectrum of (H + H^T)/2 instead of H");
+  flags->curvature.AddMethod(command);
+  flags->curvature.AddTarget(command);
+  command->add_option("--top", flags->top, "eigenvalues to print (0: all)")->capture_default_str();
+  command->add_flag("--json", common.json, "machine-readable output");
+  command->add_option("--plot", flags->plot, "write an SVG plot of the spectrum");
+  command->add_option("--early-steps", flags->early_steps,
+                      "also the early metrics of this generation over its first K steps");
+  return {command, [flags](const CommonOptions& common) { return RunSpectrum(common, *flags); }};
+}
+
+Command AddCalibrate(CLI::App& app, CommonOptions& common) {
+  auto flags = std::make_shared<CalibrateFlags>();
+  CLI::App* command = app.add_subcommand(
+      "calibrate", "ROC AUC, TPR at 1% FPR and thresholds of each metric on labelled classes");
+  flags->sampling.Add(command);
+  command->add_option("--memorized", flags->memorized, "class labels known to be memorized")
+      ->required()
+      ->delimiter(',');
+  command->add_option("--not-memorized", flags->not_memorized, "class labels known to generalize")
+      ->required()
+      ->delimiter(',');
+  command->add_option("--samples", flags->samples, "generations per class")->capture_default_str();
+  command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
+  command->add_option("--early-steps", flags->early_steps, "K for the early metrics");
+  command->add_flag("--json", common.json, "machine-readable output");
+  return {command, [flags](const CommonOptions& common) { return RunCalibrate(common, *flags); }};
+}
+
+Command AddEarly(CLI::App& app, CommonOptions& common) {
+  auto flags = std::make_shared<EarlyFlags>();
+  CLI::App* command = app.add_subcommand(
+      "early", "first-step memorization metrics (Wen, Jeon; unconditional: |s|^2, |Hs|^2, tr H)");
+  flags->sampling.Add(command);
+  command->add_option("--class", flags->class_label, "class label (none: unconditional metrics)");
+  command->add_option("--count", flags->count, "generations n")->capture_default_str();
+  command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
+  command->add_option("--early-steps", flags->steps, "the first K sampling steps")
+      ->capture_default_str();
+  command->add_option("--probes", flags->probes, "Hutchinson probes (default 8)");
+  command->add_flag("--json", common.json, "machine-readable output");
+  return {command, [flags](const CommonOptions& common) { return RunEarly(common, *flags); }};
+}
+
+}  // namespace memaudit::client::cli

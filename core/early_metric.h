@@ -1,0 +1,41 @@
+// The vocabulary of early (first-step) memorization metrics: one table with
+// each metric's public name, which kind of condition it applies to, and its
+// direction. The values themselves are computed in early_metrics.h.
+#ifndef MEMAUDIT_CORE_EARLY_METRIC_H_
+#define MEMAUDIT_CORE_EARLY_METRIC_H_
+
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace memaudit {
+
+enum class EarlyMetric {
+  kWenNoiseDifference,   // ‖ε̂_c − ε̂_∅‖ (conditional)
+  kJeonSharpness,        // ‖H^Δ s^Δ‖ (conditional)
+  kScoreNormSquared,     // ‖s‖² (unconditional)
+  kHessianScoreSquared,  // ‖H s‖² (unconditional)
+  kNegativeTrace,        // −tr H, Hutchinson estimate (unconditional)
+};
+
+struct EarlyMetricInfo {
+  EarlyMetric metric;
+  // The name in verdict policies, reports and calibration results.
+  const char* name;
+  // Computed for a real condition against the null one (else for none).
+  bool conditional;
+};
+
+// Every metric, in a fixed order. Each is oriented so that a higher value
+// means sharper, i.e. more likely memorized.
+absl::Span<const EarlyMetricInfo> AllEarlyMetrics();
+const EarlyMetricInfo& EarlyMetricInfoOf(EarlyMetric metric);
+inline const char* EarlyMetricName(EarlyMetric metric) { return EarlyMetricInfoOf(metric).name; }
+
+// INVALID_ARGUMENT listing the known names when `name` is not one.
+absl::StatusOr<EarlyMetric> ParseEarlyMetric(absl::string_view name);
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_EARLY_METRIC_H_

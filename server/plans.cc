@@ -1,0 +1,255 @@
+#include "plans.h"
+
+#include <ATen/ATen.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "calibration.h"
+#include "status_macros.h"
+#include "tensor_codec.h"
+
+namespace memaudit::server {
+namespace {
+
+absl::Status RequireModel(const std::shared_ptr<const LoadedModel>& model) {
+  if (model == nullptr) return absl::FailedPreconditionError("model: not loaded");
+  return absl::OkStatus();
+}
+
+absl::Status CheckCount(int64_t count, int64_t low, int64_t high, const std::string& field) {
+  if (count < low || count > high) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": must be in [", low, ", ", high, "], got ", count));
+  }
+  return absl::OkStatus();
+}
+
+// The score kind must be computable for this condition (e.g. GUIDED needs a
+// conditional model): probed once at the last training timestep.
+absl::Status CheckScoreKind(const Denoiser& denoiser, const ConditionPlan& condition,
+                            const SampleCurvatureOptions& options) {
+  auto field = denoiser.ScoreField(denoiser.schedule().num_train_timesteps() - 1,
+                                   options.score_kind, condition.row, options.sampler.guidance);
+  if (!field.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("curvature.score_kind: ", field.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+// Conditions of a request field (`name`), each planned and, when
+// `curvature` is given, checked against its score kind.
+absl::StatusOr<std::vector<ConditionPlan>> PlanConditions(
+    const google::protobuf::RepeatedPtrField<v1::Condition>& conditions, const std::string& name,
+    const Denoiser& denoiser, const SampleCurvatureOptions* curvature) {
+  std::vector<ConditionPlan> plans;
+  plans.reserve(conditions.size());
+  for (int i = 0; i < conditions.size(); ++i) {
+    ASSIGN_OR_RETURN(ConditionPlan plan,
+                     ToConditionPlan(conditions[i], denoiser, absl::StrCat(name, "[", i, "]")));
+    if (curvature != nullptr) RETURN_IF_ERROR(CheckScoreKind(denoiser, plan, *curvature));
+    plans.push_back(std::move(plan));
+  }
+  return plans;
+}
+
+// Early metric options over `steps` first steps (0: the default) of the
+// sampler's schedule; `field` names the request's steps field.
+absl::StatusOr<EarlyMetricOptions> ToEarlyOptions(const SamplerOptions& sampler, int64_t steps,
+                                                  const std::string& field) {
+  EarlyMetricOptions options;
+  options.sampler = sampler;
+  RETURN_IF_ERROR(CheckCount(steps, 0, sampler.num_steps,
+                             field + " (0: default 1; at most "
+                                     "sampling.num_steps)"));
+  if (steps > 0) options.steps = steps;
+  return options;
+}
+
+absl::Status CheckSeeds(int count) {
+  if (count < 1 || count > kMaxSeedsPerRequest) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seeds: give 1 to ", kMaxSeedsPerRequest, " seeds, got ", count));
+  }
+  return absl::OkStatus();
+}
+
+// An x given in the request: [*sample_shape] or [1, *sample_shape].
+absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const Checkpoint& checkpoint) {
+  ASSIGN_OR_RETURN(const at::Tensor x, DecodeTensor(message, "x"));
+  const auto& shape = checkpoint.config().sample_shape();
+  std::vector<int64_t> expected(shape.begin(), shape.end());
+  std::vector<int64_t> batched = expected;
+  batched.insert(batched.begin(), 1);
+  if (x.sizes().vec() != expected && x.sizes().vec() != batched) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "x.shape: expected [", absl::StrJoin(expected, ", "), "] or [",
+        absl::StrJoin(batched, ", "), "], got [", absl::StrJoin(x.sizes(), ", "), "]"));
+  }
+  return x.reshape(batched).to(checkpoint.device(), checkpoint.dtype());
+}
+
+}  // namespace
+
+absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
+                                    std::shared_ptr<const LoadedModel> model) {
+  RETURN_IF_ERROR(RequireModel(model));
+  const Denoiser& denoiser = *model->denoiser;
+  AuditPlan plan;
+  RETURN_IF_ERROR(CheckCount(request.samples_per_condition(), 0, kMaxSamplesPerCondition,
+                             "samples_per_condition"));
+  if (request.samples_per_condition() > 0) {
+    plan.samples_per_condition = request.samples_per_condition();
+  }
+  RETURN_IF_ERROR(CheckCount(request.conditions_size(), 0, kMaxConditions, "conditions"));
+  plan.seed = request.seed();
+  ASSIGN_OR_RETURN(plan.curvature,
+                   ToCurvatureOptions(request.sampling(), request.curvature(), *model));
+  if (plan.curvature.arnoldi.target != EigenTarget::kLargestReal) {
+    return absl::InvalidArgumentError(
+        "curvature.target: audits need the LARGEST_REAL end (flat count, n+, width)");
+  }
+  for (int i = 0; i < request.timesteps_size(); ++i) {
+    RETURN_IF_ERROR(CheckTimestep(request.timesteps(i), denoiser.schedule(),
+                                  absl::StrCat("timesteps[", i, "]")));
+  }
+  plan.curvature.timesteps.assign(request.timesteps().begin(), request.timesteps().end());
+  if (request.conditions_size() > 0) {
+    ASSIGN_OR_RETURN(plan.conditions,
+                     PlanConditions(request.conditions(), "conditions", denoiser,
+                                    request.early_only() ? nullptr : &plan.curvature));
+  } else {
+    google::protobuf::RepeatedPtrField<v1::Condition> none;
+    none.Add();
+    ASSIGN_OR_RETURN(plan.conditions,
+                     PlanConditions(none, "conditions", denoiser,
+                                    request.early_only() ? nullptr : &plan.curvature));
+  }
+  if (request.early_only()) {
+    if (model->policy.early_metric.has_value()) {
+      plan.mode = AuditPlan::Mode::kEarlyCalibrated;
+    } else if (model->checkpoint->conditional() &&
+               plan.conditions.size() >= kMinOutlierPopulation) {
+      plan.mode = AuditPlan::Mode::kEarlyLabelFree;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "early_only: the model's verdict_policy has no early_metric (run `memaudit calibrate` "
+          "for calibrated flags), and label-free flags need at least ",
+          kMinOutlierPopulation, " conditions of a conditional model to compare"));
+    }
+  }
+  ASSIGN_OR_RETURN(EarlyMetricOptions early,
+                   ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
+  if (request.early_only() || request.early_steps() > 0) plan.early = early;
+  plan.model = std::move(model);
+  return plan;
+}
+
+absl::StatusOr<CalibrationPlan> PlanCalibration(const v1::CalibrationRequest& request,
+                                                std::shared_ptr<const LoadedModel> model) {
+  RETURN_IF_ERROR(RequireModel(model));
+  if (request.memorized_size() < 2 || request.not_memorized_size() < 2) {
+    return absl::InvalidArgumentError(
+        "memorized, not_memorized: give at least 2 labelled conditions in each");
+  }
+  RETURN_IF_ERROR(CheckCount(request.memorized_size() + request.not_memorized_size(), 4,
+                             kMaxConditions, "memorized + not_memorized"));
+  CalibrationPlan plan;
+  RETURN_IF_ERROR(CheckCount(request.samples_per_condition(), 0, kMaxCalibrationSamples,
+                             "samples_per_condition"));
+  if (request.samples_per_condition() > 0) {
+    plan.samples_per_condition = request.samples_per_condition();
+  }
+  plan.seed = request.seed();
+  ASSIGN_OR_RETURN(plan.curvature,
+                   ToCurvatureOptions(request.sampling(), request.curvature(), *model));
+  if (plan.curvature.arnoldi.target != EigenTarget::kLargestReal) {
+    return absl::InvalidArgumentError(
+        "curvature.target: calibration needs the LARGEST_REAL end (flat count, n+, width)");
+  }
+  ASSIGN_OR_RETURN(plan.early,
+                   ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
+  ASSIGN_OR_RETURN(plan.memorized, PlanConditions(request.memorized(), "memorized",
+                                                  *model->denoiser, &plan.curvature));
+  ASSIGN_OR_RETURN(plan.not_memorized, PlanConditions(request.not_memorized(), "not_memorized",
+                                                      *model->denoiser, &plan.curvature));
+  plan.model = std::move(model);
+  return plan;
+}
+
+absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
+                                          std::shared_ptr<const LoadedModel> model) {
+  RETURN_IF_ERROR(RequireModel(model));
+  const Denoiser& denoiser = *model->denoiser;
+  SpectrumPlan plan;
+  ASSIGN_OR_RETURN(plan.curvature,
+                   ToCurvatureOptions(request.sampling(), request.curvature(), *model));
+  ASSIGN_OR_RETURN(plan.condition, ToConditionPlan(request.condition(), denoiser, "condition"));
+  RETURN_IF_ERROR(CheckScoreKind(denoiser, plan.condition, plan.curvature));
+  if (request.has_timestep()) {
+    RETURN_IF_ERROR(CheckTimestep(request.timestep(), denoiser.schedule(), "timestep"));
+  }
+  switch (request.point_case()) {
+    case v1::SpectrumRequest::kX: {
+      if (!request.has_timestep()) {
+        return absl::InvalidArgumentError("timestep: required when x is given");
+      }
+      ASSIGN_OR_RETURN(plan.x, ToPoint(request.x(), denoiser.checkpoint()));
+      plan.timestep = request.timestep();
+      break;
+    }
+    case v1::SpectrumRequest::kSeed:
+      plan.seed = request.seed();
+      if (request.has_timestep()) plan.curvature.timesteps = {request.timestep()};
+      break;
+    case v1::SpectrumRequest::POINT_NOT_SET:
+      return absl::InvalidArgumentError("point: give x (with timestep) or a seed");
+  }
+  plan.return_point = request.return_point();
+  plan.curvature.keep_points = plan.return_point;
+  if (request.early_steps() != 0) {
+    if (!plan.seed.has_value()) {
+      return absl::InvalidArgumentError("early_steps: needs a sampled point (seed)");
+    }
+    ASSIGN_OR_RETURN(plan.early,
+                     ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
+  }
+  plan.model = std::move(model);
+  return plan;
+}
+
+absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
+                                      std::shared_ptr<const LoadedModel> model) {
+  RETURN_IF_ERROR(RequireModel(model));
+  RETURN_IF_ERROR(CheckSeeds(request.seeds_size()));
+  SamplePlan plan;
+  ASSIGN_OR_RETURN(plan.sampler,
+                   ToSamplerOptions(request.sampling(), model->denoiser->schedule(), "sampling"));
+  ASSIGN_OR_RETURN(plan.condition,
+                   ToConditionPlan(request.condition(), *model->denoiser, "condition"));
+  plan.seeds.assign(request.seeds().begin(), request.seeds().end());
+  plan.model = std::move(model);
+  return plan;
+}
+
+absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest& request,
+                                                  std::shared_ptr<const LoadedModel> model) {
+  RETURN_IF_ERROR(RequireModel(model));
+  RETURN_IF_ERROR(CheckSeeds(request.seeds_size()));
+  EarlyMetricsPlan plan;
+  ASSIGN_OR_RETURN(const SamplerOptions sampler,
+                   ToSamplerOptions(request.sampling(), model->denoiser->schedule(), "sampling"));
+  ASSIGN_OR_RETURN(plan.options, ToEarlyOptions(sampler, request.steps(), "steps"));
+  RETURN_IF_ERROR(CheckCount(request.hutchinson_probes(), 0, kMaxHutchinsonProbes,
+                             "hutchinson_probes (0: default 8)"));
+  if (request.hutchinson_probes() > 0) plan.options.hutchinson_probes = request.hutchinson_probes();
+  ASSIGN_OR_RETURN(plan.condition,
+                   ToConditionPlan(request.condition(), *model->denoiser, "condition"));
+  plan.seeds.assign(request.seeds().begin(), request.seeds().end());
+  plan.model = std::move(model);
+  return plan;
+}
+
+}  // namespace memaudit::server

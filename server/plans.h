@@ -1,0 +1,112 @@
+// Plans: each request turned, once, into validated engine options bound to
+// the loaded model it will run on. Handlers parse a request into a plan,
+// hand the plan to core/ (or to a job), and encode the result; nothing after
+// planning re-reads or re-validates the request.
+//
+// Planning is cheap (no network call except a probe of the score kind) and
+// thread-safe. Every error is INVALID_ARGUMENT naming the request field,
+// except UNIMPLEMENTED for prompts and FAILED_PRECONDITION for what the
+// model itself cannot do (e.g. no null condition).
+#ifndef MEMAUDIT_SERVER_PLANS_H_
+#define MEMAUDIT_SERVER_PLANS_H_
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "early_metrics.h"
+#include "memaudit/v1/audit_service.pb.h"
+#include "model_registry.h"
+#include "request_options.h"
+#include "sample_curvature.h"
+
+namespace memaudit::server {
+
+inline constexpr int64_t kDefaultSamplesPerCondition = 16;
+inline constexpr int64_t kMaxSamplesPerCondition = 100000;
+inline constexpr int64_t kMaxConditions = 10000;
+inline constexpr int64_t kDefaultCalibrationSamples = 4;
+inline constexpr int64_t kMaxCalibrationSamples = 1024;
+inline constexpr int64_t kMaxSeedsPerRequest = 4096;
+inline constexpr int64_t kMaxHutchinsonProbes = 1024;
+
+// An audit (AuditService.SubmitAudit): conditions × samples_per_condition
+// samples, sample i of a condition drawn with seed + i.
+struct AuditPlan {
+  enum class Mode {
+    kFull,             // spectra and verdicts per sample
+    kEarlyCalibrated,  // early metrics only, judged by the policy's metric
+    kEarlyLabelFree,   // early metrics only, judged as outliers among conditions
+  };
+  std::shared_ptr<const LoadedModel> model;
+  Mode mode = Mode::kFull;
+  std::vector<ConditionPlan> conditions;  // at least one
+  int64_t samples_per_condition = kDefaultSamplesPerCondition;
+  uint64_t seed = 0;
+  SampleCurvatureOptions curvature;  // kFull
+  // Early metrics per condition: set in the early modes and, alongside a
+  // full audit, when the request asks for early_steps.
+  std::optional<EarlyMetricOptions> early;
+
+  int64_t total_samples() const {
+    return samples_per_condition * static_cast<int64_t>(conditions.size());
+  }
+};
+absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
+                                    std::shared_ptr<const LoadedModel> model);
+
+// Calibration (AuditService.Calibrate): curvature and early metrics of
+// labelled conditions.
+struct CalibrationPlan {
+  std::shared_ptr<const LoadedModel> model;
+  std::vector<ConditionPlan> memorized, not_memorized;  // at least 2 each
+  int64_t samples_per_condition = kDefaultCalibrationSamples;
+  uint64_t seed = 0;
+  SampleCurvatureOptions curvature;
+  EarlyMetricOptions early;
+};
+absl::StatusOr<CalibrationPlan> PlanCalibration(const v1::CalibrationRequest& request,
+                                                std::shared_ptr<const LoadedModel> model);
+
+// One spectrum (AuditService.Spectrum) at a given point x and timestep, or
+// at a sampled point (seed; timestep given or the default evaluation step).
+struct SpectrumPlan {
+  std::shared_ptr<const LoadedModel> model;
+  ConditionPlan condition;
+  SampleCurvatureOptions curvature;  // timesteps: {t} when given
+  std::optional<uint64_t> seed;      // else x
+  at::Tensor x;                      // [1, *sample_shape] on the model's device
+  int64_t timestep = 0;              // with x
+  bool return_point = false;
+  std::optional<EarlyMetricOptions> early;  // early_steps > 0 (seed only)
+};
+absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
+                                          std::shared_ptr<const LoadedModel> model);
+
+// Samples (AuditService.Sample / StreamSamples), one per seed.
+struct SamplePlan {
+  std::shared_ptr<const LoadedModel> model;
+  ConditionPlan condition;
+  SamplerOptions sampler;
+  std::vector<uint64_t> seeds;  // 1 to kMaxSeedsPerRequest
+};
+absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
+                                      std::shared_ptr<const LoadedModel> model);
+
+// Early metrics (AuditService.EarlyMetrics), one generation per seed.
+struct EarlyMetricsPlan {
+  std::shared_ptr<const LoadedModel> model;
+  ConditionPlan condition;
+  EarlyMetricOptions options;
+  std::vector<uint64_t> seeds;  // 1 to kMaxSeedsPerRequest
+};
+absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest& request,
+                                                  std::shared_ptr<const LoadedModel> model);
+
+}  // namespace memaudit::server
+
+#endif  // MEMAUDIT_SERVER_PLANS_H_

@@ -1,0 +1,251 @@
+// The job manager with a real registry and exact mixture models, no gRPC:
+// verdicts of a known copy, the event log against the report, cancellation,
+// the queue bound, the size cap on finished jobs, and jobs pinned to the
+// model version they were planned on.
+#include "job_manager.h"
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "metrics.h"
+#include "server_fixture.h"
+
+namespace memaudit::server {
+namespace {
+
+constexpr absl::Duration kWait = absl::Seconds(120);
+
+v1::AuditRequest ClassAudit(std::initializer_list<int64_t> classes, int64_t samples) {
+  v1::AuditRequest request;
+  request.set_model("classes");
+  for (int64_t c : classes) request.add_conditions()->set_class_label(c);
+  request.set_samples_per_condition(samples);
+  request.mutable_sampling()->set_num_steps(10);
+  return request;
+}
+
+// An audit long enough to be cancelled or to hold a worker.
+v1::AuditRequest LongAudit() {
+  v1::AuditRequest request = ClassAudit({1}, kMaxSamplesPerCondition);
+  request.mutable_sampling()->set_num_steps(1000);
+  return request;
+}
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registry_ = fixture_.NewRegistry();
+    ASSERT_TRUE(registry_->Load("classes").ok());
+  }
+  std::unique_ptr<JobManager> NewManager(JobManagerOptions options = {}) {
+    return std::make_unique<JobManager>(registry_.get(), &metrics_, options);
+  }
+  // Waits for the job to end and returns it.
+  v1::AuditJob Finished(JobManager& jobs, const std::string& id) {
+    auto job = jobs.Await(id, kWait);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : v1::AuditJob();
+  }
+
+  testing::ServerFixture fixture_;
+  std::unique_ptr<ModelRegistry> registry_;
+  Metrics metrics_;
+};
+
+TEST_F(JobManagerTest, APointMassClassIsMemorizedAndABroadOneIsNot) {
+  auto jobs = NewManager();
+  auto submitted = jobs->Submit(ClassAudit({0, 1}, 3));
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  EXPECT_EQ(submitted->progress().samples_total(), 6);
+  const v1::AuditJob job = Finished(*jobs, submitted->id());
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.error();
+  const v1::AuditReport& report = job.report();
+  ASSERT_EQ(report.conditions_size(), 2);
+  EXPECT_EQ(report.conditions(0).label(), "class 0");
+  EXPECT_EQ(report.conditions(0).verdict(), v1::MEMORIZED);
+  EXPECT_EQ(report.conditions(0).memorized(), 3);
+  EXPECT_EQ(report.conditions(1).verdict(), v1::NOT_MEMORIZED);
+  EXPECT_EQ(report.verdict(), v1::MEMORIZED);
+  EXPECT_EQ(report.memorized_samples(), 3);
+  EXPECT_EQ(report.total_samples(), 6);
+  EXPECT_EQ(job.progress().phase(), v1::AUDIT_PHASE_DONE);
+}
+
+TEST_F(JobManagerTest, EventsCarryEachSampleOnceThenTheFinalJob) {
+  auto jobs = NewManager();
+  auto submitted = jobs->Submit(ClassAudit({2, 0}, 9));  // two batches per condition
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const v1::AuditJob job = Finished(*jobs, submitted->id());
+  ASSERT_EQ(job.state(), v1::JOB_SUCCEEDED) << job.error();
+  bool finished = false;
+  auto events = jobs->Events(job.id(), 0, absl::ZeroDuration(), &finished);
+  ASSERT_TRUE(events.ok()) << events.status();
+  EXPECT_TRUE(finished);
+  std::vector<v1::SampleReport> samples;
+  int64_t last_done = 0;
+  bool saw_sampling = false, saw_curvature = false;
+  for (size_t i = 0; i < events->size(); ++i) {
+    const v1::AuditEvent& event = (*events)[i];
+    if (event.has_sample()) samples.push_back(event.sample());
+    if (event.has_progress()) {
+      EXPECT_GE(event.progress().samples_done(), last_done);
+      last_done = event.progress().samples_done();
+      saw_sampling |= event.progress().phase() == v1::AUDIT_PHASE_SAMPLING;
+      saw_curvature |= event.progress().phase() == v1::AUDIT_PHASE_CURVATURE;
+    }
+    EXPECT_EQ(event.has_finished(), i + 1 == events->size());
+  }
+  EXPECT_TRUE(saw_sampling);
+  EXPECT_TRUE(saw_curvature);
+  EXPECT_EQ(last_done, 18);
+  ASSERT_EQ(samples.size(), 18u);
+  size_t k = 0;
+  for (const v1::ConditionReport& condition : job.report().conditions()) {
+    for (const v1::SampleReport& sample : condition.samples()) {
+      EXPECT_EQ(samples[k].SerializeAsString(), sample.SerializeAsString()) << "sample " << k;
+      ++k;
+    }
+  }
+  EXPECT_EQ(events->back().finished().report().SerializeAsString(),
+            job.report().SerializeAsString());
+  // Reading from the middle returns the rest.
+  auto tail = jobs->Events(job.id(), events->size() - 1, absl::ZeroDuration(), &finished);
+  ASSERT_TRUE(tail.ok());
+  ASSERT_EQ(tail->size(), 1u);
+  EXPECT_TRUE(tail->front().has_finished());
+}
+
+TEST_F(JobManagerTest, ListLeavesOutPerSampleReports) {
+  auto jobs = NewManager();
+  auto submitted = jobs->Submit(ClassAudit({0}, 2));
+  ASSERT_TRUE(submitted.ok());
+  const v1::AuditJob job = Finished(*jobs, submitted->id());
+  ASSERT_EQ(job.report().conditions(0).samples_size(), 2);
+  const std::vector<v1::AuditJob> list = jobs->List();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].id(), job.id());
+  EXPECT_EQ(list[0].report().verdict(), job.report().verdict());
+  ASSERT_EQ(list[0].report().conditions_size(), 1);
+  EXPECT_EQ(list[0].report().conditions(0).memorized(), 2);
+  EXPECT_EQ(list[0].report().conditions(0).samples_size(), 0);
+  EXPECT_EQ(list[0].request().model(), "classes");
+}
+
+TEST_F(JobManagerTest, CancelEndsQueuedJobsAtOnceAndRunningOnesSoon) {
+  JobManagerOptions options;
+  options.max_concurrent_jobs = 1;
+  auto jobs = NewManager(options);
+  auto running = jobs->Submit(LongAudit());
+  auto queued = jobs->Submit(LongAudit());
+  ASSERT_TRUE(running.ok() && queued.ok());
+  auto cancelled = jobs->Cancel(queued->id());
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::JOB_CANCELLED);
+  ASSERT_TRUE(jobs->Cancel(running->id()).ok());
+  const v1::AuditJob stopped = Finished(*jobs, running->id());
+  EXPECT_EQ(stopped.state(), v1::JOB_CANCELLED);
+  EXPECT_FALSE(stopped.has_report());
+  EXPECT_EQ(jobs->gauges().queued + jobs->gauges().running, 0);
+}
+
+TEST_F(JobManagerTest, AFullQueueRefusesWithResourceExhausted) {
+  JobManagerOptions options;
+  options.max_concurrent_jobs = 1;
+  options.max_queued_jobs = 1;
+  auto jobs = NewManager(options);
+  auto first = jobs->Submit(LongAudit());
+  auto second = jobs->Submit(LongAudit());
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto third = jobs->Submit(LongAudit());
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted) << third.status();
+  ASSERT_TRUE(jobs->Cancel(first->id()).ok());
+  ASSERT_TRUE(jobs->Cancel(second->id()).ok());
+}
+
+TEST_F(JobManagerTest, TheSizeCapEvictsTheOldestFinishedJobAndCountsIt) {
+  JobManagerOptions options;
+  options.max_finished_job_bytes = 1;  // every job is over: only the newest stays
+  auto jobs = NewManager(options);
+  auto first = jobs->Submit(ClassAudit({1}, 1));
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(Finished(*jobs, first->id()).state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(jobs->gauges().finished, 1);
+  auto second = jobs->Submit(ClassAudit({1}, 1));
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(Finished(*jobs, second->id()).state(), v1::JOB_SUCCEEDED);
+  EXPECT_EQ(jobs->Get(first->id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(jobs->Get(second->id()).ok());
+  const JobGauges gauges = jobs->gauges();
+  EXPECT_EQ(gauges.finished, 1);
+  EXPECT_GT(gauges.finished_bytes, 0);
+  EXPECT_NE(metrics_.Scrape().find("memaudit_jobs_evicted_total 1"), std::string::npos);
+}
+
+TEST_F(JobManagerTest, TheCountCapKeepsTheNewest) {
+  JobManagerOptions options;
+  options.max_finished_jobs_kept = 2;
+  auto jobs = NewManager(options);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto job = jobs->Submit(ClassAudit({1}, 1));
+    ASSERT_TRUE(job.ok());
+    ASSERT_EQ(Finished(*jobs, job->id()).state(), v1::JOB_SUCCEEDED);
+    ids.push_back(job->id());
+  }
+  EXPECT_FALSE(jobs->Get(ids[0]).ok());
+  EXPECT_TRUE(jobs->Get(ids[1]).ok());
+  EXPECT_TRUE(jobs->Get(ids[2]).ok());
+  EXPECT_EQ(jobs->List().size(), 2u);
+}
+
+TEST_F(JobManagerTest, AJobAuditsTheModelVersionItWasPlannedOn) {
+  JobManagerOptions options;
+  options.max_concurrent_jobs = 1;
+  auto jobs = NewManager(options);
+  auto blocker = jobs->Submit(LongAudit());
+  auto job = jobs->Submit(ClassAudit({0}, 2));
+  ASSERT_TRUE(blocker.ok() && job.ok());
+  ASSERT_TRUE(registry_->Unload("classes").ok());  // while the job is queued
+  ASSERT_TRUE(jobs->Cancel(blocker->id()).ok());
+  const v1::AuditJob done = Finished(*jobs, job->id());
+  ASSERT_EQ(done.state(), v1::JOB_SUCCEEDED) << done.error();
+  EXPECT_EQ(done.report().verdict(), v1::MEMORIZED);
+  // New submissions see the unload.
+  EXPECT_EQ(jobs->Submit(ClassAudit({0}, 1)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(JobManagerTest, BadRequestsAndUnknownIdsAreRefused) {
+  auto jobs = NewManager();
+  v1::AuditRequest no_model = ClassAudit({0}, 1);
+  no_model.clear_model();
+  EXPECT_EQ(jobs->Submit(no_model).status().code(), absl::StatusCode::kInvalidArgument);
+  v1::AuditRequest unknown = ClassAudit({0}, 1);
+  unknown.set_model("nope");
+  EXPECT_EQ(jobs->Submit(unknown).status().code(), absl::StatusCode::kNotFound);
+  v1::AuditRequest bad = ClassAudit({7}, 1);
+  auto refused = jobs->Submit(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("conditions[0]"), std::string::npos);
+  EXPECT_TRUE(jobs->List().empty());
+  bool finished = false;
+  EXPECT_EQ(jobs->Get("audit-0").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(jobs->Cancel("audit-0").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(jobs->Events("audit-0", 0, absl::ZeroDuration(), &finished).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, ShutdownCancelsWhatIsLeftAndRefusesNewJobs) {
+  JobManagerOptions options;
+  options.max_concurrent_jobs = 1;
+  auto jobs = NewManager(options);
+  auto running = jobs->Submit(LongAudit());
+  auto queued = jobs->Submit(LongAudit());
+  ASSERT_TRUE(running.ok() && queued.ok());
+  jobs->Shutdown(absl::ZeroDuration());
+  EXPECT_EQ(jobs->Get(running->id())->state(), v1::JOB_CANCELLED);
+  EXPECT_EQ(jobs->Get(queued->id())->state(), v1::JOB_CANCELLED);
+  EXPECT_EQ(jobs->Submit(ClassAudit({0}, 1)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace memaudit::server

@@ -1,0 +1,105 @@
+// The model registry over a real repository of exact mixture models: load
+// states, a failed reload keeping the previous version, an unload racing a
+// load, and verdict policies validated at load.
+#include "model_registry.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "server_fixture.h"
+
+namespace memaudit::server {
+namespace {
+
+TEST(ModelRegistryTest, ModelsMoveThroughTheirStates) {
+  testing::ServerFixture fixture;
+  auto registry = fixture.NewRegistry();
+  EXPECT_EQ(registry->ScanRepository(), (std::vector<std::string>{"calibrated", "classes"}));
+  EXPECT_EQ(registry->Get("classes").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(registry->Info("classes")->state(), v1::MODEL_UNLOADED);
+  EXPECT_EQ(registry->Get("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry->Load("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry->Load("../classes").status().code(), absl::StatusCode::kNotFound);
+
+  auto info = registry->Load("classes");
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->state(), v1::MODEL_READY);
+  EXPECT_EQ(info->dimension(), testing::kFixtureDim);
+  EXPECT_EQ(info->checksum().rfind("sha256:", 0), 0u);
+  auto model = registry->Get("classes");
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ((*model)->checkpoint->config().name(), "classes");
+
+  ASSERT_TRUE(registry->Unload("classes").ok());
+  EXPECT_EQ(registry->Info("classes")->state(), v1::MODEL_UNLOADED);
+  EXPECT_EQ(registry->Get("classes").status().code(), absl::StatusCode::kUnavailable);
+  // A holder of the model keeps it alive after the unload.
+  EXPECT_EQ((*model)->checkpoint->config().name(), "classes");
+  EXPECT_EQ(registry->LoadAll(), 0);
+  EXPECT_TRUE(registry->Get("classes").ok());
+  EXPECT_TRUE(registry->Get("calibrated").ok());
+}
+
+TEST(ModelRegistryTest, AFailedReloadKeepsThePreviousVersionServing) {
+  testing::ServerFixture fixture;
+  auto registry = fixture.NewRegistry();
+  ASSERT_TRUE(registry->Load("classes").ok());
+  testing::WriteFile(fixture.repository() + "/classes/config.pbtxt", "name: \"classes\" nonsense");
+  auto reload = registry->Load("classes");
+  ASSERT_FALSE(reload.ok());
+  EXPECT_NE(reload.status().message().find("config.pbtxt"), std::string::npos) << reload.status();
+  EXPECT_TRUE(registry->Get("classes").ok());
+  auto info = registry->Info("classes");
+  EXPECT_EQ(info->state(), v1::MODEL_READY);
+  EXPECT_FALSE(info->last_error().empty());
+}
+
+TEST(ModelRegistryTest, AnUnloadDuringALoadWins) {
+  testing::ServerFixture fixture;
+  ModelRegistry* registry_ptr = nullptr;
+  bool unloaded_during_load = false;
+  // The observer runs after a load attempt, before its result is installed:
+  // an unload there races the load.
+  auto registry = fixture.NewRegistry([&](const std::string& name, bool ok, double seconds) {
+    if (ok && seconds > 0 && !unloaded_during_load) {
+      unloaded_during_load = true;
+      ASSERT_TRUE(registry_ptr->Unload(name).ok());
+    }
+  });
+  registry_ptr = registry.get();
+  auto loaded = registry->Load("classes");
+  ASSERT_TRUE(unloaded_during_load);
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kAborted) << loaded.status();
+  EXPECT_EQ(registry->Info("classes")->state(), v1::MODEL_UNLOADED);
+  EXPECT_EQ(registry->Get("classes").status().code(), absl::StatusCode::kUnavailable);
+  // A later load is not affected.
+  EXPECT_TRUE(registry->Load("classes").ok());
+  EXPECT_TRUE(registry->Get("classes").ok());
+}
+
+TEST(ModelRegistryTest, AnUnknownEarlyMetricFailsTheLoadNamingTheField) {
+  testing::ServerFixture fixture;
+  const toy::GaussianMixture mixture = testing::PointMassAndBroadClasses(2, 2);
+  ASSERT_TRUE(testing::WriteMixtureDirectory(fixture.repository(), "typo", mixture,
+                                             v1::NoiseSchedule::LINEAR, v1::EPSILON, 2)
+                  .ok());
+  // Written by hand, as a user would (the writer validates its configs).
+  std::ofstream(fixture.repository() + "/typo/config.pbtxt", std::ios::app)
+      << "verdict_policy { early_metric: \"jeon\" }\n";
+  auto registry = fixture.NewRegistry();
+  auto loaded = registry->Load("typo");
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("verdict_policy.early_metric"), std::string::npos)
+      << loaded.status();
+  EXPECT_NE(loaded.status().message().find("jeon_sharpness"), std::string::npos)
+      << "lists the known names: " << loaded.status();
+  EXPECT_EQ(registry->Info("typo")->state(), v1::MODEL_FAILED);
+  auto calibrated = registry->Load("calibrated");
+  ASSERT_TRUE(calibrated.ok()) << calibrated.status();
+  EXPECT_EQ((*registry->Get("calibrated"))->policy.early_metric, EarlyMetric::kJeonSharpness);
+}
+
+}  // namespace
+}  // namespace memaudit::server

@@ -1,0 +1,309 @@
+// Request → plan: defaults filled once, every bad field named, the modes of
+// an audit chosen from the request and the model's policy. No gRPC.
+#include "plans.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+
+#include "server_fixture.h"
+#include "tensor_codec.h"
+
+namespace memaudit::server {
+namespace {
+
+using testing::kFixtureClasses;
+using testing::kFixtureDim;
+
+class PlansTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    fixture_ = new testing::ServerFixture();
+    registry_ = fixture_->NewRegistry().release();
+    ASSERT_TRUE(registry_->Load("classes").ok());
+    ASSERT_TRUE(registry_->Load("calibrated").ok());
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    delete fixture_;
+  }
+  static std::shared_ptr<const LoadedModel> Model(const std::string& name = "classes") {
+    auto model = registry_->Get(name);
+    EXPECT_TRUE(model.ok()) << model.status();
+    return model.ok() ? *model : nullptr;
+  }
+  static v1::Condition Class(int64_t label) {
+    v1::Condition condition;
+    condition.set_class_label(label);
+    return condition;
+  }
+
+  static testing::ServerFixture* fixture_;
+  static ModelRegistry* registry_;
+};
+testing::ServerFixture* PlansTest::fixture_ = nullptr;
+ModelRegistry* PlansTest::registry_ = nullptr;
+
+TEST_F(PlansTest, AnEmptyAuditRequestGetsEveryDefault) {
+  auto plan = PlanAudit(v1::AuditRequest(), Model());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->mode, AuditPlan::Mode::kFull);
+  ASSERT_EQ(plan->conditions.size(), 1u);
+  EXPECT_EQ(plan->conditions[0].label, "none");
+  // The null condition of a class-conditional model is the null class.
+  ASSERT_TRUE(plan->conditions[0].row.defined());
+  EXPECT_EQ(plan->conditions[0].row.item<int64_t>(), kFixtureClasses);
+  EXPECT_EQ(plan->samples_per_condition, kDefaultSamplesPerCondition);
+  EXPECT_EQ(plan->total_samples(), kDefaultSamplesPerCondition);
+  EXPECT_EQ(plan->curvature.sampler.num_steps, SamplerOptions().num_steps);
+  EXPECT_EQ(plan->curvature.method, SpectrumMethod::kAuto);
+  EXPECT_EQ(plan->curvature.max_dense_dimension, kDefaultMaxDenseDimension);
+  EXPECT_TRUE(plan->curvature.timesteps.empty());
+  EXPECT_FALSE(plan->early.has_value());
+  EXPECT_NE(plan->model, nullptr);
+}
+
+TEST_F(PlansTest, AuditFieldsReachTheEngineOptions) {
+  v1::AuditRequest request;
+  *request.add_conditions() = Class(0);
+  *request.add_conditions() = Class(2);
+  request.set_samples_per_condition(5);
+  request.set_seed(77);
+  request.mutable_sampling()->set_sampler(v1::DDPM);
+  request.mutable_sampling()->set_num_steps(20);
+  request.mutable_curvature()->set_method(v1::ARNOLDI);
+  request.mutable_curvature()->set_num_eigenvalues(3);
+  request.mutable_curvature()->set_score_kind(v1::DIFFERENCE);
+  request.add_timesteps(10);
+  request.set_early_steps(2);
+  auto plan = PlanAudit(request, Model());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->conditions.size(), 2u);
+  EXPECT_EQ(plan->conditions[1].label, "class 2");
+  EXPECT_EQ(plan->total_samples(), 10);
+  EXPECT_EQ(plan->seed, 77u);
+  EXPECT_EQ(plan->curvature.sampler.kind, SamplerKind::kDdpm);
+  EXPECT_EQ(plan->curvature.sampler.num_steps, 20);
+  EXPECT_EQ(plan->curvature.method, SpectrumMethod::kArnoldi);
+  EXPECT_EQ(plan->curvature.arnoldi.num_eigenvalues, 3);
+  EXPECT_EQ(plan->curvature.score_kind, ScoreKind::kDifference);
+  EXPECT_EQ(plan->curvature.timesteps, std::vector<int64_t>{10});
+  ASSERT_TRUE(plan->early.has_value());
+  EXPECT_EQ(plan->early->steps, 2);
+  EXPECT_EQ(plan->early->sampler.num_steps, 20);
+}
+
+struct BadField {
+  const char* name;
+  std::function<void(v1::AuditRequest*)> set;
+  const char* field;  // must appear in the message
+  absl::StatusCode code = absl::StatusCode::kInvalidArgument;
+};
+
+TEST_F(PlansTest, EachBadAuditFieldIsNamed) {
+  const BadField cases[] = {
+      {"negative samples", [](auto* r) { r->set_samples_per_condition(-1); },
+       "samples_per_condition"},
+      {"class out of range", [](auto* r) { r->add_conditions()->set_class_label(99); },
+       "conditions[0]"},
+      {"second condition bad",
+       [](auto* r) {
+         r->add_conditions()->set_class_label(1);
+         r->add_conditions()->set_class_label(-3);
+       },
+       "conditions[1]"},
+      {"embedding on a class model", [](auto* r) { r->add_conditions()->mutable_embedding(); },
+       "conditions[0].embedding"},
+      {"prompt", [](auto* r) { r->add_conditions()->set_prompt("a cat"); }, "conditions[0].prompt",
+       absl::StatusCode::kUnimplemented},
+      {"too many steps", [](auto* r) { r->mutable_sampling()->set_num_steps(5000); },
+       "sampling.num_steps"},
+      {"eta", [](auto* r) { r->mutable_sampling()->set_eta(2); }, "sampling.eta"},
+      {"steps_offset overflow",
+       [](auto* r) {
+         r->mutable_sampling()->set_steps_offset(std::numeric_limits<int64_t>::max());
+       },
+       "sampling.steps_offset"},
+      {"unknown sampler",
+       [](auto* r) { r->mutable_sampling()->set_sampler(static_cast<v1::Sampler>(77)); },
+       "sampling.sampler"},
+      {"guidance nan", [](auto* r) { r->mutable_sampling()->set_guidance_scale(std::nan("")); },
+       "sampling.guidance_scale"},
+      {"unknown score kind",
+       [](auto* r) { r->mutable_curvature()->set_score_kind(static_cast<v1::ScoreKind>(99)); },
+       "curvature.score_kind"},
+      {"unknown method",
+       [](auto* r) { r->mutable_curvature()->set_method(static_cast<v1::SpectrumMethod>(9)); },
+       "curvature.method"},
+      {"audit target", [](auto* r) { r->mutable_curvature()->set_target(v1::LARGEST_MAGNITUDE); },
+       "curvature.target"},
+      {"eigenvalue count", [](auto* r) { r->mutable_curvature()->set_num_eigenvalues(5000); },
+       "curvature.num_eigenvalues"},
+      {"tolerance", [](auto* r) { r->mutable_curvature()->set_positive_tolerance(1.5); },
+       "curvature.positive_tolerance"},
+      {"symmetrize with arnoldi",
+       [](auto* r) {
+         r->mutable_curvature()->set_method(v1::ARNOLDI);
+         r->mutable_curvature()->set_symmetrize(true);
+       },
+       "curvature.symmetrize"},
+      {"timestep",
+       [](auto* r) {
+         r->add_timesteps(3);
+         r->add_timesteps(1000);
+       },
+       "timesteps[1]"},
+      {"early steps beyond the schedule", [](auto* r) { r->set_early_steps(51); }, "early_steps"},
+      {"negative early steps", [](auto* r) { r->set_early_steps(-1); }, "early_steps"},
+      {"label-free flags need 3 conditions",
+       [](auto* r) {
+         r->set_early_only(true);
+         r->add_conditions()->set_class_label(0);
+         r->add_conditions()->set_class_label(1);
+       },
+       "early_only"},
+  };
+  for (const BadField& bad : cases) {
+    SCOPED_TRACE(bad.name);
+    v1::AuditRequest request;
+    bad.set(&request);
+    auto plan = PlanAudit(request, Model());
+    ASSERT_FALSE(plan.ok());
+    EXPECT_EQ(plan.status().code(), bad.code) << plan.status();
+    EXPECT_NE(plan.status().message().find(bad.field), std::string::npos) << plan.status();
+  }
+}
+
+TEST_F(PlansTest, EarlyOnlyIsCalibratedOrLabelFreeByThePolicy) {
+  v1::AuditRequest request;
+  request.set_early_only(true);
+  for (int64_t c = 0; c < kFixtureClasses; ++c) *request.add_conditions() = Class(c);
+  auto label_free = PlanAudit(request, Model("classes"));
+  ASSERT_TRUE(label_free.ok()) << label_free.status();
+  EXPECT_EQ(label_free->mode, AuditPlan::Mode::kEarlyLabelFree);
+  ASSERT_TRUE(label_free->early.has_value());
+  EXPECT_EQ(label_free->early->steps, 1);
+  auto calibrated = PlanAudit(request, Model("calibrated"));
+  ASSERT_TRUE(calibrated.ok()) << calibrated.status();
+  EXPECT_EQ(calibrated->mode, AuditPlan::Mode::kEarlyCalibrated);
+  // A calibrated model flags even a single condition.
+  request.mutable_conditions()->DeleteSubrange(1, kFixtureClasses - 1);
+  EXPECT_TRUE(PlanAudit(request, Model("calibrated")).ok());
+}
+
+TEST_F(PlansTest, CalibrationNeedsTwoLabelledConditionsEachAndNamesTheBadOne) {
+  v1::CalibrationRequest request;
+  *request.add_memorized() = Class(0);
+  *request.add_not_memorized() = Class(1);
+  *request.add_not_memorized() = Class(2);
+  auto too_few = PlanCalibration(request, Model());
+  ASSERT_FALSE(too_few.ok());
+  EXPECT_NE(too_few.status().message().find("at least 2"), std::string::npos);
+  *request.add_memorized() = Class(42);
+  auto bad = PlanCalibration(request, Model());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("memorized[1]"), std::string::npos) << bad.status();
+  request.mutable_memorized(1)->set_class_label(0);
+  request.set_early_steps(3);
+  auto plan = PlanCalibration(request, Model());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->memorized.size(), 2u);
+  EXPECT_EQ(plan->not_memorized.size(), 2u);
+  EXPECT_EQ(plan->samples_per_condition, kDefaultCalibrationSamples);
+  EXPECT_EQ(plan->early.steps, 3);
+}
+
+TEST_F(PlansTest, SpectrumPointsAreCheckedBeforeAnyWork) {
+  auto plan_for = [&](const std::function<void(v1::SpectrumRequest*)>& set) {
+    v1::SpectrumRequest request;
+    set(&request);
+    return PlanSpectrum(request, Model());
+  };
+  auto x_of = [](std::vector<int64_t> shape, double value) {
+    v1::Tensor tensor;
+    EncodeTensor(at::full(shape, value, at::kFloat), &tensor);
+    return tensor;
+  };
+  EXPECT_NE(plan_for([](auto*) {}).status().message().find("point"), std::string::npos);
+  EXPECT_NE(plan_for([&](auto* r) { *r->mutable_x() = x_of({kFixtureDim}, 0); })
+                .status()
+                .message()
+                .find("timestep: required"),
+            std::string::npos);
+  for (const std::vector<int64_t>& shape :
+       {std::vector<int64_t>{2, 2}, std::vector<int64_t>{kFixtureDim, 1}}) {
+    auto wrong = plan_for([&](auto* r) {
+      *r->mutable_x() = x_of(shape, 0);
+      r->set_timestep(5);
+    });
+    ASSERT_FALSE(wrong.ok());
+    EXPECT_NE(wrong.status().message().find("x.shape"), std::string::npos) << wrong.status();
+  }
+  auto not_finite = plan_for([&](auto* r) {
+    *r->mutable_x() = x_of({kFixtureDim}, std::nan(""));
+    r->set_timestep(5);
+  });
+  EXPECT_NE(not_finite.status().message().find("x.data: holds NaN"), std::string::npos)
+      << not_finite.status();
+  auto early_without_seed = plan_for([&](auto* r) {
+    *r->mutable_x() = x_of({1, kFixtureDim}, 0.5);
+    r->set_timestep(5);
+    r->set_early_steps(1);
+  });
+  EXPECT_NE(early_without_seed.status().message().find("early_steps"), std::string::npos);
+  auto early_too_many = plan_for([&](auto* r) {
+    r->set_seed(1);
+    r->set_early_steps(51);
+  });
+  EXPECT_NE(early_too_many.status().message().find("early_steps"), std::string::npos);
+
+  auto at_x = plan_for([&](auto* r) {
+    *r->mutable_x() = x_of({1, kFixtureDim}, 0.5);
+    r->set_timestep(5);
+  });
+  ASSERT_TRUE(at_x.ok()) << at_x.status();
+  EXPECT_FALSE(at_x->seed.has_value());
+  EXPECT_EQ(at_x->x.sizes().vec(), (std::vector<int64_t>{1, kFixtureDim}));
+  EXPECT_EQ(at_x->x.scalar_type(), at::kDouble);  // the model's dtype
+  auto at_seed = plan_for([&](auto* r) {
+    r->set_seed(3);
+    r->set_timestep(7);
+    r->set_return_point(true);
+  });
+  ASSERT_TRUE(at_seed.ok()) << at_seed.status();
+  EXPECT_EQ(at_seed->seed, 3u);
+  EXPECT_EQ(at_seed->curvature.timesteps, std::vector<int64_t>{7});
+  EXPECT_TRUE(at_seed->curvature.keep_points);
+}
+
+TEST_F(PlansTest, SampleAndEarlyMetricRequestsBoundTheirSeeds) {
+  v1::SampleRequest sample;
+  EXPECT_NE(PlanSample(sample, Model()).status().message().find("seeds"), std::string::npos);
+  for (int i = 0; i <= kMaxSeedsPerRequest; ++i) sample.add_seeds(i);
+  EXPECT_NE(PlanSample(sample, Model()).status().message().find("seeds"), std::string::npos);
+  sample.mutable_seeds()->Truncate(3);
+  *sample.mutable_condition() = Class(1);
+  auto plan = PlanSample(sample, Model());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->seeds, (std::vector<uint64_t>{0, 1, 2}));
+
+  v1::EarlyMetricsRequest early;
+  early.add_seeds(1);
+  early.set_hutchinson_probes(5000);
+  EXPECT_NE(PlanEarlyMetrics(early, Model()).status().message().find("hutchinson_probes"),
+            std::string::npos);
+  early.set_hutchinson_probes(0);
+  early.set_steps(99);
+  EXPECT_NE(PlanEarlyMetrics(early, Model()).status().message().find("steps"), std::string::npos);
+  early.set_steps(2);
+  auto early_plan = PlanEarlyMetrics(early, Model());
+  ASSERT_TRUE(early_plan.ok()) << early_plan.status();
+  EXPECT_EQ(early_plan->options.steps, 2);
+  EXPECT_EQ(early_plan->options.hutchinson_probes, EarlyMetricOptions().hutchinson_probes);
+}
+
+}  // namespace
+}  // namespace memaudit::server
