@@ -9,6 +9,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 
 namespace memaudit {
 namespace {
@@ -180,17 +181,16 @@ absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor
   if (options.symmetrize) {
     return absl::InvalidArgumentError("symmetrize: only the dense path offers the symmetric part");
   }
-  auto result = ArnoldiEigenvalues(field, x, rows, arnoldi, stop);
-  if (!result.ok()) return result.status();
+  ASSIGN_OR_RETURN(ArnoldiResult result, ArnoldiEigenvalues(field, x, rows, arnoldi, stop));
   Spectrum spectrum;
   spectrum.t = t;
   spectrum.sigma = schedule.sigma(t);
   spectrum.sqrt_alpha_bar = schedule.sqrt_alpha_bar(t);
   spectrum.method = SpectrumMethod::kArnoldi;
-  spectrum.matvecs = result->matvecs;
+  spectrum.matvecs = result.matvecs;
   spectrum.requested = arnoldi.num_eigenvalues;
-  spectrum.converged = result->converged;
-  spectrum.eigenvalues = std::move(result->eigenvalues);
+  spectrum.converged = result.converged;
+  spectrum.eigenvalues = std::move(result.eigenvalues);
   spectrum.summary = Summarize(spectrum.eigenvalues, spectrum.sigma, spectrum.sqrt_alpha_bar,
                                options, /*partial=*/true, x.numel());
   if (arnoldi.target != EigenTarget::kLargestReal) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "model_config.h"
+#include "status_macros.h"
 #include "tensor_file.h"
 #include "torch_runtime.h"
 
@@ -91,23 +92,20 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   }
   std::shared_ptr<Checkpoint> checkpoint(new Checkpoint());
   checkpoint->directory_ = directory;
-  auto device = ParseDevice(options.device);
-  if (!device.ok()) return device.status();
-  checkpoint->device_ = *device;
+  ASSIGN_OR_RETURN(checkpoint->device_, ParseDevice(options.device));
 
   const std::string config_path = (fs::path(directory) / kConfigFile).string();
-  auto config = LoadModelConfig(config_path);
-  if (!config.ok()) return config.status();
+  ASSIGN_OR_RETURN(v1::ModelConfig config, LoadModelConfig(config_path));
   const std::string dir_name = fs::path(directory).lexically_normal().filename().string();
   const std::string base_name =
       dir_name.empty() ? fs::path(directory).lexically_normal().parent_path().filename().string()
                        : dir_name;
-  if (config->name() != base_name) {
-    return absl::InvalidArgumentError(absl::StrCat(config_path, ": name: \"", config->name(),
+  if (config.name() != base_name) {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": name: \"", config.name(),
                                                    "\" must equal the directory name \"", base_name,
                                                    "\""));
   }
-  checkpoint->config_ = *std::move(config);
+  checkpoint->config_ = std::move(config);
   checkpoint->schedule_ = *NoiseSchedule::Create(checkpoint->config_.noise_schedule());
   checkpoint->sample_numel_ = SampleNumel(checkpoint->config_);
 
@@ -143,20 +141,19 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   if (checkpoint->config_.conditioning().kind() == v1::Conditioning::EMBEDDING) {
     const std::string null_path = (fs::path(directory) / kNullConditionFile).string();
     if (fs::exists(null_path, ec)) {
-      auto null_embedding = LoadTensorFile(null_path);
-      if (!null_embedding.ok()) return null_embedding.status();
+      ASSIGN_OR_RETURN(const at::Tensor null_embedding, LoadTensorFile(null_path));
       std::vector<int64_t> expected(checkpoint->config_.conditioning().embedding_shape().begin(),
                                     checkpoint->config_.conditioning().embedding_shape().end());
-      if (null_embedding->sizes().vec() != expected) {
+      if (null_embedding.sizes().vec() != expected) {
         return absl::InvalidArgumentError(
-            absl::StrCat(null_path, ": shape ", ShapeString(null_embedding->sizes()),
+            absl::StrCat(null_path, ": shape ", ShapeString(null_embedding.sizes()),
                          " does not match conditioning.embedding_shape ", ShapeString(expected)));
       }
       checkpoint->null_embedding_ =
-          null_embedding->to(checkpoint->device_, checkpoint->dtype_).unsqueeze(0);
+          null_embedding.to(checkpoint->device_, checkpoint->dtype_).unsqueeze(0);
     }
   }
-  if (absl::Status probed = checkpoint->Probe(); !probed.ok()) return probed;
+  RETURN_IF_ERROR(checkpoint->Probe());
   checkpoint->forward_observer_ = options.forward_observer;
   return std::shared_ptr<const Checkpoint>(std::move(checkpoint));
 }

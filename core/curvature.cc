@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 #include "torch_runtime.h"
 
 namespace memaudit {
@@ -58,7 +59,7 @@ at::Tensor DoubleBackwardJvp(const Field& field, const at::Tensor& x, const at::
 
 absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
                                const at::Tensor& v) {
-  if (absl::Status s = CheckSameShape(x, v, "v"); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSameShape(x, v, "v"));
   try {
     at::AutoGradMode grad_mode(true);
     at::Tensor input = x.detach().requires_grad_(true);
@@ -71,7 +72,7 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
 
 absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
                                const at::Tensor& v, JvpMode mode, JvpMode* mode_used) {
-  if (absl::Status s = CheckSameShape(x, v, "v"); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckSameShape(x, v, "v"));
   std::unique_lock<std::mutex> forward_lock(g_forward_ad_mutex, std::defer_lock);
   if (mode == JvpMode::kForward) {
     forward_lock.lock();
@@ -130,7 +131,7 @@ absl::StatusOr<at::Tensor> DenseJacobians(const Field& field, const at::Tensor& 
   try {
     at::AutoGradMode grad_mode(true);
     for (int64_t start = 0; start < total; start += options.chunk_rows) {
-      if (absl::Status s = CheckStop(stop); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckStop(stop));
       const int64_t count = std::min(options.chunk_rows, total - start);
       // Output row r of the stacked Jacobians is row (r % d) of sample r / d.
       at::Tensor global = at::arange(start, start + count, long_options);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "curvature.h"
+#include "status_macros.h"
 #include "torch_runtime.h"
 
 namespace memaudit {
@@ -60,69 +61,65 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
     return absl::InvalidArgumentError("hutchinson_probes: must be at least 1");
   }
   const int64_t batch = static_cast<int64_t>(seeds.size());
-  auto prepared = denoiser.PrepareConditions(conditions, batch);
-  if (!prepared.ok()) return prepared.status();
+  ASSIGN_OR_RETURN(const at::Tensor prepared, denoiser.PrepareConditions(conditions, batch));
   const Checkpoint& checkpoint = denoiser.checkpoint();
   // A real condition: a conditional model and not the null condition.
-  bool conditional = checkpoint.conditional() && prepared->defined();
+  bool conditional = checkpoint.conditional() && prepared.defined();
   if (conditional) {
     const at::Tensor null_condition = checkpoint.NullCondition(batch);
-    conditional = !null_condition.defined() || !at::equal(*prepared, null_condition);
+    conditional = !null_condition.defined() || !at::equal(prepared, null_condition);
   }
   SamplerOptions sampler = options.sampler;
   sampler.stop_after_steps = options.steps;
-  auto trajectory = SampleTrajectories(denoiser, seeds, *prepared, sampler, stop);
-  if (!trajectory.ok()) return trajectory.status();
+  ASSIGN_OR_RETURN(const Trajectory trajectory,
+                   SampleTrajectories(denoiser, seeds, prepared, sampler, stop));
 
   EarlyMetricSamples result;
   result.conditional = conditional;
-  result.timesteps = trajectory->timesteps;
-  const int64_t steps = static_cast<int64_t>(trajectory->states.size());
+  result.timesteps = trajectory.timesteps;
+  const int64_t steps = static_cast<int64_t>(trajectory.states.size());
   const at::Tensor rows =
       at::arange(batch, at::TensorOptions().dtype(at::kLong).device(checkpoint.device()));
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.probe_seed);
   try {
     for (int64_t k = 0; k < steps; ++k) {
-      if (absl::Status s = CheckStop(stop); !s.ok()) return s;
-      const at::Tensor& x = trajectory->states[k];
-      const int64_t t = trajectory->timesteps[k];
+      RETURN_IF_ERROR(CheckStop(stop));
+      const at::Tensor& x = trajectory.states[k];
+      const int64_t t = trajectory.timesteps[k];
       if (conditional) {
-        auto difference = denoiser.ScoreField(t, ScoreKind::kDifference, *prepared);
-        if (!difference.ok()) return difference.status();
+        ASSIGN_OR_RETURN(const Field difference,
+                         denoiser.ScoreField(t, ScoreKind::kDifference, prepared));
         at::Tensor score_difference;
         {
           at::NoGradGuard no_grad;
-          score_difference = (*difference)(x, rows);
+          score_difference = difference(x, rows);
         }
         // ε̂_c − ε̂_∅ = −σ_t·(s_c − s_∅).
         std::vector<double> wen = RowNorms(score_difference, /*squared=*/false);
         for (double& w : wen) w *= denoiser.schedule().sigma(t);
         Accumulate(result.wen, wen, steps);
-        auto product = Jvp(*difference, x, rows, score_difference);
-        if (!product.ok()) return product.status();
-        Accumulate(result.jeon, RowNorms(*product, /*squared=*/false), steps);
+        ASSIGN_OR_RETURN(const at::Tensor product, Jvp(difference, x, rows, score_difference));
+        Accumulate(result.jeon, RowNorms(product, /*squared=*/false), steps);
       } else {
-        auto field = denoiser.ScoreField(t, ScoreKind::kConditional, *prepared);
-        if (!field.ok()) return field.status();
+        ASSIGN_OR_RETURN(const Field field,
+                         denoiser.ScoreField(t, ScoreKind::kConditional, prepared));
         at::Tensor score;
         {
           at::NoGradGuard no_grad;
-          score = (*field)(x, rows);
+          score = field(x, rows);
         }
         Accumulate(result.score_norm_squared, RowNorms(score, /*squared=*/true), steps);
-        auto product = Jvp(*field, x, rows, score);
-        if (!product.ok()) return product.status();
-        Accumulate(result.hessian_score_squared, RowNorms(*product, /*squared=*/true), steps);
+        ASSIGN_OR_RETURN(const at::Tensor product, Jvp(field, x, rows, score));
+        Accumulate(result.hessian_score_squared, RowNorms(product, /*squared=*/true), steps);
         // Hutchinson: P Rademacher probes per sample in one batched JVP.
         const int64_t probes = options.hutchinson_probes;
         at::Tensor repeated = x.repeat_interleave(probes, 0);
         at::Tensor probe_rows = rows.repeat_interleave(probes, 0);
         at::Tensor z = (at::randint(2, repeated.sizes(), generator, at::kFloat) * 2 - 1)
                            .to(repeated.device(), repeated.scalar_type());
-        auto hz = Jvp(*field, repeated, probe_rows, z);
-        if (!hz.ok()) return hz.status();
+        ASSIGN_OR_RETURN(const at::Tensor hz, Jvp(field, repeated, probe_rows, z));
         at::Tensor quadratic =
-            (z * *hz).reshape({batch, probes, -1}).to(at::kDouble).sum(2).mean(1).to(at::kCPU);
+            (z * hz).reshape({batch, probes, -1}).to(at::kDouble).sum(2).mean(1).to(at::kCPU);
         std::vector<double> trace(quadratic.data_ptr<double>(),
                                   quadratic.data_ptr<double>() + batch);
         Accumulate(result.hutchinson_trace, trace, steps);

@@ -8,6 +8,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "schedule.h"
+#include "status_macros.h"
 #include "verdict.h"
 
 namespace memaudit {
@@ -114,9 +115,8 @@ absl::StatusOr<v1::ModelConfig> LoadModelConfig(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
   std::stringstream text;
   text << in.rdbuf();
-  absl::StatusOr<v1::ModelConfig> config = ParseModelConfig(text.str(), path);
-  if (!config.ok()) return config.status();
-  if (absl::Status s = ValidateModelConfig(*config, path); !s.ok()) return s;
+  ASSIGN_OR_RETURN(v1::ModelConfig config, ParseModelConfig(text.str(), path));
+  RETURN_IF_ERROR(ValidateModelConfig(config, path));
   return config;
 }
 

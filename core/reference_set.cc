@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "status_macros.h"
 #include "tensor_file.h"
 
 namespace memaudit {
@@ -60,9 +61,7 @@ absl::StatusOr<ReferenceSet> ReferenceSet::FromTensor(const at::Tensor& items) {
 
 absl::StatusOr<ReferenceSet> ReferenceSet::Load(const std::string& path,
                                                 const std::vector<int64_t>& sample_shape) {
-  auto loaded = LoadTensorFile(path);
-  if (!loaded.ok()) return loaded.status();
-  const at::Tensor& items = *loaded;
+  ASSIGN_OR_RETURN(const at::Tensor items, LoadTensorFile(path));
   std::vector<int64_t> expected{items.dim() > 0 ? items.size(0) : 0};
   expected.insert(expected.end(), sample_shape.begin(), sample_shape.end());
   if (items.sizes().vec() != expected) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 #include "torch_runtime.h"
 
 namespace memaudit {
@@ -86,12 +87,10 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   if (!std::isfinite(options.guidance)) {
     return absl::InvalidArgumentError("guidance must be finite");
   }
-  auto timesteps =
-      LeadingTimesteps(schedule.num_train_timesteps(), options.num_steps, options.steps_offset);
-  if (!timesteps.ok()) return timesteps.status();
-  auto prepared = denoiser.PrepareConditions(conditions, batch);
-  if (!prepared.ok()) return prepared.status();
-  const at::Tensor condition = *prepared;
+  ASSIGN_OR_RETURN(
+      const std::vector<int64_t> timesteps,
+      LeadingTimesteps(schedule.num_train_timesteps(), options.num_steps, options.steps_offset));
+  ASSIGN_OR_RETURN(const at::Tensor condition, denoiser.PrepareConditions(conditions, batch));
   const int64_t ratio = schedule.num_train_timesteps() / options.num_steps;
   const double final_alpha_bar = options.set_alpha_to_one ? 1.0 : schedule.alpha_bar(0);
   const int64_t evaluations_per_step =
@@ -105,19 +104,19 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   NoiseSource noise(seeds, sample_shape, tensor_options);
 
   Trajectory trajectory;
-  trajectory.timesteps = *timesteps;
-  trajectory.states.reserve(timesteps->size());
+  trajectory.timesteps = timesteps;
+  trajectory.states.reserve(timesteps.size());
   at::NoGradGuard no_grad;
   try {
     at::Tensor x = noise.Next();
     const size_t steps_to_run =
         options.stop_after_steps > 0
-            ? std::min(timesteps->size(), static_cast<size_t>(options.stop_after_steps))
-            : timesteps->size();
+            ? std::min(timesteps.size(), static_cast<size_t>(options.stop_after_steps))
+            : timesteps.size();
     trajectory.timesteps.resize(steps_to_run);
     for (size_t i = 0; i < steps_to_run; ++i) {
-      if (absl::Status s = CheckStop(stop); !s.ok()) return s;
-      const int64_t t = (*timesteps)[i];
+      RETURN_IF_ERROR(CheckStop(stop));
+      const int64_t t = timesteps[i];
       const int64_t prev_t = t - ratio;
       const double alpha_bar = schedule.alpha_bar(t);
       const double alpha_bar_prev = prev_t >= 0 ? schedule.alpha_bar(prev_t) : final_alpha_bar;
@@ -177,13 +176,12 @@ absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Traje
   }
   const at::Tensor& x = trajectory.states[source];
   const int64_t from = trajectory.timesteps[source];
-  auto prepared = denoiser.PrepareConditions(conditions, x.size(0));
-  if (!prepared.ok()) return prepared.status();
+  ASSIGN_OR_RETURN(const at::Tensor prepared, denoiser.PrepareConditions(conditions, x.size(0)));
   at::NoGradGuard no_grad;
   try {
     at::Tensor steps =
         at::full({x.size(0)}, from, at::TensorOptions().dtype(at::kLong).device(x.device()));
-    at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, *prepared, guidance);
+    at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, prepared, guidance);
     at::Tensor x0 = (x - schedule.sigma(from) * epsilon) / schedule.sqrt_alpha_bar(from);
     return schedule.sqrt_alpha_bar(t) * x0 + schedule.sigma(t) * epsilon;
   } catch (const std::exception& e) {

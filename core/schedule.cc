@@ -5,6 +5,7 @@
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 
 namespace memaudit {
 namespace {
@@ -46,7 +47,7 @@ absl::StatusOr<NoiseSchedule> NoiseSchedule::Create(const v1::NoiseSchedule& con
   std::vector<double> betas(steps);
   switch (config.kind()) {
     case v1::NoiseSchedule::LINEAR: {
-      if (absl::Status s = CheckBetaRange(config); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckBetaRange(config));
       for (int64_t t = 0; t < steps; ++t) {
         betas[t] = config.beta_start() +
                    (config.beta_end() - config.beta_start()) * t / static_cast<double>(steps - 1);
@@ -54,7 +55,7 @@ absl::StatusOr<NoiseSchedule> NoiseSchedule::Create(const v1::NoiseSchedule& con
       break;
     }
     case v1::NoiseSchedule::SCALED_LINEAR: {
-      if (absl::Status s = CheckBetaRange(config); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckBetaRange(config));
       const double lo = std::sqrt(config.beta_start());
       const double hi = std::sqrt(config.beta_end());
       for (int64_t t = 0; t < steps; ++t) {

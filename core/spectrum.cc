@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 #include "torch_runtime.h"
 
 namespace memaudit {
@@ -102,7 +103,7 @@ absl::StatusOr<std::vector<Spectrum>> DenseSpectra(const at::Tensor& jacobians, 
   try {
     at::NoGradGuard no_grad;
     for (int64_t b = 0; b < jacobians.size(0); ++b) {
-      if (absl::Status s = CheckStop(stop); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckStop(stop));
       at::Tensor matrix = jacobians[b].to(at::kCPU, at::kDouble);
       if (!at::isfinite(matrix).all().item<bool>()) {
         return absl::InternalError("the curvature matrix holds non-finite values");

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "status_macros.h"
 
 namespace memaudit::server {
 namespace {
@@ -94,26 +95,24 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   const auto start = std::chrono::steady_clock::now();
   const std::string directory = (fs::path(repository_) / name).string();
   auto loaded = [&]() -> absl::StatusOr<std::shared_ptr<const LoadedModel>> {
-    auto checkpoint = Checkpoint::Load(directory, options_);
-    if (!checkpoint.ok()) return checkpoint.status();
+    ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
+                     Checkpoint::Load(directory, options_));
     auto model = std::make_shared<LoadedModel>();
-    model->checkpoint = *checkpoint;
-    model->denoiser = std::make_unique<Denoiser>(*checkpoint);
+    model->checkpoint = checkpoint;
+    model->denoiser = std::make_unique<Denoiser>(checkpoint);
     model->max_dense_dimension = max_dense_dimension_;
     const std::string reference_path = (fs::path(directory) / ReferenceSet::kFileName).string();
     std::error_code ec;
     if (fs::exists(reference_path, ec)) {
-      const auto& shape = (*checkpoint)->config().sample_shape();
-      auto reference =
-          ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end()));
-      if (!reference.ok()) return reference.status();
-      model->reference = *std::move(reference);
+      const auto& shape = checkpoint->config().sample_shape();
+      ASSIGN_OR_RETURN(
+          model->reference,
+          ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end())));
     }
-    model->policy = ResolvePolicy((*checkpoint)->config().verdict_policy(),
+    model->policy = ResolvePolicy(checkpoint->config().verdict_policy(),
                                   model->reference ? &*model->reference : nullptr);
-    auto checksum = FileSha256((fs::path(directory) / Checkpoint::kModelFile).string());
-    if (!checksum.ok()) return checksum.status();
-    model->checksum = *checksum;
+    ASSIGN_OR_RETURN(model->checksum,
+                     FileSha256((fs::path(directory) / Checkpoint::kModelFile).string()));
     model->load_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return std::shared_ptr<const LoadedModel>(std::move(model));

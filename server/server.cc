@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "status_macros.h"
 
 namespace memaudit::server {
 namespace {
@@ -50,9 +51,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   server->audit_service_ = std::make_unique<AuditServiceImpl>(server->registry_.get(), jobs,
                                                               server->request_pool_.get(), metrics);
 
-  auto metrics_port = metrics->Serve(options.metrics_listen);
-  if (!metrics_port.ok()) return metrics_port.status();
-  server->metrics_port_ = *metrics_port;
+  ASSIGN_OR_RETURN(server->metrics_port_, metrics->Serve(options.metrics_listen));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

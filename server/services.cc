@@ -119,7 +119,7 @@ absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
     }
     return absl::OkStatus();
   };
-  absl::Status submitted = pool.Submit([shared, work = std::move(work), stop] {
+  RETURN_IF_ERROR(pool.Submit([shared, work = std::move(work), stop] {
     try {
       shared->status = work(stop);
     } catch (const std::exception& e) {
@@ -128,8 +128,7 @@ absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
       shared->status = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
     }
     shared->done.Notify();
-  });
-  if (!submitted.ok()) return submitted;
+  }));
   while (!shared->done.WaitForNotificationWithTimeout(absl::Milliseconds(50))) {
     if (context->IsCancelled()) shared->abandoned = true;
   }
@@ -168,9 +167,7 @@ grpc::Status ModelServiceImpl::LoadModel(grpc::ServerContext* context,
     const std::string name = request->name();
     v1::ModelInfo info;
     absl::Status status = RunOnPool(*pool_, context, [this, name, &info](const StopCheck&) {
-      auto loaded = registry_->Load(name);
-      if (!loaded.ok()) return loaded.status();
-      info = *std::move(loaded);
+      ASSIGN_OR_RETURN(info, registry_->Load(name));
       return absl::OkStatus();
     });
     if (!status.ok()) return ToGrpcStatus(status);
@@ -234,11 +231,10 @@ absl::StatusOr<at::Tensor> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* 
                                                            const SamplePlan& plan,
                                                            const std::vector<uint64_t>& seeds) {
   at::Tensor samples;
-  absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
+  RETURN_IF_ERROR(RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
     ASSIGN_OR_RETURN(samples, RunSamples(plan, seeds, stop));
     return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
+  }));
   return samples;
 }
 

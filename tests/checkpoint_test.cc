@@ -188,9 +188,21 @@ TEST(CheckpointTest, UnavailableOrInvalidDevice) {
   options.device = "banana";
   EXPECT_EQ(Checkpoint::Load(dir.Join("dev"), options).status().code(),
             absl::StatusCode::kInvalidArgument);
-  if (!at::hasCUDA()) {
-    options.device = "cuda:0";
-    auto loaded = Checkpoint::Load(dir.Join("dev"), options);
+}
+
+// Both halves assert: without CUDA "cuda:0" is refused with a reason; with
+// CUDA the model loads there and runs.
+TEST(CheckpointTest, CudaDeviceLoadsWhereCudaExistsAndIsRefusedElsewhere) {
+  ScratchDir dir;
+  WriteModuleWithSource(dir.path(), testing::MixtureConfig("dev", 2),
+                        "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
+  CheckpointOptions options;
+  options.device = "cuda:0";
+  auto loaded = Checkpoint::Load(dir.Join("dev"), options);
+  if (at::hasCUDA()) {
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_TRUE((*loaded)->device().is_cuda());
+  } else {
     EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_NE(loaded.status().message().find("CUDA"), std::string::npos);
   }

@@ -8,6 +8,7 @@
 #include "checkpoint.h"
 #include "google/protobuf/text_format.h"
 #include "model_config.h"
+#include "status_macros.h"
 #include "torch_runtime.h"
 
 namespace memaudit::toy {
@@ -16,10 +17,7 @@ absl::Status WriteModelDirectory(const std::string& repository, const v1::ModelC
                                  const torch::jit::Module& module, const ReferenceSet* reference) {
   namespace fs = std::filesystem;
   const fs::path directory = fs::path(repository) / config.name();
-  if (absl::Status s = ValidateModelConfig(config, (directory / Checkpoint::kConfigFile).string());
-      !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(ValidateModelConfig(config, (directory / Checkpoint::kConfigFile).string()));
   std::error_code ec;
   fs::create_directories(directory, ec);
   if (ec) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "checkpoint.h"
 #include "reference_set.h"
+#include "status_macros.h"
 
 namespace memaudit::toy {
 namespace {
@@ -46,23 +47,24 @@ GroupStats Summarize(const std::string& name, const std::vector<const SampleCurv
 
 absl::StatusOr<ToyExperimentResult> RunToyExperiment(const std::string& model_directory,
                                                      const ToyExperimentOptions& options) {
-  auto checkpoint = Checkpoint::Load(model_directory);
-  if (!checkpoint.ok()) return checkpoint.status();
-  const std::vector<int64_t> shape((*checkpoint)->config().sample_shape().begin(),
-                                   (*checkpoint)->config().sample_shape().end());
-  auto reference = ReferenceSet::Load(
-      (std::filesystem::path(model_directory) / ReferenceSet::kFileName).string(), shape);
-  if (!reference.ok()) return reference.status();
-  Denoiser denoiser(*checkpoint);
+  ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
+                   Checkpoint::Load(model_directory));
+  const std::vector<int64_t> shape(checkpoint->config().sample_shape().begin(),
+                                   checkpoint->config().sample_shape().end());
+  ASSIGN_OR_RETURN(
+      const ReferenceSet reference,
+      ReferenceSet::Load(
+          (std::filesystem::path(model_directory) / ReferenceSet::kFileName).string(), shape));
+  Denoiser denoiser(checkpoint);
   std::vector<uint64_t> seeds(options.samples);
   for (int64_t i = 0; i < options.samples; ++i) seeds[i] = options.seed + static_cast<uint64_t>(i);
   const auto start = std::chrono::steady_clock::now();
-  auto measured = MeasureSamples(denoiser, seeds, at::Tensor(), options.measure, &*reference);
-  if (!measured.ok()) return measured.status();
+  ASSIGN_OR_RETURN(std::vector<SampleCurvature> measured,
+                   MeasureSamples(denoiser, seeds, at::Tensor(), options.measure, &reference));
   ToyExperimentResult result;
   result.seconds_sampling_and_curvature =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  result.samples = *std::move(measured);
+  result.samples = std::move(measured);
   const Spectrum& first = result.samples.front().spectra.front();
   result.t = first.t;
   result.sigma = first.sigma;
