@@ -14,7 +14,35 @@
 namespace memaudit {
 namespace {
 
-constexpr int64_t kMaxSampleNumel = int64_t{1} << 28;
+// Per-sample and per-condition element limits. They bound what the load
+// probe and a batch allocate before any request is seen: 2^24 elements
+// (64 MiB in float32 per sample) is 250× a Stable Diffusion XL latent and 5×
+// a 1024² RGB image; an embedding of 2^22 elements is 27× SDXL's 77×2048.
+constexpr int64_t kMaxSampleNumel = int64_t{1} << 24;
+constexpr int64_t kMaxEmbeddingNumel = int64_t{1} << 22;
+constexpr int64_t kMaxClasses = int64_t{1} << 20;
+
+// The product of `dims` if every one is positive and it stays at most
+// `limit` (checked before each multiplication, so it cannot overflow);
+// else an error naming `field`.
+absl::Status CheckShape(const std::string& source, const char* field,
+                        const google::protobuf::RepeatedField<int64_t>& dims, int64_t limit) {
+  int64_t numel = 1;
+  for (int64_t dim : dims) {
+    if (dim <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", field,
+                                                     ": dimensions must be positive, got [",
+                                                     absl::StrJoin(dims, ", "), "]"));
+    }
+    if (dim > limit / numel) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": [",
+                                                     absl::StrJoin(dims, ", "), "] has more than ",
+                                                     limit, " elements"));
+    }
+    numel *= dim;
+  }
+  return absl::OkStatus();
+}
 
 // Collects protobuf's text-format errors with their positions.
 class ErrorCollector : public google::protobuf::io::ErrorCollector {
@@ -55,18 +83,7 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
   if (config.sample_shape_size() == 0) {
     return Invalid(source, "sample_shape", "must list at least one dimension, e.g. [2]");
   }
-  int64_t numel = 1;
-  for (int64_t dim : config.sample_shape()) {
-    if (dim <= 0) {
-      return Invalid(source, "sample_shape",
-                     absl::StrCat("dimensions must be positive, got [",
-                                  absl::StrJoin(config.sample_shape(), ", "), "]"));
-    }
-    numel *= dim;
-    if (numel > kMaxSampleNumel) {
-      return Invalid(source, "sample_shape", "more than 2^28 elements per sample");
-    }
-  }
+  RETURN_IF_ERROR(CheckShape(source, "sample_shape", config.sample_shape(), kMaxSampleNumel));
   if (config.prediction_type() == v1::PREDICTION_TYPE_UNSPECIFIED) {
     return Invalid(source, "prediction_type",
                    "must be one of EPSILON, V_PREDICTION, SAMPLE, SCORE");
@@ -83,9 +100,10 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
     case v1::Conditioning::NONE:
       break;
     case v1::Conditioning::CLASS_LABEL:
-      if (cond.num_classes() <= 0) {
+      if (cond.num_classes() <= 0 || cond.num_classes() > kMaxClasses) {
         return Invalid(source, "conditioning.num_classes",
-                       "must be positive for CLASS_LABEL conditioning");
+                       absl::StrCat("must be in [1, ", kMaxClasses,
+                                    "] for CLASS_LABEL conditioning, got ", cond.num_classes()));
       }
       break;
     case v1::Conditioning::EMBEDDING:
@@ -93,11 +111,8 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
         return Invalid(source, "conditioning.embedding_shape",
                        "is required for EMBEDDING conditioning");
       }
-      for (int64_t dim : cond.embedding_shape()) {
-        if (dim <= 0) {
-          return Invalid(source, "conditioning.embedding_shape", "dimensions must be positive");
-        }
-      }
+      RETURN_IF_ERROR(CheckShape(source, "conditioning.embedding_shape", cond.embedding_shape(),
+                                 kMaxEmbeddingNumel));
       break;
     default:
       return Invalid(source, "conditioning.kind",

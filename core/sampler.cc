@@ -105,7 +105,7 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
 
   Trajectory trajectory;
   trajectory.timesteps = timesteps;
-  trajectory.states.reserve(timesteps.size());
+  if (options.keep_states) trajectory.states.reserve(timesteps.size());
   at::NoGradGuard no_grad;
   try {
     at::Tensor x = noise.Next();
@@ -120,11 +120,18 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
       const int64_t prev_t = t - ratio;
       const double alpha_bar = schedule.alpha_bar(t);
       const double alpha_bar_prev = prev_t >= 0 ? schedule.alpha_bar(prev_t) : final_alpha_bar;
-      trajectory.states.push_back(x);
+      if (options.keep_states) trajectory.states.push_back(x);
 
       at::Tensor steps = at::full({batch}, t, tensor_options.dtype(at::kLong));
       at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, condition, options.guidance);
       trajectory.network_evaluations += evaluations_per_step;
+      // A model that passed the load probe can still break down at other
+      // timesteps; say where instead of returning NaN samples.
+      if (!at::isfinite(epsilon).all().item<bool>()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "model \"", checkpoint.config().name(), "\" returned non-finite values at timestep ", t,
+            " (sampling step ", i + 1, " of ", timesteps.size(), ")"));
+      }
       at::Tensor x0 = (x - std::sqrt(1.0 - alpha_bar) * epsilon) / std::sqrt(alpha_bar);
 
       if (options.kind == SamplerKind::kDdim) {
@@ -164,6 +171,9 @@ absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Traje
                                            double guidance) {
   const NoiseSchedule& schedule = denoiser.schedule();
   if (trajectory.timesteps.empty()) return absl::InvalidArgumentError("empty trajectory");
+  if (trajectory.states.size() != trajectory.timesteps.size()) {
+    return absl::FailedPreconditionError("the trajectory was sampled without keep_states");
+  }
   if (t < 0 || t > trajectory.timesteps.front()) {
     return absl::InvalidArgumentError(absl::StrCat("t: timestep ", t,
                                                    " is outside the sampled range [0, ",

@@ -39,13 +39,18 @@ struct SamplerOptions {
   // those states and final_sample is the state after the last step run —
   // what early (first-step) metrics need.
   int64_t stop_after_steps = 0;
+  // Keep the state at every step in Trajectory::states (what spectra at an
+  // evaluation step and early metrics need); false keeps only the final
+  // sample, so memory does not grow with the number of steps.
+  bool keep_states = true;
 };
 
 // The states of one batched sampling run.
 struct Trajectory {
   // Sampling timesteps in the order visited (descending).
   std::vector<int64_t> timesteps;
-  // states[i] = x_{timesteps[i]}, [B, *sample_shape], the input of step i.
+  // states[i] = x_{timesteps[i]}, [B, *sample_shape], the input of step i
+  // (empty unless SamplerOptions::keep_states).
   std::vector<at::Tensor> states;
   // The output of the last step (x_0), [B, *sample_shape].
   at::Tensor final_sample;

@@ -97,6 +97,16 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request)
   job->state.set_id(NewId());
   job->state.set_state(v1::JOB_QUEUED);
   *job->state.mutable_request() = request;
+  // Kept for GetAudit and ListAudits: without what this server cannot read.
+  job->state.mutable_request()->DiscardUnknownFields();
+  const size_t request_bytes = job->state.request().ByteSizeLong();
+  if (request_bytes > kMaxStoredRequestBytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the audit request is ", request_bytes >> 20,
+        " MiB; an audit's request is "
+        "kept with its job and may be at most ",
+        kMaxStoredRequestBytes >> 20, " MiB (split the conditions over several audits)"));
+  }
   job->state.set_created_unix_ms(NowUnixMs());
   job->state.mutable_progress()->set_samples_total(job->plan->total_samples());
   job->state.mutable_progress()->set_phase(v1::AUDIT_PHASE_QUEUED);

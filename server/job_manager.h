@@ -32,6 +32,9 @@
 
 namespace memaudit::server {
 
+// The largest audit request a job keeps (after unknown fields are dropped).
+inline constexpr size_t kMaxStoredRequestBytes = size_t{64} << 20;
+
 struct JobManagerOptions {
   int max_concurrent_jobs = 2;
   int max_queued_jobs = 16;

@@ -22,6 +22,9 @@
 namespace memaudit::server {
 namespace {
 
+// Threads serving /metrics (each holds one connection at a time).
+constexpr size_t kHttpWorkers = 128;
+
 const prometheus::Histogram::BucketBoundaries kRpcBuckets = {
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
 const prometheus::Histogram::BucketBoundaries kSpectrumBuckets = {
@@ -258,6 +261,15 @@ absl::StatusOr<int> Metrics::Serve(const std::string& listen) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
+  // Idle or slow clients hold a worker until a timeout: with enough workers
+  // and short timeouts a scrape is answered at once while 100 idle
+  // connections are open (tests/integration_test.cc), and each of them is
+  // dropped within two seconds.
+  http_->new_task_queue = [] { return new httplib::ThreadPool(kHttpWorkers); };
+  http_->set_read_timeout(2, 0);
+  http_->set_write_timeout(2, 0);
+  http_->set_keep_alive_timeout(2);
+  http_->set_keep_alive_max_count(16);
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(Scrape(), "text/plain; version=0.0.4; charset=utf-8");
   });

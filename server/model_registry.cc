@@ -94,7 +94,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   }
   const auto start = std::chrono::steady_clock::now();
   const std::string directory = (fs::path(repository_) / name).string();
-  auto loaded = [&]() -> absl::StatusOr<std::shared_ptr<const LoadedModel>> {
+  auto load = [&]() -> absl::StatusOr<std::shared_ptr<const LoadedModel>> {
     ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
                      Checkpoint::Load(directory, options_));
     auto model = std::make_shared<LoadedModel>();
@@ -116,7 +116,16 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
     model->load_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return std::shared_ptr<const LoadedModel>(std::move(model));
-  }();
+  };
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded;
+  try {
+    loaded = load();
+  } catch (const std::exception& e) {
+    // LibTorch throws (e.g. an allocation the machine cannot make) where
+    // the loaders do not catch: this model fails, the server and the other
+    // models go on.
+    loaded = absl::InternalError(absl::StrCat("loading failed: ", e.what()));
+  }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (observer_) observer_(name, loaded.ok(), seconds);

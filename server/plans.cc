@@ -229,6 +229,7 @@ absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
                    ToSamplerOptions(request.sampling(), model->denoiser->schedule(), "sampling"));
   ASSIGN_OR_RETURN(plan.condition,
                    ToConditionPlan(request.condition(), *model->denoiser, "condition"));
+  plan.sampler.keep_states = false;  // only the final samples are returned
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
   plan.model = std::move(model);
   return plan;

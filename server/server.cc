@@ -48,8 +48,9 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
 
   server->model_service_ = std::make_unique<ModelServiceImpl>(server->registry_.get(),
                                                               server->request_pool_.get(), metrics);
-  server->audit_service_ = std::make_unique<AuditServiceImpl>(server->registry_.get(), jobs,
-                                                              server->request_pool_.get(), metrics);
+  server->audit_service_ =
+      std::make_unique<AuditServiceImpl>(server->registry_.get(), jobs, server->request_pool_.get(),
+                                         metrics, options.max_watch_streams);
 
   ASSIGN_OR_RETURN(server->metrics_port_, metrics->Serve(options.metrics_listen));
 

@@ -28,6 +28,7 @@ struct ServerOptions {
   int max_queued_jobs = 16;
   int max_concurrent_requests = 2;  // unary Spectrum/Sample/Load work
   int max_queued_requests = 32;
+  int max_watch_streams = 64;          // WatchAudit streams open at once
   int max_finished_jobs = 1000;        // finished jobs kept for GetAudit
   int64_t max_finished_job_mib = 256;  // and their total size
   int64_t max_dense_dimension = kDefaultMaxDenseDimension;

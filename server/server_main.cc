@@ -40,6 +40,10 @@ int main(int argc, char** argv) {
                  "unary calls waiting beyond those")
       ->capture_default_str()
       ->check(CLI::Range(0, 100000));
+  app.add_option("--max_watch_streams", options.max_watch_streams,
+                 "WatchAudit streams open at once (more: RESOURCE_EXHAUSTED)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--max_finished_jobs", options.max_finished_jobs,
                  "finished audits kept in memory for GetAudit/ListAudits (oldest evicted)")
       ->capture_default_str()

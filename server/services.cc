@@ -338,6 +338,17 @@ grpc::Status AuditServiceImpl::WatchAudit(grpc::ServerContext* context,
                                           const v1::WatchAuditRequest* request,
                                           grpc::ServerWriter<v1::AuditEvent>* writer) {
   return Instrumented(metrics_, "AuditService/WatchAudit", [&] {
+    // Each stream holds a server thread while it waits for events.
+    struct StreamSlot {
+      std::atomic<int>& count;
+      ~StreamSlot() { --count; }
+    } slot{watch_streams_};
+    if (++watch_streams_ > max_watch_streams_) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("more than ", max_watch_streams_,
+                                       " WatchAudit streams are open (server flag "
+                                       "--max_watch_streams); poll GetAudit or retry later"));
+    }
     size_t next = 0;
     while (true) {
       if (context->IsCancelled()) {

@@ -5,6 +5,8 @@
 #ifndef MEMAUDIT_SERVER_SERVICES_H_
 #define MEMAUDIT_SERVER_SERVICES_H_
 
+#include <atomic>
+
 #include "job_manager.h"
 #include "memaudit/v1/audit_service.grpc.pb.h"
 #include "memaudit/v1/model_service.grpc.pb.h"
@@ -43,8 +45,15 @@ class ModelServiceImpl final : public v1::ModelService::Service {
 
 class AuditServiceImpl final : public v1::AuditService::Service {
  public:
-  AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics)
-      : registry_(registry), jobs_(jobs), pool_(pool), metrics_(metrics) {}
+  // At most `max_watch_streams` WatchAudit streams at once (each holds a
+  // server thread); more are refused with RESOURCE_EXHAUSTED.
+  AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics,
+                   int max_watch_streams)
+      : registry_(registry),
+        jobs_(jobs),
+        pool_(pool),
+        metrics_(metrics),
+        max_watch_streams_(max_watch_streams) {}
 
   grpc::Status Spectrum(grpc::ServerContext* context, const v1::SpectrumRequest* request,
                         v1::SpectrumResponse* response) override;
@@ -82,6 +91,8 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   JobManager* jobs_;
   WorkerPool* pool_;
   Metrics* metrics_;
+  const int max_watch_streams_;
+  std::atomic<int> watch_streams_{0};
 };
 
 }  // namespace memaudit::server

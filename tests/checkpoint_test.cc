@@ -23,10 +23,7 @@ using testing::ScratchDir;
 // Writes a model directory whose model.pt has the given TorchScript forward.
 void WriteModuleWithSource(const std::string& repository, const v1::ModelConfig& config,
                            const std::string& source) {
-  torch::jit::Module module("__torch__.memaudit.test.Custom");
-  module.register_parameter("scale", at::ones({1}), false);
-  module.define(source);
-  ASSERT_TRUE(toy::WriteModelDirectory(repository, config, module).ok());
+  ASSERT_TRUE(testing::WriteScriptedModel(repository, config, source).ok());
 }
 
 TEST(CheckpointTest, LoadsCppArchive) {

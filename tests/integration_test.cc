@@ -3,8 +3,11 @@
 // One server serves the suite (registered as one CTest test); its tests are
 // independent of each other's order (the suite passes with --gtest_shuffle).
 // The graceful-shutdown test starts a server of its own.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +40,7 @@ using client::Client;
 constexpr int64_t kDuplicates = 100;
 constexpr int kMaxConcurrentJobs = 2;
 constexpr int kMaxQueuedJobs = 3;
+constexpr int kMaxWatchStreams = 4;
 
 struct CommandResult {
   int exit_code = -1;
@@ -158,6 +162,18 @@ void WriteRepository(const std::string& repository) {
     ASSERT_TRUE(SaveTensorFile(repository + "/emb/null_condition.pt", at::zeros({2})).ok());
   }
 
+  // A config whose embedding the load probe could not allocate (80 GB): it
+  // used to abort the whole server at start.
+  fs::create_directories(repository + "/huge");
+  v1::ModelConfig huge = testing::MixtureConfig("huge", 4);
+  huge.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+  huge.mutable_conditioning()->add_embedding_shape(100000);
+  huge.mutable_conditioning()->add_embedding_shape(100000);
+  std::string huge_text;
+  google::protobuf::TextFormat::PrintToString(huge, &huge_text);
+  testing::WriteFile(repository + "/huge/config.pbtxt", huge_text);
+  fs::copy_file(repository + "/mix/model.pt", repository + "/huge/model.pt");
+
   fs::create_directories(repository + "/broken");
   std::string text;
   google::protobuf::TextFormat::PrintToString(testing::MixtureConfig("broken", 2), &text);
@@ -177,6 +193,7 @@ class ServerProcess {
                                      "--threads=2",
                                      "--max_concurrent_jobs=" + std::to_string(kMaxConcurrentJobs),
                                      "--max_queued_jobs=" + std::to_string(kMaxQueuedJobs),
+                                     "--max_watch_streams=" + std::to_string(kMaxWatchStreams),
                                      "--shutdown_grace_seconds=5"};
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
@@ -311,13 +328,16 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 8u);
+  ASSERT_EQ(by_name.size(), 9u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["slow"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["mix"].reference_size(), 400);
   EXPECT_EQ(by_name["mix"].checksum().rfind("sha256:", 0), 0u);
   EXPECT_EQ(by_name["broken"].state(), v1::MODEL_FAILED);
   EXPECT_NE(by_name["broken"].last_error().find("model.pt"), std::string::npos);
+  EXPECT_EQ(by_name["huge"].state(), v1::MODEL_FAILED);
+  EXPECT_NE(by_name["huge"].last_error().find("conditioning.embedding_shape"), std::string::npos)
+      << by_name["huge"].last_error();
   // Using the broken model says why; reloading it reports the load error.
   v1::SpectrumRequest request;
   request.set_model("broken");
@@ -826,6 +846,96 @@ TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {
   std::ofstream(file) << scrape;
   const CommandResult check = RunCommand("promtool check metrics < " + file + " 2>&1");
   EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
+// Fields this server does not know are not kept with the job (they were:
+// 3 × 100 MB of them grew the server by 0.64 GB and broke ListAudits).
+TEST_F(IntegrationTest, UnknownFieldsAreNotKeptWithTheJob) {
+  v1::AuditRequest request;
+  request.set_model("mix");
+  request.set_samples_per_condition(1);
+  std::string wire = request.SerializeAsString();
+  // Field 1000, length-delimited, 1 MiB: unknown to memaudit.v1.AuditRequest.
+  const std::string payload(1 << 20, 'x');
+  wire += std::string("\xc2\x3e", 2);  // tag (1000 << 3) | 2 as a varint
+  uint64_t length = payload.size();
+  while (length >= 0x80) {
+    wire += static_cast<char>((length & 0x7f) | 0x80);
+    length >>= 7;
+  }
+  wire += static_cast<char>(length);
+  wire += payload;
+  v1::AuditRequest with_unknown;
+  ASSERT_TRUE(with_unknown.ParseFromString(wire));
+  ASSERT_FALSE(with_unknown.GetReflection()->GetUnknownFields(with_unknown).empty());
+  auto job = client().SubmitAudit(with_unknown);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto stored = client().GetAudit(job->id());
+  ASSERT_TRUE(stored.ok());
+  EXPECT_TRUE(stored->request().GetReflection()->GetUnknownFields(stored->request()).empty());
+  EXPECT_LT(stored->ByteSizeLong(), 64u << 10);
+  ASSERT_TRUE(client().WatchAudit(job->id(), {}).ok());
+}
+
+// Each WatchAudit stream holds a server thread: beyond --max_watch_streams
+// a watch is refused, and the others go on.
+TEST_F(IntegrationTest, WatchStreamsAreCapped) {
+  v1::AuditRequest request;
+  request.set_model("slow");
+  request.set_samples_per_condition(100000);
+  auto job = client().SubmitAudit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::atomic<int> first_events{0};
+  std::vector<std::thread> watchers;
+  std::vector<absl::StatusOr<v1::AuditJob>> ends(kMaxWatchStreams, absl::UnknownError("unset"));
+  for (int i = 0; i < kMaxWatchStreams; ++i) {
+    watchers.emplace_back([&, i] {
+      bool counted = false;
+      ends[i] = client().WatchAudit(job->id(), [&](const v1::AuditEvent&) {
+        if (!counted) ++first_events;
+        counted = true;
+      });
+    });
+  }
+  // Every watcher has its stream once it has seen an event.
+  while (first_events.load() < kMaxWatchStreams) std::this_thread::yield();
+  auto refused = client().WatchAudit(job->id(), {});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("--max_watch_streams"), std::string::npos);
+  ASSERT_TRUE(client().CancelAudit(job->id()).ok());
+  for (std::thread& t : watchers) t.join();
+  for (const auto& end : ends) {
+    ASSERT_TRUE(end.ok()) << end.status();
+    EXPECT_EQ(end->state(), v1::JOB_CANCELLED);
+  }
+  // The slots are free again.
+  EXPECT_TRUE(client().WatchAudit(job->id(), {}).ok());
+}
+
+// Idle connections to the metrics port do not starve a scrape (16 of them
+// used to delay it 8.7 s; Prometheus gives up after 10 s).
+TEST_F(IntegrationTest, ScrapeIsAnsweredWithManyIdleConnections) {
+  std::vector<int> idle;
+  for (int i = 0; i < 100; ++i) {
+    const int sock = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(sock, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(server_->metrics_port()));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(sock, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    idle.push_back(sock);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string scrape = Scrape();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int sock : idle) close(sock);
+  EXPECT_NE(scrape.find("memaudit_build_info"), std::string::npos);
+  std::cout << "scrape with 100 idle connections: " << seconds << " s\n";
+  // Well inside Prometheus' 10 s scrape timeout even on a loaded machine
+  // (a quiet one answers in milliseconds).
+  EXPECT_LT(seconds, 5.0);
 }
 
 // SIGTERM with an audit running: the server cancels it after the grace

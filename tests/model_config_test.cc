@@ -115,5 +115,61 @@ TEST(ModelConfigTest, LoadParsesAndValidates) {
   EXPECT_NE(bad.status().message().find("prediction_type"), std::string::npos) << bad.status();
 }
 
+// Shapes whose allocation alone would take the process down are refused
+// when the config is read, with no overflow on the way (the embedding
+// below made the server abort at start: 80 GB in the load probe).
+TEST(ModelConfigTest, ShapesThatCannotBeAllocatedAreRefused) {
+  struct Case {
+    std::function<void(v1::ModelConfig&)> set;
+    std::string field;
+  };
+  const int64_t huge = int64_t{1} << 40;
+  const std::vector<Case> cases = {
+      {[](v1::ModelConfig& c) {
+         c.clear_sample_shape();
+         c.add_sample_shape(16384);
+         c.add_sample_shape(16384);
+       },
+       "sample_shape"},
+      {[&](v1::ModelConfig& c) {
+         c.clear_sample_shape();
+         for (int i = 0; i < 4; ++i) c.add_sample_shape(huge);  // 2^160 would wrap
+       },
+       "sample_shape"},
+      {[](v1::ModelConfig& c) {
+         c.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+         c.mutable_conditioning()->add_embedding_shape(100000);
+         c.mutable_conditioning()->add_embedding_shape(100000);
+       },
+       "conditioning.embedding_shape"},
+      {[&](v1::ModelConfig& c) {
+         c.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+         for (int i = 0; i < 4; ++i) c.mutable_conditioning()->add_embedding_shape(huge);
+       },
+       "conditioning.embedding_shape"},
+      {[&](v1::ModelConfig& c) {
+         c.mutable_conditioning()->set_kind(v1::Conditioning::CLASS_LABEL);
+         c.mutable_conditioning()->set_num_classes(huge);
+       },
+       "conditioning.num_classes"},
+  };
+  for (const Case& test_case : cases) {
+    v1::ModelConfig config = testing::MixtureConfig("m", 4);
+    test_case.set(config);
+    absl::Status status = ValidateModelConfig(config, "m/config.pbtxt");
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << test_case.field;
+    EXPECT_NE(status.message().find("m/config.pbtxt: " + test_case.field), std::string::npos)
+        << status;
+  }
+  // Real shapes stay legal: an SDXL latent and its text embedding.
+  v1::ModelConfig sdxl = testing::MixtureConfig("sdxl", 4);
+  sdxl.clear_sample_shape();
+  for (int64_t dim : {4, 128, 128}) sdxl.add_sample_shape(dim);
+  sdxl.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+  sdxl.mutable_conditioning()->add_embedding_shape(77);
+  sdxl.mutable_conditioning()->add_embedding_shape(2048);
+  EXPECT_TRUE(ValidateModelConfig(sdxl, "sdxl/config.pbtxt").ok());
+}
+
 }  // namespace
 }  // namespace memaudit

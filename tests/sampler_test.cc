@@ -183,5 +183,50 @@ TEST(SamplerTest, RejectsBadOptions) {
   EXPECT_FALSE(ParseSamplerKind("euler").ok());
 }
 
+// A model that passes the load probe (t = 0 and T − 1) but returns NaN in
+// the middle of the schedule: sampling stops there and says where.
+TEST(SamplerTest, NonFiniteOutputIsAnErrorNamingModelAndTimestep) {
+  testing::ScratchDir dir;
+  ASSERT_TRUE(testing::WriteScriptedModel(
+                  dir.path(), testing::MixtureConfig("nan_mid", 2),
+                  "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+                  "    bad = ((t > 400) & (t < 600)).view([-1, 1])\n"
+                  "    return torch.where(bad, torch.full_like(x, float('nan')), x * 0.0)\n")
+                  .ok());
+  auto checkpoint = Checkpoint::Load(dir.Join("nan_mid"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  SamplerOptions options;
+  options.num_steps = 10;  // timesteps 900, 800, …, 0: step 5 is t = 500
+  auto trajectory = SampleTrajectories(denoiser, {1, 2}, at::Tensor(), options);
+  ASSERT_FALSE(trajectory.ok());
+  EXPECT_EQ(trajectory.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(trajectory.status().message().find("\"nan_mid\""), std::string::npos);
+  EXPECT_NE(trajectory.status().message().find("timestep 500 (sampling step 5 of 10)"),
+            std::string::npos)
+      << trajectory.status();
+}
+
+// Samples without their intermediate states (what Sample needs) are the
+// same samples.
+TEST(SamplerTest, KeepStatesOffKeepsOnlyTheFinalSample) {
+  testing::ScratchDir dir;
+  auto checkpoint = testing::WriteAndLoadMixture(
+      dir.path(), "g", toy::RandomGaussianMixture(3, 2, 5), v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  ASSERT_NE(checkpoint, nullptr);
+  Denoiser denoiser(checkpoint);
+  SamplerOptions options;
+  options.num_steps = 20;
+  auto with_states = SampleTrajectories(denoiser, {4, 5}, at::Tensor(), options);
+  options.keep_states = false;
+  auto without = SampleTrajectories(denoiser, {4, 5}, at::Tensor(), options);
+  ASSERT_TRUE(with_states.ok() && without.ok());
+  EXPECT_EQ(with_states->states.size(), 20u);
+  EXPECT_TRUE(without->states.empty());
+  EXPECT_TRUE(at::equal(with_states->final_sample, without->final_sample));
+  EXPECT_EQ(StateAtTimestep(denoiser, *without, 500, at::Tensor(), 1.0).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace memaudit

@@ -120,6 +120,14 @@ std::shared_ptr<const Checkpoint> WriteAndLoadMixture(const std::string& reposit
   return checkpoint.ok() ? *checkpoint : nullptr;
 }
 
+absl::Status WriteScriptedModel(const std::string& repository, const v1::ModelConfig& config,
+                                const std::string& source) {
+  torch::jit::Module module("__torch__.memaudit.test.Custom");
+  module.register_parameter("scale", at::ones({1}), false);
+  module.define(source);
+  return toy::WriteModelDirectory(repository, config, module);
+}
+
 void WriteFile(const std::string& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary);
   out << contents;

@@ -74,6 +74,12 @@ std::shared_ptr<const Checkpoint> WriteAndLoadMixture(
     v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction,
     at::ScalarType dtype = at::kDouble, int64_t num_classes = 0);
 
+// Writes <repository>/<config.name()> with a TorchScript module whose
+// methods are compiled from `source` (TorchScript, e.g. "def forward(self,
+// x: Tensor, t: Tensor) -> Tensor:\n    return x\n").
+absl::Status WriteScriptedModel(const std::string& repository, const v1::ModelConfig& config,
+                                const std::string& source);
+
 // Writes a file with `contents`.
 void WriteFile(const std::string& path, const std::string& contents);
 
