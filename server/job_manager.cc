@@ -24,15 +24,6 @@ absl::Status UnknownJob(const std::string& id) {
   return absl::NotFoundError(absl::StrCat("audit \"", id, "\" not found"));
 }
 
-// Sample `index` in report order (conditions in turn), or null.
-const v1::SampleReport* SampleAt(const v1::AuditReport& report, int64_t index) {
-  for (const v1::ConditionReport& condition : report.conditions()) {
-    if (index < condition.samples_size()) return &condition.samples(static_cast<int>(index));
-    index -= condition.samples_size();
-  }
-  return nullptr;
-}
-
 template <typename Message>
 google::protobuf::FieldMask AllFieldsBut(const char* excluded) {
   google::protobuf::FieldMask mask;
@@ -90,7 +81,8 @@ std::string JobManager::NewId() {
 absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request) {
   if (request.model().empty()) return absl::InvalidArgumentError("model: required");
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, registry_->Get(request.model()));
-  ASSIGN_OR_RETURN(AuditPlan plan, PlanAudit(request, std::move(model)));
+  ASSIGN_OR_RETURN(AuditPlan plan,
+                   PlanNoThrow([&] { return PlanAudit(request, std::move(model)); }));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();
   job->plan = std::make_shared<const AuditPlan>(std::move(plan));
@@ -143,6 +135,7 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
     absl::MutexLock lock(&mu_);
     if (job->cancel.load() || IsFinal(job->state.state())) {
       if (!IsFinal(job->state.state())) Finish(*job, v1::JOB_CANCELLED, "cancelled while queued");
+      --active_;  // its pool slot is free only now
       return;
     }
     job->state.set_state(v1::JOB_RUNNING);
@@ -176,6 +169,7 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
       },
       callbacks);
   absl::MutexLock lock(&mu_);
+  --active_;
   if (report.ok()) {
     report->mutable_timing()->set_queued_seconds(queued_seconds);
     *job->state.mutable_report() = *std::move(report);
@@ -205,7 +199,6 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
               kEventBytes * static_cast<int64_t>(job.events.size());
   finished_bytes_ += job.bytes;
   finished_.push_back(job.state.id());
-  --active_;
   if (metrics_) metrics_->CountJobFinished(v1::JobState_Name(state));
   TrimHistory();
 }
@@ -257,20 +250,25 @@ absl::StatusOr<v1::AuditJob> JobManager::Cancel(const std::string& id) {
   return job->state;
 }
 
-v1::AuditEvent JobManager::Materialize(const Job& job, const Event& event) const {
+v1::AuditEvent JobManager::Materialize(const Job& job, const Event& event,
+                                       const std::vector<int64_t>& condition_starts) const {
   v1::AuditEvent out;
   switch (event.kind) {
     case Event::Kind::kProgress:
       *out.mutable_progress() = *event.progress;
       break;
     case Event::Kind::kSample: {
-      const v1::SampleReport* sample =
-          job.state.state() == v1::JOB_SUCCEEDED
-              ? SampleAt(job.state.report(), event.sample)
-              : (event.sample < static_cast<int64_t>(job.streamed.size())
-                     ? &job.streamed[event.sample]
-                     : nullptr);
-      if (sample != nullptr) *out.mutable_sample() = *sample;
+      if (job.state.state() == v1::JOB_SUCCEEDED) {
+        // The report holds the samples in the order they were streamed.
+        const auto next =
+            std::upper_bound(condition_starts.begin(), condition_starts.end(), event.sample);
+        const size_t c = static_cast<size_t>(next - condition_starts.begin()) - 1;
+        *out.mutable_sample() = job.state.report()
+                                    .conditions(static_cast<int>(c))
+                                    .samples(static_cast<int>(event.sample - condition_starts[c]));
+      } else if (event.sample < static_cast<int64_t>(job.streamed.size())) {
+        *out.mutable_sample() = job.streamed[event.sample];
+      }
       break;
     }
     case Event::Kind::kFinished:
@@ -280,19 +278,36 @@ v1::AuditEvent JobManager::Materialize(const Job& job, const Event& event) const
   return out;
 }
 
-absl::StatusOr<std::vector<v1::AuditEvent>> JobManager::Events(const std::string& id, size_t from,
-                                                               absl::Duration timeout,
-                                                               bool* finished) const {
+absl::StatusOr<JobManager::JobRef> JobManager::Find(const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return UnknownJob(id);
-  std::shared_ptr<Job> job = it->second;
+  return JobRef(it->second);
+}
+
+absl::StatusOr<std::vector<v1::AuditEvent>> JobManager::Events(const std::string& id, size_t from,
+                                                               absl::Duration timeout,
+                                                               bool* finished) const {
+  ASSIGN_OR_RETURN(const JobRef job, Find(id));
+  return Events(job, from, timeout, finished);
+}
+
+std::vector<v1::AuditEvent> JobManager::Events(const JobRef& job, size_t from,
+                                               absl::Duration timeout, bool* finished) const {
+  absl::MutexLock lock(&mu_);
   auto ready = [&job, from]() { return job->events.size() > from; };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
   *finished = IsFinal(job->state.state());
+  // Where each condition's samples start in report order.
+  std::vector<int64_t> condition_starts;
+  int64_t start = 0;
+  for (const v1::ConditionReport& condition : job->state.report().conditions()) {
+    condition_starts.push_back(start);
+    start += condition.samples_size();
+  }
   std::vector<v1::AuditEvent> events;
   for (size_t i = from; i < job->events.size(); ++i) {
-    events.push_back(Materialize(*job, job->events[i]));
+    events.push_back(Materialize(*job, job->events[i], condition_starts));
   }
   return events;
 }

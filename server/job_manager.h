@@ -62,9 +62,19 @@ class JobManager {
   // next stop check. Cancelling a finished job is a no-op.
   absl::StatusOr<v1::AuditJob> Cancel(const std::string& id);
 
+  // A job that stays readable while held, even after it is evicted from
+  // the history (a watcher reads to the end of the job it started on).
+  struct Job;
+  using JobRef = std::shared_ptr<const Job>;
+  // NOT_FOUND for an unknown (or evicted) id.
+  absl::StatusOr<JobRef> Find(const std::string& id) const;
+
   // Events from index `from` on, waiting up to `timeout` for at least one.
   // `finished` tells whether the job has ended; its last event is then the
   // final one (AuditEvent.finished).
+  std::vector<v1::AuditEvent> Events(const JobRef& job, size_t from, absl::Duration timeout,
+                                     bool* finished) const;
+  // The same by id: NOT_FOUND for an unknown (or evicted) id.
   absl::StatusOr<std::vector<v1::AuditEvent>> Events(const std::string& id, size_t from,
                                                      absl::Duration timeout, bool* finished) const;
 
@@ -84,22 +94,14 @@ class JobManager {
     std::optional<v1::AuditProgress> progress;  // kProgress
     int64_t sample = 0;                         // kSample: index in report order
   };
-  struct Job {
-    v1::AuditJob state;                     // guarded by the manager's mutex; the report lives here
-    std::shared_ptr<const AuditPlan> plan;  // released when the job ends
-    // Samples finished so far while running; moved out when the report
-    // (which holds them) arrives. Kept when the job fails or is cancelled.
-    std::vector<v1::SampleReport> streamed;
-    std::vector<Event> events;
-    int64_t bytes = 0;  // serialized size once finished
-    std::atomic<bool> cancel{false};
-    std::chrono::steady_clock::time_point created;
-  };
   void Run(const std::shared_ptr<Job>& job);
   void Finish(Job& job, v1::JobState state, const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddProgress(Job& job, const v1::AuditProgress& progress) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::AuditEvent Materialize(const Job& job, const Event& event) const
+  // `condition_starts`: where each condition's samples start in report
+  // order (for a succeeded job).
+  v1::AuditEvent Materialize(const Job& job, const Event& event,
+                             const std::vector<int64_t>& condition_starts) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void TrimHistory() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewId();
@@ -115,6 +117,18 @@ class JobManager {
   int64_t active_ ABSL_GUARDED_BY(mu_) = 0;  // queued + running
   std::atomic<uint64_t> next_id_{0};
   std::unique_ptr<WorkerPool> pool_;
+};
+
+struct JobManager::Job {
+  v1::AuditJob state;                     // guarded by the manager's mutex; the report lives here
+  std::shared_ptr<const AuditPlan> plan;  // released when the job ends
+  // Samples finished so far while running; moved out when the report
+  // (which holds them) arrives. Kept when the job fails or is cancelled.
+  std::vector<v1::SampleReport> streamed;
+  std::vector<Event> events;
+  int64_t bytes = 0;  // serialized size once finished
+  std::atomic<bool> cancel{false};
+  std::chrono::steady_clock::time_point created;
 };
 
 }  // namespace memaudit::server

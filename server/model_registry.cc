@@ -129,21 +129,26 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (observer_) observer_(name, loaded.ok(), seconds);
-  absl::MutexLock lock(&mu_);
-  Entry& entry = entries_[name];
-  if (entry.unloads != unloads_at_start) {
-    return absl::AbortedError(
-        absl::StrCat("model \"", name, "\" was unloaded while it loaded; load it again"));
+  {
+    absl::MutexLock lock(&mu_);
+    Entry& entry = entries_[name];
+    if (entry.unloads == unloads_at_start) {
+      if (!loaded.ok()) {
+        entry.last_error = std::string(loaded.status().message());
+        if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
+        return loaded.status();
+      }
+      entry.model = *loaded;
+      entry.state = v1::MODEL_READY;
+      entry.last_error.clear();
+      return InfoLocked(name, entry);
+    }
   }
-  if (!loaded.ok()) {
-    entry.last_error = std::string(loaded.status().message());
-    if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
-    return loaded.status();
-  }
-  entry.model = *loaded;
-  entry.state = v1::MODEL_READY;
-  entry.last_error.clear();
-  return InfoLocked(name, entry);
+  // Unloaded meanwhile: the unload wins, and the observer hears that the
+  // model is not serving after all.
+  if (observer_) observer_(name, false, 0.0);
+  return absl::AbortedError(
+      absl::StrCat("model \"", name, "\" was unloaded while it loaded; load it again"));
 }
 
 absl::StatusOr<v1::ModelInfo> ModelRegistry::Unload(const std::string& name) {

@@ -68,6 +68,15 @@ absl::StatusOr<EarlyMetricOptions> ToEarlyOptions(const SamplerOptions& sampler,
   return options;
 }
 
+// Whether the early metrics of `condition` are the conditional ones (Wen,
+// Jeon): a conditional model and a condition other than the null one, as
+// ComputeEarlyMetrics decides.
+bool IsRealCondition(const ConditionPlan& condition, const Checkpoint& checkpoint) {
+  if (!checkpoint.conditional() || !condition.row.defined()) return false;
+  const at::Tensor null_condition = checkpoint.NullCondition(1);
+  return !null_condition.defined() || !at::equal(condition.row, null_condition);
+}
+
 absl::Status CheckSeeds(int count) {
   if (count < 1 || count > kMaxSeedsPerRequest) {
     return absl::InvalidArgumentError(
@@ -111,9 +120,19 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
     return absl::InvalidArgumentError(
         "curvature.target: audits need the LARGEST_REAL end (flat count, n+, width)");
   }
+  // Evaluation timesteps must lie on the sampled part of the trajectory.
+  ASSIGN_OR_RETURN(
+      const std::vector<int64_t> sampled,
+      LeadingTimesteps(denoiser.schedule().num_train_timesteps(), plan.curvature.sampler.num_steps,
+                       plan.curvature.sampler.steps_offset));
   for (int i = 0; i < request.timesteps_size(); ++i) {
-    RETURN_IF_ERROR(CheckTimestep(request.timesteps(i), denoiser.schedule(),
-                                  absl::StrCat("timesteps[", i, "]")));
+    const std::string field = absl::StrCat("timesteps[", i, "]");
+    RETURN_IF_ERROR(CheckTimestep(request.timesteps(i), denoiser.schedule(), field));
+    if (request.timesteps(i) > sampled.front()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": timestep ", request.timesteps(i), " is above the first sampling step ",
+          sampled.front(), " (", plan.curvature.sampler.num_steps, " steps)"));
+    }
   }
   plan.curvature.timesteps.assign(request.timesteps().begin(), request.timesteps().end());
   if (request.conditions_size() > 0) {
@@ -130,6 +149,18 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
   if (request.early_only()) {
     if (model->policy.early_metric.has_value()) {
       plan.mode = AuditPlan::Mode::kEarlyCalibrated;
+      // The calibrated metric must exist for every condition.
+      const EarlyMetricInfo& metric = EarlyMetricInfoOf(*model->policy.early_metric);
+      for (size_t i = 0; i < plan.conditions.size(); ++i) {
+        if (IsRealCondition(plan.conditions[i], *model->checkpoint) != metric.conditional) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("conditions[", i, "]: the model's verdict_policy.early_metric \"",
+                           metric.name, "\" is ",
+                           metric.conditional ? "for real conditions (against the null one)"
+                                              : "for unconditional generation",
+                           "; ", plan.conditions[i].label, " is not"));
+        }
+      }
     } else if (model->checkpoint->conditional() &&
                plan.conditions.size() >= kMinOutlierPopulation) {
       plan.mode = AuditPlan::Mode::kEarlyLabelFree;

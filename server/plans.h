@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "early_metrics.h"
 #include "memaudit/v1/audit_service.pb.h"
 #include "model_registry.h"
@@ -56,6 +57,18 @@ struct AuditPlan {
     return samples_per_condition * static_cast<int64_t>(conditions.size());
   }
 };
+// Runs `plan()` (one of the Plan functions below), turning a LibTorch
+// exception (e.g. out of device memory while copying a tensor) into
+// INTERNAL.
+template <typename Planner>
+auto PlanNoThrow(Planner plan) -> decltype(plan()) {
+  try {
+    return plan();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("planning the request failed: ", e.what()));
+  }
+}
+
 absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
                                     std::shared_ptr<const LoadedModel> model);
 

@@ -196,6 +196,13 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> AuditServiceImpl::Model(
   return registry_->Get(name);
 }
 
+template <typename Request, typename Planner>
+auto AuditServiceImpl::PlanFor(const Request& request, Planner planner) const
+    -> decltype(planner(request, nullptr)) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, Model(request.model()));
+  return PlanNoThrow([&] { return planner(request, std::move(model)); });
+}
+
 template <typename Response, typename Work>
 grpc::Status AuditServiceImpl::OnPool(grpc::ServerContext* context, Work work, Response* response) {
   Response result;
@@ -209,9 +216,7 @@ grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
                                         const v1::SpectrumRequest* request,
                                         v1::SpectrumResponse* response) {
   return Instrumented(metrics_, "AuditService/Spectrum", [&] {
-    auto model = Model(request->model());
-    if (!model.ok()) return ToGrpcStatus(model.status());
-    auto plan = PlanSpectrum(*request, *std::move(model));
+    auto plan = PlanFor(*request, PlanSpectrum);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     return OnPool(
         context,
@@ -220,11 +225,6 @@ grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
         },
         response);
   });
-}
-
-absl::StatusOr<SamplePlan> AuditServiceImpl::PlanSamples(const v1::SampleRequest& request) const {
-  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, Model(request.model()));
-  return PlanSample(request, std::move(model));
 }
 
 absl::StatusOr<at::Tensor> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* context,
@@ -242,7 +242,7 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
                                       const v1::SampleRequest* request,
                                       v1::SampleResponse* response) {
   return Instrumented(metrics_, "AuditService/Sample", [&] {
-    auto plan = PlanSamples(*request);
+    auto plan = PlanFor(*request, PlanSample);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     auto samples = SamplesOnPool(context, *plan, plan->seeds);
     if (!samples.ok()) return ToGrpcStatus(samples.status());
@@ -256,7 +256,7 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
                                              const v1::SampleRequest* request,
                                              grpc::ServerWriter<v1::SampleResponse>* writer) {
   return Instrumented(metrics_, "AuditService/StreamSamples", [&] {
-    auto plan = PlanSamples(*request);
+    auto plan = PlanFor(*request, PlanSample);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     // Batches of seeds: samples reach the client as they are done, and the
     // request pool is shared with other calls between batches.
@@ -284,9 +284,7 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
                                             const v1::EarlyMetricsRequest* request,
                                             v1::EarlyMetricsResponse* response) {
   return Instrumented(metrics_, "AuditService/EarlyMetrics", [&] {
-    auto model = Model(request->model());
-    if (!model.ok()) return ToGrpcStatus(model.status());
-    auto plan = PlanEarlyMetrics(*request, *std::move(model));
+    auto plan = PlanFor(*request, PlanEarlyMetrics);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     return OnPool(
         context,
@@ -310,9 +308,7 @@ grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
                                          const v1::CalibrationRequest* request,
                                          v1::CalibrationResponse* response) {
   return Instrumented(metrics_, "AuditService/Calibrate", [&] {
-    auto model = Model(request->model());
-    if (!model.ok()) return ToGrpcStatus(model.status());
-    auto plan = PlanCalibration(*request, *std::move(model));
+    auto plan = PlanFor(*request, PlanCalibration);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     return OnPool(
         context,
@@ -349,6 +345,8 @@ grpc::Status AuditServiceImpl::WatchAudit(grpc::ServerContext* context,
                                        " WatchAudit streams are open (server flag "
                                        "--max_watch_streams); poll GetAudit or retry later"));
     }
+    auto job = jobs_->Find(request->id());
+    if (!job.ok()) return ToGrpcStatus(job.status());
     size_t next = 0;
     while (true) {
       if (context->IsCancelled()) {
@@ -358,16 +356,16 @@ grpc::Status AuditServiceImpl::WatchAudit(grpc::ServerContext* context,
         return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "watch deadline passed");
       }
       bool finished = false;
-      auto events = jobs_->Events(request->id(), next, absl::Milliseconds(200), &finished);
-      if (!events.ok()) return ToGrpcStatus(events.status());
-      for (const v1::AuditEvent& event : *events) {
+      const std::vector<v1::AuditEvent> events =
+          jobs_->Events(*job, next, absl::Milliseconds(200), &finished);
+      for (const v1::AuditEvent& event : events) {
         if (!writer->Write(event)) {
           return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
         }
       }
-      next += events->size();
+      next += events.size();
       // The final event is the last one of a finished job.
-      if (finished && (events->empty() || events->back().has_finished())) {
+      if (finished && (events.empty() || events.back().has_finished())) {
         return grpc::Status::OK;
       }
     }

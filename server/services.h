@@ -83,7 +83,11 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   // `response` when it succeeds.
   template <typename Response, typename Work>
   grpc::Status OnPool(grpc::ServerContext* context, Work work, Response* response);
-  absl::StatusOr<SamplePlan> PlanSamples(const v1::SampleRequest& request) const;
+  // The request's model and PlanX(request, model), LibTorch errors while
+  // planning (device copies) included as INTERNAL.
+  template <typename Request, typename Planner>
+  auto PlanFor(const Request& request, Planner planner) const
+      -> decltype(planner(request, nullptr));
   absl::StatusOr<at::Tensor> SamplesOnPool(grpc::ServerContext* context, const SamplePlan& plan,
                                            const std::vector<uint64_t>& seeds);
 

@@ -181,6 +181,33 @@ TEST_F(JobManagerTest, TheSizeCapEvictsTheOldestFinishedJobAndCountsIt) {
   EXPECT_NE(metrics_.Scrape().find("memaudit_jobs_evicted_total 1"), std::string::npos);
 }
 
+// A watcher holding a job reads it to the end even when the history caps
+// evict it meanwhile.
+TEST_F(JobManagerTest, AHeldJobStaysReadableAfterEviction) {
+  JobManagerOptions options;
+  options.max_finished_job_bytes = 1;
+  auto jobs = NewManager(options);
+  auto first = jobs->Submit(ClassAudit({0}, 2));
+  ASSERT_TRUE(first.ok());
+  auto held = jobs->Find(first->id());
+  ASSERT_TRUE(held.ok());
+  ASSERT_EQ(Finished(*jobs, first->id()).state(), v1::JOB_SUCCEEDED);
+  auto second = jobs->Submit(ClassAudit({1}, 1));
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(Finished(*jobs, second->id()).state(), v1::JOB_SUCCEEDED);
+  ASSERT_EQ(jobs->Get(first->id()).status().code(), absl::StatusCode::kNotFound);  // evicted
+  bool finished = false;
+  const std::vector<v1::AuditEvent> events =
+      jobs->Events(*held, 0, absl::ZeroDuration(), &finished);
+  EXPECT_TRUE(finished);
+  ASSERT_FALSE(events.empty());
+  EXPECT_TRUE(events.back().has_finished());
+  EXPECT_EQ(events.back().finished().report().conditions(0).samples_size(), 2);
+  int samples = 0;
+  for (const v1::AuditEvent& event : events) samples += event.has_sample();
+  EXPECT_EQ(samples, 2);
+}
+
 TEST_F(JobManagerTest, TheCountCapKeepsTheNewest) {
   JobManagerOptions options;
   options.max_finished_jobs_kept = 2;

@@ -156,6 +156,8 @@ TEST_F(PlansTest, EachBadAuditFieldIsNamed) {
          r->add_timesteps(1000);
        },
        "timesteps[1]"},
+      {"timestep above the first sampling step (980 of 50 steps)",
+       [](auto* r) { r->add_timesteps(990); }, "timesteps[0]"},
       {"early steps beyond the schedule", [](auto* r) { r->set_early_steps(51); }, "early_steps"},
       {"negative early steps", [](auto* r) { r->set_early_steps(-1); }, "early_steps"},
       {"label-free flags need 3 conditions",
@@ -192,6 +194,13 @@ TEST_F(PlansTest, EarlyOnlyIsCalibratedOrLabelFreeByThePolicy) {
   // A calibrated model flags even a single condition.
   request.mutable_conditions()->DeleteSubrange(1, kFixtureClasses - 1);
   EXPECT_TRUE(PlanAudit(request, Model("calibrated")).ok());
+  // Its metric (Jeon's) compares a real condition with the null one: the
+  // null condition itself is refused before any work.
+  request.add_conditions()->set_null_condition(true);
+  auto null_condition = PlanAudit(request, Model("calibrated"));
+  ASSERT_FALSE(null_condition.ok());
+  EXPECT_NE(null_condition.status().message().find("conditions[1]"), std::string::npos)
+      << null_condition.status();
 }
 
 TEST_F(PlansTest, CalibrationNeedsTwoLabelledConditionsEachAndNamesTheBadOne) {
