@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "status_macros.h"
 
 namespace memaudit::server {
@@ -22,6 +23,45 @@ bool IsValidModelName(const std::string& name) {
     }
   }
   return true;
+}
+
+// The name for an error message: names are echoed back to the caller, so a
+// long one is cut (an 8 KB name once overflowed the response metadata).
+std::string Quoted(const std::string& name) {
+  constexpr size_t kShown = 64;
+  if (name.size() <= kShown) return absl::StrCat("\"", name, "\"");
+  return absl::StrCat("\"", name.substr(0, kShown), "…\" (", name.size(), " bytes)");
+}
+
+// Whether `path` resolves (following symbolic links) to `root` or below it.
+bool ResolvesInside(const fs::path& path, const fs::path& root) {
+  std::error_code ec;
+  const fs::path resolved = fs::weakly_canonical(path, ec);
+  if (ec) return false;
+  const fs::path base = fs::weakly_canonical(root, ec);
+  if (ec) return false;
+  auto mismatch = std::mismatch(base.begin(), base.end(), resolved.begin(), resolved.end());
+  return mismatch.first == base.end();
+}
+
+// Model directories and their files must stay inside the repository: a
+// symbolic link that leaves it (a directory elsewhere, a config.pbtxt that
+// is /etc/passwd) is refused before anything is read.
+absl::Status CheckInsideRepository(const std::string& repository, const std::string& name) {
+  const fs::path directory = fs::path(repository) / name;
+  if (!ResolvesInside(directory, repository)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", Quoted(name), ": the directory links outside the repository"));
+  }
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(directory, ec)) {
+    if (!ResolvesInside(entry.path(), directory)) {
+      return absl::InvalidArgumentError(absl::StrCat("model ", Quoted(name), ": ",
+                                                     entry.path().filename().string(),
+                                                     " links outside the model directory"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -81,8 +121,7 @@ int ModelRegistry::LoadAll() {
 
 absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   if (!ExistsInRepository(name)) {
-    return absl::NotFoundError(
-        absl::StrCat("model \"", name, "\" is not in the repository ", repository_));
+    return absl::NotFoundError(absl::StrCat("model ", Quoted(name), " is not in the repository"));
   }
   absl::MutexLock load_lock(&load_mu_);
   uint64_t unloads_at_start = 0;
@@ -95,6 +134,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   const auto start = std::chrono::steady_clock::now();
   const std::string directory = (fs::path(repository_) / name).string();
   auto load = [&]() -> absl::StatusOr<std::shared_ptr<const LoadedModel>> {
+    RETURN_IF_ERROR(CheckInsideRepository(repository_, name));
     ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
                      Checkpoint::Load(directory, options_));
     auto model = std::make_shared<LoadedModel>();
@@ -134,9 +174,13 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
     Entry& entry = entries_[name];
     if (entry.unloads == unloads_at_start) {
       if (!loaded.ok()) {
-        entry.last_error = std::string(loaded.status().message());
+        // Paths in errors are relative to the repository (callers need not
+        // learn the server's directory layout).
+        const std::string message = absl::StrReplaceAll(
+            loaded.status().message(), {{(fs::path(repository_) / "").string(), ""}});
+        entry.last_error = message;
         if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
-        return loaded.status();
+        return absl::Status(loaded.status().code(), message);
       }
       entry.model = *loaded;
       entry.state = v1::MODEL_READY;
@@ -148,7 +192,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   // model is not serving after all.
   if (observer_) observer_(name, false, 0.0);
   return absl::AbortedError(
-      absl::StrCat("model \"", name, "\" was unloaded while it loaded; load it again"));
+      absl::StrCat("model ", Quoted(name), " was unloaded while it loaded; load it again"));
 }
 
 absl::StatusOr<v1::ModelInfo> ModelRegistry::Unload(const std::string& name) {
@@ -158,7 +202,8 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Unload(const std::string& name) {
     auto it = entries_.find(name);
     if (it == entries_.end()) {
       if (!ExistsInRepository(name)) {
-        return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the repository"));
+        return absl::NotFoundError(
+            absl::StrCat("model ", Quoted(name), " is not in the repository"));
       }
       it = entries_.emplace(name, Entry{}).first;
     }
@@ -180,21 +225,21 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> ModelRegistry::Get(
       if (it->second.model != nullptr) return it->second.model;
       switch (it->second.state) {
         case v1::MODEL_LOADING:
-          return absl::UnavailableError(absl::StrCat("model \"", name, "\" is still loading"));
+          return absl::UnavailableError(absl::StrCat("model ", Quoted(name), " is still loading"));
         case v1::MODEL_FAILED:
           return absl::UnavailableError(
-              absl::StrCat("model \"", name, "\" failed to load: ", it->second.last_error));
+              absl::StrCat("model ", Quoted(name), " failed to load: ", it->second.last_error));
         default:
           return absl::UnavailableError(
-              absl::StrCat("model \"", name, "\" is not loaded; load it first"));
+              absl::StrCat("model ", Quoted(name), " is not loaded; load it first"));
       }
     }
   }
   if (ExistsInRepository(name)) {
     return absl::UnavailableError(
-        absl::StrCat("model \"", name, "\" is not loaded; load it first"));
+        absl::StrCat("model ", Quoted(name), " is not loaded; load it first"));
   }
-  return absl::NotFoundError(absl::StrCat("model \"", name, "\" not found"));
+  return absl::NotFoundError(absl::StrCat("model ", Quoted(name), " not found"));
 }
 
 v1::ModelInfo ModelRegistry::InfoLocked(const std::string& name, const Entry& entry) const {
@@ -219,7 +264,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Info(const std::string& name) const
   auto it = entries_.find(name);
   if (it != entries_.end()) return InfoLocked(name, it->second);
   if (ExistsInRepository(name)) return InfoLocked(name, Entry{});
-  return absl::NotFoundError(absl::StrCat("model \"", name, "\" not found"));
+  return absl::NotFoundError(absl::StrCat("model ", Quoted(name), " not found"));
 }
 
 std::vector<v1::ModelInfo> ModelRegistry::List() const {

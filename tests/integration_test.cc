@@ -360,6 +360,12 @@ TEST_F(IntegrationTest, UnknownModelIsNotFound) {
   audit.set_model("no-such-model");
   EXPECT_EQ(client().SubmitAudit(audit).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(client().GetAudit("audit-000000000000").status().code(), absl::StatusCode::kNotFound);
+  // A very long name is NOT_FOUND too (its echo once overflowed the
+  // response metadata: RESOURCE_EXHAUSTED).
+  auto long_name = client().GetModel(std::string(8192, 'm'));
+  EXPECT_EQ(long_name.status().code(), absl::StatusCode::kNotFound) << long_name.status();
+  request.set_model(std::string(8192, 'm'));
+  EXPECT_EQ(client().Spectrum(request).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(IntegrationTest, MalformedTensorsNameTheField) {

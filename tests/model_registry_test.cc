@@ -101,5 +101,51 @@ TEST(ModelRegistryTest, AnUnknownEarlyMetricFailsTheLoadNamingTheField) {
   EXPECT_EQ((*registry->Get("calibrated"))->policy.early_metric, EarlyMetric::kJeonSharpness);
 }
 
+// Model directories and files must stay inside the repository; errors
+// name paths relative to it and cut long names.
+TEST(ModelRegistryTest, NothingOutsideTheRepositoryIsRead) {
+  testing::ServerFixture fixture;
+  testing::ScratchDir elsewhere;
+  namespace fs = std::filesystem;
+  // A model directory that is a link to a model outside the repository.
+  ASSERT_TRUE(testing::WriteMixtureDirectory(elsewhere.path(), "outside",
+                                             testing::PointMassAndBroadClasses(2, 2),
+                                             v1::NoiseSchedule::LINEAR, v1::EPSILON, 2)
+                  .ok());
+  fs::create_directory_symlink(elsewhere.Join("outside"), fixture.repository() + "/outside");
+  // A model whose config.pbtxt is a link to a file outside its directory.
+  fs::create_directories(fixture.repository() + "/leaky");
+  fs::copy_file(fixture.repository() + "/classes/model.pt",
+                fixture.repository() + "/leaky/model.pt");
+  testing::WriteFile(elsewhere.Join("secret.txt"), "root:x:0:0:root:/root:/bin/bash\n");
+  fs::create_symlink(elsewhere.Join("secret.txt"), fixture.repository() + "/leaky/config.pbtxt");
+
+  auto registry = fixture.NewRegistry();
+  auto outside = registry->Load("outside");
+  ASSERT_FALSE(outside.ok());
+  EXPECT_NE(outside.status().message().find("links outside the repository"), std::string::npos)
+      << outside.status();
+  auto leaky = registry->Load("leaky");
+  ASSERT_FALSE(leaky.ok());
+  EXPECT_NE(leaky.status().message().find("config.pbtxt links outside"), std::string::npos)
+      << leaky.status();
+  EXPECT_EQ(leaky.status().message().find("root"), std::string::npos) << leaky.status();
+  EXPECT_EQ(registry->Info("leaky")->state(), v1::MODEL_FAILED);
+
+  // Errors do not show where the repository is on the server.
+  testing::WriteFile(fixture.repository() + "/classes/model.pt", "not an archive");
+  auto broken = registry->Load("classes");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.status().message().find("classes/model.pt"), std::string::npos)
+      << broken.status();
+  EXPECT_EQ(broken.status().message().find(fixture.repository()), std::string::npos)
+      << broken.status();
+
+  const std::string long_name(8192, 'a');
+  auto unknown = registry->Get(long_name);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_LT(unknown.status().message().size(), 200u) << unknown.status();
+}
+
 }  // namespace
 }  // namespace memaudit::server
