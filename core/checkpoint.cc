@@ -20,30 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
-  at::Device device = at::kCPU;
-  try {
-    device = at::Device(name);
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("device \"", name, "\" is not a device name (use cpu, cuda or cuda:N)"));
-  }
-  if (device.is_cuda()) {
-    if (!torch::cuda::is_available()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "device ", name, " requested, but this LibTorch build has no usable CUDA device"));
-    }
-    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
-    if (device.has_index() && device.index() >= count) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("device ", name, " requested, but only ", count, " CUDA device(s) exist"));
-    }
-  } else if (!device.is_cpu()) {
-    return absl::InvalidArgumentError(absl::StrCat("device ", name, " is not supported"));
-  }
-  return device;
-}
-
 template <typename Container>
 std::string ShapeString(const Container& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
@@ -79,6 +55,30 @@ at::ScalarType SavedPrecision(const torch::jit::Module& module) {
 }
 
 }  // namespace
+
+absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
+  at::Device device = at::kCPU;
+  try {
+    device = at::Device(name);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", name, "\" is not a device name (use cpu, cuda or cuda:N)"));
+  }
+  if (device.is_cuda()) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", name, " requested, but this LibTorch build has no usable CUDA device"));
+    }
+    const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+    if (device.has_index() && device.index() >= count) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", name, " requested, but only ", count, " CUDA device(s) exist"));
+    }
+  } else if (!device.is_cpu()) {
+    return absl::InvalidArgumentError(absl::StrCat("device ", name, " is not supported"));
+  }
+  return device;
+}
 
 absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
     const std::string& directory, const CheckpointOptions& options) {

@@ -23,6 +23,10 @@
 
 namespace memaudit {
 
+// "cpu", "cuda" or "cuda:N" as a device: INVALID_ARGUMENT for other names,
+// FAILED_PRECONDITION when CUDA or that CUDA device is not available.
+absl::StatusOr<at::Device> ParseDevice(const std::string& name);
+
 struct CheckpointOptions {
   // "cpu", "cuda" or "cuda:N". CUDA requires a CUDA build of LibTorch.
   std::string device = "cpu";

@@ -6,8 +6,10 @@
 #include <grpcpp/server_builder.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint.h"
 #include "status_macros.h"
 
 namespace memaudit::server {
@@ -18,6 +20,22 @@ constexpr int kMaxMessageBytes = 256 << 20;
 
 absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
     const ServerOptions& options) {
+  // Configuration errors end the start, with the reason: a repository that
+  // is not a readable directory, a device that cannot be used.
+  std::error_code ec;
+  if (!std::filesystem::is_directory(options.model_repository, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--model_repository: \"", options.model_repository, "\" is not a directory"));
+  }
+  std::filesystem::directory_iterator listing(options.model_repository, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--model_repository: cannot read \"", options.model_repository, "\": ", ec.message()));
+  }
+  if (auto device = ParseDevice(options.device); !device.ok()) {
+    return absl::Status(device.status().code(),
+                        absl::StrCat("--device: ", device.status().message()));
+  }
   std::unique_ptr<MemauditServer> server(new MemauditServer());
   server->options_ = options;
   server->metrics_ = std::make_unique<Metrics>();

@@ -944,6 +944,22 @@ TEST_F(IntegrationTest, ScrapeIsAnsweredWithManyIdleConnections) {
   EXPECT_LT(seconds, 5.0);
 }
 
+// Configuration errors end the start with the reason and a non-zero exit,
+// instead of a server that serves nothing.
+TEST_F(IntegrationTest, BadStartupConfigurationFailsLoudly) {
+  const std::string server =
+      std::string(MEMAUDIT_SERVER_BINARY) + " --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0";
+  CommandResult missing =
+      RunCommand(server + " --model_repository=" + scratch_->Join("no-such-dir") + " 2>&1");
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("--model_repository"), std::string::npos) << missing.output;
+  EXPECT_NE(missing.output.find("is not a directory"), std::string::npos) << missing.output;
+  CommandResult device = RunCommand(server + " --model_repository=" + scratch_->Join("models") +
+                                    " --device=banana 2>&1");
+  EXPECT_EQ(device.exit_code, 1) << device.output;
+  EXPECT_NE(device.output.find("--device"), std::string::npos) << device.output;
+}
+
 // SIGTERM with an audit running: the server cancels it after the grace
 // period and exits 0. A server of its own, so the suite's server stays up.
 TEST_F(IntegrationTest, GracefulShutdownOnSigterm) {
