@@ -360,6 +360,10 @@ TEST_F(IntegrationTest, UnknownModelIsNotFound) {
   audit.set_model("no-such-model");
   EXPECT_EQ(client().SubmitAudit(audit).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(client().GetAudit("audit-000000000000").status().code(), absl::StatusCode::kNotFound);
+  // Any echo of a long input is cut at the RPC boundary (an 8 KB job id).
+  auto long_id = client().GetAudit(std::string(8192, 'j'));
+  EXPECT_EQ(long_id.status().code(), absl::StatusCode::kNotFound) << long_id.status();
+  EXPECT_LT(long_id.status().message().size(), 2200u);
   // A very long name is NOT_FOUND too (its echo once overflowed the
   // response metadata: RESOURCE_EXHAUSTED).
   auto long_name = client().GetModel(std::string(8192, 'm'));
