@@ -1,7 +1,12 @@
 #include "client.h"
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 
 namespace memaudit::client {
 namespace {
@@ -68,18 +73,82 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-Client::Client(const std::string& target, std::chrono::milliseconds timeout) : timeout_(timeout) {
+absl::StatusOr<ChannelSecurity> ChannelSecurity::FromFiles(const std::string& ca_path,
+                                                           const std::string& cert_path,
+                                                           const std::string& key_path,
+                                                           const std::string& token_path) {
+  auto read = [](const std::string& flag, const std::string& path) -> absl::StatusOr<std::string> {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read \"", path, "\""));
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  ChannelSecurity security;
+  if (cert_path.empty() != key_path.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  // Reads `path` into `*pem` when it is set.
+  auto read_into = [&read](const std::string& flag, const std::string& path,
+                           std::string* pem) -> absl::Status {
+    if (path.empty()) return absl::OkStatus();
+    absl::StatusOr<std::string> text = read(flag, path);
+    if (!text.ok()) return text.status();
+    *pem = *std::move(text);
+    return absl::OkStatus();
+  };
+  for (absl::Status status : {read_into("--tls-ca", ca_path, &security.ca_pem),
+                              read_into("--tls-cert", cert_path, &security.cert_pem),
+                              read_into("--tls-key", key_path, &security.key_pem)}) {
+    if (!status.ok()) return status;
+  }
+  security.tls = !ca_path.empty() || !cert_path.empty();
+  if (!token_path.empty()) {
+    std::string text;
+    if (absl::Status status = read_into("--token-file", token_path, &text); !status.ok()) {
+      return status;
+    }
+    const absl::string_view first_line = absl::string_view(text).substr(0, text.find('\n'));
+    security.token = std::string(absl::StripAsciiWhitespace(first_line));
+    if (security.token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--token-file: \"", token_path, "\" holds no token on its first line"));
+    }
+  }
+  return security;
+}
+
+Client::Client(const std::string& target, std::chrono::milliseconds timeout,
+               const ChannelSecurity& security)
+    : timeout_(timeout) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(256 << 20);
   arguments.SetMaxSendMessageSize(256 << 20);
-  channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (security.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = security.ca_pem;
+    ssl.pem_private_key = security.key_pem;
+    ssl.pem_cert_chain = security.cert_pem;
+    credentials = grpc::SslCredentials(ssl);
+    if (!security.server_name.empty()) {
+      arguments.SetSslTargetNameOverride(security.server_name);
+    }
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  if (!security.token.empty()) authorization_ = "Bearer " + security.token;
+  channel_ = grpc::CreateCustomChannel(target, credentials, arguments);
   health_ = grpc::health::v1::Health::NewStub(channel_);
   models_ = v1::ModelService::NewStub(channel_);
   audits_ = v1::AuditService::NewStub(channel_);
 }
 
-void Client::Prepare(grpc::ClientContext* context) const {
-  if (timeout_.count() > 0) context->set_deadline(std::chrono::system_clock::now() + timeout_);
+void Client::Prepare(grpc::ClientContext* context, bool deadline) const {
+  if (deadline && timeout_.count() > 0) {
+    context->set_deadline(std::chrono::system_clock::now() + timeout_);
+  }
+  if (!authorization_.empty()) context->AddMetadata("authorization", authorization_);
 }
 
 absl::StatusOr<std::string> Client::Health(const std::string& service) {
@@ -139,8 +208,8 @@ absl::StatusOr<v1::AuditJob> Client::GetAudit(const std::string& id) {
   return Unary(audits_.get(), &v1::AuditService::Stub::GetAudit, request);
 }
 
-absl::StatusOr<v1::ListAuditsResponse> Client::ListAudits() {
-  return Unary(audits_.get(), &v1::AuditService::Stub::ListAudits, v1::ListAuditsRequest());
+absl::StatusOr<v1::ListAuditsResponse> Client::ListAudits(const v1::ListAuditsRequest& request) {
+  return Unary(audits_.get(), &v1::AuditService::Stub::ListAudits, request);
 }
 
 absl::StatusOr<v1::AuditJob> Client::CancelAudit(const std::string& id) {
@@ -154,6 +223,7 @@ absl::Status Client::StreamSamples(
     const std::function<absl::Status(const v1::SampleResponse&)>& on_sample,
     const std::function<bool()>& interrupted) {
   grpc::ClientContext context;
+  Prepare(&context, /*deadline=*/false);
   return ReadStream<v1::SampleResponse>(
       &context, interrupted,
       [&](grpc::ClientContext* c) { return audits_->StreamSamples(c, request); }, on_sample);
@@ -162,7 +232,8 @@ absl::Status Client::StreamSamples(
 absl::StatusOr<v1::AuditJob> Client::WatchAudit(
     const std::string& id, const std::function<void(const v1::AuditEvent&)>& on_event,
     const std::function<bool()>& interrupted) {
-  grpc::ClientContext context;  // no deadline: audits take as long as they take
+  grpc::ClientContext context;
+  Prepare(&context, /*deadline=*/false);  // audits take as long as they take
   v1::WatchAuditRequest request;
   request.set_id(id);
   std::optional<v1::AuditJob> finished;

@@ -20,10 +20,31 @@ namespace memaudit::client {
 
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
+// How the client proves who it is and checks whom it talks to.
+struct ChannelSecurity {
+  bool tls = false;         // TLS instead of plaintext
+  std::string ca_pem;       // roots that sign the server's certificate ("" : system roots)
+  std::string cert_pem;     // client certificate chain for mTLS ("" : none)
+  std::string key_pem;      // its private key
+  std::string server_name;  // name to check the certificate against ("" : the target's host)
+  std::string token;        // bearer token sent with every call ("" : none)
+
+  // From files (each "" to leave it unset): any TLS file turns TLS on.
+  // INVALID_ARGUMENT naming the flag for a file that cannot be read, a
+  // certificate without its key, or an empty token file. The token file's
+  // first line is the token (surrounding whitespace removed).
+  static absl::StatusOr<ChannelSecurity> FromFiles(const std::string& ca_path,
+                                                   const std::string& cert_path,
+                                                   const std::string& key_path,
+                                                   const std::string& token_path);
+};
+
 class Client {
  public:
-  // `target` is HOST:PORT. `timeout` bounds every unary call (0: none).
-  Client(const std::string& target, std::chrono::milliseconds timeout);
+  // `target` is HOST:PORT (or any gRPC target name). `timeout` bounds every
+  // unary call (0: none).
+  Client(const std::string& target, std::chrono::milliseconds timeout,
+         const ChannelSecurity& security = {});
 
   // grpc.health.v1: "SERVING", "NOT_SERVING", ... for `service` ("" overall).
   absl::StatusOr<std::string> Health(const std::string& service = "");
@@ -50,7 +71,8 @@ class Client {
   absl::StatusOr<v1::CalibrationResponse> Calibrate(const v1::CalibrationRequest& request);
   absl::StatusOr<v1::AuditJob> SubmitAudit(const v1::AuditRequest& request);
   absl::StatusOr<v1::AuditJob> GetAudit(const std::string& id);
-  absl::StatusOr<v1::ListAuditsResponse> ListAudits();
+  // One page (ListAuditsRequest.page_size / page_token).
+  absl::StatusOr<v1::ListAuditsResponse> ListAudits(const v1::ListAuditsRequest& request = {});
   absl::StatusOr<v1::AuditJob> CancelAudit(const std::string& id);
 
   // Streams the job's events to `on_event` until the job ends; returns the
@@ -62,7 +84,8 @@ class Client {
       const std::function<bool()>& interrupted = {});
 
  private:
-  void Prepare(grpc::ClientContext* context) const;
+  // The token, and the --timeout deadline when `deadline`.
+  void Prepare(grpc::ClientContext* context, bool deadline = true) const;
   template <typename Stub, typename Request, typename Response>
   absl::StatusOr<Response> Unary(Stub* stub,
                                  grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
@@ -78,6 +101,7 @@ class Client {
 
   std::shared_ptr<grpc::Channel> channel_;
   std::chrono::milliseconds timeout_;
+  std::string authorization_;  // "Bearer <token>", or empty
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   std::unique_ptr<v1::ModelService::Stub> models_;
   std::unique_ptr<v1::AuditService::Stub> audits_;

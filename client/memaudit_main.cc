@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 
 namespace memaudit::client::cli {
 
@@ -11,11 +12,7 @@ int Main(int argc, char** argv) {
   CLI::App app{"memaudit: audit diffusion models for memorization (client of memaudit-server)"};
   app.require_subcommand(1);
   CommonOptions common;
-  app.add_option("--server", common.server, "memaudit-server address HOST:PORT")
-      ->capture_default_str();
-  app.add_option("--timeout", common.timeout_seconds,
-                 "deadline for unary calls in seconds (0: none)")
-      ->capture_default_str();
+  common.AddConnectionFlags(app);
 
   // In the order `memaudit --help` lists them.
   using AddCommand = Command (*)(CLI::App&, CommonOptions&);
@@ -30,6 +27,7 @@ int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
+  if (absl::Status status = common.LoadSecurity(); !status.ok()) return Fail(status);
   for (const Command& command : commands) {
     if (command.app->parsed()) return command.run(common);
   }

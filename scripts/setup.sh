@@ -23,6 +23,8 @@ PACKAGES=(
   # tests: `promtool check metrics/rules` (the prometheus package), and the
   # offline checks of deploy/ (yamllint, PyYAML)
   prometheus yamllint python3-yaml
+  # tests: throw-away certificates for the TLS tests (tests/make_test_certs.sh)
+  openssl
 )
 
 missing=()

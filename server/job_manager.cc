@@ -1,11 +1,13 @@
 #include "job_manager.h"
 
 #include <algorithm>
+#include <limits>
 #include <random>
 
 #include <google/protobuf/field_mask.pb.h>
 #include <google/protobuf/util/field_mask_util.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "audit_runner.h"
@@ -78,13 +80,16 @@ std::string JobManager::NewId() {
                          next_id_.fetch_add(0x9E3779B97F4A7C15ull) & 0xFFFFFFFFFFFFull);
 }
 
-absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request) {
+absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
+                                                const std::string& owner) {
   if (request.model().empty()) return absl::InvalidArgumentError("model: required");
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, registry_->Get(request.model()));
   ASSIGN_OR_RETURN(AuditPlan plan,
                    PlanNoThrow([&] { return PlanAudit(request, std::move(model)); }));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();
+  job->owner = owner;
+  job->state.set_owner(owner);
   job->plan = std::make_shared<const AuditPlan>(std::move(plan));
   job->state.set_id(NewId());
   job->state.set_state(v1::JOB_QUEUED);
@@ -109,6 +114,7 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request)
           absl::StrCat("audit queue full (", options_.max_concurrent_jobs, " running, ",
                        options_.max_queued_jobs, " queued); retry later"));
     }
+    job->sequence = next_sequence_++;
     jobs_[job->state.id()] = job;
     order_.push_back(job->state.id());
     ++active_;
@@ -228,14 +234,40 @@ absl::StatusOr<v1::AuditJob> JobManager::Get(const std::string& id) const {
   return it->second->state;
 }
 
-std::vector<v1::AuditJob> JobManager::List() const {
-  std::vector<v1::AuditJob> list;
+absl::StatusOr<JobManager::ListPage> JobManager::List(const ListQuery& query) const {
+  if (query.page_size < 0 || query.page_size > kMaxListPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: ", query.page_size, " is not in [0, ", kMaxListPageSize, "]"));
+  }
+  const int page_size = query.page_size == 0 ? kDefaultListPageSize : query.page_size;
+  // The token is the sequence number of the last job of the previous page.
+  uint64_t before = std::numeric_limits<uint64_t>::max();
+  if (!query.page_token.empty() && (!absl::SimpleAtoi(query.page_token, &before) || before == 0)) {
+    return absl::InvalidArgumentError(
+        "page_token: not a token from ListAuditsResponse.next_page_token");
+  }
+  ListPage page;
+  size_t bytes = 0;
   absl::MutexLock lock(&mu_);
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
-    v1::AuditJob job = WithoutSamples(jobs_.at(*it)->state);
-    list.push_back(std::move(job));
+    const Job& job = *jobs_.at(*it);
+    if (job.sequence >= before) continue;
+    if (query.owner.has_value() && job.owner != *query.owner) continue;
+    if (static_cast<int>(page.jobs.size()) == page_size) {
+      page.next_page_token = absl::StrCat(before);
+      break;
+    }
+    v1::AuditJob listed = WithoutSamples(job.state);
+    const size_t size = listed.ByteSizeLong();
+    if (!page.jobs.empty() && bytes + size > kMaxListPageBytes) {
+      page.next_page_token = absl::StrCat(before);
+      break;
+    }
+    bytes += size;
+    before = job.sequence;
+    page.jobs.push_back(std::move(listed));
   }
-  return list;
+  return page;
 }
 
 absl::StatusOr<v1::AuditJob> JobManager::Cancel(const std::string& id) {

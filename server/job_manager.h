@@ -53,11 +53,27 @@ class JobManager {
   // audits that version of the model even if it is reloaded or unloaded
   // meanwhile. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when
   // shutting down.
-  absl::StatusOr<v1::AuditJob> Submit(const v1::AuditRequest& request);
+  // `owner` (the caller's name, "" on an open server) is recorded in the
+  // job (AuditJob.owner).
+  absl::StatusOr<v1::AuditJob> Submit(const v1::AuditRequest& request,
+                                      const std::string& owner = "");
   // NOT_FOUND for an unknown (or evicted) id.
   absl::StatusOr<v1::AuditJob> Get(const std::string& id) const;
-  // Newest first, without per-sample reports.
-  std::vector<v1::AuditJob> List() const;
+  // A page of jobs, newest first, without per-sample reports.
+  struct ListQuery {
+    std::optional<std::string> owner;  // only this owner's jobs; all when unset
+    int page_size = 0;                 // 0: kDefaultListPageSize; at most kMaxListPageSize
+    std::string page_token;            // ListPage::next_page_token of the previous page
+  };
+  struct ListPage {
+    std::vector<v1::AuditJob> jobs;
+    std::string next_page_token;  // empty on the last page
+  };
+  static constexpr int kDefaultListPageSize = 100;
+  static constexpr int kMaxListPageSize = 1000;
+  static constexpr size_t kMaxListPageBytes = size_t{16} << 20;
+  // INVALID_ARGUMENT for a page size out of range or a malformed token.
+  absl::StatusOr<ListPage> List(const ListQuery& query) const;
   // Requests cancellation; a queued job ends at once, a running one at its
   // next stop check. Cancelling a finished job is a no-op.
   absl::StatusOr<v1::AuditJob> Cancel(const std::string& id);
@@ -116,10 +132,13 @@ class JobManager {
   int64_t finished_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t active_ ABSL_GUARDED_BY(mu_) = 0;  // queued + running
   std::atomic<uint64_t> next_id_{0};
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::unique_ptr<WorkerPool> pool_;
 };
 
 struct JobManager::Job {
+  std::string owner;                      // set before the job is shared; never changes
+  uint64_t sequence = 0;                  // creation order (1, 2, ...): ListAudits paging
   v1::AuditJob state;                     // guarded by the manager's mutex; the report lives here
   std::shared_ptr<const AuditPlan> plan;  // released when the job ends
   // Samples finished so far while running; moved out when the report

@@ -246,7 +246,7 @@ std::string Metrics::Scrape() {
   return out.str();
 }
 
-absl::StatusOr<int> Metrics::Serve(const std::string& listen) {
+absl::StatusOr<int> Metrics::Serve(const std::string& listen, const HttpOptions& options) {
   const size_t colon = listen.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
@@ -256,7 +256,20 @@ absl::StatusOr<int> Metrics::Serve(const std::string& listen) {
   }
   std::string host = listen.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  http_ = std::make_unique<httplib::Server>();
+  if (options.tls_cert_path.empty() != options.tls_key_path.empty()) {
+    return absl::InvalidArgumentError("metrics TLS needs both a certificate and a key");
+  }
+  if (!options.tls_cert_path.empty()) {
+    auto https = std::make_unique<httplib::SSLServer>(options.tls_cert_path.c_str(),
+                                                      options.tls_key_path.c_str());
+    if (!https->is_valid()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--metrics_tls: cannot use ", options.tls_cert_path, " and ", options.tls_key_path));
+    }
+    http_ = std::move(https);
+  } else {
+    http_ = std::make_unique<httplib::Server>();
+  }
   http_->set_socket_options([](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
@@ -270,6 +283,20 @@ absl::StatusOr<int> Metrics::Serve(const std::string& listen) {
   http_->set_write_timeout(2, 0);
   http_->set_keep_alive_timeout(2);
   http_->set_keep_alive_max_count(16);
+  if (options.authorize) {
+    // Every path, the index included, needs the token.
+    http_->set_pre_routing_handler([authorize = options.authorize](const httplib::Request& request,
+                                                                   httplib::Response& response) {
+      if (authorize(request.get_header_value("Authorization"))) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      response.status = 401;
+      response.set_header("WWW-Authenticate", "Bearer realm=\"memaudit metrics\"");
+      response.set_content("a bearer token from the server's token file is required\n",
+                           "text/plain");
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  }
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(Scrape(), "text/plain; version=0.0.4; charset=utf-8");
   });

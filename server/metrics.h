@@ -61,10 +61,20 @@ class Metrics {
   // The exposition text (what GET /metrics returns).
   std::string Scrape();
 
+  // How the endpoint is protected (all optional).
+  struct HttpOptions {
+    // Both set: HTTPS only, with this PEM certificate chain and key.
+    std::string tls_cert_path;
+    std::string tls_key_path;
+    // Set: a request is answered only when this returns true for its
+    // Authorization header ("" when absent); otherwise 401.
+    std::function<bool(const std::string& authorization)> authorize;
+  };
   // Serves GET /metrics on `listen` ("host:port"; port 0 picks one) in a
   // background thread. Returns the bound port. FAILED_PRECONDITION if the
-  // port is taken (no SO_REUSEPORT: a clash is an error, not a split).
-  absl::StatusOr<int> Serve(const std::string& listen);
+  // port is taken (no SO_REUSEPORT: a clash is an error, not a split) or
+  // the TLS files cannot be used.
+  absl::StatusOr<int> Serve(const std::string& listen, const HttpOptions& options = {});
   void StopServing();
 
   // For tests: the current value of memaudit_network_evaluations_total.

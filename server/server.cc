@@ -11,11 +11,30 @@
 #include "absl/strings/str_cat.h"
 #include "checkpoint.h"
 #include "status_macros.h"
+#include "tls.h"
 
 namespace memaudit::server {
 namespace {
 constexpr const char* kServiceNames[] = {"memaudit.v1.ModelService", "memaudit.v1.AuditService"};
 constexpr int kMaxMessageBytes = 256 << 20;
+
+// Flag combinations that cannot work.
+absl::Status CheckSecurityFlags(const ServerOptions& options) {
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (!options.tls_client_ca.empty() && options.tls_cert.empty()) {
+    return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  if (options.metrics_tls && options.tls_cert.empty()) {
+    return absl::InvalidArgumentError("--metrics_tls needs --tls_cert and --tls_key");
+  }
+  if (options.metrics_require_token && options.token_file.empty()) {
+    return absl::InvalidArgumentError("--metrics_require_token needs --token_file");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
@@ -36,8 +55,31 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
     return absl::Status(device.status().code(),
                         absl::StrCat("--device: ", device.status().message()));
   }
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  RETURN_IF_ERROR(CheckSecurityFlags(options));
+  if (!options.tls_cert.empty()) {
+    ASSIGN_OR_RETURN(const TlsMaterial tls,
+                     LoadTlsMaterial(options.tls_cert, options.tls_key, options.tls_client_ca));
+    grpc::SslServerCredentialsOptions ssl(
+        tls.client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = tls.client_ca;
+    ssl.pem_key_cert_pairs.push_back({tls.private_key, tls.certificate_chain});
+    credentials = grpc::SslServerCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureServerCredentials();
+  }
   std::unique_ptr<MemauditServer> server(new MemauditServer());
   server->options_ = options;
+  if (!options.token_file.empty()) {
+    auto tokens = TokenStore::Load(options.token_file);
+    if (!tokens.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--token_file: ", tokens.status().message()));
+    }
+    server->tokens_ = *std::move(tokens);
+  }
+  server->access_ = std::make_unique<AccessControl>(server->tokens_.get());
   server->metrics_ = std::make_unique<Metrics>();
   Metrics* metrics = server->metrics_.get();
 
@@ -64,13 +106,24 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   JobManager* jobs = server->jobs_.get();
   metrics->SetJobGauges([jobs] { return jobs->gauges(); });
 
-  server->model_service_ = std::make_unique<ModelServiceImpl>(server->registry_.get(),
-                                                              server->request_pool_.get(), metrics);
+  server->model_service_ = std::make_unique<ModelServiceImpl>(
+      server->registry_.get(), server->request_pool_.get(), metrics, server->access_.get());
   server->audit_service_ =
       std::make_unique<AuditServiceImpl>(server->registry_.get(), jobs, server->request_pool_.get(),
-                                         metrics, options.max_watch_streams);
+                                         metrics, server->access_.get(), options.max_watch_streams);
 
-  ASSIGN_OR_RETURN(server->metrics_port_, metrics->Serve(options.metrics_listen));
+  Metrics::HttpOptions http;
+  if (options.metrics_tls) {
+    http.tls_cert_path = options.tls_cert;
+    http.tls_key_path = options.tls_key;
+  }
+  if (options.metrics_require_token) {
+    const TokenStore* tokens = server->tokens_.get();
+    http.authorize = [tokens](const std::string& authorization) {
+      return tokens->Authenticate(authorization).ok();
+    };
+  }
+  ASSIGN_OR_RETURN(server->metrics_port_, metrics->Serve(options.metrics_listen, http));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -79,7 +132,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->grpc_port_);
+  builder.AddListeningPort(options.listen, credentials, &server->grpc_port_);
   builder.RegisterService(server->model_service_.get());
   builder.RegisterService(server->audit_service_.get());
   server->server_ = builder.BuildAndStart();
@@ -101,6 +154,13 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   return server;
 }
 
+absl::StatusOr<int> MemauditServer::ReloadTokens() {
+  if (tokens_ == nullptr) {
+    return absl::FailedPreconditionError("no --token_file: this server does not check tokens");
+  }
+  return tokens_->Reload();
+}
+
 MemauditServer::~MemauditServer() { Shutdown(absl::ZeroDuration()); }
 
 void MemauditServer::WaitForInitialLoad() {
@@ -119,14 +179,15 @@ void MemauditServer::Shutdown(absl::Duration grace) {
   shut_down_ = true;
   WaitForInitialLoad();
   SetServing(false);
-  request_pool_->Close();
-  jobs_->Shutdown(grace);
+  // A start that failed half-way destroys a server with parts missing.
+  if (request_pool_) request_pool_->Close();
+  if (jobs_) jobs_->Shutdown(grace);
   if (server_) {
     server_->GetHealthCheckService()->Shutdown();
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
   }
-  metrics_->StopServing();
+  if (metrics_) metrics_->StopServing();
 }
 
 }  // namespace memaudit::server

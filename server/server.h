@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "access_control.h"
 #include "job_manager.h"
 #include "metrics.h"
 #include "model_registry.h"
@@ -33,6 +34,17 @@ struct ServerOptions {
   int64_t max_finished_job_mib = 256;  // and their total size
   int64_t max_dense_dimension = kDefaultMaxDenseDimension;
   absl::Duration shutdown_grace = absl::Seconds(30);
+
+  // TLS (PEM files). With tls_cert and tls_key the gRPC port accepts TLS
+  // only; with tls_client_ca too, clients must present a certificate signed
+  // by that CA (mTLS).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  // Bearer tokens with roles (access_control.h); empty: an open server.
+  std::string token_file;
+  bool metrics_tls = false;            // /metrics over HTTPS with tls_cert/tls_key
+  bool metrics_require_token = false;  // /metrics needs a token of token_file (any role)
 };
 
 class MemauditServer {
@@ -47,6 +59,11 @@ class MemauditServer {
   // Blocks until the initial model load pass has finished.
   void WaitForInitialLoad();
 
+  // Re-reads the token file (SIGHUP). On an error the tokens in force stay
+  // and the error is returned; FAILED_PRECONDITION without --token_file.
+  // Returns the number of tokens now in force.
+  absl::StatusOr<int> ReloadTokens();
+
   // Graceful stop: health NOT_SERVING, no new work, running audits get
   // `grace` to finish and are then cancelled, then the listeners close.
   void Shutdown(absl::Duration grace);
@@ -57,6 +74,8 @@ class MemauditServer {
 
   ServerOptions options_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<TokenStore> tokens_;  // null: an open server
+  std::unique_ptr<AccessControl> access_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<WorkerPool> request_pool_;
   std::unique_ptr<JobManager> jobs_;

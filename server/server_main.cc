@@ -2,8 +2,11 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include "server.h"
 #include "torch_runtime.h"
@@ -12,6 +15,7 @@ int main(int argc, char** argv) {
   memaudit::server::ServerOptions options;
   int threads = 0;
   double grace_seconds = 30;
+  double watchdog_seconds = 15;
   std::string port_file;
   CLI::App app{"memaudit-server: audits diffusion models for memorization over gRPC"};
   app.add_option("--model_repository", options.model_repository,
@@ -58,17 +62,35 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown_grace_seconds", grace_seconds,
                  "on SIGTERM, time running audits get before they are cancelled")
       ->capture_default_str();
+  app.add_option("--tls_cert", options.tls_cert,
+                 "PEM certificate chain: the gRPC port accepts TLS only (with --tls_key)");
+  app.add_option("--tls_key", options.tls_key, "PEM private key of --tls_cert");
+  app.add_option("--tls_client_ca", options.tls_client_ca,
+                 "PEM CA bundle: clients must present a certificate it signed (mTLS)");
+  app.add_option("--token_file", options.token_file,
+                 "bearer tokens with roles, \"<name> <audit|admin> sha256:<hex>\" per line "
+                 "(re-read on SIGHUP); unset: no token checks");
+  app.add_flag("--metrics_tls", options.metrics_tls,
+               "serve /metrics over HTTPS with --tls_cert/--tls_key");
+  app.add_flag("--metrics_require_token", options.metrics_require_token,
+               "/metrics needs a bearer token from --token_file (any role)");
+  app.add_option("--shutdown_watchdog_seconds", watchdog_seconds,
+                 "after SIGTERM, exit anyway when shutdown has not finished this long after "
+                 "the grace period (a model call that never returns)")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 3600.0));
   app.add_option("--port_file", port_file,
                  "write \"<grpc port> <metrics port>\" here once listening");
   CLI11_PARSE(app, argc, argv);
   options.shutdown_grace = absl::Seconds(grace_seconds);
 
-  // Block the stop signals in every thread; the main thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Block the signals in every thread; the main thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   memaudit::ConfigureTorchRuntime(threads);
   auto server = memaudit::server::MemauditServer::Start(options);
@@ -76,17 +98,50 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "memaudit-server: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
-  std::fprintf(stderr, "memaudit-server: gRPC on port %d, metrics on port %d, repository %s\n",
-               (*server)->grpc_port(), (*server)->metrics_port(), options.model_repository.c_str());
+  std::fprintf(stderr,
+               "memaudit-server: gRPC on port %d (%s%s), metrics on port %d, repository %s%s\n",
+               (*server)->grpc_port(), options.tls_cert.empty() ? "plaintext" : "TLS",
+               options.tls_client_ca.empty() ? "" : ", client certificates required",
+               (*server)->metrics_port(), options.model_repository.c_str(),
+               options.token_file.empty() ? ", no token checks" : ", tokens required");
   if (!port_file.empty()) {
     const std::string temporary = port_file + ".tmp";
     std::ofstream(temporary) << (*server)->grpc_port() << " " << (*server)->metrics_port() << "\n";
     std::rename(temporary.c_str(), port_file.c_str());
   }
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (true) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    absl::StatusOr<int> tokens = (*server)->ReloadTokens();
+    if (tokens.ok()) {
+      std::fprintf(stderr, "memaudit-server: SIGHUP: %d token(s) in force\n", *tokens);
+    } else {
+      std::fprintf(stderr, "memaudit-server: SIGHUP: tokens not reloaded, the old ones stay: %s\n",
+                   std::string(tokens.status().message()).c_str());
+    }
+  }
   std::fprintf(stderr, "memaudit-server: signal %d, shutting down (grace %.0f s)\n", signal_number,
                grace_seconds);
+  // A LibTorch call cannot be interrupted: if one never returns, shutdown
+  // would wait forever. The watchdog ends the process regardless, and a
+  // second SIGTERM/SIGINT ends it at once.
+  std::thread([&signals] {
+    int again = 0;
+    do {
+      sigwait(&signals, &again);
+    } while (again == SIGHUP);
+    std::fprintf(stderr, "memaudit-server: second signal %d, exiting now\n", again);
+    std::_Exit(2);
+  }).detach();
+  std::thread([limit = grace_seconds + watchdog_seconds] {
+    std::this_thread::sleep_for(std::chrono::duration<double>(limit));
+    std::fprintf(stderr,
+                 "memaudit-server: shutdown has not finished %.0f s after the signal (a model "
+                 "call that does not return?); exiting\n",
+                 limit);
+    std::_Exit(3);
+  }).detach();
   (*server)->Shutdown(options.shutdown_grace);
   std::fprintf(stderr, "memaudit-server: stopped\n");
   return 0;

@@ -18,17 +18,33 @@
 namespace memaudit::server {
 namespace {
 
-// Times a handler and records it by method and code.
+// Checks the caller's token and role for `method`, runs handler(caller),
+// and records the call by method and code (refused calls included).
 template <typename Handler>
-grpc::Status Instrumented(Metrics* metrics, const char* method, Handler&& handler) {
+grpc::Status Handle(Metrics* metrics, const AccessControl& access, grpc::ServerContext* context,
+                    const char* method, Handler&& handler) {
   const auto start = std::chrono::steady_clock::now();
-  grpc::Status status = handler();
+  absl::string_view authorization;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    authorization = absl::string_view(it->second.data(), it->second.size());
+  }
+  absl::StatusOr<Caller> caller = access.Authorize(method, authorization);
+  grpc::Status status = caller.ok() ? handler(*caller) : ToGrpcStatus(caller.status());
   if (metrics != nullptr) {
     metrics->ObserveRpc(
         method, absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return status;
+}
+
+// PERMISSION_DENIED unless `caller` may read or cancel a job of `owner`.
+absl::Status MayAccess(const Caller& caller, const std::string& owner, const std::string& id) {
+  if (caller.MayAccessJobOf(owner)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("audit ", id, " belongs to another caller; \"",
+                                                  caller.name,
+                                                  "\" (role audit) may access only its own jobs"));
 }
 
 absl::Status RequireModelName(const std::string& name) {
@@ -140,17 +156,19 @@ absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
 
 // ---------------------------------------------------------------- models
 
-grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
+                                          const v1::ListModelsRequest*,
                                           v1::ListModelsResponse* response) {
-  return Instrumented(metrics_, "ModelService/ListModels", [&] {
+  return Handle(metrics_, *access_, context, "ModelService/ListModels", [&](const Caller& caller) {
     for (v1::ModelInfo& info : registry_->List()) *response->add_models() = std::move(info);
     return grpc::Status::OK;
   });
 }
 
-grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext*, const v1::GetModelRequest* request,
+grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* context,
+                                        const v1::GetModelRequest* request,
                                         v1::ModelInfo* response) {
-  return Instrumented(metrics_, "ModelService/GetModel", [&] {
+  return Handle(metrics_, *access_, context, "ModelService/GetModel", [&](const Caller& caller) {
     if (absl::Status s = RequireModelName(request->name()); !s.ok()) return ToGrpcStatus(s);
     auto info = registry_->Info(request->name());
     if (!info.ok()) return ToGrpcStatus(info.status());
@@ -162,7 +180,7 @@ grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext*, const v1::GetModel
 grpc::Status ModelServiceImpl::LoadModel(grpc::ServerContext* context,
                                          const v1::LoadModelRequest* request,
                                          v1::ModelInfo* response) {
-  return Instrumented(metrics_, "ModelService/LoadModel", [&] {
+  return Handle(metrics_, *access_, context, "ModelService/LoadModel", [&](const Caller& caller) {
     if (absl::Status s = RequireModelName(request->name()); !s.ok()) return ToGrpcStatus(s);
     const std::string name = request->name();
     v1::ModelInfo info;
@@ -176,10 +194,10 @@ grpc::Status ModelServiceImpl::LoadModel(grpc::ServerContext* context,
   });
 }
 
-grpc::Status ModelServiceImpl::UnloadModel(grpc::ServerContext*,
+grpc::Status ModelServiceImpl::UnloadModel(grpc::ServerContext* context,
                                            const v1::UnloadModelRequest* request,
                                            v1::ModelInfo* response) {
-  return Instrumented(metrics_, "ModelService/UnloadModel", [&] {
+  return Handle(metrics_, *access_, context, "ModelService/UnloadModel", [&](const Caller& caller) {
     if (absl::Status s = RequireModelName(request->name()); !s.ok()) return ToGrpcStatus(s);
     auto info = registry_->Unload(request->name());
     if (!info.ok()) return ToGrpcStatus(info.status());
@@ -215,7 +233,7 @@ grpc::Status AuditServiceImpl::OnPool(grpc::ServerContext* context, Work work, R
 grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
                                         const v1::SpectrumRequest* request,
                                         v1::SpectrumResponse* response) {
-  return Instrumented(metrics_, "AuditService/Spectrum", [&] {
+  return Handle(metrics_, *access_, context, "AuditService/Spectrum", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanSpectrum);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     return OnPool(
@@ -241,7 +259,7 @@ absl::StatusOr<at::Tensor> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* 
 grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
                                       const v1::SampleRequest* request,
                                       v1::SampleResponse* response) {
-  return Instrumented(metrics_, "AuditService/Sample", [&] {
+  return Handle(metrics_, *access_, context, "AuditService/Sample", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanSample);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     auto samples = SamplesOnPool(context, *plan, plan->seeds);
@@ -255,59 +273,62 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
 grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
                                              const v1::SampleRequest* request,
                                              grpc::ServerWriter<v1::SampleResponse>* writer) {
-  return Instrumented(metrics_, "AuditService/StreamSamples", [&] {
-    auto plan = PlanFor(*request, PlanSample);
-    if (!plan.ok()) return ToGrpcStatus(plan.status());
-    // Batches of seeds: samples reach the client as they are done, and the
-    // request pool is shared with other calls between batches.
-    constexpr size_t kBatch = 8;
-    for (size_t first = 0; first < plan->seeds.size(); first += kBatch) {
-      const size_t count = std::min(kBatch, plan->seeds.size() - first);
-      const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
-                                        plan->seeds.begin() + first + count);
-      auto samples = SamplesOnPool(context, *plan, seeds);
-      if (!samples.ok()) return ToGrpcStatus(samples.status());
-      for (size_t i = 0; i < count; ++i) {
-        v1::SampleResponse response;
-        response.add_seeds(seeds[i]);
-        EncodeTensor(samples->narrow(0, static_cast<int64_t>(i), 1), response.mutable_samples());
-        if (!writer->Write(response)) {
-          return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-        }
-      }
-    }
-    return grpc::Status::OK;
-  });
+  return Handle(metrics_, *access_, context, "AuditService/StreamSamples",
+                [&](const Caller& caller) {
+                  auto plan = PlanFor(*request, PlanSample);
+                  if (!plan.ok()) return ToGrpcStatus(plan.status());
+                  // Batches of seeds: samples reach the client as they are done, and the
+                  // request pool is shared with other calls between batches.
+                  constexpr size_t kBatch = 8;
+                  for (size_t first = 0; first < plan->seeds.size(); first += kBatch) {
+                    const size_t count = std::min(kBatch, plan->seeds.size() - first);
+                    const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
+                                                      plan->seeds.begin() + first + count);
+                    auto samples = SamplesOnPool(context, *plan, seeds);
+                    if (!samples.ok()) return ToGrpcStatus(samples.status());
+                    for (size_t i = 0; i < count; ++i) {
+                      v1::SampleResponse response;
+                      response.add_seeds(seeds[i]);
+                      EncodeTensor(samples->narrow(0, static_cast<int64_t>(i), 1),
+                                   response.mutable_samples());
+                      if (!writer->Write(response)) {
+                        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+                      }
+                    }
+                  }
+                  return grpc::Status::OK;
+                });
 }
 
 grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
                                             const v1::EarlyMetricsRequest* request,
                                             v1::EarlyMetricsResponse* response) {
-  return Instrumented(metrics_, "AuditService/EarlyMetrics", [&] {
-    auto plan = PlanFor(*request, PlanEarlyMetrics);
-    if (!plan.ok()) return ToGrpcStatus(plan.status());
-    return OnPool(
-        context,
-        [&](const StopCheck& stop, v1::EarlyMetricsResponse* result) -> absl::Status {
-          const auto start = std::chrono::steady_clock::now();
-          ASSIGN_OR_RETURN(
-              const EarlyMetricSamples metrics,
-              ComputeEarlyMetrics(
-                  *plan->model->denoiser, plan->seeds,
-                  RepeatCondition(plan->condition, static_cast<int64_t>(plan->seeds.size())),
-                  plan->options, stop));
-          ToEarlyMetricsProto(metrics, result);
-          result->set_seconds(SecondsSince(start));
-          return absl::OkStatus();
-        },
-        response);
-  });
+  return Handle(
+      metrics_, *access_, context, "AuditService/EarlyMetrics", [&](const Caller& caller) {
+        auto plan = PlanFor(*request, PlanEarlyMetrics);
+        if (!plan.ok()) return ToGrpcStatus(plan.status());
+        return OnPool(
+            context,
+            [&](const StopCheck& stop, v1::EarlyMetricsResponse* result) -> absl::Status {
+              const auto start = std::chrono::steady_clock::now();
+              ASSIGN_OR_RETURN(
+                  const EarlyMetricSamples metrics,
+                  ComputeEarlyMetrics(
+                      *plan->model->denoiser, plan->seeds,
+                      RepeatCondition(plan->condition, static_cast<int64_t>(plan->seeds.size())),
+                      plan->options, stop));
+              ToEarlyMetricsProto(metrics, result);
+              result->set_seconds(SecondsSince(start));
+              return absl::OkStatus();
+            },
+            response);
+      });
 }
 
 grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
                                          const v1::CalibrationRequest* request,
                                          v1::CalibrationResponse* response) {
-  return Instrumented(metrics_, "AuditService/Calibrate", [&] {
+  return Handle(metrics_, *access_, context, "AuditService/Calibrate", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanCalibration);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     return OnPool(
@@ -320,10 +341,11 @@ grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
   });
 }
 
-grpc::Status AuditServiceImpl::SubmitAudit(grpc::ServerContext*, const v1::AuditRequest* request,
+grpc::Status AuditServiceImpl::SubmitAudit(grpc::ServerContext* context,
+                                           const v1::AuditRequest* request,
                                            v1::AuditJob* response) {
-  return Instrumented(metrics_, "AuditService/SubmitAudit", [&] {
-    auto job = jobs_->Submit(*request);
+  return Handle(metrics_, *access_, context, "AuditService/SubmitAudit", [&](const Caller& caller) {
+    auto job = jobs_->Submit(*request, caller.name);
     if (!job.ok()) return ToGrpcStatus(job.status());
     *response = *std::move(job);
     return grpc::Status::OK;
@@ -333,7 +355,7 @@ grpc::Status AuditServiceImpl::SubmitAudit(grpc::ServerContext*, const v1::Audit
 grpc::Status AuditServiceImpl::WatchAudit(grpc::ServerContext* context,
                                           const v1::WatchAuditRequest* request,
                                           grpc::ServerWriter<v1::AuditEvent>* writer) {
-  return Instrumented(metrics_, "AuditService/WatchAudit", [&] {
+  return Handle(metrics_, *access_, context, "AuditService/WatchAudit", [&](const Caller& caller) {
     // Each stream holds a server thread while it waits for events.
     struct StreamSlot {
       std::atomic<int>& count;
@@ -347,6 +369,9 @@ grpc::Status AuditServiceImpl::WatchAudit(grpc::ServerContext* context,
     }
     auto job = jobs_->Find(request->id());
     if (!job.ok()) return ToGrpcStatus(job.status());
+    if (absl::Status s = MayAccess(caller, (*job)->owner, request->id()); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     size_t next = 0;
     while (true) {
       if (context->IsCancelled()) {
@@ -372,28 +397,45 @@ grpc::Status AuditServiceImpl::WatchAudit(grpc::ServerContext* context,
   });
 }
 
-grpc::Status AuditServiceImpl::GetAudit(grpc::ServerContext*, const v1::GetAuditRequest* request,
+grpc::Status AuditServiceImpl::GetAudit(grpc::ServerContext* context,
+                                        const v1::GetAuditRequest* request,
                                         v1::AuditJob* response) {
-  return Instrumented(metrics_, "AuditService/GetAudit", [&] {
+  return Handle(metrics_, *access_, context, "AuditService/GetAudit", [&](const Caller& caller) {
     auto job = jobs_->Get(request->id());
     if (!job.ok()) return ToGrpcStatus(job.status());
+    if (absl::Status s = MayAccess(caller, job->owner(), request->id()); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     *response = *std::move(job);
     return grpc::Status::OK;
   });
 }
 
-grpc::Status AuditServiceImpl::ListAudits(grpc::ServerContext*, const v1::ListAuditsRequest*,
+grpc::Status AuditServiceImpl::ListAudits(grpc::ServerContext* context,
+                                          const v1::ListAuditsRequest* request,
                                           v1::ListAuditsResponse* response) {
-  return Instrumented(metrics_, "AuditService/ListAudits", [&] {
-    for (v1::AuditJob& job : jobs_->List()) *response->add_jobs() = std::move(job);
+  return Handle(metrics_, *access_, context, "AuditService/ListAudits", [&](const Caller& caller) {
+    JobManager::ListQuery query;
+    if (caller.role != Role::kAdmin) query.owner = caller.name;
+    query.page_size = request->page_size();
+    query.page_token = request->page_token();
+    auto page = jobs_->List(query);
+    if (!page.ok()) return ToGrpcStatus(page.status());
+    for (v1::AuditJob& job : page->jobs) *response->add_jobs() = std::move(job);
+    response->set_next_page_token(page->next_page_token);
     return grpc::Status::OK;
   });
 }
 
-grpc::Status AuditServiceImpl::CancelAudit(grpc::ServerContext*,
+grpc::Status AuditServiceImpl::CancelAudit(grpc::ServerContext* context,
                                            const v1::CancelAuditRequest* request,
                                            v1::AuditJob* response) {
-  return Instrumented(metrics_, "AuditService/CancelAudit", [&] {
+  return Handle(metrics_, *access_, context, "AuditService/CancelAudit", [&](const Caller& caller) {
+    auto held = jobs_->Find(request->id());
+    if (!held.ok()) return ToGrpcStatus(held.status());
+    if (absl::Status s = MayAccess(caller, (*held)->owner, request->id()); !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     auto job = jobs_->Cancel(request->id());
     if (!job.ok()) return ToGrpcStatus(job.status());
     *response = *std::move(job);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 
+#include "access_control.h"
 #include "job_manager.h"
 #include "memaudit/v1/audit_service.grpc.pb.h"
 #include "memaudit/v1/model_service.grpc.pb.h"
@@ -25,8 +26,10 @@ absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
 
 class ModelServiceImpl final : public v1::ModelService::Service {
  public:
-  ModelServiceImpl(ModelRegistry* registry, WorkerPool* pool, Metrics* metrics)
-      : registry_(registry), pool_(pool), metrics_(metrics) {}
+  // Every call is checked by `access` (RequiredRole) first.
+  ModelServiceImpl(ModelRegistry* registry, WorkerPool* pool, Metrics* metrics,
+                   const AccessControl* access)
+      : registry_(registry), pool_(pool), metrics_(metrics), access_(access) {}
 
   grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
                           v1::ListModelsResponse* response) override;
@@ -41,18 +44,22 @@ class ModelServiceImpl final : public v1::ModelService::Service {
   ModelRegistry* registry_;
   WorkerPool* pool_;
   Metrics* metrics_;
+  const AccessControl* access_;
 };
 
 class AuditServiceImpl final : public v1::AuditService::Service {
  public:
   // At most `max_watch_streams` WatchAudit streams at once (each holds a
-  // server thread); more are refused with RESOURCE_EXHAUSTED.
+  // server thread); more are refused with RESOURCE_EXHAUSTED. Every call is
+  // checked by `access` first; a caller with the audit role reads, watches,
+  // lists and cancels only the jobs it submitted (PERMISSION_DENIED).
   AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics,
-                   int max_watch_streams)
+                   const AccessControl* access, int max_watch_streams)
       : registry_(registry),
         jobs_(jobs),
         pool_(pool),
         metrics_(metrics),
+        access_(access),
         max_watch_streams_(max_watch_streams) {}
 
   grpc::Status Spectrum(grpc::ServerContext* context, const v1::SpectrumRequest* request,
@@ -95,6 +102,7 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   JobManager* jobs_;
   WorkerPool* pool_;
   Metrics* metrics_;
+  const AccessControl* access_;
   const int max_watch_streams_;
   std::atomic<int> watch_streams_{0};
 };

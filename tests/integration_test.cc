@@ -6,7 +6,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,10 +25,9 @@
 #include "google/protobuf/text_format.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "model_directory.h"
+#include "server_process.h"
 #include "tensor_file.h"
 #include "test_util.h"
-
-extern char** environ;
 
 namespace memaudit {
 namespace {
@@ -42,21 +40,10 @@ constexpr int kMaxConcurrentJobs = 2;
 constexpr int kMaxQueuedJobs = 3;
 constexpr int kMaxWatchStreams = 4;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;
-};
+using testing::CommandResult;
+using testing::ServerProcess;
 
-CommandResult RunCommand(const std::string& command) {
-  CommandResult result;
-  std::array<char, 4096> buffer{};
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  while (fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+CommandResult RunCommand(const std::string& command) { return testing::RunShell(command); }
 
 // The test repository:
 //   mix     exact model, d = 4: a point (weight 0.3, variance 1e-6) 5 units
@@ -181,74 +168,20 @@ void WriteRepository(const std::string& repository) {
   testing::WriteFile(repository + "/broken/model.pt", "not a TorchScript archive");
 }
 
-class ServerProcess {
- public:
-  explicit ServerProcess(const std::string& repository, const std::string& scratch)
-      : port_file_(scratch + "/ports"), log_file_(scratch + "/server.log") {
-    std::vector<std::string> args = {MEMAUDIT_SERVER_BINARY,
-                                     "--model_repository=" + repository,
-                                     "--listen=127.0.0.1:0",
-                                     "--metrics_listen=127.0.0.1:0",
-                                     "--port_file=" + port_file_,
-                                     "--threads=2",
-                                     "--max_concurrent_jobs=" + std::to_string(kMaxConcurrentJobs),
-                                     "--max_queued_jobs=" + std::to_string(kMaxQueuedJobs),
-                                     "--max_watch_streams=" + std::to_string(kMaxWatchStreams),
-                                     "--shutdown_grace_seconds=5"};
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_file_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&actions);
-    for (int i = 0; i < 600 && pid_ > 0; ++i) {
-      std::ifstream in(port_file_);
-      if (in >> grpc_port_ >> metrics_port_) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  // SIGTERM, then the exit code (or -1 if it did not exit within `seconds`).
-  int Terminate(double seconds) {
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < seconds * 20; ++i) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return -1;
-  }
-  std::string Log() const {
-    std::ifstream in(log_file_);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
-  int grpc_port() const { return grpc_port_; }
-  int metrics_port() const { return metrics_port_; }
-  std::string target() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
-
- private:
-  std::string port_file_, log_file_;
-  pid_t pid_ = -1;
-  int grpc_port_ = 0, metrics_port_ = 0;
-};
+// The suite's server flags.
+std::vector<std::string> ServerFlags() {
+  return {"--max_concurrent_jobs=" + std::to_string(kMaxConcurrentJobs),
+          "--max_queued_jobs=" + std::to_string(kMaxQueuedJobs),
+          "--max_watch_streams=" + std::to_string(kMaxWatchStreams), "--shutdown_grace_seconds=5"};
+}
 
 class IntegrationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     scratch_ = new testing::ScratchDir();
     WriteRepository(scratch_->Join("models"));
-    server_ = new ServerProcess(scratch_->Join("models"), scratch_->path());
+    server_ = new ServerProcess(MEMAUDIT_SERVER_BINARY, scratch_->Join("models"), scratch_->path(),
+                                ServerFlags());
     ASSERT_GT(server_->grpc_port(), 0) << server_->Log();
     ASSERT_TRUE(WaitUntilServing(*server_)) << server_->Log();
   }
@@ -970,7 +903,7 @@ TEST_F(IntegrationTest, GracefulShutdownOnSigterm) {
   testing::ScratchDir own;
   fs::create_directories(own.Join("models"));
   fs::copy(scratch_->Join("models/slow"), own.Join("models/slow"), fs::copy_options::recursive);
-  ServerProcess server(own.Join("models"), own.path());
+  ServerProcess server(MEMAUDIT_SERVER_BINARY, own.Join("models"), own.path(), ServerFlags());
   ASSERT_GT(server.grpc_port(), 0) << server.Log();
   ASSERT_TRUE(WaitUntilServing(server)) << server.Log();
   Client c(server.target(), std::chrono::seconds(60));

@@ -52,6 +52,20 @@ class JobManagerTest : public ::testing::Test {
   Metrics metrics_;
 };
 
+// Every job, through the pages of List.
+std::vector<v1::AuditJob> AllJobs(const JobManager& jobs) {
+  std::vector<v1::AuditJob> all;
+  JobManager::ListQuery query;
+  do {
+    auto page = jobs.List(query);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    for (v1::AuditJob& job : page->jobs) all.push_back(std::move(job));
+    query.page_token = page->next_page_token;
+  } while (!query.page_token.empty());
+  return all;
+}
+
 TEST_F(JobManagerTest, APointMassClassIsMemorizedAndABroadOneIsNot) {
   auto jobs = NewManager();
   auto submitted = jobs->Submit(ClassAudit({0, 1}, 3));
@@ -121,7 +135,7 @@ TEST_F(JobManagerTest, ListLeavesOutPerSampleReports) {
   ASSERT_TRUE(submitted.ok());
   const v1::AuditJob job = Finished(*jobs, submitted->id());
   ASSERT_EQ(job.report().conditions(0).samples_size(), 2);
-  const std::vector<v1::AuditJob> list = jobs->List();
+  const std::vector<v1::AuditJob> list = AllJobs(*jobs);
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0].id(), job.id());
   EXPECT_EQ(list[0].report().verdict(), job.report().verdict());
@@ -129,6 +143,44 @@ TEST_F(JobManagerTest, ListLeavesOutPerSampleReports) {
   EXPECT_EQ(list[0].report().conditions(0).memorized(), 2);
   EXPECT_EQ(list[0].report().conditions(0).samples_size(), 0);
   EXPECT_EQ(list[0].request().model(), "classes");
+}
+
+// Pages of ListAudits: newest first, each job once, the owner filter
+// applied before paging, bad tokens and sizes refused.
+TEST_F(JobManagerTest, ListPagesNewestFirstAndFiltersByOwner) {
+  JobManagerOptions options;
+  options.max_queued_jobs = 8;
+  auto jobs = NewManager(options);
+  std::vector<std::string> ids;  // submission order
+  for (int i = 0; i < 5; ++i) {
+    auto job = jobs->Submit(ClassAudit({1}, 1), i % 2 == 0 ? "alice" : "bob");
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->owner(), i % 2 == 0 ? "alice" : "bob");
+    ids.push_back(job->id());
+  }
+  auto pages_of = [&](std::optional<std::string> owner, int page_size) {
+    std::vector<std::vector<std::string>> pages;
+    JobManager::ListQuery query{owner, page_size, ""};
+    do {
+      auto page = jobs->List(query);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      pages.emplace_back();
+      for (const v1::AuditJob& job : page->jobs) pages.back().push_back(job.id());
+      query.page_token = page->next_page_token;
+    } while (!query.page_token.empty());
+    return pages;
+  };
+  using Pages = std::vector<std::vector<std::string>>;
+  EXPECT_EQ(pages_of(std::nullopt, 2), (Pages{{ids[4], ids[3]}, {ids[2], ids[1]}, {ids[0]}}));
+  EXPECT_EQ(pages_of("alice", 2), (Pages{{ids[4], ids[2]}, {ids[0]}}));
+  EXPECT_EQ(pages_of("bob", 0), (Pages{{ids[3], ids[1]}}));
+  EXPECT_EQ(pages_of("carol", 0), (Pages{{}}));
+  EXPECT_EQ(jobs->List({std::nullopt, 1001, ""}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(jobs->List({std::nullopt, -1, ""}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(jobs->List({std::nullopt, 0, "audit-12"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(JobManagerTest, CancelEndsQueuedJobsAtOnceAndRunningOnesSoon) {
@@ -222,7 +274,7 @@ TEST_F(JobManagerTest, TheCountCapKeepsTheNewest) {
   EXPECT_FALSE(jobs->Get(ids[0]).ok());
   EXPECT_TRUE(jobs->Get(ids[1]).ok());
   EXPECT_TRUE(jobs->Get(ids[2]).ok());
-  EXPECT_EQ(jobs->List().size(), 2u);
+  EXPECT_EQ(AllJobs(*jobs).size(), 2u);
 }
 
 TEST_F(JobManagerTest, AJobAuditsTheModelVersionItWasPlannedOn) {
@@ -253,7 +305,7 @@ TEST_F(JobManagerTest, BadRequestsAndUnknownIdsAreRefused) {
   auto refused = jobs->Submit(bad);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("conditions[0]"), std::string::npos);
-  EXPECT_TRUE(jobs->List().empty());
+  EXPECT_TRUE(AllJobs(*jobs).empty());
   bool finished = false;
   EXPECT_EQ(jobs->Get("audit-0").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(jobs->Cancel("audit-0").status().code(), absl::StatusCode::kNotFound);

@@ -223,17 +223,23 @@ Command AddCancel(CLI::App& app, CommonOptions&) {
 Command AddJobs(CLI::App& app, CommonOptions&) {
   CLI::App* command = app.add_subcommand("jobs", "list audit jobs");
   return {command, [](const CommonOptions& common) {
-            absl::StatusOr<v1::ListAuditsResponse> list = common.Connect().ListAudits();
-            if (!list.ok()) return Fail(list.status());
-            std::cout << absl::StrFormat("%-20s %-14s %-10s %9s  %s\n", "ID", "STATE", "MODEL",
-                                         "SAMPLES", "VERDICT");
-            for (const v1::AuditJob& job : list->jobs()) {
-              std::cout << absl::StrFormat(
-                  "%-20s %-14s %-10s %4d/%-4d  %s\n", job.id(), v1::JobState_Name(job.state()),
-                  job.request().model(), job.progress().samples_done(),
-                  job.progress().samples_total(),
-                  job.state() == v1::JOB_SUCCEEDED ? VerdictWord(job.report().verdict()) : "");
-            }
+            Client client = common.Connect();
+            std::cout << absl::StrFormat("%-20s %-14s %-10s %9s  %-14s %s\n", "ID", "STATE",
+                                         "MODEL", "SAMPLES", "VERDICT", "OWNER");
+            v1::ListAuditsRequest request;
+            do {  // every page, newest first
+              absl::StatusOr<v1::ListAuditsResponse> page = client.ListAudits(request);
+              if (!page.ok()) return Fail(page.status());
+              for (const v1::AuditJob& job : page->jobs()) {
+                std::cout << absl::StrFormat(
+                    "%-20s %-14s %-10s %4d/%-4d  %-14s %s\n", job.id(),
+                    v1::JobState_Name(job.state()), job.request().model(),
+                    job.progress().samples_done(), job.progress().samples_total(),
+                    job.state() == v1::JOB_SUCCEEDED ? VerdictWord(job.report().verdict()) : "",
+                    job.owner());
+              }
+              request.set_page_token(page->next_page_token());
+            } while (!request.page_token().empty());
             return kExitOk;
           }};
 }

@@ -29,8 +29,17 @@ struct CommonOptions {
   double timeout_seconds = 300;           // --timeout (unary calls; 0: none)
   bool json = false;                      // --json: machine-readable output
   bool quiet = false;                     // --quiet: no progress output
+  // --tls, --tls-ca, --tls-cert, --tls-key, --tls-server-name, --token-file
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name, token_file;
+  ChannelSecurity security;  // read from those files by LoadSecurity
 
-  // A client of --server with the --timeout deadline.
+  // Adds the connection flags above to `app` (each also read from an
+  // environment variable, MEMAUDIT_TLS_CA etc.).
+  void AddConnectionFlags(CLI::App& app);
+  // Reads the files the connection flags name into `security`.
+  absl::Status LoadSecurity();
+  // A client of --server with the --timeout deadline and `security`.
   Client Connect() const;
 };
 

@@ -19,8 +19,42 @@ void OnInterrupt(int) { g_interrupted = true; }
 
 }  // namespace
 
+void CommonOptions::AddConnectionFlags(CLI::App& app) {
+  app.add_option("--server", server, "memaudit-server address HOST:PORT (or a gRPC target)")
+      ->envname("MEMAUDIT_SERVER")
+      ->capture_default_str();
+  app.add_option("--timeout", timeout_seconds, "deadline for unary calls in seconds (0: none)")
+      ->capture_default_str();
+  app.add_flag("--tls", tls, "connect with TLS, checking the server against the system roots")
+      ->envname("MEMAUDIT_TLS");
+  app.add_option("--tls-ca", tls_ca,
+                 "PEM roots the server's certificate must chain to (implies --tls)")
+      ->envname("MEMAUDIT_TLS_CA");
+  app.add_option("--tls-cert", tls_cert, "PEM client certificate for mTLS (with --tls-key)")
+      ->envname("MEMAUDIT_TLS_CERT");
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert")
+      ->envname("MEMAUDIT_TLS_KEY");
+  app.add_option("--tls-server-name", tls_server_name,
+                 "name the server's certificate must carry (default: the host of --server)")
+      ->envname("MEMAUDIT_TLS_SERVER_NAME");
+  app.add_option("--token-file", token_file,
+                 "file whose first line is the bearer token sent with every call")
+      ->envname("MEMAUDIT_TOKEN_FILE");
+}
+
+absl::Status CommonOptions::LoadSecurity() {
+  absl::StatusOr<ChannelSecurity> loaded =
+      ChannelSecurity::FromFiles(tls_ca, tls_cert, tls_key, token_file);
+  if (!loaded.ok()) return loaded.status();
+  security = *std::move(loaded);
+  security.tls = security.tls || tls || !tls_server_name.empty();
+  security.server_name = tls_server_name;
+  return absl::OkStatus();
+}
+
 Client CommonOptions::Connect() const {
-  return Client(server, std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+  return Client(server, std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)),
+                security);
 }
 
 int Fail(const absl::Status& status) {
