@@ -287,7 +287,8 @@ absl::StatusOr<int> Metrics::Serve(const std::string& listen, const HttpOptions&
     // Every path, the index included, needs the token.
     http_->set_pre_routing_handler([authorize = options.authorize](const httplib::Request& request,
                                                                    httplib::Response& response) {
-      if (authorize(request.get_header_value("Authorization"))) {
+      if (request.path == "/healthz" || request.path == "/readyz" ||
+          authorize(request.get_header_value("Authorization"))) {
         return httplib::Server::HandlerResponse::Unhandled;
       }
       response.status = 401;
@@ -300,6 +301,16 @@ absl::StatusOr<int> Metrics::Serve(const std::string& listen, const HttpOptions&
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(Scrape(), "text/plain; version=0.0.4; charset=utf-8");
   });
+  http_->Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content("ok\n", "text/plain");
+  });
+  http_->Get(
+      "/readyz", [ready = options.ready](const httplib::Request&, httplib::Response& response) {
+        const bool is_ready = !ready || ready();
+        response.status = is_ready ? 200 : 503;
+        response.set_content(is_ready ? "ready\n" : "not ready: loading models or shutting down\n",
+                             "text/plain");
+      });
   http_->Get("/", [](const httplib::Request&, httplib::Response& response) {
     response.set_content("memaudit metrics: see /metrics\n", "text/plain");
   });

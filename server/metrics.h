@@ -69,6 +69,11 @@ class Metrics {
     // Set: a request is answered only when this returns true for its
     // Authorization header ("" when absent); otherwise 401.
     std::function<bool(const std::string& authorization)> authorize;
+    // GET /readyz answers 200 when this returns true, 503 otherwise (unset:
+    // always 200); GET /healthz answers 200 while the process serves HTTP.
+    // Neither needs a token (Kubernetes probes cannot send one, and the
+    // native gRPC probe cannot speak TLS).
+    std::function<bool()> ready;
   };
   // Serves GET /metrics on `listen` ("host:port"; port 0 picks one) in a
   // background thread. Returns the bound port. FAILED_PRECONDITION if the

@@ -3,12 +3,15 @@
 #include <openssl/evp.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/synchronization/notification.h"
 #include "status_macros.h"
 
 namespace memaudit::server {
@@ -64,6 +67,36 @@ absl::Status CheckInsideRepository(const std::string& repository, const std::str
   return absl::OkStatus();
 }
 
+// Loads <repository>/<name>: checkpoint (with its probe), reference set,
+// policy, checksum.
+absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadModelDirectory(
+    const std::string& repository, const std::string& name, const CheckpointOptions& options,
+    int64_t max_dense_dimension, std::chrono::steady_clock::time_point start) {
+  const std::string directory = (fs::path(repository) / name).string();
+  RETURN_IF_ERROR(CheckInsideRepository(repository, name));
+  ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
+                   Checkpoint::Load(directory, options));
+  auto model = std::make_shared<LoadedModel>();
+  model->checkpoint = checkpoint;
+  model->denoiser = std::make_unique<Denoiser>(checkpoint);
+  model->max_dense_dimension = max_dense_dimension;
+  const std::string reference_path = (fs::path(directory) / ReferenceSet::kFileName).string();
+  std::error_code ec;
+  if (fs::exists(reference_path, ec)) {
+    const auto& shape = checkpoint->config().sample_shape();
+    ASSIGN_OR_RETURN(
+        model->reference,
+        ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end())));
+  }
+  model->policy = ResolvePolicy(checkpoint->config().verdict_policy(),
+                                model->reference ? &*model->reference : nullptr);
+  ASSIGN_OR_RETURN(model->checksum,
+                   FileSha256((fs::path(directory) / Checkpoint::kModelFile).string()));
+  model->load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return std::shared_ptr<const LoadedModel>(std::move(model));
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> FileSha256(const std::string& path) {
@@ -86,11 +119,13 @@ absl::StatusOr<std::string> FileSha256(const std::string& path) {
 }
 
 ModelRegistry::ModelRegistry(std::string repository, CheckpointOptions options,
-                             LoadObserver observer, int64_t max_dense_dimension)
+                             LoadObserver observer, int64_t max_dense_dimension,
+                             absl::Duration load_timeout)
     : repository_(std::move(repository)),
       options_(std::move(options)),
       observer_(std::move(observer)),
-      max_dense_dimension_(max_dense_dimension) {}
+      max_dense_dimension_(max_dense_dimension),
+      load_timeout_(load_timeout) {}
 
 std::vector<std::string> ModelRegistry::ScanRepository() const {
   std::vector<std::string> names;
@@ -123,71 +158,77 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   if (!ExistsInRepository(name)) {
     return absl::NotFoundError(absl::StrCat("model ", Quoted(name), " is not in the repository"));
   }
-  absl::MutexLock load_lock(&load_mu_);
   uint64_t unloads_at_start = 0;
   {
     absl::MutexLock lock(&mu_);
     Entry& entry = entries_[name];
+    if (entry.loading) {
+      return absl::UnavailableError(absl::StrCat(
+          "model ", Quoted(name), " is already loading; retry once it is READY or FAILED"));
+    }
+    entry.loading = true;
     if (entry.model == nullptr) entry.state = v1::MODEL_LOADING;
     unloads_at_start = entry.unloads;
   }
   const auto start = std::chrono::steady_clock::now();
-  const std::string directory = (fs::path(repository_) / name).string();
-  auto load = [&]() -> absl::StatusOr<std::shared_ptr<const LoadedModel>> {
-    RETURN_IF_ERROR(CheckInsideRepository(repository_, name));
-    ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
-                     Checkpoint::Load(directory, options_));
-    auto model = std::make_shared<LoadedModel>();
-    model->checkpoint = checkpoint;
-    model->denoiser = std::make_unique<Denoiser>(checkpoint);
-    model->max_dense_dimension = max_dense_dimension_;
-    const std::string reference_path = (fs::path(directory) / ReferenceSet::kFileName).string();
-    std::error_code ec;
-    if (fs::exists(reference_path, ec)) {
-      const auto& shape = checkpoint->config().sample_shape();
-      ASSIGN_OR_RETURN(
-          model->reference,
-          ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end())));
-    }
-    model->policy = ResolvePolicy(checkpoint->config().verdict_policy(),
-                                  model->reference ? &*model->reference : nullptr);
-    ASSIGN_OR_RETURN(model->checksum,
-                     FileSha256((fs::path(directory) / Checkpoint::kModelFile).string()));
-    model->load_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return std::shared_ptr<const LoadedModel>(std::move(model));
+  // The load runs on a thread of its own, so that a model call that never
+  // returns (LibTorch cannot be interrupted) costs that thread, not the
+  // caller: after load_timeout_ the caller gives up and the model is FAILED.
+  // The thread owns copies of everything it reads.
+  struct Shared {
+    absl::Notification done;
+    absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded;
   };
+  auto shared = std::make_shared<Shared>();
+  std::thread([shared, repository = repository_, name, options = options_,
+               max_dense_dimension = max_dense_dimension_, start] {
+    try {
+      shared->loaded = LoadModelDirectory(repository, name, options, max_dense_dimension, start);
+    } catch (const std::exception& e) {
+      // LibTorch throws (e.g. an allocation the machine cannot make) where
+      // the loaders do not catch: this model fails, the others go on.
+      shared->loaded = absl::InternalError(absl::StrCat("loading failed: ", e.what()));
+    }
+    shared->done.Notify();
+  }).detach();
   absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded;
-  try {
-    loaded = load();
-  } catch (const std::exception& e) {
-    // LibTorch throws (e.g. an allocation the machine cannot make) where
-    // the loaders do not catch: this model fails, the server and the other
-    // models go on.
-    loaded = absl::InternalError(absl::StrCat("loading failed: ", e.what()));
+  if (shared->done.WaitForNotificationWithTimeout(load_timeout_)) {
+    loaded = shared->loaded;
+  } else {
+    loaded = absl::DeadlineExceededError(absl::StrCat(
+        "loading did not finish within ", absl::FormatDuration(load_timeout_),
+        " (server flag --model_load_timeout_seconds); a model call that never returns? The "
+        "load was abandoned: its thread and memory stay until the server restarts"));
+    std::fprintf(stderr, "memaudit-server: model %s: %s\n", Quoted(name).c_str(),
+                 std::string(loaded.status().message()).c_str());
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (observer_) observer_(name, loaded.ok(), seconds);
+  bool dropped = false;
+  absl::StatusOr<v1::ModelInfo> result;
   {
     absl::MutexLock lock(&mu_);
     Entry& entry = entries_[name];
-    if (entry.unloads == unloads_at_start) {
-      if (!loaded.ok()) {
-        // Paths in errors are relative to the repository (callers need not
-        // learn the server's directory layout).
-        const std::string message = absl::StrReplaceAll(
-            loaded.status().message(), {{(fs::path(repository_) / "").string(), ""}});
-        entry.last_error = message;
-        if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
-        return absl::Status(loaded.status().code(), message);
-      }
+    entry.loading = false;
+    if (entry.unloads != unloads_at_start) {
+      dropped = true;
+    } else if (!loaded.ok()) {
+      // Paths in errors are relative to the repository (callers need not
+      // learn the server's directory layout).
+      const std::string message = absl::StrReplaceAll(
+          loaded.status().message(), {{(fs::path(repository_) / "").string(), ""}});
+      entry.last_error = message;
+      if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
+      result = absl::Status(loaded.status().code(), message);
+    } else {
       entry.model = *loaded;
       entry.state = v1::MODEL_READY;
       entry.last_error.clear();
-      return InfoLocked(name, entry);
+      result = InfoLocked(name, entry);
     }
   }
+  if (observer_) observer_(name, loaded.ok(), seconds);
+  if (!dropped) return result;
   // Unloaded meanwhile: the unload wins, and the observer hears that the
   // model is not serving after all.
   if (observer_) observer_(name, false, 0.0);

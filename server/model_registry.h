@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "checkpoint.h"
 #include "denoiser.h"
 #include "memaudit/v1/model_service.pb.h"
@@ -38,12 +39,16 @@ struct LoadedModel {
 
 class ModelRegistry {
  public:
+  static constexpr absl::Duration kDefaultLoadTimeout = absl::Minutes(5);
+
   // Called after every load attempt with (model, ok, seconds), and after
   // unloads with ok = false, seconds = 0; used for metrics.
   using LoadObserver = std::function<void(const std::string&, bool, double)>;
 
+  // A load that takes longer than `load_timeout` is abandoned (see Load).
   ModelRegistry(std::string repository, CheckpointOptions options, LoadObserver observer = {},
-                int64_t max_dense_dimension = kDefaultMaxDenseDimension);
+                int64_t max_dense_dimension = kDefaultMaxDenseDimension,
+                absl::Duration load_timeout = kDefaultLoadTimeout);
 
   const std::string& repository() const { return repository_; }
   const CheckpointOptions& options() const { return options_; }
@@ -58,7 +63,13 @@ class ModelRegistry {
   // (Re)loads `name`: NOT_FOUND if the repository has no such directory,
   // otherwise the load error (the previous version, if any, stays).
   // ABORTED when the model is unloaded while it loads: the unload wins and
-  // the freshly loaded version is dropped.
+  // the freshly loaded version is dropped. UNAVAILABLE while another load
+  // of the same model runs (loads of different models run in parallel).
+  // DEADLINE_EXCEEDED after load_timeout: LibTorch calls cannot be
+  // interrupted, so the load's thread is abandoned (it and what it holds
+  // stay until the process ends), the model is FAILED with that reason
+  // (a previously loaded version keeps serving), and a late result is
+  // dropped.
   absl::StatusOr<v1::ModelInfo> Load(const std::string& name);
   absl::StatusOr<v1::ModelInfo> Unload(const std::string& name);
 
@@ -75,6 +86,7 @@ class ModelRegistry {
     std::shared_ptr<const LoadedModel> model;
     std::string last_error;
     uint64_t unloads = 0;  // a load that started before an unload is dropped
+    bool loading = false;  // a load of this model is running
   };
   v1::ModelInfo InfoLocked(const std::string& name, const Entry& entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -86,7 +98,7 @@ class ModelRegistry {
   const int64_t max_dense_dimension_;
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  absl::Mutex load_mu_;  // one load at a time: loads are heavy and rare
+  const absl::Duration load_timeout_;
 };
 
 // "sha256:<hex>" of a file's bytes.

@@ -90,11 +90,14 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   };
   server->registry_ = std::make_unique<ModelRegistry>(
       options.model_repository, checkpoint_options,
-      [metrics](const std::string& model, bool ok, double seconds) {
+      [metrics, self = server.get()](const std::string& model, bool ok, double seconds) {
         if (seconds > 0 || ok) metrics->ObserveModelLoad(model, ok, seconds);
-        metrics->SetModelReady(model, ok);
+        // A failed reload keeps the loaded version: ask the registry.
+        const bool serving = self->registry_ != nullptr && self->registry_->Get(model).ok();
+        metrics->SetModelReady(model, serving);
+        self->SetModelServing(model, serving);
       },
-      options.max_dense_dimension);
+      options.max_dense_dimension, options.model_load_timeout);
   server->request_pool_ = std::make_unique<WorkerPool>(
       "request pool", options.max_concurrent_requests, options.max_queued_requests);
   JobManagerOptions job_options;
@@ -123,6 +126,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
       return tokens->Authenticate(authorization).ok();
     };
   }
+  http.ready = [self = server.get()] { return self->serving_.load(); };
   ASSIGN_OR_RETURN(server->metrics_port_, metrics->Serve(options.metrics_listen, http));
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -140,6 +144,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
     return absl::FailedPreconditionError(
         absl::StrCat("--listen: cannot serve gRPC on ", options.listen, " (in use or invalid)"));
   }
+  server->health_ = server->server_->GetHealthCheckService();
   server->SetServing(false);
   ModelRegistry* registry = server->registry_.get();
   MemauditServer* self = server.get();
@@ -168,10 +173,17 @@ void MemauditServer::WaitForInitialLoad() {
 }
 
 void MemauditServer::SetServing(bool serving) {
+  serving_ = serving;
   if (server_ == nullptr || server_->GetHealthCheckService() == nullptr) return;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
-  health->SetServingStatus(serving);  // overall ("") and every service
+  // Not SetServingStatus(serving): that would set every model's entry too.
+  health->SetServingStatus("", serving);
   for (const char* service : kServiceNames) health->SetServingStatus(service, serving);
+}
+
+void MemauditServer::SetModelServing(const std::string& model, bool serving) {
+  grpc::HealthCheckServiceInterface* health = health_.load();
+  if (health != nullptr) health->SetServingStatus("model/" + model, serving);
 }
 
 void MemauditServer::Shutdown(absl::Duration grace) {

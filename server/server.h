@@ -3,8 +3,10 @@
 #ifndef MEMAUDIT_SERVER_SERVER_H_
 #define MEMAUDIT_SERVER_SERVER_H_
 
+#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -34,6 +36,8 @@ struct ServerOptions {
   int64_t max_finished_job_mib = 256;  // and their total size
   int64_t max_dense_dimension = kDefaultMaxDenseDimension;
   absl::Duration shutdown_grace = absl::Seconds(30);
+  // A model load (with its probe) that takes longer fails and is abandoned.
+  absl::Duration model_load_timeout = ModelRegistry::kDefaultLoadTimeout;
 
   // TLS (PEM files). With tls_cert and tls_key the gRPC port accepts TLS
   // only; with tls_client_ca too, clients must present a certificate signed
@@ -50,7 +54,10 @@ struct ServerOptions {
 class MemauditServer {
  public:
   // Binds both ports (an error if either is taken) and starts serving.
-  // Models load in the background; health is NOT_SERVING until they have.
+  // Models load in the background; health is NOT_SERVING until the first
+  // pass over the repository has ended (each load bounded by
+  // model_load_timeout). Each model also has a health entry of its own,
+  // "model/<name>": SERVING while it can be used.
   static absl::StatusOr<std::unique_ptr<MemauditServer>> Start(const ServerOptions& options);
   ~MemauditServer();
 
@@ -71,6 +78,7 @@ class MemauditServer {
  private:
   MemauditServer() = default;
   void SetServing(bool serving);
+  void SetModelServing(const std::string& model, bool serving);
 
   ServerOptions options_;
   std::unique_ptr<Metrics> metrics_;
@@ -82,6 +90,8 @@ class MemauditServer {
   std::unique_ptr<ModelServiceImpl> model_service_;
   std::unique_ptr<AuditServiceImpl> audit_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::atomic<grpc::HealthCheckServiceInterface*> health_{nullptr};  // once serving
+  std::atomic<bool> serving_{false};                                 // what the overall health says
   std::thread loader_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;

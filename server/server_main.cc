@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   double grace_seconds = 30;
   double watchdog_seconds = 15;
+  double load_timeout_seconds = absl::ToDoubleSeconds(options.model_load_timeout);
   std::string port_file;
   CLI::App app{"memaudit-server: audits diffusion models for memorization over gRPC"};
   app.add_option("--model_repository", options.model_repository,
@@ -59,6 +60,11 @@ int main(int argc, char** argv) {
   app.add_option("--max_dense_dimension", options.max_dense_dimension,
                  "largest d for a dense spectrum")
       ->capture_default_str();
+  app.add_option("--model_load_timeout_seconds", load_timeout_seconds,
+                 "a model load (with its probe forward) taking longer fails; its thread is "
+                 "abandoned")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
   app.add_option("--shutdown_grace_seconds", grace_seconds,
                  "on SIGTERM, time running audits get before they are cancelled")
       ->capture_default_str();
@@ -83,6 +89,7 @@ int main(int argc, char** argv) {
                  "write \"<grpc port> <metrics port>\" here once listening");
   CLI11_PARSE(app, argc, argv);
   options.shutdown_grace = absl::Seconds(grace_seconds);
+  options.model_load_timeout = absl::Seconds(load_timeout_seconds);
 
   // Block the signals in every thread; the main thread waits for them.
   sigset_t signals;
@@ -144,5 +151,8 @@ int main(int argc, char** argv) {
   }).detach();
   (*server)->Shutdown(options.shutdown_grace);
   std::fprintf(stderr, "memaudit-server: stopped\n");
-  return 0;
+  // No static destructors: an abandoned model load may still be running
+  // LibTorch code on a thread of its own.
+  std::fflush(nullptr);
+  std::_Exit(0);
 }

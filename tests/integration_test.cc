@@ -916,6 +916,71 @@ TEST_F(IntegrationTest, GracefulShutdownOnSigterm) {
   EXPECT_NE(server.Log().find("stopped"), std::string::npos);
 }
 
+// Models whose forward never returns (LibTorch calls cannot be
+// interrupted): "stuck" at its load probe, "wedge" on any input but the
+// probe's zeros, so that an audit of it never ends. The server turns
+// SERVING after the load timeout, the other model serves throughout (and
+// loads while a stuck load runs), per-model health tells which model is
+// usable, and SIGTERM ends the process through the watchdog.
+TEST_F(IntegrationTest, ModelsThatNeverReturnDoNotHoldTheServer) {
+  testing::ScratchDir own;
+  fs::create_directories(own.Join("models"));
+  fs::copy(scratch_->Join("models/mix"), own.Join("models/mix"), fs::copy_options::recursive);
+  ASSERT_TRUE(testing::WriteScriptedModel(own.Join("models"), testing::MixtureConfig("stuck", 4),
+                                          testing::kForwardThatNeverReturns)
+                  .ok());
+  ASSERT_TRUE(testing::WriteScriptedModel(own.Join("models"), testing::MixtureConfig("wedge", 4),
+                                          "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+                                          "    i = 0\n"
+                                          "    while bool(x.abs().sum() > 0) and i >= 0:\n"
+                                          "        i = i + 1\n"
+                                          "    return x\n")
+                  .ok());
+  ServerProcess server(MEMAUDIT_SERVER_BINARY, own.Join("models"), own.path(),
+                       {"--model_load_timeout_seconds=2", "--shutdown_grace_seconds=1",
+                        "--shutdown_watchdog_seconds=2"});
+  ASSERT_GT(server.grpc_port(), 0) << server.Log();
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitUntilServing(server)) << server.Log();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30);
+  Client c(server.target(), std::chrono::seconds(60));
+  EXPECT_EQ(*c.Health("model/mix"), "SERVING");
+  EXPECT_EQ(*c.Health("model/wedge"), "SERVING");
+  EXPECT_EQ(*c.Health("model/stuck"), "NOT_SERVING");
+  auto stuck = c.GetModel("stuck");
+  ASSERT_TRUE(stuck.ok());
+  EXPECT_EQ(stuck->state(), v1::MODEL_FAILED);
+  EXPECT_NE(stuck->last_error().find("did not finish"), std::string::npos) << stuck->last_error();
+
+  // A second stuck load holds one request worker for its timeout; the
+  // other model loads and answers meanwhile.
+  std::thread again([&] {
+    Client other(server.target(), std::chrono::seconds(60));
+    EXPECT_EQ(other.LoadModel("stuck").status().code(), absl::StatusCode::kDeadlineExceeded);
+  });
+  auto reloaded = c.LoadModel("mix");
+  EXPECT_TRUE(reloaded.ok()) << reloaded.status();
+  again.join();
+
+  // An audit of "wedge" never ends; other work goes on.
+  v1::AuditRequest request;
+  request.set_model("wedge");
+  request.set_samples_per_condition(1);
+  auto job = c.SubmitAudit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  v1::SpectrumRequest spectrum;
+  spectrum.set_model("mix");
+  spectrum.set_seed(1);
+  auto measured = c.Spectrum(spectrum);
+  EXPECT_TRUE(measured.ok()) << measured.status();
+  EXPECT_EQ(c.GetAudit(job->id())->state(), v1::JOB_RUNNING);
+
+  // Shutdown cannot finish (the audit's forward never returns): the
+  // watchdog ends the process 1 + 2 s after SIGTERM.
+  EXPECT_EQ(server.Terminate(30), 3) << server.Log();
+  EXPECT_NE(server.Log().find("has not finished"), std::string::npos) << server.Log();
+}
+
 // After a burst of work the suite's server still serves.
 TEST_F(IntegrationTest, StillHealthyAfterConcurrentWork) {
   std::vector<std::thread> threads;

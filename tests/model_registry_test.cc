@@ -5,8 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "server_fixture.h"
 
@@ -58,25 +62,69 @@ TEST(ModelRegistryTest, AFailedReloadKeepsThePreviousVersionServing) {
 
 TEST(ModelRegistryTest, AnUnloadDuringALoadWins) {
   testing::ServerFixture fixture;
-  ModelRegistry* registry_ptr = nullptr;
-  bool unloaded_during_load = false;
-  // The observer runs after a load attempt, before its result is installed:
-  // an unload there races the load.
-  auto registry = fixture.NewRegistry([&](const std::string& name, bool ok, double seconds) {
-    if (ok && seconds > 0 && !unloaded_during_load) {
-      unloaded_during_load = true;
-      ASSERT_TRUE(registry_ptr->Unload(name).ok());
-    }
+  // A probe forward that takes a while (a few million interpreter steps).
+  ASSERT_TRUE(testing::WriteScriptedModel(fixture.repository(), testing::MixtureConfig("slow", 4),
+                                          "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+                                          "    i = 0\n"
+                                          "    while i < 3000000:\n"
+                                          "        i = i + 1\n"
+                                          "    return x\n")
+                  .ok());
+  std::mutex mu;
+  std::vector<bool> observed;  // `ok` of each observer call
+  auto registry = fixture.NewRegistry([&](const std::string&, bool ok, double) {
+    std::lock_guard<std::mutex> lock(mu);
+    observed.push_back(ok);
   });
-  registry_ptr = registry.get();
-  auto loaded = registry->Load("classes");
-  ASSERT_TRUE(unloaded_during_load);
+  absl::StatusOr<v1::ModelInfo> loaded;
+  std::thread loader([&] { loaded = registry->Load("slow"); });
+  while (registry->Info("slow")->state() != v1::MODEL_LOADING) std::this_thread::yield();
+  ASSERT_TRUE(registry->Unload("slow").ok());
+  loader.join();
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kAborted) << loaded.status();
-  EXPECT_EQ(registry->Info("classes")->state(), v1::MODEL_UNLOADED);
-  EXPECT_EQ(registry->Get("classes").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(registry->Info("slow")->state(), v1::MODEL_UNLOADED);
+  EXPECT_EQ(registry->Get("slow").status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_FALSE(observed.empty());
+  EXPECT_FALSE(observed.back()) << "the observer last heard the model is not serving";
   // A later load is not affected.
-  EXPECT_TRUE(registry->Load("classes").ok());
+  EXPECT_TRUE(registry->Load("slow").ok());
+  EXPECT_TRUE(registry->Get("slow").ok());
+}
+
+// A model whose probe forward never returns: its load is abandoned after
+// the timeout (FAILED, with the reason), a second load of it is refused
+// while the first runs, and other models load meanwhile.
+TEST(ModelRegistryTest, ALoadThatNeverReturnsIsAbandonedAndBlocksNothing) {
+  testing::ServerFixture fixture;
+  ASSERT_TRUE(testing::WriteScriptedModel(fixture.repository(), testing::MixtureConfig("stuck", 4),
+                                          testing::kForwardThatNeverReturns)
+                  .ok());
+  auto registry = fixture.NewRegistry({}, absl::Seconds(2));
+  std::atomic<bool> stuck_returned{false};
+  absl::StatusOr<v1::ModelInfo> stuck;
+  const auto start = std::chrono::steady_clock::now();
+  std::thread loader([&] {
+    stuck = registry->Load("stuck");
+    stuck_returned = true;
+  });
+  while (registry->Info("stuck")->state() != v1::MODEL_LOADING) std::this_thread::yield();
+  EXPECT_EQ(registry->Load("stuck").status().code(), absl::StatusCode::kUnavailable);
+  auto other = registry->Load("classes");
+  EXPECT_TRUE(other.ok()) << other.status();
+  EXPECT_FALSE(stuck_returned) << "the other model waited for the stuck one";
+  loader.join();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(stuck.status().code(), absl::StatusCode::kDeadlineExceeded) << stuck.status();
+  EXPECT_LT(seconds, 10);
+  auto info = registry->Info("stuck");
+  EXPECT_EQ(info->state(), v1::MODEL_FAILED);
+  EXPECT_NE(info->last_error().find("--model_load_timeout_seconds"), std::string::npos)
+      << info->last_error();
   EXPECT_TRUE(registry->Get("classes").ok());
+  // The pass over the repository ends too, with the stuck model failed.
+  EXPECT_EQ(registry->LoadAll(), 1);
+  EXPECT_TRUE(registry->Get("calibrated").ok());
 }
 
 TEST(ModelRegistryTest, AnUnknownEarlyMetricFailsTheLoadNamingTheField) {

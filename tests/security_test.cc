@@ -201,6 +201,13 @@ TEST_F(SecurityTest, MetricsOverHttpsNeedAToken) {
   EXPECT_EQ(refused->status, 401);
   EXPECT_EQ(refused->body.find("memaudit_"), std::string::npos);
 
+  // Probes need no token: Kubernetes' gRPC probe cannot speak TLS.
+  for (const char* probe : {"/healthz", "/readyz"}) {
+    auto answered = https.Get(probe);
+    ASSERT_TRUE(answered) << probe;
+    EXPECT_EQ(answered->status, 200) << probe;
+  }
+
   https.set_bearer_token_auth(kAuditToken);
   auto served = https.Get("/metrics");
   ASSERT_TRUE(served) << httplib::to_string(served.error());

@@ -20,10 +20,11 @@ ServerFixture::ServerFixture() {
 }
 
 std::unique_ptr<server::ModelRegistry> ServerFixture::NewRegistry(
-    server::ModelRegistry::LoadObserver observer) const {
+    server::ModelRegistry::LoadObserver observer, absl::Duration load_timeout) const {
   CheckpointOptions options;
   options.dtype = at::kDouble;
-  return std::make_unique<server::ModelRegistry>(dir_.path(), options, std::move(observer));
+  return std::make_unique<server::ModelRegistry>(dir_.path(), options, std::move(observer),
+                                                 kDefaultMaxDenseDimension, load_timeout);
 }
 
 }  // namespace memaudit::testing

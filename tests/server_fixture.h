@@ -25,7 +25,8 @@ class ServerFixture {
   const std::string& repository() const { return dir_.path(); }
   // A registry over the repository (nothing loaded).
   std::unique_ptr<server::ModelRegistry> NewRegistry(
-      server::ModelRegistry::LoadObserver observer = {}) const;
+      server::ModelRegistry::LoadObserver observer = {},
+      absl::Duration load_timeout = server::ModelRegistry::kDefaultLoadTimeout) const;
 
  private:
   ScratchDir dir_;

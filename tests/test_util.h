@@ -80,6 +80,15 @@ std::shared_ptr<const Checkpoint> WriteAndLoadMixture(
 absl::Status WriteScriptedModel(const std::string& repository, const v1::ModelConfig& config,
                                 const std::string& source);
 
+// The TorchScript source of a forward(x, t) that never returns (it counts
+// for 2^63 steps): a model that wedges whatever calls it.
+inline constexpr char kForwardThatNeverReturns[] =
+    "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+    "    i = 0\n"
+    "    while i >= 0:\n"
+    "        i = i + 1\n"
+    "    return x\n";
+
 // Writes a file with `contents`.
 void WriteFile(const std::string& path, const std::string& contents);
 
