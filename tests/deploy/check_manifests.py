@@ -20,6 +20,14 @@ What it checks:
     repository mounted where --model_repository points, flags the server knows;
   * the Services select the Deployment's pods and reach ports 8500 (gRPC) and
     9090 (metrics, with prometheus.io annotations);
+  * in every rendering: terminationGracePeriodSeconds exceeds
+    --shutdown_grace_seconds + --shutdown_watchdog_seconds (the server's
+    defaults when absent); probes are gRPC on 8500, or httpGet on 9090
+    (/readyz, /healthz; HTTPS with --metrics_tls), and must be httpGet when
+    the gRPC port speaks TLS; one NetworkPolicy selects the pods and allows
+    ingress to 8500 from memaudit.io/client pods and to 9090 from the
+    monitoring namespace only (egress, if restricted, DNS only); no Secret
+    objects and no private keys or token hashes are committed;
   * the GPU overlay: nvidia.com/gpu, --device=cuda:0, node selection, CUDA image;
   * alert rules and the Grafana dashboard: metric names (memaudit_*, process_*,
     up) and bounded aggregation labels;
@@ -43,10 +51,20 @@ import yaml
 
 GRPC_PORT = 8500
 METRICS_PORT = 9090
+# The kustomizations that are applied (deploy/base/ is only their base).
+RENDERINGS = ("deploy", "deploy/gpu")
 
 # Server flags (--flag=value form), read from server/'s add_option("--...")
-# calls by load_server_facts.
+# calls by load_server_facts; switches (bare --flag), from add_flag("--...").
 SERVER_FLAGS = set()
+SERVER_SWITCHES = set()
+# Defaults of the shutdown flags, read from server/server_main.cc
+# ("double grace_seconds = 30;"): {flag: seconds}.
+SERVER_DEFAULTS = {}
+
+# The probe paths on the metrics port.
+PROBE_PATHS = {"startupProbe": "/readyz", "readinessProbe": "/readyz",
+               "livenessProbe": "/healthz"}
 
 # Metric families the server exports (docs/SERVICE.md), read from server/'s
 # .Name("...") calls by load_server_facts. Dashboards and alerts may use
@@ -241,14 +259,25 @@ def parse_quantity(value):
 
 
 def flag_map(args):
+    """{flag: value} of --flag=value args; a bare --switch maps to True."""
     flags = {}
     for arg in args or []:
-        m = re.fullmatch(r"--([A-Za-z0-9_]+)=(.*)", str(arg))
+        m = re.fullmatch(r"--([A-Za-z0-9_]+)(?:=(.*))?", str(arg))
         if m:
-            flags[m.group(1)] = m.group(2)
+            flags[m.group(1)] = True if m.group(2) is None else m.group(2)
         else:
             flags.setdefault("__malformed__", []).append(arg)
     return flags
+
+
+def check_flags_known(name, flags):
+    """Valued flags are add_option flags, bare ones add_flag switches."""
+    R.check("__malformed__" not in flags, f"{name}: args are --flag=value or --switch",
+            f"{flags.get('__malformed__')}")
+    unknown = sorted(k for k, v in flags.items() if k != "__malformed__" and
+                     k not in (SERVER_SWITCHES if v is True else SERVER_FLAGS))
+    R.check(not unknown, f"{name}: args use only flags the server declares (options with "
+            "a value, switches bare)", f"unknown {unknown}")
 
 
 def port_of(address):
@@ -297,11 +326,24 @@ def metric_ok(name):
 
 def load_server_facts(root):
     """Reads the server's flags and metric families from server/."""
-    global SERVER_FLAGS, METRIC_FAMILIES  # noqa: PLW0603
+    global SERVER_FLAGS, SERVER_SWITCHES, METRIC_FAMILIES  # noqa: PLW0603
     sources = source_text(root, "server")
     if not R.check(sources is not None, "server/ has C++ sources to read flags and metrics from"):
         return
     flags = set(re.findall(r'add_option\(\s*"--([A-Za-z0-9_]+)"', sources))
+    switches = set(re.findall(r'add_flag\(\s*"--([A-Za-z0-9_]+)"', sources))
+    if R.check(switches, f"server/ sources declare {len(switches)} switches (add_flag)"):
+        SERVER_SWITCHES = switches
+    main = root / "server/server_main.cc"
+    text = main.read_text() if main.is_file() else ""
+    for flag, variable in (("shutdown_grace_seconds", "grace_seconds"),
+                           ("shutdown_watchdog_seconds", "watchdog_seconds")):
+        m = re.search(rf"\b{variable}\s*=\s*([0-9.]+)\s*;", text)
+        bound = re.search(rf'add_option\(\s*"--{flag}"\s*,\s*{variable}\b', text)
+        if R.check(m and bound, f"server/server_main.cc: default of --{flag}"
+                   + (f" ({m.group(1)} s)" if m else ""),
+                   f"no `{variable} = N;` bound to --{flag}"):
+            SERVER_DEFAULTS[flag] = float(m.group(1))
     families = {f for f in re.findall(r'\.Name\(\s*"([A-Za-z0-9_:]+)"', sources)
                 if f.startswith("memaudit_")}
     if R.check(flags, f"server/ sources declare {len(flags)} flags (add_option)"):
@@ -374,7 +416,7 @@ def check_kustomizations(root, docs):
 
 def render(root, kubectl):
     rendered = {}
-    for overlay in ("deploy", "deploy/gpu"):
+    for overlay in RENDERINGS:
         try:
             own = kustomize(root / overlay)
             R.check(True, f"built-in kustomize renders {overlay}/ ({len(own)} objects)")
@@ -395,8 +437,8 @@ def render(root, kubectl):
         else:
             rendered[overlay] = own
     if not kubectl:
-        R.skip("kubectl kustomize deploy/ and deploy/gpu/", "kubectl not found; "
-               "checked with the built-in kustomize")
+        R.skip("kubectl kustomize " + ", ".join(f"{o}/" for o in RENDERINGS),
+               "kubectl not found; checked with the built-in kustomize")
     return rendered
 
 
@@ -467,11 +509,7 @@ def check_base(root, objects):
             f"{name}: /tmp is an emptyDir (root fs is read-only)")
 
     flags = flag_map(server.get("args"))
-    R.check("__malformed__" not in flags, f"{name}: args are --flag=value",
-            f"{flags.get('__malformed__')}")
-    unknown = sorted(set(flags) - SERVER_FLAGS - {"__malformed__"})
-    R.check(not unknown, f"{name}: args use only flags the server declares",
-            f"unknown {unknown}")
+    check_flags_known(name, flags)
     R.check(port_of(flags.get("listen")) == GRPC_PORT,
             f"{name}: --listen is on port {GRPC_PORT}", flags.get("listen"))
     R.check(port_of(flags.get("metrics_listen")) == METRICS_PORT,
@@ -481,10 +519,6 @@ def check_base(root, objects):
             f"{name}: --model_repository={repository} is a mounted volume")
     R.check(flags.get("device", "cpu") == "cpu", f"{name}: CPU deployment uses --device=cpu")
     try:
-        grace = int(flags.get("shutdown_grace_seconds", "0"))
-        R.check(pod.get("terminationGracePeriodSeconds", 30) > grace,
-                "terminationGracePeriodSeconds exceeds --shutdown_grace_seconds",
-                f"{pod.get('terminationGracePeriodSeconds', 30)} <= {grace}")
         threads = int(flags.get("threads", "0"))
         R.check(threads <= parse_quantity(limits.get("cpu", 0)),
                 f"{name}: --threads={threads} within the CPU limit")
@@ -555,6 +589,151 @@ def check_gpu(base_dep, objects):
                 f"GPU overlay keeps the gRPC {probe}")
     R.check((server.get("securityContext") or {}).get("readOnlyRootFilesystem") is True,
             "GPU overlay keeps the container securityContext")
+
+
+def server_container(dep):
+    return next((c for c in (pod_spec(dep) or {}).get("containers") or []
+                 if c.get("name") == "memaudit"), None)
+
+
+def container_port(server, port):
+    """A probe's or policy's port (number or container port name) as a number."""
+    if isinstance(port, str) and not port.isdigit():
+        return next((p.get("containerPort") for p in server.get("ports") or []
+                     if p.get("name") == port), None)
+    return int(port) if port is not None else None
+
+
+def check_probes(where, server):
+    """gRPC probes on 8500 on a plaintext gRPC port; otherwise (and whenever
+    a probe is httpGet) httpGet on 9090: /readyz for startup and readiness,
+    /healthz for liveness, HTTPS exactly when --metrics_tls."""
+    flags = flag_map(server.get("args"))
+    grpc_tls = "tls_cert" in flags
+    scheme = "HTTPS" if flags.get("metrics_tls") is True else "HTTP"
+    for probe, path in PROBE_PATHS.items():
+        p = server.get(probe) or {}
+        handlers = sorted(set(p) & {"grpc", "httpGet", "exec", "tcpSocket"})
+        if not R.check(len(handlers) == 1, f"{where}: {probe} has one handler", f"{handlers}"):
+            continue
+        if handlers == ["grpc"]:
+            R.check(not grpc_tls and p["grpc"].get("port") == GRPC_PORT,
+                    f"{where}: {probe} is gRPC on {GRPC_PORT}, which speaks plaintext",
+                    "the kubelet's gRPC probe cannot speak TLS (--tls_cert): use httpGet on "
+                    f"{METRICS_PORT}" if grpc_tls else f"port {p['grpc'].get('port')}")
+            continue
+        get = p.get("httpGet") or {}
+        R.check(handlers == ["httpGet"]
+                and container_port(server, get.get("port")) == METRICS_PORT
+                and get.get("path") == path
+                and get.get("scheme", "HTTP") == scheme
+                and not get.get("host"),
+                f"{where}: {probe} is httpGet {scheme} :{METRICS_PORT}{path}"
+                + (" (gRPC port speaks TLS)" if grpc_tls else ""), f"got {p}")
+
+
+def check_termination(where, dep):
+    """The kubelet's SIGKILL comes after the server's own latest exit."""
+    server = server_container(dep)
+    flags = flag_map(server.get("args"))
+    pod = pod_spec(dep)
+    period = pod.get("terminationGracePeriodSeconds", 30)
+    try:
+        limit = sum(float(flags[f]) if f in flags else SERVER_DEFAULTS[f]
+                    for f in ("shutdown_grace_seconds", "shutdown_watchdog_seconds"))
+    except (KeyError, ValueError) as e:
+        R.check(False, f"{where}: terminationGracePeriodSeconds exceeds --shutdown_grace_seconds"
+                " + --shutdown_watchdog_seconds", f"cannot tell the flags' values: {e!r}")
+        return
+    R.check(period > limit, f"{where}: terminationGracePeriodSeconds ({period}) exceeds "
+            f"--shutdown_grace_seconds + --shutdown_watchdog_seconds ({limit:g})",
+            f"{period} <= {limit:g}")
+
+
+def label_selector_matches(selector, labels):
+    if not isinstance(selector, dict) or set(selector) - {"matchLabels"}:
+        return False  # matchExpressions: not modelled
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def check_network_policy(where, objects, dep):
+    """One NetworkPolicy selects the server's pods: ingress to 8500 from
+    memaudit.io/client pods (any namespace), to 9090 from the monitoring
+    namespace, nothing else; egress, when restricted, DNS only."""
+    server = server_container(dep)
+    labels = pod_spec(dep) and dep["spec"]["template"]["metadata"].get("labels", {})
+    policies = [p for p in find(objects, "NetworkPolicy")
+                if label_selector_matches(p["spec"].get("podSelector"), labels)]
+    if not R.check(len(policies) == 1, f"{where}: one NetworkPolicy selects the server's pods",
+                   f"{[p['metadata']['name'] for p in policies]}"):
+        return
+    policy = policies[0]
+    spec = policy["spec"]
+    R.check(policy.get("apiVersion") == "networking.k8s.io/v1" and
+            spec["podSelector"].get("matchLabels"),
+            f"{where}: NetworkPolicy is networking.k8s.io/v1 with a non-empty podSelector")
+    types = spec.get("policyTypes") or []
+    R.check("Ingress" in types, f"{where}: NetworkPolicy restricts ingress", f"{types}")
+
+    def ports_of(rule):
+        return sorted((p.get("protocol", "TCP"), container_port(server, p.get("port")))
+                      for p in rule.get("ports") or [])
+
+    clients = [{"namespaceSelector": {},
+                "podSelector": {"matchLabels": {"memaudit.io/client": "true"}}}]
+    monitoring = [{"namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    rules = spec.get("ingress") or []
+    wanted = {GRPC_PORT: clients, METRICS_PORT: monitoring}
+    seen = {}
+    for rule in rules:
+        ports = ports_of(rule)
+        # An empty ports or from list would allow every port or every source.
+        R.check(ports and len(ports) == 1 and ports[0][0] == "TCP" and ports[0][1] in wanted
+                and rule.get("from"),
+                f"{where}: NetworkPolicy ingress rule names one TCP port of "
+                f"{sorted(wanted)} and its sources", f"{rule}")
+        if ports:
+            seen.setdefault(ports[0][1], []).append(rule.get("from"))
+    R.check(sorted(seen) == sorted(wanted) and all(len(v) == 1 for v in seen.values()),
+            f"{where}: NetworkPolicy allows ingress to exactly ports {sorted(wanted)}, one "
+            "rule each", f"{seen}")
+    R.check(seen.get(GRPC_PORT) == [clients],
+            f"{where}: NetworkPolicy: {GRPC_PORT} only from pods labelled "
+            "memaudit.io/client=true in any namespace", f"{seen.get(GRPC_PORT)}")
+    R.check(seen.get(METRICS_PORT) == [monitoring],
+            f"{where}: NetworkPolicy: {METRICS_PORT} only from the namespace monitoring",
+            f"{seen.get(METRICS_PORT)}")
+    if "Egress" in types:
+        dns = {("UDP", 53), ("TCP", 53)}
+        egress = spec.get("egress") or []
+        R.check(all(r.get("ports") and set(ports_of(r)) <= dns for r in egress),
+                f"{where}: NetworkPolicy egress is DNS (port 53) only",
+                f"{egress}")
+
+
+def check_rendering(where, objects):
+    """Checks that hold for every rendering that is applied."""
+    R.check(not find(objects, "Secret"), f"{where}: renders no Secret (none committed)")
+    deployments = find(objects, "Deployment")
+    dep = deployments[0] if len(deployments) == 1 else None
+    if not R.check(dep is not None and server_container(dep) is not None,
+                   f"{where}: one Deployment with the memaudit container"):
+        return
+    check_termination(where, dep)
+    check_probes(where, server_container(dep))
+    check_network_policy(where, objects, dep)
+
+
+def check_no_committed_secrets(root):
+    found = []
+    for path in sorted((root / "deploy").rglob("*")):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            if re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text) or \
+                    re.search(r"sha256:[0-9a-fA-F]{64}\b", text):
+                found.append(str(path.relative_to(root)))
+    R.check(not found, "deploy/ holds no private key and no token hash", f"in {found}")
 
 
 def check_monitoring(root, base_dep):
@@ -825,8 +1004,14 @@ def main():
     check_kustomizations(root, docs)
     rendered = render(root, options.kubectl)
     base_dep = check_base(root, rendered["deploy"]) if rendered.get("deploy") else None
+    for overlay in RENDERINGS:
+        if rendered.get(overlay):
+            check_rendering(f"{overlay}/", rendered[overlay])
+    # A rendering that failed, or a base that failed its checks, has a failed
+    # check already: the overlay checks cannot run without them.
     if base_dep is not None and rendered.get("deploy/gpu"):
         check_gpu(base_dep, rendered["deploy/gpu"])
+    check_no_committed_secrets(root)
     check_monitoring(root, base_dep)
     check_dockerfile(root, base_dep)
     print(f"# python: {R.passed} passed, {R.failed} failed")
