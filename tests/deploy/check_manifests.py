@@ -12,9 +12,10 @@ standard library and PyYAML (Debian: python3-yaml).
 
 What it checks:
   * every YAML file under deploy/ parses; every file a kustomization names exists;
-  * deploy/ and deploy/gpu/ render (kubectl kustomize when --kubectl is given,
-    and always with a small built-in kustomize: resources, strategic-merge
-    patches, images, labels), and the two renderings agree;
+  * deploy/, deploy/gpu/ and deploy/secure/ render (kubectl kustomize when
+    --kubectl is given, and always with a small built-in kustomize: resources,
+    strategic-merge and JSON 6902 patches, images, labels), and the two
+    renderings agree;
   * the Deployment: gRPC probes on 8500, ports 8500/9090, CPU/memory requests and
     limits, non-root, read-only root filesystem with an emptyDir /tmp, the model
     repository mounted where --model_repository points, flags the server knows;
@@ -29,6 +30,11 @@ What it checks:
     monitoring namespace only (egress, if restricted, DNS only); no Secret
     objects and no private keys or token hashes are committed;
   * the GPU overlay: nvidia.com/gpu, --device=cuda:0, node selection, CUDA image;
+  * the secure overlay: args are the base's plus exactly the security flags;
+    every flag naming a file points into a read-only Secret volume mount whose
+    items provide it (memaudit-tls: tls.crt, tls.key, ca.crt; memaudit-tokens:
+    tokens), mode 0440 with the pod's fsGroup; HTTPS metrics Service; the
+    README's commands create those Secrets with those keys;
   * alert rules and the Grafana dashboard: metric names (memaudit_*, process_*,
     up) and bounded aggregation labels;
   * the Dockerfile: the scripts it runs exist, EXPOSE matches the ports, the
@@ -52,7 +58,7 @@ import yaml
 GRPC_PORT = 8500
 METRICS_PORT = 9090
 # The kustomizations that are applied (deploy/base/ is only their base).
-RENDERINGS = ("deploy", "deploy/gpu")
+RENDERINGS = ("deploy", "deploy/gpu", "deploy/secure")
 
 # Server flags (--flag=value form), read from server/'s add_option("--...")
 # calls by load_server_facts; switches (bare --flag), from add_flag("--...").
@@ -62,6 +68,19 @@ SERVER_SWITCHES = set()
 # ("double grace_seconds = 30;"): {flag: seconds}.
 SERVER_DEFAULTS = {}
 
+# The Secrets deploy/secure/ mounts, with their keys (the shape cert-manager
+# writes for memaudit-tls), and the file each server flag reads from them.
+SECRET_KEYS = {
+    "memaudit-tls": {"tls.crt", "tls.key", "ca.crt"},
+    "memaudit-tokens": {"tokens"},
+}
+FILE_FLAGS = {
+    "tls_cert": ("memaudit-tls", "tls.crt"),
+    "tls_key": ("memaudit-tls", "tls.key"),
+    "tls_client_ca": ("memaudit-tls", "ca.crt"),
+    "token_file": ("memaudit-tokens", "tokens"),
+}
+SECURITY_FLAGS = set(FILE_FLAGS) | {"metrics_tls", "metrics_require_token"}
 # The probe paths on the metrics port.
 PROBE_PATHS = {"startupProbe": "/readyz", "readinessProbe": "/readyz",
                "livenessProbe": "/healthz"}
@@ -106,7 +125,7 @@ R = Results()
 
 # --------------------------------------------------------------------------
 # A small kustomize: enough for these manifests (resources, patches with
-# strategic merge, images, labels, configMapGenerator file checks).
+# strategic merge or JSON 6902, images, labels, configMapGenerator file checks).
 
 MERGE_KEYS = {
     "containers": "name",
@@ -142,6 +161,65 @@ def strategic_merge(base, patch, field=None):
                 out.append(copy.deepcopy(item))
         return out
     return copy.deepcopy(patch)
+
+
+def json_pointer(path):
+    """RFC 6901 pointer -> list of reference tokens."""
+    if path == "":
+        return []
+    if not path.startswith("/"):
+        raise ValueError(f"JSON pointer {path!r} does not start with /")
+    return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
+
+
+def pointer_step(node, token, path, appending=False):
+    """The child `token` of a dict or list (an index or, when appending, '-')."""
+    if isinstance(node, dict):
+        if token not in node:
+            raise ValueError(f"JSON 6902: {path}: no member {token!r}")
+        return token
+    if isinstance(node, list):
+        if appending and token == "-":
+            return len(node)
+        if not re.fullmatch(r"0|[1-9][0-9]*", token) or int(token) > len(node) - (not appending):
+            raise ValueError(f"JSON 6902: {path}: no index {token!r} in a list of {len(node)}")
+        return int(token)
+    raise ValueError(f"JSON 6902: {path}: {token!r} is below a scalar")
+
+
+JSON6902_OPS = ("add", "remove", "replace", "test")
+
+
+def json6902(obj, operations):
+    """Applies RFC 6902 add/remove/replace/test operations (not move/copy)."""
+    doc = copy.deepcopy(obj)
+    for operation in operations:
+        op, path = operation.get("op"), operation.get("path", "")
+        tokens = json_pointer(path)
+        if not tokens:
+            raise ValueError(f"JSON 6902: {op} on the whole document: not modelled")
+        parent = doc
+        for token in tokens[:-1]:
+            parent = parent[pointer_step(parent, token, path)]
+        last = tokens[-1]
+        if op == "add":
+            value = copy.deepcopy(operation["value"])
+            if isinstance(parent, dict):
+                parent[last] = value
+            else:
+                parent.insert(pointer_step(parent, last, path, appending=True), value)
+        elif op in ("replace", "remove", "test"):
+            key = pointer_step(parent, last, path)
+            if op == "replace":
+                parent[key] = copy.deepcopy(operation["value"])
+            elif op == "remove":
+                del parent[key]
+            elif parent[key] != operation["value"]:
+                raise ValueError(f"JSON 6902: test {path}: {parent[key]!r} != "
+                                 f"{operation['value']!r}")
+        else:
+            raise ValueError(f"JSON 6902: op {op!r}: not modelled")
+    return doc
 
 
 def split_image(image):
@@ -184,6 +262,11 @@ def kustomize(directory):
                 body = yaml.safe_load(f)
         else:
             body = yaml.safe_load(patch["patch"])
+        # A list of operations is a JSON 6902 patch (which needs a target);
+        # a map, a strategic-merge patch.
+        is_json6902 = isinstance(body, list)
+        if is_json6902 and not patch.get("target"):
+            raise ValueError(f"{directory}: JSON 6902 patch {patch} without a target")
         target = patch.get("target") or {
             "kind": body.get("kind"), "name": body.get("metadata", {}).get("name")}
         matched = 0
@@ -191,6 +274,10 @@ def kustomize(directory):
             if target.get("kind") and obj.get("kind") != target["kind"]:
                 continue
             if target.get("name") and obj.get("metadata", {}).get("name") != target["name"]:
+                continue
+            if is_json6902:
+                objects[i] = json6902(obj, body)
+                matched += 1
                 continue
             patched = strategic_merge(obj, {k2: v for k2, v in body.items()
                                             if k2 not in ("apiVersion", "kind", "metadata")})
@@ -410,6 +497,11 @@ def check_kustomizations(root, docs):
         if rel.name == "kustomization.yaml" or rel.parts[1] == "monitoring":
             continue
         for d in content:
+            if isinstance(d, list):  # a JSON 6902 patch
+                R.check(d and all(isinstance(o, dict) and o.get("op") in JSON6902_OPS
+                                  and isinstance(o.get("path"), str) for o in d),
+                        f"{rel}: JSON 6902 operations ({len(d)}) have op and path")
+                continue
             R.check(d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name"),
                     f"{rel}: {d.get('kind')} has apiVersion, kind, metadata.name")
 
@@ -725,6 +817,95 @@ def check_rendering(where, objects):
     check_network_policy(where, objects, dep)
 
 
+def check_secure(root, base_dep, objects):
+    deployments = find(objects, "Deployment")
+    if not R.check(len(deployments) == 1, "deploy/secure/: one Deployment"):
+        return
+    dep = deployments[0]
+    pod = pod_spec(dep)
+    server, base_server = server_container(dep), server_container(base_dep)
+    args, base_args = server.get("args") or [], base_server.get("args") or []
+    extra = flag_map(args[len(base_args):])
+    R.check(args[:len(base_args)] == base_args and set(extra) == SECURITY_FLAGS
+            and len(args) == len(base_args) + len(SECURITY_FLAGS),
+            "secure overlay args are the base's plus exactly "
+            + ", ".join(f"--{f}" for f in sorted(SECURITY_FLAGS)),
+            f"extra {args[len(base_args):] if args[:len(base_args)] == base_args else args}")
+    flags = flag_map(args)
+    check_flags_known("secure overlay", flags)
+    R.check(flags.get("metrics_tls") is True and flags.get("metrics_require_token") is True,
+            "secure overlay: --metrics_tls and --metrics_require_token are bare switches")
+    R.check(server.get("image") == base_server.get("image"),
+            "secure overlay keeps the base image")
+
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    mounts = server.get("volumeMounts") or []
+    fs_group = (pod.get("securityContext") or {}).get("fsGroup")
+    R.check(isinstance(fs_group, int) and fs_group != 0,
+            f"secure overlay: pod fsGroup ({fs_group}) owns the Secret files")
+    for flag, (secret_name, key) in FILE_FLAGS.items():
+        path = flags.get(flag)
+        what = f"secure overlay: --{flag}={path}"
+        if not R.check(isinstance(path, str) and path.startswith("/"),
+                       f"secure overlay: --{flag} is an absolute path", f"{path!r}"):
+            continue
+        exact = [m for m in mounts if m["mountPath"].rstrip("/") == path]
+        if exact:
+            R.check(False, f"{what}: the file is inside a whole-volume mount",
+                    f"the file itself is a mount ({exact[0]}): with subPath, Secret updates "
+                    "never reach it")
+            continue
+        inside = [m for m in mounts if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        mount = max(inside, key=lambda m: len(m["mountPath"]), default=None)
+        if not R.check(mount is not None, f"{what} is inside a volume mount"):
+            continue
+        secret = (volumes.get(mount["name"]) or {}).get("secret")
+        if not R.check(secret, f"{what} is inside a Secret volume", f"mount {mount}"):
+            continue
+        R.check(secret.get("secretName") == secret_name,
+                f"{what}: the volume is Secret {secret_name}", f"{secret}")
+        R.check(mount.get("readOnly") is True and not mount.get("subPath")
+                and not mount.get("subPathExpr"),
+                f"{what}: whole-volume mount (no subPath, so updates arrive), read-only",
+                f"{mount}")
+        relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+        items = secret.get("items")
+        item = next((i for i in items or [] if i.get("path") == relative), None)
+        if items is not None:
+            provided = item and item.get("key")
+        else:
+            provided = relative if "/" not in relative else None
+        R.check(provided == key, f"{what}: the Secret's key {key} provides the file",
+                f"file {relative!r} comes from key {provided!r}")
+        R.check(not set(k.get("key") for k in items or []) - SECRET_KEYS[secret_name],
+                f"{what}: the volume's items are keys of {secret_name} "
+                f"({', '.join(sorted(SECRET_KEYS[secret_name]))})", f"{items}")
+        mode = (item or {}).get("mode", secret.get("defaultMode", 0o644))
+        R.check(mode == 0o440, f"{what}: mode 0440 (owner and fsGroup read, others nothing)",
+                f"mode {mode:#o}")
+
+    # The metrics Service is scraped over HTTPS when the port speaks it.
+    for svc in find(objects, "Service"):
+        if any(p.get("port") == METRICS_PORT for p in svc["spec"].get("ports") or []):
+            ann = svc["metadata"].get("annotations") or {}
+            port = next(p for p in svc["spec"]["ports"] if p.get("port") == METRICS_PORT)
+            R.check(ann.get("prometheus.io/scheme") == "https"
+                    and port.get("appProtocol") == "https",
+                    "secure overlay: metrics Service says https (annotation, appProtocol)",
+                    f"{ann}, {port}")
+
+    # The documented commands create the Secrets with the keys mounted here.
+    readme = root / "deploy/README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    for secret_name, keys in SECRET_KEYS.items():
+        commands = re.findall(rf"kubectl create secret generic {secret_name}\b(?:\\\n|[^\n])*",
+                              text)
+        made = {m for c in commands for m in re.findall(r"--from-file=([\w.-]+)", c)}
+        R.check(commands and made == keys,
+                f"deploy/README.md: `kubectl create secret generic {secret_name}` makes "
+                f"keys {', '.join(sorted(keys))}", f"{commands} -> {sorted(made)}")
+
+
 def check_no_committed_secrets(root):
     found = []
     for path in sorted((root / "deploy").rglob("*")):
@@ -1011,6 +1192,8 @@ def main():
     # check already: the overlay checks cannot run without them.
     if base_dep is not None and rendered.get("deploy/gpu"):
         check_gpu(base_dep, rendered["deploy/gpu"])
+    if base_dep is not None and rendered.get("deploy/secure"):
+        check_secure(root, base_dep, rendered["deploy/secure"])
     check_no_committed_secrets(root)
     check_monitoring(root, base_dep)
     check_dockerfile(root, base_dep)

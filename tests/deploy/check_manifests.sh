@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the container and cluster files: Dockerfile, .dockerignore,
-# deploy/ (Kubernetes manifests, GPU overlay, alert rules, Grafana dashboard).
+# deploy/ (Kubernetes manifests, NetworkPolicy, GPU and secure overlays, alert
+# rules, Grafana dashboard).
 #
 #   bash tests/deploy/check_manifests.sh        (CTest: deploy_manifests)
 #
