@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "calibration.h"
 #include "early_metrics.h"
+#include "request_memory.h"
 #include "request_options.h"
 #include "sample_curvature.h"
 #include "status_macros.h"
@@ -18,7 +19,7 @@ namespace {
 
 // Samples measured per MeasureSamples call: a progress event and a stop
 // check at least this often, with network calls still batched.
-constexpr int64_t kSamplesPerBatch = 8;
+constexpr int64_t kSamplesPerBatch = kAuditSamplesPerBatch;
 
 using Clock = std::chrono::steady_clock;
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "audit_runner.h"
+#include "request_memory.h"
 #include "status_macros.h"
 
 namespace memaudit::server {
@@ -86,6 +87,8 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, registry_->Get(request.model()));
   ASSIGN_OR_RETURN(AuditPlan plan,
                    PlanNoThrow([&] { return PlanAudit(request, std::move(model)); }));
+  RETURN_IF_ERROR(
+      CheckRequestMemory(EstimateAudit(plan), options_.max_request_bytes, "this audit"));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();
   job->owner = owner;

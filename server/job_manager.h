@@ -40,6 +40,9 @@ struct JobManagerOptions {
   int max_queued_jobs = 16;
   int max_finished_jobs_kept = 1000;
   int64_t max_finished_job_bytes = int64_t{256} << 20;
+  // An audit whose memory estimate (request_memory.h) is larger is refused
+  // with RESOURCE_EXHAUSTED; 0: no limit.
+  int64_t max_request_bytes = 0;
 };
 
 class JobManager {

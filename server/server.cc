@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "checkpoint.h"
+#include "request_memory.h"
 #include "status_macros.h"
 #include "tls.h"
 
@@ -105,15 +106,19 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   job_options.max_queued_jobs = options.max_queued_jobs;
   job_options.max_finished_jobs_kept = options.max_finished_jobs;
   job_options.max_finished_job_bytes = options.max_finished_job_mib << 20;
+  const int64_t max_request_bytes = options.max_request_memory_mib > 0
+                                        ? options.max_request_memory_mib << 20
+                                        : DefaultRequestMemoryLimitBytes();
+  job_options.max_request_bytes = max_request_bytes;
   server->jobs_ = std::make_unique<JobManager>(server->registry_.get(), metrics, job_options);
   JobManager* jobs = server->jobs_.get();
   metrics->SetJobGauges([jobs] { return jobs->gauges(); });
 
   server->model_service_ = std::make_unique<ModelServiceImpl>(
       server->registry_.get(), server->request_pool_.get(), metrics, server->access_.get());
-  server->audit_service_ =
-      std::make_unique<AuditServiceImpl>(server->registry_.get(), jobs, server->request_pool_.get(),
-                                         metrics, server->access_.get(), options.max_watch_streams);
+  server->audit_service_ = std::make_unique<AuditServiceImpl>(
+      server->registry_.get(), jobs, server->request_pool_.get(), metrics, server->access_.get(),
+      options.max_watch_streams, max_request_bytes);
 
   Metrics::HttpOptions http;
   if (options.metrics_tls) {

@@ -35,6 +35,8 @@ struct ServerOptions {
   int max_finished_jobs = 1000;        // finished jobs kept for GetAudit
   int64_t max_finished_job_mib = 256;  // and their total size
   int64_t max_dense_dimension = kDefaultMaxDenseDimension;
+  // Per-request memory estimate limit, MiB; 0: DefaultRequestMemoryLimitBytes.
+  int64_t max_request_memory_mib = 0;
   absl::Duration shutdown_grace = absl::Seconds(30);
   // A model load (with its probe) that takes longer fails and is abandoned.
   absl::Duration model_load_timeout = ModelRegistry::kDefaultLoadTimeout;

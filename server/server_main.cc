@@ -57,6 +57,11 @@ int main(int argc, char** argv) {
                  "total size of the finished audits kept, MiB (oldest evicted)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--max_request_memory_mib", options.max_request_memory_mib,
+                 "refuse a request whose memory estimate (states, Jacobians, batches) is larger "
+                 "(0: half of the machine's or the container's memory)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   app.add_option("--max_dense_dimension", options.max_dense_dimension,
                  "largest d for a dense spectrum")
       ->capture_default_str();

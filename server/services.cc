@@ -10,6 +10,7 @@
 #include "early_metrics.h"
 #include "grpc_status.h"
 #include "plans.h"
+#include "request_memory.h"
 #include "sample_curvature.h"
 #include "sampler.h"
 #include "status_macros.h"
@@ -46,6 +47,10 @@ absl::Status MayAccess(const Caller& caller, const std::string& owner, const std
                                                   caller.name,
                                                   "\" (role audit) may access only its own jobs"));
 }
+
+// StreamSamples samples this many seeds at a time: samples reach the client
+// as they are done, and the request pool is shared between batches.
+constexpr int64_t kStreamBatch = 8;
 
 absl::Status RequireModelName(const std::string& name) {
   return name.empty() ? absl::InvalidArgumentError("model: required") : absl::OkStatus();
@@ -236,6 +241,11 @@ grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
   return Handle(metrics_, *access_, context, "AuditService/Spectrum", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanSpectrum);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
+    if (absl::Status s =
+            CheckRequestMemory(EstimateSpectrum(*plan), max_request_bytes_, "this spectrum");
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     return OnPool(
         context,
         [&](const StopCheck& stop, v1::SpectrumResponse* result) {
@@ -262,6 +272,12 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
   return Handle(metrics_, *access_, context, "AuditService/Sample", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanSample);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
+    if (absl::Status s =
+            CheckRequestMemory(EstimateSample(*plan, static_cast<int64_t>(plan->seeds.size())),
+                               max_request_bytes_, "this sample request");
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     auto samples = SamplesOnPool(context, *plan, plan->seeds);
     if (!samples.ok()) return ToGrpcStatus(samples.status());
     *response->mutable_seeds() = request->seeds();
@@ -273,31 +289,37 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
 grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
                                              const v1::SampleRequest* request,
                                              grpc::ServerWriter<v1::SampleResponse>* writer) {
-  return Handle(metrics_, *access_, context, "AuditService/StreamSamples",
-                [&](const Caller& caller) {
-                  auto plan = PlanFor(*request, PlanSample);
-                  if (!plan.ok()) return ToGrpcStatus(plan.status());
-                  // Batches of seeds: samples reach the client as they are done, and the
-                  // request pool is shared with other calls between batches.
-                  constexpr size_t kBatch = 8;
-                  for (size_t first = 0; first < plan->seeds.size(); first += kBatch) {
-                    const size_t count = std::min(kBatch, plan->seeds.size() - first);
-                    const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
-                                                      plan->seeds.begin() + first + count);
-                    auto samples = SamplesOnPool(context, *plan, seeds);
-                    if (!samples.ok()) return ToGrpcStatus(samples.status());
-                    for (size_t i = 0; i < count; ++i) {
-                      v1::SampleResponse response;
-                      response.add_seeds(seeds[i]);
-                      EncodeTensor(samples->narrow(0, static_cast<int64_t>(i), 1),
-                                   response.mutable_samples());
-                      if (!writer->Write(response)) {
-                        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-                      }
-                    }
-                  }
-                  return grpc::Status::OK;
-                });
+  return Handle(
+      metrics_, *access_, context, "AuditService/StreamSamples", [&](const Caller& caller) {
+        auto plan = PlanFor(*request, PlanSample);
+        if (!plan.ok()) return ToGrpcStatus(plan.status());
+        if (absl::Status s = CheckRequestMemory(
+                EstimateSample(*plan, std::min<int64_t>(kStreamBatch, plan->seeds.size())),
+                max_request_bytes_, "this sample stream");
+            !s.ok()) {
+          return ToGrpcStatus(s);
+        }
+        // Batches of seeds: samples reach the client as they are done, and the
+        // request pool is shared with other calls between batches.
+        constexpr size_t kBatch = 8;
+        for (size_t first = 0; first < plan->seeds.size(); first += kBatch) {
+          const size_t count = std::min(kBatch, plan->seeds.size() - first);
+          const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
+                                            plan->seeds.begin() + first + count);
+          auto samples = SamplesOnPool(context, *plan, seeds);
+          if (!samples.ok()) return ToGrpcStatus(samples.status());
+          for (size_t i = 0; i < count; ++i) {
+            v1::SampleResponse response;
+            response.add_seeds(seeds[i]);
+            EncodeTensor(samples->narrow(0, static_cast<int64_t>(i), 1),
+                         response.mutable_samples());
+            if (!writer->Write(response)) {
+              return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+            }
+          }
+        }
+        return grpc::Status::OK;
+      });
 }
 
 grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
@@ -307,6 +329,11 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
       metrics_, *access_, context, "AuditService/EarlyMetrics", [&](const Caller& caller) {
         auto plan = PlanFor(*request, PlanEarlyMetrics);
         if (!plan.ok()) return ToGrpcStatus(plan.status());
+        if (absl::Status s = CheckRequestMemory(EstimateEarlyMetrics(*plan), max_request_bytes_,
+                                                "this early-metrics request");
+            !s.ok()) {
+          return ToGrpcStatus(s);
+        }
         return OnPool(
             context,
             [&](const StopCheck& stop, v1::EarlyMetricsResponse* result) -> absl::Status {
@@ -331,6 +358,11 @@ grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
   return Handle(metrics_, *access_, context, "AuditService/Calibrate", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanCalibration);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
+    if (absl::Status s =
+            CheckRequestMemory(EstimateCalibration(*plan), max_request_bytes_, "this calibration");
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     return OnPool(
         context,
         [&](const StopCheck& stop, v1::CalibrationResponse* result) -> absl::Status {

@@ -172,7 +172,8 @@ void WriteRepository(const std::string& repository) {
 std::vector<std::string> ServerFlags() {
   return {"--max_concurrent_jobs=" + std::to_string(kMaxConcurrentJobs),
           "--max_queued_jobs=" + std::to_string(kMaxQueuedJobs),
-          "--max_watch_streams=" + std::to_string(kMaxWatchStreams), "--shutdown_grace_seconds=5"};
+          "--max_watch_streams=" + std::to_string(kMaxWatchStreams), "--shutdown_grace_seconds=5",
+          "--max_request_memory_mib=256"};
 }
 
 class IntegrationTest : public ::testing::Test {
@@ -979,6 +980,25 @@ TEST_F(IntegrationTest, ModelsThatNeverReturnDoNotHoldTheServer) {
   // watchdog ends the process 1 + 2 s after SIGTERM.
   EXPECT_EQ(server.Terminate(30), 3) << server.Log();
   EXPECT_NE(server.Log().find("has not finished"), std::string::npos) << server.Log();
+}
+
+// A request the server could accept by its field limits but not hold in
+// memory is refused up front, with the numbers (it used to be accepted:
+// the field limits allowed one request of about 268 GB).
+TEST_F(IntegrationTest, RequestsAboveTheMemoryLimitAreRefusedWithTheNumbers) {
+  v1::AuditRequest request;
+  request.set_model("slow");
+  request.set_early_steps(1);
+  request.set_samples_per_condition(100000);
+  auto refused = client().SubmitAudit(request);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("--max_request_memory_mib 256"), std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("early-metric states"), std::string::npos);
+  request.set_samples_per_condition(100);
+  auto accepted = client().SubmitAudit(request);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_TRUE(client().CancelAudit(accepted->id()).ok());
 }
 
 // After a burst of work the suite's server still serves.

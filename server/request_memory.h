@@ -1,0 +1,57 @@
+// Memory a planned request will hold at its peak, estimated before any work
+// starts, and the limit it is checked against (--max_request_memory_mib).
+//
+// What is counted: sampling states (kept steps × batch × d), the batch's
+// working tensors, dense Jacobians and the eigen-solver's double-precision
+// copies, Arnoldi bases, JVP chunks. What is not: the network's own
+// activations (unknown to the server; they scale with the batch like the
+// states do) and the loaded models themselves. The estimate errs high.
+#ifndef MEMAUDIT_SERVER_REQUEST_MEMORY_H_
+#define MEMAUDIT_SERVER_REQUEST_MEMORY_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "plans.h"
+
+namespace memaudit::server {
+
+struct MemoryEstimate {
+  struct Part {
+    std::string name;  // "states", "Jacobians", ...
+    int64_t bytes = 0;
+  };
+  int64_t bytes = 0;        // the sum of the parts (saturating)
+  std::vector<Part> parts;  // each > 0
+  // The bytes of part `name`; 0 when absent.
+  int64_t PartBytes(const std::string& name) const;
+  // "states 12 MiB + Jacobians 40 MiB"
+  std::string Breakdown() const;
+};
+
+// Samples of an audit measured together (audit_runner.cc).
+inline constexpr int64_t kAuditSamplesPerBatch = 8;
+
+MemoryEstimate EstimateAudit(const AuditPlan& plan);
+MemoryEstimate EstimateCalibration(const CalibrationPlan& plan);
+MemoryEstimate EstimateSpectrum(const SpectrumPlan& plan);
+// `batch`: seeds sampled together (all of them for Sample, a streaming
+// batch for StreamSamples).
+MemoryEstimate EstimateSample(const SamplePlan& plan, int64_t batch);
+MemoryEstimate EstimateEarlyMetrics(const EarlyMetricsPlan& plan);
+
+// OK when `estimate` fits in `limit_bytes` (0: no limit); otherwise
+// RESOURCE_EXHAUSTED with both numbers, the breakdown and what to lower.
+absl::Status CheckRequestMemory(const MemoryEstimate& estimate, int64_t limit_bytes,
+                                const std::string& what);
+
+// The default --max_request_memory_mib: half of the memory this process may
+// use (the smaller of physical memory and the cgroup's memory.max), so that
+// a request that passes leaves room for the models and a second request.
+int64_t DefaultRequestMemoryLimitBytes();
+
+}  // namespace memaudit::server
+
+#endif  // MEMAUDIT_SERVER_REQUEST_MEMORY_H_

@@ -1,0 +1,131 @@
+// Memory estimates of planned requests (server/request_memory.h): the parts
+// checked against what the engine really allocates, scaling with the
+// request, and the refusal a job manager gives above its limit.
+#include "request_memory.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "job_manager.h"
+#include "request_options.h"
+#include "sampler.h"
+#include "server_fixture.h"
+
+namespace memaudit::server {
+namespace {
+
+class RequestMemoryTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    fixture_ = new testing::ServerFixture();
+    registry_ = fixture_->NewRegistry().release();
+    ASSERT_TRUE(registry_->Load("classes").ok());
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    delete fixture_;
+  }
+  static std::shared_ptr<const LoadedModel> Model() { return *registry_->Get("classes"); }
+
+  static testing::ServerFixture* fixture_;
+  static ModelRegistry* registry_;
+};
+testing::ServerFixture* RequestMemoryTest::fixture_ = nullptr;
+ModelRegistry* RequestMemoryTest::registry_ = nullptr;
+
+// The states an audit keeps are what the sampler really keeps: every
+// state of the trajectory and the final sample, per sample of a batch.
+TEST_F(RequestMemoryTest, StatesMatchTheSamplersTrajectory) {
+  v1::AuditRequest request;
+  request.set_samples_per_condition(3);
+  request.mutable_sampling()->set_num_steps(7);
+  auto plan = PlanAudit(request, Model());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const MemoryEstimate estimate = EstimateAudit(*plan);
+
+  auto trajectory = SampleTrajectories(
+      *plan->model->denoiser, {0, 1, 2},
+      *plan->model->denoiser->PrepareConditions(RepeatCondition(plan->conditions[0], 3), 3),
+      plan->curvature.sampler);
+  ASSERT_TRUE(trajectory.ok()) << trajectory.status();
+  int64_t kept = trajectory->final_sample.nbytes();
+  for (const at::Tensor& state : trajectory->states) kept += state.nbytes();
+  EXPECT_EQ(estimate.PartBytes("states"), kept) << estimate.Breakdown();
+  // Dense at d = 4: the Jacobians and the solver's copies are counted.
+  EXPECT_GT(estimate.PartBytes("Jacobians"), 0) << estimate.Breakdown();
+  EXPECT_GT(estimate.PartBytes("eigen-solver"), 0);
+  EXPECT_EQ(estimate.PartBytes("Arnoldi basis"), 0);
+}
+
+TEST_F(RequestMemoryTest, EstimatesGrowWithTheRequest) {
+  v1::SampleRequest small;
+  small.add_seeds(1);
+  small.add_seeds(2);
+  auto plan = PlanSample(small, Model());
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(EstimateSample(*plan, 2000).bytes, 1000 * EstimateSample(*plan, 2).bytes);
+
+  v1::AuditRequest early;
+  early.set_early_steps(2);
+  early.set_samples_per_condition(10);
+  auto ten = PlanAudit(early, Model());
+  early.set_samples_per_condition(1000);
+  auto thousand = PlanAudit(early, Model());
+  ASSERT_TRUE(ten.ok() && thousand.ok());
+  EXPECT_EQ(EstimateAudit(*thousand).PartBytes("early-metric states"),
+            100 * EstimateAudit(*ten).PartBytes("early-metric states"));
+
+  v1::SpectrumRequest arnoldi;
+  arnoldi.set_seed(1);
+  arnoldi.mutable_curvature()->set_method(v1::ARNOLDI);
+  arnoldi.mutable_curvature()->set_num_eigenvalues(2);
+  auto spectrum = PlanSpectrum(arnoldi, Model());
+  ASSERT_TRUE(spectrum.ok()) << spectrum.status();
+  const MemoryEstimate matrix_free = EstimateSpectrum(*spectrum);
+  EXPECT_GT(matrix_free.PartBytes("Arnoldi basis"), 0) << matrix_free.Breakdown();
+  EXPECT_EQ(matrix_free.PartBytes("Jacobians"), 0);
+}
+
+TEST_F(RequestMemoryTest, RefusalsGiveTheNumbers) {
+  MemoryEstimate estimate;
+  estimate.bytes = int64_t{3} << 30;
+  estimate.parts = {{"states", int64_t{1} << 30}, {"Jacobians", int64_t{2} << 30}};
+  EXPECT_TRUE(CheckRequestMemory(estimate, 0, "this audit").ok());
+  EXPECT_TRUE(CheckRequestMemory(estimate, int64_t{4} << 30, "this audit").ok());
+  const absl::Status refused = CheckRequestMemory(estimate, int64_t{1} << 30, "this audit");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  for (const char* expected : {"this audit would hold about 3072 MiB", "states 1024 MiB",
+                               "Jacobians 2048 MiB", "--max_request_memory_mib 1024"}) {
+    EXPECT_NE(refused.message().find(expected), std::string::npos)
+        << expected << " in " << refused.message();
+  }
+  const int64_t limit = DefaultRequestMemoryLimitBytes();
+  EXPECT_GT(limit, 0);
+  EXPECT_LE(limit, sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE) / 2);
+}
+
+// The job manager refuses an audit whose estimate passes its limit before
+// queueing it, and accepts a small one.
+TEST_F(RequestMemoryTest, JobsAboveTheLimitAreRefusedBeforeTheyQueue) {
+  JobManagerOptions options;
+  options.max_request_bytes = int64_t{1} << 20;
+  JobManager jobs(registry_, nullptr, options);
+  v1::AuditRequest large;
+  large.set_model("classes");
+  large.set_early_steps(1);
+  large.set_samples_per_condition(100000);
+  auto refused = jobs.Submit(large);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("early-metric states"), std::string::npos)
+      << refused.status();
+  v1::AuditRequest small;
+  small.set_model("classes");
+  small.set_samples_per_condition(2);
+  small.mutable_sampling()->set_num_steps(5);
+  auto accepted = jobs.Submit(small);
+  EXPECT_TRUE(accepted.ok()) << accepted.status();
+  jobs.Shutdown(absl::Seconds(30));
+}
+
+}  // namespace
+}  // namespace memaudit::server
