@@ -255,7 +255,10 @@ at::Tensor Checkpoint::Forward(const at::Tensor& x, const at::Tensor& t,
   if (conditional()) inputs.emplace_back(condition);
   at::Tensor out = module_.forward(std::move(inputs)).toTensor();
   if (forward_observer_) forward_observer_(x.size(0), at::GradMode::is_enabled());
-  return out.scalar_type() == dtype_ ? out : out.to(dtype_);
+  // Only a floating output is brought to the model's precision: an integer
+  // one stays as it is, so that the load probe can refuse it.
+  if (out.scalar_type() == dtype_ || !at::isFloatingType(out.scalar_type())) return out;
+  return out.to(dtype_);
 }
 
 }  // namespace memaudit

@@ -97,6 +97,16 @@ absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const Checkpoint& 
         "x.shape: expected [", absl::StrJoin(expected, ", "), "] or [",
         absl::StrJoin(batched, ", "), "], got [", absl::StrJoin(x.sizes(), ", "), "]"));
   }
+  // Diffusion states are O(1) (data in [-1, 1] plus unit-variance noise);
+  // far larger values overflow the score's Jacobian into Inf.
+  if (x.numel() > 0) {
+    const double largest = x.abs().max().item<double>();
+    if (largest > kMaxAbsPointValue) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "x.data: holds a value of magnitude ", largest,
+          "; a diffusion state's values are O(1) (at most ", kMaxAbsPointValue, " accepted)"));
+    }
+  }
   return x.reshape(batched).to(checkpoint.device(), checkpoint.dtype());
 }
 

@@ -34,6 +34,8 @@ inline constexpr int64_t kDefaultCalibrationSamples = 4;
 inline constexpr int64_t kMaxCalibrationSamples = 1024;
 inline constexpr int64_t kMaxSeedsPerRequest = 4096;
 inline constexpr int64_t kMaxHutchinsonProbes = 1024;
+// The largest |x_i| of a point given to Spectrum.
+inline constexpr double kMaxAbsPointValue = 1e6;
 
 // An audit (AuditService.SubmitAudit): conditions × samples_per_condition
 // samples, sample i of a condition drawn with seed + i.

@@ -156,6 +156,18 @@ TEST(CheckpointTest, OutputShapeMismatchIsReported) {
       << loaded.status();
 }
 
+// A forward that returns integers cannot be a denoiser's output.
+TEST(CheckpointTest, NonFloatingOutputIsReported) {
+  ScratchDir dir;
+  WriteModuleWithSource(dir.path(), testing::MixtureConfig("ints", 2),
+                        "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+                        "    return x.long()\n");
+  auto loaded = Checkpoint::Load(dir.Join("ints"));
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument) << loaded.status();
+  EXPECT_NE(loaded.status().message().find("non-floating-point"), std::string::npos)
+      << loaded.status();
+}
+
 // Changing precision must leave integer buffers alone (Module::to(dtype)
 // would turn an index table into floats and break index_select).
 TEST(CheckpointTest, Float64LoadKeepsIntegerBuffers) {

@@ -257,6 +257,18 @@ TEST_F(PlansTest, SpectrumPointsAreCheckedBeforeAnyWork) {
   });
   EXPECT_NE(not_finite.status().message().find("x.data: holds NaN"), std::string::npos)
       << not_finite.status();
+  auto huge = plan_for([&](auto* r) {
+    *r->mutable_x() = x_of({kFixtureDim}, 1e30);
+    r->set_timestep(5);
+  });
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("x.data: holds a value of magnitude 1e+30"),
+            std::string::npos)
+      << huge.status();
+  EXPECT_TRUE(plan_for([&](auto* r) {
+                *r->mutable_x() = x_of({kFixtureDim}, -3.5);
+                r->set_timestep(5);
+              }).ok());
   auto early_without_seed = plan_for([&](auto* r) {
     *r->mutable_x() = x_of({1, kFixtureDim}, 0.5);
     r->set_timestep(5);
