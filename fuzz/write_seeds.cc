@@ -75,6 +75,14 @@ void WriteTensorSeeds() {
   Write(h, "negative_dim", MakeTensor<float>(v1::FLOAT32, {-1, 2}, {}).SerializeAsString());
   Write(h, "short", MakeTensor<double>(v1::FLOAT64, {3}, {1, 2}).SerializeAsString());
   Write(h, "no_dtype", MakeTensor<float>(v1::DTYPE_UNSPECIFIED, {1}, {1}).SerializeAsString());
+  // Found by fuzzing: shapes whose element count overflows int64.
+  Write(h, "overflow_383x2p57",
+        MakeTensor<float>(v1::FLOAT32, {383, (int64_t{1} << 57) - 1}, {}).SerializeAsString());
+  Write(h, "overflow_2x2p62",
+        MakeTensor<float>(v1::FLOAT32, {2, int64_t{1} << 62}, {}).SerializeAsString());
+  Write(h, "empty_0x2p62x2p62",
+        MakeTensor<double>(v1::FLOAT64, {0, int64_t{1} << 62, int64_t{1} << 62}, {})
+            .SerializeAsString());
 }
 
 void WritePlanSeeds() {
