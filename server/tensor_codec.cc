@@ -28,18 +28,29 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& message, const std::st
       return absl::InvalidArgumentError(
           absl::StrCat(field, ".dtype: must be FLOAT32, FLOAT64 or INT64"));
   }
-  int64_t elements = 1;
+  // The product of the non-zero dimensions stays at most 2^28 (checked
+  // before each multiplication, so it cannot overflow): it bounds the
+  // element count and every stride, also of a tensor with no elements.
+  int64_t extent = 1;
+  bool empty = false;
   std::vector<int64_t> shape(message.shape().begin(), message.shape().end());
   for (int64_t dim : shape) {
     if (dim < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ".shape: negative dimension in [", absl::StrJoin(shape, ", "), "]"));
     }
-    elements *= dim;
-    if (elements > kMaxElements) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".shape: more than 2^28 elements"));
+    if (dim == 0) {
+      empty = true;
+      continue;
     }
+    if (dim > kMaxElements / extent) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".shape: [", absl::StrJoin(shape, ", "),
+                       "] is too large: its non-zero dimensions multiply to more than 2^28"));
+    }
+    extent *= dim;
   }
+  const int64_t elements = empty ? 0 : extent;
   const size_t expected_bytes = static_cast<size_t>(elements) * at::elementSize(type);
   if (message.data().size() != expected_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -12,8 +12,9 @@
 namespace memaudit::server {
 
 // Decodes `message` into a CPU tensor. INVALID_ARGUMENT naming `field` when
-// the dtype is unspecified, a dimension is negative, the byte count does
-// not match the shape, or a float holds NaN/Inf.
+// the dtype is unspecified, a dimension is negative, the non-zero
+// dimensions multiply to more than 2^28, the byte count does not match the
+// shape, or a float holds NaN/Inf.
 absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& message, const std::string& field);
 
 // Encodes `tensor` (float32, float64 or int64; any device) little-endian.
