@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "status_macros.h"
 #include "tensor_codec.h"
 
@@ -198,8 +199,11 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
   }
   auto prepared = denoiser.PrepareConditions(tensor, 1);
   if (!prepared.ok()) {
-    return absl::Status(prepared.status().code(),
-                        absl::StrCat(field, ": ", prepared.status().message()));
+    // The engine's message starts "condition: "; the request's field
+    // (e.g. "conditions[2]") replaces it.
+    absl::string_view message = prepared.status().message();
+    absl::ConsumePrefix(&message, "condition: ");
+    return absl::Status(prepared.status().code(), absl::StrCat(field, ": ", message));
   }
   plan.row = *std::move(prepared);
   return plan;
