@@ -6,10 +6,41 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
+#include <string>
 #include <thread>
 
+#include "google/protobuf/stubs/logging.h"
 #include "server.h"
 #include "torch_runtime.h"
+
+namespace {
+
+// libprotobuf logs an ERROR line for every request whose string field is not
+// valid UTF-8 (gRPC then refuses the call): one client could fill the log.
+// Its lines pass at most once per 10 s, with the count of those left out.
+void RateLimitedProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
+                            const std::string& message) {
+  static std::mutex mu;
+  static std::chrono::steady_clock::time_point last_printed;
+  static int64_t left_out = 0;
+  static constexpr const char* kLevels[] = {"INFO", "WARNING", "ERROR", "FATAL"};
+  std::lock_guard<std::mutex> lock(mu);
+  const auto now = std::chrono::steady_clock::now();
+  if (level != google::protobuf::LOGLEVEL_FATAL && last_printed.time_since_epoch().count() != 0 &&
+      now - last_printed < std::chrono::seconds(10)) {
+    ++left_out;
+    return;
+  }
+  std::string note;
+  if (left_out > 0) note = " (" + std::to_string(left_out) + " libprotobuf lines left out before)";
+  std::fprintf(stderr, "[libprotobuf %s %s:%d] %s%s\n", kLevels[level], filename, line,
+               message.c_str(), note.c_str());
+  last_printed = now;
+  left_out = 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   memaudit::server::ServerOptions options;
@@ -104,6 +135,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  google::protobuf::SetLogHandler(RateLimitedProtobufLog);
   memaudit::ConfigureTorchRuntime(threads);
   auto server = memaudit::server::MemauditServer::Start(options);
   if (!server.ok()) {

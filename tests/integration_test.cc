@@ -1001,6 +1001,28 @@ TEST_F(IntegrationTest, RequestsAboveTheMemoryLimitAreRefusedWithTheNumbers) {
   EXPECT_TRUE(client().CancelAudit(accepted->id()).ok());
 }
 
+// Requests whose strings are not UTF-8 are refused by gRPC's parser, and
+// libprotobuf logs each: the server lets one such line through per 10 s.
+TEST_F(IntegrationTest, InvalidUtf8RequestsDoNotFloodTheLog) {
+  auto count_lines = [] {
+    const std::string log = server_->Log();
+    size_t count = 0;
+    for (size_t at = log.find("invalid UTF-8"); at != std::string::npos;
+         at = log.find("invalid UTF-8", at + 1)) {
+      ++count;
+    }
+    return count;
+  };
+  const size_t before = count_lines();
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_FALSE(client().GetModel("\xff\xfe model").ok());
+  }
+  EXPECT_LE(count_lines() - before, 1u) << server_->Log();
+  auto health = client().Health();
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(*health, "SERVING");
+}
+
 // After a burst of work the suite's server still serves.
 TEST_F(IntegrationTest, StillHealthyAfterConcurrentWork) {
   std::vector<std::thread> threads;
