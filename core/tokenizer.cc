@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <queue>
 #include <sstream>
 #include <utility>
 
@@ -784,20 +786,44 @@ struct Tokenizer::Impl {
       symbols.push_back(word.substr(start, i - start));
     }
     symbols.back() += end_of_word_suffix;
-    while (symbols.size() > 1) {
-      int best_rank = std::numeric_limits<int>::max();
-      size_t best = 0;
-      for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-        auto it = merge_ranks.find(MergeKey(symbols[i], symbols[i + 1]));
-        if (it != merge_ranks.end() && it->second < best_rank) {
-          best_rank = it->second;
-          best = i;
-        }
-      }
-      if (best_rank == std::numeric_limits<int>::max()) break;
-      symbols[best] += symbols[best + 1];
-      symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    // Merge the lowest-ranked adjacent pair, the leftmost among equals,
+    // until none has a rank: a heap of (rank, left symbol's index) over a
+    // linked list, O(n log n) in the word's length (a prompt may be one long
+    // word). Entries whose pair has changed since are skipped when popped.
+    const int count = static_cast<int>(symbols.size());
+    std::vector<int> prev(count), next(count);
+    std::vector<bool> alive(count, true);
+    for (int i = 0; i < count; ++i) {
+      prev[i] = i - 1;
+      next[i] = i + 1 < count ? i + 1 : -1;
     }
+    using Entry = std::pair<int, int>;  // (rank, index)
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+    auto rank_at = [&](int i) -> int {
+      if (i < 0 || next[i] < 0) return -1;
+      auto it = merge_ranks.find(MergeKey(symbols[i], symbols[next[i]]));
+      return it == merge_ranks.end() ? -1 : it->second;
+    };
+    auto push = [&](int i) {
+      const int rank = rank_at(i);
+      if (rank >= 0) heap.emplace(rank, i);
+    };
+    for (int i = 0; i + 1 < count; ++i) push(i);
+    while (!heap.empty()) {
+      const auto [rank, i] = heap.top();
+      heap.pop();
+      if (!alive[i] || rank_at(i) != rank) continue;
+      const int j = next[i];
+      symbols[i] += symbols[j];
+      alive[j] = false;
+      next[i] = next[j];
+      if (next[i] >= 0) prev[next[i]] = i;
+      push(prev[i]);
+      push(i);
+    }
+    std::vector<std::string> merged;
+    for (int i = 0; i >= 0; i = next[i]) merged.push_back(std::move(symbols[i]));
+    symbols = std::move(merged);
     for (const std::string& s : symbols) {
       if (auto it = vocab.find(s); it != vocab.end()) {
         ids->push_back(it->second);

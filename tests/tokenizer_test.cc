@@ -164,6 +164,25 @@ TEST(TokenizerTest, EncodeForModelTruncatesKeepingEosAndPads) {
   EXPECT_EQ(too_short.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// One 400,000-letter word: BPE is O(n log n) in the word's length (a
+// quadratic merge loop would not finish within the test's timeout).
+TEST(TokenizerTest, VeryLongWordsTokenizeQuickly) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::string word;
+  for (int i = 0; i < 100000; ++i) word += "cats";
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<Ids> ids = (*t)->Encode(word);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_GT(ids->size(), 1000u);
+  absl::StatusOr<Ids> model = (*t)->EncodeForModel(word, Tokenizer::kClipMaxLength, 0);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->size(), static_cast<size_t>(Tokenizer::kClipMaxLength));
+  std::printf("400,000 letters: %zu ids in %.2f s\n", ids->size(), seconds);
+}
+
 TEST(TokenizerTest, RejectsInvalidUtf8) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
   ASSERT_TRUE(t.ok()) << t.status();
