@@ -220,13 +220,18 @@ struct Match {
   int32_t start, end;
 };
 
-std::vector<Match> FindAll(const icu::RegexPattern& pattern, const icu::UnicodeString& text) {
+// Every match of `pattern` in `text`, left to right. An ICU failure (e.g. its
+// backtracking stack limit) is reported in *error, never ignored.
+std::vector<Match> FindAll(const icu::RegexPattern& pattern, const icu::UnicodeString& text,
+                           absl::Status* error) {
   UErrorCode status = U_ZERO_ERROR;
   std::unique_ptr<icu::RegexMatcher> m(pattern.matcher(text, status));
   std::vector<Match> out;
-  if (U_FAILURE(status)) return out;
-  while (m->find(status) && U_SUCCESS(status)) {
+  while (U_SUCCESS(status) && m->find(status)) {
     out.push_back({m->start(status), m->end(status)});
+  }
+  if (U_FAILURE(status) && error->ok()) {
+    *error = absl::InternalError(absl::StrCat("regex matching failed: ", u_errorName(status)));
   }
   return out;
 }
@@ -308,16 +313,16 @@ absl::StatusOr<std::shared_ptr<icu::RegexPattern>> CompilePattern(const Json& pa
 class Normalizer {
  public:
   virtual ~Normalizer() = default;
-  virtual icu::UnicodeString Apply(const icu::UnicodeString& text) const = 0;
+  virtual icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const = 0;
 };
 
 class SequenceNormalizer : public Normalizer {
  public:
   explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts)
       : parts_(std::move(parts)) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
     icu::UnicodeString s = text;
-    for (const auto& p : parts_) s = p->Apply(s);
+    for (const auto& p : parts_) s = p->Apply(s, error);
     return s;
   }
 
@@ -328,10 +333,13 @@ class SequenceNormalizer : public Normalizer {
 class UnicodeFormNormalizer : public Normalizer {
  public:
   explicit UnicodeFormNormalizer(const icu::Normalizer2* n) : n_(n) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
     UErrorCode status = U_ZERO_ERROR;
     icu::UnicodeString out = n_->normalize(text, status);
-    return U_SUCCESS(status) ? out : text;
+    if (U_FAILURE(status) && error->ok()) {
+      *error = absl::InternalError(absl::StrCat("normalization failed: ", u_errorName(status)));
+    }
+    return out;
   }
 
  private:
@@ -342,7 +350,7 @@ class UnicodeFormNormalizer : public Normalizer {
 // JavaScript's toLowerCase and Python's str.lower do.
 class LowercaseNormalizer : public Normalizer {
  public:
-  icu::UnicodeString Apply(const icu::UnicodeString& text) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
     icu::UnicodeString s = text;
     s.toLower(icu::Locale::getRoot());
     return s;
@@ -352,7 +360,7 @@ class LowercaseNormalizer : public Normalizer {
 class StripNormalizer : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
     icu::UnicodeString s = text;
     if (left_) s = TrimStart(s);
     if (right_) s = TrimEnd(s);
@@ -366,7 +374,9 @@ class StripNormalizer : public Normalizer {
 class PrependNormalizer : public Normalizer {
  public:
   explicit PrependNormalizer(icu::UnicodeString prefix) : prefix_(std::move(prefix)) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text) const override { return prefix_ + text; }
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
+    return prefix_ + text;
+  }
 
  private:
   icu::UnicodeString prefix_;
@@ -376,10 +386,10 @@ class ReplaceNormalizer : public Normalizer {
  public:
   ReplaceNormalizer(std::shared_ptr<icu::RegexPattern> pattern, icu::UnicodeString content)
       : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
     icu::UnicodeString out;
     int32_t prev = 0;
-    for (const Match& m : FindAll(*pattern_, text)) {
+    for (const Match& m : FindAll(*pattern_, text, error)) {
       out.append(text, prev, m.start - prev);
       out.append(content_);
       prev = m.end;
@@ -455,18 +465,18 @@ using Pieces = std::vector<icu::UnicodeString>;
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  virtual void Apply(const icu::UnicodeString& piece, Pieces* out) const = 0;
+  virtual void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const = 0;
 };
 
 class SequencePreTokenizer : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts)
       : parts_(std::move(parts)) {}
-  void Apply(const icu::UnicodeString& piece, Pieces* out) const override {
+  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
     Pieces current = {piece};
     for (const auto& p : parts_) {
       Pieces next;
-      for (const auto& s : current) p->Apply(s, &next);
+      for (const auto& s : current) p->Apply(s, &next, error);
       current = std::move(next);
     }
     for (auto& s : current) out->push_back(std::move(s));
@@ -481,9 +491,9 @@ class SplitPreTokenizer : public PreTokenizer {
   enum class Mode { kKeepMatches, kKeepGaps, kIsolated };
   SplitPreTokenizer(std::shared_ptr<icu::RegexPattern> pattern, Mode mode)
       : pattern_(std::move(pattern)), mode_(mode) {}
-  void Apply(const icu::UnicodeString& piece, Pieces* out) const override {
+  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
     int32_t prev = 0;
-    for (const Match& m : FindAll(*pattern_, piece)) {
+    for (const Match& m : FindAll(*pattern_, piece, error)) {
       if (mode_ != Mode::kKeepMatches && m.start > prev)
         out->emplace_back(piece, prev, m.start - prev);
       if (mode_ != Mode::kKeepGaps && m.end > m.start)
@@ -522,14 +532,14 @@ class ByteLevelPreTokenizer : public PreTokenizer {
  public:
   ByteLevelPreTokenizer(bool add_prefix_space, std::shared_ptr<icu::RegexPattern> pattern)
       : add_prefix_space_(add_prefix_space), pattern_(std::move(pattern)) {}
-  void Apply(const icu::UnicodeString& piece, Pieces* out) const override {
+  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
     icu::UnicodeString text = piece;
     if (add_prefix_space_ && !text.startsWith(icu::UnicodeString(u' '))) text.insert(0, u' ');
     if (pattern_ == nullptr) {
       out->push_back(Encode(text));
       return;
     }
-    for (const Match& m : FindAll(*pattern_, text)) {
+    for (const Match& m : FindAll(*pattern_, text, error)) {
       if (m.end > m.start)
         out->push_back(Encode(icu::UnicodeString(text, m.start, m.end - m.start)));
     }
@@ -833,17 +843,19 @@ struct Tokenizer::Impl {
     }
   }
 
-  void EncodeNormalizedSection(const std::string& text, std::vector<int64_t>* ids) const {
+  void EncodeNormalizedSection(const std::string& text, std::vector<int64_t>* ids,
+                               absl::Status* error) const {
     Pieces pieces;
     if (pre_tokenizer != nullptr) {
-      pre_tokenizer->Apply(FromUtf8(text), &pieces);
+      pre_tokenizer->Apply(FromUtf8(text), &pieces, error);
       for (const auto& piece : pieces) Bpe(ToUtf8(piece), ids);
     } else {
       Bpe(text, ids);
     }
   }
 
-  std::vector<int64_t> EncodeText(std::string_view text) const {
+  absl::StatusOr<std::vector<int64_t>> EncodeText(std::string_view text) const {
+    absl::Status error;
     std::vector<int64_t> ids;
     std::vector<std::string> sections = SplitOnAdded(std::string(text), raw_contents);
     StripAroundAdded(&sections);
@@ -854,7 +866,7 @@ struct Tokenizer::Impl {
         continue;
       }
       std::string normalized =
-          normalizer != nullptr ? ToUtf8(normalizer->Apply(FromUtf8(section))) : section;
+          normalizer != nullptr ? ToUtf8(normalizer->Apply(FromUtf8(section), &error)) : section;
       if (normalized.empty()) continue;
       std::vector<std::string> subsections = SplitOnAdded(normalized, normalized_contents);
       StripAroundAdded(&subsections);
@@ -864,9 +876,10 @@ struct Tokenizer::Impl {
           ids.push_back(added[it->second].id);
           continue;
         }
-        EncodeNormalizedSection(sub, &ids);
+        EncodeNormalizedSection(sub, &ids, &error);
       }
     }
+    if (!error.ok()) return error;
     return ids;
   }
 };
@@ -1014,7 +1027,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
       impl->vocab[token.content] = token.id;
       impl->added_by_content[token.content] = index;
       if (token.normalized && impl->normalizer != nullptr) {
-        const std::string n = ToUtf8(impl->normalizer->Apply(FromUtf8(token.content)));
+        absl::Status error;
+        const std::string n = ToUtf8(impl->normalizer->Apply(FromUtf8(token.content), &error));
+        if (!error.ok()) return prefixed(ctx.Child("content").Error(std::string(error.message())));
         if (!n.empty()) {
           impl->normalized_contents.push_back(n);
           impl->added_by_content[n] = index;
@@ -1041,9 +1056,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
 
 absl::StatusOr<std::vector<int64_t>> Tokenizer::Encode(std::string_view text) const {
   if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
-  std::vector<int64_t> content = impl_->EncodeText(text);
+  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text);
+  if (!content.ok()) return content.status();
   std::vector<int64_t> ids = impl_->post.before;
-  ids.insert(ids.end(), content.begin(), content.end());
+  ids.insert(ids.end(), content->begin(), content->end());
   ids.insert(ids.end(), impl_->post.after.begin(), impl_->post.after.end());
   return ids;
 }
@@ -1058,10 +1074,11 @@ absl::StatusOr<std::vector<int64_t>> Tokenizer::EncodeForModel(std::string_view 
                         max_length, specials));
   }
   if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
-  std::vector<int64_t> content = impl_->EncodeText(text);
-  content.resize(std::min<size_t>(content.size(), static_cast<size_t>(max_length - specials)));
+  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text);
+  if (!content.ok()) return content.status();
+  content->resize(std::min<size_t>(content->size(), static_cast<size_t>(max_length - specials)));
   std::vector<int64_t> ids = impl_->post.before;
-  ids.insert(ids.end(), content.begin(), content.end());
+  ids.insert(ids.end(), content->begin(), content->end());
   ids.insert(ids.end(), impl_->post.after.begin(), impl_->post.after.end());
   ids.resize(static_cast<size_t>(max_length), pad_id);
   return ids;
