@@ -65,7 +65,8 @@ class Tokenizer {
 
   // The ids of `text` (UTF-8) with the post-processor's special tokens
   // (e.g. CLIP's <|startoftext|> ... <|endoftext|>), no truncation or
-  // padding. INVALID_ARGUMENT when `text` is not valid UTF-8.
+  // padding. INVALID_ARGUMENT when `text` is not valid UTF-8; INTERNAL if ICU
+  // fails (e.g. a file's regex exceeds ICU's backtracking limit).
   absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text) const;
 
   // What a text encoder takes: exactly `max_length` ids, as Hugging Face's

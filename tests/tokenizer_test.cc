@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nlohmann/json.hpp"
@@ -181,6 +183,30 @@ TEST(TokenizerTest, VeryLongWordsTokenizeQuickly) {
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->size(), static_cast<size_t>(Tokenizer::kClipMaxLength));
   std::printf("400,000 letters: %zu ids in %.2f s\n", ids->size(), seconds);
+}
+
+// The contract says const methods may be called concurrently.
+TEST(TokenizerTest, ConcurrentEncodesAgree) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const std::vector<std::string> texts = {"A Photo of an astronaut riding a horse, 4k!!",
+                                          "caf\u00e9 \u6771\u4eac \U0001F469\u200D\U0001F680",
+                                          "dog's <|endoftext|> THEY'RE"};
+  std::vector<Ids> expected;
+  for (const auto& text : texts) expected.push_back(EncodeOrDie(**t, text));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 300; ++i) {
+        const size_t j = static_cast<size_t>(i) % texts.size();
+        absl::StatusOr<Ids> ids = (*t)->Encode(texts[j]);
+        if (!ids.ok() || *ids != expected[j]) ++mismatches;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(TokenizerTest, RejectsInvalidUtf8) {
