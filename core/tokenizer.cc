@@ -453,6 +453,11 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j, const
     if (!compiled.ok()) return compiled.status();
     absl::StatusOr<std::string> content = StringField(j, "content", ctx);
     if (!content.ok()) return content.status();
+    if (content->find('$') != std::string::npos) {
+      // The reference substitutes $&, $1, ... (JavaScript's replaceAll); the
+      // Rust library inserts the content literally.
+      return ctx.Child("content").Error("a content with '$' is not supported");
+    }
     return std::make_unique<ReplaceNormalizer>(*std::move(compiled), FromUtf8(*content));
   }
   return Unsupported(ctx, *type);
@@ -608,6 +613,17 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j, c
     absl::StatusOr<std::string> behavior = StringField(j, "behavior", ctx);
     if (!behavior.ok()) return behavior.status();
     SplitPreTokenizer::Mode mode;
+    UErrorCode status = U_ZERO_ERROR;
+    std::unique_ptr<icu::RegexMatcher> probe((*compiled)->matcher(status));
+    const int groups = U_SUCCESS(status) ? probe->groupCount() : 0;
+    if (*behavior == "Removed" && !*invert && ((*pattern)->contains("String") || groups > 0)) {
+      // The reference splits with JavaScript's String.split, which keeps
+      // what capturing groups match (and it wraps a String pattern in one);
+      // the Rust library drops the separators. No one answer to match.
+      return ctx.Child("pattern").Error(
+          "a String pattern or a Regex with capturing groups is not supported with behavior "
+          "Removed (use a non-capturing (?:...) Regex)");
+    }
     if (*behavior == "Removed") {
       mode = *invert ? SplitPreTokenizer::Mode::kKeepMatches : SplitPreTokenizer::Mode::kKeepGaps;
     } else if (*behavior == "Isolated" && !*invert) {

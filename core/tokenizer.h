@@ -10,10 +10,11 @@
 // INVALID_ARGUMENT naming the JSON path, e.g.
 // `normalizer.type "BertNormalizer" is not supported`):
 //   normalizer     null, Sequence, NFC, NFD, NFKC, NFKD, Lowercase, Strip,
-//                  Prepend, Replace (pattern String or Regex, literal content)
+//                  Prepend, Replace (pattern String or Regex, content without $)
 //   pre_tokenizer  null, Sequence, ByteLevel (add_prefix_space, use_regex),
-//                  Split (pattern String or Regex; behavior Removed, or
-//                  Isolated without invert)
+//                  Split (behavior Removed with a Regex: with invert, or
+//                  without capturing groups; Isolated without invert, with a
+//                  String or a Regex)
 //   model          BPE: vocab, merges ("a b" or ["a", "b"]), unk_token,
 //                  end_of_word_suffix, ignore_merges; continuing_subword_prefix
 //                  empty or null, dropout null, no byte_fallback, no fuse_unk

@@ -244,6 +244,19 @@ TEST(TokenizerTest, BadFilesNameTheJsonPath) {
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "[\\p{L}"}};
   ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.pretokenizers[0].pattern");
   j = clip;
+  j["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Split"},
+                                            {"pattern", {{"String", " "}}},
+                                            {"behavior", "Removed"},
+                                            {"invert", false}};
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.pretokenizers[0].pattern");
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "( )"}};
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.pretokenizers[0].pattern");
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "(?: )"}};
+  EXPECT_TRUE(Tokenizer::FromJson(j.dump(), "tokenizer.json").ok());
+  j = clip;
+  j["normalizer"]["normalizers"][1]["content"] = "$&";
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "normalizer.normalizers[1].content");
+  j = clip;
   j["model"]["type"] = "WordPiece";
   ExpectError(j, absl::StatusCode::kInvalidArgument, "model.type: \"WordPiece\" is not supported");
   j = clip;
