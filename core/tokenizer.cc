@@ -98,9 +98,11 @@ icu::UnicodeString TrimEnd(const icu::UnicodeString& s) {
 }
 
 // Translates an Oniguruma pattern (tokenizer.json's "Regex") to ICU syntax
-// with the reference's meaning: \s \S \d \D \w \W as Unicode properties
-// (ICU's own \s, for one, lacks U+000B and U+0085), and (?i:...) groups
-// folding ASCII letters only.
+// with the reference's meaning where the two engines differ: \s \S \d \D
+// \w \W spelled out as Unicode properties, \h \H as hex digits (ICU: horizontal
+// space), \b \B on that word class, `.` excluding only \n (ICU: every line
+// terminator), ^ $ \Z at line starts and ends marked by \n only (Oniguruma is
+// always multi-line), and (?i:...) groups folding ASCII letters only.
 absl::StatusOr<std::string> TranslateRegex(const std::string& pattern) {
   constexpr const char* kWord =
       "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}";
@@ -130,10 +132,29 @@ absl::StatusOr<std::string> TranslateRegex(const std::string& pattern) {
         case 'w':
           set = kWord;
           break;
+        case 'h':
+          set = "0-9a-fA-F";
+          break;
         case 'W':
-          if (in_class)
-            return absl::InvalidArgumentError("\\W inside a character class is not supported");
-          out += absl::StrCat("[^", kWord, "]");
+        case 'H':
+          if (in_class) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "\\", std::string(1, e), " inside a character class is not supported"));
+          }
+          out += absl::StrCat("[^", e == 'W' ? kWord : "0-9a-fA-F", "]");
+          ++i;
+          continue;
+        case 'b':
+        case 'B':
+        case 'Z':
+          if (in_class) break;  // \b in a class is a backspace
+          if (e == 'Z') {
+            out += "(?=\\n?\\z)";
+          } else {
+            const std::string w = absl::StrCat("[", kWord, "]");
+            out += e == 'b' ? absl::StrCat("(?:(?<!", w, ")(?=", w, ")|(?<=", w, ")(?!", w, "))")
+                            : absl::StrCat("(?:(?<!", w, ")(?!", w, ")|(?<=", w, ")(?=", w, "))");
+          }
           ++i;
           continue;
         default:
@@ -194,6 +215,18 @@ absl::StatusOr<std::string> TranslateRegex(const std::string& pattern) {
     if (c == ')') {
       if (fold_stack.size() > 1) fold_stack.pop_back();
       out += c;
+      continue;
+    }
+    if (c == '.') {
+      out += "[^\\n]";
+      continue;
+    }
+    if (c == '^') {
+      out += "(?:\\A|(?<=\\n))";
+      continue;
+    }
+    if (c == '$') {
+      out += "(?:\\z|(?=\\n))";
       continue;
     }
     if (fold_stack.back() && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {

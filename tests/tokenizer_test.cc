@@ -90,6 +90,55 @@ TEST(TokenizerTest, UnknownSymbolsBecomeUnkOrAreDropped) {
   EXPECT_EQ(EncodeOrDie(*t, "abxc"), (Ids{3, 6, 2}));
 }
 
+// Regex constructs whose meaning differs between Oniguruma (the patterns'
+// dialect) and ICU: each keeps what the reference keeps (checked with it).
+TEST(TokenizerTest, RegexesMeanWhatOnigurumaMeans) {
+  auto keep_matches = [](const std::string& regex) {
+    return Json{
+        {"normalizer", nullptr},
+        {"pre_tokenizer",
+         {{"type", "Split"},
+          {"pattern", {{"Regex", regex}}},
+          {"behavior", "Removed"},
+          {"invert", true}}},
+        {"post_processor", nullptr},
+        {"added_tokens", Json::array()},
+        {"model",
+         {{"type", "BPE"},
+          {"vocab",
+           {{"a", 0},
+            {"b", 1},
+            {"\n", 2},
+            {"\r", 3},
+            {"1", 4},
+            {"f", 5},
+            {"1f", 6},
+            {" ", 7},
+            {"x", 8},
+            {"\u0085", 9},
+            {"\u000b", 10}}},
+          {"merges", {"1 f"}}}},
+    };
+  };
+  struct Case {
+    std::string regex, text;
+    Ids ids;
+  };
+  const std::vector<Case> cases = {
+      {".", "a\rb\n", {0, 3, 1}},         // . excludes only \n
+      {"^a", "a\na\ra", {0, 0}},          // ^ after \n (not \r), always multi-line
+      {"a$", "a\na\ra", {0, 0}},          // $ before \n and at the end
+      {"\\h+", "1f x", {6}},              // \h is a hex digit
+      {"\\bx", "ax x", {8}},              // \b on the Unicode word class
+      {"\\s", "a\u0085\u000b", {9, 10}},  // \s is White_Space (NEL, VT included)
+  };
+  for (const Case& c : cases) {
+    auto t = FromJsonOrDie(keep_matches(c.regex));
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(EncodeOrDie(*t, c.text), c.ids) << c.regex << " on " << Json(c.text).dump();
+  }
+}
+
 TEST(TokenizerTest, EndOfWordSuffixAndWhitespaceSplit) {
   Json j = {
       {"normalizer", {{"type", "Lowercase"}}},
