@@ -25,7 +25,15 @@ PACKAGES=(
   prometheus yamllint python3-yaml
   # tests: throw-away certificates for the TLS tests (tests/make_test_certs.sh)
   openssl
+  # text-to-image: Unicode normalization and \p{..} regexes in core/tokenizer
+  libicu-dev
 )
+# tests: node and npm run the tokenizer's reference (tests/tokenizer/), a
+# test-time dependency only. Checked by command, not package: a machine whose
+# node comes from elsewhere (e.g. a nodejs that bundles npm) keeps it.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -42,16 +50,34 @@ fetch_mnist() {
   fi
 }
 
+# The tokenizer reference's npm packages, exactly as package-lock.json pins
+# them; skipped when node_modules was installed from this very lock file.
+install_tokenizer_reference() {
+  local dir lock_sum stamp
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/tokenizer"
+  if [[ ! -f "$dir/package-lock.json" ]]; then
+    return 0  # no tests here (e.g. the Docker build's package layer)
+  fi
+  lock_sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  stamp="$dir/node_modules/.memaudit-lock-sha256"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
+    echo "setup: tokenizer reference (npm) present"
+    return 0
+  fi
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$lock_sum" >"$stamp"
+  echo "setup: tokenizer reference (npm) installed"
+}
+
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#PACKAGES[@]} packages present"
-  fetch_mnist
-  exit 0
+else
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  echo "setup: done"
 fi
-
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "setup: installing ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-echo "setup: done"
+install_tokenizer_reference
 fetch_mnist

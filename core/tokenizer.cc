@@ -1,0 +1,1146 @@
+#include "tokenizer.h"
+
+#include <unicode/locid.h>
+#include <unicode/normalizer2.h>
+#include <unicode/regex.h>
+#include <unicode/unistr.h>
+#include <unicode/utf8.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <queue>
+#include <sstream>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+
+namespace memaudit {
+namespace {
+
+using Json = nlohmann::json;
+
+// Debian's Abseil has its own string_view; this converts std's to it.
+absl::string_view AV(std::string_view v) { return absl::string_view(v.data(), v.size()); }
+
+// ---------------------------------------------------------------------------
+// Unicode helpers.
+
+std::string ToUtf8(const icu::UnicodeString& s) {
+  std::string out;
+  s.toUTF8String(out);
+  return out;
+}
+
+icu::UnicodeString FromUtf8(std::string_view s) {
+  return icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
+}
+
+bool IsValidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+  const int32_t n = static_cast<int32_t>(s.size());
+  for (int32_t i = 0; i < n;) {
+    UChar32 c;
+    U8_NEXT(p, i, n, c);
+    if (c < 0) return false;
+  }
+  return true;
+}
+
+// JavaScript's String.prototype.trim whitespace (WhiteSpace + LineTerminator):
+// the reference trims with it (Strip normalizer, added tokens' lstrip/rstrip).
+bool IsJsWhitespace(UChar32 c) {
+  switch (c) {
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x20:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000:
+    case 0xFEFF:
+      return true;
+    default:
+      return c >= 0x2000 && c <= 0x200A;
+  }
+}
+
+// The same set as an ICU character-class body.
+constexpr const char* kJsWhitespaceClassBody =
+    "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
+    "\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}";
+
+icu::UnicodeString TrimStart(const icu::UnicodeString& s) {
+  int32_t i = 0;
+  while (i < s.length() && IsJsWhitespace(s.char32At(i))) i = s.moveIndex32(i, 1);
+  return icu::UnicodeString(s, i);
+}
+
+icu::UnicodeString TrimEnd(const icu::UnicodeString& s) {
+  int32_t end = s.length();
+  while (end > 0) {
+    const int32_t prev = s.moveIndex32(end, -1);
+    if (!IsJsWhitespace(s.char32At(prev))) break;
+    end = prev;
+  }
+  return icu::UnicodeString(s, 0, end);
+}
+
+// Translates an Oniguruma pattern (tokenizer.json's "Regex") to ICU syntax
+// with the reference's meaning where the two engines differ: \s \S \d \D
+// \w \W spelled out as Unicode properties, \h \H as hex digits (ICU: horizontal
+// space), \b \B on that word class, `.` excluding only \n (ICU: every line
+// terminator), ^ $ \Z at line starts and ends marked by \n only (Oniguruma is
+// always multi-line), and (?i:...) groups folding ASCII letters only.
+absl::StatusOr<std::string> TranslateRegex(const std::string& pattern) {
+  constexpr const char* kWord =
+      "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}";
+  std::string out;
+  int class_depth = 0;
+  std::vector<bool> fold_stack = {false};
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\') {
+      if (i + 1 >= pattern.size()) return absl::InvalidArgumentError("pattern ends in a backslash");
+      const char e = pattern[i + 1];
+      const bool in_class = class_depth > 0;
+      std::string set;
+      switch (e) {
+        case 's':
+          set = "\\p{White_Space}";
+          break;
+        case 'S':
+          set = "\\P{White_Space}";
+          break;
+        case 'd':
+          set = "\\p{Nd}";
+          break;
+        case 'D':
+          set = "\\P{Nd}";
+          break;
+        case 'w':
+          set = kWord;
+          break;
+        case 'h':
+          set = "0-9a-fA-F";
+          break;
+        case 'W':
+        case 'H':
+          if (in_class) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "\\", std::string(1, e), " inside a character class is not supported"));
+          }
+          out += absl::StrCat("[^", e == 'W' ? kWord : "0-9a-fA-F", "]");
+          ++i;
+          continue;
+        case 'b':
+        case 'B':
+        case 'Z':
+          if (in_class) break;  // \b in a class is a backspace
+          if (e == 'Z') {
+            out += "(?=\\n?\\z)";
+          } else {
+            const std::string w = absl::StrCat("[", kWord, "]");
+            out += e == 'b' ? absl::StrCat("(?:(?<!", w, ")(?=", w, ")|(?<=", w, ")(?!", w, "))")
+                            : absl::StrCat("(?:(?<!", w, ")(?!", w, ")|(?<=", w, ")(?=", w, "))");
+          }
+          ++i;
+          continue;
+        default:
+          break;
+      }
+      if (!set.empty()) {
+        out += in_class ? set : absl::StrCat("[", set, "]");
+        ++i;
+        continue;
+      }
+      if ((e == 'p' || e == 'P' || e == 'x' || e == 'u') && i + 2 < pattern.size() &&
+          pattern[i + 2] == '{') {
+        const size_t close = pattern.find('}', i + 2);
+        if (close == std::string::npos)
+          return absl::InvalidArgumentError("unterminated \\p{ or \\x{");
+        out += pattern.substr(i, close - i + 1);
+        i = close;
+        continue;
+      }
+      out += pattern.substr(i, 2);
+      ++i;
+      continue;
+    }
+    if (class_depth > 0) {
+      if (c == '[') ++class_depth;
+      if (c == ']') --class_depth;
+      if (fold_stack.back() && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
+        return absl::InvalidArgumentError(
+            "letters in a character class inside (?i:...) are not supported");
+      }
+      out += c;
+      continue;
+    }
+    if (c == '[') {
+      ++class_depth;
+      out += c;
+      // A ']' right after '[' or '[^' is literal.
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += "\\]", ++i;
+      continue;
+    }
+    if (c == '(') {
+      if (pattern.compare(i, 4, "(?i:") == 0) {
+        fold_stack.push_back(true);
+        out += "(?:";
+        i += 3;
+        continue;
+      }
+      if (pattern.compare(i, 2, "(?") == 0 && i + 2 < pattern.size() &&
+          std::string_view(":=!<").find(pattern[i + 2]) == std::string_view::npos) {
+        return absl::InvalidArgumentError(
+            "inline flag groups other than (?i:...) are not supported");
+      }
+      fold_stack.push_back(fold_stack.back());
+      out += c;
+      continue;
+    }
+    if (c == ')') {
+      if (fold_stack.size() > 1) fold_stack.pop_back();
+      out += c;
+      continue;
+    }
+    if (c == '.') {
+      out += "[^\\n]";
+      continue;
+    }
+    if (c == '^') {
+      out += "(?:\\A|(?<=\\n))";
+      continue;
+    }
+    if (c == '$') {
+      out += "(?:\\z|(?=\\n))";
+      continue;
+    }
+    if (fold_stack.back() && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
+      const char lower = static_cast<char>(c | 0x20);
+      out += absl::StrCat("[", std::string(1, lower), std::string(1, lower - 32), "]");
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// Escapes a literal for an ICU pattern.
+std::string QuoteRegex(const std::string& literal) {
+  std::string out;
+  for (char c : literal) {
+    if (std::string_view("\\^$.|?*+()[]{}-&/#~ ").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+struct Match {
+  int32_t start, end;
+};
+
+// Every match of `pattern` in `text`, left to right. An ICU failure (e.g. its
+// backtracking stack limit) is reported in *error, never ignored.
+std::vector<Match> FindAll(const icu::RegexPattern& pattern, const icu::UnicodeString& text,
+                           absl::Status* error) {
+  UErrorCode status = U_ZERO_ERROR;
+  std::unique_ptr<icu::RegexMatcher> m(pattern.matcher(text, status));
+  std::vector<Match> out;
+  while (U_SUCCESS(status) && m->find(status)) {
+    out.push_back({m->start(status), m->end(status)});
+  }
+  if (U_FAILURE(status) && error->ok()) {
+    *error = absl::InternalError(absl::StrCat("regex matching failed: ", u_errorName(status)));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Components.
+
+// Error context: the JSON path of the object being parsed.
+struct Ctx {
+  std::string path;
+  Ctx Child(std::string_view key) const {
+    return {path.empty() ? std::string(key) : absl::StrCat(path, ".", AV(key))};
+  }
+  Ctx Index(size_t i) const { return {absl::StrCat(path, "[", i, "]")}; }
+  absl::Status Error(std::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", AV(what)));
+  }
+};
+
+absl::StatusOr<const Json*> Field(const Json& obj, std::string_view key, const Ctx& ctx) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return ctx.Error(absl::StrCat("missing \"", AV(key), "\""));
+  return &*it;
+}
+
+absl::StatusOr<std::string> StringField(const Json& obj, std::string_view key, const Ctx& ctx) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_string()) {
+    return ctx.Child(key).Error("must be a string");
+  }
+  return it->get<std::string>();
+}
+
+absl::StatusOr<bool> BoolField(const Json& obj, std::string_view key, bool fallback,
+                               const Ctx& ctx) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) return ctx.Child(key).Error("must be true or false");
+  return it->get<bool>();
+}
+
+absl::StatusOr<std::string> TypeOf(const Json& obj, const Ctx& ctx) {
+  if (!obj.is_object()) return ctx.Error("must be an object or null");
+  return StringField(obj, "type", ctx);
+}
+
+absl::Status Unsupported(const Ctx& ctx, std::string_view type) {
+  return ctx.Child("type").Error(absl::StrCat("\"", AV(type), "\" is not supported"));
+}
+
+// A tokenizer.json "pattern": {"String": ...} or {"Regex": ...}.
+absl::StatusOr<std::shared_ptr<icu::RegexPattern>> CompilePattern(const Json& pattern,
+                                                                  const Ctx& ctx) {
+  if (!pattern.is_object()) return ctx.Error("must be {\"String\": ...} or {\"Regex\": ...}");
+  std::string icu_pattern;
+  if (auto it = pattern.find("String"); it != pattern.end() && it->is_string()) {
+    icu_pattern = QuoteRegex(it->get<std::string>());
+  } else if (auto it = pattern.find("Regex"); it != pattern.end() && it->is_string()) {
+    absl::StatusOr<std::string> translated = TranslateRegex(it->get<std::string>());
+    if (!translated.ok())
+      return ctx.Child("Regex").Error(std::string(translated.status().message()));
+    icu_pattern = *translated;
+  } else {
+    return ctx.Error("must be {\"String\": ...} or {\"Regex\": ...}");
+  }
+  UErrorCode status = U_ZERO_ERROR;
+  UParseError parse_error;
+  std::shared_ptr<icu::RegexPattern> compiled(
+      icu::RegexPattern::compile(FromUtf8(icu_pattern), 0, parse_error, status));
+  if (U_FAILURE(status)) {
+    return ctx.Error(absl::StrCat("the regex does not compile (", u_errorName(status),
+                                  " at offset ", parse_error.offset, ")"));
+  }
+  return compiled;
+}
+
+// --- Normalizers --------------------------------------------------------------
+
+class Normalizer {
+ public:
+  virtual ~Normalizer() = default;
+  virtual icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const = 0;
+};
+
+class SequenceNormalizer : public Normalizer {
+ public:
+  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts)
+      : parts_(std::move(parts)) {}
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
+    icu::UnicodeString s = text;
+    for (const auto& p : parts_) s = p->Apply(s, error);
+    return s;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Normalizer>> parts_;
+};
+
+class UnicodeFormNormalizer : public Normalizer {
+ public:
+  explicit UnicodeFormNormalizer(const icu::Normalizer2* n) : n_(n) {}
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
+    UErrorCode status = U_ZERO_ERROR;
+    icu::UnicodeString out = n_->normalize(text, status);
+    if (U_FAILURE(status) && error->ok()) {
+      *error = absl::InternalError(absl::StrCat("normalization failed: ", u_errorName(status)));
+    }
+    return out;
+  }
+
+ private:
+  const icu::Normalizer2* n_;  // ICU's singleton, thread-safe
+};
+
+// Full Unicode lower-casing of the whole string (final sigma included), as
+// JavaScript's toLowerCase and Python's str.lower do.
+class LowercaseNormalizer : public Normalizer {
+ public:
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
+    icu::UnicodeString s = text;
+    s.toLower(icu::Locale::getRoot());
+    return s;
+  }
+};
+
+class StripNormalizer : public Normalizer {
+ public:
+  StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
+    icu::UnicodeString s = text;
+    if (left_) s = TrimStart(s);
+    if (right_) s = TrimEnd(s);
+    return s;
+  }
+
+ private:
+  bool left_, right_;
+};
+
+class PrependNormalizer : public Normalizer {
+ public:
+  explicit PrependNormalizer(icu::UnicodeString prefix) : prefix_(std::move(prefix)) {}
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
+    return prefix_ + text;
+  }
+
+ private:
+  icu::UnicodeString prefix_;
+};
+
+class ReplaceNormalizer : public Normalizer {
+ public:
+  ReplaceNormalizer(std::shared_ptr<icu::RegexPattern> pattern, icu::UnicodeString content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
+    icu::UnicodeString out;
+    int32_t prev = 0;
+    for (const Match& m : FindAll(*pattern_, text, error)) {
+      out.append(text, prev, m.start - prev);
+      out.append(content_);
+      prev = m.end;
+    }
+    out.append(text, prev, text.length() - prev);
+    return out;
+  }
+
+ private:
+  std::shared_ptr<icu::RegexPattern> pattern_;
+  icu::UnicodeString content_;
+};
+
+absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j, const Ctx& ctx) {
+  absl::StatusOr<std::string> type = TypeOf(j, ctx);
+  if (!type.ok()) return type.status();
+  UErrorCode status = U_ZERO_ERROR;
+  if (*type == "Sequence") {
+    absl::StatusOr<const Json*> list = Field(j, "normalizers", ctx);
+    if (!list.ok()) return list.status();
+    if (!(*list)->is_array()) return ctx.Child("normalizers").Error("must be an array");
+    std::vector<std::unique_ptr<Normalizer>> parts;
+    for (size_t i = 0; i < (*list)->size(); ++i) {
+      const Json& item = (**list)[i];
+      if (item.is_null()) continue;
+      absl::StatusOr<std::unique_ptr<Normalizer>> part =
+          ParseNormalizer(item, ctx.Child("normalizers").Index(i));
+      if (!part.ok()) return part.status();
+      parts.push_back(*std::move(part));
+    }
+    return std::make_unique<SequenceNormalizer>(std::move(parts));
+  }
+  const icu::Normalizer2* form = nullptr;
+  if (*type == "NFC") form = icu::Normalizer2::getNFCInstance(status);
+  if (*type == "NFD") form = icu::Normalizer2::getNFDInstance(status);
+  if (*type == "NFKC") form = icu::Normalizer2::getNFKCInstance(status);
+  if (*type == "NFKD") form = icu::Normalizer2::getNFKDInstance(status);
+  if (form != nullptr) {
+    if (U_FAILURE(status))
+      return absl::InternalError(absl::StrCat("ICU normalizer: ", u_errorName(status)));
+    return std::make_unique<UnicodeFormNormalizer>(form);
+  }
+  if (*type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (*type == "Strip") {
+    absl::StatusOr<bool> left = BoolField(j, "strip_left", false, ctx);
+    absl::StatusOr<bool> right = BoolField(j, "strip_right", false, ctx);
+    if (!left.ok()) return left.status();
+    if (!right.ok()) return right.status();
+    return std::make_unique<StripNormalizer>(*left, *right);
+  }
+  if (*type == "Prepend") {
+    absl::StatusOr<std::string> prepend = StringField(j, "prepend", ctx);
+    if (!prepend.ok()) return prepend.status();
+    return std::make_unique<PrependNormalizer>(FromUtf8(*prepend));
+  }
+  if (*type == "Replace") {
+    absl::StatusOr<const Json*> pattern = Field(j, "pattern", ctx);
+    if (!pattern.ok()) return pattern.status();
+    absl::StatusOr<std::shared_ptr<icu::RegexPattern>> compiled =
+        CompilePattern(**pattern, ctx.Child("pattern"));
+    if (!compiled.ok()) return compiled.status();
+    absl::StatusOr<std::string> content = StringField(j, "content", ctx);
+    if (!content.ok()) return content.status();
+    if (content->find('$') != std::string::npos) {
+      // The reference substitutes $&, $1, ... (JavaScript's replaceAll); the
+      // Rust library inserts the content literally.
+      return ctx.Child("content").Error("a content with '$' is not supported");
+    }
+    return std::make_unique<ReplaceNormalizer>(*std::move(compiled), FromUtf8(*content));
+  }
+  return Unsupported(ctx, *type);
+}
+
+// --- Pre-tokenizers -------------------------------------------------------------
+
+using Pieces = std::vector<icu::UnicodeString>;
+
+class PreTokenizer {
+ public:
+  virtual ~PreTokenizer() = default;
+  virtual void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const = 0;
+};
+
+class SequencePreTokenizer : public PreTokenizer {
+ public:
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts)
+      : parts_(std::move(parts)) {}
+  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
+    Pieces current = {piece};
+    for (const auto& p : parts_) {
+      Pieces next;
+      for (const auto& s : current) p->Apply(s, &next, error);
+      current = std::move(next);
+    }
+    for (auto& s : current) out->push_back(std::move(s));
+  }
+
+ private:
+  std::vector<std::unique_ptr<PreTokenizer>> parts_;
+};
+
+class SplitPreTokenizer : public PreTokenizer {
+ public:
+  enum class Mode { kKeepMatches, kKeepGaps, kIsolated };
+  SplitPreTokenizer(std::shared_ptr<icu::RegexPattern> pattern, Mode mode)
+      : pattern_(std::move(pattern)), mode_(mode) {}
+  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
+    int32_t prev = 0;
+    for (const Match& m : FindAll(*pattern_, piece, error)) {
+      if (mode_ != Mode::kKeepMatches && m.start > prev)
+        out->emplace_back(piece, prev, m.start - prev);
+      if (mode_ != Mode::kKeepGaps && m.end > m.start)
+        out->emplace_back(piece, m.start, m.end - m.start);
+      prev = m.end;
+    }
+    if (mode_ != Mode::kKeepMatches && prev < piece.length()) out->emplace_back(piece, prev);
+  }
+
+ private:
+  std::shared_ptr<icu::RegexPattern> pattern_;
+  Mode mode_;
+};
+
+// GPT-2's byte-to-unicode table: each byte becomes one printable character.
+const std::vector<std::string>& ByteToUnicode() {
+  static const std::vector<std::string>* table = [] {
+    std::vector<int> bs;
+    for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
+    for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
+    for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
+    std::vector<UChar32> map(256, -1);
+    for (int b : bs) map[b] = b;
+    int n = 0;
+    for (int b = 0; b < 256; ++b) {
+      if (map[b] < 0) map[b] = 256 + n++;
+    }
+    auto* out = new std::vector<std::string>(256);
+    for (int b = 0; b < 256; ++b) (*out)[b] = ToUtf8(icu::UnicodeString(map[b]));
+    return out;
+  }();
+  return *table;
+}
+
+class ByteLevelPreTokenizer : public PreTokenizer {
+ public:
+  ByteLevelPreTokenizer(bool add_prefix_space, std::shared_ptr<icu::RegexPattern> pattern)
+      : add_prefix_space_(add_prefix_space), pattern_(std::move(pattern)) {}
+  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
+    icu::UnicodeString text = piece;
+    if (add_prefix_space_ && !text.startsWith(icu::UnicodeString(u' '))) text.insert(0, u' ');
+    if (pattern_ == nullptr) {
+      out->push_back(Encode(text));
+      return;
+    }
+    for (const Match& m : FindAll(*pattern_, text, error)) {
+      if (m.end > m.start)
+        out->push_back(Encode(icu::UnicodeString(text, m.start, m.end - m.start)));
+    }
+  }
+
+  // The GPT-2 split that use_regex applies; \s is JavaScript's, as in the
+  // reference (which runs this pattern natively).
+  static std::string Gpt2Pattern() {
+    const std::string ws = kJsWhitespaceClassBody;
+    return absl::StrCat("'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^", ws, "\\p{L}\\p{N}]+|[",
+                        ws, "]+(?![^", ws, "])|[", ws, "]+");
+  }
+
+ private:
+  static icu::UnicodeString Encode(const icu::UnicodeString& s) {
+    const std::string bytes = ToUtf8(s);
+    std::string mapped;
+    for (unsigned char b : bytes) mapped += ByteToUnicode()[b];
+    return FromUtf8(mapped);
+  }
+  bool add_prefix_space_;
+  std::shared_ptr<icu::RegexPattern> pattern_;
+};
+
+absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j, const Ctx& ctx) {
+  absl::StatusOr<std::string> type = TypeOf(j, ctx);
+  if (!type.ok()) return type.status();
+  if (*type == "Sequence") {
+    absl::StatusOr<const Json*> list = Field(j, "pretokenizers", ctx);
+    if (!list.ok()) return list.status();
+    if (!(*list)->is_array()) return ctx.Child("pretokenizers").Error("must be an array");
+    std::vector<std::unique_ptr<PreTokenizer>> parts;
+    for (size_t i = 0; i < (*list)->size(); ++i) {
+      const Json& item = (**list)[i];
+      if (item.is_null()) continue;
+      absl::StatusOr<std::unique_ptr<PreTokenizer>> part =
+          ParsePreTokenizer(item, ctx.Child("pretokenizers").Index(i));
+      if (!part.ok()) return part.status();
+      parts.push_back(*std::move(part));
+    }
+    return std::make_unique<SequencePreTokenizer>(std::move(parts));
+  }
+  if (*type == "ByteLevel") {
+    absl::StatusOr<bool> prefix = BoolField(j, "add_prefix_space", false, ctx);
+    if (!prefix.ok()) return prefix.status();
+    absl::StatusOr<bool> use_regex = BoolField(j, "use_regex", true, ctx);
+    if (!use_regex.ok()) return use_regex.status();
+    std::shared_ptr<icu::RegexPattern> pattern;
+    if (*use_regex) {
+      UErrorCode status = U_ZERO_ERROR;
+      UParseError parse_error;
+      pattern.reset(icu::RegexPattern::compile(FromUtf8(ByteLevelPreTokenizer::Gpt2Pattern()), 0,
+                                               parse_error, status));
+      if (U_FAILURE(status)) return absl::InternalError("the GPT-2 pattern does not compile");
+    }
+    return std::make_unique<ByteLevelPreTokenizer>(*prefix, std::move(pattern));
+  }
+  if (*type == "Split") {
+    absl::StatusOr<const Json*> pattern = Field(j, "pattern", ctx);
+    if (!pattern.ok()) return pattern.status();
+    absl::StatusOr<std::shared_ptr<icu::RegexPattern>> compiled =
+        CompilePattern(**pattern, ctx.Child("pattern"));
+    if (!compiled.ok()) return compiled.status();
+    absl::StatusOr<bool> invert = BoolField(j, "invert", false, ctx);
+    if (!invert.ok()) return invert.status();
+    absl::StatusOr<std::string> behavior = StringField(j, "behavior", ctx);
+    if (!behavior.ok()) return behavior.status();
+    SplitPreTokenizer::Mode mode;
+    UErrorCode status = U_ZERO_ERROR;
+    std::unique_ptr<icu::RegexMatcher> probe((*compiled)->matcher(status));
+    const int groups = U_SUCCESS(status) ? probe->groupCount() : 0;
+    if (*behavior == "Removed" && !*invert && ((*pattern)->contains("String") || groups > 0)) {
+      // The reference splits with JavaScript's String.split, which keeps
+      // what capturing groups match (and it wraps a String pattern in one);
+      // the Rust library drops the separators. No one answer to match.
+      return ctx.Child("pattern").Error(
+          "a String pattern or a Regex with capturing groups is not supported with behavior "
+          "Removed (use a non-capturing (?:...) Regex)");
+    }
+    if (*behavior == "Removed") {
+      mode = *invert ? SplitPreTokenizer::Mode::kKeepMatches : SplitPreTokenizer::Mode::kKeepGaps;
+    } else if (*behavior == "Isolated" && !*invert) {
+      mode = SplitPreTokenizer::Mode::kIsolated;
+    } else {
+      return ctx.Child("behavior")
+          .Error(absl::StrCat("\"", *behavior, "\"", *invert ? " with invert" : "",
+                              " is not supported (Removed, or Isolated without invert)"));
+    }
+    return std::make_unique<SplitPreTokenizer>(*std::move(compiled), mode);
+  }
+  return Unsupported(ctx, *type);
+}
+
+// --- Post-processors ------------------------------------------------------------
+
+// A single-sequence template: ids before and after the sequence's.
+struct Template {
+  std::vector<int64_t> before, after;
+};
+
+absl::StatusOr<int64_t> IdOfPair(const Json& j, const Ctx& ctx) {
+  if (!j.is_array() || j.size() != 2 || !j[1].is_number_integer()) {
+    return ctx.Error("must be [token, id]");
+  }
+  return j[1].get<int64_t>();
+}
+
+absl::Status ParsePostProcessor(const Json& j, const Ctx& ctx, Template* t) {
+  absl::StatusOr<std::string> type = TypeOf(j, ctx);
+  if (!type.ok()) return type.status();
+  if (*type == "ByteLevel") return absl::OkStatus();
+  if (*type == "Sequence") {
+    absl::StatusOr<const Json*> list = Field(j, "processors", ctx);
+    if (!list.ok()) return list.status();
+    if (!(*list)->is_array()) return ctx.Child("processors").Error("must be an array");
+    for (size_t i = 0; i < (*list)->size(); ++i) {
+      if ((**list)[i].is_null()) continue;
+      absl::Status s = ParsePostProcessor((**list)[i], ctx.Child("processors").Index(i), t);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  if (*type == "RobertaProcessing" || *type == "BertProcessing") {
+    absl::StatusOr<const Json*> cls = Field(j, "cls", ctx);
+    if (!cls.ok()) return cls.status();
+    absl::StatusOr<const Json*> sep = Field(j, "sep", ctx);
+    if (!sep.ok()) return sep.status();
+    absl::StatusOr<int64_t> cls_id = IdOfPair(**cls, ctx.Child("cls"));
+    if (!cls_id.ok()) return cls_id.status();
+    absl::StatusOr<int64_t> sep_id = IdOfPair(**sep, ctx.Child("sep"));
+    if (!sep_id.ok()) return sep_id.status();
+    t->before.insert(t->before.begin(), *cls_id);
+    t->after.push_back(*sep_id);
+    return absl::OkStatus();
+  }
+  if (*type == "TemplateProcessing") {
+    absl::StatusOr<const Json*> single = Field(j, "single", ctx);
+    if (!single.ok()) return single.status();
+    const Ctx single_ctx = ctx.Child("single");
+    if (!(*single)->is_array()) return single_ctx.Error("must be an array");
+    const Json* specials = nullptr;
+    if (auto it = j.find("special_tokens"); it != j.end() && it->is_object()) specials = &*it;
+    Template local;
+    bool seen_sequence = false;
+    for (size_t i = 0; i < (*single)->size(); ++i) {
+      const Json& item = (**single)[i];
+      const Ctx item_ctx = single_ctx.Index(i);
+      if (item.is_object() && item.contains("Sequence")) {
+        if (seen_sequence) return item_ctx.Error("the sequence appears twice");
+        seen_sequence = true;
+        continue;
+      }
+      if (!item.is_object() || !item.contains("SpecialToken") ||
+          !item["SpecialToken"].is_object() || !item["SpecialToken"].contains("id") ||
+          !item["SpecialToken"]["id"].is_string()) {
+        return item_ctx.Error("must be {\"SpecialToken\": {\"id\": ...}} or {\"Sequence\": ...}");
+      }
+      const std::string name = item["SpecialToken"]["id"].get<std::string>();
+      if (specials == nullptr || !specials->contains(name) || !(*specials)[name].contains("ids") ||
+          !(*specials)[name]["ids"].is_array()) {
+        return ctx.Child("special_tokens")
+            .Error(absl::StrCat("has no ids for \"", name, "\" (used by single[", i, "])"));
+      }
+      for (const Json& id : (*specials)[name]["ids"]) {
+        if (!id.is_number_integer())
+          return ctx.Child("special_tokens").Child(name).Error("ids must be integers");
+        (seen_sequence ? local.after : local.before).push_back(id.get<int64_t>());
+      }
+    }
+    if (!seen_sequence) return single_ctx.Error("has no {\"Sequence\": ...}");
+    t->before.insert(t->before.begin(), local.before.begin(), local.before.end());
+    t->after.insert(t->after.end(), local.after.begin(), local.after.end());
+    return absl::OkStatus();
+  }
+  return Unsupported(ctx, *type);
+}
+
+struct AddedToken {
+  std::string content;  // UTF-8, as in the file
+  int64_t id = 0;
+  bool lstrip = false, rstrip = false, normalized = false;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+struct Tokenizer::Impl {
+  std::unique_ptr<Normalizer> normalizer;             // may be null
+  std::unique_ptr<PreTokenizer> pre_tokenizer;        // may be null
+  absl::flat_hash_map<std::string, int64_t> vocab;    // model vocab, then added tokens
+  absl::flat_hash_map<std::string, int> merge_ranks;  // key: a + '\xff' + b
+  std::string end_of_word_suffix;
+  std::optional<int64_t> unk_id;
+  bool ignore_merges = false;
+  std::vector<AddedToken> added;
+  // Contents matched in the raw text, and in the normalized text.
+  std::vector<std::string> raw_contents, normalized_contents;
+  // Every raw or normalized content → its token.
+  absl::flat_hash_map<std::string, size_t> added_by_content;
+  Template post;
+
+  static std::string MergeKey(const std::string& a, const std::string& b) {
+    std::string key = a;
+    key += '\xff';
+    key += b;
+    return key;
+  }
+
+  // Splits `text` at the leftmost-longest occurrences of `contents`.
+  static std::vector<std::string> SplitOnAdded(const std::string& text,
+                                               const std::vector<std::string>& contents) {
+    std::vector<std::string> sections;
+    if (contents.empty()) {
+      sections.push_back(text);
+      return sections;
+    }
+    size_t start = 0, i = 0;
+    while (i < text.size()) {
+      size_t best = 0;
+      for (const std::string& c : contents) {
+        if (c.size() > best && text.compare(i, c.size(), c) == 0) best = c.size();
+      }
+      if (best == 0) {
+        ++i;
+        continue;
+      }
+      if (i > start) sections.push_back(text.substr(start, i - start));
+      sections.push_back(text.substr(i, best));
+      i += best;
+      start = i;
+    }
+    if (start < text.size()) sections.push_back(text.substr(start));
+    return sections;
+  }
+
+  // Applies added tokens' lstrip/rstrip to the neighbouring sections.
+  void StripAroundAdded(std::vector<std::string>* sections) const {
+    for (size_t i = 0; i < sections->size(); ++i) {
+      auto it = added_by_content.find((*sections)[i]);
+      if (it == added_by_content.end()) continue;
+      const AddedToken& token = added[it->second];
+      if (token.lstrip && i > 0) (*sections)[i - 1] = ToUtf8(TrimEnd(FromUtf8((*sections)[i - 1])));
+      if (token.rstrip && i + 1 < sections->size()) {
+        (*sections)[i + 1] = ToUtf8(TrimStart(FromUtf8((*sections)[i + 1])));
+      }
+    }
+  }
+
+  void Bpe(const std::string& word, std::vector<int64_t>* ids) const {
+    if (word.empty()) return;
+    if (ignore_merges) {
+      if (auto it = vocab.find(word); it != vocab.end()) {
+        ids->push_back(it->second);
+        return;
+      }
+    }
+    std::vector<std::string> symbols;
+    const auto* p = reinterpret_cast<const uint8_t*>(word.data());
+    const int32_t n = static_cast<int32_t>(word.size());
+    for (int32_t i = 0; i < n;) {
+      const int32_t start = i;
+      UChar32 c;
+      U8_NEXT(p, i, n, c);
+      symbols.push_back(word.substr(start, i - start));
+    }
+    symbols.back() += end_of_word_suffix;
+    // Merge the lowest-ranked adjacent pair, the leftmost among equals,
+    // until none has a rank: a heap of (rank, left symbol's index) over a
+    // linked list, O(n log n) in the word's length (a prompt may be one long
+    // word). Entries whose pair has changed since are skipped when popped.
+    const int count = static_cast<int>(symbols.size());
+    std::vector<int> prev(count), next(count);
+    std::vector<bool> alive(count, true);
+    for (int i = 0; i < count; ++i) {
+      prev[i] = i - 1;
+      next[i] = i + 1 < count ? i + 1 : -1;
+    }
+    using Entry = std::pair<int, int>;  // (rank, index)
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+    auto rank_at = [&](int i) -> int {
+      if (i < 0 || next[i] < 0) return -1;
+      auto it = merge_ranks.find(MergeKey(symbols[i], symbols[next[i]]));
+      return it == merge_ranks.end() ? -1 : it->second;
+    };
+    auto push = [&](int i) {
+      const int rank = rank_at(i);
+      if (rank >= 0) heap.emplace(rank, i);
+    };
+    for (int i = 0; i + 1 < count; ++i) push(i);
+    while (!heap.empty()) {
+      const auto [rank, i] = heap.top();
+      heap.pop();
+      if (!alive[i] || rank_at(i) != rank) continue;
+      const int j = next[i];
+      symbols[i] += symbols[j];
+      alive[j] = false;
+      next[i] = next[j];
+      if (next[i] >= 0) prev[next[i]] = i;
+      push(prev[i]);
+      push(i);
+    }
+    std::vector<std::string> merged;
+    for (int i = 0; i >= 0; i = next[i]) merged.push_back(std::move(symbols[i]));
+    symbols = std::move(merged);
+    for (const std::string& s : symbols) {
+      if (auto it = vocab.find(s); it != vocab.end()) {
+        ids->push_back(it->second);
+      } else if (unk_id.has_value()) {
+        ids->push_back(*unk_id);
+      }
+    }
+  }
+
+  void EncodeNormalizedSection(const std::string& text, std::vector<int64_t>* ids,
+                               absl::Status* error) const {
+    Pieces pieces;
+    if (pre_tokenizer != nullptr) {
+      pre_tokenizer->Apply(FromUtf8(text), &pieces, error);
+      for (const auto& piece : pieces) Bpe(ToUtf8(piece), ids);
+    } else {
+      Bpe(text, ids);
+    }
+  }
+
+  absl::StatusOr<std::vector<int64_t>> EncodeText(std::string_view text) const {
+    absl::Status error;
+    std::vector<int64_t> ids;
+    std::vector<std::string> sections = SplitOnAdded(std::string(text), raw_contents);
+    StripAroundAdded(&sections);
+    for (const std::string& section : sections) {
+      if (section.empty()) continue;
+      if (auto it = added_by_content.find(section); it != added_by_content.end()) {
+        ids.push_back(added[it->second].id);
+        continue;
+      }
+      std::string normalized =
+          normalizer != nullptr ? ToUtf8(normalizer->Apply(FromUtf8(section), &error)) : section;
+      if (normalized.empty()) continue;
+      std::vector<std::string> subsections = SplitOnAdded(normalized, normalized_contents);
+      StripAroundAdded(&subsections);
+      for (const std::string& sub : subsections) {
+        if (sub.empty()) continue;
+        if (auto it = added_by_content.find(sub); it != added_by_content.end()) {
+          ids.push_back(added[it->second].id);
+          continue;
+        }
+        EncodeNormalizedSection(sub, &ids, &error);
+      }
+    }
+    if (!error.ok()) return error;
+    return ids;
+  }
+};
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& tokenizer_json_path) {
+  std::ifstream in(tokenizer_json_path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(tokenizer_json_path, ": cannot be read"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return FromJson(buffer.str(), tokenizer_json_path);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json_text,
+                                                               std::string_view source_name) {
+  auto prefixed = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(AV(source_name), ": ", s.message()));
+  };
+  Json root = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(AV(source_name), ": not valid JSON"));
+  if (!root.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(AV(source_name), ": not a JSON object"));
+  auto impl = std::make_unique<Impl>();
+
+  if (auto it = root.find("normalizer"); it != root.end() && !it->is_null()) {
+    absl::StatusOr<std::unique_ptr<Normalizer>> n = ParseNormalizer(*it, Ctx{"normalizer"});
+    if (!n.ok()) return prefixed(n.status());
+    impl->normalizer = *std::move(n);
+  }
+  if (auto it = root.find("pre_tokenizer"); it != root.end() && !it->is_null()) {
+    absl::StatusOr<std::unique_ptr<PreTokenizer>> p = ParsePreTokenizer(*it, Ctx{"pre_tokenizer"});
+    if (!p.ok()) return prefixed(p.status());
+    impl->pre_tokenizer = *std::move(p);
+  }
+  if (auto it = root.find("post_processor"); it != root.end() && !it->is_null()) {
+    absl::Status s = ParsePostProcessor(*it, Ctx{"post_processor"}, &impl->post);
+    if (!s.ok()) return prefixed(s);
+  }
+
+  // The model.
+  const Ctx model_ctx{"model"};
+  auto model_it = root.find("model");
+  if (model_it == root.end() || !model_it->is_object()) {
+    return prefixed(model_ctx.Error("must be an object"));
+  }
+  const Json& model = *model_it;
+  if (auto t = model.find("type"); t != model.end() && (!t->is_string() || *t != "BPE")) {
+    return prefixed(Unsupported(model_ctx, t->is_string() ? t->get<std::string>() : t->dump()));
+  }
+  if (auto d = model.find("dropout"); d != model.end() && !d->is_null()) {
+    return prefixed(
+        model_ctx.Child("dropout").Error("must be null (BPE dropout is not supported)"));
+  }
+  for (const char* flag : {"byte_fallback", "fuse_unk"}) {
+    absl::StatusOr<bool> on = BoolField(model, flag, false, model_ctx);
+    if (!on.ok()) return prefixed(on.status());
+    if (*on) return prefixed(model_ctx.Child(flag).Error("true is not supported"));
+  }
+  if (auto c = model.find("continuing_subword_prefix");
+      c != model.end() && !c->is_null() && !(c->is_string() && c->get<std::string>().empty())) {
+    return prefixed(model_ctx.Child("continuing_subword_prefix").Error("must be empty or null"));
+  }
+  if (auto s = model.find("end_of_word_suffix"); s != model.end() && !s->is_null()) {
+    if (!s->is_string())
+      return prefixed(model_ctx.Child("end_of_word_suffix").Error("must be a string"));
+    impl->end_of_word_suffix = s->get<std::string>();
+  }
+  absl::StatusOr<bool> ignore_merges = BoolField(model, "ignore_merges", false, model_ctx);
+  if (!ignore_merges.ok()) return prefixed(ignore_merges.status());
+  impl->ignore_merges = *ignore_merges;
+
+  auto vocab_it = model.find("vocab");
+  if (vocab_it == model.end() || !vocab_it->is_object()) {
+    return prefixed(model_ctx.Child("vocab").Error("must be an object of token → id"));
+  }
+  impl->vocab.reserve(vocab_it->size());
+  for (auto it = vocab_it->begin(); it != vocab_it->end(); ++it) {
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0) {
+      return prefixed(
+          model_ctx.Child("vocab").Child(it.key()).Error("must be a non-negative integer"));
+    }
+    impl->vocab[it.key()] = it.value().get<int64_t>();
+  }
+  auto merges_it = model.find("merges");
+  if (merges_it == model.end() || !merges_it->is_array()) {
+    return prefixed(model_ctx.Child("merges").Error("must be an array"));
+  }
+  impl->merge_ranks.reserve(merges_it->size());
+  for (size_t i = 0; i < merges_it->size(); ++i) {
+    const Json& m = (*merges_it)[i];
+    std::string a, b;
+    if (m.is_string()) {
+      const std::string s = m.get<std::string>();
+      const size_t space = s.find(' ');
+      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
+        return prefixed(model_ctx.Child("merges").Index(i).Error("must be \"a b\" (one space)"));
+      }
+      a = s.substr(0, space);
+      b = s.substr(space + 1);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      a = m[0].get<std::string>();
+      b = m[1].get<std::string>();
+    } else {
+      return prefixed(model_ctx.Child("merges").Index(i).Error("must be \"a b\" or [a, b]"));
+    }
+    // The first occurrence of a pair ranks.
+    impl->merge_ranks.try_emplace(Impl::MergeKey(a, b), static_cast<int>(i));
+  }
+
+  // Added tokens (their ids override the vocabulary's, as in the reference).
+  if (auto it = root.find("added_tokens"); it != root.end() && !it->is_null()) {
+    const Ctx added_ctx{"added_tokens"};
+    if (!it->is_array()) return prefixed(added_ctx.Error("must be an array"));
+    for (size_t i = 0; i < it->size(); ++i) {
+      const Json& a = (*it)[i];
+      const Ctx ctx = added_ctx.Index(i);
+      if (!a.is_object()) return prefixed(ctx.Error("must be an object"));
+      AddedToken token;
+      absl::StatusOr<std::string> content = StringField(a, "content", ctx);
+      if (!content.ok()) return prefixed(content.status());
+      if (content->empty()) return prefixed(ctx.Child("content").Error("must not be empty"));
+      token.content = *content;
+      auto id = a.find("id");
+      if (id == a.end() || !id->is_number_integer() || id->get<int64_t>() < 0) {
+        return prefixed(ctx.Child("id").Error("must be a non-negative integer"));
+      }
+      token.id = id->get<int64_t>();
+      absl::StatusOr<bool> special = BoolField(a, "special", false, ctx);
+      absl::StatusOr<bool> normalized = BoolField(a, "normalized", !special.value_or(false), ctx);
+      absl::StatusOr<bool> lstrip = BoolField(a, "lstrip", false, ctx);
+      absl::StatusOr<bool> rstrip = BoolField(a, "rstrip", false, ctx);
+      absl::StatusOr<bool> single_word = BoolField(a, "single_word", false, ctx);
+      for (const auto* s : {&special, &normalized, &lstrip, &rstrip, &single_word}) {
+        if (!s->ok()) return prefixed(s->status());
+      }
+      if (*single_word) return prefixed(ctx.Child("single_word").Error("true is not supported"));
+      token.lstrip = *lstrip;
+      token.rstrip = *rstrip;
+      token.normalized = *normalized;
+      const size_t index = impl->added.size();
+      impl->added.push_back(token);
+      impl->vocab[token.content] = token.id;
+      impl->added_by_content[token.content] = index;
+      if (token.normalized && impl->normalizer != nullptr) {
+        absl::Status error;
+        const std::string n = ToUtf8(impl->normalizer->Apply(FromUtf8(token.content), &error));
+        if (!error.ok()) return prefixed(ctx.Child("content").Error(std::string(error.message())));
+        if (!n.empty()) {
+          impl->normalized_contents.push_back(n);
+          impl->added_by_content[n] = index;
+        }
+      } else {
+        impl->raw_contents.push_back(token.content);
+      }
+    }
+  }
+
+  if (auto u = model.find("unk_token"); u != model.end() && !u->is_null()) {
+    if (!u->is_string())
+      return prefixed(model_ctx.Child("unk_token").Error("must be a string or null"));
+    auto id = impl->vocab.find(u->get<std::string>());
+    if (id == impl->vocab.end()) {
+      return prefixed(
+          model_ctx.Child("unk_token")
+              .Error(absl::StrCat("\"", u->get<std::string>(), "\" is not in the vocabulary")));
+    }
+    impl->unk_id = id->second;
+  }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+absl::StatusOr<std::vector<int64_t>> Tokenizer::Encode(std::string_view text) const {
+  if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
+  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text);
+  if (!content.ok()) return content.status();
+  std::vector<int64_t> ids = impl_->post.before;
+  ids.insert(ids.end(), content->begin(), content->end());
+  ids.insert(ids.end(), impl_->post.after.begin(), impl_->post.after.end());
+  return ids;
+}
+
+absl::StatusOr<std::vector<int64_t>> Tokenizer::EncodeForModel(std::string_view text,
+                                                               int max_length,
+                                                               int64_t pad_id) const {
+  const int specials = num_special_tokens();
+  if (max_length < specials) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_length %d cannot hold the %d special tokens the tokenizer adds",
+                        max_length, specials));
+  }
+  if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
+  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text);
+  if (!content.ok()) return content.status();
+  content->resize(std::min<size_t>(content->size(), static_cast<size_t>(max_length - specials)));
+  std::vector<int64_t> ids = impl_->post.before;
+  ids.insert(ids.end(), content->begin(), content->end());
+  ids.insert(ids.end(), impl_->post.after.begin(), impl_->post.after.end());
+  ids.resize(static_cast<size_t>(max_length), pad_id);
+  return ids;
+}
+
+std::optional<int64_t> Tokenizer::TokenToId(std::string_view token) const {
+  auto it = impl_->vocab.find(std::string(token));
+  if (it == impl_->vocab.end()) return std::nullopt;
+  return it->second;
+}
+
+int Tokenizer::num_special_tokens() const {
+  return static_cast<int>(impl_->post.before.size() + impl_->post.after.size());
+}
+
+}  // namespace memaudit

