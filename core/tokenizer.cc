@@ -874,6 +874,113 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
+namespace {
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// CLIPTokenizer reads merges.txt lines [1, 49152 - 256 - 2]: the vocabulary
+// is 256 bytes, their 256 "</w>" forms, the merges and the two specials.
+constexpr size_t kClipMaxMerges = 49152 - 256 - 2;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadClipVocabAndMerges(
+    const std::string& vocab_json_path, const std::string& merges_txt_path) {
+  auto vocab_text = ReadTextFile(vocab_json_path);
+  if (!vocab_text.ok()) return vocab_text.status();
+  Json vocab = Json::parse(*vocab_text, nullptr, /*allow_exceptions=*/false);
+  if (!vocab.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(vocab_json_path, ": not a JSON object of token -> id"));
+  }
+  for (const auto& [token, id] : vocab.items()) {
+    if (!id.is_number_integer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(vocab_json_path, ": the id of \"", token, "\" is not an integer"));
+    }
+  }
+  auto merges_text = ReadTextFile(merges_txt_path);
+  if (!merges_text.ok()) return merges_text.status();
+  Json merges = Json::array();
+  std::istringstream lines(*merges_text);
+  std::string line;
+  for (int number = 1; std::getline(lines, line) && merges.size() < kClipMaxMerges; ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (number == 1 && line.rfind("#version", 0) == 0) continue;
+    if (line.empty()) continue;
+    const size_t space = line.find(' ');
+    if (space == std::string::npos || space == 0 || space + 1 == line.size() ||
+        line.find(' ', space + 1) != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(merges_txt_path, " line ", number,
+                                                     ": a merge is two tokens separated by "
+                                                     "one space"));
+    }
+    merges.push_back(line);
+  }
+  constexpr const char* kBos = "<|startoftext|>";
+  constexpr const char* kEos = "<|endoftext|>";
+  for (const char* special : {kBos, kEos}) {
+    if (!vocab.contains(special)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(vocab_json_path, ": the vocabulary has no ", special));
+    }
+  }
+  const int64_t bos = vocab[kBos].get<int64_t>();
+  const int64_t eos = vocab[kEos].get<int64_t>();
+  auto added = [](int64_t id, const char* content) {
+    return Json{{"id", id},        {"content", content}, {"single_word", false}, {"lstrip", false},
+                {"rstrip", false}, {"normalized", true}, {"special", true}};
+  };
+  // The structure transformers' CLIPConverter writes.
+  const Json json = {
+      {"version", "1.0"},
+      {"added_tokens", Json::array({added(bos, kBos), added(eos, kEos)})},
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         Json::array({{{"type", "NFC"}},
+                      {{"type", "Replace"}, {"pattern", {{"Regex", "\\s+"}}}, {"content", " "}},
+                      {{"type", "Lowercase"}}})}}},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers",
+         Json::array(
+             {{{"type", "Split"},
+               {"pattern",
+                {{"Regex", "'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+"}}},
+               {"behavior", "Removed"},
+               {"invert", true}},
+              {{"type", "ByteLevel"},
+               {"add_prefix_space", false},
+               {"trim_offsets", true},
+               {"use_regex", true}}})}}},
+      {"post_processor",
+       {{"type", "RobertaProcessing"},
+        {"sep", Json::array({kEos, eos})},
+        {"cls", Json::array({kBos, bos})},
+        {"trim_offsets", false},
+        {"add_prefix_space", false}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", kEos},
+        {"continuing_subword_prefix", ""},
+        {"end_of_word_suffix", "</w>"},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"vocab", vocab},
+        {"merges", merges}}},
+  };
+  const std::string source = absl::StrCat(vocab_json_path, " + ", merges_txt_path);
+  return FromJson(json.dump(), source);
+}
+
 absl::StatusOr<std::vector<int64_t>> Tokenizer::Encode(std::string_view text) const {
   if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
   absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text);

@@ -60,6 +60,20 @@ class Tokenizer {
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(std::string_view json_text,
                                                              std::string_view source_name);
 
+  // CLIP's tokenizer from the files Stable Diffusion's diffusers folders
+  // ship (tokenizer/vocab.json, tokenizer/merges.txt), built exactly as
+  // transformers' CLIPConverter builds the fast tokenizer from them: NFC,
+  // whitespace runs to one space, lower case; CLIP's split regex and byte
+  // level; BPE with "</w>", unk <|endoftext|>; <|startoftext|> ...
+  // <|endoftext|> around the text. merges.txt's "#version" line is skipped
+  // and, as CLIPTokenizer does, at most 49152 - 256 - 2 merges are read.
+  // NOT_FOUND when a file cannot be read; INVALID_ARGUMENT naming the file
+  // (and line) when vocab.json is not an object of token -> id, a merge line
+  // is not two tokens, or the vocabulary lacks <|startoftext|> or
+  // <|endoftext|>.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> LoadClipVocabAndMerges(
+      const std::string& vocab_json_path, const std::string& merges_txt_path);
+
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;

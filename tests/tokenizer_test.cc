@@ -352,6 +352,49 @@ std::string Printable(const std::string& s) {
   return out.size() > 200 ? out.substr(0, 200) + "…" : out;
 }
 
+// vocab.json + merges.txt files that are not what CLIP ships are refused,
+// naming the file (and line).
+TEST(TokenizerTest, ClipVocabAndMergesErrorsNameTheFile) {
+  const std::string dir = MakeTempDir();
+  ASSERT_FALSE(dir.empty());
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+    return dir + "/" + name;
+  };
+  const std::string vocab =
+      write("vocab.json", R"({"a</w>": 0, "b</w>": 1, "a": 2, "b": 3, "ab</w>": 4,
+                             "<|startoftext|>": 5, "<|endoftext|>": 6})");
+  const std::string merges = write("merges.txt", "#version: 0.2\na b</w>\n");
+  auto ok = Tokenizer::LoadClipVocabAndMerges(vocab, merges);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)->Encode("AB").value(), (Ids{5, 4, 6}));
+  EXPECT_EQ((*ok)->Encode("a b").value(), (Ids{5, 0, 1, 6}));
+
+  const struct {
+    std::string vocab_text, merges_text, expected;
+  } cases[] = {
+      {"[1, 2]", "#version: 0.2\n", "vocab.json: not a JSON object"},
+      {R"({"a": "x"})", "#version: 0.2\n", "the id of \"a\" is not an integer"},
+      {R"({"a": 0})", "#version: 0.2\n", "has no <|startoftext|>"},
+      {R"({"a": 0, "<|startoftext|>": 1, "<|endoftext|>": 2})", "#version: 0.2\na\n",
+       "merges.txt line 2: a merge is two tokens"},
+  };
+  for (const auto& c : cases) {
+    auto refused = Tokenizer::LoadClipVocabAndMerges(write("v.json", c.vocab_text),
+                                                     write("m.txt", c.merges_text));
+    ASSERT_FALSE(refused.ok()) << c.expected;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    std::string expected = c.expected;
+    if (expected.rfind("vocab.json", 0) == 0) expected = "v.json" + expected.substr(10);
+    if (expected.rfind("merges.txt", 0) == 0) expected = "m.txt" + expected.substr(10);
+    EXPECT_NE(refused.status().message().find(expected), std::string::npos)
+        << refused.status();
+  }
+  EXPECT_EQ(Tokenizer::LoadClipVocabAndMerges(dir + "/none.json", merges).status().code(),
+            absl::StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TokenizerReferenceTest, IdenticalToHuggingFaceTokenizersJs) {
   const std::string node = MEMAUDIT_NODE_EXECUTABLE;
   const std::string fix =
@@ -420,6 +463,37 @@ TEST(TokenizerReferenceTest, IdenticalToHuggingFaceTokenizersJs) {
                 clip ? ", EncodeForModel(77) checked on every string" : "");
     EXPECT_EQ(identical, corpus.size());
     if (clip) EXPECT_EQ(model_checked, corpus.size());
+
+    // Stable Diffusion's folders ship CLIP's vocabulary as vocab.json and
+    // merges.txt: the same vocabulary and merges written that way, loaded by
+    // LoadClipVocabAndMerges, must tokenize as the reference does the
+    // CLIPConverter file.
+    if (name == "clip_converter") {
+      const Json file = ReadJson(entry["tokenizer_json"].get<std::string>());
+      std::ofstream(out + "/vocab.json") << file["model"]["vocab"].dump();
+      std::ofstream merges(out + "/merges.txt");
+      merges << "#version: 0.2\n";
+      for (const Json& merge : file["model"]["merges"]) merges << merge.get<std::string>() << "\n";
+      merges.close();
+      auto from_files =
+          Tokenizer::LoadClipVocabAndMerges(out + "/vocab.json", out + "/merges.txt");
+      ASSERT_TRUE(from_files.ok()) << from_files.status();
+      size_t same = 0;
+      for (size_t i = 0; i < corpus.size(); ++i) {
+        absl::StatusOr<Ids> ids = (*from_files)->Encode(corpus[i]);
+        ASSERT_TRUE(ids.ok()) << ids.status();
+        if (*ids == reference[i]) {
+          ++same;
+        } else if (shown++ < 10) {
+          ADD_FAILURE() << "vocab.json + merges.txt, string " << i << " "
+                        << Printable(corpus[i]) << "\n  C++: " << Json(*ids).dump()
+                        << "\n  ref: " << Json(reference[i]).dump();
+        }
+      }
+      std::printf("clip vocab.json + merges.txt: %zu/%zu identical to the reference\n", same,
+                  corpus.size());
+      EXPECT_EQ(same, corpus.size());
+    }
   }
   std::filesystem::remove_all(out);
 }
