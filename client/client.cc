@@ -4,6 +4,9 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
+
+#include <google/protobuf/stubs/common.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -67,6 +70,47 @@ absl::Status ReadStream(grpc::ClientContext* context, const std::function<bool()
 }
 
 }  // namespace
+
+namespace {
+
+absl::Status CheckUtf8Under(const google::protobuf::Message& message, const std::string& prefix) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  for (const FieldDescriptor* field : fields) {
+    const std::string name = prefix.empty() ? field->name() : prefix + "." + field->name();
+    const int count = field->is_repeated() ? reflection->FieldSize(message, field) : 1;
+    for (int i = 0; i < count; ++i) {
+      const std::string path = field->is_repeated() ? absl::StrCat(name, "[", i, "]") : name;
+      if (field->type() == FieldDescriptor::TYPE_STRING) {
+        std::string scratch;
+        const std::string& text =
+            field->is_repeated()
+                ? reflection->GetRepeatedStringReference(message, field, i, &scratch)
+                : reflection->GetStringReference(message, field, &scratch);
+        // The same check as the server's parser.
+        if (!google::protobuf::internal::IsStructurallyValidUTF8(text.data(),
+                                                                 static_cast<int>(text.size()))) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path, ": not valid UTF-8 (text fields must be)"));
+        }
+      } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        const google::protobuf::Message& child =
+            field->is_repeated() ? reflection->GetRepeatedMessage(message, field, i)
+                                 : reflection->GetMessage(message, field);
+        if (absl::Status s = CheckUtf8Under(child, path); !s.ok()) return s;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckStringsAreUtf8(const google::protobuf::Message& message) {
+  return CheckUtf8Under(message, "");
+}
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
@@ -222,6 +266,7 @@ absl::Status Client::StreamSamples(
     const v1::SampleRequest& request,
     const std::function<absl::Status(const v1::SampleResponse&)>& on_sample,
     const std::function<bool()>& interrupted) {
+  if (absl::Status valid = CheckStringsAreUtf8(request); !valid.ok()) return valid;
   grpc::ClientContext context;
   Prepare(&context, /*deadline=*/false);
   return ReadStream<v1::SampleResponse>(
@@ -236,6 +281,7 @@ absl::StatusOr<v1::AuditJob> Client::WatchAudit(
   Prepare(&context, /*deadline=*/false);  // audits take as long as they take
   v1::WatchAuditRequest request;
   request.set_id(id);
+  if (absl::Status valid = CheckStringsAreUtf8(request); !valid.ok()) return valid;
   std::optional<v1::AuditJob> finished;
   absl::Status status = ReadStream<v1::AuditEvent>(
       &context, interrupted,

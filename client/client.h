@@ -20,6 +20,13 @@ namespace memaudit::client {
 
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
+// INVALID_ARGUMENT naming the first string field of `message` (as a path,
+// e.g. "conditions[2].prompt") that is not valid UTF-8. The server's parser
+// refuses such a request before any memaudit code sees it, with an empty
+// INTERNAL error; the client checks first so that the user learns which
+// field. Every call of Client runs it on its request.
+absl::Status CheckStringsAreUtf8(const google::protobuf::Message& message);
+
 // How the client proves who it is and checks whom it talks to.
 struct ChannelSecurity {
   bool tls = false;         // TLS instead of plaintext
@@ -91,6 +98,7 @@ class Client {
                                  grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                                               Response*),
                                  const Request& request) const {
+    if (absl::Status valid = CheckStringsAreUtf8(request); !valid.ok()) return valid;
     grpc::ClientContext context;
     Prepare(&context);
     Response response;

@@ -455,6 +455,27 @@ TEST_F(FakeServerTest, CliErrorsAreOneLineAndExit1) {
   EXPECT_EQ(result.err, "memaudit: INVALID_ARGUMENT: --count must be positive\n");
 }
 
+// Text that is not UTF-8 is refused by the client, naming the field (the
+// server's parser would answer INTERNAL with an empty message).
+TEST_F(FakeServerTest, StringsThatAreNotUtf8AreRefusedNamingTheField) {
+  auto model = client().GetModel("bad \xff name");
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(model.status().message(), "name: not valid UTF-8 (text fields must be)");
+  v1::AuditRequest request;
+  request.set_model("toy");
+  request.add_conditions()->set_class_label(1);
+  request.add_conditions()->set_prompt("a \xc3 prompt");
+  auto job = client().SubmitAudit(request);
+  EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(job.status().message().find("conditions[1].prompt"), std::string::npos) << job.status();
+  EXPECT_TRUE(CheckStringsAreUtf8(v1::AuditRequest()).ok());
+  request.mutable_conditions(1)->set_prompt("a prompt: ça, 東京, 🎨");
+  EXPECT_TRUE(CheckStringsAreUtf8(request).ok());
+  CliResult cli = Cli({"models", "bad \xff"});
+  EXPECT_EQ(cli.exit_code, 1);
+  EXPECT_EQ(cli.err, "memaudit: INVALID_ARGUMENT: name: not valid UTF-8 (text fields must be)\n");
+}
+
 TEST_F(FakeServerTest, CliRejectsUnknownWordsWithExit2) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"sample", "--model", "toy", "--sampler", "ddpn"},
