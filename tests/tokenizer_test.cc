@@ -387,8 +387,7 @@ TEST(TokenizerTest, ClipVocabAndMergesErrorsNameTheFile) {
     std::string expected = c.expected;
     if (expected.rfind("vocab.json", 0) == 0) expected = "v.json" + expected.substr(10);
     if (expected.rfind("merges.txt", 0) == 0) expected = "m.txt" + expected.substr(10);
-    EXPECT_NE(refused.status().message().find(expected), std::string::npos)
-        << refused.status();
+    EXPECT_NE(refused.status().message().find(expected), std::string::npos) << refused.status();
   }
   EXPECT_EQ(Tokenizer::LoadClipVocabAndMerges(dir + "/none.json", merges).status().code(),
             absl::StatusCode::kNotFound);
@@ -475,8 +474,7 @@ TEST(TokenizerReferenceTest, IdenticalToHuggingFaceTokenizersJs) {
       merges << "#version: 0.2\n";
       for (const Json& merge : file["model"]["merges"]) merges << merge.get<std::string>() << "\n";
       merges.close();
-      auto from_files =
-          Tokenizer::LoadClipVocabAndMerges(out + "/vocab.json", out + "/merges.txt");
+      auto from_files = Tokenizer::LoadClipVocabAndMerges(out + "/vocab.json", out + "/merges.txt");
       ASSERT_TRUE(from_files.ok()) << from_files.status();
       size_t same = 0;
       for (size_t i = 0; i < corpus.size(); ++i) {
@@ -485,8 +483,8 @@ TEST(TokenizerReferenceTest, IdenticalToHuggingFaceTokenizersJs) {
         if (*ids == reference[i]) {
           ++same;
         } else if (shown++ < 10) {
-          ADD_FAILURE() << "vocab.json + merges.txt, string " << i << " "
-                        << Printable(corpus[i]) << "\n  C++: " << Json(*ids).dump()
+          ADD_FAILURE() << "vocab.json + merges.txt, string " << i << " " << Printable(corpus[i])
+                        << "\n  C++: " << Json(*ids).dump()
                         << "\n  ref: " << Json(reference[i]).dump();
         }
       }
