@@ -317,12 +317,26 @@ struct Tokenizer::Impl {
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::~Tokenizer() = default;
 
+namespace {
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot be read"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// CLIPTokenizer reads merges.txt lines [1, 49152 - 256 - 2]: the vocabulary
+// is 256 bytes, their 256 "</w>" forms, the merges and the two specials.
+constexpr size_t kClipMaxMerges = 49152 - 256 - 2;
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& tokenizer_json_path) {
-  std::ifstream in(tokenizer_json_path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(tokenizer_json_path, ": cannot be read"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return FromJson(buffer.str(), tokenizer_json_path);
+  auto text = ReadTextFile(tokenizer_json_path);
+  if (!text.ok()) return text.status();
+  return FromJson(*text, tokenizer_json_path);
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json_text,
@@ -483,22 +497,6 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
-
-namespace {
-
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// CLIPTokenizer reads merges.txt lines [1, 49152 - 256 - 2]: the vocabulary
-// is 256 bytes, their 256 "</w>" forms, the merges and the two specials.
-constexpr size_t kClipMaxMerges = 49152 - 256 - 2;
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadClipVocabAndMerges(
     const std::string& vocab_json_path, const std::string& merges_txt_path) {
