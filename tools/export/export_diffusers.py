@@ -56,7 +56,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # outputs by O(1) relative to their scale, still fails.
 TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2}
 
-CHECKED_FILES = ("model.pt", "text_encoder.pt", "vae_decoder.pt")
+# How messages name each traced file's module.
+LABELS = {"model.pt": "model.pt (unet)", "text_encoder.pt": "text_encoder.pt (text encoder)",
+          "vae_decoder.pt": "vae_decoder.pt (vae decoder)"}
 
 
 class ExportError(Exception):
@@ -621,15 +623,16 @@ def export_pipeline(unet, text_encoder, vae, scheduler_config, unet_config, vae_
     traced = {}
     with torch.no_grad():
         # Text encoder: its output fixes the embedding shape [L, D].
-        print(f"tracing text_encoder.pt (batch {batch}, {length} ids) ...")
+        label = LABELS["text_encoder.pt"]
+        print(f"tracing {label} (batch {batch}, {length} ids) ...")
         text_wrapper = TextEncoderForMemaudit(_prepare(text_encoder, device, dtype))
         try:
             embedding = text_wrapper(ids(batch))
         except Exception as e:  # noqa: BLE001
-            raise ExportError(f"text_encoder: the eager module fails on ids [{batch}, {length}]: "
+            raise ExportError(f"{label}: the eager module fails on ids [{batch}, {length}]: "
                               f"{type(e).__name__}: {e}") from None
         if embedding.dim() != 3 or list(embedding.shape[:2]) != [batch, length]:
-            raise ExportError(f"text_encoder: returns shape {list(embedding.shape)}, expected "
+            raise ExportError(f"{label}: returns shape {list(embedding.shape)}, expected "
                               f"[{batch}, {length}, hidden_size]")
         hidden = int(embedding.shape[2])
         if text_encoder_config and text_encoder_config.get("hidden_size") not in (None, hidden):
@@ -641,10 +644,10 @@ def export_pipeline(unet, text_encoder, vae, scheduler_config, unet_config, vae_
             raise ExportError(f"unet config: 'cross_attention_dim' ({cross}) differs from the "
                               f"text encoder's hidden size ({hidden})")
         embedding_shape = [length, hidden]
-        traced["text_encoder.pt"] = (_trace("text_encoder", text_wrapper, (ids(batch),)),
-                                     text_wrapper)
+        traced["text_encoder.pt"] = (_trace(label, text_wrapper, (ids(batch),)), text_wrapper)
 
-        print(f"tracing model.pt (batch {batch}, sample {sample_shape}) ...")
+        label = LABELS["model.pt"]
+        print(f"tracing {label} (batch {batch}, sample {sample_shape}) ...")
         unet_wrapper = UNetForMemaudit(_prepare(unet, device, dtype))
         x = normal(batch, *sample_shape)
         c = normal(batch, *embedding_shape)
@@ -652,28 +655,30 @@ def export_pipeline(unet, text_encoder, vae, scheduler_config, unet_config, vae_
         try:
             out = unet_wrapper(x, t, c)
         except Exception as e:  # noqa: BLE001
-            raise ExportError(f"unet: the eager module fails on x {list(x.shape)}, t [{batch}], "
-                              f"c {list(c.shape)}: {type(e).__name__}: {e}") from None
+            raise ExportError(f"{label}: the eager module fails on x {list(x.shape)}, "
+                              f"t [{batch}], c {list(c.shape)}: {type(e).__name__}: {e}") \
+                from None
         if out.shape != x.shape:
-            raise ExportError(f"unet: returns shape {list(out.shape)} for input "
+            raise ExportError(f"{label}: returns shape {list(out.shape)} for input "
                               f"{list(x.shape)}; memaudit needs the input's shape")
-        traced["model.pt"] = (_trace("unet", unet_wrapper, (x, t, c)), unet_wrapper)
+        traced["model.pt"] = (_trace(label, unet_wrapper, (x, t, c)), unet_wrapper)
 
         if latent is not None:
             scaling, image_shape = latent
-            print(f"tracing vae_decoder.pt (batch {batch}) ...")
+            label = LABELS["vae_decoder.pt"]
+            print(f"tracing {label} (batch {batch}) ...")
             vae_wrapper = VaeDecoderForMemaudit(_prepare(vae, device, dtype))
             z = normal(batch, *sample_shape, scale=1.0 / scaling)
             try:
                 image = vae_wrapper(z)
             except Exception as e:  # noqa: BLE001
-                raise ExportError(f"vae: the eager decoder fails on z {list(z.shape)}: "
+                raise ExportError(f"{label}: the eager module fails on z {list(z.shape)}: "
                                   f"{type(e).__name__}: {e}") from None
             if list(image.shape) != [batch] + image_shape:
-                raise ExportError(f"vae: the decoder returns shape {list(image.shape)}, but "
-                                  f"the vae config gives {[batch] + image_shape} (out_channels, "
+                raise ExportError(f"{label}: returns shape {list(image.shape)}, but the vae "
+                                  f"config gives {[batch] + image_shape} (out_channels, "
                                   "sample_size × 2^(len(block_out_channels) − 1))")
-            traced["vae_decoder.pt"] = (_trace("vae_decoder", vae_wrapper, (z,)), vae_wrapper)
+            traced["vae_decoder.pt"] = (_trace(label, vae_wrapper, (z,)), vae_wrapper)
 
     created_repo = not os.path.exists(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -712,9 +717,8 @@ def export_pipeline(unet, text_encoder, vae, scheduler_config, unet_config, vae_
                     for draw in (1, 2):
                         cases.append((f"batch {b}, draw {draw}",
                                       (normal(b, *sample_shape, scale=1.0 / latent[0]),)))
-            module_name = file_name[:-3]
             with torch.no_grad():
-                abs_diff, rel_diff = compare(module_name, loaded, eager, cases, tolerance)
+                abs_diff, rel_diff = compare(LABELS[file_name], loaded, eager, cases, tolerance)
             results[file_name] = (abs_diff, rel_diff, tolerance)
 
         config_text = format_config(name, sample_shape, scheduler, embedding_shape,
