@@ -524,8 +524,10 @@ class ExportTest(ExportTestCase):
         for expected in ("- source: `unknown`", "dtype: float32", "traced on device: cpu",
                          f"exporter: version {ed.EXPORTER_VERSION}, commit ",
                          "`steps_offset: 1`", "SamplingOptions.steps_offset = 1",
-                         f"torch {torch.__version__}", "| model.pt | 0 | 0 | 0.0001 |"):
+                         f"torch {torch.__version__}"):
             self.assertIn(expected, readme)
+        for file_name in ("model.pt", "text_encoder.pt", "vae_decoder.pt"):
+            self.assertRegex(readme, rf"\| {file_name} \| [0-9.e+-]+ \| [0-9.e+-]+ \| 0.0001 \|")
 
 
 class CheckTest(ExportTestCase):
