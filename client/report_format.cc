@@ -13,17 +13,26 @@ namespace memaudit::client {
 namespace {
 
 nlohmann::json ConditionJson(const v1::Condition& condition) {
+  nlohmann::json json;
   switch (condition.kind_case()) {
     case v1::Condition::kClassLabel:
-      return {{"class_label", condition.class_label()}};
+      json = {{"class_label", condition.class_label()}};
+      break;
     case v1::Condition::kEmbedding:
-      return {{"embedding_shape", std::vector<int64_t>(condition.embedding().shape().begin(),
+      json = {{"embedding_shape", std::vector<int64_t>(condition.embedding().shape().begin(),
                                                        condition.embedding().shape().end())}};
+      break;
     case v1::Condition::kNullCondition:
-      return {{"null", true}};
-    default:
-      return nullptr;
+      json = {{"null", true}};
+      break;
+    case v1::Condition::kPrompt:
+      json = {{"prompt", condition.prompt()}};
+      break;
+    case v1::Condition::KIND_NOT_SET:
+      break;
   }
+  if (!condition.name().empty()) json["name"] = condition.name();
+  return json;
 }
 
 std::string WidthText(const v1::SpectrumSummary& summary) {
@@ -288,15 +297,26 @@ nlohmann::json ModelsJson(const v1::ListModelsResponse& models) {
 
 std::string ModelDetails(const v1::ModelInfo& model) {
   const v1::ModelConfig& config = model.config();
+  std::string conditioning = v1::Conditioning::Kind_Name(config.conditioning().kind());
+  if (config.conditioning().has_text_encoder()) {
+    const int64_t length = config.conditioning().text_encoder().max_length();
+    absl::StrAppend(&conditioning, " from prompts (text encoder, ", length > 0 ? length : 77,
+                    " tokens)");
+  }
+  std::string latent;
+  if (config.has_latent()) {
+    latent = absl::StrFormat("latent:      decoded to [%s], scaling factor %.6g\n",
+                             absl::StrJoin(config.latent().image_shape(), ", "),
+                             config.latent().scaling_factor());
+  }
   return absl::StrFormat(
       "name:        %s\nstate:       %s\ndevice:      %s\nchecksum:    %s\nsample_shape: [%s]\n"
-      "prediction:  %s\nschedule:    %s (T = %d)\nconditioning: %s\nreference:   %d items\n"
+      "prediction:  %s\nschedule:    %s (T = %d)\nconditioning: %s\n%sreference:   %d items\n"
       "load time:   %.3f s\n%s",
       model.name(), v1::ModelState_Name(model.state()), model.device(), model.checksum(),
       absl::StrJoin(config.sample_shape(), ", "), v1::PredictionType_Name(config.prediction_type()),
       v1::NoiseSchedule::Kind_Name(config.noise_schedule().kind()),
-      config.noise_schedule().num_train_timesteps(),
-      v1::Conditioning::Kind_Name(config.conditioning().kind()), model.reference_size(),
+      config.noise_schedule().num_train_timesteps(), conditioning, latent, model.reference_size(),
       model.load_seconds(),
       model.last_error().empty() ? "" : absl::StrCat("last error:  ", model.last_error(), "\n"));
 }

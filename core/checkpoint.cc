@@ -1,7 +1,6 @@
 #include "checkpoint.h"
 
 #include <ATen/ATen.h>
-#include <torch/csrc/jit/serialization/import.h>
 #include <torch/cuda.h>
 
 #include <filesystem>
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "model_config.h"
+#include "script_module.h"
 #include "status_macros.h"
 #include "tensor_file.h"
 #include "torch_runtime.h"
@@ -35,23 +35,6 @@ std::string ExpectedSignature(const v1::ModelConfig& config) {
     default:
       return "forward(x: Tensor, t: Tensor)";
   }
-}
-
-// The precision a module runs in as saved: its first floating parameter's,
-// else its first floating buffer's (parameter-free exact models), else
-// float32.
-at::ScalarType SavedPrecision(const torch::jit::Module& module) {
-  for (const at::Tensor& tensor : module.parameters(/*recurse=*/true)) {
-    if (tensor.is_floating_point()) {
-      return tensor.scalar_type();
-    }
-  }
-  for (const at::Tensor& tensor : module.buffers(/*recurse=*/true)) {
-    if (tensor.is_floating_point()) {
-      return tensor.scalar_type();
-    }
-  }
-  return at::kFloat;
 }
 
 }  // namespace
@@ -110,33 +93,11 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   checkpoint->sample_numel_ = SampleNumel(checkpoint->config_);
 
   const std::string model_path = (fs::path(directory) / kModelFile).string();
-  if (!fs::is_regular_file(model_path, ec)) {
-    return absl::NotFoundError(absl::StrCat(model_path, ": file does not exist"));
-  }
-  try {
-    checkpoint->module_ = torch::jit::load(model_path, checkpoint->device_);
-    checkpoint->module_.eval();
-    if (options.dtype.has_value()) {
-      // Only floating-point state changes precision: Module::to(dtype) would
-      // also convert integer buffers (index tables, class ids) and break them.
-      checkpoint->dtype_ = *options.dtype;
-      for (at::Tensor tensor : checkpoint->module_.parameters(/*recurse=*/true)) {
-        if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
-          tensor.set_data(tensor.to(checkpoint->dtype_));
-        }
-      }
-      for (at::Tensor tensor : checkpoint->module_.buffers(/*recurse=*/true)) {
-        if (tensor.is_floating_point() && tensor.scalar_type() != checkpoint->dtype_) {
-          tensor.set_data(tensor.to(checkpoint->dtype_));
-        }
-      }
-    } else {
-      checkpoint->dtype_ = SavedPrecision(checkpoint->module_);
-    }
-  } catch (const std::exception& e) {
-    return TorchError(absl::StatusCode::kInvalidArgument,
-                      absl::StrCat(model_path, ": not a loadable TorchScript archive"), e);
-  }
+  ASSIGN_OR_RETURN(ScriptModule loaded,
+                   LoadScriptModule(model_path, checkpoint->device_, options.dtype));
+  checkpoint->module_ = std::move(loaded.module);
+  checkpoint->dtype_ = loaded.dtype;
+  RETURN_IF_ERROR(checkpoint->LoadCompanions(options));
 
   if (checkpoint->config_.conditioning().kind() == v1::Conditioning::EMBEDDING) {
     const std::string null_path = (fs::path(directory) / kNullConditionFile).string();
@@ -151,6 +112,10 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
       }
       checkpoint->null_embedding_ =
           null_embedding.to(checkpoint->device_, checkpoint->dtype_).unsqueeze(0);
+    } else if (checkpoint->text_encoder_) {
+      // The empty prompt stands for the null condition, as in classifier-free
+      // guidance training (the caption dropped to "").
+      ASSIGN_OR_RETURN(checkpoint->null_embedding_, checkpoint->text_encoder_->Encode({""}));
     }
   }
   RETURN_IF_ERROR(checkpoint->Probe());
@@ -158,15 +123,34 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   return std::shared_ptr<const Checkpoint>(std::move(checkpoint));
 }
 
+absl::Status Checkpoint::LoadCompanions(const CheckpointOptions& options) {
+  std::error_code ec;
+  const fs::path dir(directory_);
+  if (config_.conditioning().has_text_encoder()) {
+    ASSIGN_OR_RETURN(text_encoder_,
+                     TextEncoder::Load(directory_, config_, device_, options.dtype, dtype_));
+  } else if (fs::exists(dir / TextEncoder::kModelFile, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        (dir / kConfigFile).string(), ": the directory has ", TextEncoder::kModelFile,
+        " but conditioning.text_encoder is not set; add `text_encoder { max_length: L }` to "
+        "conditioning (docs/TEXT_TO_IMAGE.md)"));
+  }
+  if (config_.has_latent()) {
+    ASSIGN_OR_RETURN(latent_decoder_,
+                     LatentDecoder::Load(directory_, config_, device_, options.dtype));
+  } else if (fs::exists(dir / LatentDecoder::kModelFile, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        (dir / kConfigFile).string(), ": the directory has ", LatentDecoder::kModelFile,
+        " but `latent` is not set; add `latent { scaling_factor: F image_shape: [C, H, W] }`"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Checkpoint::Probe() {
   const std::string model_path = (fs::path(directory_) / kModelFile).string();
-  auto method = module_.find_method("forward");
-  if (!method) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(model_path, ": has no forward method; expected ", ExpectedSignature(config_)));
-  }
+  ASSIGN_OR_RETURN(const size_t actual_args,
+                   ForwardArgumentCount(module_, model_path, ExpectedSignature(config_)));
   const size_t expected_args = conditional() ? 3 : 2;
-  const size_t actual_args = method->function().getSchema().arguments().size() - 1;  // - self
   if (actual_args != expected_args) {
     return absl::InvalidArgumentError(absl::StrCat(
         model_path, ": forward takes ", actual_args, " argument(s) but conditioning.kind ",

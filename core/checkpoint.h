@@ -18,8 +18,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "latent_decoder.h"
 #include "memaudit/v1/model_config.pb.h"
 #include "schedule.h"
+#include "text_encoder.h"
 
 namespace memaudit {
 
@@ -52,7 +54,10 @@ class Checkpoint {
   static constexpr const char* kModelFile = "model.pt";
   // Optional, EMBEDDING models: the null condition (empty-prompt embedding),
   // a tensor of embedding_shape saved with torch.save / torch::pickle_save.
+  // Models with a text encoder use the embedding of "" when it is absent.
   static constexpr const char* kNullConditionFile = "null_condition.pt";
+  // Text-to-image models also ship TextEncoder's files (text_encoder.pt and a
+  // tokenizer); latent models LatentDecoder's (vae_decoder.pt).
 
   // Loads `directory`. Errors name the file and the field or problem:
   // NOT_FOUND for a missing directory/file, INVALID_ARGUMENT for a bad config,
@@ -71,8 +76,13 @@ class Checkpoint {
   // {batch, sample_shape...}
   std::vector<int64_t> BatchShape(int64_t batch) const;
   bool conditional() const;
-  // Undefined for NONE; [batch] labels == num_classes for CLASS_LABEL; the
-  // stored null embedding repeated for EMBEDDING (undefined if none stored).
+  // The prompt encoder when conditioning.text_encoder is set, else null.
+  const TextEncoder* text_encoder() const { return text_encoder_.get(); }
+  // The latent decoder when `latent` is set, else null.
+  const LatentDecoder* latent_decoder() const { return latent_decoder_.get(); }
+  // Undefined for NONE; [batch] labels == num_classes for CLASS_LABEL; for
+  // EMBEDDING the stored null embedding (or the empty prompt's) repeated,
+  // undefined if there is neither.
   at::Tensor NullCondition(int64_t batch) const;
 
   // Raw network output for x [B, *sample_shape] (dtype(), on device()),
@@ -83,6 +93,9 @@ class Checkpoint {
 
  private:
   Checkpoint() = default;
+  // The text encoder and latent decoder the config asks for; refuses their
+  // files when the config does not ask for them.
+  absl::Status LoadCompanions(const CheckpointOptions& options);
   absl::Status Probe();
 
   v1::ModelConfig config_;
@@ -92,6 +105,8 @@ class Checkpoint {
   at::ScalarType dtype_ = at::kFloat;
   int64_t sample_numel_ = 0;
   at::Tensor null_embedding_;
+  std::unique_ptr<const TextEncoder> text_encoder_;
+  std::unique_ptr<const LatentDecoder> latent_decoder_;
   std::function<void(int64_t, bool)> forward_observer_;
   mutable torch::jit::Module module_;
 };

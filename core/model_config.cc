@@ -1,5 +1,6 @@
 #include "model_config.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -21,6 +22,10 @@ namespace {
 constexpr int64_t kMaxSampleNumel = int64_t{1} << 24;
 constexpr int64_t kMaxEmbeddingNumel = int64_t{1} << 22;
 constexpr int64_t kMaxClasses = int64_t{1} << 20;
+// Tokens per prompt: CLIP's 77 by default; 4,096 bounds the tokenizer's
+// output per prompt far above any text encoder in use.
+constexpr int64_t kDefaultTextLength = 77;
+constexpr int64_t kMaxTextLength = 4096;
 
 // The product of `dims` if every one is positive and it stays at most
 // `limit` (checked before each multiplication, so it cannot overflow);
@@ -61,6 +66,28 @@ class ErrorCollector : public google::protobuf::io::ErrorCollector {
 absl::Status Invalid(const std::string& source, const std::string& field,
                      const std::string& problem) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", problem));
+}
+
+// The text encoder's settings against the embedding it must produce.
+absl::Status ValidateTextEncoder(const v1::Conditioning& cond, const std::string& source) {
+  if (!cond.has_text_encoder()) return absl::OkStatus();
+  const v1::TextEncoderConfig& text = cond.text_encoder();
+  if (text.max_length() < 0 || text.max_length() > kMaxTextLength) {
+    return Invalid(
+        source, "conditioning.text_encoder.max_length",
+        absl::StrCat("must be in [0, ", kMaxTextLength, "] (0: 77), got ", text.max_length()));
+  }
+  const int64_t max_length = text.max_length() > 0 ? text.max_length() : kDefaultTextLength;
+  if (cond.embedding_shape_size() != 2 || cond.embedding_shape(0) != max_length) {
+    return Invalid(source, "conditioning.embedding_shape",
+                   absl::StrCat("a text encoder's embedding is [max_length, width] = [", max_length,
+                                ", D]; got [", absl::StrJoin(cond.embedding_shape(), ", "), "]"));
+  }
+  if (text.has_pad_token_id() && text.pad_token_id() < 0) {
+    return Invalid(source, "conditioning.text_encoder.pad_token_id",
+                   absl::StrCat("must be >= 0, got ", text.pad_token_id()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -113,11 +140,31 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
       }
       RETURN_IF_ERROR(CheckShape(source, "conditioning.embedding_shape", cond.embedding_shape(),
                                  kMaxEmbeddingNumel));
+      RETURN_IF_ERROR(ValidateTextEncoder(cond, source));
       break;
     default:
       return Invalid(source, "conditioning.kind",
                      "must be NONE, CLASS_LABEL or EMBEDDING (write `conditioning { kind: NONE }` "
                      "for unconditional models)");
+  }
+  if (cond.has_text_encoder() && cond.kind() != v1::Conditioning::EMBEDDING) {
+    return Invalid(source, "conditioning.text_encoder",
+                   "needs EMBEDDING conditioning (the text encoder's output is the embedding)");
+  }
+  if (config.has_latent()) {
+    const v1::LatentConfig& latent = config.latent();
+    if (!std::isfinite(latent.scaling_factor()) || latent.scaling_factor() <= 0) {
+      return Invalid(source, "latent.scaling_factor",
+                     absl::StrCat("must be finite and > 0 (0.18215 for Stable Diffusion's VAE), "
+                                  "got ",
+                                  latent.scaling_factor()));
+    }
+    if (latent.image_shape_size() == 0) {
+      return Invalid(source, "latent.image_shape",
+                     "is required: the decoder's per-sample output shape, e.g. [3, 512, 512]");
+    }
+    RETURN_IF_ERROR(
+        CheckShape(source, "latent.image_shape", latent.image_shape(), kMaxSampleNumel));
   }
   if (absl::Status policy = ValidatePolicy(config.verdict_policy()); !policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", policy.message()));

@@ -75,7 +75,15 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
     results[b].sample = final_cpu[b];
   }
   if (reference != nullptr) {
-    std::vector<NearestNeighbor> truth = reference->Nearest(final_cpu);
+    // A latent model's reference set may hold images: the samples are then
+    // decoded and compared as images.
+    at::Tensor compared = final_cpu;
+    const LatentDecoder* decoder = denoiser.checkpoint().latent_decoder();
+    if (decoder != nullptr && reference->items().sizes().slice(1).vec() == decoder->image_shape()) {
+      RETURN_IF_ERROR(CheckStop(stop));
+      ASSIGN_OR_RETURN(compared, decoder->Decode(trajectory.final_sample));
+    }
+    std::vector<NearestNeighbor> truth = reference->Nearest(compared);
     for (int64_t b = 0; b < batch; ++b) results[b].truth = truth[b];
   }
   const int64_t total = static_cast<int64_t>(timesteps.size()) * batch;

@@ -173,7 +173,8 @@ Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy
   // next training item: both must hold (a reference set only adds caution).
   double spacing_ratio = 0.0;
   if (policy.rule == VerdictRule::kRadiusToSpacing) {
-    const bool local = nearest != nullptr && std::isfinite(nearest->gap) && nearest->gap > 0;
+    const bool local =
+        policy.local_gap && nearest != nullptr && std::isfinite(nearest->gap) && nearest->gap > 0;
     spacing_ratio = summary.radius / (local ? nearest->gap : policy.spacing);
   }
   if (summary.noise_radius < policy.memorized_noise_radius &&

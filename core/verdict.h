@@ -51,6 +51,10 @@ struct ResolvedPolicy {
   double memorized_radius = kDefaultMemorizedRadius;
   double partial_radius = kDefaultPartialRadius;
   double spacing = 0.0;  // data units; 0: unknown
+  // Whether a sample's nearest-neighbour gap is in the sample's own units
+  // and may replace `spacing` locally: false when the truth compares decoded
+  // images while radii are measured in latent units.
+  bool local_gap = true;
   double memorized_noise_radius = kDefaultMemorizedNoiseRadius;
   double partial_noise_radius = kDefaultPartialNoiseRadius;
   // Width rule (kWidth only).

@@ -90,7 +90,10 @@ class AuditRun {
     report.set_device(model_.checkpoint->device().str());
     report.set_model_checksum(model_.checksum);
     FillPolicyUsed(model_.policy, report.mutable_policy());
-    for (const ConditionPlan& condition : plan_.conditions) {
+    for (const ConditionPlan& planned : plan_.conditions) {
+      RETURN_IF_ERROR(CheckStop(stop_));
+      // A prompt is encoded here, once for all of its samples and metrics.
+      ASSIGN_OR_RETURN(const ConditionPlan condition, EncodePrompt(planned, *model_.denoiser));
       v1::ConditionReport* condition_report = report.add_conditions();
       *condition_report->mutable_condition() = condition.condition;
       condition_report->set_label(condition.label);

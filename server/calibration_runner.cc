@@ -29,9 +29,10 @@ constexpr const char* kCurvatureMetrics[] = {kWidth, "positive_eigenvalues", "fl
 // The per-condition scores, by metric name.
 using Scores = std::map<std::string, double>;
 
-absl::StatusOr<Scores> ScoreCondition(const ConditionPlan& condition, const CalibrationPlan& plan,
+absl::StatusOr<Scores> ScoreCondition(const ConditionPlan& planned, const CalibrationPlan& plan,
                                       const StopCheck& stop) {
   const Denoiser& denoiser = *plan.model->denoiser;
+  ASSIGN_OR_RETURN(const ConditionPlan condition, EncodePrompt(planned, denoiser));
   const int64_t n = plan.samples_per_condition;
   const std::vector<uint64_t> seeds = ConsecutiveSeeds(plan.seed, n);
   const at::Tensor batch = RepeatCondition(condition, n);

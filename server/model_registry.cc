@@ -84,12 +84,30 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadModelDirectory(
   std::error_code ec;
   if (fs::exists(reference_path, ec)) {
     const auto& shape = checkpoint->config().sample_shape();
-    ASSIGN_OR_RETURN(
-        model->reference,
-        ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end())));
+    absl::StatusOr<ReferenceSet> reference =
+        ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end()));
+    if (!reference.ok() && checkpoint->latent_decoder() != nullptr) {
+      // A latent model's reference set may hold images instead of latents.
+      absl::StatusOr<ReferenceSet> images =
+          ReferenceSet::Load(reference_path, checkpoint->latent_decoder()->image_shape());
+      if (images.ok()) {
+        reference = std::move(images);
+        model->reference_holds_images = true;
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            reference.status().message(),
+            "; nor is it a set of images of latent.image_shape: ", images.status().message()));
+      }
+    }
+    if (!reference.ok()) return reference.status();
+    model->reference = *std::move(reference);
   }
-  model->policy = ResolvePolicy(checkpoint->config().verdict_policy(),
-                                model->reference ? &*model->reference : nullptr);
+  // The radius/spacing rule compares a peak's radius with the spacing of
+  // the training data in the same units: latents, not images.
+  model->policy = ResolvePolicy(
+      checkpoint->config().verdict_policy(),
+      model->reference && !model->reference_holds_images ? &*model->reference : nullptr);
+  model->policy.local_gap = !model->reference_holds_images;
   ASSIGN_OR_RETURN(model->checksum,
                    FileSha256((fs::path(directory) / Checkpoint::kModelFile).string()));
   model->load_seconds =

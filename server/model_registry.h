@@ -30,6 +30,10 @@ struct LoadedModel {
   std::shared_ptr<const Checkpoint> checkpoint;
   std::unique_ptr<Denoiser> denoiser;
   std::optional<ReferenceSet> reference;
+  // The reference set holds decoded images (latent.image_shape), not
+  // latents: truth decodes the samples, and the verdict's radius/spacing
+  // rule does not use it (different units).
+  bool reference_holds_images = false;
   ResolvedPolicy policy;
   std::string checksum;  // "sha256:<hex>" of model.pt
   double load_seconds = 0;

@@ -30,8 +30,12 @@ absl::Status CheckCount(int64_t count, int64_t low, int64_t high, const std::str
 // conditional model): probed once at the last training timestep.
 absl::Status CheckScoreKind(const Denoiser& denoiser, const ConditionPlan& condition,
                             const SampleCurvatureOptions& options) {
+  // A prompt is encoded later; the null condition stands in for it here,
+  // since what is checked is the model's ability, not the condition's value.
+  const at::Tensor row =
+      condition.needs_encoding() ? denoiser.checkpoint().NullCondition(1) : condition.row;
   auto field = denoiser.ScoreField(denoiser.schedule().num_train_timesteps() - 1,
-                                   options.score_kind, condition.row, options.sampler.guidance);
+                                   options.score_kind, row, options.sampler.guidance);
   if (!field.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("curvature.score_kind: ", field.status().message()));
@@ -72,6 +76,7 @@ absl::StatusOr<EarlyMetricOptions> ToEarlyOptions(const SamplerOptions& sampler,
 // Jeon): a conditional model and a condition other than the null one, as
 // ComputeEarlyMetrics decides.
 bool IsRealCondition(const ConditionPlan& condition, const Checkpoint& checkpoint) {
+  if (condition.needs_encoding()) return true;
   if (!checkpoint.conditional() || !condition.row.defined()) return false;
   const at::Tensor null_condition = checkpoint.NullCondition(1);
   return !null_condition.defined() || !at::equal(condition.row, null_condition);
@@ -257,6 +262,8 @@ absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
     ASSIGN_OR_RETURN(plan.early,
                      ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
   }
+  // Last: encoding a prompt is the one network call of planning.
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser));
   plan.model = std::move(model);
   return plan;
 }
@@ -271,7 +278,16 @@ absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
   ASSIGN_OR_RETURN(plan.condition,
                    ToConditionPlan(request.condition(), *model->denoiser, "condition"));
   plan.sampler.keep_states = false;  // only the final samples are returned
+  if (request.decode()) {
+    if (model->checkpoint->latent_decoder() == nullptr) {
+      return absl::InvalidArgumentError(
+          "decode: the model has no latent decoder (ModelConfig.latent and vae_decoder.pt)");
+    }
+    plan.decode = true;
+  }
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
+  // Last: encoding a prompt is the one network call of planning.
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser));
   plan.model = std::move(model);
   return plan;
 }
@@ -290,6 +306,8 @@ absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest&
   ASSIGN_OR_RETURN(plan.condition,
                    ToConditionPlan(request.condition(), *model->denoiser, "condition"));
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
+  // Last: encoding a prompt is the one network call of planning.
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser));
   plan.model = std::move(model);
   return plan;
 }

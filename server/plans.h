@@ -3,10 +3,12 @@
 // hand the plan to core/ (or to a job), and encode the result; nothing after
 // planning re-reads or re-validates the request.
 //
-// Planning is cheap (no network call except a probe of the score kind) and
-// thread-safe. Every error is INVALID_ARGUMENT naming the request field,
-// except UNIMPLEMENTED for prompts and FAILED_PRECONDITION for what the
-// model itself cannot do (e.g. no null condition).
+// Planning is cheap (no network call except a probe of the score kind and,
+// for the one-condition RPCs, encoding a prompt) and thread-safe. Every
+// error is INVALID_ARGUMENT naming the request field, except
+// FAILED_PRECONDITION for what the model itself cannot do (e.g. no null
+// condition). Audits and calibrations keep their prompts unencoded: the job
+// encodes each (EncodePrompt) when it reaches it.
 #ifndef MEMAUDIT_SERVER_PLANS_H_
 #define MEMAUDIT_SERVER_PLANS_H_
 
@@ -108,6 +110,12 @@ struct SamplePlan {
   ConditionPlan condition;
   SamplerOptions sampler;
   std::vector<uint64_t> seeds;  // 1 to kMaxSeedsPerRequest
+  bool decode = false;          // the model has a latent decoder
+};
+// Sampled points (float32, CPU) and, when decoded, their images.
+struct SampleBatch {
+  at::Tensor samples;  // [B, *sample_shape]
+  at::Tensor images;   // [B, *latent.image_shape], or undefined
 };
 absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
                                       std::shared_ptr<const LoadedModel> model);

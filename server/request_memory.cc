@@ -162,6 +162,11 @@ MemoryEstimate EstimateSample(const SamplePlan& plan, int64_t batch) {
   Tally tally;
   // Only the final samples are kept (plus the state being stepped).
   AddSampling(tally, *plan.model, batch, 2);
+  if (plan.decode) {
+    int64_t pixels = 1;
+    for (int64_t dim : plan.model->checkpoint->config().latent().image_shape()) pixels *= dim;
+    tally.Add("decoded images", Mul(Mul(batch, pixels), 4));
+  }
   return tally.Done();
 }
 

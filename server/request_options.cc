@@ -159,11 +159,44 @@ absl::StatusOr<SampleCurvatureOptions> ToCurvatureOptions(const v1::SamplingOpti
   return options;
 }
 
+namespace {
+
+constexpr size_t kMaxConditionNameBytes = 256;
+constexpr size_t kLabelPromptChars = 60;
+
+// `text` cut to at most `chars` code points (never inside a UTF-8 sequence),
+// with "…" when cut.
+std::string CutUtf8(const std::string& text, size_t chars) {
+  size_t end = 0, count = 0;
+  while (end < text.size() && count < chars) {
+    ++end;
+    while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) ++end;
+    ++count;
+  }
+  return end < text.size() ? text.substr(0, end) + "…" : text;
+}
+
+// The engine's messages start "condition: "; the request's field (e.g.
+// "conditions[2]") replaces it.
+absl::Status WithField(const absl::Status& status, const std::string& field) {
+  absl::string_view message = status.message();
+  absl::ConsumePrefix(&message, "condition: ");
+  return absl::Status(status.code(), absl::StrCat(field, ": ", message));
+}
+
+}  // namespace
+
 absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
                                               const Denoiser& denoiser, const std::string& field) {
   const v1::Conditioning& conditioning = denoiser.checkpoint().config().conditioning();
+  if (condition.name().size() > kMaxConditionNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".name: ", condition.name().size(),
+                                                   " bytes, more than the limit of ",
+                                                   kMaxConditionNameBytes));
+  }
   ConditionPlan plan;
   plan.condition = condition;
+  plan.field = field;
   at::Tensor tensor;
   switch (condition.kind_case()) {
     case v1::Condition::kClassLabel:
@@ -185,11 +218,27 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
       plan.label = "embedding";
       break;
     }
-    case v1::Condition::kPrompt:
-      return absl::UnimplementedError(
-          absl::StrCat(field,
-                       ".prompt: text prompts are not supported yet; encode the prompt with the "
-                       "model's text encoder and pass the embedding"));
+    case v1::Condition::kPrompt: {
+      const TextEncoder* encoder = denoiser.checkpoint().text_encoder();
+      if (encoder == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".prompt: the model has no text encoder (conditioning.text_encoder); ",
+            conditioning.kind() == v1::Conditioning::EMBEDDING
+                ? "pass the prompt's embedding instead"
+                : "it does not take text"));
+      }
+      // Tokenizing now refuses bad text before any work; the ids are cheap
+      // to recompute when the prompt is encoded.
+      if (absl::Status tokenized = encoder->Tokenize({condition.prompt()}).status();
+          !tokenized.ok()) {
+        absl::string_view message = tokenized.message();
+        absl::ConsumePrefix(&message, "prompt 0: ");
+        return absl::Status(tokenized.code(), absl::StrCat(field, ".prompt: ", message));
+      }
+      plan.label = absl::StrCat("\"", CutUtf8(condition.prompt(), kLabelPromptChars), "\"");
+      if (!condition.name().empty()) plan.label = condition.name();
+      return plan;
+    }
     case v1::Condition::kNullCondition:
       plan.label = "null";
       break;
@@ -197,14 +246,24 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
       plan.label = "none";
       break;
   }
+  if (!condition.name().empty()) plan.label = condition.name();
   auto prepared = denoiser.PrepareConditions(tensor, 1);
-  if (!prepared.ok()) {
-    // The engine's message starts "condition: "; the request's field
-    // (e.g. "conditions[2]") replaces it.
-    absl::string_view message = prepared.status().message();
-    absl::ConsumePrefix(&message, "condition: ");
-    return absl::Status(prepared.status().code(), absl::StrCat(field, ": ", message));
+  if (!prepared.ok()) return WithField(prepared.status(), field);
+  plan.row = *std::move(prepared);
+  return plan;
+}
+
+absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& denoiser) {
+  if (!plan.needs_encoding()) return plan;
+  absl::StatusOr<at::Tensor> embedding =
+      denoiser.checkpoint().text_encoder()->Encode({plan.condition.prompt()});
+  if (!embedding.ok()) {
+    absl::string_view message = embedding.status().message();
+    absl::ConsumePrefix(&message, "prompt 0: ");
+    return absl::Status(embedding.status().code(), absl::StrCat(plan.field, ".prompt: ", message));
   }
+  auto prepared = denoiser.PrepareConditions(*embedding, 1);
+  if (!prepared.ok()) return WithField(prepared.status(), plan.field);
   plan.row = *std::move(prepared);
   return plan;
 }

@@ -38,14 +38,27 @@ absl::StatusOr<SampleCurvatureOptions> ToCurvatureOptions(const v1::SamplingOpti
 // A validated condition: its label for reports and its prepared tensor for
 // one sample (labels [1], embeddings [1, …], or undefined for the null
 // condition of an unconditional model).
+//
+// A prompt is tokenized when planned (so bad text fails the request at
+// once) but encoded only by EncodePrompt: a job encodes each prompt when it
+// reaches it, so an audit of thousands of prompts neither holds thousands of
+// embeddings nor runs the text encoder inside the RPC that submits it.
 struct ConditionPlan {
   v1::Condition condition;
-  std::string label;  // "class 3", "null", "none", "embedding"
-  at::Tensor row;
+  // Condition.name when given; else "class 3", "null", "none",
+  // "embedding", or the prompt in quotes, cut to 60 characters.
+  std::string label;
+  std::string field;  // the request field, e.g. "conditions[2]"
+  at::Tensor row;     // undefined for a prompt until EncodePrompt
+  bool needs_encoding() const { return condition.has_prompt() && !row.defined(); }
 };
 absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
                                               const Denoiser& denoiser, const std::string& field);
+// `plan` with its prompt encoded (one text-encoder call); other plans are
+// returned as they are. Errors name plan.field.
+absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& denoiser);
 // The condition repeated for `batch` samples (undefined stays undefined).
+// A prompt must have been encoded.
 at::Tensor RepeatCondition(const ConditionPlan& condition, int64_t batch);
 
 // Checks that t is a training timestep of the schedule.

@@ -111,15 +111,23 @@ absl::Status RunSpectrum(const SpectrumPlan& plan, const StopCheck& stop, Metric
   return absl::OkStatus();
 }
 
-// Samples of `seeds` (a subset of the plan's) as float32 on the CPU.
-absl::StatusOr<at::Tensor> RunSamples(const SamplePlan& plan, const std::vector<uint64_t>& seeds,
-                                      const StopCheck& stop) {
+// Samples of `seeds` (a subset of the plan's) as float32 on the CPU, and
+// their images when the plan decodes.
+absl::StatusOr<SampleBatch> RunSamples(const SamplePlan& plan, const std::vector<uint64_t>& seeds,
+                                       const StopCheck& stop) {
   ASSIGN_OR_RETURN(
       const Trajectory trajectory,
       SampleTrajectories(*plan.model->denoiser, seeds,
                          RepeatCondition(plan.condition, static_cast<int64_t>(seeds.size())),
                          plan.sampler, stop));
-  return trajectory.final_sample.to(at::kCPU, at::kFloat);
+  SampleBatch batch;
+  batch.samples = trajectory.final_sample.to(at::kCPU, at::kFloat);
+  if (plan.decode) {
+    RETURN_IF_ERROR(CheckStop(stop));
+    ASSIGN_OR_RETURN(batch.images,
+                     plan.model->checkpoint->latent_decoder()->Decode(trajectory.final_sample));
+  }
+  return batch;
 }
 
 }  // namespace
@@ -255,10 +263,10 @@ grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
   });
 }
 
-absl::StatusOr<at::Tensor> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* context,
-                                                           const SamplePlan& plan,
-                                                           const std::vector<uint64_t>& seeds) {
-  at::Tensor samples;
+absl::StatusOr<SampleBatch> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* context,
+                                                            const SamplePlan& plan,
+                                                            const std::vector<uint64_t>& seeds) {
+  SampleBatch samples;
   RETURN_IF_ERROR(RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
     ASSIGN_OR_RETURN(samples, RunSamples(plan, seeds, stop));
     return absl::OkStatus();
@@ -281,7 +289,8 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
     auto samples = SamplesOnPool(context, *plan, plan->seeds);
     if (!samples.ok()) return ToGrpcStatus(samples.status());
     *response->mutable_seeds() = request->seeds();
-    EncodeTensor(*samples, response->mutable_samples());
+    EncodeTensor(samples->samples, response->mutable_samples());
+    if (samples->images.defined()) EncodeTensor(samples->images, response->mutable_images());
     return grpc::Status::OK;
   });
 }
@@ -311,8 +320,11 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
           for (size_t i = 0; i < count; ++i) {
             v1::SampleResponse response;
             response.add_seeds(seeds[i]);
-            EncodeTensor(samples->narrow(0, static_cast<int64_t>(i), 1),
-                         response.mutable_samples());
+            const int64_t row = static_cast<int64_t>(i);
+            EncodeTensor(samples->samples.narrow(0, row, 1), response.mutable_samples());
+            if (samples->images.defined()) {
+              EncodeTensor(samples->images.narrow(0, row, 1), response.mutable_images());
+            }
             if (!writer->Write(response)) {
               return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
             }

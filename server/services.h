@@ -98,8 +98,8 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   template <typename Request, typename Planner>
   auto PlanFor(const Request& request, Planner planner) const
       -> decltype(planner(request, nullptr));
-  absl::StatusOr<at::Tensor> SamplesOnPool(grpc::ServerContext* context, const SamplePlan& plan,
-                                           const std::vector<uint64_t>& seeds);
+  absl::StatusOr<SampleBatch> SamplesOnPool(grpc::ServerContext* context, const SamplePlan& plan,
+                                            const std::vector<uint64_t>& seeds);
 
   ModelRegistry* registry_;
   JobManager* jobs_;

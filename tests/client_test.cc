@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "client.h"
+#include "prompt_files.h"
 #include "report_format.h"
 
 extern char** environ;
@@ -564,6 +566,54 @@ TEST_F(FakeServerTest, CliCtrlCWhileSampling) {
   EXPECT_FALSE(result.signaled);
   EXPECT_EQ(result.exit_code, 130);
   EXPECT_EQ(result.err, "memaudit: CANCELLED: interrupted\n");
+}
+
+// Prompt files (--prompts, --memorized-prompts): plain lines or JSON Lines.
+TEST(PromptFilesTest, PlainLinesAndJsonLinesAndTheirErrors) {
+  char pattern[] = "/tmp/memaudit-prompts-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << text;
+    return dir + "/" + name;
+  };
+  auto plain =
+      ReadPromptFile(write("plain.txt", "a cat\r\n\n  \n{not json at start? no: plain}\nünï 🎨\n"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_EQ(plain->size(), 3u);
+  EXPECT_EQ((*plain)[0].prompt(), "a cat");  // \r dropped, blank lines skipped
+  EXPECT_EQ((*plain)[1].prompt(), "{not json at start? no: plain}");
+  EXPECT_EQ((*plain)[2].prompt(), "ünï 🎨");
+  EXPECT_TRUE((*plain)[0].name().empty());
+
+  auto lines = ReadPromptFile(write("p.jsonl",
+                                    "{\"id\": \"a\", \"prompt\": \"first\"}\n\n"
+                                    "{\"id\": 42, \"prompt\": \"second\", \"extra\": [1]}\n"
+                                    "{\"prompt\": \"\"}\n"));
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  ASSERT_EQ(lines->size(), 3u);
+  EXPECT_EQ((*lines)[0].name(), "a");
+  EXPECT_EQ((*lines)[1].name(), "42");
+  EXPECT_EQ((*lines)[1].prompt(), "second");
+  EXPECT_TRUE((*lines)[2].name().empty());
+  EXPECT_TRUE((*lines)[2].has_prompt());  // the empty prompt is a prompt
+
+  const struct {
+    std::string text, message;
+  } bad[] = {
+      {"{\"prompt\": \"ok\"}\nnot json\n", "bad.txt:2: not a JSON object"},
+      {"{\"prompt\": 7}\n", "bad.txt:1: needs a string \"prompt\""},
+      {"{\"prompt\": \"x\", \"id\": 1.5}\n", "bad.txt:1: \"id\" must be a string or an integer"},
+      {"ok\ncaf\xc3\n", "bad.txt:2: not valid UTF-8"},
+      {"\n  \n", "bad.txt: holds no prompt"},
+  };
+  for (const auto& c : bad) {
+    auto read = ReadPromptFile(write("bad.txt", c.text));
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_NE(read.status().message().find(c.message), std::string::npos) << read.status();
+  }
+  EXPECT_EQ(ReadPromptFile(dir + "/missing.txt").status().code(), absl::StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

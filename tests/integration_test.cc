@@ -25,6 +25,7 @@
 #include "google/protobuf/text_format.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "model_directory.h"
+#include "sample_files.h"
 #include "server_process.h"
 #include "tensor_file.h"
 #include "test_util.h"
@@ -149,6 +150,12 @@ void WriteRepository(const std::string& repository) {
     ASSERT_TRUE(SaveTensorFile(repository + "/emb/null_condition.pt", at::zeros({2})).ok());
   }
 
+  // A tiny text-to-image latent model exported by tools/export, with a
+  // reference set of 12 images (decoded-image truth).
+  testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_SOURCE_DIR +
+                      "/tools/export/make_tiny_pipeline_dir.py " + repository + " t2i 2>&1");
+  ASSERT_TRUE(
+      SaveTensorFile(repository + "/t2i/reference.pt", at::rand({12, 3, 32, 32}) * 2 - 1).ok());
   // A config whose embedding the load probe could not allocate (80 GB): it
   // used to abort the whole server at start.
   fs::create_directories(repository + "/huge");
@@ -262,8 +269,11 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 9u);
+  ASSERT_EQ(by_name.size(), 10u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
+  EXPECT_EQ(by_name["t2i"].state(), v1::MODEL_READY) << by_name["t2i"].last_error();
+  EXPECT_EQ(by_name["t2i"].reference_size(), 12);  // images, not latents
+  EXPECT_TRUE(by_name["t2i"].config().conditioning().has_text_encoder());
   EXPECT_EQ(by_name["slow"].state(), v1::MODEL_READY);
   EXPECT_EQ(by_name["mix"].reference_size(), 400);
   EXPECT_EQ(by_name["mix"].checksum().rfind("sha256:", 0), 0u);
@@ -759,10 +769,134 @@ TEST_F(IntegrationTest, EmbeddingConditionsEndToEnd) {
   EXPECT_EQ(done->report().conditions(0).samples_size(), 4);
   EXPECT_EQ(done->report().conditions(0).early().timesteps_size(), 2);
 
+  // A prompt needs a text encoder, which this embedding model lacks.
   v1::Condition prompt;
   prompt.set_prompt("a photo of a cat");
   *spectrum.mutable_condition() = prompt;
-  EXPECT_EQ(client().Spectrum(spectrum).status().code(), absl::StatusCode::kUnimplemented);
+  const absl::Status refused = client().Spectrum(spectrum).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.message(),
+            "condition.prompt: the model has no text encoder (conditioning.text_encoder); pass "
+            "the prompt's embedding instead");
+}
+
+// The tiny Stable-Diffusion-shaped pipeline that tools/export writes (UNet
+// with cross-attention, CLIP-like text encoder, VAE decoder), served and
+// audited by prompt through the client and the CLI.
+TEST_F(IntegrationTest, TextToImageModelAuditedByPrompt) {
+  const std::string prompts = scratch_->Join("prompts.jsonl");
+  testing::WriteFile(prompts,
+                     "{\"id\": \"horse\", \"prompt\": \"an astronaut riding a horse\"}\n"
+                     "{\"id\": 7, \"prompt\": \"a handwritten seven, thick stroke\"}\n"
+                     "\n"
+                     "{\"prompt\": \"Ünïcödé café at night\", \"source\": \"ignored\"}\n");
+  CommandResult result =
+      RunCommand(Cli("audit --model t2i --prompts " + prompts +
+                     " --prompt 'a red cube' --samples 2 --json --fail-on never 2>/dev/null"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json report = nlohmann::json::parse(result.output);
+  ASSERT_EQ(report["conditions"].size(), 4u);
+  // --prompt first, then the file's prompts in order; ids become labels.
+  const std::vector<std::string> labels = {"\"a red cube\"", "horse", "7",
+                                           "\"Ünïcödé café at night\""};
+  const std::vector<std::string> texts = {"a red cube", "an astronaut riding a horse",
+                                          "a handwritten seven, thick stroke",
+                                          "Ünïcödé café at night"};
+  for (size_t i = 0; i < 4; ++i) {
+    const auto& condition = report["conditions"][i];
+    EXPECT_EQ(condition["label"], labels[i]);
+    EXPECT_EQ(condition["condition"]["prompt"], texts[i]);
+    ASSERT_EQ(condition["samples"].size(), 2u);
+    for (const auto& sample : condition["samples"]) {
+      EXPECT_EQ(sample["dimension"], 4 * 8 * 8);
+      // reference.pt holds images: truth decodes each sample.
+      ASSERT_TRUE(sample.contains("nearest_index")) << sample.dump();
+      EXPECT_LT(sample["nearest_index"].get<int64_t>(), 12);
+    }
+  }
+  EXPECT_EQ(report["conditions"][1]["condition"]["name"], "horse");
+  // The text report: one row per prompt, by label.
+  result = RunCommand(
+      Cli("audit --model t2i --prompts " + prompts + " --samples 1 --quiet --fail-on never"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("condition horse"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("condition 7 "), std::string::npos) << result.output;
+
+  // The prompt gives what the embedding computed outside memaudit gives:
+  // ids from the reference tokenizer, text_encoder.pt run by Python's torch.
+  const std::string embedding_file = scratch_->Join("seven.pt");
+  testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                      "/encode_prompt.py " + scratch_->Join("models/t2i") +
+                      " 'a handwritten seven, thick stroke' " + embedding_file);
+  auto embedding = LoadTensorFile(embedding_file);
+  ASSERT_TRUE(embedding.ok()) << embedding.status();
+  v1::SampleRequest by_prompt;
+  by_prompt.set_model("t2i");
+  by_prompt.add_seeds(3);
+  by_prompt.add_seeds(4);
+  by_prompt.mutable_sampling()->set_num_steps(10);
+  by_prompt.mutable_sampling()->set_guidance_scale(4);
+  by_prompt.mutable_condition()->set_prompt("a handwritten seven, thick stroke");
+  v1::SampleRequest by_embedding = by_prompt;
+  v1::Tensor* tensor = by_embedding.mutable_condition()->mutable_embedding();
+  const at::Tensor values = embedding->to(at::kFloat).contiguous();
+  for (int64_t dim : values.sizes()) tensor->add_shape(dim);
+  tensor->set_dtype(v1::FLOAT32);
+  tensor->set_data(values.data_ptr<float>(), values.numel() * sizeof(float));
+  auto from_prompt = client().Sample(by_prompt);
+  ASSERT_TRUE(from_prompt.ok()) << from_prompt.status();
+  auto from_embedding = client().Sample(by_embedding);
+  ASSERT_TRUE(from_embedding.ok()) << from_embedding.status();
+  auto a = client::TensorValues(from_prompt->samples());
+  auto b = client::TensorValues(from_embedding->samples());
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->size(), 2u * 256);
+  for (size_t i = 0; i < a->size(); ++i) ASSERT_NEAR((*a)[i], (*b)[i], 1e-4) << i;
+
+  // PNGs of a latent model show the decoded images (32×32, not 8×8).
+  const std::string png = scratch_->Join("t2i.png");
+  result = RunCommand(
+      Cli("sample --model t2i --prompt 'a red cube' --count 2 --steps 5 --out " + png + " 2>&1"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::ifstream in(png, std::ios::binary);
+  std::array<unsigned char, 24> header{};
+  in.read(reinterpret_cast<char*>(header.data()), header.size());
+  const uint32_t width = header[16] << 24 | header[17] << 16 | header[18] << 8 | header[19];
+  const uint32_t height = header[20] << 24 | header[21] << 16 | header[22] << 8 | header[23];
+  EXPECT_GE(static_cast<int64_t>(width) * height, 2 * 32 * 32);
+
+  // Calibration on labelled prompt files.
+  const std::string memorized = scratch_->Join("memorized.txt");
+  const std::string generic = scratch_->Join("generic.txt");
+  testing::WriteFile(memorized, "a red cube\r\nan astronaut riding a horse\n");
+  testing::WriteFile(generic, "a blue sphere\n\na green cone\n");
+  result = RunCommand(Cli("calibrate --model t2i --memorized-prompts " + memorized +
+                          " --not-memorized-prompts " + generic + " --samples 1 --steps 5 --json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json calibration = nlohmann::json::parse(result.output);
+  bool wen = false;
+  for (const auto& metric : calibration["metrics"]) {
+    if (metric["name"] != "wen_noise_difference") continue;
+    wen = true;
+    EXPECT_EQ(metric["memorized_scores"].size(), 2u);
+    EXPECT_EQ(metric["not_memorized_scores"].size(), 2u);
+  }
+  EXPECT_TRUE(wen) << result.output;
+
+  // Bad prompt input: named, nothing sent.
+  testing::WriteFile(scratch_->Join("bad.jsonl"), "{\"prompt\": \"ok\"}\n{\"id\": 1}\n");
+  result = RunCommand(Cli("audit --model t2i --prompts " + scratch_->Join("bad.jsonl") + " 2>&1"));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.output.find("bad.jsonl:2: needs a string \"prompt\""), std::string::npos)
+      << result.output;
+  result = RunCommand(Cli("audit --model t2i --prompts " + scratch_->Join("none.txt") + " 2>&1"));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.output.find("cannot read the prompt file"), std::string::npos) << result.output;
+  result = RunCommand(Cli("audit --model mix --prompt 'a cat' 2>&1"));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.output.find("conditions[0].prompt: the model has no text encoder"),
+            std::string::npos)
+      << result.output;
 }
 
 TEST_F(IntegrationTest, MetricsScrapePassesPromtool) {

@@ -117,8 +117,16 @@ TEST_F(PlansTest, EachBadAuditFieldIsNamed) {
        "conditions[1]"},
       {"embedding on a class model", [](auto* r) { r->add_conditions()->mutable_embedding(); },
        "conditions[0].embedding"},
-      {"prompt", [](auto* r) { r->add_conditions()->set_prompt("a cat"); }, "conditions[0].prompt",
-       absl::StatusCode::kUnimplemented},
+      {"prompt to a model without a text encoder",
+       [](auto* r) { r->add_conditions()->set_prompt("a cat"); },
+       "conditions[0].prompt: the model has no text encoder"},
+      {"condition name too long",
+       [](auto* r) {
+         v1::Condition* c = r->add_conditions();
+         c->set_class_label(1);
+         c->set_name(std::string(300, 'n'));
+       },
+       "conditions[0].name: 300 bytes"},
       {"too many steps", [](auto* r) { r->mutable_sampling()->set_num_steps(5000); },
        "sampling.num_steps"},
       {"eta", [](auto* r) { r->mutable_sampling()->set_eta(2); }, "sampling.eta"},

@@ -96,7 +96,7 @@ struct AuditFlags {
   SamplingFlags sampling;
   CurvatureFlags curvature;
   ReportFlags report;
-  std::vector<int64_t> classes;
+  ConditionListFlags conditions;
   int64_t samples = 16;
   uint64_t seed = 0;
   std::vector<int64_t> timesteps;
@@ -108,7 +108,9 @@ struct AuditFlags {
 int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
   v1::AuditRequest request;
   request.set_model(flags.sampling.model);
-  for (int64_t label : flags.classes) *request.add_conditions() = ClassCondition(label);
+  absl::StatusOr<std::vector<v1::Condition>> conditions = flags.conditions.Conditions();
+  if (!conditions.ok()) return Fail(conditions.status());
+  for (v1::Condition& condition : *conditions) *request.add_conditions() = std::move(condition);
   request.set_samples_per_condition(flags.samples);
   request.set_seed(flags.seed);
   request.set_early_only(flags.early_only);
@@ -142,7 +144,7 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
   CLI::App* command =
       app.add_subcommand("audit", "run a memorization audit and wait for the report");
   flags->sampling.Add(command);
-  command->add_option("--class", flags->classes, "class labels to audit (repeatable)");
+  flags->conditions.Add(command);
   command->add_option("--samples", flags->samples, "samples per condition")->capture_default_str();
   command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
   command->add_option("--t", flags->timesteps,

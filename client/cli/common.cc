@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "prompt_files.h"
 
 namespace memaudit::client::cli {
 namespace {
@@ -75,6 +76,10 @@ void SamplingFlags::Add(CLI::App* command) {
   command->add_option("--guidance", guidance, "classifier-free guidance weight (default 1)");
   AddWordOption(command, "--sampler", sampler, SamplerWords(), "ddim | ddpm");
   command->add_option("--eta", eta, "DDIM eta")->capture_default_str();
+  command
+      ->add_option("--steps-offset", steps_offset,
+                   "diffusers' steps_offset (1 for Stable Diffusion's schedulers)")
+      ->capture_default_str();
 }
 
 absl::Status SamplingFlags::Fill(v1::SamplingOptions* options) const {
@@ -83,6 +88,7 @@ absl::Status SamplingFlags::Fill(v1::SamplingOptions* options) const {
   options->set_sampler(*parsed);
   options->set_num_steps(steps);
   options->set_eta(eta);
+  options->set_steps_offset(steps_offset);
   if (guidance) options->set_guidance_scale(*guidance);
   return absl::OkStatus();
 }
@@ -120,6 +126,39 @@ v1::Condition ClassCondition(int64_t label) {
   v1::Condition condition;
   condition.set_class_label(label);
   return condition;
+}
+
+void ConditionListFlags::Add(CLI::App* command) {
+  command->add_option("--class", classes, "class labels to audit (repeatable)");
+  command->add_option("--prompt", prompts, "prompts to audit (repeatable; text-to-image models)");
+  command->add_option(
+      "--prompts", prompts_file,
+      "file of prompts: one per line, or JSON Lines {\"id\": ..., \"prompt\": ...}");
+}
+
+absl::StatusOr<std::vector<v1::Condition>> ConditionListFlags::Conditions() const {
+  std::vector<v1::Condition> conditions;
+  for (int64_t label : classes) conditions.push_back(ClassCondition(label));
+  for (const std::string& prompt : prompts) conditions.push_back(PromptCondition(prompt));
+  if (!prompts_file.empty()) {
+    absl::StatusOr<std::vector<v1::Condition>> read = ReadPromptFile(prompts_file);
+    if (!read.ok()) {
+      return absl::Status(read.status().code(),
+                          "--prompts: " + std::string(read.status().message()));
+    }
+    conditions.insert(conditions.end(), read->begin(), read->end());
+  }
+  return conditions;
+}
+
+void ConditionFlags::Add(CLI::App* command, const std::string& class_description) {
+  CLI::Option* label = command->add_option("--class", class_label, class_description);
+  command->add_option("--prompt", prompt, "prompt (text-to-image models)")->excludes(label);
+}
+
+void ConditionFlags::Fill(v1::Condition* condition) const {
+  if (class_label) condition->set_class_label(*class_label);
+  if (prompt) *condition = PromptCondition(*prompt);
 }
 
 ProgressBar::ProgressBar(bool quiet) : tty_(!quiet && isatty(STDERR_FILENO)) {}

@@ -10,8 +10,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "cli_options.h"
 #include "memaudit/v1/audit_service.pb.h"
 
@@ -61,6 +63,7 @@ struct SamplingFlags {
   std::optional<double> guidance;
   std::string sampler = "ddim";
   double eta = 0;
+  int64_t steps_offset = 0;
 
   void Add(CLI::App* command);
   absl::Status Fill(v1::SamplingOptions* options) const;
@@ -82,6 +85,27 @@ struct CurvatureFlags {
 
 // The condition of class `label`.
 v1::Condition ClassCondition(int64_t label);
+
+// The condition flags of audit: --class (repeatable), --prompt
+// (repeatable) and --prompts FILE, in that order in the request.
+struct ConditionListFlags {
+  std::vector<int64_t> classes;
+  std::vector<std::string> prompts;
+  std::string prompts_file;
+
+  void Add(CLI::App* command);
+  absl::StatusOr<std::vector<v1::Condition>> Conditions() const;
+};
+
+// The one condition of sample, spectrum and early: --class or --prompt.
+struct ConditionFlags {
+  std::optional<int64_t> class_label;
+  std::optional<std::string> prompt;
+
+  void Add(CLI::App* command, const std::string& class_description);
+  // Sets `condition` when a flag was given; leaves it empty otherwise.
+  void Fill(v1::Condition* condition) const;
+};
 
 // A one-line progress bar on stderr, redrawn in place. It draws only on a
 // terminal and when not quiet, so that logs and pipes stay clean.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "prompt_files.h"
 #include "report_format.h"
 #include "sample_files.h"
 
@@ -19,14 +20,15 @@ struct SampleFlags {
   SamplingFlags sampling;
   int64_t count = 16;
   uint64_t seed = 0;
-  std::optional<int64_t> class_label;
+  ConditionFlags condition;
   std::string out;
   float low = -1, high = 1;
 };
 
-// The samples of `request`, in seed order, through StreamSamples: it has no
-// deadline (a large --count may take longer than --timeout) and reports
-// each batch, which the progress bar shows on a terminal. Ctrl-C cancels.
+// The samples of `request` (their decoded images when it asks to decode),
+// in seed order, through StreamSamples: it has no deadline (a large --count
+// may take longer than --timeout) and reports each batch, which the
+// progress bar shows on a terminal. Ctrl-C cancels.
 absl::StatusOr<std::vector<float>> StreamedSamples(Client& client,
                                                    const v1::SampleRequest& request) {
   CatchInterrupts();
@@ -41,7 +43,8 @@ absl::StatusOr<std::vector<float>> StreamedSamples(Client& client,
           return absl::InternalError(
               absl::StrCat("the server streamed an unexpected sample after ", received));
         }
-        absl::StatusOr<std::vector<float>> sample = TensorValues(response.samples());
+        absl::StatusOr<std::vector<float>> sample =
+            TensorValues(request.decode() ? response.images() : response.samples());
         if (!sample.ok()) return sample.status();
         values.insert(values.end(), sample->begin(), sample->end());
         bar.Draw(++received, request.seeds_size());
@@ -65,12 +68,16 @@ int RunSample(const CommonOptions& common, const SampleFlags& flags) {
   v1::SampleRequest request;
   request.set_model(flags.sampling.model);
   for (int64_t i = 0; i < flags.count; ++i) request.add_seeds(flags.seed + i);
-  if (flags.class_label) request.mutable_condition()->set_class_label(*flags.class_label);
+  flags.condition.Fill(request.mutable_condition());
   if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
+  // A latent model's PNG shows the decoded images; .npy keeps the latents.
+  const bool png = flags.out.size() > 4 && absl::EndsWith(flags.out, ".png");
+  request.set_decode(png && info->config().has_latent());
   absl::StatusOr<std::vector<float>> values = StreamedSamples(client, request);
   if (!values.ok()) return Fail(values.status());
-  const std::vector<int64_t> shape(info->config().sample_shape().begin(),
-                                   info->config().sample_shape().end());
+  const auto& shape_field =
+      request.decode() ? info->config().latent().image_shape() : info->config().sample_shape();
+  const std::vector<int64_t> shape(shape_field.begin(), shape_field.end());
   if (flags.out.empty()) {
     const size_t per = values->size() / flags.count;
     for (int64_t i = 0; i < flags.count; ++i) {
@@ -83,7 +90,7 @@ int RunSample(const CommonOptions& common, const SampleFlags& flags) {
     return kExitOk;
   }
   absl::Status written;
-  if (flags.out.size() > 4 && absl::EndsWith(flags.out, ".png")) {
+  if (png) {
     if (!IsImageShape(shape)) {
       return Fail(absl::InvalidArgumentError(
           "--out .png needs an image-shaped model ([H, W], [1, H, W] or [3, H, W]); use .npy"));
@@ -103,7 +110,7 @@ struct SpectrumFlags {
   SamplingFlags sampling;
   CurvatureFlags curvature;
   uint64_t seed = 0;
-  std::optional<int64_t> class_label;
+  ConditionFlags condition;
   std::optional<int64_t> timestep;
   int top = 10;
   std::string plot;
@@ -115,7 +122,7 @@ int RunSpectrum(const CommonOptions& common, const SpectrumFlags& flags) {
   request.set_model(flags.sampling.model);
   request.set_seed(flags.seed);
   if (flags.timestep) request.set_timestep(*flags.timestep);
-  if (flags.class_label) request.mutable_condition()->set_class_label(*flags.class_label);
+  flags.condition.Fill(request.mutable_condition());
   request.set_early_steps(flags.early_steps);
   if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
   if (absl::Status s = flags.curvature.Fill(request.mutable_curvature()); !s.ok()) return Fail(s);
@@ -137,6 +144,7 @@ int RunSpectrum(const CommonOptions& common, const SpectrumFlags& flags) {
 struct CalibrateFlags {
   SamplingFlags sampling;
   std::vector<int64_t> memorized, not_memorized;
+  std::string memorized_prompts, not_memorized_prompts;
   int64_t samples = 16;
   uint64_t seed = 0;
   int64_t early_steps = 0;
@@ -147,6 +155,21 @@ int RunCalibrate(const CommonOptions& common, const CalibrateFlags& flags) {
   request.set_model(flags.sampling.model);
   for (int64_t label : flags.memorized) *request.add_memorized() = ClassCondition(label);
   for (int64_t label : flags.not_memorized) *request.add_not_memorized() = ClassCondition(label);
+  // Each file's prompts follow the classes of the same side.
+  const std::pair<const std::string*, google::protobuf::RepeatedPtrField<v1::Condition>*> files[] =
+      {{&flags.memorized_prompts, request.mutable_memorized()},
+       {&flags.not_memorized_prompts, request.mutable_not_memorized()}};
+  for (const auto& [path, side] : files) {
+    if (path->empty()) continue;
+    absl::StatusOr<std::vector<v1::Condition>> prompts = ReadPromptFile(*path);
+    if (!prompts.ok()) return Fail(prompts.status());
+    for (v1::Condition& condition : *prompts) *side->Add() = std::move(condition);
+  }
+  if (request.memorized().empty() || request.not_memorized().empty()) {
+    return Fail(absl::InvalidArgumentError(
+        "give known memorized and not-memorized conditions: --memorized / --memorized-prompts "
+        "and --not-memorized / --not-memorized-prompts"));
+  }
   request.set_samples_per_condition(flags.samples);
   request.set_seed(flags.seed);
   request.set_early_steps(flags.early_steps);
@@ -159,7 +182,7 @@ int RunCalibrate(const CommonOptions& common, const CalibrateFlags& flags) {
 
 struct EarlyFlags {
   SamplingFlags sampling;
-  std::optional<int64_t> class_label;
+  ConditionFlags condition;
   int64_t count = 16;
   uint64_t seed = 0;
   int64_t steps = 1;
@@ -170,7 +193,7 @@ int RunEarly(const CommonOptions& common, const EarlyFlags& flags) {
   v1::EarlyMetricsRequest request;
   request.set_model(flags.sampling.model);
   for (int64_t i = 0; i < flags.count; ++i) request.add_seeds(flags.seed + i);
-  if (flags.class_label) request.mutable_condition()->set_class_label(*flags.class_label);
+  flags.condition.Fill(request.mutable_condition());
   if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
   request.set_steps(flags.steps);
   request.set_hutchinson_probes(flags.probes);
@@ -190,7 +213,7 @@ Command AddSample(CLI::App& app, CommonOptions& common) {
   command->add_option("--count", flags->count, "samples")->capture_default_str();
   command->add_option("--seed", flags->seed, "first seed (sample i uses seed + i)")
       ->capture_default_str();
-  command->add_option("--class", flags->class_label, "class label");
+  flags->condition.Add(command, "class label");
   command->add_option("--out", flags->out, "output file: .png (image models) or .npy");
   command->add_option("--range", flags->low, "pixel value mapped to black (PNG)")
       ->capture_default_str();
@@ -204,7 +227,7 @@ Command AddSpectrum(CLI::App& app, CommonOptions& common) {
   CLI::App* command = app.add_subcommand("spectrum", "curvature spectrum at a sampled point");
   flags->sampling.Add(command);
   command->add_option("--seed", flags->seed, "seed of the sample")->capture_default_str();
-  command->add_option("--class", flags->class_label, "class label");
+  flags->condition.Add(command, "class label");
   command->add_option("--t", flags->timestep, "timestep (default: first step with sigma_t < 0.1)");
   flags->curvature.AddScoreKind(command, "conditional | unconditional | guided | difference");
   command->add_flag("--symmetrize", flags->curvature.symmetrize,
@@ -222,15 +245,19 @@ Command AddSpectrum(CLI::App& app, CommonOptions& common) {
 Command AddCalibrate(CLI::App& app, CommonOptions& common) {
   auto flags = std::make_shared<CalibrateFlags>();
   CLI::App* command = app.add_subcommand(
-      "calibrate", "ROC AUC, TPR at 1% FPR and thresholds of each metric on labelled classes");
+      "calibrate",
+      "ROC AUC, TPR at 1% FPR and thresholds of each metric on labelled classes or prompts");
   flags->sampling.Add(command);
   command->add_option("--memorized", flags->memorized, "class labels known to be memorized")
-      ->required()
       ->delimiter(',');
   command->add_option("--not-memorized", flags->not_memorized, "class labels known to generalize")
-      ->required()
       ->delimiter(',');
-  command->add_option("--samples", flags->samples, "generations per class")->capture_default_str();
+  command->add_option("--memorized-prompts", flags->memorized_prompts,
+                      "file of prompts known to be memorized (one per line, or JSON Lines)");
+  command->add_option("--not-memorized-prompts", flags->not_memorized_prompts,
+                      "file of prompts known to generalize");
+  command->add_option("--samples", flags->samples, "generations per condition")
+      ->capture_default_str();
   command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
   command->add_option("--early-steps", flags->early_steps, "K for the early metrics");
   command->add_flag("--json", common.json, "machine-readable output");
@@ -242,7 +269,7 @@ Command AddEarly(CLI::App& app, CommonOptions& common) {
   CLI::App* command = app.add_subcommand(
       "early", "first-step memorization metrics (Wen, Jeon; unconditional: |s|^2, |Hs|^2, tr H)");
   flags->sampling.Add(command);
-  command->add_option("--class", flags->class_label, "class label (none: unconditional metrics)");
+  flags->condition.Add(command, "class label (none: unconditional metrics)");
   command->add_option("--count", flags->count, "generations n")->capture_default_str();
   command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
   command->add_option("--early-steps", flags->steps, "the first K sampling steps")

@@ -515,7 +515,7 @@ def _readme(name, source, dtype, device, scheduler_config, scheduler, tokenizer,
         f"The scheduler config ({scheduler_config.get('_class_name', 'class not recorded')}) "
         f"has `steps_offset: {steps_offset}` and `timestep_spacing: {spacing}`. To sample on "
         f"the timesteps diffusers uses, request `SamplingOptions.steps_offset = {steps_offset}` "
-        "(memaudit uses the \"leading\" spacing).",
+        f"(the CLI's `--steps-offset {steps_offset}`; memaudit uses the \"leading\" spacing).",
     ]
     if spacing != "leading":
         lines.append(f"memaudit does not implement the {spacing!r} spacing, so its timesteps "

@@ -1,0 +1,409 @@
+// Text-to-image model directories (docs/TEXT_TO_IMAGE.md §2): the text
+// encoder and the latent decoder a Checkpoint loads with its model, checked
+// against oracles written here (a table-lookup encoder, a nearest-neighbour
+// upsampling decoder) and against the tokenizer used on its own.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/jit/api/module.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "checkpoint.h"
+#include "denoiser.h"
+#include "google/protobuf/text_format.h"
+#include "latent_decoder.h"
+#include "model_directory.h"
+#include "reference_set.h"
+#include "sample_curvature.h"
+#include "tensor_file.h"
+#include "test_util.h"
+#include "text_encoder.h"
+#include "tokenizer.h"
+
+namespace memaudit {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ScratchDir;
+
+// The CLIP-style tokenizer.json the tokenizer test compares with the
+// reference: 1,899 ids, <|endoftext|> = 1898.
+const std::string kClipTokenizer =
+    std::string(MEMAUDIT_SOURCE_DIR) + "/tests/tokenizer/clip_style/tokenizer.json";
+constexpr int64_t kVocabulary = 1899;
+constexpr int64_t kEndOfText = 1898;
+constexpr int64_t kLength = 8, kWidth = 4;
+
+// An embedding table [kVocabulary, kWidth], the encoder's whole state.
+at::Tensor Table() {
+  at::manual_seed(11);
+  return at::randn({kVocabulary, kWidth});
+}
+
+// text_encoder.pt: forward(ids) = table[ids], or `source` in its place.
+void WriteEncoder(const std::string& path, const std::string& source = "") {
+  torch::jit::Module module("__torch__.memaudit.test.TableEncoder");
+  module.register_buffer("table", Table());
+  module.define(source.empty() ? R"(
+def forward(self, ids: Tensor) -> Tensor:
+    return self.table.index_select(0, ids.flatten()).view(ids.size(0), ids.size(1), 4)
+)"
+                               : source);
+  module.save(path);
+}
+
+// vae_decoder.pt: each latent element becomes a 2×2 block of pixels.
+void WriteDecoder(const std::string& path, const std::string& source = "") {
+  torch::jit::Module module("__torch__.memaudit.test.Upsampler");
+  module.register_parameter("scale", at::ones({1}), false);
+  module.define(source.empty() ? R"(
+def forward(self, z: Tensor) -> Tensor:
+    return self.scale * z.repeat_interleave(2, 2).repeat_interleave(2, 3)
+)"
+                               : source);
+  module.save(path);
+}
+
+// A text-to-image model "t2i": latents [1, 2, 2], embeddings [8, 4],
+// images [1, 4, 4]; the denoiser's output depends on x and on c.
+v1::ModelConfig TextConfig() {
+  v1::ModelConfig config = testing::MixtureConfig("t2i", 4);
+  config.clear_sample_shape();
+  for (int64_t dim : {1, 2, 2}) config.add_sample_shape(dim);
+  v1::Conditioning* conditioning = config.mutable_conditioning();
+  conditioning->set_kind(v1::Conditioning::EMBEDDING);
+  conditioning->add_embedding_shape(kLength);
+  conditioning->add_embedding_shape(kWidth);
+  conditioning->mutable_text_encoder()->set_max_length(kLength);
+  return config;
+}
+
+constexpr char kDenoiser[] = R"(
+def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+    return 0.5 * x * self.scale + c.mean([1, 2]).view(-1, 1, 1, 1)
+)";
+
+// Writes <repository>/t2i with `config` (which may be invalid: it is
+// written as it is), the table encoder and the tokenizer.
+std::string WriteTextModel(const std::string& repository, const v1::ModelConfig& config) {
+  EXPECT_TRUE(
+      testing::WriteScriptedModel(repository, testing::MixtureConfig("t2i", 4), kDenoiser).ok());
+  const std::string dir = repository + "/" + config.name();
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(config, &text);
+  testing::WriteFile(dir + "/config.pbtxt", text);
+  WriteEncoder(dir + "/" + TextEncoder::kModelFile);
+  fs::copy_file(kClipTokenizer, dir + "/" + Tokenizer::kFileName);
+  return dir;
+}
+
+std::vector<int64_t> Row(const at::Tensor& ids, int64_t i) {
+  const at::Tensor row = ids[i].contiguous();
+  return std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
+}
+
+TEST(TextToImageTest, PromptsAreTokenizedAsTheTokenizerDoesAndEncodedByTheModule) {
+  ScratchDir dir;
+  WriteTextModel(dir.path(), TextConfig());
+  auto checkpoint = Checkpoint::Load(dir.Join("t2i"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const TextEncoder* encoder = (*checkpoint)->text_encoder();
+  ASSERT_NE(encoder, nullptr);
+  EXPECT_EQ(encoder->max_length(), kLength);
+  EXPECT_EQ(encoder->pad_id(), kEndOfText);  // no pad_token_id: <|endoftext|>
+  EXPECT_EQ(encoder->tokenizer_source(), "tokenizer.json");
+  auto tokenizer = Tokenizer::Load(kClipTokenizer);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+
+  // 20 prompts: two network calls of kEncodeBatch = 16; short, long
+  // (truncated), empty, unicode.
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 20; ++i) {
+    prompts.push_back(i % 5 == 0   ? ""
+                      : i % 5 == 1 ? "a photo of an astronaut riding a horse on the moon, 4k"
+                      : i % 5 == 2 ? "Ünïcödé çafé " + std::to_string(i)
+                                   : "seven " + std::to_string(i));
+  }
+  auto ids = encoder->Tokenize(prompts);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_EQ(ids->sizes(), (std::vector<int64_t>{20, kLength}));
+  for (int i = 0; i < 20; ++i) {
+    auto expected = (*tokenizer)->EncodeForModel(prompts[i], kLength, kEndOfText);
+    ASSERT_TRUE(expected.ok());
+    EXPECT_EQ(Row(*ids, i), *expected) << prompts[i];
+  }
+  auto embeddings = encoder->Encode(prompts);
+  ASSERT_TRUE(embeddings.ok()) << embeddings.status();
+  const at::Tensor oracle = Table().index_select(0, ids->flatten()).view({20, kLength, kWidth});
+  EXPECT_TRUE(at::equal(*embeddings, oracle));
+  // The empty prompt stands for the null condition when no
+  // null_condition.pt is given.
+  EXPECT_TRUE(
+      at::equal((*checkpoint)->NullCondition(3), oracle[0].unsqueeze(0).expand({3, -1, -1})));
+}
+
+TEST(TextToImageTest, NullConditionFileAndPadIdAndVocabMergesAreHonoured) {
+  ScratchDir dir;
+  v1::ModelConfig config = TextConfig();
+  config.mutable_conditioning()->mutable_text_encoder()->set_pad_token_id(0);
+  const std::string model = WriteTextModel(dir.path(), config);
+  ASSERT_TRUE(SaveTensorFile(model + "/null_condition.pt", at::full({kLength, kWidth}, 7.0)).ok());
+  // Stable Diffusion's folders ship vocab.json + merges.txt instead.
+  std::ifstream in(kClipTokenizer);
+  const nlohmann::json file = nlohmann::json::parse(in);
+  std::ofstream(model + "/vocab.json") << file["model"]["vocab"].dump();
+  std::ofstream merges(model + "/merges.txt");
+  merges << "#version: 0.2\n";
+  for (const auto& merge : file["model"]["merges"]) {
+    merges << (merge.is_string() ? merge.get<std::string>()
+                                 : merge[0].get<std::string>() + " " + merge[1].get<std::string>())
+           << "\n";
+  }
+  merges.close();
+  fs::remove(model + "/tokenizer.json");
+
+  auto checkpoint = Checkpoint::Load(model);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const TextEncoder* encoder = (*checkpoint)->text_encoder();
+  EXPECT_EQ(encoder->tokenizer_source(), "vocab.json + merges.txt");
+  EXPECT_EQ(encoder->pad_id(), 0);
+  auto reference = Tokenizer::LoadClipVocabAndMerges(model + "/vocab.json", model + "/merges.txt");
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  auto ids = encoder->Tokenize({"a cat"});
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(Row(*ids, 0), *(*reference)->EncodeForModel("a cat", kLength, 0));
+  EXPECT_EQ(Row(*ids, 0).back(), 0);  // padded with the configured id
+  EXPECT_TRUE(at::equal((*checkpoint)->NullCondition(1), at::full({1, kLength, kWidth}, 7.0)));
+}
+
+TEST(TextToImageTest, BadTextModelDirectoriesNameTheFileAndTheProblem) {
+  struct Case {
+    std::string what;
+    std::function<void(v1::ModelConfig*)> edit_config;
+    std::function<void(const std::string&)> edit_directory;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"no tokenizer",
+       {},
+       [](const std::string& d) { fs::remove(d + "/tokenizer.json"); },
+       absl::StatusCode::kNotFound,
+       "needs a tokenizer: tokenizer.json, or vocab.json and merges.txt"},
+      {"no encoder",
+       {},
+       [](const std::string& d) { fs::remove(d + "/text_encoder.pt"); },
+       absl::StatusCode::kNotFound,
+       "text_encoder.pt: file does not exist"},
+      {"encoder without config",
+       [](v1::ModelConfig* c) { c->mutable_conditioning()->clear_text_encoder(); },
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "the directory has text_encoder.pt but conditioning.text_encoder is not set"},
+      {"length differs from the embedding",
+       [](v1::ModelConfig* c) {
+         c->mutable_conditioning()->mutable_text_encoder()->set_max_length(9);
+       },
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "conditioning.embedding_shape: a text encoder's embedding is [max_length, width] = [9, D]"},
+      {"default length 77",
+       [](v1::ModelConfig* c) {
+         c->mutable_conditioning()->mutable_text_encoder()->clear_max_length();
+       },
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "= [77, D]; got [8, 4]"},
+      {"negative pad",
+       [](v1::ModelConfig* c) {
+         c->mutable_conditioning()->mutable_text_encoder()->set_pad_token_id(-1);
+       },
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "conditioning.text_encoder.pad_token_id: must be >= 0"},
+      {"too short for the special tokens",
+       [](v1::ModelConfig* c) {
+         c->mutable_conditioning()->mutable_text_encoder()->set_max_length(2);
+         c->mutable_conditioning()->set_embedding_shape(0, 2);
+       },
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "max_length 2 cannot hold the tokenizer's 2 special tokens"},
+      {"wrong width",
+       {},
+       [](const std::string& d) {
+         WriteEncoder(d + "/text_encoder.pt", R"(
+def forward(self, ids: Tensor) -> Tensor:
+    return self.table.index_select(0, ids.flatten()).view(ids.size(0), ids.size(1), 4)[:, :, :3]
+)");
+       },
+       absl::StatusCode::kInvalidArgument,
+       "text_encoder.pt: probe with the empty prompt's ids [1, 8] failed: forward returned shape "
+       "[1, 8, 3], expected [1, 8, 4]"},
+      {"two arguments",
+       {},
+       [](const std::string& d) {
+         WriteEncoder(d + "/text_encoder.pt", R"(
+def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+    return self.table
+)");
+       },
+       absl::StatusCode::kInvalidArgument,
+       "text_encoder.pt: forward takes 2 argument(s); expected"},
+      {"pad id outside the table",
+       [](v1::ModelConfig* c) {
+         c->mutable_conditioning()->mutable_text_encoder()->set_pad_token_id(100000);
+       },
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "text_encoder.pt: probe with the empty prompt's ids"},
+      {"non-finite output",
+       {},
+       [](const std::string& d) {
+         WriteEncoder(d + "/text_encoder.pt", R"(
+def forward(self, ids: Tensor) -> Tensor:
+    return self.table.index_select(0, ids.flatten()).view(ids.size(0), ids.size(1), 4) / 0.0
+)");
+       },
+       absl::StatusCode::kInvalidArgument,
+       "the text encoder returned non-finite values"},
+      {"class-conditional with a text encoder",
+       [](v1::ModelConfig* c) {
+         c->mutable_conditioning()->set_kind(v1::Conditioning::CLASS_LABEL);
+         c->mutable_conditioning()->set_num_classes(3);
+       },
+       {},
+       absl::StatusCode::kInvalidArgument,
+       "conditioning.text_encoder: needs EMBEDDING conditioning"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ScratchDir dir;
+    v1::ModelConfig config = TextConfig();
+    if (c.edit_config) c.edit_config(&config);
+    const std::string model = WriteTextModel(dir.path(), config);
+    if (c.edit_directory) c.edit_directory(model);
+    auto checkpoint = Checkpoint::Load(model);
+    ASSERT_FALSE(checkpoint.ok());
+    EXPECT_EQ(checkpoint.status().code(), c.code) << checkpoint.status();
+    EXPECT_NE(checkpoint.status().message().find(c.message), std::string::npos)
+        << checkpoint.status();
+  }
+}
+
+TEST(TextToImageTest, TextThatCannotBeTokenizedIsRefusedNamingThePrompt) {
+  ScratchDir dir;
+  WriteTextModel(dir.path(), TextConfig());
+  auto checkpoint = Checkpoint::Load(dir.Join("t2i"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const TextEncoder* encoder = (*checkpoint)->text_encoder();
+  auto bad = encoder->Encode({"fine", std::string("caf\xc3", 4)});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("prompt 1: "), std::string::npos) << bad.status();
+  auto long_prompt = encoder->Encode({std::string(TextEncoder::kMaxPromptBytes + 1, 'a')});
+  EXPECT_EQ(long_prompt.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(long_prompt.status().message().find("prompt 0: 65537 bytes"), std::string::npos)
+      << long_prompt.status();
+}
+
+v1::ModelConfig LatentConfig() {
+  v1::ModelConfig config = TextConfig();
+  config.mutable_latent()->set_scaling_factor(0.5);
+  for (int64_t dim : {1, 4, 4}) config.mutable_latent()->add_image_shape(dim);
+  return config;
+}
+
+TEST(TextToImageTest, LatentsAreScaledAndDecoded) {
+  ScratchDir dir;
+  const std::string model = WriteTextModel(dir.path(), LatentConfig());
+  WriteDecoder(model + "/" + LatentDecoder::kModelFile);
+  auto checkpoint = Checkpoint::Load(model);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const LatentDecoder* decoder = (*checkpoint)->latent_decoder();
+  ASSERT_NE(decoder, nullptr);
+  at::manual_seed(3);
+  const at::Tensor latents = at::randn({6, 1, 2, 2});  // two decoder calls of 4 and 2
+  auto images = decoder->Decode(latents);
+  ASSERT_TRUE(images.ok()) << images.status();
+  const at::Tensor oracle =
+      (latents / 0.5).repeat_interleave(2, 2).repeat_interleave(2, 3);  // z / scaling_factor
+  EXPECT_TRUE(at::allclose(*images, oracle));
+  EXPECT_EQ(decoder->Decode(at::zeros({1, 4})).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TextToImageTest, BadLatentConfigurationsNameTheFieldOrFile) {
+  struct Case {
+    std::string what;
+    std::function<void(v1::ModelConfig*)> edit_config;
+    bool write_decoder;
+    std::string decoder_source;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"no decoder",
+       {},
+       false,
+       "",
+       absl::StatusCode::kNotFound,
+       "vae_decoder.pt: file does not exist"},
+      {"decoder without config", [](v1::ModelConfig* c) { c->clear_latent(); }, true, "",
+       absl::StatusCode::kInvalidArgument,
+       "the directory has vae_decoder.pt but `latent` is not set"},
+      {"zero scaling", [](v1::ModelConfig* c) { c->mutable_latent()->set_scaling_factor(0); }, true,
+       "", absl::StatusCode::kInvalidArgument, "latent.scaling_factor: must be finite and > 0"},
+      {"no image shape", [](v1::ModelConfig* c) { c->mutable_latent()->clear_image_shape(); }, true,
+       "", absl::StatusCode::kInvalidArgument, "latent.image_shape: is required"},
+      {"image shape differs",
+       [](v1::ModelConfig* c) { c->mutable_latent()->set_image_shape(1, 3); }, true, "",
+       absl::StatusCode::kInvalidArgument,
+       "vae_decoder.pt: probe with a zero latent [1, 1, 2, 2] failed: forward returned shape "
+       "[1, 1, 4, 4], expected [1, 1, 3, 4]"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ScratchDir dir;
+    v1::ModelConfig config = LatentConfig();
+    if (c.edit_config) c.edit_config(&config);
+    const std::string model = WriteTextModel(dir.path(), config);
+    if (c.write_decoder) WriteDecoder(model + "/vae_decoder.pt", c.decoder_source);
+    auto checkpoint = Checkpoint::Load(model);
+    ASSERT_FALSE(checkpoint.ok());
+    EXPECT_EQ(checkpoint.status().code(), c.code) << checkpoint.status();
+    EXPECT_NE(checkpoint.status().message().find(c.message), std::string::npos)
+        << checkpoint.status();
+  }
+}
+
+// A reference set of images: truth decodes each sample and compares images.
+TEST(TextToImageTest, TruthAgainstImagesDecodesTheSamples) {
+  ScratchDir dir;
+  const std::string model = WriteTextModel(dir.path(), LatentConfig());
+  WriteDecoder(model + "/" + LatentDecoder::kModelFile);
+  auto checkpoint = Checkpoint::Load(model);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  at::manual_seed(5);
+  auto reference = ReferenceSet::FromTensor(at::randn({50, 1, 4, 4}));
+  ASSERT_TRUE(reference.ok());
+  auto condition = (*checkpoint)->text_encoder()->Encode({"a seven", "a seven", "a seven"});
+  ASSERT_TRUE(condition.ok());
+  SampleCurvatureOptions options;
+  options.sampler.num_steps = 5;
+  options.keep_points = false;
+  auto measured = MeasureSamples(denoiser, {1, 2, 3}, *condition, options, &*reference);
+  ASSERT_TRUE(measured.ok()) << measured.status();
+  for (const SampleCurvature& sample : *measured) {
+    ASSERT_TRUE(sample.truth.has_value());
+    auto image = (*checkpoint)->latent_decoder()->Decode(sample.sample.unsqueeze(0));
+    ASSERT_TRUE(image.ok());
+    const at::Tensor distances = (reference->items().flatten(1) - image->flatten(1)).norm(2, 1);
+    EXPECT_EQ(sample.truth->index, distances.argmin().item<int64_t>());
+    EXPECT_NEAR(sample.truth->d1, distances.min().item<double>(), 1e-4);
+  }
+}
+
+}  // namespace
+}  // namespace memaudit
