@@ -73,13 +73,14 @@ def nearest(samples, reference):
     return out
 
 
-def write_png(path, images, columns):
-    """Grayscale PNG grid of images [N, 28, 28] in [−1, 1]."""
+def write_png(path, images, per_column):
+    """Grayscale PNG grid of images [N, 28, 28] in [−1, 1], per_column
+    consecutive images in each column (a prompt's generations)."""
     n = images.shape[0]
-    rows = (n + columns - 1) // columns
-    grid = torch.full((rows * 30, columns * 30), -1.0)
+    columns = (n + per_column - 1) // per_column
+    grid = torch.full((per_column * 30, columns * 30), -1.0)
     for k in range(n):
-        r, c = divmod(k, columns)
+        c, r = divmod(k, per_column)
         grid[r * 30 + 1:r * 30 + 29, c * 30 + 1:c * 30 + 29] = images[k]
     pixels = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     raw = b"".join(b"\x00" + bytes(pixels[y].tolist()) for y in range(pixels.shape[0]))
@@ -102,8 +103,9 @@ def main():
     parser.add_argument("--samples", type=int, default=4, help="generations per prompt (seeds 0..)")
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--grid", default="", help="write the generations as a PNG grid")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--grid", default="",
+                        help="write the generations as a PNG: a column per prompt, a row per seed")
     parser.add_argument("--json", default="", help="write the per-prompt results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
