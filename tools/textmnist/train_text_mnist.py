@@ -484,7 +484,7 @@ def main():
     parser.add_argument("--name", default="textmnist")
     parser.add_argument("--digits", default="", help="MNIST cache (default: scripts/fetch_mnist.sh's)")
     parser.add_argument("--per-class", type=int, default=200, help="generic images per digit")
-    parser.add_argument("--duplicates", type=int, default=60, help="copies of each memorized image")
+    parser.add_argument("--duplicates", type=int, default=100, help="copies of each memorized image")
     parser.add_argument("--eval-per-digit", type=int, default=3,
                         help="not-memorized prompts per digit")
     parser.add_argument("--length", type=int, default=16, help="L: ids per prompt")
@@ -493,7 +493,7 @@ def main():
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--channels", type=int, default=32, help="U-Net width C")
     parser.add_argument("--emb", type=int, default=128, help="time embedding width")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.999)
