@@ -155,8 +155,8 @@ def main():
     results = []
     print(f"{args.model}: {P} prompts × {S} generations, guidance {args.guidance}, "
           f"{args.steps} DDIM steps\n")
-    print(f"| id | memorized | copies | nearest (multiplicity) | d1/d2 | Wen | prompt |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| id | memorized | copies | nearest (multiplicity) | d1/d2 | Wen | prompt |")
+    print("|---|---|---|---|---|---|---|")
     for p, entry in enumerate(entries):
         rows = truth[p * S:(p + 1) * S]
         copies = sum(r[0] < 1 / 3 for r in rows)
