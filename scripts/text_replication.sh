@@ -5,7 +5,8 @@
 # prompts/eval.jsonl (4 generations each, guidance 5), calibrates the
 # first-step metrics (Wen, Jeon) on the memorized against the
 # not-memorized prompts for n ∈ {1, 4} generations and K ∈ {1, 10} steps,
-# and writes the JSON reports and their summary to out/textmnist/.
+# and writes the JSON reports, their summary and two sample grids to
+# out/textmnist/.
 #   MEMAUDIT_TEXT_SAMPLES  generations per prompt in the audit (default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,3 +49,10 @@ done
 
 /usr/bin/python3 tools/textmnist/summarize_text_replication.py --audit "$OUT/audit.json" \
   --prompts "$PROMPTS/eval.jsonl" --calibration-dir "$OUT" | tee "$OUT/summary.md"
+
+# Figures: 16 generations of the first memorized prompt and of the same
+# caption without its title (the first not-memorized prompt).
+"${CLI[@]}" sample --model textmnist --prompt "$(head -n 1 "$PROMPTS/memorized.txt")" \
+  --count 16 --guidance 5 --out "$OUT/memorized_prompt.png"
+"${CLI[@]}" sample --model textmnist --prompt "$(head -n 1 "$PROMPTS/not_memorized.txt")" \
+  --count 16 --guidance 5 --out "$OUT/not_memorized_prompt.png"
