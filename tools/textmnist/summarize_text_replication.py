@@ -4,7 +4,7 @@
     /usr/bin/python3 tools/textmnist/summarize_text_replication.py \\
         --audit out/textmnist/audit.json \\
         --prompts checkpoints/textmnist/prompts/eval.jsonl \\
-        --calibration-dir out/textmnist
+        --early-dir out/textmnist --calibration out/textmnist/calibrate_n1_k1.json
 
 Prints:
 
@@ -16,7 +16,9 @@ Prints:
    generations are copies);
 3. the paper-shaped table of the first-step metrics (Wen ‖ε̂_c − ε̂_∅‖,
    Jeon ‖H^Δ s^Δ‖): AUC / TPR at 1% FPR for n generations and K steps, from
-   calibrate_n{n}_k{K}.json (n ∈ {1, 4}, K ∈ {1, 10}).
+   early_k{K}.jsonl (`memaudit early --count 4` per prompt; n = 1 is the
+   first generation, n = 4 the mean), cross-checked against `memaudit
+   calibrate`'s own AUC for n = 1, K = 1.
 
 Reads `memaudit audit --json` and `memaudit calibrate --json` output
 (client/report_format.cc); a sample's truth is its "copy" field, or
@@ -111,40 +113,79 @@ def audit_section(audit, entries):
     return "\n".join(out)
 
 
-def calibration_section(directory):
+def auc_and_tpr(positives, negatives):
+    """ROC AUC (ties count half) and the TPR at FPR <= 1%: the highest TPR of
+    a cut flagging scores at or above it, as memaudit calibrate rules."""
+    pairs = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in positives for q in negatives)
+    auc = pairs / (len(positives) * len(negatives))
+    best = 0.0
+    for cut in sorted(set(positives + negatives)):
+        fpr = sum(q >= cut for q in negatives) / len(negatives)
+        if fpr <= 0.01:
+            best = max(best, sum(p >= cut for p in positives) / len(positives))
+    return auc, best
+
+
+def early_section(directory, entries, calibration):
+    """The paper-shaped table from early_k{K}.jsonl (memaudit early per
+    prompt, 4 generations): n = 1 is the first generation, n = 4 the mean."""
+    label = {str(e["id"]): e["memorized"] for e in entries}
     cells = {}
-    for n, k in SETTINGS:
-        path = os.path.join(directory, f"calibrate_n{n}_k{k}.json")
+    for k in (1, 10):
+        path = os.path.join(directory, f"early_k{k}.jsonl")
         if not os.path.exists(path):
             continue
-        report = json.load(open(path))
-        for metric in report.get("metrics", []):
-            cells[(metric["name"], n, k)] = metric
+        records = [json.loads(line) for line in open(path) if line.strip()]
+        for name, _ in METRICS:
+            for n in (1, 4):
+                scores = {True: [], False: []}
+                for record in records:
+                    values = record["early"][name]["values"][:n]
+                    scores[label[str(record["id"])]].append(sum(values) / len(values))
+                cells[(name, n, k)] = auc_and_tpr(scores[True], scores[False])
     header = ["metric"] + [f"n = {n}, K = {k}" for n, k in SETTINGS]
     rows = []
     for name, title in METRICS:
         row = [title]
         for n, k in SETTINGS:
-            metric = cells.get((name, n, k))
-            row.append("–" if metric is None else
-                       f"{metric['auc']:.3f} / {metric['tpr_at_1pct_fpr']:.3f}")
+            cell = cells.get((name, n, k))
+            row.append("–" if cell is None else f"{cell[0]:.3f} / {cell[1]:.2f}")
         rows.append(row)
-    return ("## First-step metrics: AUC / TPR at 1% FPR (memorized against not-memorized "
-            "prompts)\n\n" + table(header, rows))
+    positives = sum(1 for v in label.values() if v)
+    out = [f"## First-step metrics: AUC / TPR at 1% FPR ({positives} memorized against "
+           f"{len(label) - positives} not-memorized prompts)", "", table(header, rows)]
+    if calibration:
+        report = json.load(open(calibration))
+        found = {m["name"]: m for m in report.get("metrics", [])}
+        checks = []
+        for name, title in METRICS:
+            if name in found and (name, 1, 1) in cells:
+                checks.append(f"{title}: calibrate {found[name]['auc']:.3f} / "
+                              f"{found[name]['tpr_at_1pct_fpr']:.2f}, table "
+                              f"{cells[(name, 1, 1)][0]:.3f} / {cells[(name, 1, 1)][1]:.2f}")
+        out += ["", "Cross-check, n = 1, K = 1 from `memaudit calibrate` (same seeds): " +
+                "; ".join(checks) + "."]
+        curvature = [m for m in report.get("metrics", []) if m["name"] not in dict(METRICS)]
+        if curvature:
+            out += ["", "The calibration's curvature metrics at the default step (n = 1): " +
+                    "; ".join(f"{m['name']} {m['auc']:.3f} / {m['tpr_at_1pct_fpr']:.2f}"
+                              for m in curvature) + "."]
+    return "\n".join(out)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--audit", help="memaudit audit --json output")
     parser.add_argument("--prompts", required=True, help="eval.jsonl (id, prompt, memorized)")
-    parser.add_argument("--calibration-dir", help="directory of calibrate_n{n}_k{K}.json")
+    parser.add_argument("--early-dir", help="directory of early_k{K}.jsonl (K = 1, 10)")
+    parser.add_argument("--calibration", help="calibrate --json output for n = 1, K = 1")
     args = parser.parse_args()
     entries = [json.loads(line) for line in open(args.prompts) if line.strip()]
     sections = []
     if args.audit:
         sections.append(audit_section(json.load(open(args.audit)), entries))
-    if args.calibration_dir:
-        sections.append(calibration_section(args.calibration_dir))
+    if args.early_dir:
+        sections.append(early_section(args.early_dir, entries, args.calibration))
     print("\n\n".join(sections))
 
 
