@@ -36,20 +36,23 @@ absl::StatusOr<Scores> ScoreCondition(const ConditionPlan& planned, const Calibr
   const int64_t n = plan.samples_per_condition;
   const std::vector<uint64_t> seeds = ConsecutiveSeeds(plan.seed, n);
   const at::Tensor batch = RepeatCondition(condition, n);
-  ASSIGN_OR_RETURN(const std::vector<SampleCurvature> measured,
-                   MeasureSamples(denoiser, seeds, batch, plan.curvature, nullptr, stop));
-  std::vector<double> widths, positive, flat, max_kappa;
-  for (const SampleCurvature& sample : measured) {
-    const SpectrumSummary& s = sample.spectra.front().summary;
-    widths.push_back(s.width);
-    positive.push_back(static_cast<double>(s.positive_count));
-    flat.push_back(static_cast<double>(s.flat_count));
-    max_kappa.push_back(s.max_kappa);
+  Scores scores;
+  if (!plan.early_only) {
+    ASSIGN_OR_RETURN(const std::vector<SampleCurvature> measured,
+                     MeasureSamples(denoiser, seeds, batch, plan.curvature, nullptr, stop));
+    std::vector<double> widths, positive, flat, max_kappa;
+    for (const SampleCurvature& sample : measured) {
+      const SpectrumSummary& s = sample.spectra.front().summary;
+      widths.push_back(s.width);
+      positive.push_back(static_cast<double>(s.positive_count));
+      flat.push_back(static_cast<double>(s.flat_count));
+      max_kappa.push_back(s.max_kappa);
+    }
+    scores = {{kCurvatureMetrics[0], Median(widths)},
+              {kCurvatureMetrics[1], Mean(positive)},
+              {kCurvatureMetrics[2], Mean(flat)},
+              {kCurvatureMetrics[3], Mean(max_kappa)}};
   }
-  Scores scores = {{kCurvatureMetrics[0], Median(widths)},
-                   {kCurvatureMetrics[1], Mean(positive)},
-                   {kCurvatureMetrics[2], Mean(flat)},
-                   {kCurvatureMetrics[3], Mean(max_kappa)}};
   ASSIGN_OR_RETURN(const EarlyMetricSamples early,
                    ComputeEarlyMetrics(denoiser, seeds, batch, plan.early, stop));
   for (const EarlyMetricInfo& info : AllEarlyMetrics()) {

@@ -217,10 +217,12 @@ absl::StatusOr<CalibrationPlan> PlanCalibration(const v1::CalibrationRequest& re
   }
   ASSIGN_OR_RETURN(plan.early,
                    ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
-  ASSIGN_OR_RETURN(plan.memorized, PlanConditions(request.memorized(), "memorized",
-                                                  *model->denoiser, &plan.curvature));
+  plan.early_only = request.early_only();
+  const SampleCurvatureOptions* curvature = plan.early_only ? nullptr : &plan.curvature;
+  ASSIGN_OR_RETURN(plan.memorized,
+                   PlanConditions(request.memorized(), "memorized", *model->denoiser, curvature));
   ASSIGN_OR_RETURN(plan.not_memorized, PlanConditions(request.not_memorized(), "not_memorized",
-                                                      *model->denoiser, &plan.curvature));
+                                                      *model->denoiser, curvature));
   plan.model = std::move(model);
   return plan;
 }

@@ -83,8 +83,9 @@ struct CalibrationPlan {
   std::vector<ConditionPlan> memorized, not_memorized;  // at least 2 each
   int64_t samples_per_condition = kDefaultCalibrationSamples;
   uint64_t seed = 0;
-  SampleCurvatureOptions curvature;
+  SampleCurvatureOptions curvature;  // unused when early_only
   EarlyMetricOptions early;
+  bool early_only = false;  // no spectra, no curvature metrics
 };
 absl::StatusOr<CalibrationPlan> PlanCalibration(const v1::CalibrationRequest& request,
                                                 std::shared_ptr<const LoadedModel> model);

@@ -143,8 +143,10 @@ MemoryEstimate EstimateCalibration(const CalibrationPlan& plan) {
   Tally tally;
   const LoadedModel& model = *plan.model;
   const int64_t batch = plan.samples_per_condition;
-  AddSampling(tally, model, batch, KeptStates(plan.curvature.sampler));
-  AddSpectra(tally, model, plan.curvature, batch);
+  if (!plan.early_only) {
+    AddSampling(tally, model, batch, KeptStates(plan.curvature.sampler));
+    AddSpectra(tally, model, plan.curvature, batch);
+  }
   AddEarly(tally, model, plan.early, batch);
   return tally.Done();
 }

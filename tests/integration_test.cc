@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "client.h"
@@ -882,6 +883,28 @@ TEST_F(IntegrationTest, TextToImageModelAuditedByPrompt) {
     EXPECT_EQ(metric["not_memorized_scores"].size(), 2u);
   }
   EXPECT_TRUE(wen) << result.output;
+  // --early-only: the same early scores (same seeds), no spectra, and a
+  // policy that sets only the early rule.
+  result = RunCommand(Cli("calibrate --model t2i --memorized-prompts " + memorized +
+                          " --not-memorized-prompts " + generic +
+                          " --samples 1 --steps 5 --early-only --json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json early_only = nlohmann::json::parse(result.output);
+  std::set<std::string> names;
+  for (const auto& metric : early_only["metrics"]) {
+    names.insert(metric["name"].get<std::string>());
+    for (const auto& full : calibration["metrics"]) {
+      if (full["name"] == metric["name"]) {
+        EXPECT_EQ(full["memorized_scores"], metric["memorized_scores"]) << metric["name"];
+      }
+    }
+  }
+  EXPECT_TRUE(names.count("wen_noise_difference")) << result.output;
+  EXPECT_FALSE(names.count("width")) << result.output;
+  EXPECT_FALSE(names.count("positive_eigenvalues")) << result.output;
+  const std::string policy = early_only["verdict_policy"].get<std::string>();
+  EXPECT_NE(policy.find("early_metric"), std::string::npos) << policy;
+  EXPECT_EQ(policy.find("memorized_width"), std::string::npos) << policy;
 
   // Bad prompt input: named, nothing sent.
   testing::WriteFile(scratch_->Join("bad.jsonl"), "{\"prompt\": \"ok\"}\n{\"id\": 1}\n");

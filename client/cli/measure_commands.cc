@@ -145,6 +145,7 @@ struct CalibrateFlags {
   SamplingFlags sampling;
   std::vector<int64_t> memorized, not_memorized;
   std::string memorized_prompts, not_memorized_prompts;
+  bool early_only = false;
   int64_t samples = 16;
   uint64_t seed = 0;
   int64_t early_steps = 0;
@@ -173,6 +174,7 @@ int RunCalibrate(const CommonOptions& common, const CalibrateFlags& flags) {
   request.set_samples_per_condition(flags.samples);
   request.set_seed(flags.seed);
   request.set_early_steps(flags.early_steps);
+  request.set_early_only(flags.early_only);
   if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
   absl::StatusOr<v1::CalibrationResponse> response = common.Connect().Calibrate(request);
   if (!response.ok()) return Fail(response.status());
@@ -260,6 +262,8 @@ Command AddCalibrate(CLI::App& app, CommonOptions& common) {
       ->capture_default_str();
   command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
   command->add_option("--early-steps", flags->early_steps, "K for the early metrics");
+  command->add_flag("--early-only", flags->early_only,
+                    "only the early metrics: the first K steps of each generation, no spectra");
   command->add_flag("--json", common.json, "machine-readable output");
   return {command, [flags](const CommonOptions& common) { return RunCalibrate(common, *flags); }};
 }
