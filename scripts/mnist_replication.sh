@@ -18,14 +18,8 @@ if [[ "${1:-}" == "--retrain" ]]; then
   build/tools/mnist/memaudit-mnist train --repository "$REPOSITORY" --name mnist39 \
     --channels 16 --steps 6000 --batch 64 | tail -n 1
 fi
-build/server/memaudit-server --model_repository "$REPOSITORY" --listen 127.0.0.1:0 \
-  --metrics_listen 127.0.0.1:0 --port_file "$OUT/ports" 2>"$OUT/server.log" &
-SERVER=$!
-trap 'kill -TERM $SERVER; wait $SERVER || true' EXIT
-for _ in $(seq 1 200); do [[ -s "$OUT/ports" ]] && break; sleep 0.1; done
-read -r PORT _ < "$OUT/ports"
-CLI=(build/client/memaudit --server "127.0.0.1:$PORT" --timeout 0)
-for _ in $(seq 1 100); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 0.1; done
+source scripts/serve.sh
+start_server "$REPOSITORY" "$OUT"
 "${CLI[@]}" audit --model mnist39 --class 9 --class 3 --samples "$SAMPLES" --guidance 5 \
   --t 20 --t 1 --early-steps 1 --fail-on never --json > "$OUT/report.json"
 /usr/bin/python3 tools/mnist/summarize_audit.py "$OUT/report.json" | tee "$OUT/summary.txt"

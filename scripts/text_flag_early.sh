@@ -23,14 +23,8 @@ with open(sys.argv[2], "a") as config:
     config.write("\n# from memaudit calibrate (" + sys.argv[1] + ")\n" + policy + "\n")
 print(policy, end="")
 PY
-build/server/memaudit-server --model_repository "$REPOSITORY" --listen 127.0.0.1:0 \
-  --metrics_listen 127.0.0.1:0 --port_file "$REPOSITORY/ports" 2>"$REPOSITORY/server.log" &
-SERVER=$!
-trap 'kill -TERM $SERVER; wait $SERVER || true' EXIT
-for _ in $(seq 1 200); do [[ -s "$REPOSITORY/ports" ]] && break; sleep 0.1; done
-read -r PORT _ < "$REPOSITORY/ports"
-CLI=(build/client/memaudit --server "127.0.0.1:$PORT" --timeout 0)
-for _ in $(seq 1 100); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 0.1; done
+source scripts/serve.sh
+start_server "$REPOSITORY" "$REPOSITORY"
 "${CLI[@]}" audit --model textmnist --prompts "$MODEL/prompts/eval.jsonl" --early-only \
   --samples 1 --seed 2000 --guidance 5 --fail-on never --json > "$OUT/flag_early.json"
 /usr/bin/python3 - "$OUT/flag_early.json" "$MODEL/prompts/eval.jsonl" <<'PY'

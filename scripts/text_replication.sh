@@ -24,14 +24,8 @@ if [[ "${1:-}" == "--retrain" ]]; then
     | tail -n 1
 fi
 PROMPTS=$REPOSITORY/textmnist/prompts
-build/server/memaudit-server --model_repository "$REPOSITORY" --listen 127.0.0.1:0 \
-  --metrics_listen 127.0.0.1:0 --port_file "$OUT/ports" 2>"$OUT/server.log" &
-SERVER=$!
-trap 'kill -TERM $SERVER; wait $SERVER || true' EXIT
-for _ in $(seq 1 200); do [[ -s "$OUT/ports" ]] && break; sleep 0.1; done
-read -r PORT _ < "$OUT/ports"
-CLI=(build/client/memaudit --server "127.0.0.1:$PORT" --timeout 0)
-for _ in $(seq 1 100); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 0.1; done
+source scripts/serve.sh
+start_server "$REPOSITORY" "$OUT"
 
 # Per-prompt verdicts (dense spectra at the default evaluation step) and
 # nearest-neighbour truth for each generation.

@@ -1,152 +1,17 @@
 // Writes clip_style/tokenizer.json: a small tokenizer with exactly the
-// structure of Stable Diffusion's CLIP tokenizer.json (openai CLIP's
-// normalizer, split regex, byte-level alphabet with `</w>` word ends,
-// <|startoftext|>/<|endoftext|>) and a vocabulary learned here by plain BPE
-// training on corpus.js's training text, so it stays a few tens of KB.
-// Deterministic: `node make_clip_tokenizer.js` rewrites the same file.
+// structure of Stable Diffusion's CLIP tokenizer.json (clip_bpe.js) and a
+// vocabulary learned here by plain BPE training (at most 1,500 merges, pairs
+// seen at least twice) on corpus.js's training text, so it stays a few tens
+// of KB. Deterministic: `node make_clip_tokenizer.js` rewrites the same file.
 "use strict";
 const fs = require("fs");
 const path = require("path");
+const { buildClipTokenizer } = require("./clip_bpe.js");
 const { trainingText } = require("./corpus.js");
 
-const NUM_MERGES = 1500;
-const CLIP_SPLIT =
-  "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+";
-
-// GPT-2's byte → printable character table, in its own order.
-function bytesToUnicode() {
-  const bs = [];
-  for (let b = 33; b <= 126; ++b) bs.push(b);
-  for (let b = 161; b <= 172; ++b) bs.push(b);
-  for (let b = 174; b <= 255; ++b) bs.push(b);
-  const cs = bs.slice();
-  let n = 0;
-  for (let b = 0; b < 256; ++b) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n++);
-    }
-  }
-  return bs.map((b, i) => [b, String.fromCodePoint(cs[i])]);
-}
-
 function main() {
-  const table = bytesToUnicode();
-  const byteChar = new Map(table);
-  const encoder = new TextEncoder();
-  const split = new RegExp(CLIP_SPLIT.replace(/\\s/g, "\\p{White_Space}"), "gu");
-
-  // Word frequencies after CLIP's normalization and split.
-  const counts = new Map();
-  for (const line of trainingText()) {
-    const text = line.normalize("NFC").replace(/\p{White_Space}+/gu, " ").toLowerCase();
-    for (const word of text.match(split) || []) {
-      const chars = Array.from(encoder.encode(word), (b) => byteChar.get(b));
-      chars[chars.length - 1] += "</w>";
-      const key = chars.join("\u0001");
-      counts.set(key, (counts.get(key) || 0) + 1);
-    }
-  }
-  let words = [...counts].map(([key, count]) => ({ symbols: key.split("\u0001"), count }));
-
-  const vocab = {};
-  let nextId = 0;
-  for (const [, c] of table) vocab[c] = nextId++;
-  for (const [, c] of table) vocab[c + "</w>"] = nextId++;
-  const merges = [];
-  for (let m = 0; m < NUM_MERGES; ++m) {
-    const pairs = new Map();
-    for (const w of words) {
-      for (let i = 0; i + 1 < w.symbols.length; ++i) {
-        const key = w.symbols[i] + "\u0001" + w.symbols[i + 1];
-        pairs.set(key, (pairs.get(key) || 0) + w.count);
-      }
-    }
-    let best = null;
-    let bestCount = 0;
-    for (const [key, count] of pairs) {
-      if (count > bestCount || (count === bestCount && key < best)) {
-        best = key;
-        bestCount = count;
-      }
-    }
-    if (best === null || bestCount < 2) break;
-    const [a, b] = best.split("\u0001");
-    merges.push(a + " " + b);
-    if (!(a + b in vocab)) vocab[a + b] = nextId++;
-    for (const w of words) {
-      const out = [];
-      for (let i = 0; i < w.symbols.length; ++i) {
-        if (i + 1 < w.symbols.length && w.symbols[i] === a && w.symbols[i + 1] === b) {
-          out.push(a + b);
-          ++i;
-        } else {
-          out.push(w.symbols[i]);
-        }
-      }
-      w.symbols = out;
-    }
-  }
-  const bos = nextId++;
-  const eos = nextId++;
-  vocab["<|startoftext|>"] = bos;
-  vocab["<|endoftext|>"] = eos;
-
-  const special = (content, id) => ({
-    id, content, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true,
-  });
-  const tokenizer = {
-    version: "1.0",
-    truncation: null,
-    padding: null,
-    added_tokens: [special("<|startoftext|>", bos), special("<|endoftext|>", eos)],
-    normalizer: {
-      type: "Sequence",
-      normalizers: [
-        { type: "NFC" },
-        { type: "Replace", pattern: { Regex: "\\s+" }, content: " " },
-        { type: "Lowercase" },
-      ],
-    },
-    pre_tokenizer: {
-      type: "Sequence",
-      pretokenizers: [
-        { type: "Split", pattern: { Regex: CLIP_SPLIT }, behavior: "Removed", invert: true },
-        { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
-      ],
-    },
-    post_processor: {
-      type: "TemplateProcessing",
-      single: [
-        { SpecialToken: { id: "<|startoftext|>", type_id: 0 } },
-        { Sequence: { id: "A", type_id: 0 } },
-        { SpecialToken: { id: "<|endoftext|>", type_id: 0 } },
-      ],
-      pair: [
-        { SpecialToken: { id: "<|startoftext|>", type_id: 0 } },
-        { Sequence: { id: "A", type_id: 0 } },
-        { SpecialToken: { id: "<|endoftext|>", type_id: 0 } },
-        { Sequence: { id: "B", type_id: 1 } },
-        { SpecialToken: { id: "<|endoftext|>", type_id: 1 } },
-      ],
-      special_tokens: {
-        "<|startoftext|>": { id: "<|startoftext|>", ids: [bos], tokens: ["<|startoftext|>"] },
-        "<|endoftext|>": { id: "<|endoftext|>", ids: [eos], tokens: ["<|endoftext|>"] },
-      },
-    },
-    decoder: { type: "BPEDecoder", suffix: "</w>" },
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: "<|endoftext|>",
-      continuing_subword_prefix: "",
-      end_of_word_suffix: "</w>",
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab,
-      merges,
-    },
-  };
+  const { tokenizer, vocab, merges } =
+    buildClipTokenizer(trainingText(), { maxMerges: 1500, minPairCount: 2 });
   const out = path.join(__dirname, "clip_style", "tokenizer.json");
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify(tokenizer, null, 1) + "\n");
