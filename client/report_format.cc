@@ -282,11 +282,22 @@ std::string ModelTable(const v1::ListModelsResponse& models) {
 }
 
 nlohmann::json ModelJson(const v1::ModelInfo& model) {
-  return {
+  const v1::ModelConfig& config = model.config();
+  nlohmann::json json = {
       {"name", model.name()},         {"state", v1::ModelState_Name(model.state())},
       {"device", model.device()},     {"dimension", model.dimension()},
       {"checksum", model.checksum()}, {"error", model.last_error()},
   };
+  // What the model takes and gives, once a config was loaded.
+  if (config.has_conditioning()) {
+    json["conditioning"] = v1::Conditioning::Kind_Name(config.conditioning().kind());
+    json["prompts"] = config.conditioning().has_text_encoder();
+  }
+  if (config.has_latent()) {
+    json["decoded_shape"] = std::vector<int64_t>(config.latent().image_shape().begin(),
+                                                 config.latent().image_shape().end());
+  }
+  return json;
 }
 
 nlohmann::json ModelsJson(const v1::ListModelsResponse& models) {

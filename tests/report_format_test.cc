@@ -290,6 +290,9 @@ TEST(ModelsGolden, Json) {
   ready->set_device("cuda:0");
   ready->set_dimension(3072);
   ready->set_checksum("sha256:0123456789abcdef");
+  ready->mutable_config()->mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+  ready->mutable_config()->mutable_conditioning()->mutable_text_encoder()->set_max_length(77);
+  for (int64_t dim : {3, 32, 32}) ready->mutable_config()->mutable_latent()->add_image_shape(dim);
   v1::ModelInfo* failed = models.add_models();
   failed->set_name("broken");
   failed->set_state(v1::MODEL_FAILED);
