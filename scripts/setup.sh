@@ -27,6 +27,8 @@ PACKAGES=(
   openssl
   # text-to-image: Unicode normalization and \p{..} regexes in core/tokenizer
   libicu-dev
+  # benchmarks: the ARPACK peer of the matrix-free spectrum (bench/peer_arnoldi.py)
+  python3-scipy
 )
 # tests: node and npm run the tokenizer's reference (tests/tokenizer/), a
 # test-time dependency only. Checked by command, not package: a machine whose
