@@ -22,18 +22,12 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from scipy.sparse.linalg import LinearOperator, eigs
 
-torch._C._set_graph_executor_optimize(False)  # as memaudit does (docs/DESIGN.md §6)
+from peer_model import load_score
 
 model_dir, points_path, t, sigma, label, k, tol, out_path = sys.argv[1:9]
-t, sigma, label, k, tol = int(t), float(sigma), int(label), int(k), float(tol)
-model = torch.jit.load(f"{model_dir}/model.pt").eval()
+k, tol = int(k), float(tol)
+score = load_score(model_dir, int(t), float(sigma), int(label))
 points = torch.load(points_path)
-steps = torch.tensor([t])
-labels = torch.tensor([label])
-
-
-def score(x):
-    return -model(x.unsqueeze(0), steps, labels).squeeze(0) / sigma
 
 
 def forward_jvp(x, v):

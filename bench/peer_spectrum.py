@@ -13,20 +13,13 @@ import time
 
 import torch
 
+from peer_model import load_score
+
 torch.set_num_threads(torch.get_num_threads())
-torch._C._set_graph_executor_optimize(False)  # as memaudit does (docs/DESIGN.md §6)
 
 model_dir, points_path, t, sigma, label, out_path = sys.argv[1:7]
-t, sigma, label = int(t), float(sigma), int(label)
-model = torch.jit.load(f"{model_dir}/model.pt").eval()
+score = load_score(model_dir, int(t), float(sigma), int(label))
 points = torch.load(points_path)
-steps = torch.tensor([t])
-labels = torch.tensor([label])
-
-
-def score(x):
-    return -model(x.unsqueeze(0), steps, labels).squeeze(0) / sigma
-
 
 values, seconds = [], []
 for x in points:

@@ -20,11 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <typename Container>
-std::string ShapeString(const Container& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
-
 // The argument names the contract expects, for error messages.
 std::string ExpectedSignature(const v1::ModelConfig& config) {
   switch (config.conditioning().kind()) {
@@ -115,7 +110,7 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
     } else if (checkpoint->text_encoder_) {
       // The empty prompt stands for the null condition, as in classifier-free
       // guidance training (the caption dropped to "").
-      ASSIGN_OR_RETURN(checkpoint->null_embedding_, checkpoint->text_encoder_->Encode({""}));
+      checkpoint->null_embedding_ = checkpoint->text_encoder_->empty_prompt_embedding();
     }
   }
   RETURN_IF_ERROR(checkpoint->Probe());

@@ -5,7 +5,6 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "script_module.h"
 #include "status_macros.h"
 #include "torch_runtime.h"
@@ -14,10 +13,6 @@ namespace memaudit {
 namespace {
 
 constexpr const char* kSignature = "forward(z: Tensor) -> Tensor, z [B, *sample_shape]";
-
-std::string ShapeString(at::IntArrayRef shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
 
 }  // namespace
 
@@ -34,13 +29,7 @@ absl::StatusOr<std::unique_ptr<const LatentDecoder>> LatentDecoder::Load(
   ASSIGN_OR_RETURN(ScriptModule loaded, LoadScriptModule(decoder->model_path_, device, dtype));
   decoder->module_ = std::move(loaded.module);
   decoder->dtype_ = loaded.dtype;
-  ASSIGN_OR_RETURN(const size_t arguments,
-                   ForwardArgumentCount(decoder->module_, decoder->model_path_, kSignature));
-  if (arguments != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(decoder->model_path_, ": forward takes ",
-                                                   arguments, " argument(s); expected ",
-                                                   kSignature));
-  }
+  RETURN_IF_ERROR(CheckForwardArgumentCount(decoder->module_, decoder->model_path_, 1, kSignature));
   std::vector<int64_t> probe_shape{1};
   probe_shape.insert(probe_shape.end(), decoder->sample_shape_.begin(),
                      decoder->sample_shape_.end());

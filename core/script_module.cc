@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "status_macros.h"
 #include "torch_runtime.h"
 
 namespace memaudit {
@@ -72,6 +72,16 @@ absl::StatusOr<size_t> ForwardArgumentCount(const torch::jit::Module& module,
   return method->function().getSchema().arguments().size() - 1;  // - self
 }
 
+absl::Status CheckForwardArgumentCount(const torch::jit::Module& module, const std::string& path,
+                                       size_t expected, const std::string& expected_signature) {
+  ASSIGN_OR_RETURN(const size_t arguments, ForwardArgumentCount(module, path, expected_signature));
+  if (arguments != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": forward takes ", arguments,
+                                                   " argument(s); expected ", expected_signature));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<at::Tensor> ForwardWithShape(torch::jit::Module& module, const at::Tensor& input,
                                             const std::vector<int64_t>& expected_shape,
                                             const std::string& what,
@@ -93,8 +103,8 @@ absl::StatusOr<at::Tensor> ForwardWithShape(torch::jit::Module& module, const at
   }
   if (out.sizes().vec() != expected_shape) {
     return absl::InvalidArgumentError(
-        absl::StrCat("forward returned shape [", absl::StrJoin(out.sizes(), ", "), "], expected [",
-                     absl::StrJoin(expected_shape, ", "), "] (", shape_meaning, ")"));
+        absl::StrCat("forward returned shape ", ShapeString(out.sizes()), ", expected ",
+                     ShapeString(expected_shape), " (", shape_meaning, ")"));
   }
   return out;
 }

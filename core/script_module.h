@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace memaudit {
 
@@ -32,12 +34,23 @@ struct ScriptModule {
 absl::StatusOr<ScriptModule> LoadScriptModule(const std::string& path, at::Device device,
                                               std::optional<at::ScalarType> dtype);
 
+// "[d0, d1, ...]" for error messages (sizes(), vectors, repeated fields).
+template <typename Shape>
+std::string ShapeString(const Shape& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
 // The number of arguments of the module's forward, self excluded.
 // INVALID_ARGUMENT naming `path` and `expected_signature` when the module
 // has no forward method.
 absl::StatusOr<size_t> ForwardArgumentCount(const torch::jit::Module& module,
                                             const std::string& path,
                                             const std::string& expected_signature);
+
+// OK when forward takes exactly `expected` arguments; else INVALID_ARGUMENT
+// "<path>: forward takes N argument(s); expected <expected_signature>".
+absl::Status CheckForwardArgumentCount(const torch::jit::Module& module, const std::string& path,
+                                       size_t expected, const std::string& expected_signature);
 
 // Runs module.forward(`input`) without recording gradients and checks that
 // it returned a floating tensor of `expected_shape`. INTERNAL, prefixed by

@@ -5,7 +5,6 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "script_module.h"
 #include "status_macros.h"
 #include "torch_runtime.h"
@@ -16,10 +15,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kSignature = "forward(ids: Tensor) -> Tensor, ids int64 [B, max_length]";
-
-std::string ShapeString(at::IntArrayRef shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
 
 // tokenizer.json when the directory has one, else vocab.json + merges.txt.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadDirectoryTokenizer(const std::string& directory,
@@ -79,15 +74,9 @@ absl::StatusOr<std::unique_ptr<const TextEncoder>> TextEncoder::Load(
   encoder->model_path_ = (fs::path(directory) / kModelFile).string();
   ASSIGN_OR_RETURN(ScriptModule loaded, LoadScriptModule(encoder->model_path_, device, dtype));
   encoder->module_ = std::move(loaded.module);
-  encoder->module_dtype_ = loaded.dtype;
-  ASSIGN_OR_RETURN(const size_t arguments,
-                   ForwardArgumentCount(encoder->module_, encoder->model_path_, kSignature));
-  if (arguments != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(encoder->model_path_, ": forward takes ",
-                                                   arguments, " argument(s); expected ",
-                                                   kSignature));
-  }
-  // The probe: the empty prompt, which is also the null condition.
+  RETURN_IF_ERROR(CheckForwardArgumentCount(encoder->module_, encoder->model_path_, 1, kSignature));
+  // The probe: the empty prompt, whose embedding is kept (the null
+  // condition when the directory has no null_condition.pt).
   ASSIGN_OR_RETURN(const at::Tensor ids, encoder->Tokenize({std::string()}));
   absl::StatusOr<at::Tensor> probe = encoder->EncodeIds(ids, 0);
   if (!probe.ok()) {
@@ -95,6 +84,7 @@ absl::StatusOr<std::unique_ptr<const TextEncoder>> TextEncoder::Load(
         absl::StrCat(encoder->model_path_, ": probe with the empty prompt's ids ",
                      ShapeString(ids.sizes()), " failed: ", probe.status().message()));
   }
+  encoder->empty_prompt_embedding_ = *std::move(probe);
   return std::unique_ptr<const TextEncoder>(std::move(encoder));
 }
 

@@ -64,6 +64,9 @@ class TextEncoder {
   // prompt's index).
   absl::StatusOr<at::Tensor> Encode(absl::Span<const std::string> prompts) const;
 
+  // The embedding of "" [1, *embedding_shape] in output_dtype on the
+  // device, computed by the load probe.
+  const at::Tensor& empty_prompt_embedding() const { return empty_prompt_embedding_; }
   int max_length() const { return max_length_; }
   int64_t pad_id() const { return pad_id_; }
   // tokenizer.json, or "vocab.json + merges.txt".
@@ -81,8 +84,8 @@ class TextEncoder {
   int max_length_ = Tokenizer::kClipMaxLength;
   int64_t pad_id_ = 0;
   std::vector<int64_t> embedding_shape_;
+  at::Tensor empty_prompt_embedding_;
   at::Device device_ = at::kCPU;
-  at::ScalarType module_dtype_ = at::kFloat;
   at::ScalarType output_dtype_ = at::kFloat;
   mutable torch::jit::Module module_;
 };

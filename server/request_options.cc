@@ -176,11 +176,13 @@ std::string CutUtf8(const std::string& text, size_t chars) {
   return end < text.size() ? text.substr(0, end) + "…" : text;
 }
 
-// The engine's messages start "condition: "; the request's field (e.g.
-// "conditions[2]") replaces it.
-absl::Status WithField(const absl::Status& status, const std::string& field) {
+// `status` with the engine's subject (e.g. "condition: ", or "prompt 0: "
+// from the text encoder) replaced by the request's field (e.g.
+// "conditions[2]", "conditions[2].prompt").
+absl::Status WithField(const absl::Status& status, absl::string_view engine_subject,
+                       const std::string& field) {
   absl::string_view message = status.message();
-  absl::ConsumePrefix(&message, "condition: ");
+  absl::ConsumePrefix(&message, engine_subject);
   return absl::Status(status.code(), absl::StrCat(field, ": ", message));
 }
 
@@ -231,13 +233,10 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
       // to recompute when the prompt is encoded.
       if (absl::Status tokenized = encoder->Tokenize({condition.prompt()}).status();
           !tokenized.ok()) {
-        absl::string_view message = tokenized.message();
-        absl::ConsumePrefix(&message, "prompt 0: ");
-        return absl::Status(tokenized.code(), absl::StrCat(field, ".prompt: ", message));
+        return WithField(tokenized, "prompt 0: ", field + ".prompt");
       }
       plan.label = absl::StrCat("\"", CutUtf8(condition.prompt(), kLabelPromptChars), "\"");
-      if (!condition.name().empty()) plan.label = condition.name();
-      return plan;
+      break;
     }
     case v1::Condition::kNullCondition:
       plan.label = "null";
@@ -247,8 +246,9 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
       break;
   }
   if (!condition.name().empty()) plan.label = condition.name();
+  if (condition.has_prompt()) return plan;  // encoded by EncodePrompt
   auto prepared = denoiser.PrepareConditions(tensor, 1);
-  if (!prepared.ok()) return WithField(prepared.status(), field);
+  if (!prepared.ok()) return WithField(prepared.status(), "condition: ", field);
   plan.row = *std::move(prepared);
   return plan;
 }
@@ -257,13 +257,9 @@ absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& d
   if (!plan.needs_encoding()) return plan;
   absl::StatusOr<at::Tensor> embedding =
       denoiser.checkpoint().text_encoder()->Encode({plan.condition.prompt()});
-  if (!embedding.ok()) {
-    absl::string_view message = embedding.status().message();
-    absl::ConsumePrefix(&message, "prompt 0: ");
-    return absl::Status(embedding.status().code(), absl::StrCat(plan.field, ".prompt: ", message));
-  }
+  if (!embedding.ok()) return WithField(embedding.status(), "prompt 0: ", plan.field + ".prompt");
   auto prepared = denoiser.PrepareConditions(*embedding, 1);
-  if (!prepared.ok()) return WithField(prepared.status(), plan.field);
+  if (!prepared.ok()) return WithField(prepared.status(), "condition: ", plan.field);
   plan.row = *std::move(prepared);
   return plan;
 }
