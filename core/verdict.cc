@@ -189,24 +189,13 @@ Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy
 
 Verdict JudgeCondition(int64_t memorized, int64_t partial, int64_t total,
                        const ResolvedPolicy& policy) {
-  if (total <= 0) return Verdict::kNotMemorized;
-  if (memorized > 0 &&
-      static_cast<double>(memorized) >= policy.condition_memorized_fraction * total) {
-    return Verdict::kMemorized;
-  }
-  if (memorized > 0 || partial > 0) return Verdict::kPartial;
-  return Verdict::kNotMemorized;
+  return ConditionVerdictFromCounts(memorized, partial, total, policy.condition_memorized_fraction);
 }
 
 Verdict JudgeModel(Verdict worst_condition, int64_t memorized_samples, int64_t total_samples,
                    const ResolvedPolicy& policy) {
-  if (worst_condition == Verdict::kMemorized) return Verdict::kMemorized;
-  if (total_samples > 0 && memorized_samples > 0 &&
-      static_cast<double>(memorized_samples) >=
-          policy.model_memorized_fraction * static_cast<double>(total_samples)) {
-    return Verdict::kMemorized;
-  }
-  return worst_condition;
+  return ModelVerdictFromCounts(worst_condition, memorized_samples, total_samples,
+                                policy.model_memorized_fraction);
 }
 
 }  // namespace memaudit

@@ -22,10 +22,10 @@
 #include "memaudit/v1/model_config.pb.h"
 #include "reference_set.h"
 #include "spectrum.h"
+#include "verdict_rules.h"
 
 namespace memaudit {
 
-enum class Verdict { kNotMemorized, kPartial, kMemorized };
 const char* VerdictName(Verdict verdict);  // "NOT_MEMORIZED" | "PARTIAL" | "MEMORIZED"
 
 enum class VerdictRule {
@@ -90,13 +90,15 @@ double DataScale(const ReferenceSet& reference);
 Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy,
                     const NearestNeighbor* nearest = nullptr);
 
-// A condition's verdict from its samples' verdict counts.
+// A condition's verdict from its samples' verdict counts
+// (ConditionVerdictFromCounts with the policy's fraction).
 Verdict JudgeCondition(int64_t memorized, int64_t partial, int64_t total,
                        const ResolvedPolicy& policy);
 
 // The model's verdict (what a release gate reads): MEMORIZED when the worst
 // condition is, or when memorized_samples ≥ model_memorized_fraction ×
-// total_samples; otherwise the worst condition's verdict.
+// total_samples; otherwise the worst condition's verdict
+// (ModelVerdictFromCounts with the policy's fraction).
 Verdict JudgeModel(Verdict worst_condition, int64_t memorized_samples, int64_t total_samples,
                    const ResolvedPolicy& policy);
 
