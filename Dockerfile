@@ -152,12 +152,13 @@ FROM ${RUNTIME_IMAGE} AS runtime
 # libgrpc++-dev -> libgrpc++1.51 (+ libgrpc++_reflection) and libgrpc29,
 # prometheus-cpp-dev -> libprometheus-cpp-core1.0, libcpp-httplib-dev ->
 # libcpp-httplib0.11 (a compiled library in Debian), libpng-dev -> libpng16-16,
-# libssl-dev -> libssl3, libicu-dev -> libicu72 (the tokenizer);
+# libssl-dev -> libssl3, libicu-dev -> libicu72 (the tokenizer), libsqlite3-dev
+# -> libsqlite3-0 (durable jobs, --state_dir);
 # libopenblas0-openmp is torch's BLAS (libblas.so.3 alternative, ~15x faster
 # than the reference BLAS). CLI11, Eigen, Spectra and
 # nlohmann-json are header-only. The ldd check below fails the build if any
 # library is still missing.
-ARG RUNTIME_PACKAGES="libtorch1.13 libopenblas0-openmp libprotobuf32 libabsl20220623 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libcpp-httplib0.11 libpng16-16 libssl3 libicu72 ca-certificates"
+ARG RUNTIME_PACKAGES="libtorch1.13 libopenblas0-openmp libprotobuf32 libabsl20220623 libgrpc++1.51 libgrpc29 libprometheus-cpp-core1.0 libcpp-httplib0.11 libpng16-16 libssl3 libicu72 libsqlite3-0 ca-certificates"
 
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive

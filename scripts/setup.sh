@@ -27,6 +27,8 @@ PACKAGES=(
   openssl
   # text-to-image: Unicode normalization and \p{..} regexes in core/tokenizer
   libicu-dev
+  # durable jobs (--state_dir): SQLite
+  libsqlite3-dev
   # benchmarks: the ARPACK peer of the matrix-free spectrum (bench/peer_arnoldi.py)
   python3-scipy
 )

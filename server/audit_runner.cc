@@ -80,8 +80,9 @@ void ScoreEarlyOutliers(v1::AuditReport* report) {
 // One audit's state while it runs.
 class AuditRun {
  public:
-  AuditRun(const AuditPlan& plan, const StopCheck& stop, const AuditCallbacks& callbacks)
-      : plan_(plan), model_(*plan.model), stop_(stop), callbacks_(callbacks) {}
+  AuditRun(const AuditPlan& plan, const StopCheck& stop, const AuditCallbacks& callbacks,
+           const AuditResume& resume)
+      : plan_(plan), model_(*plan.model), stop_(stop), callbacks_(callbacks), resume_(resume) {}
 
   absl::StatusOr<v1::AuditReport> Run() {
     const Clock::time_point start = Clock::now();
@@ -90,17 +91,25 @@ class AuditRun {
     report.set_device(model_.checkpoint->device().str());
     report.set_model_checksum(model_.checksum);
     FillPolicyUsed(model_.policy, report.mutable_policy());
-    for (const ConditionPlan& planned : plan_.conditions) {
+    for (size_t c = 0; c < plan_.conditions.size(); ++c) {
       RETURN_IF_ERROR(CheckStop(stop_));
+      const int64_t index = static_cast<int64_t>(c);
+      if (auto finished = resume_.conditions.find(index); finished != resume_.conditions.end()) {
+        *report.add_conditions() = finished->second;
+        done_ += plan_.samples_per_condition;
+        continue;
+      }
       // A prompt is encoded here, once for all of its samples and metrics.
-      ASSIGN_OR_RETURN(const ConditionPlan condition, EncodePrompt(planned, *model_.denoiser));
+      ASSIGN_OR_RETURN(const ConditionPlan condition,
+                       EncodePrompt(plan_.conditions[c], *model_.denoiser));
       v1::ConditionReport* condition_report = report.add_conditions();
       *condition_report->mutable_condition() = condition.condition;
       condition_report->set_label(condition.label);
       if (plan_.mode == AuditPlan::Mode::kFull) {
-        RETURN_IF_ERROR(MeasureCondition(condition, condition_report));
+        RETURN_IF_ERROR(MeasureCondition(index, condition, condition_report));
       }
       if (plan_.early.has_value()) RETURN_IF_ERROR(EarlyMetrics(condition, condition_report));
+      if (callbacks_.condition) RETURN_IF_ERROR(callbacks_.condition(index, *condition_report));
     }
     ScoreEarlyOutliers(&report);
     Judge(&report);
@@ -112,22 +121,50 @@ class AuditRun {
   }
 
  private:
-  void Progress(v1::AuditPhase phase, const std::string& condition) {
-    if (!callbacks_.progress) return;
+  v1::AuditProgress ProgressNow(v1::AuditPhase phase, const std::string& condition) const {
     v1::AuditProgress progress;
     progress.set_samples_done(done_);
     progress.set_samples_total(plan_.total_samples());
     progress.set_phase(phase);
     progress.set_condition(condition);
-    callbacks_.progress(progress);
+    return progress;
+  }
+  void Progress(v1::AuditPhase phase, const std::string& condition) {
+    if (callbacks_.progress) callbacks_.progress(ProgressNow(phase, condition));
   }
 
-  absl::Status MeasureCondition(const ConditionPlan& condition, v1::ConditionReport* report) {
+  static void Count(v1::Verdict verdict, v1::ConditionReport* report) {
+    switch (verdict) {
+      case v1::MEMORIZED:
+        report->set_memorized(report->memorized() + 1);
+        break;
+      case v1::PARTIAL:
+        report->set_partial(report->partial() + 1);
+        break;
+      default:
+        report->set_not_memorized(report->not_memorized() + 1);
+        break;
+    }
+  }
+
+  absl::Status MeasureCondition(int64_t index, const ConditionPlan& condition,
+                                v1::ConditionReport* report) {
     const ReferenceSet* reference = model_.reference ? &*model_.reference : nullptr;
     const SpectrumMethod method =
         ResolveSpectrumMethod(plan_.curvature.method, model_.checkpoint->sample_numel(),
                               plan_.curvature.max_dense_dimension);
-    for (int64_t first = 0; first < plan_.samples_per_condition; first += kSamplesPerBatch) {
+    int64_t reused = 0;
+    if (auto stored = resume_.samples.find(index); stored != resume_.samples.end()) {
+      reused =
+          ReusableSamples(static_cast<int64_t>(stored->second.size()), plan_.samples_per_condition);
+      for (int64_t i = 0; i < reused; ++i) {
+        const v1::SampleReport& sample = stored->second[static_cast<size_t>(i)];
+        *report->add_samples() = sample;
+        Count(sample.verdict(), report);
+      }
+      done_ += reused;
+    }
+    for (int64_t first = reused; first < plan_.samples_per_condition; first += kSamplesPerBatch) {
       RETURN_IF_ERROR(CheckStop(stop_));
       const int64_t count = std::min(kSamplesPerBatch, plan_.samples_per_condition - first);
       Clock::time_point phase_start = Clock::now();
@@ -157,23 +194,19 @@ class AuditRun {
                        MeasureSamples(*model_.denoiser, ConsecutiveSeeds(plan_.seed + first, count),
                                       RepeatCondition(condition, count), plan_.curvature, reference,
                                       stop_, on_progress));
-      for (const SampleCurvature& sample : measured) {
-        v1::SampleReport* sample_report = report->add_samples();
-        switch (ToSampleReport(sample, model_.policy, sample_report)) {
-          case Verdict::kMemorized:
-            report->set_memorized(report->memorized() + 1);
-            break;
-          case Verdict::kPartial:
-            report->set_partial(report->partial() + 1);
-            break;
-          case Verdict::kNotMemorized:
-            report->set_not_memorized(report->not_memorized() + 1);
-            break;
-        }
+      std::vector<v1::SampleReport> batch(measured.size());
+      for (size_t i = 0; i < measured.size(); ++i) {
+        ToSampleReport(measured[i], model_.policy, &batch[i]);
+        Count(batch[i].verdict(), report);
+        *report->add_samples() = batch[i];
         ++done_;
-        if (callbacks_.sample) callbacks_.sample(*sample_report);
       }
-      Progress(v1::AUDIT_PHASE_MEASURED, condition.label);
+      const v1::AuditProgress measured_progress =
+          ProgressNow(v1::AUDIT_PHASE_MEASURED, condition.label);
+      if (callbacks_.batch) {
+        RETURN_IF_ERROR(callbacks_.batch(index, first, batch, measured_progress));
+      }
+      if (callbacks_.progress) callbacks_.progress(measured_progress);
     }
     report->set_verdict(ToProtoVerdict(JudgeCondition(report->memorized(), report->partial(),
                                                       report->samples_size(), model_.policy)));
@@ -250,16 +283,23 @@ class AuditRun {
   const LoadedModel& model_;
   const StopCheck& stop_;
   const AuditCallbacks& callbacks_;
+  const AuditResume& resume_;
   int64_t done_ = 0;
   double sampling_seconds_ = 0, curvature_seconds_ = 0;
 };
 
 }  // namespace
 
+int64_t ReusableSamples(int64_t stored, int64_t samples_per_condition) {
+  if (stored >= samples_per_condition) return samples_per_condition;
+  return stored - stored % kSamplesPerBatch;
+}
+
 absl::StatusOr<v1::AuditReport> RunAudit(const AuditPlan& plan, const StopCheck& stop,
-                                         const AuditCallbacks& callbacks) {
+                                         const AuditCallbacks& callbacks,
+                                         const AuditResume& resume) {
   try {
-    return AuditRun(plan, stop, callbacks).Run();
+    return AuditRun(plan, stop, callbacks, resume).Run();
   } catch (const std::exception& e) {
     // LibTorch throws c10::Error (e.g. out of memory): fail the audit, not
     // the server.

@@ -1,6 +1,7 @@
 #include "job_manager.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <limits>
 #include <random>
 
@@ -10,7 +11,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "audit_runner.h"
 #include "request_memory.h"
 #include "status_macros.h"
 
@@ -64,10 +64,12 @@ constexpr int64_t kEventBytes = 96;
 
 }  // namespace
 
-JobManager::JobManager(ModelRegistry* registry, Metrics* metrics, JobManagerOptions options)
+JobManager::JobManager(ModelRegistry* registry, Metrics* metrics, JobManagerOptions options,
+                       JobStore* store)
     : registry_(registry),
       metrics_(metrics),
       options_(options),
+      store_(store),
       pool_(std::make_unique<WorkerPool>("audit jobs", options.max_concurrent_jobs,
                                          options.max_queued_jobs)) {
   std::random_device random;
@@ -91,6 +93,7 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
       CheckRequestMemory(EstimateAudit(plan), options_.max_request_bytes, "this audit"));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();
+  job->model_checksum = plan.model->checksum;
   job->owner = owner;
   job->state.set_owner(owner);
   job->plan = std::make_shared<const AuditPlan>(std::move(plan));
@@ -122,7 +125,19 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
     order_.push_back(job->state.id());
     ++active_;
   }
+  // Saved before it is acknowledged: an accepted job survives a restart.
+  if (store_ != nullptr) {
+    if (absl::Status saved = store_->Insert(job->state, job->sequence, job->model_checksum);
+        !saved.ok()) {
+      absl::MutexLock lock(&mu_);
+      jobs_.erase(job->state.id());
+      order_.erase(std::find(order_.begin(), order_.end(), job->state.id()));
+      --active_;
+      return absl::UnavailableError(absl::StrCat("the audit was not accepted: ", saved.message()));
+    }
+  }
   if (absl::Status s = pool_->Submit([this, job] { Run(job); }); !s.ok()) {
+    if (store_ != nullptr) (void)store_->Delete(job->state.id());
     absl::MutexLock lock(&mu_);
     jobs_.erase(job->state.id());
     order_.erase(std::find(order_.begin(), order_.end(), job->state.id()));
@@ -133,13 +148,159 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
   return job->state;
 }
 
+absl::StatusOr<int> JobManager::Restore() {
+  if (store_ == nullptr) return 0;
+  ASSIGN_OR_RETURN(std::vector<StoredJob> stored, store_->LoadAll());
+  absl::MutexLock lock(&mu_);
+  for (StoredJob& entry : stored) {
+    auto job = std::make_shared<Job>();
+    job->created = std::chrono::steady_clock::now();
+    job->sequence = entry.sequence;
+    job->model_checksum = entry.model_checksum;
+    job->state = std::move(entry.job);
+    job->owner = job->state.owner();
+    next_sequence_ = std::max(next_sequence_, entry.sequence + 1);
+    const std::string id = job->state.id();
+    if (IsFinal(job->state.state())) {
+      // Samples back in their conditions (a report) or in streamed order.
+      if (job->state.state() == v1::JOB_SUCCEEDED) {
+        auto& conditions = *job->state.mutable_report()->mutable_conditions();
+        for (int c = 0; c < conditions.size(); ++c) {
+          for (v1::SampleReport& sample : entry.samples[c]) {
+            *conditions[c].add_samples() = std::move(sample);
+          }
+        }
+        for (const v1::ConditionReport& condition : job->state.report().conditions()) {
+          for (int i = 0; i < condition.samples_size(); ++i) {
+            job->events.push_back(
+                {Event::Kind::kSample, std::nullopt, static_cast<int64_t>(job->events.size())});
+          }
+        }
+      } else {
+        for (auto& [condition, samples] : entry.samples) {
+          for (v1::SampleReport& sample : samples) {
+            job->streamed.push_back(std::move(sample));
+            job->events.push_back({Event::Kind::kSample, std::nullopt,
+                                   static_cast<int64_t>(job->streamed.size()) - 1});
+          }
+        }
+      }
+      job->events.push_back({Event::Kind::kFinished, std::nullopt, 0});
+      int64_t streamed_bytes = 0;
+      for (const v1::SampleReport& sample : job->streamed) {
+        streamed_bytes += static_cast<int64_t>(sample.ByteSizeLong());
+      }
+      job->bytes = static_cast<int64_t>(job->state.ByteSizeLong()) + streamed_bytes +
+                   kEventBytes * static_cast<int64_t>(job->events.size());
+      finished_bytes_ += job->bytes;
+      jobs_[id] = job;
+      order_.push_back(id);
+      finished_.push_back(id);
+      continue;
+    }
+    // Interrupted or queued: what it finished is reused; the rest reruns
+    // from the first unfinished batch.
+    const int64_t per_condition = job->state.request().samples_per_condition() > 0
+                                      ? job->state.request().samples_per_condition()
+                                      : kDefaultSamplesPerCondition;
+    for (auto& [condition, report] : entry.conditions) {
+      std::vector<v1::SampleReport>& samples = entry.samples[condition];
+      const bool full = !job->state.request().early_only();
+      if (full && static_cast<int64_t>(samples.size()) != per_condition) continue;
+      for (v1::SampleReport& sample : samples) *report.add_samples() = std::move(sample);
+      samples.clear();
+      job->resume.conditions[condition] = std::move(report);
+    }
+    for (auto& [condition, samples] : entry.samples) {
+      if (samples.empty() || job->resume.conditions.count(condition) > 0) continue;
+      samples.resize(static_cast<size_t>(
+          ReusableSamples(static_cast<int64_t>(samples.size()), per_condition)));
+      job->resume.samples[condition] = std::move(samples);
+    }
+    // Watchers see the reused samples first, in report order.
+    const int conditions = std::max(job->state.request().conditions_size(), 1);
+    for (int64_t c = 0; c < conditions; ++c) {
+      const std::vector<v1::SampleReport>* samples = nullptr;
+      if (auto it = job->resume.conditions.find(c); it != job->resume.conditions.end()) {
+        for (const v1::SampleReport& sample : it->second.samples()) job->streamed.push_back(sample);
+        continue;
+      }
+      if (auto it = job->resume.samples.find(c); it != job->resume.samples.end()) {
+        samples = &it->second;
+      }
+      if (samples != nullptr) {
+        job->streamed.insert(job->streamed.end(), samples->begin(), samples->end());
+      }
+      break;  // conditions run in order: nothing after the first unfinished one
+    }
+    for (size_t i = 0; i < job->streamed.size(); ++i) {
+      job->events.push_back({Event::Kind::kSample, std::nullopt, static_cast<int64_t>(i)});
+    }
+    job->state.set_state(v1::JOB_QUEUED);
+    job->state.set_resumed(job->state.resumed() + 1);
+    job->state.mutable_progress()->set_phase(v1::AUDIT_PHASE_QUEUED);
+    job->state.mutable_progress()->set_samples_done(static_cast<int64_t>(job->streamed.size()));
+    AddProgress(*job, job->state.progress());
+    SaveState(*job);
+    jobs_[id] = job;
+    order_.push_back(id);
+    to_resume_.push_back(job);
+  }
+  TrimHistory();
+  return static_cast<int>(to_resume_.size());
+}
+
+void JobManager::ResumeInterrupted() {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    jobs.swap(to_resume_);
+    active_ += static_cast<int64_t>(jobs.size());
+  }
+  for (const std::shared_ptr<Job>& job : jobs) {
+    if (absl::Status queued = pool_->Submit([this, job] { Run(job); }); !queued.ok()) {
+      absl::MutexLock lock(&mu_);
+      --active_;
+      if (!IsFinal(job->state.state())) {
+        Finish(*job, v1::JOB_FAILED,
+               absl::StrCat("cannot resume after the restart: ", queued.message()));
+      }
+    }
+  }
+}
+
 void JobManager::AddProgress(Job& job, const v1::AuditProgress& progress) {
   *job.state.mutable_progress() = progress;
   job.events.push_back({Event::Kind::kProgress, progress, 0});
 }
 
+absl::Status JobManager::PlanRestored(Job& job) {
+  const v1::AuditRequest& request = job.state.request();
+  absl::StatusOr<std::shared_ptr<const LoadedModel>> model = registry_->Get(request.model());
+  if (!model.ok()) {
+    return absl::Status(model.status().code(), absl::StrCat("cannot resume after the restart: ",
+                                                            model.status().message()));
+  }
+  if ((*model)->checksum != job.model_checksum) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot resume after the restart: model \"", request.model(),
+        "\" changed since the audit was submitted (checksum ", job.model_checksum, ", now ",
+        (*model)->checksum, "); its finished samples are kept, submit it again for a new report"));
+  }
+  absl::StatusOr<AuditPlan> plan =
+      PlanNoThrow([&] { return PlanAudit(request, *std::move(model)); });
+  if (!plan.ok()) {
+    return absl::Status(plan.status().code(),
+                        absl::StrCat("cannot resume after the restart: ", plan.status().message()));
+  }
+  job.plan = std::make_shared<const AuditPlan>(*std::move(plan));
+  return absl::OkStatus();
+}
+
 void JobManager::Run(const std::shared_ptr<Job>& job) {
   std::shared_ptr<const AuditPlan> plan;
+  const bool restored = job->plan == nullptr;  // set only by Restore
+  const absl::Status planned = restored ? PlanRestored(*job) : absl::OkStatus();
   {
     absl::MutexLock lock(&mu_);
     if (job->cancel.load() || IsFinal(job->state.state())) {
@@ -147,10 +308,16 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
       --active_;  // its pool slot is free only now
       return;
     }
+    if (!planned.ok()) {
+      Finish(*job, v1::JOB_FAILED, planned.ToString());
+      --active_;
+      return;
+    }
     job->state.set_state(v1::JOB_RUNNING);
     v1::AuditProgress starting = job->state.progress();
     starting.set_phase(v1::AUDIT_PHASE_STARTING);
     AddProgress(*job, starting);
+    SaveState(*job);
     plan = job->plan;
   }
   const double queued_seconds =
@@ -161,22 +328,39 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
     absl::MutexLock lock(&mu_);
     AddProgress(*job, progress);
   };
-  callbacks.sample = [this, job, &model](const v1::SampleReport& sample) {
-    if (metrics_) metrics_->CountSampleVerdict(model, v1::Verdict_Name(sample.verdict()));
+  callbacks.batch = [this, job, &model](int64_t condition, int64_t first,
+                                        const std::vector<v1::SampleReport>& samples,
+                                        const v1::AuditProgress& progress) -> absl::Status {
+    // Saved before any watcher sees it.
+    if (store_ != nullptr) {
+      RETURN_IF_ERROR(store_->AddBatch(job->state.id(), condition, first, samples, progress));
+    }
+    for (const v1::SampleReport& sample : samples) {
+      if (metrics_) metrics_->CountSampleVerdict(model, v1::Verdict_Name(sample.verdict()));
+    }
     absl::MutexLock lock(&mu_);
-    job->streamed.push_back(sample);
-    job->events.push_back(
-        {Event::Kind::kSample, std::nullopt, static_cast<int64_t>(job->streamed.size()) - 1});
+    for (const v1::SampleReport& sample : samples) {
+      job->streamed.push_back(sample);
+      job->events.push_back(
+          {Event::Kind::kSample, std::nullopt, static_cast<int64_t>(job->streamed.size()) - 1});
+    }
+    return absl::OkStatus();
   };
+  if (store_ != nullptr) {
+    callbacks.condition = [this, job](int64_t condition, const v1::ConditionReport& report) {
+      return store_->AddCondition(job->state.id(), condition, report);
+    };
+  }
   callbacks.spectrum_seconds = [this](SpectrumMethod method, double seconds) {
     if (metrics_) metrics_->ObserveSpectrum(SpectrumMethodName(method), seconds);
   };
+  const AuditResume resume = std::move(job->resume);
   absl::StatusOr<v1::AuditReport> report = RunAudit(
       *plan,
       [job]() -> absl::Status {
         return job->cancel.load() ? absl::CancelledError("audit cancelled") : absl::OkStatus();
       },
-      callbacks);
+      callbacks, resume);
   absl::MutexLock lock(&mu_);
   --active_;
   if (report.ok()) {
@@ -194,8 +378,14 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
 }
 
 void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) {
+  // Stopped by a shutdown, not by its caller: the store keeps it as it was,
+  // to resume when a server starts on the same state directory.
+  const bool resumable =
+      store_ != nullptr && shutting_down_ && state == v1::JOB_CANCELLED && !job.cancelled_by_caller;
   job.state.set_state(state);
-  job.state.set_error(error);
+  job.state.set_error(resumable ? "server shutting down; the audit resumes when a server starts "
+                                  "on the same --state_dir"
+                                : error);
   job.state.set_finished_unix_ms(NowUnixMs());
   job.state.mutable_progress()->set_phase(v1::AUDIT_PHASE_DONE);
   job.events.push_back({Event::Kind::kFinished, std::nullopt, 0});
@@ -209,14 +399,31 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   finished_bytes_ += job.bytes;
   finished_.push_back(job.state.id());
   if (metrics_) metrics_->CountJobFinished(v1::JobState_Name(state));
+  if (!resumable) SaveState(job);
   TrimHistory();
+}
+
+void JobManager::SaveState(const Job& job) {
+  if (store_ == nullptr) return;
+  if (absl::Status saved = store_->UpdateState(job.state); !saved.ok()) {
+    std::fprintf(stderr, "memaudit-server: job %s: %s\n", job.state.id().c_str(),
+                 std::string(saved.message()).c_str());
+  }
 }
 
 void JobManager::TrimHistory() {
   int64_t evicted = 0;
+  const int64_t oldest_kept_ms =
+      options_.max_finished_job_age > absl::ZeroDuration()
+          ? NowUnixMs() - absl::ToInt64Milliseconds(options_.max_finished_job_age)
+          : std::numeric_limits<int64_t>::min();
+  auto too_old = [&](const std::string& id) {
+    auto it = jobs_.find(id);
+    return it != jobs_.end() && it->second->state.finished_unix_ms() < oldest_kept_ms;
+  };
   while (finished_.size() > 1 &&
          (static_cast<int64_t>(finished_.size()) > options_.max_finished_jobs_kept ||
-          finished_bytes_ > options_.max_finished_job_bytes)) {
+          finished_bytes_ > options_.max_finished_job_bytes || too_old(finished_.front()))) {
     const std::string id = finished_.front();
     finished_.pop_front();
     auto it = jobs_.find(id);
@@ -225,6 +432,12 @@ void JobManager::TrimHistory() {
       jobs_.erase(it);
       order_.erase(std::find(order_.begin(), order_.end(), id));
       ++evicted;
+      if (store_ != nullptr) {
+        if (absl::Status deleted = store_->Delete(id); !deleted.ok()) {
+          std::fprintf(stderr, "memaudit-server: job %s: %s\n", id.c_str(),
+                       std::string(deleted.message()).c_str());
+        }
+      }
     }
   }
   if (evicted > 0 && metrics_) metrics_->CountJobsEvicted(evicted);
@@ -279,6 +492,7 @@ absl::StatusOr<v1::AuditJob> JobManager::Cancel(const std::string& id) {
   if (it == jobs_.end()) return UnknownJob(id);
   std::shared_ptr<Job> job = it->second;  // Finish may trim it from the map
   job->cancel = true;
+  if (!IsFinal(job->state.state())) job->cancelled_by_caller = true;
   if (job->state.state() == v1::JOB_QUEUED) {
     Finish(*job, v1::JOB_CANCELLED, "cancelled while queued");
   }
@@ -365,6 +579,12 @@ void JobManager::Shutdown(absl::Duration grace) {
     absl::MutexLock lock(&mu_);
     auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_ == 0; };
     mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+    shutting_down_ = true;
+    // Restored jobs never queued (shut down before the models loaded).
+    for (const std::shared_ptr<Job>& job : to_resume_) {
+      if (!IsFinal(job->state.state())) Finish(*job, v1::JOB_CANCELLED, "server shutting down");
+    }
+    to_resume_.clear();
     std::vector<std::shared_ptr<Job>> all;
     for (auto& [id, job] : jobs_) all.push_back(job);
     for (const std::shared_ptr<Job>& job : all) {
@@ -388,6 +608,10 @@ JobGauges JobManager::gauges() const {
   }
   gauges.finished = static_cast<int64_t>(finished_.size());
   gauges.finished_bytes = finished_bytes_;
+  if (store_ != nullptr) {
+    gauges.stored_jobs = static_cast<int64_t>(jobs_.size());
+    gauges.store_bytes = store_->bytes();
+  }
   return gauges;
 }
 

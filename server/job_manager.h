@@ -8,6 +8,14 @@
 // demand. Finished jobs are kept up to a count and a total serialized size,
 // oldest evicted first (counted in metrics); the most recently finished job
 // is always kept.
+//
+// Durability (with a JobStore, --state_dir): a job is saved before Submit
+// returns, each finished batch of samples before watchers see it, each state
+// change when it happens. Restore() brings a restarted server's jobs back:
+// finished ones as they were, interrupted and queued ones queued again, to
+// continue from their last finished batch once ResumeInterrupted() is
+// called (after the models are loaded). A job stopped by Shutdown stays
+// resumable in the store. Eviction from the history deletes from the store.
 #ifndef MEMAUDIT_SERVER_JOB_MANAGER_H_
 #define MEMAUDIT_SERVER_JOB_MANAGER_H_
 
@@ -24,6 +32,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "audit_runner.h"
+#include "job_store.h"
 #include "memaudit/v1/audit_service.pb.h"
 #include "metrics.h"
 #include "model_registry.h"
@@ -43,12 +53,25 @@ struct JobManagerOptions {
   // An audit whose memory estimate (request_memory.h) is larger is refused
   // with RESOURCE_EXHAUSTED; 0: no limit.
   int64_t max_request_bytes = 0;
+  // Finished jobs older than this are evicted too; zero: no age limit.
+  absl::Duration max_finished_job_age = absl::ZeroDuration();
 };
 
 class JobManager {
  public:
-  // `metrics` may be null.
-  JobManager(ModelRegistry* registry, Metrics* metrics, JobManagerOptions options);
+  // `metrics` and `store` may be null; `store` outlives the manager.
+  JobManager(ModelRegistry* registry, Metrics* metrics, JobManagerOptions options,
+             JobStore* store = nullptr);
+
+  // Loads the store's jobs (call once, before serving). Finished jobs are
+  // served as they were; unfinished ones are shown QUEUED (AuditJob.resumed
+  // counts the restarts) until ResumeInterrupted(). Returns the number of
+  // jobs to resume. An error only when the store cannot be read.
+  absl::StatusOr<int> Restore();
+  // Queues the restored unfinished jobs (once the models are loaded). A job
+  // whose model is gone, or has changed since the job was planned (another
+  // checksum), fails with that reason and keeps its finished samples.
+  void ResumeInterrupted();
   ~JobManager();
 
   // Plans the request against the model as loaded now (NOT_FOUND /
@@ -123,11 +146,17 @@ class JobManager {
                              const std::vector<int64_t>& condition_starts) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void TrimHistory() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Saves the job's state (no-op without a store); a failure is logged: the
+  // job in memory is still right, and a restart resumes it from its samples.
+  void SaveState(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Plans a restored job against the model as loaded now.
+  absl::Status PlanRestored(Job& job);
   std::string NewId();
 
   ModelRegistry* const registry_;
   Metrics* const metrics_;
   const JobManagerOptions options_;
+  JobStore* const store_;
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);     // creation order
@@ -136,20 +165,27 @@ class JobManager {
   int64_t active_ ABSL_GUARDED_BY(mu_) = 0;  // queued + running
   std::atomic<uint64_t> next_id_{0};
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::shared_ptr<Job>> to_resume_ ABSL_GUARDED_BY(mu_);  // Restore → ResumeInterrupted
   std::unique_ptr<WorkerPool> pool_;
 };
 
 struct JobManager::Job {
-  std::string owner;                      // set before the job is shared; never changes
-  uint64_t sequence = 0;                  // creation order (1, 2, ...): ListAudits paging
-  v1::AuditJob state;                     // guarded by the manager's mutex; the report lives here
-  std::shared_ptr<const AuditPlan> plan;  // released when the job ends
+  std::string owner;      // set before the job is shared; never changes
+  uint64_t sequence = 0;  // creation order (1, 2, ...): ListAudits paging
+  v1::AuditJob state;     // guarded by the manager's mutex; the report lives here
+  std::shared_ptr<const AuditPlan>
+      plan;                    // released when the job ends; null until a restored job runs
+  std::string model_checksum;  // of the model version the job was planned on
+  // A restored job's finished work (consumed when it runs).
+  AuditResume resume;
   // Samples finished so far while running; moved out when the report
   // (which holds them) arrives. Kept when the job fails or is cancelled.
   std::vector<v1::SampleReport> streamed;
   std::vector<Event> events;
   int64_t bytes = 0;  // serialized size once finished
   std::atomic<bool> cancel{false};
+  bool cancelled_by_caller = false;  // CancelAudit, not a shutdown (guarded by the manager's mutex)
   std::chrono::steady_clock::time_point created;
 };
 

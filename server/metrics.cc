@@ -84,6 +84,14 @@ Metrics::Metrics()
                               .Name("memaudit_finished_jobs_bytes")
                               .Help("Serialized size of the finished jobs kept in memory")
                               .Register(*registry_)),
+      stored_jobs_(prometheus::BuildGauge()
+                       .Name("memaudit_job_store_jobs")
+                       .Help("Jobs held in the durable job store (--state_dir)")
+                       .Register(*registry_)),
+      store_bytes_(prometheus::BuildGauge()
+                       .Name("memaudit_job_store_bytes")
+                       .Help("Bytes on disk of the durable job store (database and its log)")
+                       .Register(*registry_)),
       jobs_evicted_(prometheus::BuildCounter()
                         .Name("memaudit_jobs_evicted_total")
                         .Help("Finished jobs dropped from memory by the count or size cap")
@@ -211,6 +219,10 @@ void Metrics::UpdateScrapeTimeGauges() {
     jobs_.Add({{"state", "running"}}).Set(static_cast<double>(gauges.running));
     finished_jobs_.Add({}).Set(static_cast<double>(gauges.finished));
     finished_job_bytes_.Add({}).Set(static_cast<double>(gauges.finished_bytes));
+    if (gauges.stored_jobs >= 0) {
+      stored_jobs_.Add({}).Set(static_cast<double>(gauges.stored_jobs));
+      store_bytes_.Add({}).Set(static_cast<double>(gauges.store_bytes));
+    }
   }
   const std::vector<std::string> fields = ProcStatFields();
   if (fields.size() > 21) {

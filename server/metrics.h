@@ -33,6 +33,10 @@ struct JobGauges {
   int64_t running = 0;
   int64_t finished = 0;        // finished jobs kept for GetAudit / ListAudits
   int64_t finished_bytes = 0;  // their serialized size
+  // With a job store (--state_dir): the jobs it holds and its bytes on
+  // disk; -1 without one (the gauges are then not exported).
+  int64_t stored_jobs = -1;
+  int64_t store_bytes = -1;
 };
 
 class Metrics {
@@ -96,6 +100,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& jobs_;
   prometheus::Family<prometheus::Gauge>& finished_jobs_;
   prometheus::Family<prometheus::Gauge>& finished_job_bytes_;
+  prometheus::Family<prometheus::Gauge>& stored_jobs_;
+  prometheus::Family<prometheus::Gauge>& store_bytes_;
   prometheus::Family<prometheus::Counter>& jobs_evicted_;
   prometheus::Family<prometheus::Counter>& network_evaluations_;
   prometheus::Family<prometheus::Histogram>& spectrum_duration_;

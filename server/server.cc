@@ -110,8 +110,23 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
                                         ? options.max_request_memory_mib << 20
                                         : DefaultRequestMemoryLimitBytes();
   job_options.max_request_bytes = max_request_bytes;
-  server->jobs_ = std::make_unique<JobManager>(server->registry_.get(), metrics, job_options);
+  job_options.max_finished_job_age = options.max_finished_job_age;
+  if (!options.state_dir.empty()) {
+    ASSIGN_OR_RETURN(server->store_, JobStore::Open(options.state_dir));
+  }
+  server->jobs_ = std::make_unique<JobManager>(server->registry_.get(), metrics, job_options,
+                                               server->store_.get());
   JobManager* jobs = server->jobs_.get();
+  if (server->store_ != nullptr) {
+    absl::StatusOr<int> to_resume = jobs->Restore();
+    if (!to_resume.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--state_dir ", options.state_dir, ": ", to_resume.status().message()));
+    }
+    std::fprintf(stderr, "memaudit-server: job store %s: %lld job(s), %d to resume\n",
+                 server->store_->path().c_str(), static_cast<long long>(jobs->gauges().stored_jobs),
+                 *to_resume);
+  }
   metrics->SetJobGauges([jobs] { return jobs->gauges(); });
 
   server->model_service_ = std::make_unique<ModelServiceImpl>(
@@ -153,12 +168,13 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   server->SetServing(false);
   ModelRegistry* registry = server->registry_.get();
   MemauditServer* self = server.get();
-  server->loader_ = std::thread([registry, self] {
+  server->loader_ = std::thread([registry, self, jobs] {
     const int failures = registry->LoadAll();
     if (failures > 0) {
       std::fprintf(stderr, "memaudit-server: %d model(s) failed to load; see ListModels\n",
                    failures);
     }
+    jobs->ResumeInterrupted();  // their models are loaded now
     self->SetServing(true);
   });
   return server;

@@ -34,6 +34,10 @@ struct ServerOptions {
   int max_watch_streams = 64;          // WatchAudit streams open at once
   int max_finished_jobs = 1000;        // finished jobs kept for GetAudit
   int64_t max_finished_job_mib = 256;  // and their total size
+  // and their age (zero: no age limit)
+  absl::Duration max_finished_job_age = absl::ZeroDuration();
+  // Durable jobs (job_store.h): "" keeps jobs in memory only, lost on exit.
+  std::string state_dir;
   int64_t max_dense_dimension = kDefaultMaxDenseDimension;
   // Per-request memory estimate limit, MiB; 0: DefaultRequestMemoryLimitBytes.
   int64_t max_request_memory_mib = 0;
@@ -88,6 +92,7 @@ class MemauditServer {
   std::unique_ptr<AccessControl> access_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<WorkerPool> request_pool_;
+  std::unique_ptr<JobStore> store_;  // outlives jobs_
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<ModelServiceImpl> model_service_;
   std::unique_ptr<AuditServiceImpl> audit_service_;

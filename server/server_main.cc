@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   double grace_seconds = 30;
   double watchdog_seconds = 15;
+  double finished_job_age_hours = 0;
   double load_timeout_seconds = absl::ToDoubleSeconds(options.model_load_timeout);
   std::string port_file;
   CLI::App app{"memaudit-server: audits diffusion models for memorization over gRPC"};
@@ -88,6 +89,16 @@ int main(int argc, char** argv) {
                  "total size of the finished audits kept, MiB (oldest evicted)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  app.add_option("--max_finished_job_age_hours", finished_job_age_hours,
+                 "finished audits older than this are evicted, from memory and --state_dir "
+                 "(0: no age limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--state_dir", options.state_dir,
+                 "durable jobs: keep every audit's request, progress and finished samples in "
+                 "an SQLite store in this directory, serve them after a restart and resume "
+                 "interrupted audits (one server per directory; unset: jobs live in memory "
+                 "only and a restart loses them)");
   app.add_option("--max_request_memory_mib", options.max_request_memory_mib,
                  "refuse a request whose memory estimate (states, Jacobians, batches) is larger "
                  "(0: half of the machine's or the container's memory)")
@@ -126,6 +137,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   options.shutdown_grace = absl::Seconds(grace_seconds);
   options.model_load_timeout = absl::Seconds(load_timeout_seconds);
+  options.max_finished_job_age = absl::Hours(finished_job_age_hours);
 
   // Block the signals in every thread; the main thread waits for them.
   sigset_t signals;
@@ -134,6 +146,9 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A file-size limit (ulimit -f) must fail the write (the job store reports
+  // it and the job fails), not kill the server.
+  signal(SIGXFSZ, SIG_IGN);
 
   google::protobuf::SetLogHandler(RateLimitedProtobufLog);
   memaudit::ConfigureTorchRuntime(threads);

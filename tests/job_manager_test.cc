@@ -7,8 +7,12 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "job_store.h"
 #include "metrics.h"
+#include "request_memory.h"
 #include "server_fixture.h"
+#include "test_util.h"
 
 namespace memaudit::server {
 namespace {
@@ -324,6 +328,177 @@ TEST_F(JobManagerTest, ShutdownCancelsWhatIsLeftAndRefusesNewJobs) {
   EXPECT_EQ(jobs->Get(running->id())->state(), v1::JOB_CANCELLED);
   EXPECT_EQ(jobs->Get(queued->id())->state(), v1::JOB_CANCELLED);
   EXPECT_EQ(jobs->Submit(ClassAudit({0}, 1)).status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Durable jobs (job_store.h): a job stopped half-way by a shutdown resumes
+// in a new manager on the same store from its last finished batch, and its
+// report equals an uninterrupted run's.
+class DurableJobsTest : public JobManagerTest {
+ protected:
+  std::unique_ptr<JobStore> OpenStore() {
+    auto store = JobStore::Open(scratch_.Join("state"));
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+  std::unique_ptr<JobManager> NewDurableManager(JobStore* store, JobManagerOptions options = {}) {
+    return std::make_unique<JobManager>(registry_.get(), &metrics_, options, store);
+  }
+  // Three classes of 48 samples (six batches each), slow enough to be
+  // stopped half-way.
+  static v1::AuditRequest ThreeClasses() {
+    v1::AuditRequest request = ClassAudit({0, 1, 2}, 48);
+    request.mutable_sampling()->set_num_steps(500);
+    request.set_seed(41);
+    return request;
+  }
+  // The report of an uninterrupted run without a store, timing cleared.
+  v1::AuditReport Uninterrupted(const v1::AuditRequest& request) {
+    auto jobs = NewManager();
+    auto submitted = jobs->Submit(request);
+    EXPECT_TRUE(submitted.ok()) << submitted.status();
+    v1::AuditReport report = Finished(*jobs, submitted->id()).report();
+    report.clear_timing();
+    return report;
+  }
+  testing::ScratchDir scratch_;
+};
+
+TEST_F(DurableJobsTest, AnInterruptedAuditResumesAndEqualsAnUninterruptedOne) {
+  const v1::AuditRequest request = ThreeClasses();
+  std::string id;
+  int64_t done_before = 0;
+  {
+    std::unique_ptr<JobStore> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    auto jobs = NewDurableManager(store.get());
+    auto submitted = jobs->Submit(request);
+    ASSERT_TRUE(submitted.ok()) << submitted.status();
+    id = submitted->id();
+    // Past the first condition (48), before the end (144).
+    for (int i = 0; i < 6000; ++i) {
+      done_before = jobs->Get(id)->progress().samples_done();
+      if (done_before >= 56) break;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    ASSERT_GE(done_before, 56);
+    jobs->Shutdown(absl::ZeroDuration());
+    const v1::AuditJob stopped = *jobs->Get(id);
+    ASSERT_EQ(stopped.state(), v1::JOB_CANCELLED);
+    EXPECT_NE(stopped.error().find("resumes when a server starts"), std::string::npos)
+        << stopped.error();
+    done_before = stopped.progress().samples_done();
+    ASSERT_LT(done_before, 144) << "the audit ended before the shutdown; make it longer";
+  }
+  std::unique_ptr<JobStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto jobs = NewDurableManager(store.get());
+  auto to_resume = jobs->Restore();
+  ASSERT_TRUE(to_resume.ok()) << to_resume.status();
+  EXPECT_EQ(*to_resume, 1);
+  const v1::AuditJob restored = *jobs->Get(id);
+  EXPECT_EQ(restored.state(), v1::JOB_QUEUED);
+  EXPECT_EQ(restored.resumed(), 1);
+  // Only whole batches are kept, and at most the batch in flight is lost.
+  const int64_t reused = restored.progress().samples_done();
+  EXPECT_EQ(reused % kAuditSamplesPerBatch, 0);
+  EXPECT_GE(reused, done_before - kAuditSamplesPerBatch);
+  EXPECT_LE(reused, done_before);
+  jobs->ResumeInterrupted();
+  const v1::AuditJob resumed = Finished(*jobs, id);
+  ASSERT_EQ(resumed.state(), v1::JOB_SUCCEEDED) << resumed.error();
+  v1::AuditReport report = resumed.report();
+  report.clear_timing();
+  const v1::AuditReport expected = Uninterrupted(request);
+  std::string difference;
+  google::protobuf::util::MessageDifferencer differencer;
+  differencer.ReportDifferencesToString(&difference);
+  EXPECT_TRUE(differencer.Compare(expected, report)) << difference;
+  // A watcher from the start sees every sample once, in report order.
+  bool finished = false;
+  std::vector<v1::SampleReport> watched;
+  for (const v1::AuditEvent& event : jobs->Events(*jobs->Find(id), 0, kWait, &finished)) {
+    if (event.has_sample()) watched.push_back(event.sample());
+  }
+  ASSERT_EQ(watched.size(), 144u);
+  EXPECT_EQ(watched[64].seed(), report.conditions(1).samples(16).seed());
+}
+
+TEST_F(DurableJobsTest, FinishedJobsAreServedAfterARestartAndCancelledOnesStayCancelled) {
+  std::string done_id, cancelled_id;
+  v1::AuditJob done;
+  {
+    std::unique_ptr<JobStore> store = OpenStore();
+    auto jobs = NewDurableManager(store.get());
+    auto submitted = jobs->Submit(ClassAudit({0, 1}, 3));
+    ASSERT_TRUE(submitted.ok());
+    done = Finished(*jobs, submitted->id());
+    ASSERT_EQ(done.state(), v1::JOB_SUCCEEDED);
+    auto cancelled = jobs->Submit(LongAudit());
+    ASSERT_TRUE(cancelled.ok());
+    cancelled_id = cancelled->id();
+    ASSERT_TRUE(jobs->Cancel(cancelled_id).ok());
+    ASSERT_EQ(Finished(*jobs, cancelled_id).state(), v1::JOB_CANCELLED);
+    done_id = done.id();
+  }
+  std::unique_ptr<JobStore> store = OpenStore();
+  auto jobs = NewDurableManager(store.get());
+  ASSERT_EQ(*jobs->Restore(), 0);
+  const v1::AuditJob served = *jobs->Get(done_id);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(served, done));
+  EXPECT_EQ(jobs->Get(cancelled_id)->state(), v1::JOB_CANCELLED);
+  EXPECT_EQ(jobs->gauges().stored_jobs, 2);
+  EXPECT_GT(jobs->gauges().store_bytes, 0);
+  // New jobs continue the sequence: newest first in List.
+  auto next = jobs->Submit(ClassAudit({0}, 1));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(AllJobs(*jobs).front().id(), next->id());
+}
+
+TEST_F(DurableJobsTest, AJobWhoseModelChangedFailsWithTheReasonAndKeepsItsSamples) {
+  std::unique_ptr<JobStore> store = OpenStore();
+  v1::AuditJob job;
+  job.set_id("audit-00000000beef");
+  job.set_state(v1::JOB_RUNNING);
+  *job.mutable_request() = ClassAudit({0, 1}, 8);
+  ASSERT_TRUE(store->Insert(job, 7, "sha256:an-older-version").ok());
+  v1::SampleReport sample;
+  sample.set_seed(0);
+  ASSERT_TRUE(store->AddBatch(job.id(), 0, 0, std::vector<v1::SampleReport>(8, sample), {}).ok());
+  auto jobs = NewDurableManager(store.get());
+  ASSERT_EQ(*jobs->Restore(), 1);
+  jobs->ResumeInterrupted();
+  const v1::AuditJob failed = Finished(*jobs, job.id());
+  EXPECT_EQ(failed.state(), v1::JOB_FAILED);
+  EXPECT_NE(failed.error().find("changed since the audit was submitted"), std::string::npos)
+      << failed.error();
+  bool finished = false;
+  int samples = 0;
+  for (const v1::AuditEvent& event : jobs->Events(*jobs->Find(job.id()), 0, kWait, &finished)) {
+    samples += event.has_sample() ? 1 : 0;
+  }
+  EXPECT_EQ(samples, 8);
+}
+
+TEST_F(DurableJobsTest, EvictionByCountAndAgeDeletesFromTheStore) {
+  std::unique_ptr<JobStore> store = OpenStore();
+  JobManagerOptions options;
+  options.max_finished_jobs_kept = 2;
+  {
+    auto jobs = NewDurableManager(store.get(), options);
+    for (int i = 0; i < 3; ++i) {
+      auto submitted = jobs->Submit(ClassAudit({0}, 1));
+      ASSERT_TRUE(submitted.ok());
+      Finished(*jobs, submitted->id());
+    }
+    EXPECT_EQ(jobs->gauges().stored_jobs, 2);
+  }
+  EXPECT_EQ(store->LoadAll()->size(), 2u);
+  // Restarted with an age limit the stored jobs are past: the newest stays.
+  options.max_finished_job_age = absl::Milliseconds(1);
+  absl::SleepFor(absl::Milliseconds(5));
+  auto jobs = NewDurableManager(store.get(), options);
+  ASSERT_TRUE(jobs->Restore().ok());
+  EXPECT_EQ(store->LoadAll()->size(), 1u);
 }
 
 }  // namespace
