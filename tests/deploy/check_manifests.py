@@ -51,6 +51,8 @@ What it checks:
   * schemas: every rendered object and example file against the Kubernetes
     and CRD schemas of tests/deploy/validator (npm kubernetes-models),
     unknown fields rejected; a broken canary object must fail;
+  * docs/KUBERNETES.md and deploy/README.md: the directories, files and
+    objects their commands name exist;
   * alert rules and the Grafana dashboard: metric names (memaudit_*, process_*,
     up) and bounded aggregation labels;
   * the Dockerfile: the scripts it runs exist, EXPOSE matches the ports, the
@@ -1615,6 +1617,37 @@ def check_schemas(root, rendered):
                 "; ".join(result["errors"] + result["unknown"]))
 
 
+def check_docs(root, rendered):
+    """The paths and object names the docs give in commands exist."""
+    names = {(o.get("kind", "").lower(), o.get("metadata", {}).get("name"))
+             for objects in rendered.values() for o in objects or []}
+    for doc in ("docs/KUBERNETES.md", "deploy/README.md"):
+        path = root / doc
+        if not R.check(path.is_file(), f"{doc} exists"):
+            continue
+        text = path.read_text()
+        dirs = set(re.findall(r"(?:apply|kustomize|delete)[^\n]*?-k\s+(deploy/[\w./-]*)", text))
+        missing = sorted(d for d in dirs if not (root / d / "kustomization.yaml").is_file())
+        R.check(dirs and not missing, f"{doc}: the {len(dirs)} `-k` directories are "
+                "kustomizations", f"missing {missing}")
+        files = set(re.findall(r"-f\s+(deploy/[\w./-]+)", text))
+        missing = sorted(f for f in files if not (root / f).is_file())
+        R.check(not missing, f"{doc}: the {len(files)} `-f` files exist", f"missing {missing}")
+        refs = set(re.findall(r"\b(job|statefulset|pvc|hpa|svc|pod)/([a-z0-9-]+)", text))
+        kinds = {"job": "job", "statefulset": "statefulset", "svc": "service",
+                 "hpa": "horizontalpodautoscaler", "pvc": "persistentvolumeclaim", "pod": "pod"}
+        examples = set()
+        for example in EXAMPLES:
+            with open(root / example) as f:
+                examples |= {(d.get("kind", "").lower(), d["metadata"]["name"])
+                             for d in yaml.safe_load_all(f) if d}
+        unknown = sorted(f"{k}/{n}" for k, n in refs
+                         if (kinds[k], n) not in names | examples
+                         and not re.fullmatch(r"(state-)?memaudit-\d+", n))
+        R.check(not unknown, f"{doc}: the {len(refs)} objects named in commands are rendered",
+                f"unknown {unknown}")
+
+
 def check_no_committed_secrets(root):
     found = []
     for path in sorted((root / "deploy").rglob("*")):
@@ -1911,6 +1944,7 @@ def main():
     if rendered.get(BATCH):
         check_batch(root, rendered[BATCH], rendered.get(MERGE))
     check_schemas(root, rendered)
+    check_docs(root, rendered)
     check_no_committed_secrets(root)
     check_monitoring(root, base_sts)
     check_dockerfile(root, base_sts)
