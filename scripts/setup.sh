@@ -73,6 +73,27 @@ install_tokenizer_reference() {
   echo "setup: tokenizer reference (npm) installed"
 }
 
+# The schema validator of tests/deploy (kubernetes-models, the Prometheus
+# Operator and cert-manager CRD models, TypeScript), exactly as its
+# package-lock.json pins them; skipped when node_modules was installed from
+# this very lock file.
+install_manifest_validator() {
+  local dir lock_sum stamp
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/deploy/validator"
+  if [[ ! -f "$dir/package-lock.json" ]]; then
+    return 0  # no tests here (e.g. the Docker build's package layer)
+  fi
+  lock_sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  stamp="$dir/node_modules/.memaudit-lock-sha256"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
+    echo "setup: manifest schema validator (npm) present"
+    return 0
+  fi
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+  echo "$lock_sum" >"$stamp"
+  echo "setup: manifest schema validator (npm) installed"
+}
+
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#PACKAGES[@]} packages present"
 else
@@ -84,4 +105,5 @@ else
   echo "setup: done"
 fi
 install_tokenizer_reference
+install_manifest_validator
 fetch_mnist

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Offline checks of the container and cluster files: Dockerfile, .dockerignore,
-# deploy/ (Kubernetes manifests, NetworkPolicy, GPU and secure overlays, alert
-# rules, Grafana dashboard).
+# deploy/ (Kubernetes manifests: the online StatefulSet and its overlays, the
+# batch Jobs, autoscaling and monitoring; alert rules, Grafana dashboard).
 #
 #   bash tests/deploy/check_manifests.sh        (CTest: deploy_manifests)
 #
 # Needs the Debian packages python3-yaml (for /usr/bin/python3), yamllint and
-# prometheus (for promtool). Runs kubectl (`kubectl kustomize`, offline) and
-# the shellcheck linter only when they are installed; without kubectl the
-# overlays are rendered by check_manifests.py alone (MEMAUDIT_NO_KUBECTL=1
-# forces that).
+# prometheus (for promtool), and node with the schema validator's npm
+# packages in tests/deploy/validator (scripts/setup.sh installs them). Runs
+# kubectl (`kubectl kustomize`, offline) and the shellcheck linter only when
+# they are installed; without kubectl the overlays are rendered by
+# check_manifests.py alone (MEMAUDIT_NO_KUBECTL=1 forces that).
 # Prints one line per check and, last, "N passed, M failed"; exits 1 if any
 # check failed.
 set -uo pipefail
