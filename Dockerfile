@@ -40,7 +40,7 @@
 # C++ LibTorch that ships inside a CUDA build of the PyTorch Python package:
 # CMake gets CMAKE_PREFIX_PATH/Torch_DIR from
 #   python3 -c 'import torch;print(torch.utils.cmake_prefix_path)'
-# and the server then runs with --device=cuda:0 (see deploy/gpu/).
+# and the server then runs with --device=cuda:0 (see deploy/overlays/gpu/).
 # Requirements on the build image:
 #   * the apt packages of scripts/setup.sh at Debian 12's versions (gRPC 1.51,
 #     protobuf 3.21, Abseil 20220623): Debian 12 itself or Ubuntu 24.04 based

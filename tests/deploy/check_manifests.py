@@ -96,11 +96,6 @@ EXAMPLES = ("deploy/overlays/secure/certificate.example.yaml",
 ADAPTER_RULES = "deploy/components/autoscaling/prometheus-adapter-rules.yaml"
 # The server's job store directory in the online pods (--state_dir).
 STATE_DIR = "/var/lib/memaudit"
-# Flags the server is gaining in work not yet merged (issue 12 part 1):
-# accepted as known until server/ declares them.
-# TODO(issue 12): remove once `add_option("--state_dir", ...)` is in
-# server/server_main.cc.
-PENDING_SERVER_FLAGS = {"state_dir"}
 
 # Server flags (--flag=value form), read from server/'s add_option("--...")
 # calls by load_server_facts; switches (bare --flag), from add_flag("--...").
@@ -522,10 +517,6 @@ def load_server_facts(root):
                 if f.startswith("memaudit_")}
     if R.check(flags, f"server/ sources declare {len(flags)} flags (add_option)"):
         SERVER_FLAGS = flags
-        for flag in sorted(PENDING_SERVER_FLAGS - flags):
-            R.skip(f"server/ declares --{flag}", "not yet; accepted as pending "
-                   "(PENDING_SERVER_FLAGS)")
-            SERVER_FLAGS = SERVER_FLAGS | {flag}
     if R.check(families, f"server/ sources export {len(families)} memaudit_ metric "
                "families (.Name)"):
         METRIC_FAMILIES = families
