@@ -18,7 +18,7 @@ int Main(int argc, char** argv) {
   using AddCommand = Command (*)(CLI::App&, CommonOptions&);
   constexpr AddCommand kCommands[] = {AddHealth,   AddModels, AddLoad,      AddUnload, AddSample,
                                       AddSpectrum, AddAudit,  AddCalibrate, AddEarly,  AddWatch,
-                                      AddGet,      AddCancel, AddJobs};
+                                      AddGet,      AddCancel, AddJobs,      AddMerge};
   std::vector<Command> commands;
   for (AddCommand add : kCommands) commands.push_back(add(app, common));
 

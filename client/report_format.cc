@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include <google/protobuf/util/json_util.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -174,35 +176,68 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
                      {"verdict", VerdictWord(condition->verdict())},
                      {"memorized_fraction", MemorizedFraction(*condition)}});
   }
-  return {{"job_id", job.id()},
-          {"model", report.model()},
-          {"model_checksum", report.model_checksum()},
-          {"device", report.device()},
-          {"verdict", VerdictWord(report.verdict())},
-          {"memorized_samples", report.memorized_samples()},
-          {"total_samples", report.total_samples()},
-          {"memorized_fraction", report.memorized_fraction()},
-          {"worst_conditions", worst},
-          {"conditions", conditions},
-          {"policy",
-           {{"rule", policy.rule()},
-            {"max_positive_eigenvalues", policy.max_positive_eigenvalues()},
-            {"spacing", policy.spacing()},
-            {"memorized_radius", policy.memorized_radius()},
-            {"partial_radius", policy.partial_radius()},
-            {"memorized_noise_radius", policy.memorized_noise_radius()},
-            {"partial_noise_radius", policy.partial_noise_radius()},
-            {"memorized_width", policy.memorized_width()},
-            {"partial_width", policy.partial_width()},
-            {"data_scale", policy.data_scale()},
-            {"condition_memorized_fraction", policy.condition_memorized_fraction()},
-            {"model_memorized_fraction", policy.model_memorized_fraction()},
-            {"early_rule", policy.early_rule()}}},
-          {"timing",
-           {{"total_seconds", timing.total_seconds()},
-            {"sampling_seconds", timing.sampling_seconds()},
-            {"curvature_seconds", timing.curvature_seconds()},
-            {"queued_seconds", timing.queued_seconds()}}}};
+  nlohmann::json json = {{"job_id", job.id()},
+                         {"model", report.model()},
+                         {"model_checksum", report.model_checksum()},
+                         {"device", report.device()},
+                         {"verdict", VerdictWord(report.verdict())},
+                         {"memorized_samples", report.memorized_samples()},
+                         {"total_samples", report.total_samples()},
+                         {"memorized_fraction", report.memorized_fraction()},
+                         {"worst_conditions", worst},
+                         {"conditions", conditions},
+                         {"policy",
+                          {{"rule", policy.rule()},
+                           {"max_positive_eigenvalues", policy.max_positive_eigenvalues()},
+                           {"spacing", policy.spacing()},
+                           {"memorized_radius", policy.memorized_radius()},
+                           {"partial_radius", policy.partial_radius()},
+                           {"memorized_noise_radius", policy.memorized_noise_radius()},
+                           {"partial_noise_radius", policy.partial_noise_radius()},
+                           {"memorized_width", policy.memorized_width()},
+                           {"partial_width", policy.partial_width()},
+                           {"data_scale", policy.data_scale()},
+                           {"condition_memorized_fraction", policy.condition_memorized_fraction()},
+                           {"model_memorized_fraction", policy.model_memorized_fraction()},
+                           {"early_rule", policy.early_rule()}}},
+                         {"timing",
+                          {{"total_seconds", timing.total_seconds()},
+                           {"sampling_seconds", timing.sampling_seconds()},
+                           {"curvature_seconds", timing.curvature_seconds()},
+                           {"queued_seconds", timing.queued_seconds()}}}};
+  if (report.has_shard()) {
+    const v1::AuditShard& shard = report.shard();
+    json["shard"] = {{"index", shard.index()},
+                     {"count", shard.count()},
+                     {"first_condition", shard.first_condition()},
+                     {"conditions", shard.conditions()},
+                     {"total_conditions", shard.total_conditions()},
+                     {"first_sample", shard.first_sample()},
+                     {"samples", shard.samples()},
+                     {"samples_per_condition", shard.samples_per_condition()}};
+    std::string whole;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(report, &whole, options);
+    json["shard_report"] = nlohmann::json::parse(whole);
+  }
+  return json;
+}
+
+absl::StatusOr<v1::AuditReport> ShardReportFromJson(const nlohmann::json& json) {
+  if (!json.is_object() || !json.contains("shard_report")) {
+    return absl::InvalidArgumentError(
+        "not the --json report of a shard (no \"shard_report\": made by memaudit audit "
+        "--shard-index I --shard-count N --json)");
+  }
+  v1::AuditReport report;
+  const google::protobuf::util::Status parsed =
+      google::protobuf::util::JsonStringToMessage(json["shard_report"].dump(), &report);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"shard_report\" is not an AuditReport: ", parsed.message().as_string()));
+  }
+  return report;
 }
 
 std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "absl/status/statusor.h"
+
 #include "memaudit/v1/audit_service.pb.h"
 #include "memaudit/v1/model_service.pb.h"
 
@@ -15,8 +17,16 @@ namespace memaudit::client {
 // model, verdict, conditions[{condition, label, verdict, counts, samples[
 // {seed, verdict, t, sigma, positive_eigenvalues, flat_directions,
 // min_kappa, max_kappa, mean_kappa, width (null = ∞), nearest_ratio,
-// nearest_index, copy}]}], policy, timing, job_id.
+// nearest_index, copy}]}], policy, timing, job_id. The report of a shard
+// (report.has_shard(): `memaudit audit --shard-index`) also has "shard"
+// (its AuditShard fields) and "shard_report", the whole AuditReport in
+// protobuf's JSON mapping: what `memaudit merge` reads back, since the
+// public fields leave some out.
 nlohmann::json AuditReportJson(const v1::AuditJob& job);
+
+// The AuditReport in the "shard_report" of a shard's --json report.
+// INVALID_ARGUMENT when `json` has none or it does not parse.
+absl::StatusOr<v1::AuditReport> ShardReportFromJson(const nlohmann::json& json);
 
 // Human-readable report: one line per condition plus a per-sample table.
 std::string AuditReportText(const v1::AuditReport& report, bool per_sample);

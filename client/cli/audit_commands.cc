@@ -1,13 +1,20 @@
-// audit, watch, get, cancel, jobs: audits are server-side jobs.
+// audit, watch, get, cancel, jobs: audits are server-side jobs; merge
+// joins the reports of an audit's shards.
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "fanout.h"
+#include "fanout_runner.h"
 #include "report_format.h"
+#include "targets.h"
 
 namespace memaudit::client::cli {
 namespace {
@@ -54,32 +61,52 @@ int ReportJob(const v1::AuditJob& job, bool json, bool per_sample, FailOn fail_o
   return kExitOk;
 }
 
-// Follows job `id` to its end with a progress display (a bar on a terminal,
-// a line per measured batch otherwise; none with --json or --quiet), then
-// reports it. Ctrl-C cancels the job and exits 130.
+// An audit's progress on stderr: a bar on a terminal, a line per measured
+// batch otherwise, nothing when silent.
+class ProgressDisplay {
+ public:
+  explicit ProgressDisplay(bool silent) : silent_(silent), bar_(silent) {}
+
+  // `where` (may be empty) is added to the line, e.g. the shard.
+  void Show(const v1::AuditProgress& progress, const std::string& where = "") {
+    if (silent_) return;
+    if (bar_.drawing()) {
+      bar_.Draw(progress.samples_done(), progress.samples_total(),
+                absl::StrFormat("  %-10s %-10s%s", progress.condition(),
+                                PhaseWord(progress.phase()), where.empty() ? "" : " " + where));
+    } else if (progress.phase() == v1::AUDIT_PHASE_MEASURED) {
+      std::fprintf(stderr, "progress: %lld/%lld samples (%s%s)\n",
+                   static_cast<long long>(progress.samples_done()),
+                   static_cast<long long>(progress.samples_total()), progress.condition().c_str(),
+                   where.empty() ? "" : (", " + where).c_str());
+    }
+  }
+  // A line of its own (also when silent: it says something went wrong).
+  void Notice(const std::string& line) {
+    bar_.Done();
+    std::fprintf(stderr, "memaudit: %s\n", line.c_str());
+  }
+  void Done() { bar_.Done(); }
+
+ private:
+  const bool silent_;
+  ProgressBar bar_;
+};
+
+// Follows job `id` to its end with a progress display (none with --json or
+// --quiet), then reports it; a shard's report (`shard`) gets its shard set
+// and is no gate. Ctrl-C cancels the job and exits 130.
 int Watch(Client& client, const std::string& id, const CommonOptions& common, bool per_sample,
-          FailOn fail_on) {
+          FailOn fail_on, const std::optional<v1::AuditShard>& shard = std::nullopt) {
   CatchInterrupts();
-  const bool silent = common.quiet || common.json;
-  ProgressBar bar(silent);
+  ProgressDisplay display(common.quiet || common.json);
   absl::StatusOr<v1::AuditJob> job = client.WatchAudit(
       id,
       [&](const v1::AuditEvent& event) {
-        if (!event.has_progress() || silent) return;
-        const v1::AuditProgress& progress = event.progress();
-        if (bar.drawing()) {
-          bar.Draw(
-              progress.samples_done(), progress.samples_total(),
-              absl::StrFormat("  %-10s %-10s", progress.condition(), PhaseWord(progress.phase())));
-        } else if (progress.phase() == v1::AUDIT_PHASE_MEASURED) {
-          std::fprintf(stderr, "progress: %lld/%lld samples (%s)\n",
-                       static_cast<long long>(progress.samples_done()),
-                       static_cast<long long>(progress.samples_total()),
-                       progress.condition().c_str());
-        }
+        if (event.has_progress()) display.Show(event.progress());
       },
       Interrupted);
-  bar.Done();
+  display.Done();
   if (!job.ok()) {
     if (Interrupted()) {
       absl::StatusOr<v1::AuditJob> cancelled = client.CancelAudit(id);
@@ -89,7 +116,9 @@ int Watch(Client& client, const std::string& id, const CommonOptions& common, bo
     }
     return Fail(job.status());
   }
-  return ReportJob(*job, common.json, per_sample, fail_on);
+  if (!shard) return ReportJob(*job, common.json, per_sample, fail_on);
+  if (job->state() == v1::JOB_SUCCEEDED) *job->mutable_report()->mutable_shard() = *shard;
+  return ReportJob(*job, common.json, per_sample, FailOn::kNever);
 }
 
 struct AuditFlags {
@@ -103,7 +132,44 @@ struct AuditFlags {
   bool no_wait = false;
   bool early_only = false;
   int64_t early_steps = 0;
+  int64_t shards = 0;                               // --shards: fan-out
+  std::optional<int64_t> shard_index, shard_count;  // batch sharding
 };
+
+// `status` with "FLAG: " before its message.
+absl::Status Named(const std::string& flag, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat(flag, ": ", status.message()));
+}
+
+// The audit fanned out across `replicas` (--server with several addresses,
+// or --shards), printed like one server's.
+int RunFannedOut(const CommonOptions& common, const AuditFlags& flags,
+                 const std::vector<Replica>& replicas, const v1::AuditRequest& request,
+                 FailOn fail_on) {
+  CatchInterrupts();
+  ProgressDisplay display(common.quiet || common.json);
+  FanoutOptions options;
+  options.shards = flags.shards;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(common.timeout_seconds * 1000));
+  options.security = common.security;
+  options.interrupted = Interrupted;
+  options.on_progress = [&display](const FanoutProgress& progress) {
+    display.Show(progress.progress, absl::StrCat("shard ", progress.shard, " of ", progress.shards,
+                                                 " on ", progress.replica));
+  };
+  options.on_notice = [&display](const std::string& line) { display.Notice(line); };
+  if (!common.json && !common.quiet) {
+    std::fprintf(stderr, "audit fanned out across %zu replica(s)\n", replicas.size());
+  }
+  absl::StatusOr<FanoutResult> result = RunFannedOutAudit(replicas, request, options);
+  display.Done();
+  if (!result.ok()) return Fail(result.status());
+  v1::AuditJob job;
+  job.set_id(absl::StrJoin(result->jobs, ","));
+  job.set_state(v1::JOB_SUCCEEDED);
+  *job.mutable_report() = std::move(result->report);
+  return ReportJob(job, common.json, flags.report.per_sample, fail_on);
+}
 
 int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
   v1::AuditRequest request;
@@ -120,6 +186,33 @@ int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
   if (absl::Status s = flags.curvature.Fill(request.mutable_curvature()); !s.ok()) return Fail(s);
   absl::StatusOr<FailOn> gate = flags.report.Gate();
   if (!gate.ok()) return Fail(gate.status());
+  absl::StatusOr<std::vector<Replica>> replicas = ResolveReplicas(common.server);
+  if (!replicas.ok()) return Fail(Named("--server", replicas.status()));
+  const bool fan_out = replicas->size() > 1 || flags.shards > 1;
+  if (flags.no_wait && (fan_out || flags.shard_index)) {
+    return Fail(absl::InvalidArgumentError(
+        "--no-wait follows no shards: it needs one server and no --shards or --shard-index"));
+  }
+  std::optional<v1::AuditShard> shard;
+  if (flags.shard_index) {
+    if (replicas->size() > 1 || flags.shards > 1) {
+      return Fail(absl::InvalidArgumentError(
+          "--shard-index audits one shard on one server: give --server one address, no --shards"));
+    }
+    absl::StatusOr<std::vector<ShardRequest>> split = SplitAudit(request, *flags.shard_count);
+    if (!split.ok()) return Fail(Named("--shard-count", split.status()));
+    if (*flags.shard_index < 0 || *flags.shard_index >= static_cast<int64_t>(split->size())) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--shard-index ", *flags.shard_index, ": this audit splits into shards 0..",
+                       split->size() - 1,
+                       CanSplitAudit(request) ? " (fewer conditions x samples than --shard-count)"
+                                              : " (audits with early metrics are not split)")));
+    }
+    shard = (*split)[*flags.shard_index].shard;
+    request = (*split)[*flags.shard_index].request;
+  } else if (fan_out) {
+    return RunFannedOut(common, flags, *replicas, request, *gate);
+  }
   Client client = common.Connect();
   absl::StatusOr<v1::AuditJob> job = client.SubmitAudit(request);
   if (!job.ok()) return Fail(job.status());
@@ -129,7 +222,35 @@ int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
   }
   if (!common.json && !common.quiet)
     std::fprintf(stderr, "audit %s submitted\n", job->id().c_str());
-  return Watch(client, job->id(), common, flags.report.per_sample, *gate);
+  return Watch(client, job->id(), common, flags.report.per_sample, *gate, shard);
+}
+
+// merge: the shard reports in `files`, merged and printed like an audit.
+int RunMerge(const CommonOptions& common, const std::vector<std::string>& files,
+             const ReportFlags& report) {
+  absl::StatusOr<FailOn> gate = report.Gate();
+  if (!gate.ok()) return Fail(gate.status());
+  std::vector<ShardReport> shards;
+  std::vector<std::string> jobs;
+  for (const std::string& file : files) {
+    std::ifstream in(file);
+    if (!in) return Fail(absl::NotFoundError(absl::StrCat(file, ": cannot read")));
+    nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (json.is_discarded()) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(file, ": not JSON")));
+    }
+    absl::StatusOr<v1::AuditReport> parsed = ShardReportFromJson(json);
+    if (!parsed.ok()) return Fail(Named(file, parsed.status()));
+    jobs.push_back(json.value("job_id", ""));
+    shards.push_back({file, *std::move(parsed)});
+  }
+  absl::StatusOr<v1::AuditReport> merged = MergeShardReports(shards);
+  if (!merged.ok()) return Fail(merged.status());
+  v1::AuditJob job;
+  job.set_id(absl::StrJoin(jobs, ","));
+  job.set_state(v1::JOB_SUCCEEDED);
+  *job.mutable_report() = *std::move(merged);
+  return ReportJob(job, common.json, report.per_sample, *gate);
 }
 
 // The job id argument of watch, get and cancel.
@@ -162,7 +283,36 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
   command->add_option("--early-steps", flags->early_steps,
                       "K: with --early-only the steps used (default 1); without it, add each "
                       "condition's early metrics to the full report");
+  command
+      ->add_option("--shards", flags->shards,
+                   "fan-out: split into N shards (default: one per --server address when it "
+                   "names several; the report is the same as one server's)")
+      ->check(CLI::PositiveNumber);
+  CLI::Option* count =
+      command->add_option("--shard-count", flags->shard_count, "batch: the audit's N shards")
+          ->check(CLI::PositiveNumber);
+  command
+      ->add_option("--shard-index", flags->shard_index,
+                   "batch: audit only shard I (0..N-1) of --shard-count N and print its report "
+                   "(--json for `memaudit merge`); no --fail-on gate: merge gates")
+      ->check(CLI::NonNegativeNumber)
+      ->needs(count);
+  count->needs("--shard-index");
   return {command, [flags](const CommonOptions& common) { return RunAudit(common, *flags); }};
+}
+
+Command AddMerge(CLI::App& app, CommonOptions& common) {
+  auto files = std::make_shared<std::vector<std::string>>();
+  auto report = std::make_shared<ReportFlags>();
+  CLI::App* command = app.add_subcommand(
+      "merge", "merge the --json reports of an audit's shards (audit --shard-index) into one");
+  command->add_option("files", *files, "shard reports (JSON)")->required();
+  command->add_flag("--json", common.json, "print the merged report as JSON");
+  report->AddFailOn(command, "exit 3 when the verdict reaches: memorized | partial | never");
+  report->AddPerSample(command);
+  return {command, [files, report](const CommonOptions& common) {
+            return RunMerge(common, *files, *report);
+          }};
 }
 
 Command AddWatch(CLI::App& app, CommonOptions& common) {

@@ -66,6 +66,7 @@ Command AddWatch(CLI::App& app, CommonOptions& common);
 Command AddGet(CLI::App& app, CommonOptions& common);
 Command AddCancel(CLI::App& app, CommonOptions& common);
 Command AddJobs(CLI::App& app, CommonOptions& common);
+Command AddMerge(CLI::App& app, CommonOptions& common);
 
 }  // namespace memaudit::client::cli
 

@@ -21,7 +21,9 @@ void OnInterrupt(int) { g_interrupted = true; }
 }  // namespace
 
 void CommonOptions::AddConnectionFlags(CLI::App& app) {
-  app.add_option("--server", server, "memaudit-server address HOST:PORT (or a gRPC target)")
+  app.add_option("--server", server,
+                 "memaudit-server address HOST:PORT (or a gRPC target); `audit` fans out over "
+                 "several: H1:P1,H2:P2, ipv4:A1:P1,A2:P2, ipv6:[A1]:P1,..., dns:///NAME:PORT")
       ->envname("MEMAUDIT_SERVER")
       ->capture_default_str();
   app.add_option("--timeout", timeout_seconds, "deadline for unary calls in seconds (0: none)")

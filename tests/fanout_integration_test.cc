@@ -1,0 +1,251 @@
+// The fan-out end to end: three real memaudit-server processes on loopback
+// ports, the client library's fan-out runner and the real `memaudit` CLI.
+// A replica killed (SIGKILL) in the middle of a fanned-out audit has its
+// shards resubmitted to the others, and the merged report equals the
+// report one server makes of the same request (timing aside); so do the
+// batch shards of `audit --shard-index` merged by `memaudit merge`.
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client.h"
+#include "fanout_runner.h"
+#include "server_process.h"
+#include "test_util.h"
+
+namespace memaudit {
+namespace {
+
+using client::Client;
+using google::protobuf::util::MessageDifferencer;
+using testing::ServerProcess;
+
+constexpr int kReplicas = 3;
+constexpr int64_t kClasses = 4;
+
+// The audit: 2 classes of the model "pm" (class 0 a point mass, whose
+// samples are all copies; class 1 a broad Gaussian), 36 samples each. With
+// 6 shards each class is cut into blocks of 12 samples: two batches per
+// shard (so a kill after the first lands midway), and batches other than
+// one server's (8 samples per batch: 0-7, 8-15, ... against 0-7, 8-11,
+// 12-19, ...).
+v1::AuditRequest Audit() {
+  v1::AuditRequest request;
+  request.set_model("pm");
+  request.add_conditions()->set_class_label(0);
+  request.add_conditions()->set_class_label(1);
+  request.set_samples_per_condition(36);
+  request.set_seed(5);
+  return request;
+}
+
+// The same audit as CLI arguments.
+constexpr char kAuditArgs[] = "audit --model pm --class 0 --class 1 --samples 36 --seed 5";
+
+class FanoutIntegrationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    scratch_ = new testing::ScratchDir();
+    const std::string repository = scratch_->Join("models");
+    ASSERT_TRUE(testing::WriteMixtureDirectory(repository, "pm",
+                                               testing::PointMassAndBroadClasses(32, kClasses),
+                                               v1::NoiseSchedule::LINEAR, v1::EPSILON, kClasses)
+                    .ok());
+    for (int r = 0; r < kReplicas; ++r) {
+      const std::string dir = scratch_->Join(absl::StrCat("replica", r));
+      std::filesystem::create_directories(dir);
+      servers_[r] = new ServerProcess(MEMAUDIT_SERVER_BINARY, repository, dir);
+      ASSERT_GT(servers_[r]->grpc_port(), 0) << servers_[r]->Log();
+    }
+    for (ServerProcess* server : servers_) {
+      ASSERT_TRUE(WaitUntilServing(*server)) << server->Log();
+    }
+    // The reference: one server's report of the whole audit.
+    Client one(servers_[0]->target(), std::chrono::seconds(60));
+    absl::StatusOr<v1::AuditJob> job = one.SubmitAudit(Audit());
+    ASSERT_TRUE(job.ok()) << job.status();
+    absl::StatusOr<v1::AuditJob> done = one.WatchAudit(job->id(), {});
+    ASSERT_TRUE(done.ok()) << done.status();
+    ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
+    single_ = new v1::AuditReport(done->report());
+  }
+  static bool WaitUntilServing(const ServerProcess& server) {
+    Client client(server.target(), std::chrono::seconds(5));
+    for (int i = 0; i < 600; ++i) {
+      absl::StatusOr<std::string> health = client.Health();
+      if (health.ok() && *health == "SERVING") return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+  static void TearDownTestSuite() {
+    for (ServerProcess*& server : servers_) {
+      delete server;
+      server = nullptr;
+    }
+    delete single_;
+    delete scratch_;
+  }
+
+  // `report` equals the single server's report, timing aside.
+  static void ExpectSameAsOneServer(v1::AuditReport report) {
+    v1::AuditReport single = *single_;
+    report.clear_timing();
+    single.clear_timing();
+    std::string differences;
+    MessageDifferencer differencer;
+    differencer.ReportDifferencesToString(&differences);
+    EXPECT_TRUE(differencer.Compare(single, report)) << differences;
+  }
+
+  // `memaudit --server <server> args`, its stdout and exit code.
+  static testing::CommandResult Cli(const std::string& server, const std::string& args) {
+    return testing::RunShell(
+        absl::StrCat(MEMAUDIT_CLI_BINARY, " --server ", server, " ", args, " 2>&1"));
+  }
+  // A --json report without what differs from run to run.
+  static nlohmann::json Comparable(const std::string& text) {
+    nlohmann::json json = nlohmann::json::parse(text);
+    json.erase("job_id");
+    json.erase("timing");
+    return json;
+  }
+
+  static testing::ScratchDir* scratch_;
+  static ServerProcess* servers_[kReplicas];
+  static v1::AuditReport* single_;
+};
+
+testing::ScratchDir* FanoutIntegrationTest::scratch_ = nullptr;
+ServerProcess* FanoutIntegrationTest::servers_[kReplicas] = {};
+v1::AuditReport* FanoutIntegrationTest::single_ = nullptr;
+
+// Kills replica 2; the other tests use replicas 0 and 1 only (any order).
+TEST_F(FanoutIntegrationTest, AReplicaKilledMidwayLeavesTheReportUnchanged) {
+  ASSERT_GT(single_->conditions(0).memorized(), 0);  // the reference judges something
+  ASSERT_EQ(single_->total_samples(), 72);
+  std::vector<client::Replica> replicas;
+  for (ServerProcess* server : servers_) replicas.push_back({server->target(), ""});
+  const std::string victim = servers_[2]->target();
+  std::atomic<bool> killed{false};
+  std::mutex mu;
+  std::vector<std::string> notices;
+  client::FanoutOptions options;
+  options.shards = 6;
+  options.timeout = std::chrono::seconds(60);
+  // Killed as soon as one of its shards has measured a batch: its other
+  // shard is then running or queued, and both must move elsewhere.
+  options.on_progress = [&](const client::FanoutProgress& progress) {
+    if (progress.replica == victim && progress.progress.phase() == v1::AUDIT_PHASE_MEASURED &&
+        !killed.exchange(true)) {
+      servers_[2]->Signal(SIGKILL);
+    }
+  };
+  options.on_notice = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
+    notices.push_back(line);
+  };
+  absl::StatusOr<client::FanoutResult> result =
+      client::RunFannedOutAudit(replicas, Audit(), options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE(killed.load()) << "replica 2 never reported progress";
+  ASSERT_FALSE(notices.empty());
+  for (const std::string& notice : notices) {
+    EXPECT_NE(notice.find("on " + victim + " failed (UNAVAILABLE"), std::string::npos) << notice;
+  }
+  ASSERT_EQ(result->jobs.size(), 6u);
+  for (const std::string& job : result->jobs) {
+    EXPECT_EQ(job.find(victim), std::string::npos) << job;  // finished elsewhere
+  }
+  ExpectSameAsOneServer(result->report);
+}
+
+TEST_F(FanoutIntegrationTest, CliFanOutPrintsTheOneServerReport) {
+  const testing::CommandResult one =
+      Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --json --fail-on never"));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  const std::string both = absl::StrCat("ipv4:", servers_[0]->target(), ",", servers_[1]->target());
+  const testing::CommandResult fanned =
+      Cli(both, absl::StrCat(kAuditArgs, " --shards 4 --json --fail-on never"));
+  ASSERT_EQ(fanned.exit_code, 0) << fanned.output;
+  EXPECT_EQ(Comparable(fanned.output), Comparable(one.output));
+  // "ADDRESS/ID" of each shard's job: both replicas took shards.
+  const std::string jobs = nlohmann::json::parse(fanned.output)["job_id"];
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(jobs.find(servers_[r]->target() + "/audit"), std::string::npos) << jobs;
+  }
+  // The gate reads the merged verdict.
+  EXPECT_EQ(Cli(both, absl::StrCat(kAuditArgs, " --quiet > /dev/null")).exit_code, 3);
+}
+
+TEST_F(FanoutIntegrationTest, MergeOfBatchShardsIsTheOneServerReport) {
+  const testing::CommandResult one =
+      Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --json --fail-on never"));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  std::vector<std::string> files;
+  for (int i = 0; i < 3; ++i) {
+    files.push_back(scratch_->Join(absl::StrCat("shard", i, ".json")));
+    // Shard reports are no gate (exit 0 although class 0 memorizes).
+    const testing::CommandResult shard = testing::RunShell(
+        absl::StrCat(MEMAUDIT_CLI_BINARY, " --server ", servers_[i % 2]->target(), " ", kAuditArgs,
+                     " --shard-index ", i, " --shard-count 3 --json > ", files.back()));
+    ASSERT_EQ(shard.exit_code, 0) << shard.output;
+  }
+  const std::string all = absl::StrCat(files[2], " ", files[0], " ", files[1]);
+  const testing::CommandResult merged = testing::RunShell(
+      absl::StrCat(MEMAUDIT_CLI_BINARY, " merge ", all, " --json --fail-on never"));
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  EXPECT_EQ(Comparable(merged.output), Comparable(one.output));
+  // The gate, and the errors: a missing shard, a file that is no shard.
+  EXPECT_EQ(testing::RunShell(absl::StrCat(MEMAUDIT_CLI_BINARY, " merge ", all, " > /dev/null"))
+                .exit_code,
+            3);
+  const testing::CommandResult missing = testing::RunShell(
+      absl::StrCat(MEMAUDIT_CLI_BINARY, " merge ", files[0], " ", files[2], " 2>&1"));
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("shard(s) 1 of 3 missing"), std::string::npos) << missing.output;
+  EXPECT_NE(missing.output.find(files[0]), std::string::npos) << missing.output;
+  const std::string whole = scratch_->Join("whole.json");
+  testing::WriteFile(whole, one.output);
+  const testing::CommandResult not_shard = testing::RunShell(
+      absl::StrCat(MEMAUDIT_CLI_BINARY, " merge ", files[0], " ", whole, " 2>&1"));
+  EXPECT_EQ(not_shard.exit_code, 1);
+  EXPECT_NE(not_shard.output.find(whole + ": not the --json report of a shard"), std::string::npos)
+      << not_shard.output;
+  // An index past the split is refused, naming the range.
+  const testing::CommandResult past =
+      Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --shard-index 80 --shard-count 90"));
+  EXPECT_EQ(past.exit_code, 1);
+  EXPECT_NE(past.output.find("splits into shards 0..71"), std::string::npos) << past.output;
+}
+
+TEST_F(FanoutIntegrationTest, CtrlCCancelsEveryShardsJob) {
+  const std::string both = absl::StrCat(servers_[0]->target(), ",", servers_[1]->target());
+  const testing::CommandResult interrupted = testing::RunShell(absl::StrCat(
+      MEMAUDIT_CLI_BINARY, " --server ", both,
+      " audit --model pm --class 2 --class 3 --samples 100000 --seed 77 --quiet 2>&1 & pid=$!; "
+      "sleep 2; kill -INT $pid; wait $pid; echo \"exit $?\""));
+  EXPECT_NE(interrupted.output.find("exit 130"), std::string::npos) << interrupted.output;
+  int shard_jobs = 0;
+  for (int r = 0; r < 2; ++r) {
+    Client one(servers_[r]->target(), std::chrono::seconds(10));
+    absl::StatusOr<v1::ListAuditsResponse> jobs = one.ListAudits();
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    for (const v1::AuditJob& job : jobs->jobs()) {
+      if (job.request().seed() != 77) continue;
+      ++shard_jobs;
+      EXPECT_EQ(job.state(), v1::JOB_CANCELLED) << job.id() << " on " << servers_[r]->target();
+    }
+  }
+  EXPECT_EQ(shard_jobs, 2);  // one class each
+}
+
+}  // namespace
+}  // namespace memaudit
