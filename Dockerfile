@@ -48,6 +48,11 @@
 #   * a torch built with the C++11 ABI (PyTorch >= 2.7 wheels; the build stops
 #     if torch.compiled_with_cxx11_abi() is false), since gRPC/protobuf/Abseil
 #     from apt use it.
+#   * the CUDA toolkit's headers and libcudart (a -devel CUDA image): with a
+#     CUDA LibTorch CMake compiles core/device_memory.cc's CUDA branch
+#     (libc10_cuda + CUDA::cudart) for memaudit_device_memory_bytes{kind=
+#     allocated|reserved|peak} and the admission check against the GPU's free
+#     memory (docs/SERVICE.md "Memory limits").
 # The torch package is installed into /opt/torch (TORCH_PIP_SPEC) and copied to
 # the same path in the runtime stage, so the binaries' RUNPATH and torch's own
 # $ORIGIN-relative RUNPATHs (nvidia-* wheels: cuDNN, cuBLAS, ...) resolve.

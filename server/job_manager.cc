@@ -89,8 +89,7 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, registry_->Get(request.model()));
   ASSIGN_OR_RETURN(AuditPlan plan,
                    PlanNoThrow([&] { return PlanAudit(request, std::move(model)); }));
-  RETURN_IF_ERROR(
-      CheckRequestMemory(EstimateAudit(plan), options_.max_request_bytes, "this audit"));
+  RETURN_IF_ERROR(options_.memory.Check(EstimateAudit(plan), "this audit"));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();
   job->model_checksum = plan.model->checksum;

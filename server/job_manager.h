@@ -38,6 +38,7 @@
 #include "metrics.h"
 #include "model_registry.h"
 #include "plans.h"
+#include "request_memory.h"
 #include "worker_pool.h"
 
 namespace memaudit::server {
@@ -50,9 +51,10 @@ struct JobManagerOptions {
   int max_queued_jobs = 16;
   int max_finished_jobs_kept = 1000;
   int64_t max_finished_job_bytes = int64_t{256} << 20;
-  // An audit whose memory estimate (request_memory.h) is larger is refused
-  // with RESOURCE_EXHAUSTED; 0: no limit.
-  int64_t max_request_bytes = 0;
+  // An audit whose memory estimate (request_memory.h) exceeds the budget's
+  // limit, or what its CUDA device has left, is refused with
+  // RESOURCE_EXHAUSTED. Default: no limit.
+  MemoryBudget memory;
   // Finished jobs older than this are evicted too; zero: no age limit.
   absl::Duration max_finished_job_age = absl::ZeroDuration();
 };

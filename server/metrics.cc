@@ -18,6 +18,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "checkpoint.h"
+#include "device_memory.h"
 
 namespace memaudit::server {
 namespace {
@@ -116,10 +118,12 @@ Metrics::Metrics()
                        .Name("memaudit_model_ready")
                        .Help("1 when the model is loaded and serving")
                        .Register(*registry_)),
-      device_memory_(prometheus::BuildGauge()
-                         .Name("memaudit_device_memory_bytes")
-                         .Help("Memory in use on the compute device (cpu: resident set)")
-                         .Register(*registry_)),
+      device_memory_(
+          prometheus::BuildGauge()
+              .Name("memaudit_device_memory_bytes")
+              .Help("Memory on the compute device by kind: cpu resident; cuda allocated, "
+                    "reserved (caching allocator) and peak allocated")
+              .Register(*registry_)),
       build_info_(prometheus::BuildGauge()
                       .Name("memaudit_build_info")
                       .Help("Build information; always 1")
@@ -203,6 +207,11 @@ void Metrics::SetJobGauges(std::function<JobGauges()> gauges) {
   job_gauges_ = std::move(gauges);
 }
 
+void Metrics::SetDevice(const std::string& device) {
+  absl::StatusOr<torch::Device> parsed = ParseDevice(device);
+  device_ = parsed.ok() && parsed->is_cuda() ? parsed->str() : "cpu";
+}
+
 double Metrics::NetworkEvaluations() const {
   double total = 0;
   for (const auto& family : registry_->Collect()) {
@@ -239,7 +248,21 @@ void Metrics::UpdateScrapeTimeGauges() {
     const double rss = rss_pages * static_cast<double>(sysconf(_SC_PAGESIZE));
     process_memory_.Add({}).Set(rss);
     process_threads_.Add({}).Set(threads);
-    device_memory_.Add({{"device", "cpu"}}).Set(rss);
+    if (device_ == "cpu") device_memory_.Add({{"device", "cpu"}, {"kind", "resident"}}).Set(rss);
+  }
+  if (device_ != "cpu") {
+    absl::StatusOr<torch::Device> device = ParseDevice(device_);
+    absl::StatusOr<CudaMemory> memory =
+        device.ok() ? QueryCudaMemory(*device) : absl::StatusOr<CudaMemory>(device.status());
+    if (memory.ok()) {
+      const std::string name = device->str();
+      device_memory_.Add({{"device", name}, {"kind", "allocated"}})
+          .Set(static_cast<double>(memory->allocated));
+      device_memory_.Add({{"device", name}, {"kind", "reserved"}})
+          .Set(static_cast<double>(memory->reserved));
+      device_memory_.Add({{"device", name}, {"kind", "peak"}})
+          .Set(static_cast<double>(memory->peak_allocated));
+    }
   }
   std::error_code ec;
   int64_t fds = 0;

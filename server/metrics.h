@@ -61,6 +61,11 @@ class Metrics {
 
   // Sampled at scrape time.
   void SetJobGauges(std::function<JobGauges()> gauges);
+  // The device the models run on ("cpu", "cuda:0"). On a CUDA device the
+  // scrape reports its caching allocator's allocated, reserved and peak
+  // bytes (device_memory.h); on the CPU, the resident set. Call before
+  // serving.
+  void SetDevice(const std::string& device);
 
   // The exposition text (what GET /metrics returns).
   std::string Scrape();
@@ -117,6 +122,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& process_threads_;
   std::function<JobGauges()> job_gauges_;
   double last_cpu_seconds_ = 0;
+  std::string device_ = "cpu";
   std::mutex scrape_mu_;
 
   std::unique_ptr<httplib::Server> http_;

@@ -10,6 +10,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint.h"
+#include "device_memory.h"
+#include "status_macros.h"
 
 namespace memaudit::server {
 namespace {
@@ -185,6 +188,33 @@ absl::Status CheckRequestMemory(const MemoryEstimate& estimate, int64_t limit_by
       what, " would hold about ", Mib(estimate.bytes), " (", estimate.Breakdown(),
       "), more than this server allows per request (--max_request_memory_mib ", limit_bytes / kMiB,
       "); use fewer seeds or samples, fewer sampling steps, or the arnoldi method"));
+}
+
+MemoryBudget::MemoryBudget(int64_t limit_bytes,
+                           std::function<std::optional<DeviceMemoryLeft>()> device_left)
+    : limit_bytes_(limit_bytes), device_left_(std::move(device_left)) {}
+
+MemoryBudget MemoryBudget::ForDevice(int64_t limit_bytes, const std::string& device) {
+  absl::StatusOr<torch::Device> parsed = ParseDevice(device);
+  if (!parsed.ok() || !parsed->is_cuda()) return MemoryBudget(limit_bytes);
+  return MemoryBudget(limit_bytes, [device = *parsed]() -> std::optional<DeviceMemoryLeft> {
+    absl::StatusOr<CudaMemory> memory = QueryCudaMemory(device);
+    if (!memory.ok()) return std::nullopt;
+    return DeviceMemoryLeft{device.str(), memory->available(), memory->total};
+  });
+}
+
+absl::Status MemoryBudget::Check(const MemoryEstimate& estimate, const std::string& what) const {
+  RETURN_IF_ERROR(CheckRequestMemory(estimate, limit_bytes_, what));
+  if (!device_left_) return absl::OkStatus();
+  const std::optional<DeviceMemoryLeft> left = device_left_();
+  if (!left.has_value() || estimate.bytes <= left->available) return absl::OkStatus();
+  return absl::ResourceExhaustedError(
+      absl::StrCat(what, " would hold about ", Mib(estimate.bytes), " on ", left->device, " (",
+                   estimate.Breakdown(), "), more than is free there now (", Mib(left->available),
+                   " of ", Mib(left->total),
+                   "); retry when other requests have finished, or use fewer seeds or "
+                   "samples, fewer sampling steps, or the arnoldi method"));
 }
 
 int64_t DefaultRequestMemoryLimitBytes() {

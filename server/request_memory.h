@@ -10,6 +10,8 @@
 #define MEMAUDIT_SERVER_REQUEST_MEMORY_H_
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,35 @@ MemoryEstimate EstimateEarlyMetrics(const EarlyMetricsPlan& plan);
 // RESOURCE_EXHAUSTED with both numbers, the breakdown and what to lower.
 absl::Status CheckRequestMemory(const MemoryEstimate& estimate, int64_t limit_bytes,
                                 const std::string& what);
+
+// Memory left on the device the models run on, when it is a CUDA device.
+struct DeviceMemoryLeft {
+  std::string device;     // "cuda:0"
+  int64_t available = 0;  // what a request can still get (CudaMemory::available)
+  int64_t total = 0;      // the device's memory
+};
+
+// What one request may hold: the per-request limit (--max_request_memory_mib)
+// and, on a CUDA device, what is left on it at the time of the check (the
+// request's tensors live there). Copyable; thread-safe.
+class MemoryBudget {
+ public:
+  // `device_left` (may be empty) is asked at every check; nullopt: not a
+  // CUDA device, or its memory cannot be read (then only the limit holds).
+  explicit MemoryBudget(int64_t limit_bytes = 0,
+                        std::function<std::optional<DeviceMemoryLeft>()> device_left = {});
+  // The budget of a server whose models run on `device` ("cpu", "cuda:1").
+  static MemoryBudget ForDevice(int64_t limit_bytes, const std::string& device);
+
+  // CheckRequestMemory against the limit, then RESOURCE_EXHAUSTED when the
+  // estimate exceeds what the device has left, with both numbers.
+  absl::Status Check(const MemoryEstimate& estimate, const std::string& what) const;
+  int64_t limit_bytes() const { return limit_bytes_; }
+
+ private:
+  int64_t limit_bytes_;
+  std::function<std::optional<DeviceMemoryLeft>()> device_left_;
+};
 
 // The default --max_request_memory_mib: half of the memory this process may
 // use (the smaller of physical memory and the cgroup's memory.max), so that

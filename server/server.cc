@@ -83,6 +83,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   server->access_ = std::make_unique<AccessControl>(server->tokens_.get());
   server->metrics_ = std::make_unique<Metrics>();
   Metrics* metrics = server->metrics_.get();
+  metrics->SetDevice(options.device);
 
   CheckpointOptions checkpoint_options;
   checkpoint_options.device = options.device;
@@ -109,7 +110,10 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   const int64_t max_request_bytes = options.max_request_memory_mib > 0
                                         ? options.max_request_memory_mib << 20
                                         : DefaultRequestMemoryLimitBytes();
-  job_options.max_request_bytes = max_request_bytes;
+  // The request's tensors live on the model's device: on CUDA, admission
+  // also checks what that device has left.
+  const MemoryBudget memory = MemoryBudget::ForDevice(max_request_bytes, options.device);
+  job_options.memory = memory;
   job_options.max_finished_job_age = options.max_finished_job_age;
   if (!options.state_dir.empty()) {
     ASSIGN_OR_RETURN(server->store_, JobStore::Open(options.state_dir));
@@ -133,7 +137,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
       server->registry_.get(), server->request_pool_.get(), metrics, server->access_.get());
   server->audit_service_ = std::make_unique<AuditServiceImpl>(
       server->registry_.get(), jobs, server->request_pool_.get(), metrics, server->access_.get(),
-      options.max_watch_streams, max_request_bytes);
+      options.max_watch_streams, memory);
 
   Metrics::HttpOptions http;
   if (options.metrics_tls) {

@@ -249,9 +249,7 @@ grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
   return Handle(metrics_, *access_, context, "AuditService/Spectrum", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanSpectrum);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
-    if (absl::Status s =
-            CheckRequestMemory(EstimateSpectrum(*plan), max_request_bytes_, "this spectrum");
-        !s.ok()) {
+    if (absl::Status s = memory_.Check(EstimateSpectrum(*plan), "this spectrum"); !s.ok()) {
       return ToGrpcStatus(s);
     }
     return OnPool(
@@ -280,9 +278,8 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
   return Handle(metrics_, *access_, context, "AuditService/Sample", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanSample);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
-    if (absl::Status s =
-            CheckRequestMemory(EstimateSample(*plan, static_cast<int64_t>(plan->seeds.size())),
-                               max_request_bytes_, "this sample request");
+    if (absl::Status s = memory_.Check(
+            EstimateSample(*plan, static_cast<int64_t>(plan->seeds.size())), "this sample request");
         !s.ok()) {
       return ToGrpcStatus(s);
     }
@@ -302,9 +299,9 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
       metrics_, *access_, context, "AuditService/StreamSamples", [&](const Caller& caller) {
         auto plan = PlanFor(*request, PlanSample);
         if (!plan.ok()) return ToGrpcStatus(plan.status());
-        if (absl::Status s = CheckRequestMemory(
+        if (absl::Status s = memory_.Check(
                 EstimateSample(*plan, std::min<int64_t>(kStreamBatch, plan->seeds.size())),
-                max_request_bytes_, "this sample stream");
+                "this sample stream");
             !s.ok()) {
           return ToGrpcStatus(s);
         }
@@ -341,8 +338,8 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
       metrics_, *access_, context, "AuditService/EarlyMetrics", [&](const Caller& caller) {
         auto plan = PlanFor(*request, PlanEarlyMetrics);
         if (!plan.ok()) return ToGrpcStatus(plan.status());
-        if (absl::Status s = CheckRequestMemory(EstimateEarlyMetrics(*plan), max_request_bytes_,
-                                                "this early-metrics request");
+        if (absl::Status s =
+                memory_.Check(EstimateEarlyMetrics(*plan), "this early-metrics request");
             !s.ok()) {
           return ToGrpcStatus(s);
         }
@@ -370,9 +367,7 @@ grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
   return Handle(metrics_, *access_, context, "AuditService/Calibrate", [&](const Caller& caller) {
     auto plan = PlanFor(*request, PlanCalibration);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
-    if (absl::Status s =
-            CheckRequestMemory(EstimateCalibration(*plan), max_request_bytes_, "this calibration");
-        !s.ok()) {
+    if (absl::Status s = memory_.Check(EstimateCalibration(*plan), "this calibration"); !s.ok()) {
       return ToGrpcStatus(s);
     }
     return OnPool(

@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "model_registry.h"
 #include "plans.h"
+#include "request_memory.h"
 #include "stop.h"
 #include "worker_pool.h"
 
@@ -53,17 +54,18 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   // server thread); more are refused with RESOURCE_EXHAUSTED. Every call is
   // checked by `access` first; a caller with the audit role reads, watches,
   // lists and cancels only the jobs it submitted (PERMISSION_DENIED).
-  // A request whose memory estimate (request_memory.h) exceeds
-  // `max_request_bytes` (0: no limit) is refused with RESOURCE_EXHAUSTED.
+  // A request whose memory estimate (request_memory.h) does not fit in
+  // `memory` (the per-request limit, and what a CUDA device has left) is
+  // refused with RESOURCE_EXHAUSTED.
   AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics,
-                   const AccessControl* access, int max_watch_streams, int64_t max_request_bytes)
+                   const AccessControl* access, int max_watch_streams, MemoryBudget memory)
       : registry_(registry),
         jobs_(jobs),
         pool_(pool),
         metrics_(metrics),
         access_(access),
         max_watch_streams_(max_watch_streams),
-        max_request_bytes_(max_request_bytes) {}
+        memory_(std::move(memory)) {}
 
   grpc::Status Spectrum(grpc::ServerContext* context, const v1::SpectrumRequest* request,
                         v1::SpectrumResponse* response) override;
@@ -107,7 +109,7 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   Metrics* metrics_;
   const AccessControl* access_;
   const int max_watch_streams_;
-  const int64_t max_request_bytes_;
+  const MemoryBudget memory_;
   std::atomic<int> watch_streams_{0};
 };
 

@@ -137,8 +137,8 @@ TEST_F(DurableJobsTest, KillNineMidAuditThenRestartFinishesWithTheUninterruptedR
   ASSERT_EQ(resumed.state(), v1::JOB_SUCCEEDED) << resumed.error() << server->Log();
   EXPECT_NE(running.state(), v1::JOB_QUEUED);
   std::printf(
-      "kill -9 at %lld/%lld samples; restart to running: %.2f s; samples reused %lld, "
-      "redone %lld\n",
+      "kill -9 at >= %lld/%lld samples; restart to running: %.2f s; samples reused %lld, "
+      "computed after the restart %lld (lost: the batch in flight, <= 8)\n",
       static_cast<long long>(done_at_kill), static_cast<long long>(total), recovery_seconds,
       static_cast<long long>(reused), static_cast<long long>(total - reused));
 

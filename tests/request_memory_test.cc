@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "device_memory.h"
 #include "job_manager.h"
 #include "request_options.h"
 #include "sampler.h"
@@ -108,7 +109,7 @@ TEST_F(RequestMemoryTest, RefusalsGiveTheNumbers) {
 // queueing it, and accepts a small one.
 TEST_F(RequestMemoryTest, JobsAboveTheLimitAreRefusedBeforeTheyQueue) {
   JobManagerOptions options;
-  options.max_request_bytes = int64_t{1} << 20;
+  options.memory = MemoryBudget(int64_t{1} << 20);
   JobManager jobs(registry_, nullptr, options);
   v1::AuditRequest large;
   large.set_model("classes");
@@ -125,6 +126,61 @@ TEST_F(RequestMemoryTest, JobsAboveTheLimitAreRefusedBeforeTheyQueue) {
   auto accepted = jobs.Submit(small);
   EXPECT_TRUE(accepted.ok()) << accepted.status();
   jobs.Shutdown(absl::Seconds(30));
+}
+
+// On a CUDA device the budget also holds the request to what the device has
+// left at the time of the check (a seam: the device's figures are injected;
+// the real ones come from device_memory.h in a CUDA build).
+TEST_F(RequestMemoryTest, ADeviceWithLessLeftThanTheEstimateRefusesTheAudit) {
+  int64_t left = 4096;  // 4 KiB left of 80 GiB (printed rounded up: 1 MiB)
+  int queries = 0;
+  JobManagerOptions options;
+  options.memory = MemoryBudget(0, [&]() -> std::optional<DeviceMemoryLeft> {
+    ++queries;
+    return DeviceMemoryLeft{"cuda:0", left, int64_t{80} << 30};
+  });
+  JobManager jobs(registry_, nullptr, options);
+  v1::AuditRequest audit;
+  audit.set_model("classes");
+  audit.set_samples_per_condition(64);
+  audit.mutable_sampling()->set_num_steps(50);
+  auto plan = PlanAudit(audit, Model());
+  ASSERT_TRUE(plan.ok());
+  const int64_t estimate = EstimateAudit(*plan).bytes;
+  ASSERT_GT(estimate, left);
+  auto refused = jobs.Submit(audit);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("on cuda:0"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("more than is free there now (1 MiB of 81920 MiB)"),
+            std::string::npos)
+      << refused.status();
+  left = estimate;  // exactly enough: accepted, and asked again at this submit
+  auto accepted = jobs.Submit(audit);
+  EXPECT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(queries, 2);
+  jobs.Shutdown(absl::ZeroDuration());
+  // No figures (not CUDA, or unreadable): only the limit holds.
+  EXPECT_TRUE(MemoryBudget(0, [] { return std::optional<DeviceMemoryLeft>(); })
+                  .Check(EstimateAudit(*plan), "this audit")
+                  .ok());
+  EXPECT_TRUE(MemoryBudget::ForDevice(0, "cpu").Check(EstimateAudit(*plan), "this audit").ok());
+}
+
+// What this build says about CUDA memory: a CPU device is not one; a CPU-only
+// LibTorch cannot be asked.
+TEST_F(RequestMemoryTest, CudaMemoryQueriesSayWhyTheyCannotAnswer) {
+  EXPECT_EQ(QueryCudaMemory(torch::Device("cpu")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const absl::StatusOr<CudaMemory> cuda = QueryCudaMemory(torch::Device("cuda:0"));
+  if (BuiltWithCuda()) {
+    // A CUDA build on a machine with a GPU answers; without one, INTERNAL.
+    if (cuda.ok()) {
+      EXPECT_GT(cuda->total, 0);
+      EXPECT_LE(cuda->allocated, cuda->reserved);
+    }
+  } else {
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kUnimplemented) << cuda.status();
+  }
 }
 
 }  // namespace
