@@ -54,44 +54,31 @@ fetch_mnist() {
   fi
 }
 
-# The tokenizer reference's npm packages, exactly as package-lock.json pins
-# them; skipped when node_modules was installed from this very lock file.
-install_tokenizer_reference() {
-  local dir lock_sum stamp
-  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/tokenizer"
+# npm packages of a test-time reference, exactly as DIR/package-lock.json
+# pins them; skipped when node_modules was installed from this very lock
+# file. install_npm_lock DIR (relative to the repository) WHAT
+install_npm_lock() {
+  local dir lock_sum stamp what=$2
+  dir="$(cd "$(dirname "$0")/.." && pwd)/$1"
   if [[ ! -f "$dir/package-lock.json" ]]; then
     return 0  # no tests here (e.g. the Docker build's package layer)
   fi
   lock_sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
   stamp="$dir/node_modules/.memaudit-lock-sha256"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
-    echo "setup: tokenizer reference (npm) present"
+    echo "setup: $what (npm) present"
     return 0
   fi
   npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
   echo "$lock_sum" >"$stamp"
-  echo "setup: tokenizer reference (npm) installed"
+  echo "setup: $what (npm) installed"
 }
-
+# The tokenizer's reference (@huggingface/tokenizers).
+install_tokenizer_reference() { install_npm_lock tests/tokenizer "tokenizer reference"; }
 # The schema validator of tests/deploy (kubernetes-models, the Prometheus
-# Operator and cert-manager CRD models, TypeScript), exactly as its
-# package-lock.json pins them; skipped when node_modules was installed from
-# this very lock file.
+# Operator and cert-manager CRD models, TypeScript).
 install_manifest_validator() {
-  local dir lock_sum stamp
-  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/deploy/validator"
-  if [[ ! -f "$dir/package-lock.json" ]]; then
-    return 0  # no tests here (e.g. the Docker build's package layer)
-  fi
-  lock_sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
-  stamp="$dir/node_modules/.memaudit-lock-sha256"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
-    echo "setup: manifest schema validator (npm) present"
-    return 0
-  fi
-  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
-  echo "$lock_sum" >"$stamp"
-  echo "setup: manifest schema validator (npm) installed"
+  install_npm_lock tests/deploy/validator "manifest schema validator"
 }
 
 if ((${#missing[@]} == 0)); then
