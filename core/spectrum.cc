@@ -41,14 +41,17 @@ SpectrumMethod ResolveSpectrumMethod(SpectrumMethod method, int64_t dimension,
 
 SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
                           double sqrt_alpha_bar, const SpectrumOptions& options, bool partial,
-                          int64_t full_dimension) {
+                          int64_t full_dimension, double max_magnitude_of_matrix) {
   SpectrumSummary summary;
   summary.partial = partial;
   summary.dimension = static_cast<int64_t>(eigenvalues.size());
   if (eigenvalues.empty()) return summary;
   double max_magnitude = 0.0;
   for (const auto& lambda : eigenvalues) max_magnitude = std::max(max_magnitude, std::abs(lambda));
-  if (partial) max_magnitude = std::max(max_magnitude, 1.0 / (sigma * sigma));
+  if (partial) {
+    max_magnitude = std::max(max_magnitude, max_magnitude_of_matrix > 0 ? max_magnitude_of_matrix
+                                                                        : 1.0 / (sigma * sigma));
+  }
   const double positive_threshold = options.positive_tolerance * max_magnitude;
   const double sigma_squared = sigma * sigma;
   summary.min_kappa = std::numeric_limits<double>::infinity();

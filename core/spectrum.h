@@ -93,13 +93,15 @@ struct Spectrum {
 };
 
 // Summary statistics of `eigenvalues` at noise level σ_t = sigma. For a
-// partial spectrum (`partial`), n₊'s scale max|λ| is taken as at least
-// 1/σ_t² (the curvature of a fully steep direction), since the largest
-// magnitude may not be among the eigenvalues found; `full_dimension` is the
+// partial spectrum (`partial`) the largest magnitude may not be among the
+// eigenvalues found: n₊'s scale max|λ| is `max_magnitude` when the caller
+// measured it (matrix-free spectra estimate it, arnoldi.h), else at least
+// 1/σ_t² (the curvature of a fully steep direction). `full_dimension` is the
 // dimension d of the matrix (for the radius bound; 0: eigenvalues.size()).
 SpectrumSummary Summarize(const std::vector<std::complex<double>>& eigenvalues, double sigma,
                           double sqrt_alpha_bar, const SpectrumOptions& options = {},
-                          bool partial = false, int64_t full_dimension = 0);
+                          bool partial = false, int64_t full_dimension = 0,
+                          double max_magnitude = 0);
 
 // Full spectra of square matrices `jacobians` [B, d, d] (any floating dtype
 // and device; solved in float64 with LAPACK on the CPU) of the score at

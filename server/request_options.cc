@@ -140,6 +140,7 @@ absl::StatusOr<SampleCurvatureOptions> ToCurvatureOptions(const v1::SamplingOpti
                              "curvature.jacobian_chunk_rows", &options.jacobian.chunk_rows));
   RETURN_IF_ERROR(SetIfGiven(curvature.num_eigenvalues(), 1, kMaxEigenvalues,
                              "curvature.num_eigenvalues", &options.arnoldi.num_eigenvalues));
+  options.arnoldi.tolerance = kVerdictGradeTolerance;
   RETURN_IF_ERROR(SetFractionIfGiven(curvature.arnoldi_tolerance(), "curvature.arnoldi_tolerance",
                                      &options.arnoldi.tolerance));
   RETURN_IF_ERROR(SetIfGiven(curvature.max_restarts(), 1, kMaxRestarts, "curvature.max_restarts",

@@ -61,6 +61,8 @@ TEST_F(PlansTest, AnEmptyAuditRequestGetsEveryDefault) {
   EXPECT_EQ(plan->curvature.sampler.num_steps, SamplerOptions().num_steps);
   EXPECT_EQ(plan->curvature.method, SpectrumMethod::kAuto);
   EXPECT_EQ(plan->curvature.max_dense_dimension, kDefaultMaxDenseDimension);
+  // Matrix-free spectra default to the verdict-grade tolerance.
+  EXPECT_EQ(plan->curvature.arnoldi.tolerance, kVerdictGradeTolerance);
   EXPECT_TRUE(plan->curvature.timesteps.empty());
   EXPECT_FALSE(plan->early.has_value());
   EXPECT_NE(plan->model, nullptr);
@@ -89,6 +91,7 @@ TEST_F(PlansTest, AuditFieldsReachTheEngineOptions) {
   EXPECT_EQ(plan->curvature.sampler.num_steps, 20);
   EXPECT_EQ(plan->curvature.method, SpectrumMethod::kArnoldi);
   EXPECT_EQ(plan->curvature.arnoldi.num_eigenvalues, 3);
+  EXPECT_EQ(plan->curvature.arnoldi.tolerance, kVerdictGradeTolerance);
   EXPECT_EQ(plan->curvature.score_kind, ScoreKind::kDifference);
   EXPECT_EQ(plan->curvature.timesteps, std::vector<int64_t>{10});
   ASSERT_TRUE(plan->early.has_value());

@@ -13,6 +13,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "checkpoint.h"
 #include "reference_set.h"
 #include "sample_curvature.h"
@@ -97,6 +98,69 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
     EXPECT_GE(rates.tpr(), 0.9);
     EXPECT_EQ(rates.flagged_others, 0);
   }
+}
+
+// Matrix-free spectra (Arnoldi, the path of every model above
+// --max_dense_dimension) with the service's defaults (k = 24, the
+// verdict-grade tolerance), against the dense spectrum on the same samples:
+// κ_max and n₊ among the k found agree, and the verdict is never MORE
+// memorized than the dense one, because the radius of a partial spectrum is
+// an upper bound (the d − k unseen directions are taken as flat as the k-th
+// found). It can be less: bench/verdict_grade.cc measured 1 of 12 mnist39
+// copies called PARTIAL at k = 24 (seed 500), and here seeds 7101 and 7102
+// move one verdict step each (docs/PERFORMANCE.md). The verdict-grade
+// tolerance gives the verdicts the earlier default 1e-6 gave.
+TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
+  const std::string directory = std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/mnist39";
+  auto checkpoint = Checkpoint::Load(directory);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  auto reference = ReferenceSet::Load(directory + "/reference.pt", {1, 28, 28});
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  Denoiser denoiser(*checkpoint);
+  SampleCurvatureOptions dense, matrix_free, tight;
+  dense.method = SpectrumMethod::kDense;
+  matrix_free.method = SpectrumMethod::kArnoldi;
+  matrix_free.arnoldi.tolerance = kVerdictGradeTolerance;
+  tight.method = SpectrumMethod::kArnoldi;
+  tight.arnoldi.tolerance = 1e-6;
+  const int64_t k = matrix_free.arnoldi.num_eigenvalues;
+  const ResolvedPolicy policy = ResolvePolicy(v1::VerdictPolicy(), &*reference);
+  int64_t copies = 0, same = 0, total = 0;
+  for (int64_t digit : {9, 3}) {
+    SCOPED_TRACE(absl::StrCat("digit ", digit));
+    const at::Tensor labels = at::full({3}, digit, at::kLong);
+    auto by_dense = MeasureSamples(denoiser, Seeds(7100, 3), labels, dense, &*reference);
+    auto by_arnoldi = MeasureSamples(denoiser, Seeds(7100, 3), labels, matrix_free, &*reference);
+    auto by_tight = MeasureSamples(denoiser, Seeds(7100, 3), labels, tight, &*reference);
+    ASSERT_TRUE(by_dense.ok()) << by_dense.status();
+    ASSERT_TRUE(by_arnoldi.ok()) << by_arnoldi.status();
+    ASSERT_TRUE(by_tight.ok()) << by_tight.status();
+    for (size_t i = 0; i < by_dense->size(); ++i) {
+      const SampleCurvature& a = (*by_dense)[i];
+      const SampleCurvature& b = (*by_arnoldi)[i];
+      const SpectrumSummary& full = a.spectra.front().summary;
+      const SpectrumSummary& partial = b.spectra.front().summary;
+      ASSERT_EQ(b.spectra.front().method, SpectrumMethod::kArnoldi);
+      EXPECT_NEAR(partial.max_kappa, full.max_kappa, 1e-4);
+      EXPECT_EQ(std::min(partial.positive_count, k), std::min(full.positive_count, k))
+          << "seed " << a.seed;
+      EXPECT_GE(partial.noise_radius, full.noise_radius * (1 - 1e-6)) << "seed " << a.seed;
+      const Verdict expected = JudgeSample(full, policy, &*a.truth);
+      const Verdict found = JudgeSample(partial, policy, &*b.truth);
+      const SampleCurvature& c = (*by_tight)[i];
+      EXPECT_EQ(JudgeSample(c.spectra.front().summary, policy, &*c.truth), found)
+          << "seed " << a.seed << ": tolerance 1e-6 and verdict-grade differ";
+      EXPECT_LT(b.spectra.front().matvecs, c.spectra.front().matvecs) << "seed " << a.seed;
+      EXPECT_LE(static_cast<int>(found), static_cast<int>(expected))
+          << "seed " << a.seed << ": noise radius dense " << full.noise_radius
+          << ", matrix-free bound " << partial.noise_radius;
+      copies += a.truth->is_copy() ? 1 : 0;
+      same += found == expected ? 1 : 0;
+      ++total;
+    }
+  }
+  EXPECT_GE(copies, 2);  // the comparison covers copies, not only novel samples
+  EXPECT_GE(same, total / 2);
 }
 
 }  // namespace
