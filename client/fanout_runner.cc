@@ -43,6 +43,7 @@ class FanoutRun {
   }
 
   absl::StatusOr<FanoutResult> Run(const v1::AuditRequest& request) {
+    if (absl::Status same = CheckModelVersions(request.model()); !same.ok()) return same;
     absl::StatusOr<std::vector<ShardRequest>> split = SplitAudit(
         request, options_.shards > 0 ? options_.shards : static_cast<int64_t>(replicas_.size()));
     if (!split.ok()) return split.status();
@@ -96,6 +97,45 @@ class FanoutRun {
     std::string replica;  // of the running or finished attempt
     v1::AuditJob job;     // finished, with report.shard set
   };
+
+  // Before any work: every reachable replica must serve the same version of
+  // the model (the merge would refuse their reports afterwards, with the
+  // work done). An unreachable replica is marked failed; one that cannot
+  // serve the model (NOT_FOUND, not loaded) is left out, with a notice.
+  absl::Status CheckModelVersions(const std::string& model) {
+    std::vector<std::pair<std::string, std::string>> checksums;  // address, checksum
+    for (ReplicaState& replica : replicas_) {
+      absl::StatusOr<v1::ModelInfo> info = replica.client->GetModel(model);
+      absl::Status problem = info.status();
+      if (info.ok() && info->state() != v1::MODEL_READY) {
+        problem = absl::FailedPreconditionError(
+            absl::StrCat("model \"", model, "\" is ", v1::ModelState_Name(info->state())));
+      }
+      if (problem.ok()) {
+        checksums.emplace_back(replica.address, info->checksum());
+        continue;
+      }
+      replica.alive = false;
+      failures_.push_back(absl::StrCat(replica.address, ": ", problem.ToString()));
+      if (options_.on_notice) {
+        options_.on_notice(
+            absl::StrCat("replica ", replica.address, " left out: ", problem.ToString()));
+      }
+    }
+    if (checksums.empty()) {
+      return absl::UnavailableError(absl::StrCat("no replica can serve model \"", model,
+                                                 "\": ", absl::StrJoin(failures_, "; ")));
+    }
+    for (const auto& [address, checksum] : checksums) {
+      if (checksum != checksums.front().second) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("replicas serve different versions of model \"", model,
+                         "\": ", checksums.front().first, " has ", checksums.front().second, ", ",
+                         address, " has ", checksum, "; load the same model.pt on every replica"));
+      }
+    }
+    return absl::OkStatus();
+  }
 
   bool AnyReplicaAlive() const {
     for (const ReplicaState& replica : replicas_) {

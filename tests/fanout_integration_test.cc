@@ -226,6 +226,33 @@ TEST_F(FanoutIntegrationTest, MergeOfBatchShardsIsTheOneServerReport) {
   EXPECT_NE(past.output.find("splits into shards 0..71"), std::string::npos) << past.output;
 }
 
+// A replica that serves another version of the model (another checksum) is
+// found before any work: the audit is refused and no job is submitted.
+TEST_F(FanoutIntegrationTest, ReplicasWithDifferentModelFilesAreRefusedBeforeAnyWork) {
+  const std::string repository = scratch_->Join("other-models");
+  ASSERT_TRUE(testing::WriteMixtureDirectory(repository, "pm",
+                                             testing::PointMassAndBroadClasses(32, kClasses + 1),
+                                             v1::NoiseSchedule::LINEAR, v1::EPSILON, kClasses + 1)
+                  .ok());
+  const std::string dir = scratch_->Join("other-replica");
+  std::filesystem::create_directories(dir);
+  ServerProcess other(MEMAUDIT_SERVER_BINARY, repository, dir);
+  ASSERT_GT(other.grpc_port(), 0) << other.Log();
+  ASSERT_TRUE(WaitUntilServing(other)) << other.Log();
+  Client first(servers_[0]->target(), std::chrono::seconds(30));
+  const int jobs_before = first.ListAudits()->jobs_size();
+  const testing::CommandResult result =
+      Cli(absl::StrCat(servers_[0]->target(), ",", other.target()),
+          "audit --model pm --class 0 --samples 2 --quiet");
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("replicas serve different versions of model \"pm\""),
+            std::string::npos)
+      << result.output;
+  Client second(other.target(), std::chrono::seconds(30));
+  EXPECT_EQ(second.ListAudits()->jobs_size(), 0);
+  EXPECT_EQ(first.ListAudits()->jobs_size(), jobs_before);
+}
+
 TEST_F(FanoutIntegrationTest, CtrlCCancelsEveryShardsJob) {
   const std::string both = absl::StrCat(servers_[0]->target(), ",", servers_[1]->target());
   const testing::CommandResult interrupted = testing::RunShell(absl::StrCat(
