@@ -45,6 +45,12 @@ std::vector<double> EarlyMetricValues(const EarlyMetricSamples& samples, EarlyMe
   return {};
 }
 
+bool IsRealCondition(const Checkpoint& checkpoint, const at::Tensor& prepared, int64_t batch) {
+  if (!checkpoint.conditional() || !prepared.defined()) return false;
+  const at::Tensor null_condition = checkpoint.NullCondition(batch);
+  return !null_condition.defined() || !at::equal(prepared, null_condition);
+}
+
 double Mean(const std::vector<double>& values) {
   double sum = 0;
   for (double v : values) sum += v;
@@ -63,12 +69,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
   const int64_t batch = static_cast<int64_t>(seeds.size());
   ASSIGN_OR_RETURN(const at::Tensor prepared, denoiser.PrepareConditions(conditions, batch));
   const Checkpoint& checkpoint = denoiser.checkpoint();
-  // A real condition: a conditional model and not the null condition.
-  bool conditional = checkpoint.conditional() && prepared.defined();
-  if (conditional) {
-    const at::Tensor null_condition = checkpoint.NullCondition(batch);
-    conditional = !null_condition.defined() || !at::equal(prepared, null_condition);
-  }
+  const bool conditional = IsRealCondition(checkpoint, prepared, batch);
   SamplerOptions sampler = options.sampler;
   sampler.stop_after_steps = options.steps;
   ASSIGN_OR_RETURN(const Trajectory trajectory,

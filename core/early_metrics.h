@@ -54,6 +54,11 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
                                                        const EarlyMetricOptions& options,
                                                        const StopCheck& stop = {});
 
+// Whether `prepared` (Denoiser::PrepareConditions for `batch` rows) is a real
+// condition of a conditional model, not the null one: conditional metrics
+// (Wen, Jeon) apply; otherwise the unconditional ones.
+bool IsRealCondition(const Checkpoint& checkpoint, const at::Tensor& prepared, int64_t batch);
+
 // The per-sample values of `metric`, oriented so higher means sharper
 // (negative_trace is −hutchinson_trace); empty when `samples` are of the
 // other kind (conditional vs unconditional).
