@@ -8,15 +8,27 @@
 //                     LinearOperator of JVPs, the same k, target (largest
 //                     real part), tolerance and subspace size; also the JVP
 //                     counts
+//   --method early    bench/peer_early.py: the early metrics (Wen and Jeon for
+//                     a conditional model, ‖s‖², ‖Hs‖² and Hutchinson tr H for
+//                     an unconditional one) of --conditions conditions, n =
+//                     --generations each, over the first K = --steps steps,
+//                     from the same x_T (and Hutchinson probes) saved here;
+//                     checks the per-condition means agree (relative) and
+//                     reports conditions per second (--batched: also with all
+//                     conditions in one ComputeEarlyMetrics call)
 //
 //   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --label 9 --points 5
 //   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --label 9 --points 5 \
 //       --method arnoldi -k 8
+//   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --method early \
+//       --generations 4 --steps 1
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <complex>
 #include <cstdio>
@@ -24,6 +36,7 @@
 
 #include "arnoldi.h"
 #include "curvature.h"
+#include "early_metrics.h"
 #include "sampler.h"
 #include "spectrum.h"
 #include "tensor_file.h"
@@ -42,6 +55,241 @@ std::vector<std::complex<double>> Sorted(const at::Tensor& values) {
     return a.real() != b.real() ? a.real() > b.real() : a.imag() > b.imag();
   });
   return out;
+}
+
+double Median(std::vector<double> values, bool skip_first) {
+  if (skip_first && values.size() > 1) values.erase(values.begin());
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct EarlyBench {
+  int64_t conditions = 10;  // labels 0, 1, ... (mod num_classes); groups of seeds if unconditional
+  int64_t generations = 4;  // n
+  int64_t steps = 1;        // K
+  int64_t probes = EarlyMetricOptions{}.hutchinson_probes;
+  int64_t num_steps = SamplerOptions{}.num_steps;
+  bool batched = false;  // also: all conditions in one ComputeEarlyMetrics call
+};
+
+// --method early: memaudit's ComputeEarlyMetrics per condition against
+// bench/peer_early.py on the same x_T (and probes). Condition i has label
+// i % num_classes and seeds i·n .. i·n + n − 1.
+int RunEarly(const std::string& model_dir, const std::string& work, double guidance,
+             const EarlyBench& bench) {
+  std::atomic<int64_t> calls{0}, rows{0};
+  CheckpointOptions checkpoint_options;
+  checkpoint_options.forward_observer = [&](int64_t batch_rows, bool) {
+    ++calls;
+    rows += batch_rows;
+  };
+  auto checkpoint = Checkpoint::Load(model_dir, checkpoint_options);
+  if (!checkpoint.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(checkpoint.status().message()).c_str());
+    return 1;
+  }
+  Denoiser denoiser(*checkpoint);
+  const bool conditional = (*checkpoint)->conditional();
+  const int64_t n = bench.generations, count = bench.conditions;
+  const int64_t classes = (*checkpoint)->config().conditioning().num_classes();
+  std::vector<int64_t> sample_shape((*checkpoint)->config().sample_shape().begin(),
+                                    (*checkpoint)->config().sample_shape().end());
+  EarlyMetricOptions options;
+  options.sampler.guidance = guidance;
+  options.sampler.num_steps = bench.num_steps;
+  options.steps = bench.steps;
+  options.hutchinson_probes = bench.probes;
+
+  // The inputs the peer gets: x_T as the sampler draws it (one CPU generator
+  // per seed), the labels, and the probes ComputeEarlyMetrics draws (one
+  // generator seeded probe_seed, per step [n·P, *sample_shape]).
+  std::vector<std::vector<uint64_t>> seeds(count);
+  std::vector<at::Tensor> labels, noise;
+  for (int64_t i = 0; i < count; ++i) {
+    std::vector<at::Tensor> rows_of_condition;
+    for (int64_t j = 0; j < n; ++j) {
+      seeds[i].push_back(static_cast<uint64_t>(i * n + j));
+      at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seeds[i].back());
+      rows_of_condition.push_back(at::randn(sample_shape, generator, at::kFloat));
+    }
+    noise.push_back(at::stack(rows_of_condition).to((*checkpoint)->dtype()));
+    labels.push_back(conditional ? at::full({n}, i % classes, at::kLong) : at::Tensor());
+  }
+  std::vector<int64_t> probe_shape{n * bench.probes};
+  probe_shape.insert(probe_shape.end(), sample_shape.begin(), sample_shape.end());
+  at::Generator probe_generator = at::make_generator<at::CPUGeneratorImpl>(options.probe_seed);
+  std::vector<at::Tensor> probes;
+  for (int64_t k = 0; k < bench.steps && !conditional; ++k) {
+    probes.push_back((at::randint(2, probe_shape, probe_generator, at::kFloat) * 2 - 1)
+                         .to((*checkpoint)->dtype()));
+  }
+  // The saved x_T is the sampler's (a check of the reproduction above).
+  {
+    SamplerOptions one = options.sampler;
+    one.stop_after_steps = 1;
+    auto trajectory = SampleTrajectories(denoiser, seeds[0], labels[0], one);
+    if (!trajectory.ok() || !at::equal(trajectory->states[0], noise[0])) {
+      std::fprintf(stderr, "x_T does not match the sampler's initial noise\n");
+      return 1;
+    }
+  }
+  const std::string xt_path = work + "/early_xt.pt", labels_path = work + "/early_labels.pt",
+                    probes_path = work + "/early_probes.pt", peer_path = work + "/early_peer.pt";
+  if (!SaveTensorFile(xt_path, at::stack(noise)).ok() ||
+      !SaveTensorFile(labels_path,
+                      at::arange(count, at::kLong).remainder(std::max<int64_t>(classes, 1)))
+           .ok() ||
+      (!conditional && !SaveTensorFile(probes_path, at::stack(probes)).ok())) {
+    return 1;
+  }
+
+  // memaudit, condition by condition (as the EarlyMetrics RPC runs them);
+  // then the sampler alone over the same K steps, for the breakdown.
+  std::vector<double> seconds, sampler_seconds;
+  std::vector<at::Tensor> ours;  // [M, n] per condition
+  std::vector<int64_t> timesteps;
+  calls = 0;
+  rows = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto metrics = ComputeEarlyMetrics(denoiser, seeds[i], labels[i], options);
+    seconds.push_back(SecondsSince(start));
+    if (!metrics.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(metrics.status().message()).c_str());
+      return 1;
+    }
+    timesteps = metrics->timesteps;
+    std::vector<at::Tensor> values;
+    if (conditional) {
+      values = {at::tensor(metrics->wen, at::kDouble), at::tensor(metrics->jeon, at::kDouble)};
+    } else {
+      values = {at::tensor(metrics->score_norm_squared, at::kDouble),
+                at::tensor(metrics->hessian_score_squared, at::kDouble),
+                at::tensor(metrics->hutchinson_trace, at::kDouble)};
+    }
+    ours.push_back(at::stack(values));
+  }
+  const double memaudit_calls = static_cast<double>(calls) / count;
+  const double memaudit_rows = static_cast<double>(rows) / count;
+  for (int64_t i = 0; i < count; ++i) {
+    SamplerOptions sampler = options.sampler;
+    sampler.stop_after_steps = options.steps;
+    const auto start = std::chrono::steady_clock::now();
+    if (!SampleTrajectories(denoiser, seeds[i], labels[i], sampler).ok()) return 1;
+    sampler_seconds.push_back(SecondsSince(start));
+  }
+  // All conditions in one call (as calibration batches them): C·n rows per
+  // network call. Median of 3 runs after a warm-up. Its Hutchinson probes
+  // are drawn for the whole batch, so only the deterministic metrics are
+  // compared with the peer.
+  double batched_seconds = -1;
+  at::Tensor batched_values;  // [C, M', n]
+  if (bench.batched) {
+    std::vector<uint64_t> all_seeds;
+    for (const auto& group : seeds) all_seeds.insert(all_seeds.end(), group.begin(), group.end());
+    const at::Tensor all_labels = conditional ? at::cat(labels) : at::Tensor();
+    std::vector<double> runs;
+    for (int repeat = 0; repeat < 4; ++repeat) {
+      const auto start = std::chrono::steady_clock::now();
+      auto metrics = ComputeEarlyMetrics(denoiser, all_seeds, all_labels, options);
+      runs.push_back(SecondsSince(start) / static_cast<double>(count));
+      if (!metrics.ok()) return 1;
+      const std::vector<double>& a = conditional ? metrics->wen : metrics->score_norm_squared;
+      const std::vector<double>& b = conditional ? metrics->jeon : metrics->hessian_score_squared;
+      batched_values = at::stack({at::tensor(a, at::kDouble), at::tensor(b, at::kDouble)})
+                           .view({2, count, n})
+                           .transpose(0, 1);
+    }
+    batched_seconds = Median(runs, true);
+  }
+  const double memaudit_seconds = Median(seconds, true);
+  const double trajectory_seconds = Median(sampler_seconds, true);
+
+  // The peer, same inputs, same run.
+  const std::string command =
+      "/usr/bin/python3 bench/peer_early.py " + model_dir + " " + xt_path + " " + labels_path +
+      " " + (conditional ? std::string("-") : probes_path) + " " + std::to_string(bench.steps) +
+      " " + std::to_string(bench.num_steps) + " " + std::to_string(guidance) + " " + peer_path;
+  FILE* pipe = popen(command.c_str(), "r");
+  char line[1024] = {0};
+  double peer_seconds = -1, peer_calls = -1, peer_rows = -1;
+  char peer_jvp[64] = "";
+  std::string peer_timesteps;
+  while (pipe && fgets(line, sizeof(line), pipe)) {
+    std::sscanf(line, "seconds_per_condition %lf", &peer_seconds);
+    std::sscanf(line, "calls_per_condition %lf rows_per_condition %lf", &peer_calls, &peer_rows);
+    std::sscanf(line, "jvp %63s", peer_jvp);
+    if (std::string(line).rfind("timesteps ", 0) == 0) peer_timesteps = std::string(line + 10);
+  }
+  if (!pipe || pclose(pipe) != 0 || peer_seconds < 0) {
+    std::fprintf(stderr, "the Python peer failed: %s\n", command.c_str());
+    return 1;
+  }
+  auto peer = LoadTensorFile(peer_path);
+  if (!peer.ok()) return 1;
+  at::Tensor mine = at::stack(ours);  // [C, M, n]
+  if (!SaveTensorFile(work + "/early_ours.pt", mine).ok()) return 1;
+  // Relative difference of each metric's per-condition mean (over the n
+  // generations), and of the per-generation values; worst over conditions.
+  const std::vector<const char*> names =
+      conditional ? std::vector<const char*>{"wen", "jeon"}
+                  : std::vector<const char*>{"score_norm_squared", "hessian_score_squared",
+                                             "hutchinson_trace"};
+  at::Tensor mean_ours = mine.mean(2), mean_peer = peer->mean(2);
+  at::Tensor relative = ((mean_ours - mean_peer).abs() / mean_peer.abs()).amax(0);
+  at::Tensor per_sample = ((mine - *peer).abs() / peer->abs()).amax({0, 2});
+  double worst = 0;
+  std::string timestep_text;
+  for (int64_t t : timesteps) timestep_text += std::to_string(t) + " ";
+  std::printf(
+      "model %s (%s), d = %lld, %lld conditions, n = %lld, K = %lld (t = %s), "
+      "guidance %g, %s%lld threads\n",
+      model_dir.c_str(), conditional ? "conditional" : "unconditional",
+      static_cast<long long>((*checkpoint)->sample_numel()), static_cast<long long>(count),
+      static_cast<long long>(n), static_cast<long long>(bench.steps), timestep_text.c_str(),
+      guidance, conditional ? "" : ("probes " + std::to_string(bench.probes) + ", ").c_str(),
+      static_cast<long long>(at::get_num_threads()));
+  std::printf("peer timesteps: %s", peer_timesteps.c_str());
+  for (size_t m = 0; m < names.size(); ++m) {
+    const double r = relative[m].item<double>();
+    worst = std::max(worst, r);
+    std::printf(
+        "%-22s per-condition mean: max rel. diff %.2e; per generation %.2e; "
+        "condition 0: memaudit %.6g, peer %.6g\n",
+        names[m], r, per_sample[m].item<double>(), mean_ours[0][m].item<double>(),
+        mean_peer[0][m].item<double>());
+  }
+  std::printf("agreement: %.2e (%s 1e-4)\n", worst, worst <= 1e-4 ? "within" : "NOT within");
+  std::printf(
+      "network calls per condition: memaudit %.0f (%.0f rows), peer %.0f (%.0f rows); "
+      "peer JVP: %s\n",
+      memaudit_calls, memaudit_rows, peer_calls, peer_rows, peer_jvp);
+  std::printf("memaudit early metrics : %.4f s per condition = %.2f conditions/s (median)\n",
+              memaudit_seconds, 1.0 / memaudit_seconds);
+  std::printf("  of which the K-step trajectory (SampleTrajectories alone): %.4f s\n",
+              trajectory_seconds);
+  std::printf("Python peer            : %.4f s per condition = %.2f conditions/s (median)\n",
+              peer_seconds, 1.0 / peer_seconds);
+  std::printf("memaudit / peer (time) : %.2f\n", memaudit_seconds / peer_seconds);
+  if (bench.batched) {
+    at::Tensor peer_two = peer->narrow(1, 0, 2);
+    const double batched_agreement =
+        ((batched_values.mean(2) - peer_two.mean(2)).abs() / peer_two.mean(2).abs())
+            .max()
+            .item<double>();
+    std::printf(
+        "memaudit, all %lld conditions in one call: %.4f s per condition = %.2f "
+        "conditions/s (median of 3); %s and %s agree with the peer to %.2e; "
+        "/ peer: %.2f\n",
+        static_cast<long long>(count), batched_seconds, 1.0 / batched_seconds, names[0], names[1],
+        batched_agreement, batched_seconds / peer_seconds);
+  }
+
+  return worst <= 1e-4 ? 0 : 2;
 }
 
 }  // namespace
@@ -64,13 +312,30 @@ int main(int argc, char** argv) {
   app.add_option("--work", work)->capture_default_str();
   app.add_option("--chunk-rows", chunk_rows, "Jacobian rows per network call")
       ->capture_default_str();
-  app.add_option("--method", method, "dense | arnoldi")
-      ->check(CLI::IsMember({"dense", "arnoldi"}))
+  app.add_option("--method", method, "dense | arnoldi | early")
+      ->check(CLI::IsMember({"dense", "arnoldi", "early"}))
       ->capture_default_str();
   app.add_option("-k,--eigenvalues", arnoldi.num_eigenvalues, "arnoldi: k")->capture_default_str();
   app.add_option("--tolerance", arnoldi.tolerance, "arnoldi: relative tolerance")
       ->capture_default_str();
+  EarlyBench early;
+  app.add_option("--conditions", early.conditions, "early: conditions (labels 0, 1, ...)")
+      ->capture_default_str();
+  app.add_option("-n,--generations", early.generations, "early: generations per condition")
+      ->capture_default_str();
+  app.add_option("--steps", early.steps, "early: K, the first sampling steps")
+      ->capture_default_str();
+  app.add_option("--probes", early.probes, "early: Hutchinson probes")->capture_default_str();
+  app.add_option("--num-steps", early.num_steps, "early: sampling steps of the schedule")
+      ->capture_default_str();
+  app.add_flag("--batched", early.batched,
+               "early: also time all conditions in one ComputeEarlyMetrics call");
   CLI11_PARSE(app, argc, argv);
+  if (method == "early") {
+    ConfigureTorchRuntime(threads);
+    std::filesystem::create_directories(work);
+    return RunEarly(model_dir, work, guidance, early);
+  }
   const bool dense = method == "dense";
   ConfigureTorchRuntime(threads);
   std::filesystem::create_directories(work);
