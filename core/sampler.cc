@@ -102,13 +102,21 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   std::vector<int64_t> sample_shape(checkpoint.config().sample_shape().begin(),
                                     checkpoint.config().sample_shape().end());
   NoiseSource noise(seeds, sample_shape, tensor_options);
+  if (options.initial_state.defined() &&
+      options.initial_state.sizes() != at::IntArrayRef(checkpoint.BatchShape(batch))) {
+    return absl::InvalidArgumentError(
+        "initial_state: must be [B, *sample_shape] with B the number of seeds");
+  }
 
   Trajectory trajectory;
   trajectory.timesteps = timesteps;
   if (options.keep_states) trajectory.states.reserve(timesteps.size());
   at::NoGradGuard no_grad;
   try {
+    // The seeded x_T is drawn either way, so the per-step noise that
+    // follows is the same with or without an initial state.
     at::Tensor x = noise.Next();
+    if (options.initial_state.defined()) x = options.initial_state.to(tensor_options);
     const size_t steps_to_run =
         options.stop_after_steps > 0
             ? std::min(timesteps.size(), static_cast<size_t>(options.stop_after_steps))

@@ -43,6 +43,10 @@ struct SamplerOptions {
   // evaluation step and early metrics need); false keeps only the final
   // sample, so memory does not grow with the number of steps.
   bool keep_states = true;
+  // [B, *sample_shape]: start from this state instead of the seeded x_T
+  // (the per-step noise still comes from the seeds): sampling from an
+  // initial noise that a guard moved (mitigation.h). Undefined: the seeds'.
+  at::Tensor initial_state;
 };
 
 // The states of one batched sampling run.
