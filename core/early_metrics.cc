@@ -1,5 +1,7 @@
 #include "early_metrics.h"
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -70,15 +72,29 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
   ASSIGN_OR_RETURN(const at::Tensor prepared, denoiser.PrepareConditions(conditions, batch));
   const Checkpoint& checkpoint = denoiser.checkpoint();
   const bool conditional = IsRealCondition(checkpoint, prepared, batch);
-  SamplerOptions sampler = options.sampler;
-  sampler.stop_after_steps = options.steps;
-  ASSIGN_OR_RETURN(const Trajectory trajectory,
-                   SampleTrajectories(denoiser, seeds, prepared, sampler, stop));
+  // The states at the first K timesteps: x_T, then K − 1 sampling steps.
+  // The K-th step's output is not needed, and x_T needs no network call
+  // (at K = 1 that is a third of the calls).
+  ASSIGN_OR_RETURN(const std::vector<int64_t> all_timesteps,
+                   LeadingTimesteps(denoiser.schedule().num_train_timesteps(),
+                                    options.sampler.num_steps, options.sampler.steps_offset));
+  const int64_t steps =
+      std::min<int64_t>(options.steps, static_cast<int64_t>(all_timesteps.size()));
+  Trajectory trajectory;
+  if (steps == 1) {
+    RETURN_IF_ERROR(CheckStop(stop));
+    trajectory.states.push_back(InitialNoise(checkpoint, seeds));
+  } else {
+    SamplerOptions sampler = options.sampler;
+    sampler.stop_after_steps = steps - 1;
+    ASSIGN_OR_RETURN(trajectory, SampleTrajectories(denoiser, seeds, prepared, sampler, stop));
+    trajectory.states.push_back(trajectory.final_sample);
+  }
+  trajectory.timesteps.assign(all_timesteps.begin(), all_timesteps.begin() + steps);
 
   EarlyMetricSamples result;
   result.conditional = conditional;
   result.timesteps = trajectory.timesteps;
-  const int64_t steps = static_cast<int64_t>(trajectory.states.size());
   const at::Tensor rows =
       at::arange(batch, at::TensorOptions().dtype(at::kLong).device(checkpoint.device()));
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.probe_seed);

@@ -40,6 +40,14 @@ class NoiseSource {
 
 }  // namespace
 
+at::Tensor InitialNoise(const Checkpoint& checkpoint, const std::vector<uint64_t>& seeds) {
+  std::vector<int64_t> sample_shape(checkpoint.config().sample_shape().begin(),
+                                    checkpoint.config().sample_shape().end());
+  NoiseSource noise(seeds, sample_shape,
+                    at::TensorOptions().dtype(checkpoint.dtype()).device(checkpoint.device()));
+  return noise.Next();
+}
+
 absl::StatusOr<SamplerKind> ParseSamplerKind(const std::string& name) {
   if (name == "ddim") return SamplerKind::kDdim;
   if (name == "ddpm") return SamplerKind::kDdpm;

@@ -76,6 +76,11 @@ size_t FirstStepBelowSigma(const std::vector<int64_t>& timesteps, const NoiseSch
 // Called after each step with (steps done, steps total).
 using StepProgress = std::function<void(int64_t, int64_t)>;
 
+// The initial states x_T [B, *sample_shape] that SampleTrajectories draws for
+// `seeds` (one CPU generator per seed), in the checkpoint's dtype and on
+// its device, without a network call.
+at::Tensor InitialNoise(const Checkpoint& checkpoint, const std::vector<uint64_t>& seeds);
+
 // Samples seeds.size() samples. `conditions` as for Denoiser::PrepareConditions
 // (undefined: the null condition / unconditional). Checks `stop` before each
 // step and returns its status when it says stop.

@@ -71,6 +71,7 @@ TEST(SamplerTest, SeededAndBatchIndependent) {
     EXPECT_EQ(first->timesteps.size(), 20u);
     EXPECT_EQ(first->network_evaluations, 4 * 20);
 
+    EXPECT_TRUE(at::equal(InitialNoise(*checkpoint, Seeds(4, 10)), first->states.front()));
     options.initial_state = first->states.front().clone();
     auto same = SampleTrajectories(denoiser, Seeds(4, 10), at::Tensor(), options);
     ASSERT_TRUE(same.ok()) << same.status();
