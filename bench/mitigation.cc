@@ -57,11 +57,7 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < count; ++i) seeds.push_back(first_seed + static_cast<uint64_t>(i));
   const at::Tensor conditions = at::full({count}, label, at::kLong);
   SamplerOptions sampler;  // DDIM, 50 steps, the model's conditional score
-  SamplerOptions first_step = sampler;
-  first_step.stop_after_steps = 1;
-  auto start = SampleTrajectories(denoiser, seeds, conditions, first_step);
-  if (!start.ok()) return 1;
-  const at::Tensor x_T = start->states.front();
+  const at::Tensor x_T = InitialNoise(**checkpoint, seeds);
 
   std::printf("model %s, class %lld, seeds %llu..%llu, DDIM %lld steps, step size %.3f\n\n",
               (*checkpoint)->config().name().c_str(), static_cast<long long>(label),

@@ -64,6 +64,17 @@ constexpr int64_t kEventBytes = 96;
 
 }  // namespace
 
+// What a finished job holds in memory, for the history's size cap: its
+// state (with the report), the samples kept outside a report, its events.
+int64_t JobManager::FinishedJobBytes(const Job& job) {
+  int64_t bytes = static_cast<int64_t>(job.state.ByteSizeLong()) +
+                  kEventBytes * static_cast<int64_t>(job.events.size());
+  for (const v1::SampleReport& sample : job.streamed) {
+    bytes += static_cast<int64_t>(sample.ByteSizeLong());
+  }
+  return bytes;
+}
+
 JobManager::JobManager(ModelRegistry* registry, Metrics* metrics, JobManagerOptions options,
                        JobStore* store)
     : registry_(registry),
@@ -185,12 +196,7 @@ absl::StatusOr<int> JobManager::Restore() {
         }
       }
       job->events.push_back({Event::Kind::kFinished, std::nullopt, 0});
-      int64_t streamed_bytes = 0;
-      for (const v1::SampleReport& sample : job->streamed) {
-        streamed_bytes += static_cast<int64_t>(sample.ByteSizeLong());
-      }
-      job->bytes = static_cast<int64_t>(job->state.ByteSizeLong()) + streamed_bytes +
-                   kEventBytes * static_cast<int64_t>(job->events.size());
+      job->bytes = FinishedJobBytes(*job);
       finished_bytes_ += job->bytes;
       jobs_[id] = job;
       order_.push_back(id);
@@ -219,16 +225,12 @@ absl::StatusOr<int> JobManager::Restore() {
     // Watchers see the reused samples first, in report order.
     const int conditions = std::max(job->state.request().conditions_size(), 1);
     for (int64_t c = 0; c < conditions; ++c) {
-      const std::vector<v1::SampleReport>* samples = nullptr;
       if (auto it = job->resume.conditions.find(c); it != job->resume.conditions.end()) {
         for (const v1::SampleReport& sample : it->second.samples()) job->streamed.push_back(sample);
         continue;
       }
       if (auto it = job->resume.samples.find(c); it != job->resume.samples.end()) {
-        samples = &it->second;
-      }
-      if (samples != nullptr) {
-        job->streamed.insert(job->streamed.end(), samples->begin(), samples->end());
+        job->streamed.insert(job->streamed.end(), it->second.begin(), it->second.end());
       }
       break;  // conditions run in order: nothing after the first unfinished one
     }
@@ -389,12 +391,7 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   job.state.mutable_progress()->set_phase(v1::AUDIT_PHASE_DONE);
   job.events.push_back({Event::Kind::kFinished, std::nullopt, 0});
   job.plan.reset();  // the model version it pinned may now be freed
-  int64_t streamed_bytes = 0;
-  for (const v1::SampleReport& sample : job.streamed) {
-    streamed_bytes += static_cast<int64_t>(sample.ByteSizeLong());
-  }
-  job.bytes = static_cast<int64_t>(job.state.ByteSizeLong()) + streamed_bytes +
-              kEventBytes * static_cast<int64_t>(job.events.size());
+  job.bytes = FinishedJobBytes(job);
   finished_bytes_ += job.bytes;
   finished_.push_back(job.state.id());
   if (metrics_) metrics_->CountJobFinished(v1::JobState_Name(state));

@@ -148,6 +148,7 @@ class JobManager {
                              const std::vector<int64_t>& condition_starts) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void TrimHistory() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static int64_t FinishedJobBytes(const Job& job);
   // Saves the job's state (no-op without a store); a failure is logged: the
   // job in memory is still right, and a restart resumes it from its samples.
   void SaveState(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

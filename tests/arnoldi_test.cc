@@ -178,9 +178,10 @@ TEST(ArnoldiTest, AgreesWithDenseOnATrainedModel) {
   // The largest-real end gives κ_max and hence the width exactly.
   EXPECT_NEAR(spectrum->summary.max_kappa, s.dense.summary.max_kappa,
               1e-4 * std::abs(s.dense.summary.min_kappa));
-  // n₊ of the k found uses the dense spectrum's scale max|λ| (estimated by
-  // a largest-magnitude solve), so it counts what the dense summary counts
-  // among the same eigenvalues.
+  // n₊ of the k found counts what the dense summary counts among the same
+  // eigenvalues (on this model the 1/σ² fallback scale would count the
+  // same; SummaryTest.PartialPositiveCountUsesTheMeasuredScale checks the
+  // scale's effect).
   double max_magnitude = 0;
   for (const auto& lambda : s.dense.eigenvalues) {
     max_magnitude = std::max(max_magnitude, std::abs(lambda));

@@ -284,6 +284,21 @@ TEST(SummaryTest, CountsAndWidth) {
   EXPECT_NEAR(peak.width, (0.1 / 0.9) * std::sqrt(1.0 / 0.2 - 1.0), 1e-12);
 }
 
+// n₊ of a partial spectrum: its scale max|λ| is the whole matrix's when the
+// caller measured it, else at least 1/σ² (here 100).
+TEST(SummaryTest, PartialPositiveCountUsesTheMeasuredScale) {
+  const double sigma = 0.1, sqrt_alpha_bar = 0.9;
+  const std::vector<std::complex<double>> top = {{0.5, 0}, {-30, 0}};  // 0.5 > 1e-3·100
+  EXPECT_EQ(Summarize(top, sigma, sqrt_alpha_bar, {}, /*partial=*/true, 10).positive_count, 1);
+  // A steeper matrix (max|λ| = 1000): 0.5 is below 1e-3·1000, as the dense
+  // summary of that matrix would count it.
+  EXPECT_EQ(Summarize(top, sigma, sqrt_alpha_bar, {}, /*partial=*/true, 10, 1000.0).positive_count,
+            0);
+  // A flatter one (max|λ| = 40): the largest found still counts.
+  EXPECT_EQ(Summarize(top, sigma, sqrt_alpha_bar, {}, /*partial=*/true, 10, 40.0).positive_count,
+            1);
+}
+
 // Exact for a Gaussian: w recovers the data's standard deviation.
 TEST(SummaryTest, WidthRecoversGaussianStandardDeviation) {
   ScratchDir dir;

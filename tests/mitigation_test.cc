@@ -23,7 +23,7 @@ struct Guarded {
 };
 
 // Class 0 of the mixture is a point mass (sharp), classes 1 and 2 broad;
-// x_T are the sampler's own first states for seeds 1..6.
+// x_T are the sampler's own initial states for seeds 1..6.
 Guarded MakeSetup(const std::string& repository) {
   Guarded s;
   auto checkpoint = testing::WriteAndLoadMixture(
@@ -33,11 +33,7 @@ Guarded MakeSetup(const std::string& repository) {
   s.denoiser = std::make_unique<Denoiser>(checkpoint);
   s.conditions = at::tensor({0, 0, 1, 0, 2, 0}, at::kLong);
   s.options.sampler.num_steps = 50;
-  SamplerOptions first_step = s.options.sampler;
-  first_step.stop_after_steps = 1;
-  auto trajectory = SampleTrajectories(*s.denoiser, {1, 2, 3, 4, 5, 6}, s.conditions, first_step);
-  EXPECT_TRUE(trajectory.ok()) << trajectory.status();
-  s.x_T = trajectory->states.front();
+  s.x_T = InitialNoise(*checkpoint, {1, 2, 3, 4, 5, 6});
   return s;
 }
 

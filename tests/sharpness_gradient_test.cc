@@ -28,11 +28,7 @@ void CheckAgainstEarlyMetricsAndFiniteDifferences(const Denoiser& denoiser,
                                                   double tolerance) {
   SamplerOptions sampler;
   sampler.num_steps = 50;
-  SamplerOptions first_step = sampler;
-  first_step.stop_after_steps = 1;
-  auto trajectory = SampleTrajectories(denoiser, seeds, conditions, first_step);
-  ASSERT_TRUE(trajectory.ok()) << trajectory.status();
-  const at::Tensor x_T = trajectory->states.front();
+  const at::Tensor x_T = InitialNoise(denoiser.checkpoint(), seeds);
   EarlyMetricOptions early_options;
   early_options.sampler = sampler;
   auto early = ComputeEarlyMetrics(denoiser, seeds, conditions, early_options);
