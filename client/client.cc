@@ -274,6 +274,18 @@ absl::Status Client::StreamSamples(
       [&](grpc::ClientContext* c) { return audits_->StreamSamples(c, request); }, on_sample);
 }
 
+absl::Status Client::Mitigate(
+    const v1::MitigateRequest& request,
+    const std::function<absl::Status(const v1::MitigatedSample&)>& on_seed,
+    const std::function<bool()>& interrupted) {
+  if (absl::Status valid = CheckStringsAreUtf8(request); !valid.ok()) return valid;
+  grpc::ClientContext context;
+  Prepare(&context, /*deadline=*/false);
+  return ReadStream<v1::MitigatedSample>(
+      &context, interrupted, [&](grpc::ClientContext* c) { return audits_->Mitigate(c, request); },
+      on_seed);
+}
+
 absl::StatusOr<v1::AuditJob> Client::WatchAudit(
     const std::string& id, const std::function<void(const v1::AuditEvent&)>& on_event,
     const std::function<bool()>& interrupted) {

@@ -74,6 +74,12 @@ class Client {
       const std::function<absl::Status(const v1::SampleResponse&)>& on_sample,
       const std::function<bool()>& interrupted = {});
   absl::StatusOr<v1::EarlyMetricsResponse> EarlyMetrics(const v1::EarlyMetricsRequest& request);
+  // The guard's result for each seed of `request`, in seed order, passed to
+  // `on_seed` as the server finishes them; no deadline, cancellation and
+  // errors as for StreamSamples.
+  absl::Status Mitigate(const v1::MitigateRequest& request,
+                        const std::function<absl::Status(const v1::MitigatedSample&)>& on_seed,
+                        const std::function<bool()>& interrupted = {});
 
   absl::StatusOr<v1::CalibrationResponse> Calibrate(const v1::CalibrationRequest& request);
   absl::StatusOr<v1::AuditJob> SubmitAudit(const v1::AuditRequest& request);

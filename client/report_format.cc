@@ -105,53 +105,57 @@ std::string PhaseWord(v1::AuditPhase phase) {
   }
 }
 
+nlohmann::json SampleReportJson(const v1::SampleReport& sample) {
+  const v1::SpectrumSummary& s = sample.summary();
+  nlohmann::json entry = {
+      {"seed", sample.seed()},
+      {"verdict", VerdictWord(sample.verdict())},
+      {"t", sample.timestep()},
+      {"sigma", sample.sigma()},
+      {"dimension", s.dimension()},
+      {"positive_eigenvalues", s.positive_eigenvalues()},
+      {"flat_directions", s.flat_directions()},
+      {"min_kappa", s.min_kappa()},
+      {"max_kappa", s.max_kappa()},
+      {"mean_kappa", s.mean_kappa()},
+      {"width", OptionalJson(s.has_width(), s.width())},
+      {"radius", OptionalJson(s.has_radius(), s.radius())},
+      {"noise_radius", OptionalJson(s.has_noise_radius(), s.noise_radius())},
+  };
+  if (sample.has_nearest()) {
+    entry["nearest_ratio"] = sample.nearest().ratio();
+    entry["nearest_index"] = sample.nearest().index();
+    entry["nearest_distance"] = sample.nearest().d1();
+    entry["nearest_multiplicity"] = sample.nearest().multiplicity();
+    entry["nearest_gap"] = sample.nearest().gap();
+    entry["copy"] = sample.nearest().is_copy();
+  }
+  if (sample.profile_size() > 0) {
+    nlohmann::json profile = nlohmann::json::array();
+    for (const v1::SpectrumProfilePoint& point : sample.profile()) {
+      profile.push_back(
+          {{"t", point.timestep()},
+           {"sigma", point.sigma()},
+           {"positive_eigenvalues", point.summary().positive_eigenvalues()},
+           {"flat_directions", point.summary().flat_directions()},
+           {"max_kappa", point.summary().max_kappa()},
+           {"width", OptionalJson(point.summary().has_width(), point.summary().width())},
+           {"radius", OptionalJson(point.summary().has_radius(), point.summary().radius())},
+           {"noise_radius",
+            OptionalJson(point.summary().has_noise_radius(), point.summary().noise_radius())}});
+    }
+    entry["profile"] = profile;
+  }
+  return entry;
+}
+
 nlohmann::json AuditReportJson(const v1::AuditJob& job) {
   const v1::AuditReport& report = job.report();
   nlohmann::json conditions = nlohmann::json::array();
   for (const v1::ConditionReport& condition : report.conditions()) {
     nlohmann::json samples = nlohmann::json::array();
     for (const v1::SampleReport& sample : condition.samples()) {
-      const v1::SpectrumSummary& s = sample.summary();
-      nlohmann::json entry = {
-          {"seed", sample.seed()},
-          {"verdict", VerdictWord(sample.verdict())},
-          {"t", sample.timestep()},
-          {"sigma", sample.sigma()},
-          {"dimension", s.dimension()},
-          {"positive_eigenvalues", s.positive_eigenvalues()},
-          {"flat_directions", s.flat_directions()},
-          {"min_kappa", s.min_kappa()},
-          {"max_kappa", s.max_kappa()},
-          {"mean_kappa", s.mean_kappa()},
-          {"width", OptionalJson(s.has_width(), s.width())},
-          {"radius", OptionalJson(s.has_radius(), s.radius())},
-          {"noise_radius", OptionalJson(s.has_noise_radius(), s.noise_radius())},
-      };
-      if (sample.has_nearest()) {
-        entry["nearest_ratio"] = sample.nearest().ratio();
-        entry["nearest_index"] = sample.nearest().index();
-        entry["nearest_distance"] = sample.nearest().d1();
-        entry["nearest_multiplicity"] = sample.nearest().multiplicity();
-        entry["nearest_gap"] = sample.nearest().gap();
-        entry["copy"] = sample.nearest().is_copy();
-      }
-      if (sample.profile_size() > 0) {
-        nlohmann::json profile = nlohmann::json::array();
-        for (const v1::SpectrumProfilePoint& point : sample.profile()) {
-          profile.push_back(
-              {{"t", point.timestep()},
-               {"sigma", point.sigma()},
-               {"positive_eigenvalues", point.summary().positive_eigenvalues()},
-               {"flat_directions", point.summary().flat_directions()},
-               {"max_kappa", point.summary().max_kappa()},
-               {"width", OptionalJson(point.summary().has_width(), point.summary().width())},
-               {"radius", OptionalJson(point.summary().has_radius(), point.summary().radius())},
-               {"noise_radius",
-                OptionalJson(point.summary().has_noise_radius(), point.summary().noise_radius())}});
-        }
-        entry["profile"] = profile;
-      }
-      samples.push_back(entry);
+      samples.push_back(SampleReportJson(sample));
     }
     nlohmann::json condition_entry = {{"condition", ConditionJson(condition.condition())},
                                       {"label", condition.label()},

@@ -24,6 +24,9 @@ namespace memaudit::client {
 // public fields leave some out.
 nlohmann::json AuditReportJson(const v1::AuditJob& job);
 
+// One sample of the --json audit report (the samples[] entry above).
+nlohmann::json SampleReportJson(const v1::SampleReport& sample);
+
 // The AuditReport in the "shard_report" of a shard's --json report.
 // INVALID_ARGUMENT when `json` has none or it does not parse.
 absl::StatusOr<v1::AuditReport> ShardReportFromJson(const nlohmann::json& json);

@@ -34,12 +34,15 @@ bool IsImageShape(const std::vector<int64_t>& shape) {
 }
 
 absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
-                          const std::vector<int64_t>& shape, float low, float high) {
+                          const std::vector<int64_t>& shape, float low, float high,
+                          int64_t columns) {
   if (!IsImageShape(shape)) return absl::InvalidArgumentError("not an image shape");
   const int64_t channels = shape.size() == 3 ? shape[0] : 1;
   const int64_t height = shape[shape.size() - 2];
   const int64_t width = shape[shape.size() - 1];
-  const int64_t columns = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(count))));
+  if (columns <= 0) {
+    columns = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(count))));
+  }
   const int64_t rows = (count + columns - 1) / columns;
   constexpr int64_t kGap = 2;
   const int64_t grid_width = columns * width + (columns + 1) * kGap;

@@ -20,9 +20,11 @@ absl::StatusOr<std::vector<float>> TensorValues(const v1::Tensor& tensor);
 bool IsImageShape(const std::vector<int64_t>& shape);
 
 // Writes `count` images of per-sample `shape` as one PNG grid (8-bit,
-// grayscale or RGB), mapping [low, high] to [0, 255] (values clipped).
+// grayscale or RGB), mapping [low, high] to [0, 255] (values clipped),
+// row by row in `columns` columns (0: a near-square grid).
 absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
-                          const std::vector<int64_t>& shape, float low, float high);
+                          const std::vector<int64_t>& shape, float low, float high,
+                          int64_t columns = 0);
 
 // Writes a float32 .npy array of `shape`.
 absl::Status WriteNpy(const std::string& path, const std::vector<float>& values,

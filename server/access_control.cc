@@ -35,9 +35,10 @@ constexpr MethodRole kMethodRoles[] = {
     {"ModelService/LoadModel", Role::kAdmin},     {"ModelService/UnloadModel", Role::kAdmin},
     {"AuditService/Spectrum", Role::kAudit},      {"AuditService/Sample", Role::kAudit},
     {"AuditService/StreamSamples", Role::kAudit}, {"AuditService/EarlyMetrics", Role::kAudit},
-    {"AuditService/Calibrate", Role::kAudit},     {"AuditService/SubmitAudit", Role::kAudit},
-    {"AuditService/WatchAudit", Role::kAudit},    {"AuditService/GetAudit", Role::kAudit},
-    {"AuditService/ListAudits", Role::kAudit},    {"AuditService/CancelAudit", Role::kAudit},
+    {"AuditService/Mitigate", Role::kAudit},      {"AuditService/Calibrate", Role::kAudit},
+    {"AuditService/SubmitAudit", Role::kAudit},   {"AuditService/WatchAudit", Role::kAudit},
+    {"AuditService/GetAudit", Role::kAudit},      {"AuditService/ListAudits", Role::kAudit},
+    {"AuditService/CancelAudit", Role::kAudit},
 };
 
 bool IsNameCharacter(char c) {

@@ -42,27 +42,6 @@ void FillPolicyUsed(const ResolvedPolicy& policy, v1::PolicyUsed* used) {
   used->set_model_memorized_fraction(policy.model_memorized_fraction);
 }
 
-// The sample's report and verdict.
-Verdict ToSampleReport(const SampleCurvature& sample, const ResolvedPolicy& policy,
-                       v1::SampleReport* report) {
-  report->set_seed(sample.seed);
-  const Spectrum& primary = sample.spectra.front();
-  report->set_timestep(primary.t);
-  report->set_sigma(primary.sigma);
-  ToSummaryProto(primary.summary, report->mutable_summary());
-  for (size_t k = 1; k < sample.spectra.size(); ++k) {
-    v1::SpectrumProfilePoint* point = report->add_profile();
-    point->set_timestep(sample.spectra[k].t);
-    point->set_sigma(sample.spectra[k].sigma);
-    ToSummaryProto(sample.spectra[k].summary, point->mutable_summary());
-  }
-  if (sample.truth) ToNearestProto(*sample.truth, report->mutable_nearest());
-  const Verdict verdict =
-      JudgeSample(primary.summary, policy, sample.truth ? &*sample.truth : nullptr);
-  report->set_verdict(ToProtoVerdict(verdict));
-  return verdict;
-}
-
 // Sets each condition's early_outlier_z from its mean Jeon sharpness when
 // at least kMinOutlierPopulation conditions carry it.
 void ScoreEarlyOutliers(v1::AuditReport* report) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -80,6 +81,15 @@ bool IsRealCondition(const ConditionPlan& condition, const Checkpoint& checkpoin
   if (!checkpoint.conditional() || !condition.row.defined()) return false;
   const at::Tensor null_condition = checkpoint.NullCondition(1);
   return !null_condition.defined() || !at::equal(condition.row, null_condition);
+}
+
+// Requests that ask for decoded images need a latent decoder.
+absl::Status CheckDecode(const LoadedModel& model) {
+  if (model.checkpoint->latent_decoder() == nullptr) {
+    return absl::InvalidArgumentError(
+        "decode: the model has no latent decoder (ModelConfig.latent and vae_decoder.pt)");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckSeeds(int count) {
@@ -281,10 +291,7 @@ absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
                    ToConditionPlan(request.condition(), *model->denoiser, "condition"));
   plan.sampler.keep_states = false;  // only the final samples are returned
   if (request.decode()) {
-    if (model->checkpoint->latent_decoder() == nullptr) {
-      return absl::InvalidArgumentError(
-          "decode: the model has no latent decoder (ModelConfig.latent and vae_decoder.pt)");
-    }
+    RETURN_IF_ERROR(CheckDecode(*model));
     plan.decode = true;
   }
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
@@ -310,6 +317,50 @@ absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest&
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
   // Last: encoding a prompt is the one network call of planning.
   ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser));
+  plan.model = std::move(model);
+  return plan;
+}
+
+absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
+                                          std::shared_ptr<const LoadedModel> model) {
+  RETURN_IF_ERROR(RequireModel(model));
+  RETURN_IF_ERROR(CheckSeeds(request.seeds_size()));
+  const Denoiser& denoiser = *model->denoiser;
+  MitigatePlan plan;
+  ASSIGN_OR_RETURN(plan.curvature,
+                   ToCurvatureOptions(request.sampling(), request.curvature(), *model));
+  if (plan.curvature.arnoldi.target != EigenTarget::kLargestReal) {
+    return absl::InvalidArgumentError(
+        "curvature.target: verdicts need the LARGEST_REAL end (flat count, n+, width)");
+  }
+  ASSIGN_OR_RETURN(plan.condition, ToConditionPlan(request.condition(), denoiser, "condition"));
+  RETURN_IF_ERROR(CheckScoreKind(denoiser, plan.condition, plan.curvature));
+  plan.guard.sampler = plan.curvature.sampler;
+  plan.guard.max_steps = kDefaultMitigationSteps;
+  if (request.has_max_steps()) {
+    RETURN_IF_ERROR(CheckCount(request.max_steps(), 1, kMaxMitigationSteps, "max_steps"));
+    plan.guard.max_steps = request.max_steps();
+  }
+  if (request.has_step_size()) {
+    if (!(request.step_size() > 0 && request.step_size() <= 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step_size: a fraction of |x_T| in (0, 1], got ", request.step_size()));
+    }
+    plan.guard.step_size = request.step_size();
+  }
+  if (!(request.target_sharpness() >= 0 && std::isfinite(request.target_sharpness()))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("target_sharpness: must be finite and >= 0 (0: take max_steps), got ",
+                     request.target_sharpness()));
+  }
+  plan.guard.target = request.target_sharpness();
+  if (request.decode()) {
+    RETURN_IF_ERROR(CheckDecode(*model));
+    plan.decode = true;
+  }
+  plan.seeds.assign(request.seeds().begin(), request.seeds().end());
+  // Last: encoding a prompt is the one network call of planning.
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), denoiser));
   plan.model = std::move(model);
   return plan;
 }

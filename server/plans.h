@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "early_metrics.h"
 #include "memaudit/v1/audit_service.pb.h"
+#include "mitigation.h"
 #include "model_registry.h"
 #include "request_options.h"
 #include "sample_curvature.h"
@@ -36,6 +37,8 @@ inline constexpr int64_t kDefaultCalibrationSamples = 4;
 inline constexpr int64_t kMaxCalibrationSamples = 1024;
 inline constexpr int64_t kMaxSeedsPerRequest = 4096;
 inline constexpr int64_t kMaxHutchinsonProbes = 1024;
+inline constexpr int64_t kDefaultMitigationSteps = 10;
+inline constexpr int64_t kMaxMitigationSteps = 1000;
 // The largest |x_i| of a point given to Spectrum.
 inline constexpr double kMaxAbsPointValue = 1e6;
 
@@ -130,6 +133,22 @@ struct EarlyMetricsPlan {
 };
 absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest& request,
                                                   std::shared_ptr<const LoadedModel> model);
+
+// The guard against copying (AuditService.Mitigate): per seed, the seed's
+// x_T moved by MitigateInitialNoise, the samples from both, and their
+// verdicts as an audit gives them.
+struct MitigatePlan {
+  std::shared_ptr<const LoadedModel> model;
+  ConditionPlan condition;  // encoded
+  // The sampling the guard protects and the spectra behind the verdicts
+  // (every sampling state kept: the evaluation step is picked after).
+  SampleCurvatureOptions curvature;
+  MitigationOptions guard;      // guard.sampler == curvature.sampler
+  std::vector<uint64_t> seeds;  // 1 to kMaxSeedsPerRequest
+  bool decode = false;          // the model has a latent decoder
+};
+absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
+                                          std::shared_ptr<const LoadedModel> model);
 
 }  // namespace memaudit::server
 

@@ -101,6 +101,10 @@ void AddEarly(Tally& tally, const LoadedModel& model, const EarlyMetricOptions& 
   tally.Add("early-metric buffers", Mul(Mul(batch, 2 * kStepWorkingCopies), one));
 }
 
+// Tensors the guard holds per row beside the network's own graph: x_T, the
+// moved x, the gradient, the score, H·s and their graph's saved copies.
+constexpr int64_t kGuardCopies = 8;
+
 // cgroup v2 memory.max (or v1 limit_in_bytes); 0 when there is none.
 int64_t CgroupLimitBytes() {
   for (const char* path :
@@ -172,6 +176,15 @@ MemoryEstimate EstimateSample(const SamplePlan& plan, int64_t batch) {
     for (int64_t dim : plan.model->checkpoint->config().latent().image_shape()) pixels *= dim;
     tally.Add("decoded images", Mul(Mul(batch, pixels), 4));
   }
+  return tally.Done();
+}
+
+MemoryEstimate EstimateMitigate(const MitigatePlan& plan, int64_t batch) {
+  Tally tally;
+  const LoadedModel& model = *plan.model;
+  tally.Add("guard", Mul(Mul(batch, kGuardCopies), Mul(Dimension(model), ElementBytes(model))));
+  AddSampling(tally, model, batch, KeptStates(plan.curvature.sampler));
+  AddSpectra(tally, model, plan.curvature, batch);
   return tally.Done();
 }
 

@@ -43,6 +43,8 @@ MemoryEstimate EstimateSpectrum(const SpectrumPlan& plan);
 // batch for StreamSamples).
 MemoryEstimate EstimateSample(const SamplePlan& plan, int64_t batch);
 MemoryEstimate EstimateEarlyMetrics(const EarlyMetricsPlan& plan);
+// `batch`: seeds guarded, sampled and judged together.
+MemoryEstimate EstimateMitigate(const MitigatePlan& plan, int64_t batch);
 
 // OK when `estimate` fits in `limit_bytes` (0: no limit); otherwise
 // RESOURCE_EXHAUSTED with both numbers, the breakdown and what to lower.

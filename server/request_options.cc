@@ -335,6 +335,26 @@ void ToNearestProto(const NearestNeighbor& nearest, v1::NearestNeighbor* proto) 
   proto->set_gap(nearest.gap);
 }
 
+Verdict ToSampleReport(const SampleCurvature& sample, const ResolvedPolicy& policy,
+                       v1::SampleReport* report) {
+  report->set_seed(sample.seed);
+  const Spectrum& primary = sample.spectra.front();
+  report->set_timestep(primary.t);
+  report->set_sigma(primary.sigma);
+  ToSummaryProto(primary.summary, report->mutable_summary());
+  for (size_t k = 1; k < sample.spectra.size(); ++k) {
+    v1::SpectrumProfilePoint* point = report->add_profile();
+    point->set_timestep(sample.spectra[k].t);
+    point->set_sigma(sample.spectra[k].sigma);
+    ToSummaryProto(sample.spectra[k].summary, point->mutable_summary());
+  }
+  if (sample.truth) ToNearestProto(*sample.truth, report->mutable_nearest());
+  const Verdict verdict =
+      JudgeSample(primary.summary, policy, sample.truth ? &*sample.truth : nullptr);
+  report->set_verdict(ToProtoVerdict(verdict));
+  return verdict;
+}
+
 void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResponse* proto) {
   auto fill = [](const std::vector<double>& values, v1::EarlyMetricValues* out) {
     for (double v : values) out->add_values(v);

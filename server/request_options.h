@@ -71,6 +71,11 @@ v1::SpectrumMethod ToProtoMethod(SpectrumMethod method);
 v1::Verdict ToProtoVerdict(Verdict verdict);
 void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto);
 void ToNearestProto(const NearestNeighbor& nearest, v1::NearestNeighbor* proto);
+// The report of a measured sample (its first spectrum's summary, the
+// others as a profile, its nearest neighbour) with its verdict under
+// `policy`, which it also returns.
+Verdict ToSampleReport(const SampleCurvature& sample, const ResolvedPolicy& policy,
+                       v1::SampleReport* report);
 // Fills `proto` (conditional flag, timesteps, each metric's per-generation
 // values and mean) from computed early metrics.
 void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResponse* proto);

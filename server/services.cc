@@ -9,6 +9,7 @@
 #include "calibration_runner.h"
 #include "early_metrics.h"
 #include "grpc_status.h"
+#include "mitigation_runner.h"
 #include "plans.h"
 #include "request_memory.h"
 #include "sample_curvature.h"
@@ -359,6 +360,40 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
             },
             response);
       });
+}
+
+grpc::Status AuditServiceImpl::Mitigate(grpc::ServerContext* context,
+                                        const v1::MitigateRequest* request,
+                                        grpc::ServerWriter<v1::MitigatedSample>* writer) {
+  return Handle(metrics_, *access_, context, "AuditService/Mitigate", [&](const Caller& caller) {
+    auto plan = PlanFor(*request, PlanMitigate);
+    if (!plan.ok()) return ToGrpcStatus(plan.status());
+    const size_t per_batch = static_cast<size_t>(kMitigationSeedsPerBatch);
+    if (absl::Status s = memory_.Check(
+            EstimateMitigate(*plan, std::min(per_batch, plan->seeds.size())), "this mitigation");
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
+    // Batches of seeds: each seed's result reaches the client when its
+    // batch is done, and the request pool is shared between batches.
+    for (size_t first = 0; first < plan->seeds.size(); first += per_batch) {
+      const size_t count = std::min(per_batch, plan->seeds.size() - first);
+      const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
+                                        plan->seeds.begin() + first + count);
+      std::vector<v1::MitigatedSample> results;
+      absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
+        ASSIGN_OR_RETURN(results, RunMitigation(*plan, seeds, stop));
+        return absl::OkStatus();
+      });
+      if (!status.ok()) return ToGrpcStatus(status);
+      for (const v1::MitigatedSample& result : results) {
+        if (!writer->Write(result)) {
+          return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        }
+      }
+    }
+    return grpc::Status::OK;
+  });
 }
 
 grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,

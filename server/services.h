@@ -75,6 +75,8 @@ class AuditServiceImpl final : public v1::AuditService::Service {
                              grpc::ServerWriter<v1::SampleResponse>* writer) override;
   grpc::Status EarlyMetrics(grpc::ServerContext* context, const v1::EarlyMetricsRequest* request,
                             v1::EarlyMetricsResponse* response) override;
+  grpc::Status Mitigate(grpc::ServerContext* context, const v1::MitigateRequest* request,
+                        grpc::ServerWriter<v1::MitigatedSample>* writer) override;
   grpc::Status Calibrate(grpc::ServerContext* context, const v1::CalibrationRequest* request,
                          v1::CalibrationResponse* response) override;
   grpc::Status SubmitAudit(grpc::ServerContext* context, const v1::AuditRequest* request,

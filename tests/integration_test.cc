@@ -36,6 +36,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using client::Client;
+using client::TensorValues;
 
 constexpr int64_t kDuplicates = 100;
 constexpr int kMaxConcurrentJobs = 2;
@@ -552,21 +553,142 @@ TEST_F(IntegrationTest, FailedReloadKeepsThePreviousVersionServing) {
   EXPECT_TRUE(client().GetModel("reloadable")->last_error().empty());
 }
 
+// The width and height in a PNG file's IHDR; {0, 0} when it is not a PNG.
+std::pair<uint32_t, uint32_t> PngSize(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() <= 24 || bytes.substr(1, 3) != "PNG") return {0, 0};
+  auto be32 = [&](size_t at) {
+    return (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at])) << 24) |
+           (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 1])) << 16) |
+           (static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 2])) << 8) |
+           static_cast<uint32_t>(static_cast<uint8_t>(bytes[at + 3]));
+  };
+  return {be32(16), be32(20)};
+}
+
 TEST_F(IntegrationTest, ImageModelSamplesWritePngGrids) {
   const std::string png = scratch_->Join("grid.png");
   CommandResult result = RunCommand(Cli("sample --model img --count 6 --out " + png));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  std::ifstream in(png, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  ASSERT_GT(bytes.size(), 24u);
-  EXPECT_EQ(bytes.substr(1, 3), "PNG");
-  // IHDR: 3 columns × 2 rows of 4×4 tiles with 2-pixel gaps: 20 × 14.
-  auto be32 = [&](size_t at) {
-    return (static_cast<uint8_t>(bytes[at]) << 24) | (static_cast<uint8_t>(bytes[at + 1]) << 16) |
-           (static_cast<uint8_t>(bytes[at + 2]) << 8) | static_cast<uint8_t>(bytes[at + 3]);
-  };
-  EXPECT_EQ(be32(16), 20u);
-  EXPECT_EQ(be32(20), 14u);
+  // 3 columns × 2 rows of 4×4 tiles with 2-pixel gaps: 20 × 14.
+  EXPECT_EQ(PngSize(png), std::make_pair(20u, 14u));
+}
+
+TEST_F(IntegrationTest, MitigationOverRpcJudgesBeforeAndAfter) {
+  v1::MitigateRequest request;
+  request.set_model("mix");
+  for (uint64_t seed = 0; seed < 10; ++seed) request.add_seeds(seed);
+  request.set_max_steps(4);
+  std::vector<v1::MitigatedSample> results;
+  ASSERT_TRUE(client()
+                  .Mitigate(request,
+                            [&](const v1::MitigatedSample& result) {
+                              results.push_back(result);
+                              return absl::OkStatus();
+                            })
+                  .ok());
+  ASSERT_EQ(results.size(), 10u);  // two batches, every seed once, in order
+
+  // The "before" sample is the seed's own generation: what Sample returns.
+  v1::SampleRequest sample;
+  sample.set_model("mix");
+  *sample.mutable_seeds() = request.seeds();
+  auto sampled = client().Sample(sample);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  const std::vector<float> own = *TensorValues(sampled->samples());
+  double sharpness_before = 0, sharpness_after = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const v1::MitigatedSample& r = results[i];
+    EXPECT_EQ(r.seed(), i);
+    EXPECT_FALSE(r.conditional());  // unconditional model: |Hs|^2
+    EXPECT_EQ(r.steps(), 4);
+    // Four steps of 5% of |x_T| each on the sphere: it moved, by at most 20%.
+    EXPECT_GT(r.initial_noise_change(), 0.0);
+    EXPECT_LE(r.initial_noise_change(), 0.2 + 1e-9);
+    const std::vector<float> before = *TensorValues(r.sample_before());
+    const std::vector<float> after = *TensorValues(r.sample_after());
+    ASSERT_EQ(before.size(), 4u);
+    for (size_t j = 0; j < 4; ++j) EXPECT_NEAR(before[j], own[4 * i + j], 1e-5) << i;
+    EXPECT_NE(before, after);
+    EXPECT_EQ(TensorValues(r.initial_noise())->size(), 4u);
+    // Verdicts and truth of both samples, as an audit reports them.
+    EXPECT_NE(r.before().verdict(), v1::VERDICT_UNSPECIFIED);
+    EXPECT_NE(r.after().verdict(), v1::VERDICT_UNSPECIFIED);
+    EXPECT_TRUE(r.before().has_nearest());
+    EXPECT_TRUE(r.after().has_nearest());
+    EXPECT_EQ(r.before().seed(), r.seed());
+    sharpness_before += r.sharpness_before();
+    sharpness_after += r.sharpness_after();
+  }
+  EXPECT_LT(sharpness_after, sharpness_before);
+
+  // The "before" report is the audit's report of the same seed.
+  v1::AuditRequest audit;
+  audit.set_model("mix");
+  audit.set_seed(3);
+  audit.set_samples_per_condition(1);
+  auto job = client().SubmitAudit(audit);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto finished = client().WatchAudit(job->id(), [](const v1::AuditEvent&) {});
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  const v1::SampleReport& audited = finished->report().conditions(0).samples(0);
+  EXPECT_EQ(audited.verdict(), results[3].before().verdict());
+  EXPECT_EQ(audited.nearest().index(), results[3].before().nearest().index());
+  EXPECT_DOUBLE_EQ(audited.summary().max_kappa(), results[3].before().summary().max_kappa());
+
+  // Bad requests name the field; the server keeps serving.
+  request.set_step_size(2);
+  const absl::Status bad =
+      client().Mitigate(request, [](const v1::MitigatedSample&) { return absl::OkStatus(); });
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("step_size"), std::string::npos) << bad;
+  request.set_model("absent");
+  EXPECT_EQ(client()
+                .Mitigate(request, [](const v1::MitigatedSample&) { return absl::OkStatus(); })
+                .code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(IntegrationTest, MitigateCliWritesBeforeAfterGrids) {
+  // Image model: one row per seed, before | after.
+  const std::string png = scratch_->Join("mitigated.png");
+  CommandResult result =
+      RunCommand(Cli("mitigate --model img --count 3 --guard-steps 2 --quiet --out " + png));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("memorized verdicts:"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("mean sharpness"), std::string::npos) << result.output;
+  // 2 columns × 3 rows of 4×4 tiles with 2-pixel gaps: 14 × 20.
+  EXPECT_EQ(PngSize(png), std::make_pair(14u, 20u));
+
+  result = RunCommand(Cli("mitigate --model mix --count 2 --seed 5 --guard-steps 3 --json"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json json = nlohmann::json::parse(result.output);
+  EXPECT_EQ(json["metric"], "hessian_score");
+  EXPECT_EQ(json["totals"]["seeds"], 2);
+  ASSERT_EQ(json["seeds"].size(), 2u);
+  EXPECT_EQ(json["seeds"][1]["seed"], 6);
+  EXPECT_EQ(json["seeds"][1]["steps"], 3);
+  EXPECT_TRUE(json["seeds"][0]["before"].contains("nearest_distance"));
+  EXPECT_TRUE(json["totals"].contains("copies_after"));
+
+  // A latent text-to-image model: by prompt, the grid shows decoded images
+  // (3 × 32 × 32): 2 × 32 + 3 × 2 by 32 + 2 × 2.
+  const std::string t2i_png = scratch_->Join("mitigated_t2i.png");
+  result =
+      RunCommand(Cli("mitigate --model t2i --prompt 'a red cube' --count 1 --guard-steps 1 "
+                     "--quiet --out " +
+                     t2i_png));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(PngSize(t2i_png), std::make_pair(70u, 36u));
+
+  // Errors are one line with a non-zero exit.
+  result = RunCommand(Cli("mitigate --model mix --step-size 0 2>&1"));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("step_size"), std::string::npos) << result.output;
+  result = RunCommand(Cli("mitigate --model mix --out x.txt 2>&1"));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("--out"), std::string::npos) << result.output;
 }
 
 TEST_F(IntegrationTest, ArnoldiSpectrumMatchesDenseOverRpc) {

@@ -337,5 +337,60 @@ TEST_F(PlansTest, SampleAndEarlyMetricRequestsBoundTheirSeeds) {
   EXPECT_EQ(early_plan->options.hutchinson_probes, EarlyMetricOptions().hutchinson_probes);
 }
 
+TEST_F(PlansTest, MitigationGetsItsDefaultsAndNamesEachBadField) {
+  v1::MitigateRequest request;
+  request.add_seeds(7);
+  request.add_seeds(8);
+  *request.mutable_condition() = Class(0);
+  auto plan = PlanMitigate(request, Model());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->seeds, (std::vector<uint64_t>{7, 8}));
+  EXPECT_EQ(plan->guard.max_steps, kDefaultMitigationSteps);
+  EXPECT_EQ(plan->guard.step_size, MitigationOptions().step_size);
+  EXPECT_EQ(plan->guard.target, 0);
+  // The guard protects exactly the sampling that is judged.
+  EXPECT_EQ(plan->guard.sampler.num_steps, plan->curvature.sampler.num_steps);
+  EXPECT_EQ(plan->guard.sampler.guidance, plan->curvature.sampler.guidance);
+  ASSERT_TRUE(plan->condition.row.defined());
+  EXPECT_EQ(plan->condition.row.item<int64_t>(), 0);
+
+  request.set_max_steps(3);
+  request.set_step_size(0.2);
+  request.set_target_sharpness(0.5);
+  plan = PlanMitigate(request, Model());
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->guard.max_steps, 3);
+  EXPECT_EQ(plan->guard.step_size, 0.2);
+  EXPECT_EQ(plan->guard.target, 0.5);
+
+  const std::vector<std::pair<std::string, std::function<void(v1::MitigateRequest&)>>> bad = {
+      {"seeds", [](v1::MitigateRequest& r) { r.clear_seeds(); }},
+      {"max_steps", [](v1::MitigateRequest& r) { r.set_max_steps(0); }},
+      {"max_steps", [](v1::MitigateRequest& r) { r.set_max_steps(kMaxMitigationSteps + 1); }},
+      {"step_size", [](v1::MitigateRequest& r) { r.set_step_size(0); }},
+      {"step_size", [](v1::MitigateRequest& r) { r.set_step_size(1.5); }},
+      {"target_sharpness", [](v1::MitigateRequest& r) { r.set_target_sharpness(-1); }},
+      {"target_sharpness",
+       [](v1::MitigateRequest& r) {
+         r.set_target_sharpness(std::numeric_limits<double>::quiet_NaN());
+       }},
+      {"decode", [](v1::MitigateRequest& r) { r.set_decode(true); }},
+      {"condition", [](v1::MitigateRequest& r) { r.mutable_condition()->set_class_label(99); }},
+      {"curvature.target",
+       [](v1::MitigateRequest& r) { r.mutable_curvature()->set_target(v1::SMALLEST_REAL); }},
+      {"sampling.num_steps",
+       [](v1::MitigateRequest& r) { r.mutable_sampling()->set_num_steps(-2); }},
+  };
+  for (const auto& [field, spoil] : bad) {
+    v1::MitigateRequest spoilt = request;
+    spoil(spoilt);
+    auto refused = PlanMitigate(spoilt, Model());
+    ASSERT_FALSE(refused.ok()) << field;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_NE(refused.status().message().find(field), std::string::npos)
+        << field << ": " << refused.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace memaudit::server

@@ -60,6 +60,9 @@ Command AddSpectrum(CLI::App& app, CommonOptions& common);
 Command AddCalibrate(CLI::App& app, CommonOptions& common);
 Command AddEarly(CLI::App& app, CommonOptions& common);
 
+// The guard against copying (mitigate_command.cc).
+Command AddMitigate(CLI::App& app, CommonOptions& common);
+
 // Audit jobs (audit_commands.cc).
 Command AddAudit(CLI::App& app, CommonOptions& common);
 Command AddWatch(CLI::App& app, CommonOptions& common);
