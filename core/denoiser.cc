@@ -74,13 +74,17 @@ at::Tensor Denoiser::Epsilon(const at::Tensor& x, const at::Tensor& t,
 at::Tensor Denoiser::GuidedEpsilon(const at::Tensor& x, const at::Tensor& t,
                                    const at::Tensor& condition, double guidance) const {
   if (!checkpoint_->conditional() || guidance == 1.0) return Epsilon(x, t, condition);
-  const int64_t batch = x.size(0);
-  at::Tensor null_condition = checkpoint_->NullCondition(batch);
-  if (guidance == 0.0) return Epsilon(x, t, null_condition);
-  at::Tensor both = Epsilon(at::cat({x, x}), at::cat({t, t}), at::cat({condition, null_condition}));
-  at::Tensor conditional = both.narrow(0, 0, batch);
-  at::Tensor unconditional = both.narrow(0, batch, batch);
+  if (guidance == 0.0) return Epsilon(x, t, checkpoint_->NullCondition(x.size(0)));
+  const auto [conditional, unconditional] = ConditionalAndNullEpsilon(x, t, condition);
   return unconditional + guidance * (conditional - unconditional);
+}
+
+std::pair<at::Tensor, at::Tensor> Denoiser::ConditionalAndNullEpsilon(
+    const at::Tensor& x, const at::Tensor& t, const at::Tensor& condition) const {
+  const int64_t batch = x.size(0);
+  at::Tensor both = Epsilon(at::cat({x, x}), at::cat({t, t}),
+                            at::cat({condition, checkpoint_->NullCondition(batch)}));
+  return {both.narrow(0, 0, batch), both.narrow(0, batch, batch)};
 }
 
 absl::StatusOr<at::Tensor> Denoiser::PrepareConditions(const at::Tensor& conditions,
@@ -179,9 +183,8 @@ absl::StatusOr<Field> Denoiser::ScoreField(int64_t t, ScoreKind kind, const at::
         epsilon = self.GuidedEpsilon(x, steps, condition, guidance);
         break;
       case ScoreKind::kDifference: {
-        at::Tensor both = self.Epsilon(at::cat({x, x}), at::cat({steps, steps}),
-                                       at::cat({condition, checkpoint->NullCondition(batch)}));
-        epsilon = both.narrow(0, 0, batch) - both.narrow(0, batch, batch);
+        const auto [with_condition, without] = self.ConditionalAndNullEpsilon(x, steps, condition);
+        epsilon = with_condition - without;
         break;
       }
     }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "checkpoint.h"
@@ -51,6 +52,12 @@ class Denoiser {
 
   // ε̂(x, t, condition): one network call.
   at::Tensor Epsilon(const at::Tensor& x, const at::Tensor& t, const at::Tensor& condition) const;
+
+  // ε̂_c and ε̂_∅ of a conditional model at (x, t), in one batched call of
+  // 2B rows (the null condition must exist).
+  std::pair<at::Tensor, at::Tensor> ConditionalAndNullEpsilon(const at::Tensor& x,
+                                                              const at::Tensor& t,
+                                                              const at::Tensor& condition) const;
 
   // Classifier-free guided ε̂_w = ε̂_∅ + w·(ε̂_c − ε̂_∅), in one batched call of
   // 2B rows; w == 1 is ε̂_c and w == 0 is ε̂_∅ (one call of B rows). Models

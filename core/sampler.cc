@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "status_macros.h"
@@ -139,8 +140,25 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
       if (options.keep_states) trajectory.states.push_back(x);
 
       at::Tensor steps = at::full({batch}, t, tensor_options.dtype(at::kLong));
-      at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, condition, options.guidance);
-      trajectory.network_evaluations += evaluations_per_step;
+      at::Tensor epsilon;
+      StepEpsilon observed{i, x, at::Tensor(), at::Tensor()};
+      if (options.observe_epsilon) {
+        if (checkpoint.conditional() && (options.observe_null_epsilon || options.guidance != 1.0)) {
+          std::tie(observed.conditional, observed.null) =
+              denoiser.ConditionalAndNullEpsilon(x, steps, condition);
+          epsilon = options.guidance == 1.0 ? observed.conditional
+                    : options.guidance == 0.0
+                        ? observed.null
+                        : observed.null + options.guidance * (observed.conditional - observed.null);
+          trajectory.network_evaluations += 2 * batch;
+        } else {
+          observed.conditional = epsilon = denoiser.Epsilon(x, steps, condition);
+          trajectory.network_evaluations += batch;
+        }
+      } else {
+        epsilon = denoiser.GuidedEpsilon(x, steps, condition, options.guidance);
+        trajectory.network_evaluations += evaluations_per_step;
+      }
       // A model that passed the load probe can still break down at other
       // timesteps; say where instead of returning NaN samples.
       if (!at::isfinite(epsilon).all().item<bool>()) {
@@ -148,6 +166,7 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
             "model \"", checkpoint.config().name(), "\" returned non-finite values at timestep ", t,
             " (sampling step ", i + 1, " of ", timesteps.size(), ")"));
       }
+      if (options.observe_epsilon) RETURN_IF_ERROR(options.observe_epsilon(observed));
       at::Tensor x0 = (x - std::sqrt(1.0 - alpha_bar) * epsilon) / std::sqrt(alpha_bar);
 
       if (options.kind == SamplerKind::kDdim) {

@@ -24,6 +24,16 @@ namespace memaudit {
 enum class SamplerKind { kDdim, kDdpm };
 absl::StatusOr<SamplerKind> ParseSamplerKind(const std::string& name);  // "ddim" | "ddpm"
 
+// What the network gave at one sampling step (SamplerOptions::observe_epsilon).
+struct StepEpsilon {
+  size_t step = 0;         // index into Trajectory::timesteps
+  at::Tensor x;            // the step's input state x_t [B, *sample_shape]
+  at::Tensor conditional;  // ε̂ at the samples' own conditions (the only ε̂ of
+                           // an unconditional model)
+  at::Tensor null;         // ε̂_∅ when it was evaluated (observe_null_epsilon,
+                           // or guidance other than 1), else undefined
+};
+
 struct SamplerOptions {
   SamplerKind kind = SamplerKind::kDdim;
   int64_t num_steps = 50;
@@ -43,6 +53,14 @@ struct SamplerOptions {
   // evaluation step and early metrics need); false keeps only the final
   // sample, so memory does not grow with the number of steps.
   bool keep_states = true;
+  // Called at each step run with what the network gave there (below), so
+  // that early metrics need no second call at the same state. A non-OK
+  // status stops sampling and is returned.
+  std::function<absl::Status(const StepEpsilon&)> observe_epsilon;
+  // With observe_epsilon on a conditional model: evaluate ε̂_c and ε̂_∅
+  // together (one call of 2B rows whatever the guidance) and pass both; the
+  // step still uses ε̂_∅ + w·(ε̂_c − ε̂_∅) (ε̂_c itself at w = 1).
+  bool observe_null_epsilon = false;
   // [B, *sample_shape]: start from this state instead of the seeded x_T
   // (the per-step noise still comes from the seeds): sampling from an
   // initial noise that a guard moved (mitigation.h). Undefined: the seeds'.

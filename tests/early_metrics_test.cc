@@ -97,6 +97,43 @@ TEST(EarlyMetricsTest, ConditionalMetricsMatchTheOracle) {
   }
 }
 
+// Each sampling step's call also gives the metrics' field at its state, so
+// K steps cost what the Python peer's loop costs: per step one call and one
+// JVP for Wen + Jeon (2K), one call and two JVPs unconditionally (3K).
+TEST(EarlyMetricsTest, KStepsCostOneCallPerStepBesidesTheJvps) {
+  ScratchDir dir;
+  ASSERT_TRUE(testing::WriteMixtureDirectory(dir.path(), "c",
+                                             toy::RandomGaussianMixture(4, 3, 2, 2),
+                                             v1::NoiseSchedule::LINEAR, v1::EPSILON, 2)
+                  .ok());
+  int64_t calls = 0;
+  CheckpointOptions checkpoint_options;
+  checkpoint_options.dtype = at::kDouble;
+  checkpoint_options.forward_observer = [&calls](int64_t, bool) { ++calls; };
+  auto checkpoint = Checkpoint::Load(dir.Join("c"), checkpoint_options);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  for (double guidance : {1.0, 3.0}) {
+    for (int64_t steps : {1, 2, 5}) {
+      EarlyMetricOptions options;
+      options.steps = steps;
+      options.sampler.guidance = guidance;
+      calls = 0;
+      auto conditional =
+          ComputeEarlyMetrics(denoiser, {1, 2}, at::tensor({0, 1}, at::kLong), options);
+      ASSERT_TRUE(conditional.ok()) << conditional.status();
+      ASSERT_TRUE(conditional->conditional);
+      EXPECT_EQ(calls, 2 * steps) << "guidance " << guidance << ", K = " << steps;
+      calls = 0;
+      auto unconditional =
+          ComputeEarlyMetrics(denoiser, {1, 2}, at::tensor({2, 2}, at::kLong), options);
+      ASSERT_TRUE(unconditional.ok()) << unconditional.status();
+      ASSERT_FALSE(unconditional->conditional);
+      EXPECT_EQ(calls, 3 * steps) << "guidance " << guidance << ", K = " << steps;
+    }
+  }
+}
+
 TEST(EarlyMetricsTest, NullConditionGivesUnconditionalMetrics) {
   ScratchDir dir;
   auto checkpoint =

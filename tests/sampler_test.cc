@@ -136,6 +136,56 @@ TEST(SamplerTest, GuidanceSamplesTheRequestedClass) {
   EXPECT_EQ(result->network_evaluations, 2 * 100 * 50);  // guided rows run twice
 }
 
+// The observer sees, at each step, the network's ε̂ at the step's input
+// state; asking for it changes neither the trajectory (bit for bit under
+// guidance, where ε̂_c and ε̂_∅ are evaluated together anyway) nor, at
+// w = 1 with ε̂_∅ requested too, more than rounding.
+TEST(SamplerTest, ObservedEpsilonsAreTheNetworksAtEachState) {
+  ScratchDir dir;
+  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(3, 4, /*seed=*/5, 2);
+  auto checkpoint = testing::WriteAndLoadMixture(
+      dir.path(), "obs", mixture, v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kDouble, 2);
+  Denoiser denoiser(checkpoint);
+  const at::Tensor labels = at::tensor({0, 1, 1}, at::kLong);
+  for (double guidance : {2.5, 1.0}) {
+    SamplerOptions plain;
+    plain.num_steps = 10;
+    plain.stop_after_steps = 4;
+    plain.guidance = guidance;
+    auto expected = SampleTrajectories(denoiser, {7, 8, 9}, labels, plain);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    std::vector<StepEpsilon> seen;
+    SamplerOptions observed = plain;
+    observed.observe_null_epsilon = true;
+    observed.observe_epsilon = [&](const StepEpsilon& step) {
+      seen.push_back(step);
+      return absl::OkStatus();
+    };
+    auto result = SampleTrajectories(denoiser, {7, 8, 9}, labels, observed);
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_EQ(seen.size(), 4u);
+    EXPECT_EQ(result->network_evaluations, 2 * 3 * 4) << guidance;
+    if (guidance != 1.0) {
+      EXPECT_TRUE(at::equal(result->final_sample, expected->final_sample));
+    } else {
+      EXPECT_TRUE(at::allclose(result->final_sample, expected->final_sample, 1e-12, 1e-12));
+    }
+    for (size_t i = 0; i < seen.size(); ++i) {
+      EXPECT_EQ(seen[i].step, i);
+      EXPECT_TRUE(at::equal(seen[i].x, result->states[i]));
+      const at::Tensor t = at::full({3}, result->timesteps[i], at::kLong);
+      const auto [conditional, null] = denoiser.ConditionalAndNullEpsilon(seen[i].x, t, labels);
+      EXPECT_TRUE(at::allclose(seen[i].conditional, conditional, 1e-12, 1e-12)) << i;
+      EXPECT_TRUE(at::allclose(seen[i].null, null, 1e-12, 1e-12)) << i;
+    }
+  }
+  // An observer's error stops sampling with it.
+  SamplerOptions failing;
+  failing.observe_epsilon = [](const StepEpsilon&) { return absl::AbortedError("enough"); };
+  EXPECT_EQ(SampleTrajectories(denoiser, {1}, at::tensor({0}, at::kLong), failing).status().code(),
+            absl::StatusCode::kAborted);
+}
+
 // For a point mass, DDIM (η = 0) is exact at every timestep:
 // x_t = √ᾱ_t·μ + σ_t·(x_T − √ᾱ_T·μ)/σ_T. So states off the sampling grid
 // (one DDIM move from a stored state) are checkable.
