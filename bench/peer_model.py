@@ -7,13 +7,16 @@ import torch
 def load_score(model_dir, t, sigma, label):
     """s(x) = −ε̂(x, t, label)/σ_t for one sample x [*sample_shape], of the
     TorchScript model.pt in model_dir, with graph-executor optimization off
-    as memaudit does (docs/DESIGN.md §6)."""
+    as memaudit does (docs/DESIGN.md §6). label < 0: an unconditional model
+    (forward(x, t))."""
     torch._C._set_graph_executor_optimize(False)
     model = torch.jit.load(f"{model_dir}/model.pt").eval()
     steps = torch.tensor([t])
     labels = torch.tensor([label])
 
     def score(x):
+        if label < 0:
+            return -model(x.unsqueeze(0), steps).squeeze(0) / sigma
         return -model(x.unsqueeze(0), steps, labels).squeeze(0) / sigma
 
     return score
