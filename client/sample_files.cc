@@ -40,6 +40,11 @@ absl::Status WritePngGrid(const std::string& path, const std::vector<float>& val
   const int64_t channels = shape.size() == 3 ? shape[0] : 1;
   const int64_t height = shape[shape.size() - 2];
   const int64_t width = shape[shape.size() - 1];
+  if (count < 0 || static_cast<int64_t>(values.size()) < count * channels * height * width) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", values.size(), " values for ", count,
+                                                   " images of ", channels, "x", height, "x",
+                                                   width));
+  }
   if (columns <= 0) {
     columns = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(count))));
   }

@@ -83,6 +83,10 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
                                     options.sampler.num_steps, options.sampler.steps_offset));
   const int64_t steps =
       std::min<int64_t>(options.steps, static_cast<int64_t>(all_timesteps.size()));
+  // The metrics' field must exist (e.g. s^Δ needs a null condition) before
+  // sampling asks the network for its parts.
+  const ScoreKind field_kind = conditional ? ScoreKind::kDifference : ScoreKind::kConditional;
+  RETURN_IF_ERROR(denoiser.ScoreField(all_timesteps.front(), field_kind, prepared).status());
   Trajectory trajectory;
   // The field (s^Δ, or s) at each state whose sampling step computed it.
   std::vector<at::Tensor> observed_fields(static_cast<size_t>(steps));
@@ -118,8 +122,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
       const at::Tensor& x = trajectory.states[k];
       const int64_t t = trajectory.timesteps[k];
       if (conditional) {
-        ASSIGN_OR_RETURN(const Field difference,
-                         denoiser.ScoreField(t, ScoreKind::kDifference, prepared));
+        ASSIGN_OR_RETURN(const Field difference, denoiser.ScoreField(t, field_kind, prepared));
         at::Tensor score_difference = observed_fields[k];
         if (!score_difference.defined()) {
           at::NoGradGuard no_grad;
@@ -132,8 +135,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
         ASSIGN_OR_RETURN(const at::Tensor product, Jvp(difference, x, rows, score_difference));
         Accumulate(result.jeon, RowNorms(product, /*squared=*/false), steps);
       } else {
-        ASSIGN_OR_RETURN(const Field field,
-                         denoiser.ScoreField(t, ScoreKind::kConditional, prepared));
+        ASSIGN_OR_RETURN(const Field field, denoiser.ScoreField(t, field_kind, prepared));
         at::Tensor score = observed_fields[k];
         if (!score.defined()) {
           at::NoGradGuard no_grad;

@@ -30,8 +30,9 @@ struct StepEpsilon {
   at::Tensor x;            // the step's input state x_t [B, *sample_shape]
   at::Tensor conditional;  // ε̂ at the samples' own conditions (the only ε̂ of
                            // an unconditional model)
-  at::Tensor null;         // ε̂_∅ when it was evaluated (observe_null_epsilon,
-                           // or guidance other than 1), else undefined
+  at::Tensor null;         // a conditional model's ε̂_∅ when it was evaluated
+                           // (observe_null_epsilon, or guidance other than
+                           // 1), else undefined
 };
 
 struct SamplerOptions {

@@ -22,7 +22,9 @@ namespace memaudit::server {
 inline constexpr int64_t kMitigationSeedsPerBatch = 8;
 
 // One response per seed of `seeds` (a subset of plan.seeds), in order.
-// Returns `stop`'s status when it says stop, INTERNAL for engine failures.
+// Returns `stop`'s status when it says stop, and the engine's errors as it
+// gives them (INTERNAL for LibTorch failures; FAILED_PRECONDITION e.g. for a
+// model that returns non-finite values).
 absl::StatusOr<std::vector<v1::MitigatedSample>> RunMitigation(const MitigatePlan& plan,
                                                                const std::vector<uint64_t>& seeds,
                                                                const StopCheck& stop);

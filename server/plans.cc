@@ -335,6 +335,21 @@ absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
   }
   ASSIGN_OR_RETURN(plan.condition, ToConditionPlan(request.condition(), denoiser, "condition"));
   RETURN_IF_ERROR(CheckScoreKind(denoiser, plan.condition, plan.curvature));
+  if (IsRealCondition(plan.condition, *model->checkpoint)) {
+    // The guard lowers Jeon's ‖H^Δ s^Δ‖, against the null condition.
+    if (!model->checkpoint->NullCondition(1).defined()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("condition: the guard measures ", plan.condition.label,
+                       " against the null condition, and the model has none (",
+                       Checkpoint::kNullConditionFile, ")"));
+    }
+    if (plan.curvature.sampler.guidance == 0.0) {
+      return absl::InvalidArgumentError(
+          "sampling.guidance_scale: 0 samples without the condition, so the guard's metric "
+          "(against the null condition) would not bear on the samples; use a guidance above 0 "
+          "or no condition");
+    }
+  }
   plan.guard.sampler = plan.curvature.sampler;
   plan.guard.max_steps = kDefaultMitigationSteps;
   if (request.has_max_steps()) {

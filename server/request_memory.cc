@@ -97,8 +97,17 @@ void AddEarly(Tally& tally, const LoadedModel& model, const EarlyMetricOptions& 
               int64_t batch) {
   const int64_t one = Mul(Dimension(model), ElementBytes(model));
   tally.Add("early-metric states", Mul(Mul(batch, Add(early.steps, 1)), one));
+  // The field at each sampled state, kept from the sampling call.
+  tally.Add("early-metric fields", Mul(Mul(batch, early.steps), one));
   // Each metric's JVPs and Hutchinson probes run over the whole batch.
   tally.Add("early-metric buffers", Mul(Mul(batch, 2 * kStepWorkingCopies), one));
+}
+
+// One decoded image of a latent model, float32.
+int64_t DecodedImageBytes(const LoadedModel& model) {
+  int64_t pixels = 1;
+  for (int64_t dim : model.checkpoint->config().latent().image_shape()) pixels = Mul(pixels, dim);
+  return Mul(pixels, 4);
 }
 
 // Tensors the guard holds per row beside the network's own graph: x_T, the
@@ -171,11 +180,7 @@ MemoryEstimate EstimateSample(const SamplePlan& plan, int64_t batch) {
   Tally tally;
   // Only the final samples are kept (plus the state being stepped).
   AddSampling(tally, *plan.model, batch, 2);
-  if (plan.decode) {
-    int64_t pixels = 1;
-    for (int64_t dim : plan.model->checkpoint->config().latent().image_shape()) pixels *= dim;
-    tally.Add("decoded images", Mul(Mul(batch, pixels), 4));
-  }
+  if (plan.decode) tally.Add("decoded images", Mul(batch, DecodedImageBytes(*plan.model)));
   return tally.Done();
 }
 
@@ -185,6 +190,8 @@ MemoryEstimate EstimateMitigate(const MitigatePlan& plan, int64_t batch) {
   tally.Add("guard", Mul(Mul(batch, kGuardCopies), Mul(Dimension(model), ElementBytes(model))));
   AddSampling(tally, model, batch, KeptStates(plan.curvature.sampler));
   AddSpectra(tally, model, plan.curvature, batch);
+  // Both samples of each seed, decoded.
+  if (plan.decode) tally.Add("decoded images", Mul(Mul(2, batch), DecodedImageBytes(model)));
   return tally.Done();
 }
 

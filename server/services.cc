@@ -308,7 +308,7 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
         }
         // Batches of seeds: samples reach the client as they are done, and the
         // request pool is shared with other calls between batches.
-        constexpr size_t kBatch = 8;
+        constexpr size_t kBatch = static_cast<size_t>(kStreamBatch);
         for (size_t first = 0; first < plan->seeds.size(); first += kBatch) {
           const size_t count = std::min(kBatch, plan->seeds.size() - first);
           const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
@@ -377,6 +377,9 @@ grpc::Status AuditServiceImpl::Mitigate(grpc::ServerContext* context,
     // Batches of seeds: each seed's result reaches the client when its
     // batch is done, and the request pool is shared between batches.
     for (size_t first = 0; first < plan->seeds.size(); first += per_batch) {
+      if (context->IsCancelled()) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call");
+      }
       const size_t count = std::min(per_batch, plan->seeds.size() - first);
       const std::vector<uint64_t> seeds(plan->seeds.begin() + first,
                                         plan->seeds.begin() + first + count);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "mixture_oracle.h"
+#include "model_directory.h"
 #include "test_util.h"
 
 namespace memaudit {
@@ -50,6 +51,72 @@ TEST(EarlyMetricsTest, UnconditionalGaussianClosedForms) {
   auto many = ComputeEarlyMetrics(denoiser, seeds, at::Tensor(), options);
   ASSERT_TRUE(many.ok());
   EXPECT_NEAR(Mean(many->score_norm_squared), d / v, 0.15 * d / v);
+}
+
+// The same closed forms over K = 3 steps, where the fields at the first two
+// states come from the sampling calls: per state s = −(x − √ᾱ·μ)/v and
+// H s = −s/v, so ‖s‖² and ‖Hs‖² are known from the sampled states.
+TEST(EarlyMetricsTest, UnconditionalClosedFormsOverSeveralSteps) {
+  ScratchDir dir;
+  const int64_t d = 8;
+  toy::GaussianMixture g;
+  g.weights = at::ones({1}, at::kDouble);
+  g.means = at::full({1, d}, 0.5, at::kDouble);
+  g.covariances = (0.04 * at::eye(d, at::kDouble)).unsqueeze(0);
+  auto checkpoint =
+      testing::WriteAndLoadMixture(dir.path(), "g", g, v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  Denoiser denoiser(checkpoint);
+  EarlyMetricOptions options;
+  options.steps = 3;
+  const std::vector<uint64_t> seeds = {4, 5};
+  auto metrics = ComputeEarlyMetrics(denoiser, seeds, at::Tensor(), options);
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  SamplerOptions sampler = options.sampler;
+  sampler.stop_after_steps = 3;
+  auto trajectory = SampleTrajectories(denoiser, seeds, at::Tensor(), sampler);
+  ASSERT_TRUE(trajectory.ok()) << trajectory.status();
+  for (int64_t b = 0; b < 2; ++b) {
+    double score = 0, hessian_score = 0, trace = 0;
+    for (int64_t k = 0; k < 3; ++k) {
+      const int64_t t = trajectory->timesteps[k];
+      const double alpha_bar = denoiser.schedule().alpha_bar(t);
+      const double v = alpha_bar * 0.04 + 1.0 - alpha_bar;
+      const double squared =
+          (trajectory->states[k][b] - std::sqrt(alpha_bar) * 0.5).pow(2).sum().item<double>() /
+          (v * v);
+      score += squared / 3;
+      hessian_score += squared / (v * v) / 3;
+      trace += -d / v / 3;
+    }
+    EXPECT_NEAR(metrics->score_norm_squared[b], score, 1e-9 * score) << b;
+    EXPECT_NEAR(metrics->hessian_score_squared[b], hessian_score, 1e-9 * hessian_score) << b;
+    EXPECT_NEAR(metrics->hutchinson_trace[b], trace, 1e-9 * std::abs(trace)) << b;
+  }
+}
+
+// A real condition needs the null condition; a model without one says so
+// before any sampling, at every K.
+TEST(EarlyMetricsTest, AModelWithoutANullConditionIsAFailedPrecondition) {
+  ScratchDir dir;
+  v1::ModelConfig config = testing::MixtureConfig("embedded", 3);
+  config.mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);
+  config.mutable_conditioning()->add_embedding_shape(2);
+  auto schedule = NoiseSchedule::Create(config.noise_schedule());
+  auto module =
+      toy::BuildGaussianMixtureModule(toy::RandomGaussianMixture(3, 2, 1, 2), *schedule,
+                                      v1::EPSILON, 2, toy::MixtureConditioning::kEmbedding);
+  ASSERT_TRUE(module.ok()) << module.status();
+  ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, *module).ok());
+  auto checkpoint = Checkpoint::Load(dir.Join("embedded"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  for (int64_t steps : {1, 2}) {
+    EarlyMetricOptions options;
+    options.steps = steps;
+    auto metrics = ComputeEarlyMetrics(denoiser, {1}, at::ones({1, 2}), options);
+    EXPECT_EQ(metrics.status().code(), absl::StatusCode::kFailedPrecondition)
+        << steps << ": " << metrics.status();
+  }
 }
 
 // Wen's ‖ε̂_c − ε̂_∅‖ and Jeon's ‖H^Δ s^Δ‖ against the oracle at the sampled

@@ -553,6 +553,16 @@ TEST_F(IntegrationTest, FailedReloadKeepsThePreviousVersionServing) {
   EXPECT_TRUE(client().GetModel("reloadable")->last_error().empty());
 }
 
+// The condition of class `label` (0 or 1) of the "emb" model, one-hot.
+v1::Condition OneHot(int label) {
+  v1::Condition condition;
+  const float values[2] = {label == 0 ? 1.0f : 0.0f, label == 1 ? 1.0f : 0.0f};
+  condition.mutable_embedding()->add_shape(2);
+  condition.mutable_embedding()->set_dtype(v1::FLOAT32);
+  condition.mutable_embedding()->set_data(values, sizeof(values));
+  return condition;
+}
+
 // The width and height in a PNG file's IHDR; {0, 0} when it is not a PNG.
 std::pair<uint32_t, uint32_t> PngSize(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -636,6 +646,28 @@ TEST_F(IntegrationTest, MitigationOverRpcJudgesBeforeAndAfter) {
   EXPECT_EQ(audited.verdict(), results[3].before().verdict());
   EXPECT_EQ(audited.nearest().index(), results[3].before().nearest().index());
   EXPECT_DOUBLE_EQ(audited.summary().max_kappa(), results[3].before().summary().max_kappa());
+
+  // An embedding-conditioned model: Jeon's metric against the stored null.
+  v1::MitigateRequest conditional;
+  conditional.set_model("emb");
+  conditional.add_seeds(1);
+  conditional.add_seeds(2);
+  *conditional.mutable_condition() = OneHot(0);
+  conditional.set_max_steps(3);
+  std::vector<v1::MitigatedSample> guarded;
+  ASSERT_TRUE(client()
+                  .Mitigate(conditional,
+                            [&](const v1::MitigatedSample& result) {
+                              guarded.push_back(result);
+                              return absl::OkStatus();
+                            })
+                  .ok());
+  ASSERT_EQ(guarded.size(), 2u);
+  for (const v1::MitigatedSample& r : guarded) {
+    EXPECT_TRUE(r.conditional());
+    EXPECT_EQ(r.steps(), 3);
+    EXPECT_LT(r.sharpness_after(), r.sharpness_before());
+  }
 
   // Bad requests name the field; the server keeps serving.
   request.set_step_size(2);
@@ -840,15 +872,6 @@ TEST_F(IntegrationTest, LabelFreeEarlyFlags) {
   auto refused = client().SubmitAudit(request);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("label-free"), std::string::npos) << refused.status();
-}
-
-v1::Condition OneHot(int label) {
-  v1::Condition condition;
-  const float values[2] = {label == 0 ? 1.0f : 0.0f, label == 1 ? 1.0f : 0.0f};
-  condition.mutable_embedding()->add_shape(2);
-  condition.mutable_embedding()->set_dtype(v1::FLOAT32);
-  condition.mutable_embedding()->set_data(values, sizeof(values));
-  return condition;
 }
 
 TEST_F(IntegrationTest, EmbeddingConditionsEndToEnd) {

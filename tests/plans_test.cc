@@ -380,6 +380,9 @@ TEST_F(PlansTest, MitigationGetsItsDefaultsAndNamesEachBadField) {
        [](v1::MitigateRequest& r) { r.mutable_curvature()->set_target(v1::SMALLEST_REAL); }},
       {"sampling.num_steps",
        [](v1::MitigateRequest& r) { r.mutable_sampling()->set_num_steps(-2); }},
+      // w = 0 ignores the condition the guard measures.
+      {"sampling.guidance_scale",
+       [](v1::MitigateRequest& r) { r.mutable_sampling()->set_guidance_scale(0); }},
   };
   for (const auto& [field, spoil] : bad) {
     v1::MitigateRequest spoilt = request;
