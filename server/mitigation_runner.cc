@@ -14,19 +14,20 @@
 namespace memaudit::server {
 namespace {
 
-// `sample` [*sample_shape] as a [1, *sample_shape] float32 message, and
-// its decoded image when `decoder` is given.
-absl::Status EncodeSample(const at::Tensor& sample, const LatentDecoder* decoder,
-                          const Checkpoint& checkpoint, v1::Tensor* sample_message,
-                          v1::Tensor* image_message) {
-  const at::Tensor row = sample.unsqueeze(0).to(at::kCPU, at::kFloat);
-  EncodeTensor(row, sample_message);
-  if (decoder != nullptr) {
-    ASSIGN_OR_RETURN(const at::Tensor image,
-                     decoder->Decode(row.to(checkpoint.device(), checkpoint.dtype())));
-    EncodeTensor(image.to(at::kCPU, at::kFloat), image_message);
-  }
-  return absl::OkStatus();
+// The final samples of `measured` as one float32 CPU batch [B, *sample_shape].
+at::Tensor Samples(const std::vector<SampleCurvature>& measured) {
+  std::vector<at::Tensor> rows;
+  rows.reserve(measured.size());
+  for (const SampleCurvature& sample : measured) rows.push_back(sample.sample);
+  return at::stack(rows).to(at::kCPU, at::kFloat);
+}
+
+// `samples` decoded to images (float32, CPU), one Decode call per batch.
+absl::StatusOr<at::Tensor> Decoded(const at::Tensor& samples, const LatentDecoder& decoder,
+                                   const Checkpoint& checkpoint) {
+  ASSIGN_OR_RETURN(const at::Tensor images,
+                   decoder.Decode(samples.to(checkpoint.device(), checkpoint.dtype())));
+  return images.to(at::kCPU, at::kFloat);
 }
 
 }  // namespace
@@ -54,11 +55,17 @@ absl::StatusOr<std::vector<v1::MitigatedSample>> RunMitigation(const MitigatePla
   ASSIGN_OR_RETURN(const std::vector<SampleCurvature> after,
                    MeasureSamples(denoiser, seeds, conditions, moved, reference, stop));
 
-  const LatentDecoder* decoder = plan.decode ? model.checkpoint->latent_decoder() : nullptr;
+  const at::Tensor samples_before = Samples(before), samples_after = Samples(after);
+  at::Tensor images_before, images_after;
+  if (plan.decode) {
+    const LatentDecoder& decoder = *model.checkpoint->latent_decoder();
+    ASSIGN_OR_RETURN(images_before, Decoded(samples_before, decoder, *model.checkpoint));
+    ASSIGN_OR_RETURN(images_after, Decoded(samples_after, decoder, *model.checkpoint));
+  }
+  const at::Tensor moved_x_T = guarded.x_T.to(at::kCPU, at::kFloat);
   const at::Tensor change = (guarded.x_T - x_T).flatten(1).norm(2, 1) / x_T.flatten(1).norm(2, 1);
   std::vector<v1::MitigatedSample> responses(seeds.size());
   for (int64_t b = 0; b < count; ++b) {
-    RETURN_IF_ERROR(CheckStop(stop));
     v1::MitigatedSample& out = responses[b];
     out.set_seed(seeds[b]);
     out.set_conditional(guarded.conditional);
@@ -66,11 +73,13 @@ absl::StatusOr<std::vector<v1::MitigatedSample>> RunMitigation(const MitigatePla
     out.set_sharpness_after(guarded.after[b]);
     out.set_steps(guarded.steps[b]);
     out.set_initial_noise_change(change[b].item<double>());
-    EncodeTensor(guarded.x_T.narrow(0, b, 1).to(at::kCPU, at::kFloat), out.mutable_initial_noise());
-    RETURN_IF_ERROR(EncodeSample(before[b].sample, decoder, *model.checkpoint,
-                                 out.mutable_sample_before(), out.mutable_image_before()));
-    RETURN_IF_ERROR(EncodeSample(after[b].sample, decoder, *model.checkpoint,
-                                 out.mutable_sample_after(), out.mutable_image_after()));
+    EncodeTensor(moved_x_T.narrow(0, b, 1), out.mutable_initial_noise());
+    EncodeTensor(samples_before.narrow(0, b, 1), out.mutable_sample_before());
+    EncodeTensor(samples_after.narrow(0, b, 1), out.mutable_sample_after());
+    if (plan.decode) {
+      EncodeTensor(images_before.narrow(0, b, 1), out.mutable_image_before());
+      EncodeTensor(images_after.narrow(0, b, 1), out.mutable_image_after());
+    }
     ToSampleReport(before[b], model.policy, out.mutable_before());
     ToSampleReport(after[b], model.policy, out.mutable_after());
     out.set_guard_seconds(guard_seconds / static_cast<double>(count));

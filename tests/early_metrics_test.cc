@@ -18,18 +18,30 @@ Eigen::VectorXd Row(const at::Tensor& x, int64_t b) {
   return Eigen::Map<const Eigen::VectorXd>(row.data_ptr<double>(), row.numel());
 }
 
+// The exact model of N(μ, s²I) with μ = kGaussianMean·1 and s² =
+// kGaussianVariance in kGaussianDim dimensions.
+constexpr int64_t kGaussianDim = 8;
+constexpr double kGaussianMean = 0.5, kGaussianVariance = 0.04;
+std::shared_ptr<const Checkpoint> IsotropicGaussian(const ScratchDir& dir) {
+  toy::GaussianMixture g;
+  g.weights = at::ones({1}, at::kDouble);
+  g.means = at::full({1, kGaussianDim}, kGaussianMean, at::kDouble);
+  g.covariances = (kGaussianVariance * at::eye(kGaussianDim, at::kDouble)).unsqueeze(0);
+  return testing::WriteAndLoadMixture(dir.path(), "g", g, v1::NoiseSchedule::LINEAR, v1::EPSILON);
+}
+
+// The noised variance v = ᾱs² + σ² at timestep t.
+double NoisedVariance(const Denoiser& denoiser, int64_t t) {
+  const double alpha_bar = denoiser.schedule().alpha_bar(t);
+  return alpha_bar * kGaussianVariance + 1.0 - alpha_bar;
+}
+
 // For N(μ, s²I): H = −I/v with v = ᾱs² + σ², so zᵀHz = −d/v for every
 // Rademacher z, and ‖Hs‖² = ‖s‖²/v² exactly.
 TEST(EarlyMetricsTest, UnconditionalGaussianClosedForms) {
   ScratchDir dir;
-  const int64_t d = 8;
-  toy::GaussianMixture g;
-  g.weights = at::ones({1}, at::kDouble);
-  g.means = at::full({1, d}, 0.5, at::kDouble);
-  g.covariances = (0.04 * at::eye(d, at::kDouble)).unsqueeze(0);
-  auto checkpoint =
-      testing::WriteAndLoadMixture(dir.path(), "g", g, v1::NoiseSchedule::LINEAR, v1::EPSILON);
-  Denoiser denoiser(checkpoint);
+  const int64_t d = kGaussianDim;
+  Denoiser denoiser(IsotropicGaussian(dir));
   EarlyMetricOptions options;
   options.steps = 1;
   auto metrics = ComputeEarlyMetrics(denoiser, {1, 2, 3}, at::Tensor(), options);
@@ -38,7 +50,7 @@ TEST(EarlyMetricsTest, UnconditionalGaussianClosedForms) {
   ASSERT_EQ(metrics->timesteps.size(), 1u);
   const int64_t t = metrics->timesteps[0];
   EXPECT_EQ(t, 980);  // first of 50 leading steps
-  const double v = denoiser.schedule().alpha_bar(t) * 0.04 + 1.0 - denoiser.schedule().alpha_bar(t);
+  const double v = NoisedVariance(denoiser, t);
   ASSERT_EQ(metrics->hutchinson_trace.size(), 3u);
   for (int i = 0; i < 3; ++i) {
     EXPECT_NEAR(metrics->hutchinson_trace[i], -d / v, 1e-9 * d / v);
@@ -58,14 +70,8 @@ TEST(EarlyMetricsTest, UnconditionalGaussianClosedForms) {
 // H s = −s/v, so ‖s‖² and ‖Hs‖² are known from the sampled states.
 TEST(EarlyMetricsTest, UnconditionalClosedFormsOverSeveralSteps) {
   ScratchDir dir;
-  const int64_t d = 8;
-  toy::GaussianMixture g;
-  g.weights = at::ones({1}, at::kDouble);
-  g.means = at::full({1, d}, 0.5, at::kDouble);
-  g.covariances = (0.04 * at::eye(d, at::kDouble)).unsqueeze(0);
-  auto checkpoint =
-      testing::WriteAndLoadMixture(dir.path(), "g", g, v1::NoiseSchedule::LINEAR, v1::EPSILON);
-  Denoiser denoiser(checkpoint);
+  const int64_t d = kGaussianDim;
+  Denoiser denoiser(IsotropicGaussian(dir));
   EarlyMetricOptions options;
   options.steps = 3;
   const std::vector<uint64_t> seeds = {4, 5};
@@ -79,11 +85,10 @@ TEST(EarlyMetricsTest, UnconditionalClosedFormsOverSeveralSteps) {
     double score = 0, hessian_score = 0, trace = 0;
     for (int64_t k = 0; k < 3; ++k) {
       const int64_t t = trajectory->timesteps[k];
-      const double alpha_bar = denoiser.schedule().alpha_bar(t);
-      const double v = alpha_bar * 0.04 + 1.0 - alpha_bar;
+      const double v = NoisedVariance(denoiser, t);
+      const double shift = std::sqrt(denoiser.schedule().alpha_bar(t)) * kGaussianMean;
       const double squared =
-          (trajectory->states[k][b] - std::sqrt(alpha_bar) * 0.5).pow(2).sum().item<double>() /
-          (v * v);
+          (trajectory->states[k][b] - shift).pow(2).sum().item<double>() / (v * v);
       score += squared / 3;
       hessian_score += squared / (v * v) / 3;
       trace += -d / v / 3;
