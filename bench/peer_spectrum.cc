@@ -6,8 +6,8 @@
 //                     (vectorize=True), then torch.linalg.eigvals
 //   --method arnoldi  bench/peer_arnoldi.py: scipy's ARPACK (eigs) over a
 //                     LinearOperator of JVPs, the same k, target (largest
-//                     real part), tolerance and subspace size; also the JVP
-//                     counts
+//                     real part), tolerance and subspace size; also the
+//                     product counts (--compare-jvp: memaudit by JVPs too)
 //   --method early    bench/peer_early.py: the early metrics (Wen and Jeon for
 //                     a conditional model, ‖s‖², ‖Hs‖² and Hutchinson tr H for
 //                     an unconditional one) of --conditions conditions, n =
@@ -33,6 +33,9 @@
 #include <complex>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
 
 #include "arnoldi.h"
 #include "curvature.h"
@@ -292,6 +295,46 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   return worst <= 1e-4 ? 0 : 2;
 }
 
+// This process's peak resident set (VmHWM), KiB; -1 if unreadable.
+int64_t PeakResidentKiB() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    long long kib = 0;
+    if (std::sscanf(line.c_str(), "VmHWM: %lld kB", &kib) == 1) return kib;
+  }
+  return -1;
+}
+
+// Prints how many of `ours`' eigenvalues have one of `theirs` within 1e-3 of
+// max|λ| (per point, conjugates folded: either half of a pair is right), and
+// the largest difference among those. Where two solvers' k-windows differ at
+// a cluster's edge, this says whether the eigenvalues both found agree.
+void PrintSetAgreement(const std::vector<at::Tensor>& ours, const std::vector<at::Tensor>& theirs) {
+  int64_t matched = 0, total = 0;
+  double worst = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    auto a = Sorted(ours[i]), b = Sorted(theirs[i]);
+    double scale = 0;
+    for (const auto& v : b) scale = std::max(scale, std::abs(v));
+    for (const auto& u : a) {
+      double best = std::numeric_limits<double>::infinity();
+      for (const auto& v : b) {
+        best = std::min(best, std::abs(std::complex<double>(u.real(), std::abs(u.imag())) -
+                                       std::complex<double>(v.real(), std::abs(v.imag()))) /
+                                  scale);
+      }
+      ++total;
+      if (best <= 1e-3) {
+        ++matched;
+        worst = std::max(worst, best);
+      }
+    }
+  }
+  std::printf("%lld of %lld within 1e-3, the largest difference among them %.2e\n",
+              static_cast<long long>(matched), static_cast<long long>(total), worst);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -318,6 +361,18 @@ int main(int argc, char** argv) {
   app.add_option("-k,--eigenvalues", arnoldi.num_eigenvalues, "arnoldi: k")->capture_default_str();
   app.add_option("--tolerance", arnoldi.tolerance, "arnoldi: relative tolerance")
       ->capture_default_str();
+  app.add_option("--arnoldi-seed", arnoldi.seed, "arnoldi: memaudit's random start")
+      ->capture_default_str();
+  app.add_option("--subspace", arnoldi.subspace,
+                 "arnoldi: memaudit's Krylov subspace size (0: default)")
+      ->capture_default_str();
+  int64_t peer_subspace = 0;
+  app.add_option("--peer-subspace", peer_subspace,
+                 "arnoldi: the peer's ncv (0: max(2k + 1, k + 16), ARPACK's customary size)")
+      ->capture_default_str();
+  bool compare_jvp = false;
+  app.add_flag("--compare-jvp", compare_jvp,
+               "arnoldi: also time memaudit as before (JVPs, subspace max(2k + 1, k + 16))");
   EarlyBench early;
   app.add_option("--conditions", early.conditions, "early: conditions (labels 0, 1, ...)")
       ->capture_default_str();
@@ -363,55 +418,99 @@ int main(int argc, char** argv) {
 
   // memaudit: one spectrum per point, timed (the first warms up).
   auto field = denoiser.ScoreField(t, ScoreKind::kConditional, labels);
-  std::vector<double> seconds, matvecs;
-  std::vector<at::Tensor> ours;
-  for (int64_t i = 0; i < points; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<std::complex<double>> eigenvalues;
-    if (dense) {
-      JacobianOptions jacobian_options;
-      jacobian_options.chunk_rows = chunk_rows;
-      auto jacobian =
-          DenseJacobians(*field, x->narrow(0, i, 1), at::full({1}, i, at::kLong), jacobian_options);
-      auto spectra = DenseSpectra(*jacobian, t, denoiser.schedule());
-      eigenvalues = spectra->front().eigenvalues;
-    } else {
-      auto result =
-          ArnoldiEigenvalues(*field, x->narrow(0, i, 1), at::full({1}, i, at::kLong), arnoldi);
-      if (!result.ok()) {
-        std::fprintf(stderr, "%s\n", std::string(result.status().message()).c_str());
-        return 1;
+  struct Run {
+    double seconds = 0;  // median per spectrum
+    double matvecs = 0;  // median per spectrum (arnoldi)
+    std::vector<at::Tensor> eigenvalues;
+  };
+  auto run_memaudit = [&](const ArnoldiOptions& options) -> absl::StatusOr<Run> {
+    std::vector<double> seconds, matvecs;
+    Run run;
+    for (int64_t i = 0; i < points; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      std::vector<std::complex<double>> eigenvalues;
+      if (dense) {
+        JacobianOptions jacobian_options;
+        jacobian_options.chunk_rows = chunk_rows;
+        auto jacobian = DenseJacobians(*field, x->narrow(0, i, 1), at::full({1}, i, at::kLong),
+                                       jacobian_options);
+        if (!jacobian.ok()) return jacobian.status();
+        auto spectra = DenseSpectra(*jacobian, t, denoiser.schedule());
+        if (!spectra.ok()) return spectra.status();
+        eigenvalues = spectra->front().eigenvalues;
+      } else {
+        auto result =
+            ArnoldiEigenvalues(*field, x->narrow(0, i, 1), at::full({1}, i, at::kLong), options);
+        if (!result.ok()) return result.status();
+        eigenvalues = result->eigenvalues;
+        matvecs.push_back(static_cast<double>(result->matvecs));
       }
-      eigenvalues = result->eigenvalues;
-      matvecs.push_back(static_cast<double>(result->matvecs));
+      seconds.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      if (!dense) {
+        std::printf("  memaudit point %lld: %.3f s, %.0f products, %zu eigenvalues\n",
+                    static_cast<long long>(i), seconds.back(), matvecs.back(), eigenvalues.size());
+        std::fflush(stdout);
+      }
+      std::vector<c10::complex<double>> values;
+      for (const auto& v : eigenvalues) values.emplace_back(v.real(), v.imag());
+      run.eigenvalues.push_back(at::tensor(at::ArrayRef<c10::complex<double>>(values)));
     }
-    seconds.push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    std::vector<c10::complex<double>> values;
-    for (const auto& v : eigenvalues) values.emplace_back(v.real(), v.imag());
-    ours.push_back(at::tensor(at::ArrayRef<c10::complex<double>>(values)));
+    std::vector<double> timed(seconds.begin() + (points > 1 ? 1 : 0), seconds.end());
+    std::sort(timed.begin(), timed.end());
+    run.seconds = timed[timed.size() / 2];
+    std::sort(matvecs.begin(), matvecs.end());
+    if (!matvecs.empty()) run.matvecs = matvecs[matvecs.size() / 2];
+    return run;
+  };
+  auto ours_run = run_memaudit(arnoldi);
+  if (!ours_run.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(ours_run.status().message()).c_str());
+    return 1;
   }
-  std::vector<double> timed(seconds.begin() + (points > 1 ? 1 : 0), seconds.end());
-  std::sort(timed.begin(), timed.end());
-  const double memaudit_seconds = timed[timed.size() / 2];
+  const std::vector<at::Tensor>& ours = ours_run->eigenvalues;
+  const double memaudit_seconds = ours_run->seconds;
+  // --compare-jvp: the same spectra as memaudit computed them before the
+  // retained transpose and the 3k subspace (JVPs, subspace max(2k + 1,
+  // k + 16)), same points, same k and tolerance, same run.
+  std::optional<Run> jvp_run;
+  if (!dense && compare_jvp) {
+    ArnoldiOptions by_jvp = arnoldi;
+    by_jvp.product = ArnoldiProduct::kJvp;
+    if (arnoldi.subspace == 0) {
+      by_jvp.subspace = std::max(2 * arnoldi.num_eigenvalues + 1, arnoldi.num_eigenvalues + 16);
+    }
+    auto run = run_memaudit(by_jvp);
+    if (!run.ok()) {
+      std::fprintf(stderr, "JVP run: %s\n", std::string(run.status().message()).c_str());
+      return 1;
+    }
+    jvp_run = *std::move(run);
+  }
+
+  // memaudit's peak resident memory so far (model, sampling, spectra), before
+  // the peer runs in its own process.
+  const int64_t peak_kib = PeakResidentKiB();
 
   // The peer, same points, same run.
   const std::string common_args = model_dir + " " + points_path + " " + std::to_string(t) + " " +
                                   std::to_string(denoiser.schedule().sigma(t)) + " " +
                                   std::to_string(label) + " ";
   const std::string command =
-      dense ? "/usr/bin/python3 bench/peer_spectrum.py " + common_args + peer_path
-            : "/usr/bin/python3 bench/peer_arnoldi.py " + common_args +
-                  std::to_string(arnoldi.num_eigenvalues) + " " +
-                  std::to_string(arnoldi.tolerance) + " " + peer_path;
+      dense
+          ? "/usr/bin/python3 bench/peer_spectrum.py " + common_args + peer_path
+          : "/usr/bin/python3 bench/peer_arnoldi.py " + common_args +
+                std::to_string(arnoldi.num_eigenvalues) + " " + std::to_string(arnoldi.tolerance) +
+                " " + peer_path + " " + std::to_string(peer_subspace);
   FILE* pipe = popen(command.c_str(), "r");
   char line[256] = {0};
-  double peer_seconds = -1, peer_matvecs = -1;
+  double peer_seconds = -1, peer_matvecs = -1, peer_peak_kib = -1;
   char peer_jvp[64] = "";
   while (pipe && fgets(line, sizeof(line), pipe)) {
     std::sscanf(line, "seconds_per_spectrum %lf", &peer_seconds);
     std::sscanf(line, "matvecs_per_spectrum %lf", &peer_matvecs);
     std::sscanf(line, "jvp %63s", peer_jvp);
+    std::sscanf(line, "peak_kib %lf", &peer_peak_kib);
   }
   if (!pipe || pclose(pipe) != 0 || peer_seconds < 0) {
     std::fprintf(stderr, "the Python peer failed: %s\n", command.c_str());
@@ -456,13 +555,29 @@ int main(int argc, char** argv) {
   std::printf("eigenvalues: max |ours - peer| / max|lambda| = %.2e (%s 1e-3)\n", worst,
               worst <= 1e-3 ? "within" : "NOT within");
   if (!dense) {
-    std::sort(matvecs.begin(), matvecs.end());
     std::printf(
-        "arnoldi: k = %lld, largest real part, tolerance %.0e; JVPs per spectrum: "
-        "memaudit %.0f, peer %.0f (peer JVP: %s)\n",
+        "arnoldi: k = %lld, largest real part, tolerance %.0e, subspace memaudit %lld, peer %s; "
+        "network products per spectrum: memaudit %.0f (%s), peer %.0f (%s JVPs)\n",
         static_cast<long long>(arnoldi.num_eigenvalues), arnoldi.tolerance,
-        matvecs[matvecs.size() / 2], peer_matvecs, peer_jvp);
+        static_cast<long long>(ArnoldiSubspace(arnoldi, (*checkpoint)->sample_numel())),
+        peer_subspace > 0 ? std::to_string(peer_subspace).c_str() : "max(2k + 1, k + 16)",
+        ours_run->matvecs,
+        arnoldi.product == ArnoldiProduct::kJvp ? "JVPs" : "retained backward passes", peer_matvecs,
+        peer_jvp);
+    std::printf("eigenvalues found by both (each of memaudit's matched to the peer's nearest): ");
+    PrintSetAgreement(ours, peer->unbind(0));
+    if (jvp_run) {
+      std::printf(
+          "memaudit as before (JVPs, subspace max(2k + 1, k + 16)): %.3f s (median), %.0f JVPs "
+          "per spectrum; ",
+          jvp_run->seconds, jvp_run->matvecs);
+      PrintSetAgreement(ours, jvp_run->eigenvalues);
+      std::printf("memaudit / memaudit as before: %.2f\n", memaudit_seconds / jvp_run->seconds);
+    }
   }
+  std::printf("peak resident memory: memaudit %.0f MiB", static_cast<double>(peak_kib) / 1024);
+  if (peer_peak_kib > 0) std::printf(", peer %.0f MiB", peer_peak_kib / 1024);
+  std::printf("\n");
   std::printf("memaudit %-7s spectrum: %.3f s (median)\n", method.c_str(), memaudit_seconds);
   std::printf("Python peer             : %.3f s (median)\n", peer_seconds);
   std::printf("memaudit / peer         : %.2f\n", memaudit_seconds / peer_seconds);

@@ -4,6 +4,7 @@
 
 #include <Spectra/GenEigsSolver.h>
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <random>
@@ -20,13 +21,14 @@ struct OperatorAbort {
   absl::Status status;
 };
 
-// v ↦ J·v through the network, in Spectra's float64.
-class JvpOperator {
+// v ↦ J·v or Jᵀ·v through the network (one product per call), in Spectra's
+// float64.
+class NetworkOperator {
  public:
   using Scalar = double;
-  JvpOperator(const Field& field, const at::Tensor& x, const at::Tensor& rows, JvpMode mode,
-              const StopCheck& stop)
-      : field_(field), x_(x), rows_(rows), mode_(mode), stop_(stop), dim_(x.numel()) {}
+  using Product = std::function<absl::StatusOr<at::Tensor>(const at::Tensor&)>;
+  NetworkOperator(Product product, const at::Tensor& x, const StopCheck& stop)
+      : product_(std::move(product)), x_(x), stop_(stop), dim_(x.numel()) {}
 
   Eigen::Index rows() const { return dim_; }
   Eigen::Index cols() const { return dim_; }
@@ -36,19 +38,17 @@ class JvpOperator {
     at::Tensor v = at::from_blob(const_cast<Scalar*>(in), {dim_}, at::kDouble)
                        .to(x_.device(), x_.scalar_type())
                        .view(x_.sizes());
-    auto jv = Jvp(field_, x_, rows_, v, mode_);
-    if (!jv.ok()) throw OperatorAbort{jv.status()};
-    at::Tensor result = jv->detach().to(at::kCPU, at::kDouble).contiguous().view({dim_});
+    absl::StatusOr<at::Tensor> image = product_(v);
+    if (!image.ok()) throw OperatorAbort{image.status()};
+    at::Tensor result = image->detach().to(at::kCPU, at::kDouble).contiguous().view({dim_});
     std::copy_n(result.data_ptr<double>(), dim_, out);
     ++matvecs_;
   }
   int64_t matvecs() const { return matvecs_; }
 
  private:
-  const Field& field_;
+  Product product_;
   const at::Tensor& x_;
-  const at::Tensor& rows_;
-  mutable JvpMode mode_;
   const StopCheck& stop_;
   const int64_t dim_;
   mutable int64_t matvecs_ = 0;
@@ -66,8 +66,8 @@ Spectra::SortRule ToSortRule(EigenTarget target) {
 }
 
 // When H·v = c·v for two independent random vectors (to 1e-9 relative),
-// returns c: H acts as c·I. Otherwise nullopt. Costs two JVPs.
-std::optional<double> ScalarOperatorValue(JvpOperator& op, const Eigen::VectorXd& start,
+// returns c: H acts as c·I. Otherwise nullopt. Costs two products.
+std::optional<double> ScalarOperatorValue(NetworkOperator& op, const Eigen::VectorXd& start,
                                           std::mt19937_64& random) {
   constexpr double kTolerance = 1e-9;
   std::normal_distribution<double> normal;
@@ -108,6 +108,12 @@ const char* EigenTargetName(EigenTarget target) {
   }
 }
 
+int64_t ArnoldiSubspace(const ArnoldiOptions& options, int64_t dim) {
+  const int64_t k = options.num_eigenvalues;
+  const int64_t wanted = options.subspace > 0 ? options.subspace : std::max(3 * k, k + 16);
+  return std::clamp<int64_t>(wanted, std::min(k + 2, dim), dim);
+}
+
 absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::Tensor& x,
                                                  const at::Tensor& rows,
                                                  const ArnoldiOptions& options,
@@ -121,14 +127,23 @@ absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::T
     return absl::InvalidArgumentError(
         absl::StrCat("num_eigenvalues: must be in [1, d - 2] = [1, ", dim - 2, "], got ", k));
   }
-  int64_t subspace = options.subspace > 0 ? options.subspace : std::max(2 * k + 1, k + 16);
-  subspace = std::clamp<int64_t>(subspace, k + 2, dim);
+  const int64_t subspace = ArnoldiSubspace(options, dim);
   if (options.max_restarts < 1 || !(options.tolerance > 0)) {
     return absl::InvalidArgumentError("max_restarts and tolerance must be positive");
   }
   const at::Tensor point = x.detach();
-  JvpOperator op(field, point, rows, options.jvp_mode, stop);
-  Spectra::GenEigsSolver<JvpOperator> solver(op, k, subspace);
+  NetworkOperator::Product product;
+  std::optional<RetainedVjp> transpose;
+  if (options.product == ArnoldiProduct::kRetainedTranspose) {
+    ASSIGN_OR_RETURN(transpose, RetainedVjp::Create(field, point, rows));
+    product = [&transpose](const at::Tensor& v) { return transpose->Apply(v); };
+  } else {
+    product = [&field, &point, &rows, mode = options.jvp_mode](const at::Tensor& v) {
+      return Jvp(field, point, rows, v, mode);
+    };
+  }
+  NetworkOperator op(std::move(product), point, stop);
+  Spectra::GenEigsSolver<NetworkOperator> solver(op, k, subspace);
   // A deterministic random start: Spectra's default is deterministic too, but
   // the seed lets callers vary it.
   std::mt19937_64 random(options.seed);
@@ -153,9 +168,9 @@ absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::T
     result.matvecs = op.matvecs();
     result.converged = solver.info() == Spectra::CompInfo::Successful;
     if (converged == 0) {
-      return absl::InternalError(absl::StrCat("Arnoldi found no converged eigenvalue in ",
-                                              options.max_restarts, " restarts (", op.matvecs(),
-                                              " JVPs); raise max_restarts or the tolerance"));
+      return absl::InternalError(absl::StrCat(
+          "Arnoldi found no converged eigenvalue in ", options.max_restarts, " restarts (",
+          op.matvecs(), " network products); raise max_restarts or the tolerance"));
     }
     const Eigen::VectorXcd values = solver.eigenvalues();
     for (Eigen::Index i = 0; i < values.size(); ++i) result.eigenvalues.push_back(values[i]);

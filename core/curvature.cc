@@ -70,6 +70,33 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
   }
 }
 
+absl::StatusOr<RetainedVjp> RetainedVjp::Create(const Field& field, const at::Tensor& x,
+                                                const at::Tensor& rows) {
+  try {
+    at::AutoGradMode grad_mode(true);
+    at::Tensor input = x.detach().requires_grad_(true);
+    at::Tensor output = field(input, rows);
+    if (!output.requires_grad()) {
+      return absl::InternalError("the score field's output does not depend on x through autograd");
+    }
+    return RetainedVjp(std::move(input), std::move(output));
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal,
+                      "forward pass for vector-Jacobian products failed", e);
+  }
+}
+
+absl::StatusOr<at::Tensor> RetainedVjp::Apply(const at::Tensor& v) const {
+  RETURN_IF_ERROR(CheckSameShape(input_, v, "v"));
+  try {
+    at::AutoGradMode grad_mode(true);
+    return torch::autograd::grad({output_}, {input_}, {v.to(output_.scalar_type())},
+                                 /*retain_graph=*/true)[0];
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal, "vector-Jacobian product failed", e);
+  }
+}
+
 absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
                                const at::Tensor& v, JvpMode mode, JvpMode* mode_used) {
   RETURN_IF_ERROR(CheckSameShape(x, v, "v"));

@@ -12,6 +12,7 @@
 #include <ATen/Tensor.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "denoiser.h"
@@ -23,6 +24,32 @@ namespace memaudit {
 // one backward pass.
 absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at::Tensor& rows,
                                const at::Tensor& v);
+
+// Jᵀv at one fixed batch of points for many v: one forward pass whose
+// autograd graph is kept, then one backward pass per product and no forward.
+// Jᵀ has J's eigenvalues, so matrix-free spectra multiply by it: on the
+// networks measured a retained backward costs a fifth to a quarter of a
+// forward-mode JVP (docs/PERFORMANCE.md). Holds the graph's activations
+// (about one forward's) until destroyed. Not thread-safe: one caller at a
+// time; distinct instances are independent.
+class RetainedVjp {
+ public:
+  // Runs the forward pass at x [B, *shape], rows [B]. INTERNAL if the
+  // network fails (LibTorch's message).
+  static absl::StatusOr<RetainedVjp> Create(const Field& field, const at::Tensor& x,
+                                            const at::Tensor& rows);
+
+  // Jᵀ_b v_b per sample, v [B, *shape] (x's shape; converted to x's dtype),
+  // in x's dtype. INVALID_ARGUMENT for another shape; INTERNAL if the
+  // backward pass fails.
+  absl::StatusOr<at::Tensor> Apply(const at::Tensor& v) const;
+
+ private:
+  RetainedVjp(at::Tensor input, at::Tensor output)
+      : input_(std::move(input)), output_(std::move(output)) {}
+  at::Tensor input_;   // x, detached, requiring grad
+  at::Tensor output_;  // field(input_), its graph retained
+};
 
 enum class JvpMode {
   kAuto,            // kForward, falling back to kDoubleBackward

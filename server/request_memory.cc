@@ -72,14 +72,11 @@ void AddSpectra(Tally& tally, const LoadedModel& model, const SampleCurvatureOpt
   const int64_t element = ElementBytes(model);
   if (ResolveSpectrumMethod(options.method, d, options.max_dense_dimension) ==
       SpectrumMethod::kArnoldi) {
-    const int64_t k = options.arnoldi.num_eigenvalues;
-    const int64_t subspace = std::clamp<int64_t>(
-        options.arnoldi.subspace > 0 ? options.arnoldi.subspace : std::max(2 * k + 1, k + 16),
-        std::min(k + 2, d), d);
-    // The Krylov basis, its Hessenberg matrix, and one JVP's tensors.
+    const int64_t subspace = ArnoldiSubspace(options.arnoldi, d);
+    // The Krylov basis, its Hessenberg matrix, and one product's tensors.
     tally.Add("Arnoldi basis",
               Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(subspace, subspace), kDouble)));
-    tally.Add("JVP", Mul(Mul(kStepWorkingCopies, d), element));
+    tally.Add("network product", Mul(Mul(kStepWorkingCopies, d), element));
     return;
   }
   const int64_t chunk = std::max<int64_t>(1, options.jacobian.chunk_rows);

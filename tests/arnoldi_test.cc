@@ -121,7 +121,8 @@ TEST(ArnoldiTest, AgreesWithDenseOnAnAnalyticMixtureAtEveryEnd) {
   }
 }
 
-// A network with a non-symmetric Jacobian (complex eigenvalue pairs).
+// A network with a non-symmetric Jacobian (complex eigenvalue pairs): the
+// transposed product (the default) and the JVP both give J's eigenvalues.
 TEST(ArnoldiTest, AgreesWithDenseOnANetwork) {
   ScratchDir dir;
   torch::jit::Module mlp = toy::BuildToyMlp(256, toy::MlpOptions{}, /*seed=*/3);
@@ -135,18 +136,23 @@ TEST(ArnoldiTest, AgreesWithDenseOnANetwork) {
   bool any_complex = false;
   for (const auto& v : s.dense.eigenvalues) any_complex |= v.imag() != 0.0;
   EXPECT_TRUE(any_complex) << "expected a non-symmetric Jacobian";
-  ArnoldiOptions arnoldi;
-  arnoldi.target = EigenTarget::kLargestMagnitude;
-  arnoldi.num_eigenvalues = 6;
-  arnoldi.tolerance = 1e-10;
-  auto result = ArnoldiEigenvalues(s.field, s.x, s.rows, arnoldi);
-  ASSERT_TRUE(result.ok()) << result.status();
-  EXPECT_LE(MatchError(result->eigenvalues, s.dense.eigenvalues), 1e-6);
-  arnoldi.target = EigenTarget::kLargestReal;
-  auto right = ArnoldiEigenvalues(s.field, s.x, s.rows, arnoldi);
-  ASSERT_TRUE(right.ok()) << right.status();
-  EXPECT_NEAR(right->eigenvalues[0].real(), s.dense.eigenvalues[0].real(),
-              1e-6 * std::abs(s.dense.eigenvalues.back()));
+  for (ArnoldiProduct product : {ArnoldiProduct::kRetainedTranspose, ArnoldiProduct::kJvp}) {
+    SCOPED_TRACE(product == ArnoldiProduct::kJvp ? "JVP" : "retained transpose");
+    ArnoldiOptions arnoldi;
+    arnoldi.product = product;
+    arnoldi.target = EigenTarget::kLargestMagnitude;
+    arnoldi.num_eigenvalues = 6;
+    arnoldi.tolerance = 1e-10;
+    auto result = ArnoldiEigenvalues(s.field, s.x, s.rows, arnoldi);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_LE(MatchError(result->eigenvalues, s.dense.eigenvalues), 1e-6);
+    arnoldi.target = EigenTarget::kLargestReal;
+    auto right = ArnoldiEigenvalues(s.field, s.x, s.rows, arnoldi);
+    ASSERT_TRUE(right.ok()) << right.status();
+    EXPECT_NEAR(right->eigenvalues[0].real(), s.dense.eigenvalues[0].real(),
+                1e-6 * std::abs(s.dense.eigenvalues.back()));
+    EXPECT_LE(MatchError(right->eigenvalues, s.dense.eigenvalues), 1e-6);
+  }
 }
 
 // A trained model (the toy ε-MLP, briefly trained, float32 as served).

@@ -246,6 +246,35 @@ TEST(ProductsTest, JvpAndVjpMatchDenseJacobian) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The retained-graph VJP is Jᵀv per sample, again and again over one forward
+// pass (the graph survives each product), and refuses a wrong shape.
+TEST(ProductsTest, RetainedVjpIsTheTransposedJacobianEachTime) {
+  ScratchDir dir;
+  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(16, 3, /*seed=*/6);
+  auto checkpoint = testing::WriteAndLoadMixture(dir.path(), "retained", mixture,
+                                                 v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  ASSERT_NE(checkpoint, nullptr);
+  Denoiser denoiser(checkpoint);
+  const int64_t t = 25;
+  at::Tensor x = NoisedMixturePoints(mixture, denoiser.schedule().alpha_bar(t), 3, 4);
+  at::Tensor rows = at::arange(3, at::kLong);
+  auto field = denoiser.ScoreField(t, ScoreKind::kConditional, at::Tensor());
+  ASSERT_TRUE(field.ok());
+  auto jacobians = DenseJacobians(*field, x, rows);
+  ASSERT_TRUE(jacobians.ok());
+  auto transpose = RetainedVjp::Create(*field, x, rows);
+  ASSERT_TRUE(transpose.ok()) << transpose.status();
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    at::Tensor v = at::randn({3, 16}, at::kDouble);
+    at::Tensor expected = at::bmm(jacobians->transpose(1, 2), v.unsqueeze(2)).squeeze(2);
+    auto product = transpose->Apply(v);
+    ASSERT_TRUE(product.ok()) << product.status();
+    EXPECT_TRUE(at::allclose(*product, expected, 1e-9, 1e-9)) << "product " << repeat;
+  }
+  EXPECT_EQ(transpose->Apply(at::randn({3, 8}, at::kDouble)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ProductsTest, CancelledBetweenChunks) {
   ScratchDir dir;
   const toy::GaussianMixture mixture = toy::RandomGaussianMixture(16, 2, /*seed=*/9);

@@ -11,9 +11,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "arnoldi.h"
 #include "checkpoint.h"
 #include "reference_set.h"
 #include "sample_curvature.h"
@@ -109,7 +111,9 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
 // found). It can be less: bench/verdict_grade.cc measured 1 of 12 mnist39
 // copies called PARTIAL at k = 24 (seed 500), and here seeds 7101 and 7102
 // move one verdict step each (docs/PERFORMANCE.md). The verdict-grade
-// tolerance gives the verdicts the earlier default 1e-6 gave.
+// tolerance gives the verdicts the earlier default 1e-6 gave, and the
+// default product and subspace (the retained transpose, 3k) give the verdicts
+// the earlier ones (JVPs, max(2k + 1, k + 16)) gave.
 TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
   const std::string directory = std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/mnist39";
   auto checkpoint = Checkpoint::Load(directory);
@@ -117,13 +121,17 @@ TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
   auto reference = ReferenceSet::Load(directory + "/reference.pt", {1, 28, 28});
   ASSERT_TRUE(reference.ok()) << reference.status();
   Denoiser denoiser(*checkpoint);
-  SampleCurvatureOptions dense, matrix_free, tight;
+  SampleCurvatureOptions dense, matrix_free, tight, as_before;
   dense.method = SpectrumMethod::kDense;
   matrix_free.method = SpectrumMethod::kArnoldi;
   matrix_free.arnoldi.tolerance = kVerdictGradeTolerance;
   tight.method = SpectrumMethod::kArnoldi;
   tight.arnoldi.tolerance = 1e-6;
   const int64_t k = matrix_free.arnoldi.num_eigenvalues;
+  as_before = matrix_free;
+  as_before.arnoldi.product = ArnoldiProduct::kJvp;
+  as_before.arnoldi.subspace = std::max(2 * k + 1, k + 16);
+  ASSERT_NE(as_before.arnoldi.subspace, ArnoldiSubspace(matrix_free.arnoldi, 784));
   const ResolvedPolicy policy = ResolvePolicy(v1::VerdictPolicy(), &*reference);
   int64_t copies = 0, same = 0, total = 0;
   for (int64_t digit : {9, 3}) {
@@ -132,6 +140,8 @@ TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
     auto by_dense = MeasureSamples(denoiser, Seeds(7100, 3), labels, dense, &*reference);
     auto by_arnoldi = MeasureSamples(denoiser, Seeds(7100, 3), labels, matrix_free, &*reference);
     auto by_tight = MeasureSamples(denoiser, Seeds(7100, 3), labels, tight, &*reference);
+    auto by_before = MeasureSamples(denoiser, Seeds(7100, 3), labels, as_before, &*reference);
+    ASSERT_TRUE(by_before.ok()) << by_before.status();
     ASSERT_TRUE(by_dense.ok()) << by_dense.status();
     ASSERT_TRUE(by_arnoldi.ok()) << by_arnoldi.status();
     ASSERT_TRUE(by_tight.ok()) << by_tight.status();
@@ -151,6 +161,10 @@ TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
       EXPECT_EQ(JudgeSample(c.spectra.front().summary, policy, &*c.truth), found)
           << "seed " << a.seed << ": tolerance 1e-6 and verdict-grade differ";
       EXPECT_LT(b.spectra.front().matvecs, c.spectra.front().matvecs) << "seed " << a.seed;
+      const SampleCurvature& e = (*by_before)[i];
+      EXPECT_EQ(JudgeSample(e.spectra.front().summary, policy, &*e.truth), found)
+          << "seed " << a.seed << ": the earlier product and subspace give another verdict";
+      EXPECT_NEAR(e.spectra.front().summary.max_kappa, partial.max_kappa, 1e-4);
       EXPECT_LE(static_cast<int>(found), static_cast<int>(expected))
           << "seed " << a.seed << ": noise radius dense " << full.noise_radius
           << ", matrix-free bound " << partial.noise_radius;
