@@ -24,12 +24,17 @@ BUILD=${BUILD:-build}
 WORK=${WORK:-/tmp/memaudit-scale}
 POINTS=${POINTS:-5}
 PEER=$BUILD/bench/memaudit-bench-peer
-mkdir -p "$WORK/models"
-[[ -d "$WORK/models/conv4x32" ]] ||
-  "$BUILD/tools/toy/memaudit-toy" conv --repository "$WORK/models" --name conv4x32 --size 32 >/dev/null
-[[ -d "$WORK/models/conv4x64" ]] ||
-  "$BUILD/tools/toy/memaudit-toy" conv --repository "$WORK/models" --name conv4x64 --size 64 >/dev/null
-[[ -e "$WORK/models/mnist39" ]] || ln -s "$PWD/checkpoints/mnist39" "$WORK/models/mnist39"
+# One repository per model (the server refuses model directories that link
+# outside its repository, so mnist39 is copied).
+model_dir() { echo "$WORK/repo-$1/$1"; }
+[[ -d "$(model_dir conv4x32)" ]] || "$BUILD/tools/toy/memaudit-toy" conv \
+  --repository "$WORK/repo-conv4x32" --name conv4x32 --size 32 >/dev/null
+[[ -d "$(model_dir conv4x64)" ]] || "$BUILD/tools/toy/memaudit-toy" conv \
+  --repository "$WORK/repo-conv4x64" --name conv4x64 --size 64 >/dev/null
+if [[ ! -d "$(model_dir mnist39)" ]]; then
+  mkdir -p "$WORK/repo-mnist39"
+  cp -r checkpoints/mnist39 "$(model_dir mnist39)"
+fi
 
 # field LINE_PATTERN SED_EXPRESSION FILE: the first matching line, edited.
 field() { grep -m1 -- "$1" "$3" | sed -E "$2"; }
@@ -38,8 +43,6 @@ field() { grep -m1 -- "$1" "$3" | sed -E "$2"; }
 # audit timed around the CLI call.
 audit_seconds_and_peak() {
   local model=$1 classes=$2 repo="$WORK/repo-$1"
-  mkdir -p "$repo"
-  ln -sfn "$WORK/models/$model" "$repo/$model"
   "$BUILD/server/memaudit-server" --model_repository "$repo" --listen 127.0.0.1:0 \
     --metrics_listen 127.0.0.1:0 --port_file "$WORK/ports-$model" 2>"$WORK/server-$model.log" &
   local pid=$!
@@ -72,7 +75,7 @@ for spec in "mnist39 784 --label 9|--class 9" "conv4x32 4096 |" "conv4x64 16384 
   classes=${spec#*|}
   echo "== $model (d = $d)" >&2
   # shellcheck disable=SC2086
-  "$PEER" --model "$WORK/models/$model" $label_args --method arnoldi -k 24 --tolerance 1e-4 \
+  "$PEER" --model "$(model_dir "$model")" $label_args --method arnoldi -k 24 --tolerance 1e-4 \
     --points "$POINTS" --compare-jvp --work "$WORK/peer-$model" >"$WORK/arnoldi-$model.txt" ||
     true # exit 2: a k-window differs at a cluster edge; the set-wise line says more
   out="$WORK/arnoldi-$model.txt"
@@ -84,7 +87,7 @@ for spec in "mnist39 784 --label 9|--class 9" "conv4x32 4096 |" "conv4x64 16384 
   agreement=$(field "eigenvalues found by both" 's/.*: ([0-9]+ of [0-9]+) within 1e-3, .* ([0-9.e+-]+)$/\1, \2/' "$out")
   memory=$(field "peak resident memory" 's/.*memaudit ([0-9]+) MiB, peer ([0-9]+) MiB/\1 : \2/' "$out")
   # Early metrics, n = 4, K = 1 (mnist39: Wen + Jeon; conv: ‖s‖², ‖Hs‖², tr H).
-  "$PEER" --model "$WORK/models/$model" --method early --conditions 10 -n 4 --steps 1 --batched \
+  "$PEER" --model "$(model_dir "$model")" --method early --conditions 10 -n 4 --steps 1 --batched \
     --work "$WORK/early-$model" >"$WORK/early-$model.txt"
   early="$WORK/early-$model.txt"
   early_ours=$(field "memaudit early metrics" 's/.*= ([0-9.]+) conditions.*/\1/' "$early")

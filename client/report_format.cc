@@ -381,7 +381,7 @@ std::string SpectrumText(const v1::SpectrumResponse& spectrum, int top) {
                   : absl::StrFormat("d = %d", s.dimension()),
       spectrum.symmetrized() ? " (symmetric part)" : "",
       spectrum.method() == v1::ARNOLDI
-          ? absl::StrFormat("Arnoldi (%d of %d requested converged%s), %d JVPs, %.2f s",
+          ? absl::StrFormat("Arnoldi (%d of %d requested converged%s), %d network products, %.2f s",
                             s.dimension(), spectrum.requested_eigenvalues(),
                             spectrum.converged() ? "" : "; raise max_restarts for the rest",
                             spectrum.matvecs(), spectrum.seconds())

@@ -144,15 +144,27 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
         Accumulate(result.score_norm_squared, RowNorms(score, /*squared=*/true), steps);
         ASSIGN_OR_RETURN(const at::Tensor product, Jvp(field, x, rows, score));
         Accumulate(result.hessian_score_squared, RowNorms(product, /*squared=*/true), steps);
-        // Hutchinson: P Rademacher probes per sample in one batched JVP.
+        // Hutchinson with P Rademacher probes per sample: zᵀHz = zᵀ(Hᵀz), so
+        // each probe is one backward pass of the batch over one kept forward
+        // at x (RetainedVjp) rather than a JVP row: P backward passes of B
+        // rows cost less than one JVP of P·B rows (docs/PERFORMANCE.md). The
+        // probes are drawn as [B·P] rows, sample-major, as before.
         const int64_t probes = options.hutchinson_probes;
-        at::Tensor repeated = x.repeat_interleave(probes, 0);
-        at::Tensor probe_rows = rows.repeat_interleave(probes, 0);
-        at::Tensor z = (at::randint(2, repeated.sizes(), generator, at::kFloat) * 2 - 1)
-                           .to(repeated.device(), repeated.scalar_type());
-        ASSIGN_OR_RETURN(const at::Tensor hz, Jvp(field, repeated, probe_rows, z));
-        at::Tensor quadratic =
-            (z * hz).reshape({batch, probes, -1}).to(at::kDouble).sum(2).mean(1).to(at::kCPU);
+        std::vector<int64_t> probe_shape = x.sizes().vec();
+        probe_shape[0] = batch * probes;
+        at::Tensor z = (at::randint(2, probe_shape, generator, at::kFloat) * 2 - 1)
+                           .to(x.device(), x.scalar_type());
+        std::vector<int64_t> by_probe = x.sizes().vec();
+        by_probe.insert(by_probe.begin() + 1, probes);
+        z = z.view(by_probe);  // [B, P, *shape]
+        ASSIGN_OR_RETURN(const RetainedVjp transpose, RetainedVjp::Create(field, x, rows));
+        at::Tensor quadratic = at::zeros({batch}, x.options().dtype(at::kDouble));
+        for (int64_t p = 0; p < probes; ++p) {
+          const at::Tensor probe = z.select(1, p).contiguous();
+          ASSIGN_OR_RETURN(const at::Tensor hz, transpose.Apply(probe));
+          quadratic += (probe * hz).reshape({batch, -1}).to(at::kDouble).sum(1);
+        }
+        quadratic = (quadratic / static_cast<double>(probes)).to(at::kCPU);
         std::vector<double> trace(quadratic.data_ptr<double>(),
                                   quadratic.data_ptr<double>() + batch);
         Accumulate(result.hutchinson_trace, trace, steps);
