@@ -295,6 +295,27 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   return worst <= 1e-4 ? 0 : 2;
 }
 
+// The largest distance from an eigenvalue of `found` to the nearest of
+// `all`, relative to max|λ| of `all` (conjugates folded), over points.
+double MaxDistanceToNearest(const std::vector<at::Tensor>& found,
+                            const std::vector<at::Tensor>& all) {
+  double worst = 0;
+  for (size_t i = 0; i < found.size(); ++i) {
+    auto a = Sorted(found[i]), b = Sorted(all[i]);
+    double scale = 0;
+    for (const auto& v : b) scale = std::max(scale, std::abs(v));
+    for (const auto& u : a) {
+      double best = std::numeric_limits<double>::infinity();
+      for (const auto& v : b) {
+        best = std::min(best, std::abs(std::complex<double>(u.real(), std::abs(u.imag())) -
+                                       std::complex<double>(v.real(), std::abs(v.imag()))));
+      }
+      worst = std::max(worst, best / scale);
+    }
+  }
+  return worst;
+}
+
 // This process's peak resident set (VmHWM), KiB; -1 if unreadable.
 int64_t PeakResidentKiB() {
   std::ifstream status("/proc/self/status");
@@ -370,6 +391,10 @@ int main(int argc, char** argv) {
   app.add_option("--peer-subspace", peer_subspace,
                  "arnoldi: the peer's ncv (0: max(2k + 1, k + 16), ARPACK's customary size)")
       ->capture_default_str();
+  bool check_dense = false;
+  app.add_flag("--check-dense", check_dense,
+               "arnoldi: also compare every eigenvalue found with memaudit's dense spectrum "
+               "(d <= 4,096)");
   bool compare_jvp = false;
   app.add_flag("--compare-jvp", compare_jvp,
                "arnoldi: also time memaudit as before (JVPs, subspace max(2k + 1, k + 16))");
@@ -470,6 +495,9 @@ int main(int argc, char** argv) {
   }
   const std::vector<at::Tensor>& ours = ours_run->eigenvalues;
   const double memaudit_seconds = ours_run->seconds;
+  // memaudit's peak resident memory (model, sampling, these spectra), before
+  // the other runs and the peer (which runs in its own process).
+  const int64_t peak_kib = PeakResidentKiB();
   // --compare-jvp: the same spectra as memaudit computed them before the
   // retained transpose and the 3k subspace (JVPs, subspace max(2k + 1,
   // k + 16)), same points, same k and tolerance, same run.
@@ -488,9 +516,22 @@ int main(int argc, char** argv) {
     jvp_run = *std::move(run);
   }
 
-  // memaudit's peak resident memory so far (model, sampling, spectra), before
-  // the peer runs in its own process.
-  const int64_t peak_kib = PeakResidentKiB();
+  // --check-dense: each Arnoldi eigenvalue against the dense spectrum of the
+  // same point (the whole spectrum, so window edges do not matter).
+  double dense_distance = -1;
+  if (!dense && check_dense && (*checkpoint)->sample_numel() <= 4096) {
+    std::vector<at::Tensor> all;
+    for (int64_t i = 0; i < points; ++i) {
+      auto jacobian = DenseJacobians(*field, x->narrow(0, i, 1), at::full({1}, i, at::kLong));
+      if (!jacobian.ok()) return 1;
+      auto spectra = DenseSpectra(*jacobian, t, denoiser.schedule());
+      if (!spectra.ok()) return 1;
+      std::vector<c10::complex<double>> values;
+      for (const auto& v : spectra->front().eigenvalues) values.emplace_back(v.real(), v.imag());
+      all.push_back(at::tensor(at::ArrayRef<c10::complex<double>>(values)));
+    }
+    dense_distance = MaxDistanceToNearest(ours, all);
+  }
 
   // The peer, same points, same run.
   const std::string common_args = model_dir + " " + points_path + " " + std::to_string(t) + " " +
@@ -566,6 +607,12 @@ int main(int argc, char** argv) {
         peer_jvp);
     std::printf("eigenvalues found by both (each of memaudit's matched to the peer's nearest): ");
     PrintSetAgreement(ours, peer->unbind(0));
+    if (dense_distance >= 0) {
+      std::printf(
+          "against memaudit's dense spectrum: every eigenvalue found is within %.2e of max|lambda| "
+          "of a dense one (%s 1e-4)\n",
+          dense_distance, dense_distance <= 1e-4 ? "within" : "NOT within");
+    }
     if (jvp_run) {
       std::printf(
           "memaudit as before (JVPs, subspace max(2k + 1, k + 16)): %.3f s (median), %.0f JVPs "

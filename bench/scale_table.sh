@@ -7,6 +7,8 @@
 #     largest real part, tolerance 1e-4): seconds, network products, agreement
 #     and time against the ARPACK peer (bench/peer_arnoldi.py) and against
 #     memaudit as it computed spectra before (JVPs, subspace max(2k + 1, k + 16));
+#     where dense runs (d <= 4,096), every eigenvalue found against the dense
+#     spectrum of the same point;
 #   - peak resident memory of memaudit's and the peer's processes;
 #   - early metrics (n = 4, K = 1) in conditions per second against their
 #     peer (bench/peer_early.py), per condition and with all conditions batched;
@@ -76,7 +78,7 @@ for spec in "mnist39 784 --label 9|--class 9" "conv4x32 4096 |" "conv4x64 16384 
   echo "== $model (d = $d)" >&2
   # shellcheck disable=SC2086
   "$PEER" --model "$(model_dir "$model")" $label_args --method arnoldi -k 24 --tolerance 1e-4 \
-    --points "$POINTS" --compare-jvp --work "$WORK/peer-$model" >"$WORK/arnoldi-$model.txt" ||
+    --points "$POINTS" --compare-jvp --check-dense --work "$WORK/peer-$model" >"$WORK/arnoldi-$model.txt" ||
     true # exit 2: a k-window differs at a cluster edge; the set-wise line says more
   out="$WORK/arnoldi-$model.txt"
   ours=$(field "memaudit arnoldi spectrum" 's/.*: ([0-9.]+) s.*/\1/' "$out")
@@ -85,6 +87,7 @@ for spec in "mnist39 784 --label 9|--class 9" "conv4x32 4096 |" "conv4x64 16384 
   products=$(field "network products per spectrum" 's/.*memaudit ([0-9]+) .*peer ([0-9]+) .*/\1 : \2/' "$out")
   before_jvps=$(field "memaudit as before" 's/.*median\), ([0-9]+) JVPs.*/\1/' "$out")
   agreement=$(field "eigenvalues found by both" 's/.*: ([0-9]+ of [0-9]+) within 1e-3, .* ([0-9.e+-]+)$/\1, \2/' "$out")
+  against_dense=$(field "against memaudit's dense" 's/.*within ([0-9.e+-]+) of.*/\1/' "$out" || true)
   memory=$(field "peak resident memory" 's/.*memaudit ([0-9]+) MiB, peer ([0-9]+) MiB/\1 : \2/' "$out")
   # Early metrics, n = 4, K = 1 (mnist39: Wen + Jeon; conv: ‖s‖², ‖Hs‖², tr H).
   "$PEER" --model "$(model_dir "$model")" --method early --conditions 10 -n 4 --steps 1 --batched \
@@ -95,11 +98,11 @@ for spec in "mnist39 784 --label 9|--class 9" "conv4x32 4096 |" "conv4x64 16384 
   early_batched=$(field "in one call" 's/.*= ([0-9.]+) conditions\/s.*/\1/' "$early")
   read -r audit_s server_peak < <(audit_seconds_and_peak "$model" "$classes")
   ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
-  rows+=("| $model | $d | $ours | $products | $agreement | $peer | $(ratio "$ours" "$peer") | $before ($before_jvps JVPs) | $(ratio "$ours" "$before") | $memory | $early_ours ($early_batched batched) | $early_peer | $(ratio "$early_peer" "$early_ours") ($(ratio "$early_peer" "$early_batched")) | $audit_s | $server_peak |")
+  rows+=("| $model | $d | $ours | $products | ${against_dense:-–} | $agreement | $peer | $(ratio "$ours" "$peer") | $before ($before_jvps JVPs) | $(ratio "$ours" "$before") | $memory | $early_ours ($early_batched batched) | $early_peer | $(ratio "$early_peer" "$early_ours") ($(ratio "$early_peer" "$early_batched")) | $audit_s | $server_peak |")
 done
 
 echo "matrix-free spectrum: k = 24, largest real part, tolerance 1e-4, t = 20, median of points 1..$((POINTS - 1)); $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
-echo "| model | d | memaudit s/spectrum | products memaudit : peer | found by both (of memaudit's), max diff | peer s | memaudit / peer | memaudit before s | memaudit / before | peak MiB memaudit : peer | early cond/s memaudit | early cond/s peer | early memaudit / peer (batched) | audit of 16 samples, s | server peak MiB |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| model | d | memaudit s/spectrum | products memaudit : peer | vs dense (max dist / max\|λ\|) | found by both (of memaudit's), max diff | peer s | memaudit / peer | memaudit before s | memaudit / before | peak MiB memaudit : peer | early cond/s memaudit | early cond/s peer | early memaudit / peer (batched) | audit of 16 samples, s | server peak MiB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
