@@ -42,8 +42,9 @@ inline constexpr double kVerdictGradeTolerance = 1e-4;
 // the same characteristic polynomial); they differ in cost and rounding.
 enum class ArnoldiProduct {
   // Hᵀv: one forward pass with its graph kept (RetainedVjp), then one
-  // backward pass per product. 4–7× cheaper per product than a JVP on the
-  // networks measured (docs/PERFORMANCE.md).
+  // backward pass per product: 3–4× cheaper than a JVP on the networks
+  // measured, about 2× per Arnoldi step at d = 16,384 where Spectra's
+  // orthogonalization costs as much (docs/PERFORMANCE.md).
   kRetainedTranspose,
   // H·v: one forward-mode (or double-backward) JVP per product, jvp_mode.
   kJvp,

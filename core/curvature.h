@@ -28,7 +28,7 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
 // Jᵀv at one fixed batch of points for many v: one forward pass whose
 // autograd graph is kept, then one backward pass per product and no forward.
 // Jᵀ has J's eigenvalues, so matrix-free spectra multiply by it: on the
-// networks measured a retained backward costs a fifth to a quarter of a
+// networks measured a retained backward costs a quarter to a third of a
 // forward-mode JVP (docs/PERFORMANCE.md). Holds the graph's activations
 // (about one forward's) until destroyed. Not thread-safe: one caller at a
 // time; distinct instances are independent.
