@@ -502,12 +502,14 @@ int main(int argc, char** argv) {
   // retained transpose and the 3k subspace (JVPs, subspace max(2k + 1,
   // k + 16)), same points, same k and tolerance, same run.
   std::optional<Run> jvp_run;
+  int64_t before_subspace = 0;
   if (!dense && compare_jvp) {
     ArnoldiOptions by_jvp = arnoldi;
     by_jvp.product = ArnoldiProduct::kJvp;
     if (arnoldi.subspace == 0) {
       by_jvp.subspace = std::max(2 * arnoldi.num_eigenvalues + 1, arnoldi.num_eigenvalues + 16);
     }
+    before_subspace = ArnoldiSubspace(by_jvp, (*checkpoint)->sample_numel());
     auto run = run_memaudit(by_jvp);
     if (!run.ok()) {
       std::fprintf(stderr, "JVP run: %s\n", std::string(run.status().message()).c_str());
@@ -615,9 +617,8 @@ int main(int argc, char** argv) {
     }
     if (jvp_run) {
       std::printf(
-          "memaudit as before (JVPs, subspace max(2k + 1, k + 16)): %.3f s (median), %.0f JVPs "
-          "per spectrum; ",
-          jvp_run->seconds, jvp_run->matvecs);
+          "memaudit as before (JVPs, subspace %lld): %.3f s (median), %.0f JVPs per spectrum; ",
+          static_cast<long long>(before_subspace), jvp_run->seconds, jvp_run->matvecs);
       PrintSetAgreement(ours, jvp_run->eigenvalues);
       std::printf("memaudit / memaudit as before: %.2f\n", memaudit_seconds / jvp_run->seconds);
     }

@@ -42,7 +42,8 @@ inline constexpr double kVerdictGradeTolerance = 1e-4;
 // the same characteristic polynomial); they differ in cost and rounding.
 enum class ArnoldiProduct {
   // Hᵀv: one forward pass with its graph kept (RetainedVjp), then one
-  // backward pass per product: 3–4× cheaper than a JVP on the networks
+  // backward pass per product (falling back to kJvp for a model that has no
+  // backward, decided before the first product): 3–4× cheaper than a JVP on the networks
   // measured, about 2× per Arnoldi step at d = 16,384 where Spectra's
   // orthogonalization costs as much (docs/PERFORMANCE.md).
   kRetainedTranspose,
@@ -75,12 +76,13 @@ struct ArnoldiResult {
 };
 
 // The Krylov subspace size (ncv) ArnoldiEigenvalues uses for `options` at
-// dimension d: options.subspace if set, else max(3k, k + 16); clamped to
-// [k + 2, d]. 3k rather than ARPACK's customary 2k + 1: on a 4×64×64 conv
-// net (d = 16,384, k = 24, clustered largest-real end) it halved the
-// products per spectrum and removed a 3× spread across random starts; on the
-// MNIST U-Net (d = 784), which converges within the first subspace, it costs
-// up to 10% (docs/PERFORMANCE.md).
+// dimension d: options.subspace if set, else k + max(k + 1, min(2k, 64), 16)
+// (3k for 8 ≤ k ≤ 32, ARPACK's customary 2k + 1 from k = 64); clamped to
+// [k + 2, d]. 3k rather than 2k + 1: on a 4×64×64 conv net (d = 16,384,
+// k = 24, clustered largest-real end) it halved the products per spectrum
+// and removed a 3× spread across random starts; on the MNIST U-Net
+// (d = 784), which needs few restarts, it costs up to 10%
+// (docs/PERFORMANCE.md).
 int64_t ArnoldiSubspace(const ArnoldiOptions& options, int64_t dim);
 
 // k eigenvalues of J = ∂field/∂x at the single point x [1, *shape] (rows

@@ -157,12 +157,18 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
         std::vector<int64_t> by_probe = x.sizes().vec();
         by_probe.insert(by_probe.begin() + 1, probes);
         z = z.view(by_probe);  // [B, P, *shape]
-        ASSIGN_OR_RETURN(const RetainedVjp transpose, RetainedVjp::Create(field, x, rows));
+        absl::StatusOr<RetainedVjp> transpose = RetainedVjp::Create(field, x, rows);
         at::Tensor quadratic = at::zeros({batch}, x.options().dtype(at::kDouble));
         for (int64_t p = 0; p < probes; ++p) {
+          RETURN_IF_ERROR(CheckStop(stop));
           const at::Tensor probe = z.select(1, p).contiguous();
-          ASSIGN_OR_RETURN(const at::Tensor hz, transpose.Apply(probe));
-          quadratic += (probe * hz).reshape({batch, -1}).to(at::kDouble).sum(1);
+          absl::StatusOr<at::Tensor> hz =
+              transpose.ok() ? transpose->Apply(probe) : transpose.status();
+          // A model without a backward pass (a no_grad block, an op without a
+          // backward formula) still has JVPs: zᵀHz directly.
+          if (!hz.ok()) hz = Jvp(field, x, rows, probe);
+          if (!hz.ok()) return hz.status();
+          quadratic += (probe * *hz).reshape({batch, -1}).to(at::kDouble).sum(1);
         }
         quadratic = (quadratic / static_cast<double>(probes)).to(at::kCPU);
         std::vector<double> trace(quadratic.data_ptr<double>(),

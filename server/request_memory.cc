@@ -73,9 +73,11 @@ void AddSpectra(Tally& tally, const LoadedModel& model, const SampleCurvatureOpt
   if (ResolveSpectrumMethod(options.method, d, options.max_dense_dimension) ==
       SpectrumMethod::kArnoldi) {
     const int64_t subspace = ArnoldiSubspace(options.arnoldi, d);
-    // The Krylov basis, its Hessenberg matrix, and one product's tensors.
+    // The Krylov basis, and Spectra's m × m matrices (the Hessenberg matrix,
+    // the shifted-QR factor, the Schur form and its vectors), and one
+    // product's tensors.
     tally.Add("Arnoldi basis",
-              Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(subspace, subspace), kDouble)));
+              Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(Mul(subspace, subspace), 4), kDouble)));
     tally.Add("network product", Mul(Mul(kStepWorkingCopies, d), element));
     return;
   }

@@ -153,6 +153,18 @@ TEST(ArnoldiTest, AgreesWithDenseOnANetwork) {
                 1e-6 * std::abs(s.dense.eigenvalues.back()));
     EXPECT_LE(MatchError(right->eigenvalues, s.dense.eigenvalues), 1e-6);
   }
+  // A model with no backward pass (its forward under no_grad) still has
+  // JVPs: the default product falls back to them before the first product.
+  const Field no_backward = [&s](const at::Tensor& x, const at::Tensor& rows) {
+    at::NoGradGuard no_grad;
+    return s.field(x, rows);
+  };
+  ArnoldiOptions arnoldi;
+  arnoldi.num_eigenvalues = 6;
+  arnoldi.tolerance = 1e-10;
+  auto fallback = ArnoldiEigenvalues(no_backward, s.x, s.rows, arnoldi);
+  ASSERT_TRUE(fallback.ok()) << fallback.status();
+  EXPECT_LE(MatchError(fallback->eigenvalues, s.dense.eigenvalues), 1e-6);
 }
 
 // A trained model (the toy ε-MLP, briefly trained, float32 as served).

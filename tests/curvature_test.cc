@@ -12,8 +12,10 @@
 
 #include "denoiser.h"
 #include "mixture_oracle.h"
+#include "model_directory.h"
 #include "spectrum.h"
 #include "test_util.h"
+#include "toy_mlp.h"
 
 namespace memaudit {
 namespace {
@@ -247,26 +249,33 @@ TEST(ProductsTest, JvpAndVjpMatchDenseJacobian) {
 }
 
 // The retained-graph VJP is Jᵀv per sample, again and again over one forward
-// pass (the graph survives each product), and refuses a wrong shape.
+// pass (the graph survives each product), on a network whose Jacobian is not
+// symmetric (so Jᵀv and Jv differ and a missing transpose would show), and
+// refuses a wrong shape.
 TEST(ProductsTest, RetainedVjpIsTheTransposedJacobianEachTime) {
   ScratchDir dir;
-  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(16, 3, /*seed=*/6);
-  auto checkpoint = testing::WriteAndLoadMixture(dir.path(), "retained", mixture,
-                                                 v1::NoiseSchedule::LINEAR, v1::EPSILON);
-  ASSERT_NE(checkpoint, nullptr);
-  Denoiser denoiser(checkpoint);
-  const int64_t t = 25;
-  at::Tensor x = NoisedMixturePoints(mixture, denoiser.schedule().alpha_bar(t), 3, 4);
+  const int64_t d = 16;
+  torch::jit::Module mlp = toy::BuildToyMlp(d, toy::MlpOptions{}, /*seed=*/5);
+  ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), testing::MixtureConfig("mlp", d), mlp).ok());
+  CheckpointOptions options;
+  options.dtype = at::kDouble;
+  auto checkpoint = Checkpoint::Load(dir.Join("mlp"), options);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  at::manual_seed(4);
+  at::Tensor x = at::randn({3, d}, at::kDouble);
   at::Tensor rows = at::arange(3, at::kLong);
-  auto field = denoiser.ScoreField(t, ScoreKind::kConditional, at::Tensor());
+  auto field = denoiser.ScoreField(25, ScoreKind::kConditional, at::Tensor());
   ASSERT_TRUE(field.ok());
   auto jacobians = DenseJacobians(*field, x, rows);
   ASSERT_TRUE(jacobians.ok());
   auto transpose = RetainedVjp::Create(*field, x, rows);
   ASSERT_TRUE(transpose.ok()) << transpose.status();
   for (int repeat = 0; repeat < 3; ++repeat) {
-    at::Tensor v = at::randn({3, 16}, at::kDouble);
+    at::Tensor v = at::randn({3, d}, at::kDouble);
     at::Tensor expected = at::bmm(jacobians->transpose(1, 2), v.unsqueeze(2)).squeeze(2);
+    at::Tensor untransposed = at::bmm(*jacobians, v.unsqueeze(2)).squeeze(2);
+    ASSERT_FALSE(at::allclose(expected, untransposed, 1e-6, 1e-6)) << "J is symmetric here";
     auto product = transpose->Apply(v);
     ASSERT_TRUE(product.ok()) << product.status();
     EXPECT_TRUE(at::allclose(*product, expected, 1e-9, 1e-9)) << "product " << repeat;

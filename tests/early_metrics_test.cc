@@ -2,6 +2,7 @@
 #include "early_metrics.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -108,6 +109,19 @@ TEST(EarlyMetricsTest, HutchinsonTraceMatchesTheDenseJacobiansTrace) {
     EXPECT_NEAR(metrics->hutchinson_trace[b], trace, 5 * standard_error) << b;
     // Not a trivially exact case: the probes matter.
     EXPECT_GT(standard_error, 1e-6 * std::abs(trace)) << b;
+  }
+  // The same probes as the JVP form drew (rows b·P + p of one [B·P] draw
+  // from probe_seed), so the estimate is zᵀHz of those probes to rounding.
+  const int64_t probes = options.hutchinson_probes;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.probe_seed);
+  at::Tensor z = (at::randint(2, {2 * probes, d}, generator, at::kFloat) * 2 - 1).to(at::kDouble);
+  auto hz = Jvp(*field, trajectory->states[0].repeat_interleave(probes, 0),
+                at::arange(2, at::kLong).repeat_interleave(probes, 0), z);
+  ASSERT_TRUE(hz.ok()) << hz.status();
+  const at::Tensor by_jvp = (z * *hz).reshape({2, probes, d}).sum(2).mean(1);
+  for (int64_t b = 0; b < 2; ++b) {
+    const double expected = by_jvp[b].item<double>();
+    EXPECT_NEAR(metrics->hutchinson_trace[b], expected, 1e-10 * std::abs(expected)) << b;
   }
 }
 
@@ -217,7 +231,9 @@ TEST(EarlyMetricsTest, ConditionalMetricsMatchTheOracle) {
 
 // Each sampling step's call also gives the metrics' field at its state, so
 // K steps cost what the Python peer's loop costs: per step one call and one
-// JVP for Wen + Jeon (2K), one call and two JVPs unconditionally (3K).
+// JVP for Wen + Jeon (2K); unconditionally one call, one JVP and the kept
+// forward the Hutchinson probes go backward through (3K; the peer's second
+// JVP).
 TEST(EarlyMetricsTest, KStepsCostOneCallPerStepBesidesTheJvps) {
   ScratchDir dir;
   ASSERT_TRUE(testing::WriteMixtureDirectory(dir.path(), "c",
