@@ -295,11 +295,12 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   return worst <= 1e-4 ? 0 : 2;
 }
 
-// The largest distance from an eigenvalue of `found` to the nearest of
-// `all`, relative to max|λ| of `all` (conjugates folded), over points.
-double MaxDistanceToNearest(const std::vector<at::Tensor>& found,
-                            const std::vector<at::Tensor>& all) {
-  double worst = 0;
+// For each eigenvalue of `found[i]`, the distance to the nearest of `all[i]`
+// relative to max|λ| of `all[i]`, conjugates folded (either half of a pair
+// is right), over all points i.
+std::vector<double> NearestDistances(const std::vector<at::Tensor>& found,
+                                     const std::vector<at::Tensor>& all) {
+  std::vector<double> distances;
   for (size_t i = 0; i < found.size(); ++i) {
     auto a = Sorted(found[i]), b = Sorted(all[i]);
     double scale = 0;
@@ -310,10 +311,10 @@ double MaxDistanceToNearest(const std::vector<at::Tensor>& found,
         best = std::min(best, std::abs(std::complex<double>(u.real(), std::abs(u.imag())) -
                                        std::complex<double>(v.real(), std::abs(v.imag()))));
       }
-      worst = std::max(worst, best / scale);
+      distances.push_back(best / scale);
     }
   }
-  return worst;
+  return distances;
 }
 
 // This process's peak resident set (VmHWM), KiB; -1 if unreadable.
@@ -332,28 +333,17 @@ int64_t PeakResidentKiB() {
 // the largest difference among those. Where two solvers' k-windows differ at
 // a cluster's edge, this says whether the eigenvalues both found agree.
 void PrintSetAgreement(const std::vector<at::Tensor>& ours, const std::vector<at::Tensor>& theirs) {
-  int64_t matched = 0, total = 0;
+  const std::vector<double> distances = NearestDistances(ours, theirs);
+  int64_t matched = 0;
   double worst = 0;
-  for (size_t i = 0; i < ours.size(); ++i) {
-    auto a = Sorted(ours[i]), b = Sorted(theirs[i]);
-    double scale = 0;
-    for (const auto& v : b) scale = std::max(scale, std::abs(v));
-    for (const auto& u : a) {
-      double best = std::numeric_limits<double>::infinity();
-      for (const auto& v : b) {
-        best = std::min(best, std::abs(std::complex<double>(u.real(), std::abs(u.imag())) -
-                                       std::complex<double>(v.real(), std::abs(v.imag()))) /
-                                  scale);
-      }
-      ++total;
-      if (best <= 1e-3) {
-        ++matched;
-        worst = std::max(worst, best);
-      }
+  for (double distance : distances) {
+    if (distance <= 1e-3) {
+      ++matched;
+      worst = std::max(worst, distance);
     }
   }
-  std::printf("%lld of %lld within 1e-3, the largest difference among them %.2e\n",
-              static_cast<long long>(matched), static_cast<long long>(total), worst);
+  std::printf("%lld of %zu within 1e-3, the largest difference among them %.2e\n",
+              static_cast<long long>(matched), distances.size(), worst);
 }
 
 }  // namespace
@@ -532,7 +522,8 @@ int main(int argc, char** argv) {
       for (const auto& v : spectra->front().eigenvalues) values.emplace_back(v.real(), v.imag());
       all.push_back(at::tensor(at::ArrayRef<c10::complex<double>>(values)));
     }
-    dense_distance = MaxDistanceToNearest(ours, all);
+    const std::vector<double> distances = NearestDistances(ours, all);
+    dense_distance = distances.empty() ? 0 : *std::max_element(distances.begin(), distances.end());
   }
 
   // The peer, same points, same run.
