@@ -65,6 +65,10 @@ struct ArnoldiOptions {
   uint64_t seed = 0;
   ArnoldiProduct product = ArnoldiProduct::kRetainedTranspose;
   JvpMode jvp_mode = JvpMode::kAuto;  // for ArnoldiProduct::kJvp
+  // Samples whose spectra SpectraAt (sample_curvature.h) solves together in
+  // lockstep (MatrixFreeSpectra); 1 solves them one after another, 0 lets
+  // LockstepGroup choose.
+  int64_t lockstep_samples = 0;
 };
 
 struct ArnoldiResult {
@@ -74,6 +78,20 @@ struct ArnoldiResult {
   int64_t restarts = 0;    // Arnoldi restart iterations
   bool converged = false;  // all k converged within max_restarts
 };
+
+// The lockstep group's default size: at most 8 samples on an accelerator,
+// where a batched network call costs about what one row does; on a CPU as
+// many as keep the group's states within 16,384 numbers (8 at d ≤ 2,048, 4
+// at d = 4,096, 1 from d = 16,384). On 2 CPU cores a B-row backward pass
+// costs about B single-row ones for a conv net, so lockstep pays only where
+// a call's fixed cost dominates, and B Krylov bases past the cache slow
+// Spectra's work: groups of 8 took 0.38× the one-at-a-time time at d = 784
+// (the MNIST U-Net), 0.84× at d = 4,096, and 1.40× at d = 16,384 (1.08× at
+// B = 2) (bench/lockstep_spectra.cc, docs/PERFORMANCE.md).
+inline constexpr int64_t kMaxLockstepSamples = 8;
+inline constexpr int64_t kCpuLockstepNumbers = 16384;
+// options.lockstep_samples if set, else the default above for dimension d.
+int64_t LockstepGroup(const ArnoldiOptions& options, int64_t dim, bool on_accelerator);
 
 // The Krylov subspace size (ncv) ArnoldiEigenvalues uses for `options` at
 // dimension d: options.subspace if set, else k + max(k + 1, min(2k, 64), 16)
@@ -95,6 +113,32 @@ absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::T
                                                  const ArnoldiOptions& options,
                                                  const StopCheck& stop = {});
 
+struct LockstepArnoldiResult {
+  // Per point, as ArnoldiEigenvalues would return it: its eigenvalues and
+  // products, or its own failure (INTERNAL when nothing converged).
+  std::vector<absl::StatusOr<ArnoldiResult>> samples;
+  int64_t network_calls = 0;   // batched products (each serves every solve still running)
+  int64_t forward_passes = 0;  // kept forwards built (or JVP forwards)
+};
+
+// ArnoldiEigenvalues at each of the B points x [B, *shape] (rows [B]), the B
+// solves run in lockstep: each on its own thread (Spectra's float64 work runs
+// concurrently), and every round the calling thread multiplies all the
+// vectors the running solves wait on in ONE network call — a backward pass
+// of B rows through one kept forward of the B points (rebuilt on the
+// survivors once half have finished), or one batched JVP for a model
+// without a backward pass. Each point gets the same start, operator and
+// stopping rule as ArnoldiEigenvalues alone, so the same eigenvalues up to
+// the rounding of a batched network call. Only the calling thread runs
+// LibTorch. The outer status is a bad argument, the stop status, or a
+// network error, which abort every solve; per-point non-convergence is in
+// `samples`. Memory: B Krylov bases and one B-row kept forward.
+absl::StatusOr<LockstepArnoldiResult> LockstepArnoldiEigenvalues(const Field& field,
+                                                                 const at::Tensor& x,
+                                                                 const at::Tensor& rows,
+                                                                 const ArnoldiOptions& options,
+                                                                 const StopCheck& stop = {});
+
 // The matrix-free Spectrum of the score field at training timestep t: the
 // eigenvalues Arnoldi found, summarized as a partial spectrum.
 absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor& x,
@@ -103,6 +147,16 @@ absl::StatusOr<Spectrum> MatrixFreeSpectrum(const Field& field, const at::Tensor
                                             const ArnoldiOptions& arnoldi,
                                             const SpectrumOptions& options = {},
                                             const StopCheck& stop = {});
+
+// MatrixFreeSpectrum at each of the points x [B, *shape], their solves (the
+// k-window, then the max|λ| scale) in lockstep (LockstepArnoldiEigenvalues).
+// Errors as MatrixFreeSpectrum; the first point's failure fails the batch.
+absl::StatusOr<std::vector<Spectrum>> MatrixFreeSpectra(const Field& field, const at::Tensor& x,
+                                                        const at::Tensor& rows, int64_t t,
+                                                        const NoiseSchedule& schedule,
+                                                        const ArnoldiOptions& arnoldi,
+                                                        const SpectrumOptions& options = {},
+                                                        const StopCheck& stop = {});
 
 }  // namespace memaudit
 

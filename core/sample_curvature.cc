@@ -23,13 +23,26 @@ absl::StatusOr<std::vector<Spectrum>> SpectraAtOrThrow(
   spectra.reserve(batch);
   if (ResolveSpectrumMethod(options.method, dim, options.max_dense_dimension) ==
       SpectrumMethod::kArnoldi) {
-    for (int64_t b = 0; b < batch; ++b) {
-      ASSIGN_OR_RETURN(
-          Spectrum spectrum,
-          MatrixFreeSpectrum(field, x.narrow(0, b, 1), rows.narrow(0, b, 1), t, denoiser.schedule(),
-                             options.arnoldi, options.spectrum, stop));
-      spectra.push_back(std::move(spectrum));
-      if (progress) progress({MeasurePhase::kCurvature, b + 1, batch});
+    // Groups of samples solve in lockstep: one network call per Arnoldi step
+    // serves the whole group.
+    const int64_t group = std::max<int64_t>(
+        1, LockstepGroup(options.arnoldi, dim, /*on_accelerator=*/!x.device().is_cpu()));
+    for (int64_t start = 0; start < batch; start += group) {
+      const int64_t count = std::min(group, batch - start);
+      if (count == 1) {
+        ASSIGN_OR_RETURN(
+            Spectrum spectrum,
+            MatrixFreeSpectrum(field, x.narrow(0, start, 1), rows.narrow(0, start, 1), t,
+                               denoiser.schedule(), options.arnoldi, options.spectrum, stop));
+        spectra.push_back(std::move(spectrum));
+      } else {
+        ASSIGN_OR_RETURN(
+            std::vector<Spectrum> computed,
+            MatrixFreeSpectra(field, x.narrow(0, start, count), rows.narrow(0, start, count), t,
+                              denoiser.schedule(), options.arnoldi, options.spectrum, stop));
+        for (Spectrum& spectrum : computed) spectra.push_back(std::move(spectrum));
+      }
+      if (progress) progress({MeasurePhase::kCurvature, start + count, batch});
     }
     return spectra;
   }

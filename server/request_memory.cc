@@ -73,12 +73,15 @@ void AddSpectra(Tally& tally, const LoadedModel& model, const SampleCurvatureOpt
   if (ResolveSpectrumMethod(options.method, d, options.max_dense_dimension) ==
       SpectrumMethod::kArnoldi) {
     const int64_t subspace = ArnoldiSubspace(options.arnoldi, d);
-    // The Krylov basis, and Spectra's m × m matrices (the Hessenberg matrix,
-    // the shifted-QR factor, the Schur form and its vectors), and one
-    // product's tensors.
-    tally.Add("Arnoldi basis",
-              Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(Mul(subspace, subspace), 4), kDouble)));
-    tally.Add("network product", Mul(Mul(kStepWorkingCopies, d), element));
+    // Per solve running at once (a lockstep group): the Krylov basis, and
+    // Spectra's m × m matrices (the Hessenberg matrix, the shifted-QR
+    // factor, the Schur form and its vectors), and one product's tensors.
+    const int64_t solves = std::clamp<int64_t>(
+        LockstepGroup(options.arnoldi, d, !model.checkpoint->device().is_cpu()), 1, batch);
+    const int64_t one_solve =
+        Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(Mul(subspace, subspace), 4), kDouble));
+    tally.Add("Arnoldi basis", Mul(solves, one_solve));
+    tally.Add("network product", Mul(Mul(Mul(solves, kStepWorkingCopies), d), element));
     return;
   }
   const int64_t chunk = std::max<int64_t>(1, options.jacobian.chunk_rows);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "model_directory.h"
 #include "spectrum.h"
 #include "test_util.h"
@@ -257,6 +258,143 @@ TEST(ArnoldiTest, StopsBetweenMatvecsAndValidates) {
   EXPECT_EQ(ArnoldiEigenvalues(field, x, rows, too_many).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(ParseEigenTarget("middle").ok());
+}
+
+// Points of a non-symmetric network solved in lockstep get each point's own
+// spectrum: the same eigenvalues and product counts as solving it alone, and
+// one network call per round for all of them.
+TEST(ArnoldiTest, LockstepSolvesGiveEachPointItsOwnSpectrum) {
+  ScratchDir dir;
+  torch::jit::Module mlp = toy::BuildToyMlp(128, toy::MlpOptions{}, /*seed=*/5);
+  v1::ModelConfig config = testing::MixtureConfig("mlp", 128);
+  ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, mlp).ok());
+  CheckpointOptions load;
+  load.dtype = at::kDouble;
+  auto checkpoint = Checkpoint::Load(dir.Join("mlp"), load);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  constexpr int64_t kPoints = 5;
+  const Field field = *denoiser.ScoreField(100, ScoreKind::kConditional, at::Tensor());
+  at::manual_seed(11);
+  // Points at different scales converge after different numbers of
+  // products, so solves leave the lockstep at different rounds.
+  const at::Tensor x = at::randn({kPoints, 128}, at::kDouble) *
+                       at::linspace(0.2, 3.0, kPoints, at::kDouble).unsqueeze(1);
+  const at::Tensor rows = at::zeros({kPoints}, at::kLong);
+  for (ArnoldiProduct product : {ArnoldiProduct::kRetainedTranspose, ArnoldiProduct::kJvp}) {
+    SCOPED_TRACE(product == ArnoldiProduct::kJvp ? "JVP" : "retained transpose");
+    ArnoldiOptions arnoldi;
+    arnoldi.product = product;
+    arnoldi.num_eigenvalues = 6;
+    arnoldi.tolerance = 1e-9;
+    auto together = LockstepArnoldiEigenvalues(field, x, rows, arnoldi);
+    ASSERT_TRUE(together.ok()) << together.status();
+    ASSERT_EQ(together->samples.size(), static_cast<size_t>(kPoints));
+    int64_t most = 0, fewest = 1 << 30;
+    for (int64_t b = 0; b < kPoints; ++b) {
+      SCOPED_TRACE(absl::StrCat("point ", b));
+      auto alone = ArnoldiEigenvalues(field, x.narrow(0, b, 1), rows.narrow(0, b, 1), arnoldi);
+      ASSERT_TRUE(alone.ok()) << alone.status();
+      const absl::StatusOr<ArnoldiResult>& mine = together->samples[b];
+      ASSERT_TRUE(mine.ok()) << mine.status();
+      EXPECT_EQ(mine->matvecs, alone->matvecs);
+      ASSERT_EQ(mine->eigenvalues.size(), alone->eigenvalues.size());
+      for (size_t i = 0; i < alone->eigenvalues.size(); ++i) {
+        EXPECT_LE(std::abs(mine->eigenvalues[i] - alone->eigenvalues[i]),
+                  1e-9 * std::abs(alone->eigenvalues[0]))
+            << "eigenvalue " << i;
+      }
+      // And against the dense spectrum of the point.
+      auto jacobian = DenseJacobians(field, x.narrow(0, b, 1), rows.narrow(0, b, 1));
+      ASSERT_TRUE(jacobian.ok());
+      const Spectrum dense = DenseSpectra(*jacobian, 100, denoiser.schedule())->front();
+      EXPECT_LE(MatchError(mine->eigenvalues, dense.eigenvalues), 1e-6);
+      most = std::max(most, mine->matvecs);
+      fewest = std::min(fewest, mine->matvecs);
+    }
+    // One call per round serves every running solve: as many calls as the
+    // longest solve has products.
+    EXPECT_EQ(together->network_calls, most);
+    ASSERT_LT(fewest, most) << "the points should need different numbers of products";
+    if (product == ArnoldiProduct::kRetainedTranspose) {
+      // The kept forward was rebuilt on the survivors as solves finished.
+      EXPECT_GT(together->forward_passes, 1);
+      EXPECT_LT(together->forward_passes, most);
+    } else {
+      EXPECT_EQ(together->forward_passes, most);  // one batched JVP per round
+    }
+  }
+  // A model without a backward pass falls back to batched JVPs.
+  const Field no_backward = [&field](const at::Tensor& x, const at::Tensor& rows) {
+    at::NoGradGuard no_grad;
+    return field(x, rows);
+  };
+  ArnoldiOptions arnoldi;
+  arnoldi.num_eigenvalues = 6;
+  arnoldi.tolerance = 1e-9;
+  auto fallback =
+      LockstepArnoldiEigenvalues(no_backward, x.narrow(0, 0, 2), rows.narrow(0, 0, 2), arnoldi);
+  ASSERT_TRUE(fallback.ok()) << fallback.status();
+  for (int64_t b = 0; b < 2; ++b) {
+    auto alone = ArnoldiEigenvalues(field, x.narrow(0, b, 1), rows.narrow(0, b, 1), arnoldi);
+    ASSERT_TRUE(fallback->samples[b].ok()) << fallback->samples[b].status();
+    EXPECT_LE(MatchError(fallback->samples[b]->eigenvalues, alone->eigenvalues), 1e-8);
+  }
+  // MatrixFreeSpectra: each point's MatrixFreeSpectrum, summary included.
+  auto spectra = MatrixFreeSpectra(field, x, rows, 100, denoiser.schedule(), arnoldi);
+  ASSERT_TRUE(spectra.ok()) << spectra.status();
+  ASSERT_EQ(spectra->size(), static_cast<size_t>(kPoints));
+  for (int64_t b = 0; b < kPoints; ++b) {
+    auto alone = MatrixFreeSpectrum(field, x.narrow(0, b, 1), rows.narrow(0, b, 1), 100,
+                                    denoiser.schedule(), arnoldi);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    const Spectrum& mine = (*spectra)[b];
+    EXPECT_EQ(mine.matvecs, alone->matvecs);
+    EXPECT_EQ(mine.summary.positive_count, alone->summary.positive_count);
+    EXPECT_EQ(mine.summary.flat_count, alone->summary.flat_count);
+    EXPECT_NEAR(mine.summary.max_kappa, alone->summary.max_kappa,
+                1e-9 * std::abs(alone->summary.min_kappa));
+    EXPECT_NEAR(mine.summary.min_kappa, alone->summary.min_kappa,
+                1e-9 * std::abs(alone->summary.min_kappa));
+  }
+}
+
+// A stop or a network failure mid-solve ends every solve of the lockstep
+// with that status (no solver is left waiting); bad shapes are refused.
+TEST(ArnoldiTest, LockstepStopsAndFailsAsOne) {
+  ScratchDir dir;
+  auto checkpoint =
+      testing::WriteAndLoadMixture(dir.path(), "m", toy::RandomGaussianMixture(32, 2, 1),
+                                   v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  Denoiser denoiser(checkpoint);
+  const Field field = *denoiser.ScoreField(30, ScoreKind::kConditional, at::Tensor());
+  const at::Tensor x = at::randn({3, 32}, at::kDouble);
+  const at::Tensor rows = at::zeros({3}, at::kLong);
+  int rounds = 0;
+  auto stopped = LockstepArnoldiEigenvalues(field, x, rows, ArnoldiOptions{}, [&rounds] {
+    return ++rounds > 10 ? absl::CancelledError("stop") : absl::OkStatus();
+  });
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(rounds, 11);  // checked once per round, not per solve
+  int calls = 0;
+  const Field failing = [&](const at::Tensor& points, const at::Tensor& r) {
+    // The first round's batched JVP works; the next throws, as a network
+    // failing mid-solve would.
+    if (++calls > 1) throw std::runtime_error("network broke");
+    return field(points, r);
+  };
+  ArnoldiOptions jvp;
+  jvp.product = ArnoldiProduct::kJvp;
+  auto failed = LockstepArnoldiEigenvalues(failing, x, rows, jvp);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(failed.status().message().find("network broke"), std::string::npos) << failed.status();
+  EXPECT_EQ(
+      LockstepArnoldiEigenvalues(field, x, rows.narrow(0, 0, 2), ArnoldiOptions{}).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  ArnoldiOptions too_many;
+  too_many.num_eigenvalues = 31;
+  EXPECT_EQ(LockstepArnoldiEigenvalues(field, x, rows, too_many).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

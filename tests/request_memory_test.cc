@@ -85,6 +85,20 @@ TEST_F(RequestMemoryTest, EstimatesGrowWithTheRequest) {
   const MemoryEstimate matrix_free = EstimateSpectrum(*spectrum);
   EXPECT_GT(matrix_free.PartBytes("Arnoldi basis"), 0) << matrix_free.Breakdown();
   EXPECT_EQ(matrix_free.PartBytes("Jacobians"), 0);
+  // An audit's batch solves its spectra in lockstep: a basis per solve.
+  v1::AuditRequest audit;
+  audit.mutable_curvature()->set_method(v1::ARNOLDI);
+  audit.mutable_curvature()->set_num_eigenvalues(2);
+  audit.set_samples_per_condition(kAuditSamplesPerBatch);
+  auto together = PlanAudit(audit, Model());
+  ASSERT_TRUE(together.ok()) << together.status();
+  const int64_t solves =
+      std::min(kAuditSamplesPerBatch,
+               LockstepGroup(ArnoldiOptions{}, together->model->checkpoint->sample_numel(),
+                             /*on_accelerator=*/false));
+  ASSERT_GT(solves, 1);
+  EXPECT_EQ(EstimateAudit(*together).PartBytes("Arnoldi basis"),
+            solves * matrix_free.PartBytes("Arnoldi basis"));
 }
 
 TEST_F(RequestMemoryTest, RefusalsGiveTheNumbers) {

@@ -131,6 +131,8 @@ TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
   as_before = matrix_free;
   as_before.arnoldi.product = ArnoldiProduct::kJvp;
   as_before.arnoldi.subspace = std::max(2 * k + 1, k + 16);
+  as_before.arnoldi.lockstep_samples = 1;                        // one spectrum after another
+  ASSERT_GE(LockstepGroup(matrix_free.arnoldi, 784, false), 3);  // the 3 seeds solve in lockstep
   ASSERT_NE(as_before.arnoldi.subspace, ArnoldiSubspace(matrix_free.arnoldi, 784));
   const ResolvedPolicy policy = ResolvePolicy(v1::VerdictPolicy(), &*reference);
   int64_t copies = 0, same = 0, total = 0;
@@ -163,7 +165,8 @@ TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
       EXPECT_LT(b.spectra.front().matvecs, c.spectra.front().matvecs) << "seed " << a.seed;
       const SampleCurvature& e = (*by_before)[i];
       EXPECT_EQ(JudgeSample(e.spectra.front().summary, policy, &*e.truth), found)
-          << "seed " << a.seed << ": the earlier product and subspace give another verdict";
+          << "seed " << a.seed
+          << ": the earlier product, subspace and one-at-a-time solves give another verdict";
       EXPECT_NEAR(e.spectra.front().summary.max_kappa, partial.max_kappa, 1e-4);
       EXPECT_LE(static_cast<int>(found), static_cast<int>(expected))
           << "seed " << a.seed << ": noise radius dense " << full.noise_radius
