@@ -78,3 +78,4 @@ print(f"seconds_per_spectrum {timed[len(timed) // 2]}")
 print(f"matvecs_per_spectrum {sorted(matvecs)[len(matvecs) // 2]}")
 print(f"jvp {'forward' if use_forward else 'double-backward'}")
 print(f"peak_kib {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+print(f"threads {torch.get_num_threads()}")  # OMP_NUM_THREADS, set by memaudit-bench-peer

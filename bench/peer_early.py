@@ -145,3 +145,4 @@ print(f"seconds_per_condition {timed[len(timed) // 2]}")
 print(f"calls_per_condition {counts[0] / C} rows_per_condition {counts[1] / C}")
 print("timesteps " + " ".join(str(t) for t in timesteps[:K]))
 print(f"jvp {'forward' if use_forward else 'double-backward'}")
+print(f"threads {torch.get_num_threads()}")  # OMP_NUM_THREADS, set by memaudit-bench-peer

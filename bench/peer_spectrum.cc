@@ -47,6 +47,23 @@
 
 namespace {
 
+// The command line of a Python peer, with LibTorch's intra-op threads set to
+// memaudit's own (Debian's python3-torch defaults to 1 thread here, while
+// memaudit uses every core): a comparison at equal threads. The peers print
+// "threads N", which the bench checks.
+std::string PeerCommand(const std::string& script_and_arguments) {
+  return "OMP_NUM_THREADS=" + std::to_string(at::get_num_threads()) + " /usr/bin/python3 " +
+         script_and_arguments;
+}
+
+// Whether a peer's "threads N" line says it ran with memaudit's threads.
+bool SameThreads(int peer_threads) {
+  if (peer_threads == at::get_num_threads()) return true;
+  std::fprintf(stderr, "the Python peer ran with %d threads, memaudit with %d\n", peer_threads,
+               at::get_num_threads());
+  return false;
+}
+
 using namespace memaudit;
 
 std::vector<std::complex<double>> Sorted(const at::Tensor& values) {
@@ -213,22 +230,24 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   const double trajectory_seconds = Median(sampler_seconds, true);
 
   // The peer, same inputs, same run.
-  const std::string command =
-      "/usr/bin/python3 bench/peer_early.py " + model_dir + " " + xt_path + " " + labels_path +
-      " " + (conditional ? std::string("-") : probes_path) + " " + std::to_string(bench.steps) +
-      " " + std::to_string(bench.num_steps) + " " + std::to_string(guidance) + " " + peer_path;
+  const std::string command = PeerCommand(
+      "bench/peer_early.py " + model_dir + " " + xt_path + " " + labels_path + " " +
+      (conditional ? std::string("-") : probes_path) + " " + std::to_string(bench.steps) + " " +
+      std::to_string(bench.num_steps) + " " + std::to_string(guidance) + " " + peer_path);
   FILE* pipe = popen(command.c_str(), "r");
   char line[1024] = {0};
   double peer_seconds = -1, peer_calls = -1, peer_rows = -1;
+  int peer_threads = -1;
   char peer_jvp[64] = "";
   std::string peer_timesteps;
   while (pipe && fgets(line, sizeof(line), pipe)) {
     std::sscanf(line, "seconds_per_condition %lf", &peer_seconds);
     std::sscanf(line, "calls_per_condition %lf rows_per_condition %lf", &peer_calls, &peer_rows);
+    std::sscanf(line, "threads %d", &peer_threads);
     std::sscanf(line, "jvp %63s", peer_jvp);
     if (std::string(line).rfind("timesteps ", 0) == 0) peer_timesteps = std::string(line + 10);
   }
-  if (!pipe || pclose(pipe) != 0 || peer_seconds < 0) {
+  if (!pipe || pclose(pipe) != 0 || peer_seconds < 0 || !SameThreads(peer_threads)) {
     std::fprintf(stderr, "the Python peer failed: %s\n", command.c_str());
     return 1;
   }
@@ -530,23 +549,25 @@ int main(int argc, char** argv) {
   const std::string common_args = model_dir + " " + points_path + " " + std::to_string(t) + " " +
                                   std::to_string(denoiser.schedule().sigma(t)) + " " +
                                   std::to_string(label) + " ";
-  const std::string command =
-      dense
-          ? "/usr/bin/python3 bench/peer_spectrum.py " + common_args + peer_path
-          : "/usr/bin/python3 bench/peer_arnoldi.py " + common_args +
-                std::to_string(arnoldi.num_eigenvalues) + " " + std::to_string(arnoldi.tolerance) +
-                " " + peer_path + " " + std::to_string(peer_subspace);
+  const std::string command = dense
+                                  ? PeerCommand("bench/peer_spectrum.py " + common_args + peer_path)
+                                  : PeerCommand("bench/peer_arnoldi.py " + common_args +
+                                                std::to_string(arnoldi.num_eigenvalues) + " " +
+                                                std::to_string(arnoldi.tolerance) + " " +
+                                                peer_path + " " + std::to_string(peer_subspace));
   FILE* pipe = popen(command.c_str(), "r");
   char line[256] = {0};
   double peer_seconds = -1, peer_matvecs = -1, peer_peak_kib = -1;
+  int peer_threads = -1;
   char peer_jvp[64] = "";
   while (pipe && fgets(line, sizeof(line), pipe)) {
     std::sscanf(line, "seconds_per_spectrum %lf", &peer_seconds);
     std::sscanf(line, "matvecs_per_spectrum %lf", &peer_matvecs);
     std::sscanf(line, "jvp %63s", peer_jvp);
     std::sscanf(line, "peak_kib %lf", &peer_peak_kib);
+    std::sscanf(line, "threads %d", &peer_threads);
   }
-  if (!pipe || pclose(pipe) != 0 || peer_seconds < 0) {
+  if (!pipe || pclose(pipe) != 0 || peer_seconds < 0 || !SameThreads(peer_threads)) {
     std::fprintf(stderr, "the Python peer failed: %s\n", command.c_str());
     return 1;
   }

@@ -16,6 +16,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "status_macros.h"
+#include "torch_runtime.h"
 
 namespace memaudit {
 namespace {
@@ -25,6 +26,14 @@ namespace {
 struct OperatorAbort {
   absl::Status status;
 };
+
+// Whether a failed kept forward or backward pass means "this model has no
+// backward pass" (INTERNAL: a no_grad block, an op without a backward
+// formula), for which H·v by JVPs is the fallback, rather than a resource
+// limit or a stop, which must end the solve.
+bool IsMissingBackward(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kInternal;
+}
 
 // v ↦ J·v or Jᵀ·v through the network (one product per call), in Spectra's
 // float64.
@@ -98,14 +107,14 @@ std::optional<double> ScalarOperatorValue(Operator& op, const Eigen::VectorXd& s
 template <typename Operator>
 absl::StatusOr<ArnoldiResult> RunSolver(Operator& op, const ArnoldiOptions& options, int64_t dim,
                                         int64_t subspace) {
-  // A deterministic random start: Spectra's default is deterministic too, but
-  // the seed lets callers vary it.
-  std::mt19937_64 random(options.seed);
-  std::normal_distribution<double> normal;
-  Eigen::VectorXd start(dim);
-  for (int64_t i = 0; i < dim; ++i) start[i] = normal(random);
   ArnoldiResult result;
   try {
+    // A deterministic random start: Spectra's default is deterministic too,
+    // but the seed lets callers vary it.
+    std::mt19937_64 random(options.seed);
+    std::normal_distribution<double> normal;
+    Eigen::VectorXd start(dim);
+    for (int64_t i = 0; i < dim; ++i) start[i] = normal(random);
     // A (numerically) scalar operator — an exact point mass, H = −I/σ² —
     // has a one-dimensional Krylov space and breaks Arnoldi down (Spectra
     // then returns meaningless values). Two random probes detect it.
@@ -131,6 +140,9 @@ absl::StatusOr<ArnoldiResult> RunSolver(Operator& op, const ArnoldiOptions& opti
     for (Eigen::Index i = 0; i < values.size(); ++i) result.eigenvalues.push_back(values[i]);
   } catch (const OperatorAbort& abort) {
     return abort.status;
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("Arnoldi: out of memory for a ", dim, " x ", subspace, " Krylov basis"));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("Arnoldi failed: ", e.what()));
   }
@@ -212,7 +224,8 @@ class Lockstep {
   double* output(int64_t solver) const { return slots_[solver].second; }
 
   // Coordinator side: ends the round; with an error, every solver's pending
-  // and later products fail with it.
+  // and later products fail with it (also callable outside a round, to
+  // release solvers when the coordinator itself fails).
   void EndRound(absl::Status status = absl::OkStatus()) {
     std::lock_guard lock(mu_);
     if (!status.ok() && abort_.ok()) abort_ = std::move(status);
@@ -270,7 +283,7 @@ class LockstepProducts {
   absl::StatusOr<at::Tensor> Multiply(const std::vector<int64_t>& samples, const at::Tensor& v) {
     if (!by_jvp_) {
       absl::StatusOr<at::Tensor> image = Transposed(samples, v);
-      if (image.ok() || decided_) {
+      if (image.ok() || decided_ || !IsMissingBackward(image.status())) {
         decided_ = true;
         return image;
       }
@@ -281,19 +294,19 @@ class LockstepProducts {
     }
     decided_ = true;
     ++forward_passes_;
-    const at::Tensor index = Index(samples);
-    return Jvp(field_, x_.index_select(0, index), rows_.index_select(0, index),
-               v.to(x_.device(), x_.scalar_type()), options_.jvp_mode);
+    return Jvp(field_, x_.index_select(0, Index(samples, x_)),
+               rows_.index_select(0, Index(samples, rows_)), v.to(x_.device(), x_.scalar_type()),
+               options_.jvp_mode);
   }
   int64_t forward_passes() const { return forward_passes_; }
 
  private:
   absl::StatusOr<at::Tensor> Transposed(const std::vector<int64_t>& samples, const at::Tensor& v) {
     if (!kept_ || 2 * samples.size() <= kept_samples_.size()) {
-      const at::Tensor index = Index(samples);
       kept_.reset();  // free the old graph before building the new one
-      ASSIGN_OR_RETURN(RetainedVjp kept, RetainedVjp::Create(field_, x_.index_select(0, index),
-                                                             rows_.index_select(0, index)));
+      ASSIGN_OR_RETURN(RetainedVjp kept,
+                       RetainedVjp::Create(field_, x_.index_select(0, Index(samples, x_)),
+                                           rows_.index_select(0, Index(samples, rows_))));
       kept_.emplace(std::move(kept));
       kept_samples_ = samples;
       ++forward_passes_;
@@ -302,8 +315,12 @@ class LockstepProducts {
     std::vector<int64_t> positions;
     positions.reserve(samples.size());
     for (int64_t sample : samples) {
-      positions.push_back(std::lower_bound(kept_samples_.begin(), kept_samples_.end(), sample) -
-                          kept_samples_.begin());
+      // Every waiting solve is running, and every running one is kept.
+      const auto row = std::lower_bound(kept_samples_.begin(), kept_samples_.end(), sample);
+      if (row == kept_samples_.end() || *row != sample) {
+        return absl::InternalError(absl::StrCat("lockstep: sample ", sample, " is not kept"));
+      }
+      positions.push_back(row - kept_samples_.begin());
     }
     const at::Tensor where = at::tensor(positions, at::kLong);
     std::vector<int64_t> shape = x_.sizes().vec();
@@ -314,8 +331,9 @@ class LockstepProducts {
     return image.index_select(0, where.to(image.device()));
   }
 
-  at::Tensor Index(const std::vector<int64_t>& samples) const {
-    return at::tensor(samples, at::kLong).to(x_.device());
+  // `samples` as an index tensor on `like`'s device.
+  static at::Tensor Index(const std::vector<int64_t>& samples, const at::Tensor& like) {
+    return at::tensor(samples, at::kLong).to(like.device());
   }
 
   const Field& field_;
@@ -385,13 +403,15 @@ absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::T
     // block) or with an op lacking a backward formula can still have JVPs:
     // such a model falls back to H·v, decided at the first product so that
     // one solve never mixes H and Hᵀ.
-    if (absl::StatusOr<RetainedVjp> kept = RetainedVjp::Create(field, point, rows); kept.ok()) {
+    absl::StatusOr<RetainedVjp> kept = RetainedVjp::Create(field, point, rows);
+    if (!kept.ok() && !IsMissingBackward(kept.status())) return kept.status();
+    if (kept.ok()) {
       transpose.emplace(*std::move(kept));
       product = [&transpose, jvp, decided = false,
                  by_jvp = false](const at::Tensor& v) mutable -> absl::StatusOr<at::Tensor> {
         if (!by_jvp) {
           absl::StatusOr<at::Tensor> image = transpose->Apply(v);
-          if (image.ok() || decided) {
+          if (image.ok() || decided || !IsMissingBackward(image.status())) {
             decided = true;
             return image;
           }
@@ -419,21 +439,43 @@ absl::StatusOr<LockstepArnoldiResult> LockstepArnoldiEigenvalues(const Field& fi
   Lockstep lockstep(batch);
   std::vector<absl::StatusOr<ArnoldiResult>> solved(batch, absl::UnknownError("not run"));
   std::vector<std::thread> solvers;
-  solvers.reserve(batch);
-  for (int64_t b = 0; b < batch; ++b) {
-    solvers.emplace_back([&, b] {
-      absl::Cleanup leave = [&] { lockstep.Leave(); };
-      LockstepOperator op(lockstep, b, dim);
-      solved[b] = RunSolver(op, options, dim, subspace);
-    });
+  // Whatever ends this function, no solver is left waiting or running on
+  // `lockstep` and `solved` once they are gone.
+  absl::Cleanup join = [&] {
+    lockstep.EndRound(absl::AbortedError("lockstep Arnoldi ended"));
+    for (std::thread& solver : solvers) {
+      if (solver.joinable()) solver.join();
+    }
+  };
+  absl::Status failure;
+  try {
+    solvers.reserve(batch);
+    for (int64_t b = 0; b < batch; ++b) {
+      solvers.emplace_back([&, b] {
+        absl::Cleanup leave = [&] { lockstep.Leave(); };
+        try {
+          LockstepOperator op(lockstep, b, dim);
+          solved[b] = RunSolver(op, options, dim, subspace);
+        } catch (...) {
+          solved[b] = absl::InternalError("lockstep Arnoldi: a solver failed");
+        }
+      });
+    }
+  } catch (const std::exception& e) {
+    // Too few threads (a pids limit): the solvers that started are released
+    // by the first round's abort, the others never joined the lockstep.
+    failure = absl::ResourceExhaustedError(
+        absl::StrCat("lockstep Arnoldi: cannot start ", batch, " solver threads: ", e.what()));
+    for (int64_t b = static_cast<int64_t>(solvers.size()); b < batch; ++b) lockstep.Leave();
   }
   LockstepArnoldiResult result;
   LockstepProducts products(field, points, rows, options);
   std::vector<int64_t> shape = points.sizes().vec();
   for (std::vector<int64_t> waiting = lockstep.NextRound(); !waiting.empty();
        waiting = lockstep.NextRound()) {
-    absl::Status status = CheckStop(stop);
+    absl::Status status = failure;
     try {
+      if (status.ok()) status = CheckStop(stop);
       if (status.ok()) {
         shape[0] = static_cast<int64_t>(waiting.size());
         at::Tensor v = at::empty(shape, at::kDouble);
@@ -441,6 +483,9 @@ absl::StatusOr<LockstepArnoldiResult> LockstepArnoldiEigenvalues(const Field& fi
           std::copy_n(lockstep.input(waiting[i]), dim, v[i].data_ptr<double>());
         }
         absl::StatusOr<at::Tensor> image = products.Multiply(waiting, v);
+        if (image.ok() && image->numel() != v.numel()) {
+          image = absl::InternalError("lockstep Arnoldi: the product has the wrong size");
+        }
         if (image.ok()) {
           const at::Tensor images = image->detach().to(at::kCPU, at::kDouble).contiguous();
           for (size_t i = 0; i < waiting.size(); ++i) {
@@ -451,14 +496,17 @@ absl::StatusOr<LockstepArnoldiResult> LockstepArnoldiEigenvalues(const Field& fi
         status = image.status();
       }
     } catch (const std::exception& e) {
-      status = absl::InternalError(absl::StrCat("lockstep Arnoldi product failed: ", e.what()));
+      status = TorchError(absl::StatusCode::kInternal, "lockstep Arnoldi product failed", e);
     }
     lockstep.EndRound(std::move(status));
   }
-  for (std::thread& solver : solvers) solver.join();
+  // A stop, a network error or a failed start aborted every solve alike
+  // (read before the cleanup's own abort).
+  const absl::Status aborted = lockstep.aborted();
+  std::move(join).Invoke();
+  if (!failure.ok()) return failure;
+  if (!aborted.ok()) return aborted;
   result.forward_passes = products.forward_passes();
-  // A stop or network error aborted every solve with the same status.
-  if (absl::Status aborted = lockstep.aborted(); !aborted.ok()) return aborted;
   result.samples = std::move(solved);
   return result;
 }
@@ -567,9 +615,10 @@ absl::StatusOr<std::vector<Spectrum>> MatrixFreeSpectra(const Field& field, cons
   }
   std::vector<absl::StatusOr<ArnoldiResult>> scales;
   if (NeedsScale(arnoldi)) {
-    ASSIGN_OR_RETURN(LockstepArnoldiResult solved,
-                     LockstepArnoldiEigenvalues(field, x, rows, ScaleOptions(arnoldi), stop));
-    scales = std::move(solved.samples);
+    absl::StatusOr<LockstepArnoldiResult> solved =
+        LockstepArnoldiEigenvalues(field, x, rows, ScaleOptions(arnoldi), stop);
+    if (ScaleFailureIsFatal(solved.status())) return solved.status();
+    if (solved.ok()) scales = std::move(solved->samples);
   }
   std::vector<Spectrum> spectra;
   spectra.reserve(windows.samples.size());

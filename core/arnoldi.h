@@ -43,7 +43,7 @@ inline constexpr double kVerdictGradeTolerance = 1e-4;
 enum class ArnoldiProduct {
   // Hᵀv: one forward pass with its graph kept (RetainedVjp), then one
   // backward pass per product (falling back to kJvp for a model that has no
-  // backward, decided before the first product): 3–4× cheaper than a JVP on the networks
+  // backward, decided at the first product): 3–4× cheaper than a JVP on the networks
   // measured, about 2× per Arnoldi step at d = 16,384 where Spectra's
   // orthogonalization costs as much (docs/PERFORMANCE.md).
   kRetainedTranspose,
@@ -118,7 +118,7 @@ struct LockstepArnoldiResult {
   // products, or its own failure (INTERNAL when nothing converged).
   std::vector<absl::StatusOr<ArnoldiResult>> samples;
   int64_t network_calls = 0;   // batched products (each serves every solve still running)
-  int64_t forward_passes = 0;  // kept forwards built (or JVP forwards)
+  int64_t forward_passes = 0;  // network forwards: kept ones built, or batched JVPs
 };
 
 // ArnoldiEigenvalues at each of the B points x [B, *shape] (rows [B]), the B
@@ -130,9 +130,11 @@ struct LockstepArnoldiResult {
 // without a backward pass. Each point gets the same start, operator and
 // stopping rule as ArnoldiEigenvalues alone, so the same eigenvalues up to
 // the rounding of a batched network call. Only the calling thread runs
-// LibTorch. The outer status is a bad argument, the stop status, or a
-// network error, which abort every solve; per-point non-convergence is in
-// `samples`. Memory: B Krylov bases and one B-row kept forward.
+// LibTorch. The outer status is a bad argument, the stop status, a network
+// error (INTERNAL), or RESOURCE_EXHAUSTED when the solver threads cannot
+// start or memory runs out (never a silent switch to JVPs); each aborts
+// every solve, and no thread outlives the call. Per-point non-convergence is
+// in `samples`. Memory: B Krylov bases and one B-row kept forward.
 absl::StatusOr<LockstepArnoldiResult> LockstepArnoldiEigenvalues(const Field& field,
                                                                  const at::Tensor& x,
                                                                  const at::Tensor& rows,

@@ -5,6 +5,7 @@
 #include <torch/csrc/jit/runtime/graph_executor.h>
 
 #include <algorithm>
+#include <new>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -46,6 +47,10 @@ std::string TorchErrorMessage(const std::exception& error) {
 
 absl::Status TorchError(absl::StatusCode code, const std::string& context,
                         const std::exception& error) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&error) != nullptr ||
+      dynamic_cast<const std::bad_alloc*>(&error) != nullptr) {
+    code = absl::StatusCode::kResourceExhausted;
+  }
   return absl::Status(code, absl::StrCat(context, ": ", TorchErrorMessage(error)));
 }
 

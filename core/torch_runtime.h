@@ -26,7 +26,10 @@ void ConfigureTorchRuntime(int num_threads = 0);
 // the C++ backtrace, truncated to a bounded length.
 std::string TorchErrorMessage(const std::exception& error);
 
-// Wraps `error` as a Status with `code`, prefixed by `context`.
+// Wraps `error` as a Status with `code`, prefixed by `context`; an
+// out-of-memory error (c10::OutOfMemoryError, std::bad_alloc) is
+// RESOURCE_EXHAUSTED whatever `code` says, so callers can tell "too big for
+// this device now" from a model that cannot do what was asked.
 absl::Status TorchError(absl::StatusCode code, const std::string& context,
                         const std::exception& error);
 

@@ -279,18 +279,37 @@ TEST(ArnoldiTest, LockstepSolvesGiveEachPointItsOwnSpectrum) {
   // Points at different scales converge after different numbers of
   // products, so solves leave the lockstep at different rounds.
   const at::Tensor x = at::randn({kPoints, 128}, at::kDouble) *
-                       at::linspace(0.2, 3.0, kPoints, at::kDouble).unsqueeze(1);
-  const at::Tensor rows = at::zeros({kPoints}, at::kLong);
+                       at::linspace(3.0, 0.2, kPoints, at::kDouble).unsqueeze(1);
+  // Distinct condition rows: the field checks that every row of each batch
+  // it gets is the point its condition row names, and counts its calls.
+  const at::Tensor rows = at::arange(kPoints, at::kLong);
+  std::vector<int64_t> call_rows;
+  const Field counted = [&](const at::Tensor& points, const at::Tensor& r) {
+    call_rows.push_back(points.size(0));
+    if (!points.is_leaf() || points.requires_grad()) {  // a kept forward, not a dual JVP input
+      for (int64_t i = 0; i < points.size(0); ++i) {
+        EXPECT_TRUE(at::equal(points[i].detach(), x[r[i].item<int64_t>()])) << "row " << i;
+      }
+    }
+    return field(points, at::zeros_like(r));
+  };
   for (ArnoldiProduct product : {ArnoldiProduct::kRetainedTranspose, ArnoldiProduct::kJvp}) {
     SCOPED_TRACE(product == ArnoldiProduct::kJvp ? "JVP" : "retained transpose");
     ArnoldiOptions arnoldi;
     arnoldi.product = product;
     arnoldi.num_eigenvalues = 6;
     arnoldi.tolerance = 1e-9;
-    auto together = LockstepArnoldiEigenvalues(field, x, rows, arnoldi);
+    call_rows.clear();
+    auto together = LockstepArnoldiEigenvalues(counted, x, rows, arnoldi);
     ASSERT_TRUE(together.ok()) << together.status();
     ASSERT_EQ(together->samples.size(), static_cast<size_t>(kPoints));
+    // The network saw batched calls: the first of all points, and as many
+    // calls as the forward passes counted.
+    ASSERT_FALSE(call_rows.empty());
+    EXPECT_EQ(call_rows.front(), kPoints);
+    EXPECT_EQ(static_cast<int64_t>(call_rows.size()), together->forward_passes);
     int64_t most = 0, fewest = 1 << 30;
+    std::vector<int64_t> products;
     for (int64_t b = 0; b < kPoints; ++b) {
       SCOPED_TRACE(absl::StrCat("point ", b));
       auto alone = ArnoldiEigenvalues(field, x.narrow(0, b, 1), rows.narrow(0, b, 1), arnoldi);
@@ -310,8 +329,13 @@ TEST(ArnoldiTest, LockstepSolvesGiveEachPointItsOwnSpectrum) {
       const Spectrum dense = DenseSpectra(*jacobian, 100, denoiser.schedule())->front();
       EXPECT_LE(MatchError(mine->eigenvalues, dense.eigenvalues), 1e-6);
       most = std::max(most, mine->matvecs);
+      products.push_back(mine->matvecs);
       fewest = std::min(fewest, mine->matvecs);
     }
+    // A solve that is not in the last row leaves while later rows still
+    // run, so the survivors' rows in the kept forward are not simply its
+    // first ones.
+    EXPECT_LT(*std::min_element(products.begin(), products.end() - 1), most);
     // One call per round serves every running solve: as many calls as the
     // longest solve has products.
     EXPECT_EQ(together->network_calls, most);
@@ -340,6 +364,28 @@ TEST(ArnoldiTest, LockstepSolvesGiveEachPointItsOwnSpectrum) {
     ASSERT_TRUE(fallback->samples[b].ok()) << fallback->samples[b].status();
     EXPECT_LE(MatchError(fallback->samples[b]->eigenvalues, alone->eigenvalues), 1e-8);
   }
+  // One point alone in lockstep is ArnoldiEigenvalues.
+  auto single = LockstepArnoldiEigenvalues(field, x.narrow(0, 2, 1), rows.narrow(0, 2, 1), arnoldi);
+  auto plain = ArnoldiEigenvalues(field, x.narrow(0, 2, 1), rows.narrow(0, 2, 1), arnoldi);
+  ASSERT_TRUE(single.ok() && plain.ok());
+  ASSERT_TRUE(single->samples[0].ok());
+  EXPECT_EQ(single->samples[0]->matvecs, plain->matvecs);
+  EXPECT_LE(MatchError(single->samples[0]->eigenvalues, plain->eigenvalues), 1e-12);
+  // The network failing mid-solve (at the first rebuild of the kept
+  // forward, after the first solves have finished) ends every solve.
+  int forwards = 0, rounds = 0;
+  const Field breaks = [&](const at::Tensor& points, const at::Tensor& r) {
+    if (++forwards > 1) throw std::runtime_error("network broke");
+    return field(points, r);
+  };
+  auto broken =
+      LockstepArnoldiEigenvalues(breaks, x, at::zeros({kPoints}, at::kLong), arnoldi, [&rounds] {
+        ++rounds;
+        return absl::OkStatus();
+      });
+  EXPECT_EQ(broken.status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(broken.status().message().find("network broke"), std::string::npos) << broken.status();
+  EXPECT_GT(rounds, 6);
   // MatrixFreeSpectra: each point's MatrixFreeSpectrum, summary included.
   auto spectra = MatrixFreeSpectra(field, x, rows, 100, denoiser.schedule(), arnoldi);
   ASSERT_TRUE(spectra.ok()) << spectra.status();
@@ -376,6 +422,9 @@ TEST(ArnoldiTest, LockstepStopsAndFailsAsOne) {
   });
   EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(rounds, 11);  // checked once per round, not per solve
+  auto at_once = LockstepArnoldiEigenvalues(field, x, rows, ArnoldiOptions{},
+                                            [] { return absl::CancelledError("stop"); });
+  EXPECT_EQ(at_once.status().code(), absl::StatusCode::kCancelled);
   int calls = 0;
   const Field failing = [&](const at::Tensor& points, const at::Tensor& r) {
     // The first round's batched JVP works; the next throws, as a network
@@ -385,7 +434,12 @@ TEST(ArnoldiTest, LockstepStopsAndFailsAsOne) {
   };
   ArnoldiOptions jvp;
   jvp.product = ArnoldiProduct::kJvp;
-  auto failed = LockstepArnoldiEigenvalues(failing, x, rows, jvp);
+  rounds = 0;
+  auto failed = LockstepArnoldiEigenvalues(failing, x, rows, jvp, [&rounds] {
+    ++rounds;
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(rounds, 2);  // the first round's JVP was one call, the second failed
   EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal);
   EXPECT_NE(failed.status().message().find("network broke"), std::string::npos) << failed.status();
   EXPECT_EQ(
