@@ -79,10 +79,11 @@ struct ArnoldiResult {
   bool converged = false;  // all k converged within max_restarts
 };
 
-// The lockstep group's default size: at most 8 samples on an accelerator,
-// where a batched network call costs about what one row does; on a CPU as
-// many as keep the group's states within 16,384 numbers (8 at d ≤ 2,048, 4
-// at d = 4,096, 1 from d = 16,384). On 2 CPU cores a B-row backward pass
+// The lockstep group's default size: 8 samples on an accelerator, on the
+// premise (not measured here) that a batched network call costs about what
+// one row does there; on a CPU as many as keep the group's states within
+// 16,384 numbers (8 at d ≤ 2,048, 4 at d = 4,096, 1 from d = 16,384).
+// On 2 CPU cores a B-row backward pass
 // costs about B single-row ones for a conv net, so lockstep pays only where
 // a call's fixed cost dominates, and B Krylov bases past the cache slow
 // Spectra's work: groups of 8 took 0.38× the one-at-a-time time at d = 784
