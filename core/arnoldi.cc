@@ -267,19 +267,23 @@ class LockstepOperator {
   mutable int64_t matvecs_ = 0;
 };
 
-// The coordinator's network products for a lockstep batch: Hᵀ over one kept
-// forward of the samples still solving (rebuilt on the survivors when half
-// of them have finished, so finished samples stop costing backward rows), or
-// batched JVPs of the waiting samples for a model without a backward pass.
-class LockstepProducts {
+// The network products of the points x [B, *shape] for Arnoldi, one call for
+// whichever of them ask (one point for ArnoldiEigenvalues, the waiting
+// solves of a lockstep round): Hᵀ over one kept forward of the points still
+// solving (rebuilt on the survivors when half of them have finished, so
+// finished points stop costing backward rows), or, for a model without a
+// backward pass (decided at the first product, so a solve never mixes H and
+// Hᵀ) and for ArnoldiProduct::kJvp, batched JVPs of the asking points.
+class NetworkProducts {
  public:
-  LockstepProducts(const Field& field, const at::Tensor& x, const at::Tensor& rows,
-                   const ArnoldiOptions& options)
+  NetworkProducts(const Field& field, const at::Tensor& x, const at::Tensor& rows,
+                  const ArnoldiOptions& options)
       : field_(field), x_(x), rows_(rows), options_(options) {
     by_jvp_ = options.product == ArnoldiProduct::kJvp;
   }
 
-  // Images of v [n, *shape] (float64, CPU) for the samples `samples`.
+  // Images of v [n, *shape] (any dtype and device) for the points
+  // `samples` (ascending indices into x), in x's dtype and device.
   absl::StatusOr<at::Tensor> Multiply(const std::vector<int64_t>& samples, const at::Tensor& v) {
     if (!by_jvp_) {
       absl::StatusOr<at::Tensor> image = Transposed(samples, v);
@@ -287,16 +291,13 @@ class LockstepProducts {
         decided_ = true;
         return image;
       }
-      // No backward pass through this model: H·v from here on (first product
-      // only, so a solve never mixes H and Hᵀ).
-      by_jvp_ = true;
+      by_jvp_ = true;  // no backward pass through this model: H·v from here on
       kept_.reset();
     }
     decided_ = true;
     ++forward_passes_;
-    return Jvp(field_, x_.index_select(0, Index(samples, x_)),
-               rows_.index_select(0, Index(samples, rows_)), v.to(x_.device(), x_.scalar_type()),
-               options_.jvp_mode);
+    return Jvp(field_, Select(x_, samples), Select(rows_, samples),
+               v.to(x_.device(), x_.scalar_type()), options_.jvp_mode);
   }
   int64_t forward_passes() const { return forward_passes_; }
 
@@ -305,11 +306,14 @@ class LockstepProducts {
     if (!kept_ || 2 * samples.size() <= kept_samples_.size()) {
       kept_.reset();  // free the old graph before building the new one
       ASSIGN_OR_RETURN(RetainedVjp kept,
-                       RetainedVjp::Create(field_, x_.index_select(0, Index(samples, x_)),
-                                           rows_.index_select(0, Index(samples, rows_))));
+                       RetainedVjp::Create(field_, Select(x_, samples), Select(rows_, samples)));
       kept_.emplace(std::move(kept));
       kept_samples_ = samples;
       ++forward_passes_;
+    }
+    if (samples.size() == kept_samples_.size()) {
+      // Every kept point asks (always so for one point): no row shuffling.
+      return kept_->Apply(v.to(x_.device(), x_.scalar_type()));
     }
     // Rows of the kept forward; finished samples' rows multiply zeros.
     std::vector<int64_t> positions;
@@ -331,9 +335,11 @@ class LockstepProducts {
     return image.index_select(0, where.to(image.device()));
   }
 
-  // `samples` as an index tensor on `like`'s device.
-  static at::Tensor Index(const std::vector<int64_t>& samples, const at::Tensor& like) {
-    return at::tensor(samples, at::kLong).to(like.device());
+  // The rows `samples` (ascending) of `tensor`; the tensor itself when they
+  // are all of its rows.
+  static at::Tensor Select(const at::Tensor& tensor, const std::vector<int64_t>& samples) {
+    if (static_cast<int64_t>(samples.size()) == tensor.size(0)) return tensor;
+    return tensor.index_select(0, at::tensor(samples, at::kLong).to(tensor.device()));
   }
 
   const Field& field_;
@@ -393,35 +399,11 @@ absl::StatusOr<ArnoldiResult> ArnoldiEigenvalues(const Field& field, const at::T
   const int64_t dim = x.numel();
   const int64_t subspace = ArnoldiSubspace(options, dim);
   const at::Tensor point = x.detach();
-  auto jvp = [&field, &point, &rows, mode = options.jvp_mode](const at::Tensor& v) {
-    return Jvp(field, point, rows, v, mode);
+  NetworkProducts products(field, point, rows, options);
+  const std::vector<int64_t> only = {0};
+  NetworkOperator::Product product = [&products, &only](const at::Tensor& v) {
+    return products.Multiply(only, v);
   };
-  NetworkOperator::Product product = jvp;
-  std::optional<RetainedVjp> transpose;
-  if (options.product == ArnoldiProduct::kRetainedTranspose) {
-    // A model whose output does not reach x through autograd (a no_grad
-    // block) or with an op lacking a backward formula can still have JVPs:
-    // such a model falls back to H·v, decided at the first product so that
-    // one solve never mixes H and Hᵀ.
-    absl::StatusOr<RetainedVjp> kept = RetainedVjp::Create(field, point, rows);
-    if (!kept.ok() && !IsMissingBackward(kept.status())) return kept.status();
-    if (kept.ok()) {
-      transpose.emplace(*std::move(kept));
-      product = [&transpose, jvp, decided = false,
-                 by_jvp = false](const at::Tensor& v) mutable -> absl::StatusOr<at::Tensor> {
-        if (!by_jvp) {
-          absl::StatusOr<at::Tensor> image = transpose->Apply(v);
-          if (image.ok() || decided || !IsMissingBackward(image.status())) {
-            decided = true;
-            return image;
-          }
-          by_jvp = true;
-        }
-        decided = true;
-        return jvp(v);
-      };
-    }
-  }
   NetworkOperator op(std::move(product), point, stop);
   return RunSolver(op, options, dim, subspace);
 }
@@ -469,7 +451,7 @@ absl::StatusOr<LockstepArnoldiResult> LockstepArnoldiEigenvalues(const Field& fi
     for (int64_t b = static_cast<int64_t>(solvers.size()); b < batch; ++b) lockstep.Leave();
   }
   LockstepArnoldiResult result;
-  LockstepProducts products(field, points, rows, options);
+  NetworkProducts products(field, points, rows, options);
   std::vector<int64_t> shape = points.sizes().vec();
   for (std::vector<int64_t> waiting = lockstep.NextRound(); !waiting.empty();
        waiting = lockstep.NextRound()) {
