@@ -83,12 +83,12 @@ struct ArnoldiResult {
 // premise (not measured here) that a batched network call costs about what
 // one row does there; on a CPU as many as keep the group's states within
 // 16,384 numbers (8 at d ≤ 2,048, 4 at d = 4,096, 1 from d = 16,384).
-// On 2 CPU cores a B-row backward pass
-// costs about B single-row ones for a conv net, so lockstep pays only where
-// a call's fixed cost dominates, and B Krylov bases past the cache slow
-// Spectra's work: groups of 8 took 0.38× the one-at-a-time time at d = 784
-// (the MNIST U-Net), 0.84× at d = 4,096, and 1.40× at d = 16,384 (1.08× at
-// B = 2) (bench/lockstep_spectra.cc, docs/PERFORMANCE.md).
+// On 2 CPU cores a B-row backward pass costs about B single-row ones for a
+// conv net, so lockstep pays only where a call's fixed cost dominates, and
+// B Krylov bases past the cache slow Spectra's work: groups of 8 took
+// 0.38–0.48× the one-at-a-time time at d = 784 (the MNIST U-Net), 0.84× at
+// d = 4,096, and 1.40× at d = 16,384 (1.08× at B = 2)
+// (bench/lockstep_spectra.cc, docs/PERFORMANCE.md).
 inline constexpr int64_t kMaxLockstepSamples = 8;
 inline constexpr int64_t kCpuLockstepNumbers = 16384;
 // options.lockstep_samples if set, else the default above for dimension d.
