@@ -27,14 +27,6 @@ struct OperatorAbort {
   absl::Status status;
 };
 
-// Whether a failed kept forward or backward pass means "this model has no
-// backward pass" (INTERNAL: a no_grad block, an op without a backward
-// formula), for which H·v by JVPs is the fallback, rather than a resource
-// limit or a stop, which must end the solve.
-bool IsMissingBackward(const absl::Status& status) {
-  return status.code() == absl::StatusCode::kInternal;
-}
-
 // v ↦ J·v or Jᵀ·v through the network (one product per call), in Spectra's
 // float64.
 class NetworkOperator {
@@ -589,6 +581,11 @@ absl::StatusOr<std::vector<Spectrum>> MatrixFreeSpectra(const Field& field, cons
                                                         const ArnoldiOptions& arnoldi,
                                                         const SpectrumOptions& options,
                                                         const StopCheck& stop) {
+  if (x.dim() >= 2 && x.size(0) == 1) {  // nothing to solve alongside: no threads
+    ASSIGN_OR_RETURN(Spectrum spectrum,
+                     MatrixFreeSpectrum(field, x, rows, t, schedule, arnoldi, options, stop));
+    return std::vector<Spectrum>{std::move(spectrum)};
+  }
   RETURN_IF_ERROR(CheckSpectrumArguments(t, schedule, options));
   ASSIGN_OR_RETURN(LockstepArnoldiResult windows,
                    LockstepArnoldiEigenvalues(field, x, rows, arnoldi, stop));

@@ -70,6 +70,10 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
   }
 }
 
+bool IsMissingBackward(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kInternal;
+}
+
 absl::StatusOr<RetainedVjp> RetainedVjp::Create(const Field& field, const at::Tensor& x,
                                                 const at::Tensor& rows) {
   try {

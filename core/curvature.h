@@ -51,6 +51,13 @@ class RetainedVjp {
   at::Tensor output_;  // field(input_), its graph retained
 };
 
+// Whether a failed RetainedVjp (Create or Apply) means "this model has no
+// backward pass" — INTERNAL: a no_grad block, an op without a backward
+// formula — for which J·v by Jvp is the fallback; not for a resource limit
+// (RESOURCE_EXHAUSTED, e.g. out of memory) or a stop, which must end the
+// computation.
+bool IsMissingBackward(const absl::Status& status);
+
 enum class JvpMode {
   kAuto,            // kForward, falling back to kDoubleBackward
   kForward,         // forward-mode AD (dual numbers): one forward pass

@@ -166,7 +166,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
               transpose.ok() ? transpose->Apply(probe) : transpose.status();
           // A model without a backward pass (a no_grad block, an op without a
           // backward formula) still has JVPs: zᵀHz directly.
-          if (!hz.ok()) hz = Jvp(field, x, rows, probe);
+          if (!hz.ok() && IsMissingBackward(hz.status())) hz = Jvp(field, x, rows, probe);
           if (!hz.ok()) return hz.status();
           quadratic += (probe * *hz).reshape({batch, -1}).to(at::kDouble).sum(1);
         }

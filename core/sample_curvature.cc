@@ -29,19 +29,11 @@ absl::StatusOr<std::vector<Spectrum>> SpectraAtOrThrow(
         1, LockstepGroup(options.arnoldi, dim, /*on_accelerator=*/!x.device().is_cpu()));
     for (int64_t start = 0; start < batch; start += group) {
       const int64_t count = std::min(group, batch - start);
-      if (count == 1) {
-        ASSIGN_OR_RETURN(
-            Spectrum spectrum,
-            MatrixFreeSpectrum(field, x.narrow(0, start, 1), rows.narrow(0, start, 1), t,
-                               denoiser.schedule(), options.arnoldi, options.spectrum, stop));
-        spectra.push_back(std::move(spectrum));
-      } else {
-        ASSIGN_OR_RETURN(
-            std::vector<Spectrum> computed,
-            MatrixFreeSpectra(field, x.narrow(0, start, count), rows.narrow(0, start, count), t,
-                              denoiser.schedule(), options.arnoldi, options.spectrum, stop));
-        for (Spectrum& spectrum : computed) spectra.push_back(std::move(spectrum));
-      }
+      ASSIGN_OR_RETURN(
+          std::vector<Spectrum> computed,
+          MatrixFreeSpectra(field, x.narrow(0, start, count), rows.narrow(0, start, count), t,
+                            denoiser.schedule(), options.arnoldi, options.spectrum, stop));
+      for (Spectrum& spectrum : computed) spectra.push_back(std::move(spectrum));
       if (progress) progress({MeasurePhase::kCurvature, start + count, batch});
     }
     return spectra;

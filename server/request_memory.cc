@@ -76,8 +76,9 @@ void AddSpectra(Tally& tally, const LoadedModel& model, const SampleCurvatureOpt
     // Per solve running at once (a lockstep group): the Krylov basis, and
     // Spectra's m × m matrices (the Hessenberg matrix, the shifted-QR
     // factor, the Schur form and its vectors), and one product's tensors.
-    const int64_t solves = std::clamp<int64_t>(
-        LockstepGroup(options.arnoldi, d, !model.checkpoint->device().is_cpu()), 1, batch);
+    const int64_t solves =
+        std::clamp<int64_t>(LockstepGroup(options.arnoldi, d, !model.checkpoint->device().is_cpu()),
+                            1, std::max<int64_t>(batch, 1));
     const int64_t one_solve =
         Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(Mul(subspace, subspace), 4), kDouble));
     tally.Add("Arnoldi basis", Mul(solves, one_solve));
