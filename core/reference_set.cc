@@ -43,6 +43,8 @@ double MedianSpacing(const at::Tensor& flat) {
 ReferenceSet::ReferenceSet(at::Tensor items)
     : items_(std::move(items)), flat_double_(items_.view({items_.size(0), -1}).to(at::kDouble)) {
   spacing_ = MedianSpacing(flat_double_);
+  min_value_ = flat_double_.min().item<double>();
+  max_value_ = flat_double_.max().item<double>();
 }
 
 absl::StatusOr<ReferenceSet> ReferenceSet::FromTensor(const at::Tensor& items) {
@@ -82,7 +84,10 @@ absl::Status ReferenceSet::Save(const std::string& path) const {
 std::vector<NearestNeighbor> ReferenceSet::Nearest(const at::Tensor& samples) const {
   at::NoGradGuard no_grad;
   const at::Tensor& reference = flat_double_;
-  at::Tensor queries = samples.detach().to(at::kCPU, at::kDouble).reshape({samples.size(0), -1});
+  at::Tensor queries = samples.detach()
+                           .to(at::kCPU, at::kDouble)
+                           .reshape({samples.size(0), -1})
+                           .clamp(min_value_, max_value_);
   at::Tensor distances = at::cdist(queries, reference);  // [B, N]
   at::Tensor nearest = distances.argmin(1);
   at::Tensor nearest_items = reference.index_select(0, nearest);

@@ -56,14 +56,24 @@ class ReferenceSet {
   // once, at construction. The verdict compares peak radii with it.
   double spacing() const { return spacing_; }
 
+  // The smallest and largest value of any item: the data's value range.
+  double min_value() const { return min_value_; }
+  double max_value() const { return max_value_; }
+
   // Ground truth for each of samples [B, *sample_shape]; items closer than
-  // 1e-6·(1 + ‖item‖) to the nearest one count as its duplicates.
+  // 1e-6·(1 + ‖item‖) to the nearest one count as its duplicates. Samples
+  // are compared as a pipeline saves them: each value clamped to the items'
+  // range [min_value, max_value], so a guided sample that overshoots the
+  // data's range (over-saturation at high guidance) is judged by the image
+  // it shows, not by values no saved image holds.
   std::vector<NearestNeighbor> Nearest(const at::Tensor& samples) const;
 
  private:
   explicit ReferenceSet(at::Tensor items);
   at::Tensor items_;
   double spacing_ = 0.0;
+  double min_value_ = 0.0;
+  double max_value_ = 0.0;
   // [N, d] float64 copy used by Nearest, made once rather than per query.
   at::Tensor flat_double_;
 };

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "status_macros.h"
+#include "torch_runtime.h"
 
 namespace memaudit {
 namespace {
@@ -70,8 +71,8 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
                                       }));
   std::vector<int64_t> timesteps = options.timesteps;
   if (timesteps.empty()) {
-    timesteps.push_back(trajectory.timesteps[FirstStepBelowSigma(
-        trajectory.timesteps, denoiser.schedule(), options.max_sigma)]);
+    timesteps.push_back(EvaluationTimestep(denoiser.schedule(), trajectory.timesteps.front(),
+                                           options.evaluation_sigma));
   }
   std::vector<SampleCurvature> results(batch);
   const at::Tensor final_cpu = trajectory.final_sample.to(at::kCPU);
@@ -94,8 +95,12 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
   const int64_t total = static_cast<int64_t>(timesteps.size()) * batch;
   int64_t done = 0;
   for (int64_t t : timesteps) {
-    ASSIGN_OR_RETURN(const at::Tensor x,
+    ASSIGN_OR_RETURN(at::Tensor x,
                      StateAtTimestep(denoiser, trajectory, t, prepared, options.sampler.guidance));
+    if (options.centre_on_peak) {
+      RETURN_IF_ERROR(CheckStop(stop));
+      ASSIGN_OR_RETURN(x, PeakCentre(denoiser, x, t, prepared, options));
+    }
     const int64_t done_before = done;
     ASSIGN_OR_RETURN(std::vector<Spectrum> spectra,
                      SpectraAtOrThrow(denoiser, x, t, prepared, options, stop,
@@ -115,6 +120,27 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
 }
 
 }  // namespace
+
+absl::StatusOr<at::Tensor> PeakCentre(const Denoiser& denoiser, const at::Tensor& x, int64_t t,
+                                      const at::Tensor& conditions,
+                                      const SampleCurvatureOptions& options) {
+  if (options.score_kind == ScoreKind::kDifference) return x;
+  ASSIGN_OR_RETURN(const Field field, denoiser.ScoreField(t, options.score_kind, conditions,
+                                                          options.sampler.guidance));
+  const double variance = 1.0 - denoiser.schedule().alpha_bar(t);
+  at::NoGradGuard no_grad;
+  try {
+    const at::Tensor rows =
+        at::arange(x.size(0), at::TensorOptions().dtype(at::kLong).device(x.device()));
+    return x + variance * field(x, rows);
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal, "network call failed", e);
+  }
+}
+
+int64_t EvaluationTimestep(const NoiseSchedule& schedule, int64_t first_timestep, double sigma) {
+  return std::min(schedule.TimestepNearestSigma(sigma), first_timestep);
+}
 
 absl::StatusOr<std::vector<Spectrum>> SpectraAt(const Denoiser& denoiser, const at::Tensor& x,
                                                 int64_t t, const at::Tensor& conditions,

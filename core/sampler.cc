@@ -204,11 +204,7 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
 absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Trajectory& trajectory,
                                            int64_t t, const at::Tensor& conditions,
                                            double guidance) {
-  const NoiseSchedule& schedule = denoiser.schedule();
   if (trajectory.timesteps.empty()) return absl::InvalidArgumentError("empty trajectory");
-  if (trajectory.states.size() != trajectory.timesteps.size()) {
-    return absl::FailedPreconditionError("the trajectory was sampled without keep_states");
-  }
   if (t < 0 || t > trajectory.timesteps.front()) {
     return absl::InvalidArgumentError(absl::StrCat("t: timestep ", t,
                                                    " is outside the sampled range [0, ",
@@ -216,19 +212,44 @@ absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Traje
   }
   size_t source = 0;
   for (size_t i = 0; i < trajectory.timesteps.size(); ++i) {
-    if (trajectory.timesteps[i] == t) return trajectory.states[i];
-    if (trajectory.timesteps[i] > t) source = i;
+    if (trajectory.timesteps[i] >= t) source = i;
   }
-  const at::Tensor& x = trajectory.states[source];
-  const int64_t from = trajectory.timesteps[source];
+  return DeterministicStateAt(denoiser, trajectory, source, t, conditions, guidance);
+}
+
+absl::StatusOr<at::Tensor> DeterministicStateAt(const Denoiser& denoiser,
+                                                const Trajectory& trajectory, size_t from,
+                                                int64_t t, const at::Tensor& conditions,
+                                                double guidance) {
+  const NoiseSchedule& schedule = denoiser.schedule();
+  if (trajectory.states.size() != trajectory.timesteps.size()) {
+    return absl::FailedPreconditionError("the trajectory was sampled without keep_states");
+  }
+  if (from >= trajectory.timesteps.size() || t < 0 || trajectory.timesteps[from] < t) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no sampling step at or above timestep ", t, " to start from"));
+  }
+  // The timesteps to visit after `from`: later grid steps above t, then t.
+  std::vector<int64_t> targets;
+  for (size_t i = from + 1; i < trajectory.timesteps.size() && trajectory.timesteps[i] > t; ++i) {
+    targets.push_back(trajectory.timesteps[i]);
+  }
+  if (trajectory.timesteps[from] != t) targets.push_back(t);
+  at::Tensor x = trajectory.states[from];
+  int64_t current = trajectory.timesteps[from];
+  if (targets.empty()) return x;
   ASSIGN_OR_RETURN(const at::Tensor prepared, denoiser.PrepareConditions(conditions, x.size(0)));
   at::NoGradGuard no_grad;
   try {
-    at::Tensor steps =
-        at::full({x.size(0)}, from, at::TensorOptions().dtype(at::kLong).device(x.device()));
-    at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, prepared, guidance);
-    at::Tensor x0 = (x - schedule.sigma(from) * epsilon) / schedule.sqrt_alpha_bar(from);
-    return schedule.sqrt_alpha_bar(t) * x0 + schedule.sigma(t) * epsilon;
+    for (int64_t target : targets) {
+      at::Tensor steps =
+          at::full({x.size(0)}, current, at::TensorOptions().dtype(at::kLong).device(x.device()));
+      at::Tensor epsilon = denoiser.GuidedEpsilon(x, steps, prepared, guidance);
+      at::Tensor x0 = (x - schedule.sigma(current) * epsilon) / schedule.sqrt_alpha_bar(current);
+      x = schedule.sqrt_alpha_bar(target) * x0 + schedule.sigma(target) * epsilon;
+      current = target;
+    }
+    return x;
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInternal, "network call failed", e);
   }

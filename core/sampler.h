@@ -115,6 +115,18 @@ absl::StatusOr<at::Tensor> StateAtTimestep(const Denoiser& denoiser, const Traje
                                            int64_t t, const at::Tensor& conditions,
                                            double guidance);
 
+// x at training timestep t reached from the stored state of step `from` (an
+// index into trajectory.timesteps, whose timestep is at or above t) by
+// deterministic DDIM moves at guidance `guidance`: one move to each later
+// sampling timestep above t, then one to t (none when t is that step's own).
+// A move costs one network evaluation per sample (two rows when guided).
+// StateAtTimestep is the case `from` = the last step at or above t.
+// INVALID_ARGUMENT for a `from` outside the trajectory or below t.
+absl::StatusOr<at::Tensor> DeterministicStateAt(const Denoiser& denoiser,
+                                                const Trajectory& trajectory, size_t from,
+                                                int64_t t, const at::Tensor& conditions,
+                                                double guidance);
+
 }  // namespace memaudit
 
 #endif  // MEMAUDIT_CORE_SAMPLER_H_

@@ -99,4 +99,17 @@ int64_t NoiseSchedule::LargestTimestepBelowSigma(double max_sigma) const {
   return 0;
 }
 
+int64_t NoiseSchedule::TimestepNearestSigma(double target) const {
+  int64_t best = 0;
+  double best_distance = std::abs(std::log(sigma(0) / target));
+  for (int64_t t = 1; t < num_train_timesteps(); ++t) {
+    const double distance = std::abs(std::log(sigma(t) / target));
+    if (distance < best_distance) {
+      best = t;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
 }  // namespace memaudit

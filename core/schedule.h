@@ -34,6 +34,10 @@ class NoiseSchedule {
   // i.e. the largest t with σ_t < max_sigma; 0 if none.
   int64_t LargestTimestepBelowSigma(double max_sigma) const;
 
+  // The timestep whose σ_t is nearest `target` on a log scale (the smaller t
+  // on a tie). Precondition: target > 0.
+  int64_t TimestepNearestSigma(double target) const;
+
  private:
   explicit NoiseSchedule(std::vector<double> betas);
   std::vector<double> betas_;

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "sample_curvature.h"
 #include "test_util.h"
 
@@ -27,6 +29,37 @@ TEST(ReferenceSetTest, RatioSkipsDuplicatesOfTheNearestItem) {
   EXPECT_EQ(nn[1].multiplicity, 1);
   EXPECT_NEAR(nn[1].ratio, 1.0 / 3.0, 1e-6);
   EXPECT_FALSE(nn[1].is_copy());
+}
+
+// Values beyond the items' range are clamped before comparing: an
+// over-saturated copy (contrast stretched past the data's range, as strong
+// guidance produces) is judged by the image it shows. Inside the range
+// nothing changes.
+TEST(ReferenceSetTest, ComparesSamplesClampedToTheDataRange) {
+  // Items in [-1, 1]: a "digit" repeated twice and two others.
+  at::Tensor items = at::tensor({-1.0, 1.0, -1.0, 1.0,  //
+                                 -1.0, 1.0, -1.0, 1.0,  //
+                                 1.0, -1.0, 0.0, 0.0,   //
+                                 0.0, 0.0, 1.0, -1.0},
+                                at::kFloat)
+                         .view({4, 4});
+  auto set = ReferenceSet::FromTensor(items);
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->min_value(), -1.0);
+  EXPECT_EQ(set->max_value(), 1.0);
+  // The copy stretched 2.5x: unclamped it would be 3.0 from the item
+  // (ratio 0.49, not a copy); clamped it is the item.
+  at::Tensor stretched = 2.5 * items.narrow(0, 0, 1);
+  NearestNeighbor over = set->Nearest(stretched)[0];
+  EXPECT_EQ(over.index, 0);
+  EXPECT_NEAR(over.d1, 0.0, 1e-9);
+  EXPECT_TRUE(over.is_copy());
+  EXPECT_EQ(over.multiplicity, 2);
+  // Inside the range the distances are the plain ones.
+  at::Tensor inside = at::tensor({-0.5, 0.5, -0.5, 0.5}, at::kFloat).view({1, 4});
+  NearestNeighbor plain = set->Nearest(inside)[0];
+  EXPECT_NEAR(plain.d1, 1.0, 1e-6);
+  EXPECT_NEAR(plain.d2, std::sqrt(2.25 + 2.25 + 0.25 + 0.25), 1e-6);
 }
 
 TEST(ReferenceSetTest, SaveLoadRoundTripAndShapeCheck) {

@@ -188,7 +188,8 @@ TEST(SamplerTest, ObservedEpsilonsAreTheNetworksAtEachState) {
 
 // For a point mass, DDIM (η = 0) is exact at every timestep:
 // x_t = √ᾱ_t·μ + σ_t·(x_T − √ᾱ_T·μ)/σ_T. So states off the sampling grid
-// (one DDIM move from a stored state) are checkable.
+// (one DDIM move from a stored state) are checkable, and so are the states
+// DeterministicStateAt reaches from an earlier step through the grid.
 TEST(SamplerTest, StateAtTimestepOnAndOffTheGrid) {
   ScratchDir dir;
   const at::Tensor mu = at::tensor({0.7, -0.4, 1.1}, at::kDouble);
@@ -210,6 +211,21 @@ TEST(SamplerTest, StateAtTimestepOnAndOffTheGrid) {
     EXPECT_TRUE(at::allclose(*x, expected, 1e-7, 1e-7)) << "t=" << t;
   }
   EXPECT_FALSE(StateAtTimestep(denoiser, *trajectory, 950, at::Tensor(), 1.0).ok());
+
+  for (size_t from : {0, 3, 7}) {
+    auto x = DeterministicStateAt(denoiser, *trajectory, from, 137, at::Tensor(), 1.0);
+    ASSERT_TRUE(x.ok()) << x.status();
+    EXPECT_TRUE(at::allclose(*x, s.sqrt_alpha_bar(137) * mu + s.sigma(137) * z, 1e-7, 1e-7))
+        << "from step " << from;
+  }
+  auto on_grid = DeterministicStateAt(denoiser, *trajectory, 2, 700, at::Tensor(), 1.0);
+  ASSERT_TRUE(on_grid.ok());
+  EXPECT_TRUE(at::allclose(*on_grid, trajectory->states[2]));
+  // From a step below t, or past the trajectory: refused.
+  EXPECT_EQ(DeterministicStateAt(denoiser, *trajectory, 9, 137, at::Tensor(), 1.0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DeterministicStateAt(denoiser, *trajectory, 10, 0, at::Tensor(), 1.0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SamplerTest, FirstStepBelowSigma) {

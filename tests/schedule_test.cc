@@ -73,6 +73,37 @@ TEST(ScheduleTest, LargestTimestepBelowSigma) {
   EXPECT_GE(schedule->sigma(t + 1), 0.1);
 }
 
+// The evaluation noise level lands on the same σ whatever the schedule: on
+// each, no other timestep's σ_t is nearer the target (log scale), and the
+// chosen one is within one step's change of σ.
+TEST(ScheduleTest, TimestepNearestSigmaOnEverySchedule) {
+  for (auto kind :
+       {v1::NoiseSchedule::LINEAR, v1::NoiseSchedule::SCALED_LINEAR, v1::NoiseSchedule::COSINE}) {
+    v1::NoiseSchedule config = Config(kind);
+    if (kind == v1::NoiseSchedule::SCALED_LINEAR) {
+      config.set_beta_start(0.00085);
+      config.set_beta_end(0.012);
+    }
+    auto schedule = NoiseSchedule::Create(config);
+    ASSERT_TRUE(schedule.ok());
+    for (double target : {0.08, 0.3}) {
+      const int64_t t = schedule->TimestepNearestSigma(target);
+      const double chosen = std::abs(std::log(schedule->sigma(t) / target));
+      for (int64_t u = 0; u < schedule->num_train_timesteps(); ++u) {
+        ASSERT_GE(std::abs(std::log(schedule->sigma(u) / target)), chosen) << kind << " " << u;
+      }
+      EXPECT_LT(chosen, 0.1) << kind;
+    }
+  }
+  // Linear, 1,000 steps: σ_20 = 0.0794 is the nearest to 0.08 (the default
+  // evaluation step of 50 DDIM steps, where the verdict was derived).
+  auto linear = NoiseSchedule::Create(Config(v1::NoiseSchedule::LINEAR));
+  EXPECT_EQ(linear->TimestepNearestSigma(0.08), 20);
+  // A target beyond the schedule's range takes its end.
+  EXPECT_EQ(linear->TimestepNearestSigma(1e-6), 0);
+  EXPECT_EQ(linear->TimestepNearestSigma(10.0), linear->num_train_timesteps() - 1);
+}
+
 TEST(ScheduleTest, RejectsBadConfigsNamingTheField) {
   v1::NoiseSchedule config = Config(v1::NoiseSchedule::LINEAR);
   config.set_num_train_timesteps(0);

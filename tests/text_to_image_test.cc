@@ -377,7 +377,8 @@ TEST(TextToImageTest, BadLatentConfigurationsNameTheFieldOrFile) {
   }
 }
 
-// A reference set of images: truth decodes each sample and compares images.
+// A reference set of images: truth decodes each sample and compares images
+// (clamped to the reference's value range, as saved images are).
 TEST(TextToImageTest, TruthAgainstImagesDecodesTheSamples) {
   ScratchDir dir;
   const std::string model = WriteTextModel(dir.path(), LatentConfig());
@@ -399,7 +400,9 @@ TEST(TextToImageTest, TruthAgainstImagesDecodesTheSamples) {
     ASSERT_TRUE(sample.truth.has_value());
     auto image = (*checkpoint)->latent_decoder()->Decode(sample.sample.unsqueeze(0));
     ASSERT_TRUE(image.ok());
-    const at::Tensor distances = (reference->items().flatten(1) - image->flatten(1)).norm(2, 1);
+    const at::Tensor shown = image->clamp(reference->min_value(), reference->max_value());
+    ASSERT_FALSE(at::equal(shown, *image));  // the clamp is exercised
+    const at::Tensor distances = (reference->items().flatten(1) - shown.flatten(1)).norm(2, 1);
     EXPECT_EQ(sample.truth->index, distances.argmin().item<int64_t>());
     EXPECT_NEAR(sample.truth->d1, distances.min().item<double>(), 1e-4);
   }

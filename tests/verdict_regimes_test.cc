@@ -1,6 +1,8 @@
 // The default verdict against nearest-neighbour truth, one CI-sized check
 // per regime of the verdict zoo (docs/VERDICTS.md): an exact mixture saved
-// from Python in float64, and the committed MNIST U-Net. (The trained
+// from Python in float64, the committed MNIST U-Net up to Stable
+// Diffusion's default guidance 7.5, and a U-Net trained with Stable
+// Diffusion's scaled-linear schedule sampled as SD samples. (The trained
 // low-dimensional MLP is checked in toy_experiment_test.) No threshold was
 // read from these seeds: the default thresholds are derived, not fitted
 // (docs/VERDICTS.md), and the zoo runs use seeds from 1000.
@@ -13,6 +15,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "arnoldi.h"
@@ -29,6 +33,20 @@ std::vector<uint64_t> Seeds(uint64_t first, int count) {
   std::vector<uint64_t> seeds(count);
   for (int i = 0; i < count; ++i) seeds[i] = first + i;
   return seeds;
+}
+
+// A committed checkpoint (checkpoints/NAME, 1×28×28, no verdict policy) and
+// its reference set; ASSERTs inside, so call it through ASSERT_NO_FATAL_FAILURE.
+void LoadCommitted(const std::string& name, std::shared_ptr<const Checkpoint>* checkpoint,
+                   std::optional<ReferenceSet>* reference) {
+  const std::string directory = std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/" + name;
+  auto loaded = Checkpoint::Load(directory);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_FALSE((*loaded)->config().has_verdict_policy());
+  *checkpoint = *loaded;
+  auto items = ReferenceSet::Load(directory + "/reference.pt", {1, 28, 28});
+  ASSERT_TRUE(items.ok()) << items.status();
+  reference->emplace(*std::move(items));
 }
 
 // A diagonal Gaussian mixture with two point masses, written by Python's
@@ -71,17 +89,14 @@ TEST(VerdictRegimesTest, ExactMixtureSavedInFloat64) {
 
 // The committed MNIST U-Net (checkpoints/mnist39, C++-trained, no verdict
 // policy): its 9s copy the training 9 duplicated 100 times, its 3s are
-// novel. Default guidance and guidance 5.
+// novel. Default guidance, the replication's 5 and Stable Diffusion's 7.5.
 TEST(VerdictRegimesTest, TrainedMnistUNet) {
-  const std::string directory = std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/mnist39";
-  auto checkpoint = Checkpoint::Load(directory);
-  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
-  ASSERT_FALSE((*checkpoint)->config().has_verdict_policy());
-  auto reference = ReferenceSet::Load(directory + "/reference.pt", {1, 28, 28});
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  Denoiser denoiser(*checkpoint);
+  std::shared_ptr<const Checkpoint> checkpoint;
+  std::optional<ReferenceSet> reference;
+  ASSERT_NO_FATAL_FAILURE(LoadCommitted("mnist39", &checkpoint, &reference));
+  Denoiser denoiser(checkpoint);
   std::vector<SampleCurvature> all;
-  for (double guidance : {1.0, 5.0}) {
+  for (double guidance : {1.0, 5.0, 7.5}) {
     SampleCurvatureOptions options;
     options.sampler.guidance = guidance;
     for (int64_t digit : {9, 3}) {
@@ -95,10 +110,70 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
     SCOPED_TRACE(use_reference ? "with reference" : "without reference");
     const testing::VerdictRates rates =
         testing::CountVerdicts(all, v1::VerdictPolicy(), use_reference ? &*reference : nullptr);
-    ASSERT_GE(rates.copies, 4);
-    ASSERT_GE(rates.others, 8);
+    ASSERT_GE(rates.copies, 6);
+    ASSERT_GE(rates.others, 12);
     EXPECT_GE(rates.tpr(), 0.9);
     EXPECT_EQ(rates.flagged_others, 0);
+  }
+}
+
+// checkpoints/unet_classes_sd: a class-conditional U-Net trained (in
+// Python, bench/zoo) with Stable Diffusion's scaled-linear schedule (β
+// 0.00085–0.012) and classifier-free dropout; class 1 is one digit ×100,
+// class 0 1,500 distinct digits. Sampled as Stable Diffusion samples:
+// steps_offset 1 (so the last step is t = 1), DDIM, guidance 1 and 7.5.
+// Before the σ = 0.08 evaluation level and the peak centring, every copy
+// here was PARTIAL at both guidances and the release gate passed the model.
+//
+// What is asserted is what the zoo measured on other seeds (docs/VERDICTS.md):
+// the memorized class is MEMORIZED without a reference set at both
+// guidances (the gate), every copy at guidance 1 is MEMORIZED, and no
+// sample of the generalizing class is flagged. Not asserted, because the
+// zoo does not support it: per-sample TPR ≥ 0.9 at 7.5 (22 of 32 there;
+// guided copies that overshoot their item sit on wider peaks), and that no
+// class-1 sample off the training data is flagged — the model sometimes
+// puts a sharp peak where no training item is (1 of 32 zoo samples at
+// guidance 1; here seed 7002), which the curvature cannot tell from a copy.
+TEST(VerdictRegimesTest, ScaledLinearScheduleAtStableDiffusionSettings) {
+  std::shared_ptr<const Checkpoint> checkpoint;
+  std::optional<ReferenceSet> reference;
+  ASSERT_NO_FATAL_FAILURE(LoadCommitted("unet_classes_sd", &checkpoint, &reference));
+  Denoiser denoiser(checkpoint);
+  const ResolvedPolicy no_reference = ResolvePolicy(v1::VerdictPolicy(), nullptr);
+  const ResolvedPolicy with_reference = ResolvePolicy(v1::VerdictPolicy(), &*reference);
+  for (double guidance : {1.0, 7.5}) {
+    SCOPED_TRACE(absl::StrCat("guidance ", guidance));
+    SampleCurvatureOptions options;
+    options.sampler.guidance = guidance;
+    options.sampler.steps_offset = 1;
+    for (int64_t label : {1, 0}) {
+      SCOPED_TRACE(absl::StrCat("class ", label));
+      auto measured = MeasureSamples(denoiser, Seeds(7000, 4), at::full({4}, label, at::kLong),
+                                     options, &*reference);
+      ASSERT_TRUE(measured.ok()) << measured.status();
+      // The evaluation point is the σ = 0.08 level, not the last step (t = 1).
+      EXPECT_NEAR(measured->front().spectra.front().sigma, kDefaultEvaluationSigma, 0.004);
+      int64_t memorized = 0, flagged = 0, copies = 0, copies_memorized = 0;
+      for (const SampleCurvature& sample : *measured) {
+        const SpectrumSummary& summary = sample.spectra.front().summary;
+        const Verdict alone = JudgeSample(summary, no_reference);
+        const Verdict with = JudgeSample(summary, with_reference, &*sample.truth);
+        memorized += alone == Verdict::kMemorized;
+        flagged += alone != Verdict::kNotMemorized || with != Verdict::kNotMemorized;
+        if (sample.truth->is_copy() && sample.truth->multiplicity > 1) {
+          ++copies;
+          copies_memorized += alone == Verdict::kMemorized && with == Verdict::kMemorized;
+        }
+      }
+      if (label == 1) {
+        // What a release gate with --fail-on memorized sees.
+        EXPECT_EQ(JudgeCondition(memorized, 0, 4, no_reference), Verdict::kMemorized);
+        ASSERT_GE(copies, 3);
+        if (guidance == 1.0) EXPECT_EQ(copies_memorized, copies);
+      } else {
+        EXPECT_EQ(flagged, 0);
+      }
+    }
   }
 }
 
@@ -115,12 +190,10 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
 // default product and subspace (the retained transpose, 3k) give the verdicts
 // the earlier ones (JVPs, max(2k + 1, k + 16)) gave.
 TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
-  const std::string directory = std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/mnist39";
-  auto checkpoint = Checkpoint::Load(directory);
-  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
-  auto reference = ReferenceSet::Load(directory + "/reference.pt", {1, 28, 28});
-  ASSERT_TRUE(reference.ok()) << reference.status();
-  Denoiser denoiser(*checkpoint);
+  std::shared_ptr<const Checkpoint> checkpoint;
+  std::optional<ReferenceSet> reference;
+  ASSERT_NO_FATAL_FAILURE(LoadCommitted("mnist39", &checkpoint, &reference));
+  Denoiser denoiser(checkpoint);
   SampleCurvatureOptions dense, matrix_free, tight, as_before;
   dense.method = SpectrumMethod::kDense;
   matrix_free.method = SpectrumMethod::kArnoldi;

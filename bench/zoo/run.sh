@@ -18,7 +18,10 @@ TOY=$ROOT/build/tools/toy/memaudit-toy
 scripts/setup.sh >/dev/null
 scripts/build.sh
 scripts/fetch_mnist.sh
-mkdir -p "$ZOO/results"
+# Results are cached per evaluation rule: a change of the default
+# measurement (here: σ = 0.08 and peak centring, 2026-12) starts a new folder.
+RESULTS="$ZOO/results-2026-12"
+mkdir -p "$RESULTS"
 
 have() { [[ -f "$ZOO/$1/model.pt" ]]; }
 echo "== building the zoo in $ZOO (models already there are kept)"
@@ -37,14 +40,20 @@ have unet_uncond || $TRAIN unet --out "$ZOO" --name unet_uncond --kind unconditi
   --steps 6000
 have unet_classes_v_cosine || $TRAIN unet --out "$ZOO" --name unet_classes_v_cosine \
   --kind classes --prediction v_prediction --schedule cosine --steps 2000
+have textmnist || cp -r checkpoints/textmnist "$ZOO/textmnist"
+if ! have unet_classes_sd; then
+  # Stable Diffusion's scaled-linear schedule, committed
+  # (checkpoints/unet_classes_sd/README.md has the command that made it).
+  cp -r checkpoints/unet_classes_sd "$ZOO/unet_classes_sd"
+fi
 
-echo "== measuring (seeds from 1000; one JSON line per sample in $ZOO/results)"
+echo "== measuring (seeds from 1000; one JSON line per sample in $RESULTS)"
 run() {  # run NAME OUTPUT [eval options...]
   local name=$1 out=$2
   shift 2
-  if [[ ! -s "$ZOO/results/$out.jsonl" ]]; then
-    "$EVAL" --model "$ZOO/$name" "$@" > "$ZOO/results/$out.jsonl.tmp"
-    mv "$ZOO/results/$out.jsonl.tmp" "$ZOO/results/$out.jsonl"
+  if [[ ! -s "$RESULTS/$out.jsonl" ]]; then
+    "$EVAL" --model "$ZOO/$name" "$@" > "$RESULTS/$out.jsonl.tmp"
+    mv "$RESULTS/$out.jsonl.tmp" "$RESULTS/$out.jsonl"
   fi
 }
 run gmm16 gmm16 --samples 64
@@ -58,5 +67,28 @@ run unet_classes_eps unet_classes_eps_ddpm --class 0 --class 1 --class 2 --sampl
 run unet_uncond unet_uncond --samples 64
 run unet_classes_v_cosine unet_classes_v_cosine --class 0 --class 1 --class 2 --samples 16
 
-echo "== the zoo table"
-$PY bench/zoo/summarize.py "$ZOO"/results/*.jsonl | tee "$ZOO/results/table.md"
+# Stable Diffusion's settings: every trained class-conditional U-Net at
+# guidance 1, 3 and 7.5 with DDIM and DDPM (50 steps each), at least 30
+# copies per row (32 samples of the memorized class); the scaled-linear
+# model with steps_offset 1, as SD samples.
+for w in 1 3 7.5; do
+  for s in ddim ddpm; do
+    run mnist39 "sd_mnist39_${s}_w$w" --class 9 --class 3 --samples 40 --sampler $s --guidance $w
+    run unet_classes_eps "sd_unet_classes_eps_${s}_w$w" --class 1 --class 0 --class 2 \
+      --samples 32 --sampler $s --guidance $w
+    run unet_classes_sd "sd_unet_classes_sd_${s}_w$w" --class 1 --class 0 --class 2 \
+      --samples 32 --sampler $s --guidance $w --steps-offset 1
+  done
+done
+# The text-conditioned model by prompt (checkpoints/textmnist: 10 memorized
+# prompts, 30 others), 4 generations each, at the replication's guidance 5
+# and at 7.5.
+/usr/bin/python3 -c 'import json,sys; [print(json.loads(l)["prompt"]) for l in sys.stdin]' \
+  < checkpoints/textmnist/prompts/eval.jsonl > "$RESULTS/textmnist_prompts.txt"
+for w in 5 7.5; do
+  run textmnist "sd_textmnist_ddim_w$w" --prompts "$RESULTS/textmnist_prompts.txt" \
+    --samples 4 --guidance $w
+done
+
+echo "== the zoo table (copies per model, sampler and guidance w)"
+$PY bench/zoo/summarize.py "$RESULTS"/*.jsonl | tee "$RESULTS/table.md"

@@ -3,9 +3,11 @@
 
   summarize.py RESULTS.jsonl [...]  [--markdown]
 
-Per model (and sampler): the sample count, how many are copies by the
+Per model, sampler and guidance: the sample count, how many are copies by the
 nearest-neighbour ratio test (d1/d2 < 1/3) of an item the training data
-repeats, how many are "ambiguous" (d1/d2 < 1/3 to an item that appears once:
+repeats (the test is taken on the images as a pipeline saves them, clamped
+to the training data's value range: a guided sample whose pixels overshoot
+[-1, 1] is compared as it would be shown), how many are "ambiguous" (d1/d2 < 1/3 to an item that appears once:
 in low dimension the ratio test fires by chance, with probability about
 (1/3)^d for a sample among dense data, 11% in 2-D; they count as neither
 class), the default verdict's TPR and
@@ -82,8 +84,21 @@ def old_default(row):
     return "MEMORIZED" if row["positive"] == 0 and width < 0.1 * row["data_scale"] else "-"
 
 
+def is_copy(row):
+    return row.get("clamped_copy", row["truth_copy"])
+
+
+def multiplicity(row):
+    return row.get("clamped_multiplicity", row["multiplicity"])
+
+
+def span(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return f"{min(values):.2f}–{max(values):.2f}" if values else "-"
+
+
 def rate(rows, verdict_key, truth):
-    group = [r for r in rows if r["truth_copy"] == truth]
+    group = [r for r in rows if is_copy(r) == truth]
     if not group:
         return None, 0
     judge = old_default if verdict_key == "old" else (lambda r: r[verdict_key])
@@ -104,18 +119,22 @@ def main():
             for line in f:
                 if line.strip():
                     row = json.loads(line)
-                    models.setdefault((row["model"], row["sampler"]), []).append(row)
-    header = ["model", "sampler", "d", "n", "copies", "ambiguous",
+                    key = (row["model"], row["sampler"], row.get("guidance", 1.0))
+                    models.setdefault(key, []).append(row)
+    header = ["model", "sampler", "w", "t", "σ", "d", "n", "copies", "ambiguous",
               "TPR ref", "FPR ref", "TPR no-ref", "FPR no-ref", "partial(ref)",
-              "TPR old", "FPR old"]
+              "copies ρ", "copies r/gap", "TPR old", "FPR old"]
     header += ["AUC " + k for k in STATISTICS]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for (name, sampler), all_rows in models.items():
+    for (name, sampler, guidance), all_rows in models.items():
         add_label_free(all_rows)
-        ambiguous = [r for r in all_rows if r["truth_copy"] and r["multiplicity"] == 1]
-        rows = [r for r in all_rows if not (r["truth_copy"] and r["multiplicity"] == 1)]
-        copies = sum(r["truth_copy"] for r in rows)
+        ambiguous = [r for r in all_rows if is_copy(r) and multiplicity(r) == 1]
+        rows = [r for r in all_rows if not (is_copy(r) and multiplicity(r) == 1)]
+        copies = sum(is_copy(r) for r in rows)
+        copy_rows = [r for r in rows if is_copy(r)]
+        rho = span([value(r, "noise_radius") for r in copy_rows])
+        radius_gap = span([value(r, "radius") / r["gap"] for r in copy_rows])
         tpr_r, _ = rate(rows, "verdict_reference", True)
         fpr_r, _ = rate(rows, "verdict_reference", False)
         tpr_n, _ = rate(rows, "verdict_no_reference", True)
@@ -123,17 +142,47 @@ def main():
         partial = sum(r["verdict_reference"] == "PARTIAL" for r in rows)
         tpr_o, _ = rate(rows, "old", True)
         fpr_o, _ = rate(rows, "old", False)
-        cells = [name, sampler, str(rows[0]["dimension"]), str(len(rows)), str(copies),
+        cells = [name, sampler, f"{guidance:g}", str(rows[0]["t"]), f"{rows[0]['sigma']:.3f}",
+                 str(rows[0]["dimension"]), str(len(rows)), str(copies),
                  str(len(ambiguous)),
-                 fmt(tpr_r), fmt(fpr_r), fmt(tpr_n), fmt(fpr_n), str(partial),
+                 fmt(tpr_r), fmt(fpr_r), fmt(tpr_n), fmt(fpr_n), str(partial), rho, radius_gap,
                  fmt(tpr_o), fmt(fpr_o)]
         for stat, score in STATISTICS.items():
-            scored = [(score(r), r["truth_copy"]) for r in rows]
+            scored = [(score(r), is_copy(r)) for r in rows]
             if any(s is None for s, _ in scored):
                 cells.append("-")
                 continue
             cells.append(fmt(auc([s for s, c in scored if c], [s for s, c in scored if not c])))
         print("| " + " | ".join(cells) + " |")
+    condition_table(models)
+
+
+def condition_table(models):
+    """Per condition (class or prompt): MEMORIZED when at least half its
+    samples are (the service's default condition rule), PARTIAL when any is
+    flagged; its truth is "copying" when at least half its samples copy."""
+    print()
+    print("| model | sampler | w | conditions | copying | copying MEMORIZED | copying PARTIAL "
+          "| others MEMORIZED | others PARTIAL |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (name, sampler, guidance), rows in models.items():
+        groups = OrderedDict()
+        for r in rows:
+            groups.setdefault(r["condition"], []).append(r)
+        cells = {"copying": 0, "cm": 0, "cp": 0, "om": 0, "op": 0}
+        for members in groups.values():
+            copying = 2 * sum(is_copy(r) for r in members) >= len(members)
+            memorized = sum(r["verdict_reference"] == "MEMORIZED" for r in members)
+            partial = sum(r["verdict_reference"] == "PARTIAL" for r in members)
+            verdict = "M" if 2 * memorized >= len(members) else "P" if memorized + partial else "N"
+            prefix = "c" if copying else "o"
+            cells["copying"] += copying
+            if verdict == "M":
+                cells[prefix + "m"] += 1
+            elif verdict == "P":
+                cells[prefix + "p"] += 1
+        print(f"| {name} | {sampler} | {guidance:g} | {len(groups)} | {cells['copying']} | "
+              f"{cells['cm']} | {cells['cp']} | {cells['om']} | {cells['op']} |")
 
 
 if __name__ == "__main__":

@@ -6,16 +6,33 @@
 // metrics. bench/zoo/summarize.py turns the lines into the zoo table.
 //
 //   memaudit-zoo-eval --model DIR [--class K ...] [--samples N] [--seed S]
-//                     [--sampler ddim|ddpm] [--steps 50] [--kappas] > out.jsonl
+//                     [--sampler ddim|ddpm] [--steps 50] [--steps-offset 0]
+//                     [--guidance W] [--kappas] [--variant SPEC ...] > out.jsonl
+//
+// --variant adds, per sample, the spectrum at other evaluation points and of
+// other fields (the "variants" object of each line), for choosing the
+// default (docs/VERDICTS.md):
+//   grid        conditional score at the first sampling step with σ_t < 0.1
+//   cond@S      conditional score at the trajectory's state moved to the
+//               timestep whose σ_t is nearest S (DDIM, sampling guidance)
+//   guided@S    the guided field there
+//   mode@S      conditional score at the Tweedie step x + σ²·s_c(x) of
+//               the cond@S state (the centre of the peak it sits on)
+//   cont@H@S    conditional score at the state reached by deterministic
+//               conditional (guidance 1) DDIM steps from the first sampling
+//               step with σ_t < H down to the timestep nearest σ = S
 #include <ATen/ATen.h>
 
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "checkpoint.h"
 #include "denoiser.h"
 #include "early_metrics.h"
@@ -36,6 +53,38 @@ nlohmann::json Finite(double value) {
   return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
 }
 
+// One --variant: where the state comes from and which field is measured.
+struct Variant {
+  std::string name;
+  enum Kind { kGrid, kConditional, kGuided, kContinued, kMode } kind = kGrid;
+  double sigma = 0.0;       // evaluation σ target (not kGrid)
+  double from_sigma = 0.0;  // kContinued: start at the first step below this
+};
+
+absl::StatusOr<Variant> ParseVariant(const std::string& spec) {
+  Variant variant;
+  variant.name = spec;
+  const std::vector<std::string> parts = absl::StrSplit(spec, '@');
+  const auto number = [&](const std::string& text, double* value) {
+    return absl::SimpleAtod(text, value) && *value > 0;
+  };
+  if (parts.size() == 1 && parts[0] == "grid") return variant;
+  if (parts.size() == 2 && (parts[0] == "cond" || parts[0] == "guided" || parts[0] == "mode") &&
+      number(parts[1], &variant.sigma)) {
+    variant.kind = parts[0] == "cond"     ? Variant::kConditional
+                   : parts[0] == "guided" ? Variant::kGuided
+                                          : Variant::kMode;
+    return variant;
+  }
+  if (parts.size() == 3 && parts[0] == "cont" && number(parts[1], &variant.from_sigma) &&
+      number(parts[2], &variant.sigma)) {
+    variant.kind = Variant::kContinued;
+    return variant;
+  }
+  return absl::InvalidArgumentError("--variant \"" + spec +
+                                    "\": expected grid, cond@S, guided@S or cont@H@S");
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -50,6 +99,8 @@ int Main(int argc, char** argv) {
   app.add_option("--model", model_dir, "model directory")->required();
   app.add_option("--label", label, "name to print (default: the directory name)");
   app.add_option("--class", classes, "class labels to audit (CLASS_LABEL models)");
+  std::string prompt_file;
+  app.add_option("--prompts", prompt_file, "file of prompts, one per line (text-to-image models)");
   app.add_option("--samples", samples, "samples per condition")->capture_default_str();
   app.add_option("--seed", seed, "first seed (sample i uses seed + i)")->capture_default_str();
   app.add_option("--sampler", sampler)
@@ -57,7 +108,12 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--steps", steps, "sampling steps")->capture_default_str();
   app.add_option("--guidance", guidance)->capture_default_str();
+  int64_t steps_offset = 0;
+  std::vector<std::string> variant_specs;
+  app.add_option("--steps-offset", steps_offset, "leading spacing offset (Stable Diffusion: 1)")
+      ->capture_default_str();
   app.add_flag("--kappas", kappas, "include every normalized curvature κ_i");
+  app.add_option("--variant", variant_specs, "extra evaluation points/fields (see the header)");
   app.add_option("--threads", threads, "intra-op threads (0: all cores)");
   CLI11_PARSE(app, argc, argv);
   ConfigureTorchRuntime(threads);
@@ -78,22 +134,118 @@ int Main(int argc, char** argv) {
   options.sampler.kind = sampler == "ddpm" ? SamplerKind::kDdpm : SamplerKind::kDdim;
   options.sampler.num_steps = steps;
   options.sampler.guidance = guidance;
+  options.sampler.steps_offset = steps_offset;
+  std::vector<Variant> variants;
+  for (const std::string& spec : variant_specs) {
+    auto variant = ParseVariant(spec);
+    if (!variant.ok()) return Fail(variant.status());
+    variants.push_back(*variant);
+  }
   EarlyMetricOptions early;
   early.sampler = options.sampler;
   early.steps = 1;
 
   std::vector<int64_t> conditions = classes;
   const bool labelled = config.conditioning().kind() == v1::Conditioning::CLASS_LABEL;
-  if (!labelled) conditions = {-1};
+  std::vector<std::string> prompts;
+  at::Tensor embeddings;
+  if (!prompt_file.empty()) {
+    const TextEncoder* encoder = (*checkpoint)->text_encoder();
+    if (encoder == nullptr) return Fail(absl::InvalidArgumentError("--prompts: no text encoder"));
+    std::ifstream in(prompt_file);
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty()) prompts.push_back(line);
+    }
+    auto encoded = encoder->Encode(prompts);
+    if (!encoded.ok()) return Fail(encoded.status());
+    embeddings = *encoded;
+    conditions.clear();
+    for (size_t i = 0; i < prompts.size(); ++i) conditions.push_back(static_cast<int64_t>(i));
+  } else if (!labelled) {
+    conditions = {-1};
+  }
   for (int64_t condition : conditions) {
     std::vector<uint64_t> seeds(samples);
     for (int64_t i = 0; i < samples; ++i) seeds[i] = seed + static_cast<uint64_t>(i);
     at::Tensor labels;
     if (labelled) labels = at::full({samples}, condition, at::kLong);
+    if (embeddings.defined()) {
+      std::vector<int64_t> repeat(embeddings.dim(), 1);
+      repeat[0] = samples;
+      labels = embeddings.narrow(0, condition, 1).repeat(repeat);
+    }
     auto measured = MeasureSamples(denoiser, seeds, labels, options, &*reference);
     if (!measured.ok()) return Fail(measured.status());
     auto metrics = ComputeEarlyMetrics(denoiser, seeds, labels, early);
     if (!metrics.ok()) return Fail(metrics.status());
+    std::vector<nlohmann::json> variant_lines(samples, nlohmann::json::object());
+    if (!variants.empty()) {
+      auto prepared = denoiser.PrepareConditions(labels, samples);
+      if (!prepared.ok()) return Fail(prepared.status());
+      auto trajectory = SampleTrajectories(denoiser, seeds, *prepared, options.sampler);
+      if (!trajectory.ok()) return Fail(trajectory.status());
+      const NoiseSchedule& schedule = denoiser.schedule();
+      for (const Variant& variant : variants) {
+        int64_t t =
+            trajectory->timesteps[FirstStepBelowSigma(trajectory->timesteps, schedule, 0.1)];
+        absl::StatusOr<at::Tensor> x;
+        SampleCurvatureOptions variant_options = options;
+        if (variant.kind == Variant::kGrid) {
+          x = StateAtTimestep(denoiser, *trajectory, t, *prepared, guidance);
+        } else if (variant.kind == Variant::kContinued) {
+          t = std::min(schedule.TimestepNearestSigma(variant.sigma), trajectory->timesteps.front());
+          const size_t from =
+              FirstStepBelowSigma(trajectory->timesteps, schedule, variant.from_sigma);
+          x = trajectory->timesteps[from] >= t
+                  ? DeterministicStateAt(denoiser, *trajectory, from, t, *prepared, 1.0)
+                  : StateAtTimestep(denoiser, *trajectory, t, *prepared, 1.0);
+        } else {
+          t = std::min(schedule.TimestepNearestSigma(variant.sigma), trajectory->timesteps.front());
+          x = StateAtTimestep(denoiser, *trajectory, t, *prepared, guidance);
+          if (variant.kind == Variant::kGuided) variant_options.score_kind = ScoreKind::kGuided;
+          if (variant.kind == Variant::kMode && x.ok()) {
+            // The Tweedie step x + σ²·s_c(x) = √ᾱ·x̂0_c: the centre of the
+            // conditional peak the state sits on (exact for a point mass).
+            at::NoGradGuard no_grad;
+            const at::Tensor steps = at::full({samples}, t, at::kLong);
+            *x = *x - schedule.sigma(t) * denoiser.Epsilon(*x, steps, *prepared);
+          }
+        }
+        if (!x.ok()) return Fail(x.status());
+        auto spectra = SpectraAt(denoiser, *x, t, *prepared, variant_options);
+        if (!spectra.ok()) return Fail(spectra.status());
+        for (int64_t i = 0; i < samples; ++i) {
+          const Spectrum& spectrum = (*spectra)[i];
+          const SpectrumSummary& v = spectrum.summary;
+          const NearestNeighbor& truth = *(*measured)[i].truth;
+          nlohmann::json entry = {
+              {"t", t},
+              {"sigma", spectrum.sigma},
+              {"positive", v.positive_count},
+              {"max_kappa", v.max_kappa},
+              {"min_kappa", v.min_kappa},
+              {"radius", Finite(v.radius)},
+              {"noise_radius", Finite(v.noise_radius)},
+              {"verdict_reference", VerdictName(JudgeSample(v, with_reference, &truth))},
+              {"verdict_no_reference", VerdictName(JudgeSample(v, without_reference))},
+          };
+          if (kappas) {
+            std::vector<double> values;
+            for (const auto& lambda : spectrum.eigenvalues) {
+              values.push_back(spectrum.sigma * spectrum.sigma * lambda.real());
+            }
+            entry["kappas"] = values;
+          }
+          variant_lines[i][variant.name] = entry;
+        }
+      }
+    }
+    // Truth for the images as a pipeline saves them: clamped to the
+    // training data's value range (over-saturated guided samples).
+    std::vector<at::Tensor> finals;
+    for (const SampleCurvature& sample : *measured) finals.push_back(sample.sample);
+    const std::vector<NearestNeighbor> clamped_truth = reference->Nearest(at::stack(finals).clamp(
+        reference->items().min().item<double>(), reference->items().max().item<double>()));
     for (int64_t i = 0; i < samples; ++i) {
       const SampleCurvature& sample = (*measured)[i];
       const Spectrum& spectrum = sample.spectra.front();
@@ -102,8 +254,11 @@ int Main(int argc, char** argv) {
       nlohmann::json line = {
           {"model", label},
           {"condition", condition},
+          {"prompt", prompts.empty() ? std::string() : prompts[condition]},
           {"seed", sample.seed},
           {"sampler", sampler},
+          {"guidance", guidance},
+          {"steps_offset", steps_offset},
           {"t", spectrum.t},
           {"sigma", spectrum.sigma},
           {"sqrt_alpha_bar", spectrum.sqrt_alpha_bar},
@@ -122,6 +277,9 @@ int Main(int argc, char** argv) {
           {"truth_d1", truth.d1},
           {"truth_d2", truth.d2},
           {"truth_copy", truth.is_copy()},
+          {"clamped_ratio", clamped_truth[i].ratio},
+          {"clamped_copy", clamped_truth[i].is_copy()},
+          {"clamped_multiplicity", clamped_truth[i].multiplicity},
           {"multiplicity", truth.multiplicity},
           {"gap", truth.gap},
           {"noise_radius", Finite(s.noise_radius)},
@@ -136,6 +294,7 @@ int Main(int argc, char** argv) {
         line["hessian_score_squared"] = metrics->hessian_score_squared[i];
         line["hutchinson_trace"] = metrics->hutchinson_trace[i];
       }
+      if (!variants.empty()) line["variants"] = variant_lines[i];
       if (kappas) {
         std::vector<double> values;
         for (const auto& lambda : spectrum.eigenvalues) {

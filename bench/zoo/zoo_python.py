@@ -8,7 +8,8 @@ to float64, so loading them also checks that checkpoints load in the
 precision they were saved in).
 
   zoo_python.py unet --out DIR --name N --kind {classes,unconditional}
-                     [--prediction epsilon|v_prediction] [--schedule linear|cosine]
+                     [--prediction epsilon|v_prediction]
+                     [--schedule linear|scaled_linear|cosine]
                      [--steps S] [--seed K] [--digits MNIST_DIGITS_DIR]
   zoo_python.py gmm  --out DIR --name N --shape 16 | 4,64,64 [--seed K]
 
@@ -33,6 +34,9 @@ T = 1000
 def schedule_alpha_bars(kind):
     if kind == "linear":
         betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+    elif kind == "scaled_linear":
+        # Stable Diffusion's: betas linear in sqrt between 0.00085 and 0.012.
+        betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, T, dtype=torch.float64) ** 2
     elif kind == "cosine":
         s = 0.008
         f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
@@ -47,6 +51,9 @@ def schedule_block(kind):
     if kind == "linear":
         return ("noise_schedule {\n  kind: LINEAR\n  beta_start: 0.0001\n  beta_end: 0.02\n"
                 f"  num_train_timesteps: {T}\n}}\n")
+    if kind == "scaled_linear":
+        return ("noise_schedule {\n  kind: SCALED_LINEAR\n  beta_start: 0.00085\n"
+                f"  beta_end: 0.012\n  num_train_timesteps: {T}\n}}\n")
     return f"noise_schedule {{\n  kind: COSINE\n  num_train_timesteps: {T}\n}}\n"
 
 
@@ -280,7 +287,8 @@ def main():
     u.add_argument("--name", required=True)
     u.add_argument("--kind", choices=["classes", "unconditional"], required=True)
     u.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="epsilon")
-    u.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
+    u.add_argument("--schedule", choices=["linear", "scaled_linear", "cosine"],
+                   default="linear")
     u.add_argument("--steps", type=int, default=4000)
     u.add_argument("--batch", type=int, default=64)
     u.add_argument("--lr", type=float, default=2e-3)
