@@ -97,7 +97,7 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
   for (int64_t t : timesteps) {
     ASSIGN_OR_RETURN(at::Tensor x,
                      StateAtTimestep(denoiser, trajectory, t, prepared, options.sampler.guidance));
-    if (options.centre_on_peak) {
+    if (CentresGuidedStates(denoiser, options)) {
       RETURN_IF_ERROR(CheckStop(stop));
       ASSIGN_OR_RETURN(x, PeakCentre(denoiser, x, t, prepared, options));
     }
@@ -120,6 +120,19 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
 }
 
 }  // namespace
+
+bool CentresGuidedStates(const Denoiser& denoiser, const SampleCurvatureOptions& options) {
+  if (!options.centre_guided_states || !denoiser.checkpoint().conditional()) return false;
+  const double w = options.sampler.guidance;
+  switch (options.score_kind) {
+    case ScoreKind::kConditional:
+      return w != 1.0;
+    case ScoreKind::kUnconditional:
+      return w != 0.0;
+    default:  // the guided field is the sampled one; the difference is no score
+      return false;
+  }
+}
 
 absl::StatusOr<at::Tensor> PeakCentre(const Denoiser& denoiser, const at::Tensor& x, int64_t t,
                                       const at::Tensor& conditions,

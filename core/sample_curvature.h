@@ -43,16 +43,19 @@ struct SampleCurvatureOptions {
   SpectrumMethod method = SpectrumMethod::kAuto;
   int64_t max_dense_dimension = kDefaultMaxDenseDimension;
   ArnoldiOptions arnoldi;
-  // Measure at the centre of the peak the sample's state sits on rather than
-  // at the state itself: one Tweedie step x + σ_t²·s(x) = √ᾱ_t·E[x_0 | x_t]
-  // of the measured score (not for ScoreKind::kDifference, which is no
-  // density's score). Exact for a point mass; a no-op for the curvature of
-  // a Gaussian peak, whose Hessian is the same everywhere; for a trained
-  // network's peak, whose score saturates away from its centre, it undoes
-  // the flattening an off-centre state sees (guided samples overshoot their
-  // peak). docs/VERDICTS.md has the measurements. One network call per
-  // sample (two rows for a guided field).
-  bool centre_on_peak = true;
+  // When the sampler followed another field than the one measured (the
+  // guided field at guidance w ≠ 1, measured by the conditional score), take
+  // the spectrum at the centre of the peak the state sits on rather than at
+  // the state: one Tweedie step x + σ_t²·s(x) = √ᾱ_t·E[x_0 | x_t] of the
+  // measured score s. A guided state overshoots the conditional peak, and a
+  // trained network's score saturates away from a peak's centre, so the
+  // state sees the peak flatter than it is. When the sampled and measured
+  // fields are the same the state is already where that field puts its
+  // mass and is measured as it is (centring it there pulls near-copies into
+  // their item's peak: measured, docs/VERDICTS.md). Exact for a point mass;
+  // a no-op for a Gaussian peak, whose Hessian is the same everywhere. One
+  // network call per sample.
+  bool centre_guided_states = true;
   // Keep the state x_t at each evaluation step (SampleCurvature::points),
   // after centring.
   bool keep_points = false;
@@ -92,7 +95,12 @@ absl::StatusOr<std::vector<Spectrum>> SpectraAt(const Denoiser& denoiser, const 
                                                 const StopCheck& stop = {},
                                                 const MeasureProgress& progress = {});
 
-// The Tweedie step x + σ_t²·s(x) (see centre_on_peak) for states x
+// Whether MeasureSamples centres states (centre_guided_states): the model is
+// conditional and the measured field (options.score_kind) is not the one the
+// sampler followed (guidance options.sampler.guidance).
+bool CentresGuidedStates(const Denoiser& denoiser, const SampleCurvatureOptions& options);
+
+// The Tweedie step x + σ_t²·s(x) (see centre_guided_states) for states x
 // [B, *sample_shape] at timestep t of the field options.score_kind; x itself
 // for kDifference.
 absl::StatusOr<at::Tensor> PeakCentre(const Denoiser& denoiser, const at::Tensor& x, int64_t t,

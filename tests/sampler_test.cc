@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "sample_curvature.h"
 #include "test_util.h"
 
 namespace memaudit {
@@ -226,6 +227,56 @@ TEST(SamplerTest, StateAtTimestepOnAndOffTheGrid) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(DeterministicStateAt(denoiser, *trajectory, 10, 0, at::Tensor(), 1.0).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// PeakCentre is the Tweedie step x + σ²·s(x): for a point mass it lands on
+// the peak's centre √ᾱ·μ from anywhere; for a Gaussian of variance v it
+// moves x the fraction σ²/(ᾱv + σ²) of the way there.
+TEST(SamplerTest, PeakCentreIsTheTweedieStep) {
+  const at::Tensor mu = at::tensor({0.7, -0.4, 1.1}, at::kDouble);
+  const int64_t t = 20;
+  for (double variance : {0.0, 0.3}) {
+    ScratchDir dir;
+    auto checkpoint = testing::WriteAndLoadMixture(dir.path(), "g", SingleGaussian(mu, variance),
+                                                   v1::NoiseSchedule::LINEAR, v1::EPSILON);
+    Denoiser denoiser(checkpoint);
+    const NoiseSchedule& s = denoiser.schedule();
+    const double a = s.alpha_bar(t), var = 1.0 - a;
+    const at::Tensor x = at::randn({4, 3}, at::kDouble) + s.sqrt_alpha_bar(t) * mu;
+    auto centre = PeakCentre(denoiser, x, t, at::Tensor(), SampleCurvatureOptions{});
+    ASSERT_TRUE(centre.ok()) << centre.status();
+    const at::Tensor peak = s.sqrt_alpha_bar(t) * mu;
+    const at::Tensor expected = x + var / (a * variance + var) * (peak - x);
+    EXPECT_TRUE(at::allclose(*centre, expected, 1e-6, 1e-6)) << "variance " << variance;
+  }
+}
+
+// States are centred only where the sampler followed another field than the
+// measured one: a conditional score measured after guided sampling.
+TEST(SamplerTest, OnlyGuidedStatesAreCentred) {
+  ScratchDir dir;
+  auto conditional = testing::WriteAndLoadMixture(
+      dir.path(), "c", testing::PointMassAndBroadClasses(3, 2), v1::NoiseSchedule::LINEAR,
+      v1::EPSILON, at::kDouble, /*num_classes=*/2);
+  auto unconditional = testing::WriteAndLoadMixture(
+      dir.path(), "u", SingleGaussian(at::zeros({3}), 0.0), v1::NoiseSchedule::LINEAR, v1::EPSILON);
+  const Denoiser with_classes(conditional), without(unconditional);
+  const auto centres = [](const Denoiser& denoiser, ScoreKind kind, double guidance,
+                          bool enabled = true) {
+    SampleCurvatureOptions options;
+    options.score_kind = kind;
+    options.sampler.guidance = guidance;
+    options.centre_guided_states = enabled;
+    return CentresGuidedStates(denoiser, options);
+  };
+  EXPECT_FALSE(centres(with_classes, ScoreKind::kConditional, 1.0));
+  EXPECT_TRUE(centres(with_classes, ScoreKind::kConditional, 7.5));
+  EXPECT_FALSE(centres(with_classes, ScoreKind::kConditional, 7.5, /*enabled=*/false));
+  EXPECT_TRUE(centres(with_classes, ScoreKind::kUnconditional, 3.0));
+  EXPECT_FALSE(centres(with_classes, ScoreKind::kUnconditional, 0.0));
+  EXPECT_FALSE(centres(with_classes, ScoreKind::kGuided, 7.5));
+  EXPECT_FALSE(centres(with_classes, ScoreKind::kDifference, 7.5));
+  EXPECT_FALSE(centres(without, ScoreKind::kConditional, 7.5));
 }
 
 TEST(SamplerTest, FirstStepBelowSigma) {
