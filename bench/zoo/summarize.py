@@ -5,9 +5,9 @@
 
 Per model, sampler and guidance: the sample count, how many are copies by the
 nearest-neighbour ratio test (d1/d2 < 1/3) of an item the training data
-repeats (the test is taken on the images as a pipeline saves them, clamped
-to the training data's value range: a guided sample whose pixels overshoot
-[-1, 1] is compared as it would be shown), how many are "ambiguous" (d1/d2 < 1/3 to an item that appears once:
+repeats (ReferenceSet::Nearest takes the test on the images as a pipeline
+saves them, clamped to the training data's value range: a guided sample
+whose pixels overshoot [-1, 1] is compared as it would be shown), how many are "ambiguous" (d1/d2 < 1/3 to an item that appears once:
 in low dimension the ratio test fires by chance, with probability about
 (1/3)^d for a sample among dense data, 11% in 2-D; they count as neither
 class), the default verdict's TPR and
@@ -85,11 +85,11 @@ def old_default(row):
 
 
 def is_copy(row):
-    return row.get("clamped_copy", row["truth_copy"])
+    return row["truth_copy"]
 
 
 def multiplicity(row):
-    return row.get("clamped_multiplicity", row["multiplicity"])
+    return row["multiplicity"]
 
 
 def span(values):

@@ -204,11 +204,9 @@ int Main(int argc, char** argv) {
           x = StateAtTimestep(denoiser, *trajectory, t, *prepared, guidance);
           if (variant.kind == Variant::kGuided) variant_options.score_kind = ScoreKind::kGuided;
           if (variant.kind == Variant::kMode && x.ok()) {
-            // The Tweedie step x + σ²·s_c(x) = √ᾱ·x̂0_c: the centre of the
-            // conditional peak the state sits on (exact for a point mass).
-            at::NoGradGuard no_grad;
-            const at::Tensor steps = at::full({samples}, t, at::kLong);
-            *x = *x - schedule.sigma(t) * denoiser.Epsilon(*x, steps, *prepared);
+            // The Tweedie step to the centre of the conditional peak,
+            // whatever the guidance (the default centres guided states only).
+            x = PeakCentre(denoiser, *x, t, *prepared, options);
           }
         }
         if (!x.ok()) return Fail(x.status());
@@ -240,12 +238,6 @@ int Main(int argc, char** argv) {
         }
       }
     }
-    // Truth for the images as a pipeline saves them: clamped to the
-    // training data's value range (over-saturated guided samples).
-    std::vector<at::Tensor> finals;
-    for (const SampleCurvature& sample : *measured) finals.push_back(sample.sample);
-    const std::vector<NearestNeighbor> clamped_truth = reference->Nearest(at::stack(finals).clamp(
-        reference->items().min().item<double>(), reference->items().max().item<double>()));
     for (int64_t i = 0; i < samples; ++i) {
       const SampleCurvature& sample = (*measured)[i];
       const Spectrum& spectrum = sample.spectra.front();
@@ -277,9 +269,6 @@ int Main(int argc, char** argv) {
           {"truth_d1", truth.d1},
           {"truth_d2", truth.d2},
           {"truth_copy", truth.is_copy()},
-          {"clamped_ratio", clamped_truth[i].ratio},
-          {"clamped_copy", clamped_truth[i].is_copy()},
-          {"clamped_multiplicity", clamped_truth[i].multiplicity},
           {"multiplicity", truth.multiplicity},
           {"gap", truth.gap},
           {"noise_radius", Finite(s.noise_radius)},
