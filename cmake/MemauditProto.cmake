@@ -2,7 +2,7 @@
 #
 # Runs protoc (and grpc_cpp_plugin with GRPC) explicitly. CMake 3.25's
 # protobuf_generate() places outputs unpredictably and cannot read protos from
-# /usr/share/grpc-proto, so the commands are spelled out here. PROTOS are
+# third_party/grpc-proto, so the commands are spelled out here. PROTOS are
 # relative to ROOT (default ${CMAKE_SOURCE_DIR}/proto); outputs land under
 # ${CMAKE_BINARY_DIR}/proto with the same relative paths.
 find_program(PROTOC_EXECUTABLE protoc REQUIRED)

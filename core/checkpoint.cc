@@ -1,6 +1,7 @@
 #include "checkpoint.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/cuda.h>
 
 #include <filesystem>
@@ -176,7 +177,7 @@ absl::Status Checkpoint::Probe() {
   }
   at::Tensor out;
   try {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     out = Forward(x, t, condition);
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInvalidArgument,
@@ -233,7 +234,7 @@ at::Tensor Checkpoint::Forward(const at::Tensor& x, const at::Tensor& t,
   std::vector<c10::IValue> inputs{x, t};
   if (conditional()) inputs.emplace_back(condition);
   at::Tensor out = module_.forward(std::move(inputs)).toTensor();
-  if (forward_observer_) forward_observer_(x.size(0), at::GradMode::is_enabled());
+  if (forward_observer_) forward_observer_(x.size(0), c10::GradMode::is_enabled());
   // Only a floating output is brought to the model's precision: an integer
   // one stays as it is, so that the load probe can refuse it.
   if (out.scalar_type() == dtype_ || !at::isFloatingType(out.scalar_type())) return out;

@@ -1,6 +1,7 @@
 #include "curvature.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/forward_grad.h>
 
@@ -61,7 +62,7 @@ absl::StatusOr<at::Tensor> Vjp(const Field& field, const at::Tensor& x, const at
                                const at::Tensor& v) {
   RETURN_IF_ERROR(CheckSameShape(x, v, "v"));
   try {
-    at::AutoGradMode grad_mode(true);
+    c10::AutoGradMode grad_mode(true);
     at::Tensor input = x.detach().requires_grad_(true);
     at::Tensor out = field(input, rows);
     return torch::autograd::grad({out}, {input}, {v.to(out.scalar_type())})[0];
@@ -77,7 +78,7 @@ bool IsMissingBackward(const absl::Status& status) {
 absl::StatusOr<RetainedVjp> RetainedVjp::Create(const Field& field, const at::Tensor& x,
                                                 const at::Tensor& rows) {
   try {
-    at::AutoGradMode grad_mode(true);
+    c10::AutoGradMode grad_mode(true);
     at::Tensor input = x.detach().requires_grad_(true);
     at::Tensor output = field(input, rows);
     if (!output.requires_grad()) {
@@ -93,7 +94,7 @@ absl::StatusOr<RetainedVjp> RetainedVjp::Create(const Field& field, const at::Te
 absl::StatusOr<at::Tensor> RetainedVjp::Apply(const at::Tensor& v) const {
   RETURN_IF_ERROR(CheckSameShape(input_, v, "v"));
   try {
-    at::AutoGradMode grad_mode(true);
+    c10::AutoGradMode grad_mode(true);
     return torch::autograd::grad({output_}, {input_}, {v.to(output_.scalar_type())},
                                  /*retain_graph=*/true)[0];
   } catch (const std::exception& e) {
@@ -113,7 +114,7 @@ absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at
   if (mode != JvpMode::kDoubleBackward) {
     at::Tensor tangent;
     try {
-      at::AutoGradMode grad_mode(true);
+      c10::AutoGradMode grad_mode(true);
       tangent = ForwardModeJvp(field, x, rows, v);
     } catch (const std::exception& e) {
       // An op without a forward-AD formula, or a dual-tensor restriction
@@ -133,7 +134,7 @@ absl::StatusOr<at::Tensor> Jvp(const Field& field, const at::Tensor& x, const at
   }
   if (forward_lock.owns_lock()) forward_lock.unlock();
   try {
-    at::AutoGradMode grad_mode(true);
+    c10::AutoGradMode grad_mode(true);
     at::Tensor tangent = DoubleBackwardJvp(field, x, rows, v);
     if (mode_used) *mode_used = JvpMode::kDoubleBackward;
     return tangent;
@@ -160,7 +161,7 @@ absl::StatusOr<at::Tensor> DenseJacobians(const Field& field, const at::Tensor& 
   const at::Tensor detached = x.detach();
   const at::Tensor sample_rows = rows.to(x.device());
   try {
-    at::AutoGradMode grad_mode(true);
+    c10::AutoGradMode grad_mode(true);
     for (int64_t start = 0; start < total; start += options.chunk_rows) {
       RETURN_IF_ERROR(CheckStop(stop));
       const int64_t count = std::min(options.chunk_rows, total - start);

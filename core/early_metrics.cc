@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "absl/strings/str_cat.h"
@@ -125,7 +126,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
         ASSIGN_OR_RETURN(const Field difference, denoiser.ScoreField(t, field_kind, prepared));
         at::Tensor score_difference = observed_fields[k];
         if (!score_difference.defined()) {
-          at::NoGradGuard no_grad;
+          c10::NoGradGuard no_grad;
           score_difference = difference(x, rows);
         }
         // ε̂_c − ε̂_∅ = −σ_t·(s_c − s_∅).
@@ -138,7 +139,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
         ASSIGN_OR_RETURN(const Field field, denoiser.ScoreField(t, field_kind, prepared));
         at::Tensor score = observed_fields[k];
         if (!score.defined()) {
-          at::NoGradGuard no_grad;
+          c10::NoGradGuard no_grad;
           score = field(x, rows);
         }
         Accumulate(result.score_norm_squared, RowNorms(score, /*squared=*/true), steps);

@@ -1,6 +1,7 @@
 #include "reference_set.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <limits>
@@ -20,7 +21,7 @@ constexpr int64_t kSpacingChunk = 256;
 // Median over (at most kMaxSpacingQueries) items of the distance to the
 // nearest non-duplicate item; 0 when every item is a duplicate of another.
 double MedianSpacing(const at::Tensor& flat) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const int64_t n = flat.size(0);
   const int64_t stride = std::max<int64_t>(1, n / kMaxSpacingQueries);
   at::Tensor queries = flat.slice(0, 0, n, stride);
@@ -82,7 +83,7 @@ absl::Status ReferenceSet::Save(const std::string& path) const {
 }
 
 std::vector<NearestNeighbor> ReferenceSet::Nearest(const at::Tensor& samples) const {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   const at::Tensor& reference = flat_double_;
   at::Tensor queries = samples.detach()
                            .to(at::kCPU, at::kDouble)

@@ -1,6 +1,7 @@
 #include "sample_curvature.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 
@@ -141,7 +142,7 @@ absl::StatusOr<at::Tensor> PeakCentre(const Denoiser& denoiser, const at::Tensor
   ASSIGN_OR_RETURN(const Field field, denoiser.ScoreField(t, options.score_kind, conditions,
                                                           options.sampler.guidance));
   const double variance = 1.0 - denoiser.schedule().alpha_bar(t);
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   try {
     const at::Tensor rows =
         at::arange(x.size(0), at::TensorOptions().dtype(at::kLong).device(x.device()));

@@ -1,6 +1,7 @@
 #include "sampler.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
@@ -120,7 +121,7 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   Trajectory trajectory;
   trajectory.timesteps = timesteps;
   if (options.keep_states) trajectory.states.reserve(timesteps.size());
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   try {
     // The seeded x_T is drawn either way, so the per-step noise that
     // follows is the same with or without an initial state.
@@ -239,7 +240,7 @@ absl::StatusOr<at::Tensor> DeterministicStateAt(const Denoiser& denoiser,
   int64_t current = trajectory.timesteps[from];
   if (targets.empty()) return x;
   ASSIGN_OR_RETURN(const at::Tensor prepared, denoiser.PrepareConditions(conditions, x.size(0)));
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   try {
     for (int64_t target : targets) {
       at::Tensor steps =

@@ -1,6 +1,7 @@
 #include "script_module.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/csrc/jit/serialization/import.h>
 
 #include <filesystem>
@@ -88,7 +89,7 @@ absl::StatusOr<at::Tensor> ForwardWithShape(torch::jit::Module& module, const at
                                             const std::string& shape_meaning) {
   at::Tensor out;
   try {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     c10::IValue result = module.forward({input});
     if (!result.isTensor()) {
       return absl::InvalidArgumentError(

@@ -1,6 +1,7 @@
 #include "sharpness_gradient.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <torch/autograd.h>
 
 #include "absl/strings/str_cat.h"
@@ -37,7 +38,7 @@ absl::StatusOr<SharpnessGradient> FirstStepSharpnessGradient(const Denoiser& den
   const at::Tensor rows =
       at::arange(batch, at::TensorOptions().dtype(at::kLong).device(x_T.device()));
   try {
-    at::AutoGradMode grad_mode(true);
+    c10::AutoGradMode grad_mode(true);
     at::Tensor x = x_T.detach().clone().requires_grad_(true);
     const at::Tensor score = field(x, rows);
     // H·s by the double-backward identity, keeping the graph: Hᵀw is linear

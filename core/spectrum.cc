@@ -1,6 +1,7 @@
 #include "spectrum.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <cmath>
@@ -104,7 +105,7 @@ absl::StatusOr<std::vector<Spectrum>> DenseSpectra(const at::Tensor& jacobians, 
   std::vector<Spectrum> spectra;
   spectra.reserve(jacobians.size(0));
   try {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     for (int64_t b = 0; b < jacobians.size(0); ++b) {
       RETURN_IF_ERROR(CheckStop(stop));
       at::Tensor matrix = jacobians[b].to(at::kCPU, at::kDouble);

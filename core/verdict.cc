@@ -1,6 +1,7 @@
 #include "verdict.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <cmath>
 
@@ -34,7 +35,7 @@ const char* VerdictRuleName(VerdictRule rule) {
 }
 
 double DataScale(const ReferenceSet& reference) {
-  at::NoGradGuard no_grad;
+  c10::NoGradGuard no_grad;
   at::Tensor items = reference.items().reshape({reference.size(), -1}).to(at::kDouble);
   return std::sqrt(items.var(0, /*unbiased=*/false).mean().item<double>());
 }

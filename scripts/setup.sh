@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package memaudit needs to build, test and run.
+# Installs every Debian package memaudit needs (Debian 12 or 13) to build, test and run.
 # Idempotent: does nothing (and needs no network) when all are installed.
 # Run as root, or with sudo available.
 set -euo pipefail
@@ -11,9 +11,10 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp
   # ModelConfig (protobuf text format), errors (Abseil), linear algebra
   libprotobuf-dev protobuf-compiler libabsl-dev libeigen3-dev libspectra-dev
-  # the service: gRPC (+ health/reflection protos), Prometheus client,
+  # the service: gRPC (its health/reflection protos are vendored in
+  # third_party/grpc-proto: Debian 13 has no grpc-proto), Prometheus client,
   # HTTP for /metrics, JSON and PNG output in the CLI, SHA-256 checksums
-  libgrpc++-dev protobuf-compiler-grpc grpc-proto prometheus-cpp-dev libcpp-httplib-dev
+  libgrpc++-dev protobuf-compiler-grpc prometheus-cpp-dev libcpp-httplib-dev
   nlohmann-json3-dev libpng-dev libssl-dev
   # command-line parsing
   libcli11-dev

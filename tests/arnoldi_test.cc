@@ -3,6 +3,7 @@
 #include "arnoldi.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
 #include <Eigen/Eigenvalues>
@@ -157,7 +158,7 @@ TEST(ArnoldiTest, AgreesWithDenseOnANetwork) {
   // A model with no backward pass (its forward under no_grad) still has
   // JVPs: the default product falls back to them before the first product.
   const Field no_backward = [&s](const at::Tensor& x, const at::Tensor& rows) {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     return s.field(x, rows);
   };
   ArnoldiOptions arnoldi;
@@ -350,7 +351,7 @@ TEST(ArnoldiTest, LockstepSolvesGiveEachPointItsOwnSpectrum) {
   }
   // A model without a backward pass falls back to batched JVPs.
   const Field no_backward = [&field](const at::Tensor& x, const at::Tensor& rows) {
-    at::NoGradGuard no_grad;
+    c10::NoGradGuard no_grad;
     return field(x, rows);
   };
   ArnoldiOptions arnoldi;
