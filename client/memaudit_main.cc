@@ -3,8 +3,10 @@
 #include <CLI/CLI.hpp>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "targets.h"
 
 namespace memaudit::client::cli {
 
@@ -26,6 +28,9 @@ int Main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+  if (absl::Status status = CheckServerAddress(common.server); !status.ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--server: ", status.message())));
   }
   if (absl::Status status = common.LoadSecurity(); !status.ok()) return Fail(status);
   for (const Command& command : commands) {

@@ -22,7 +22,16 @@ struct HostPort {
 };
 
 absl::Status BadPart(absl::string_view spec, absl::string_view part, absl::string_view why) {
+  if (part == spec) return absl::InvalidArgumentError(absl::StrCat("\"", spec, "\": ", why));
   return absl::InvalidArgumentError(absl::StrCat("\"", part, "\" in \"", spec, "\": ", why));
+}
+
+// gRPC target schemes that are not HOST:PORT and go to gRPC as they are.
+bool IsOtherGrpcTarget(absl::string_view spec) {
+  for (absl::string_view scheme : {"unix:", "unix-abstract:", "vsock:"}) {
+    if (absl::StartsWith(spec, scheme)) return true;
+  }
+  return absl::StrContains(spec, "://");
 }
 
 // "HOST:PORT" or "[IPV6]:PORT", the port 1..65535.
@@ -132,24 +141,47 @@ absl::StatusOr<std::vector<Replica>> Resolve(absl::string_view spec, absl::strin
   return replicas;
 }
 
+// The NAME:PORT of a "dns:" target, or INVALID_ARGUMENT for an authority.
+absl::StatusOr<absl::string_view> DnsHostPort(absl::string_view spec) {
+  absl::string_view rest = spec.substr(4);
+  if (absl::StartsWith(rest, "//")) {
+    if (!absl::StartsWith(rest, "///")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", spec, "\": a DNS authority is not supported; use dns:///NAME:PORT"));
+    }
+    rest.remove_prefix(3);
+  }
+  return rest;
+}
+
 }  // namespace
+
+absl::Status CheckServerAddress(absl::string_view spec) {
+  if (spec.empty()) return absl::InvalidArgumentError("no server address");
+  if (absl::StartsWith(spec, "ipv4:")) return List(spec, spec.substr(5), AF_INET).status();
+  if (absl::StartsWith(spec, "ipv6:")) return List(spec, spec.substr(5), AF_INET6).status();
+  if (absl::StartsWith(spec, "dns:")) {
+    absl::StatusOr<absl::string_view> host_port = DnsHostPort(spec);
+    if (!host_port.ok()) return host_port.status();
+    return ParseHostPort(spec, *host_port).status();
+  }
+  if (spec.find(',') != absl::string_view::npos) return List(spec, spec, AF_UNSPEC).status();
+  // gRPC itself would take "127.0.0.1:99999" and dial the port modulo 65536.
+  if (IsOtherGrpcTarget(spec)) return absl::OkStatus();
+  return ParseHostPort(spec, spec).status();
+}
 
 absl::StatusOr<std::vector<Replica>> ResolveReplicas(absl::string_view spec) {
   if (spec.empty()) return absl::InvalidArgumentError("no server address");
   if (absl::StartsWith(spec, "ipv4:")) return List(spec, spec.substr(5), AF_INET);
   if (absl::StartsWith(spec, "ipv6:")) return List(spec, spec.substr(5), AF_INET6);
   if (absl::StartsWith(spec, "dns:")) {
-    absl::string_view rest = spec.substr(4);
-    if (absl::StartsWith(rest, "//")) {
-      if (!absl::StartsWith(rest, "///")) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("\"", spec, "\": a DNS authority is not supported; use dns:///NAME:PORT"));
-      }
-      rest.remove_prefix(3);
-    }
-    return Resolve(spec, rest);
+    absl::StatusOr<absl::string_view> host_port = DnsHostPort(spec);
+    if (!host_port.ok()) return host_port.status();
+    return Resolve(spec, *host_port);
   }
   if (spec.find(',') == absl::string_view::npos) {
+    if (absl::Status status = CheckServerAddress(spec); !status.ok()) return status;
     return std::vector<Replica>{{std::string(spec), ""}};
   }
   return List(spec, spec, AF_UNSPEC);

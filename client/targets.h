@@ -31,8 +31,9 @@ struct Replica {
 
 // The replicas of `spec`, in the order given (DNS: getaddrinfo's order,
 // duplicates removed):
-//   "HOST:PORT"                   one replica, `spec` itself (as are single
-//                                 targets gRPC knows, e.g. "unix:/path")
+//   "HOST:PORT"                   one replica, `spec` itself, its port checked
+//                                 (single unix:, unix-abstract:, vsock: and
+//                                 SCHEME:// targets go to gRPC unchecked)
 //   "H1:P1,H2:P2,..."             one per entry; each must be HOST:PORT or
 //                                 [IPV6]:PORT
 //   "ipv4:A1:P1,A2:P2"            gRPC's syntax: numeric IPv4 addresses
@@ -45,6 +46,11 @@ struct Replica {
 // be); a name that does not resolve is UNAVAILABLE with the resolver's
 // reason.
 absl::StatusOr<std::vector<Replica>> ResolveReplicas(absl::string_view spec);
+
+// ResolveReplicas' syntax checks without resolving any name: the errors it
+// would return as INVALID_ARGUMENT, or OK. Every CLI command checks --server
+// with it before dialling.
+absl::Status CheckServerAddress(absl::string_view spec);
 
 }  // namespace memaudit::client
 

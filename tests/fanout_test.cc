@@ -89,11 +89,23 @@ TEST(ResolveReplicasTest, ErrorsNameTheBadPart) {
            {"ipv6:[::1]:1,127.0.0.1:2", "\"127.0.0.1:2\" in"},
            {"dns://8.8.8.8/memaudit:8500", "a DNS authority is not supported"},
            {"dns:///localhost", "\"localhost\" in \"dns:///localhost\": no port"},
+           // One address is checked as an entry of a list is (gRPC would
+           // dial 127.0.0.1:99999 on port 34463).
+           {"127.0.0.1:99999", "\"127.0.0.1:99999\": the port must be a number in 1..65535"},
+           {"localhost:65537", "\"localhost:65537\": the port must be"},
+           {"localhost", "\"localhost\": no port"},
+           {"::1:8500", "an IPv6 address needs brackets"},
        }) {
     absl::StatusOr<std::vector<Replica>> replicas = ResolveReplicas(bad.spec);
     ASSERT_FALSE(replicas.ok()) << bad.spec;
     EXPECT_EQ(replicas.status().code(), absl::StatusCode::kInvalidArgument) << bad.spec;
     EXPECT_THAT(std::string(replicas.status().message()), HasSubstr(bad.message)) << bad.spec;
+    // The check every CLI command runs on --server, without resolving.
+    EXPECT_EQ(CheckServerAddress(bad.spec), replicas.status()) << bad.spec;
+  }
+  for (const std::string good : {"127.0.0.1:8500", "memaudit:1", "[::1]:65535", "a:1,b:2",
+                                 "unix:/run/memaudit.sock", "dns:///no-such-host.invalid:1"}) {
+    EXPECT_TRUE(CheckServerAddress(good).ok()) << good << ": " << CheckServerAddress(good);
   }
   absl::StatusOr<std::vector<Replica>> unknown = ResolveReplicas("dns:///no-such-host.invalid:1");
   ASSERT_FALSE(unknown.ok());
