@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "file_permissions.h"
 
 namespace memaudit::server {
 namespace {
@@ -83,6 +84,9 @@ std::string Sha256Hex(absl::string_view token) {
 }
 
 absl::StatusOr<TokenStore::Table> TokenStore::Parse(const std::string& path) {
+  if (absl::Status status = CheckOnlyOwnerWritable("token file", path); !status.ok()) {
+    return status;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int error = errno;

@@ -57,7 +57,9 @@ class TokenStore {
  public:
   // Reads and parses `path`. INVALID_ARGUMENT naming the file and line for
   // a malformed line, an unknown role, a bad hash or a repeated name or
-  // hash; NOT_FOUND / PERMISSION_DENIED when it cannot be read.
+  // hash; NOT_FOUND / PERMISSION_DENIED when it cannot be read;
+  // FAILED_PRECONDITION when group or others may write it
+  // (CheckOnlyOwnerWritable).
   static absl::StatusOr<std::unique_ptr<TokenStore>> Load(const std::string& path);
 
   // Re-reads the file. On any error the current tokens stay in force and

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "file_permissions.h"
 
 namespace memaudit::server {
 namespace {
@@ -87,6 +88,9 @@ absl::StatusOr<TlsMaterial> LoadTlsMaterial(const std::string& cert_path,
     return s;
   }
 
+  if (absl::Status status = CheckOnlyOwnerWritable("--tls_key", key_path); !status.ok()) {
+    return status;
+  }
   auto key_pem = ReadPem("--tls_key", key_path);
   if (!key_pem.ok()) return key_pem.status();
   material.private_key = *std::move(key_pem);

@@ -20,7 +20,8 @@ struct TlsMaterial {
 // Reads and checks the files named by the flags --tls_cert, --tls_key and
 // (optional, "" for none) --tls_client_ca. FAILED_PRECONDITION naming the
 // flag and the file when one cannot be read or parsed, the key does not
-// match the certificate, or the certificate is expired or not yet valid.
+// match the certificate, or the certificate is expired or not yet valid,
+// or the key file is writable by group or others (CheckOnlyOwnerWritable).
 absl::StatusOr<TlsMaterial> LoadTlsMaterial(const std::string& cert_path,
                                             const std::string& key_path,
                                             const std::string& client_ca_path);

@@ -2,6 +2,7 @@
 #include "access_control.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <set>
 
@@ -115,6 +116,28 @@ TEST_F(AccessControlTest, ReloadReplacesTokensAndKeepsThemOnError) {
   testing::WriteFile(path, "garbage\n");
   EXPECT_EQ((*store)->Reload().status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE((*store)->Authenticate("Bearer new").ok());  // still in force
+}
+
+// Anyone who can write the token file can make themselves an admin.
+TEST_F(AccessControlTest, FilesOthersMayWriteAreRefused) {
+  const std::string path = WriteTokens(Line("ci", "audit", "t1"));
+  ASSERT_TRUE(TokenStore::Load(path).ok());  // 0644 from the umask
+  for (const mode_t mode : {0666, 0620, 0602}) {
+    ASSERT_EQ(chmod(path.c_str(), mode), 0);
+    auto store = TokenStore::Load(path);
+    ASSERT_FALSE(store.ok()) << std::oct << mode;
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(store.status().message().find("writable by group or others"), std::string::npos)
+        << store.status();
+    EXPECT_NE(store.status().message().find("chmod go-w"), std::string::npos) << store.status();
+  }
+  // A reload of a file made writable meanwhile keeps the tokens in force.
+  ASSERT_EQ(chmod(path.c_str(), 0600), 0);
+  auto store = TokenStore::Load(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_EQ(chmod(path.c_str(), 0666), 0);
+  EXPECT_EQ((*store)->Reload().status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE((*store)->Authenticate("Bearer t1").ok());
 }
 
 TEST_F(AccessControlTest, RolesGateMethodsAndJobs) {

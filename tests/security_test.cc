@@ -2,6 +2,7 @@
 // certificates made at test time by openssl (tests/make_test_certs.sh), the
 // real client library, the real CLI, and the metrics endpoint over HTTPS.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -292,6 +293,11 @@ TEST_F(SecurityTest, SighupReloadsTokens) {
 // Security settings that cannot work end the start with the reason.
 TEST_F(SecurityTest, BadSecuritySettingsStopTheStart) {
   testing::WriteFile(scratch_->Join("bad-tokens"), "ops superuser sha256:abc\n");
+  // A private key others may write (as with a token file: they could swap it).
+  const std::string shared_key = scratch_->Join("shared.key");
+  std::filesystem::copy_file(Certs("server.key"), shared_key,
+                             std::filesystem::copy_options::overwrite_existing);
+  ASSERT_EQ(chmod(shared_key.c_str(), 0660), 0);
   const struct {
     std::vector<std::string> flags;
     std::string expected;
@@ -305,6 +311,8 @@ TEST_F(SecurityTest, BadSecuritySettingsStopTheStart) {
        "no PEM certificate"},
       {{"--token_file=" + scratch_->Join("bad-tokens")}, "line 1"},
       {{"--metrics_require_token"}, "needs --token_file"},
+      {{"--tls_cert=" + Certs("server.pem"), "--tls_key=" + shared_key},
+       "writable by group or others (mode 0660)"},
   };
   int index = 0;
   for (const auto& c : cases) {

@@ -129,8 +129,17 @@ absl::Status WriteScriptedModel(const std::string& repository, const v1::ModelCo
 }
 
 void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream out(path, std::ios::binary);
-  out << contents;
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << contents;
+  }
+  // 0644 whatever the umask: the server refuses token files that group or
+  // others may write (a umask of 002 would make them so).
+  std::filesystem::permissions(
+      path,
+      std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+          std::filesystem::perms::group_read | std::filesystem::perms::others_read,
+      std::filesystem::perm_options::replace);
 }
 
 }  // namespace memaudit::testing

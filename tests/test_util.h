@@ -89,7 +89,7 @@ inline constexpr char kForwardThatNeverReturns[] =
     "        i = i + 1\n"
     "    return x\n";
 
-// Writes a file with `contents`.
+// Writes a file with `contents`, mode 0644 whatever the umask.
 void WriteFile(const std::string& path, const std::string& contents);
 
 }  // namespace memaudit::testing
