@@ -167,6 +167,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j, const
   if (!type.ok()) return type.status();
   UErrorCode status = U_ZERO_ERROR;
   if (*type == "Sequence") {
+    absl::StatusOr<Ctx> inner = ctx.EnterSequence();
+    if (!inner.ok()) return inner.status();
     absl::StatusOr<const Json*> list = Field(j, "normalizers", ctx);
     if (!list.ok()) return list.status();
     if (!(*list)->is_array()) return ctx.Child("normalizers").Error("must be an array");
@@ -175,7 +177,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j, const
       const Json& item = (**list)[i];
       if (item.is_null()) continue;
       absl::StatusOr<std::unique_ptr<Normalizer>> part =
-          ParseNormalizer(item, ctx.Child("normalizers").Index(i));
+          ParseNormalizer(item, inner->Child("normalizers").Index(i));
       if (!part.ok()) return part.status();
       parts.push_back(*std::move(part));
     }
@@ -324,6 +326,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j, c
   absl::StatusOr<std::string> type = TypeOf(j, ctx);
   if (!type.ok()) return type.status();
   if (*type == "Sequence") {
+    absl::StatusOr<Ctx> inner = ctx.EnterSequence();
+    if (!inner.ok()) return inner.status();
     absl::StatusOr<const Json*> list = Field(j, "pretokenizers", ctx);
     if (!list.ok()) return list.status();
     if (!(*list)->is_array()) return ctx.Child("pretokenizers").Error("must be an array");
@@ -332,7 +336,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j, c
       const Json& item = (**list)[i];
       if (item.is_null()) continue;
       absl::StatusOr<std::unique_ptr<PreTokenizer>> part =
-          ParsePreTokenizer(item, ctx.Child("pretokenizers").Index(i));
+          ParsePreTokenizer(item, inner->Child("pretokenizers").Index(i));
       if (!part.ok()) return part.status();
       parts.push_back(*std::move(part));
     }

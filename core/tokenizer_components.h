@@ -22,14 +22,31 @@ namespace memaudit::tokenizer_internal {
 
 using Json = nlohmann::json;
 
-// Error context: the JSON path of the object being parsed.
+// The deepest nesting of "Sequence" normalizers or pre-tokenizers accepted.
+// Real tokenizers nest one or two; parsing and Apply recurse once per level,
+// so an unbounded depth (a hostile tokenizer.json 20,000 deep) would
+// overflow the stack and end the process.
+inline constexpr int kMaxSequenceDepth = 16;
+
+// Error context: the JSON path of the object being parsed, and how many
+// Sequences enclose it.
 struct Ctx {
   std::string path;
+  int sequence_depth = 0;
   Ctx Child(std::string_view key) const {
     return {path.empty() ? std::string(key)
-                         : absl::StrCat(path, ".", absl::string_view(key.data(), key.size()))};
+                         : absl::StrCat(path, ".", absl::string_view(key.data(), key.size())),
+            sequence_depth};
   }
-  Ctx Index(size_t i) const { return {absl::StrCat(path, "[", i, "]")}; }
+  Ctx Index(size_t i) const { return {absl::StrCat(path, "[", i, "]"), sequence_depth}; }
+  // The context of a Sequence's members; INVALID_ARGUMENT past
+  // kMaxSequenceDepth.
+  absl::StatusOr<Ctx> EnterSequence() const {
+    if (sequence_depth >= kMaxSequenceDepth) {
+      return Error(absl::StrCat("\"Sequence\" nested deeper than ", kMaxSequenceDepth, " levels"));
+    }
+    return Ctx{path, sequence_depth + 1};
+  }
   absl::Status Error(std::string_view what) const {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": ", absl::string_view(what.data(), what.size())));

@@ -340,6 +340,48 @@ TEST(TokenizerTest, BadFilesNameTheJsonPath) {
   EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
 }
 
+// A tokenizer.json whose normalizer or pre-tokenizer nests Sequences `depth`
+// deep, written as text: building it as a Json would recurse as deep.
+std::string NestedSequences(const std::string& part, int depth) {
+  std::ifstream in(kClipStyle);
+  const Json clip = Json::parse(in);
+  const bool normalizer = part == "normalizer";
+  std::string nested;
+  for (int i = 0; i < depth; ++i) {
+    nested += normalizer ? R"({"type":"Sequence","normalizers":[)"
+                         : R"({"type":"Sequence","pretokenizers":[)";
+  }
+  nested += normalizer ? R"({"type":"NFC"})" : R"({"type":"ByteLevel"})";
+  for (int i = 0; i < depth; ++i) nested += "]}";
+  Json j = clip;
+  j[part] = "@NESTED@";
+  std::string text = j.dump();
+  text.replace(text.find("\"@NESTED@\""), std::string("\"@NESTED@\"").size(), nested);
+  return text;
+}
+
+// A hostile tokenizer.json nested 20,000 deep ended the process (the parse
+// recursed once per level); now every depth past kMaxSequenceDepth is a
+// clear error, and real depths load.
+TEST(TokenizerTest, DeeplyNestedSequencesAreRefused) {
+  for (const std::string part : {"normalizer", "pre_tokenizer"}) {
+    for (const int depth : {3, 16}) {
+      absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+          Tokenizer::FromJson(NestedSequences(part, depth), "tokenizer.json");
+      EXPECT_TRUE(t.ok()) << part << " " << depth << ": " << t.status();
+    }
+    for (const int depth : {17, 20000, 100000}) {
+      absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+          Tokenizer::FromJson(NestedSequences(part, depth), "tokenizer.json");
+      ASSERT_FALSE(t.ok()) << part << " " << depth;
+      EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(t.status().message().find("\"Sequence\" nested deeper than 16 levels"),
+                std::string::npos)
+          << t.status();
+    }
+  }
+}
+
 // --- The reference comparison ------------------------------------------------
 
 Json ReadJson(const std::string& path) {
