@@ -323,9 +323,10 @@ std::string ModelTable(const v1::ListModelsResponse& models) {
 nlohmann::json ModelJson(const v1::ModelInfo& model) {
   const v1::ModelConfig& config = model.config();
   nlohmann::json json = {
-      {"name", model.name()},         {"state", v1::ModelState_Name(model.state())},
-      {"device", model.device()},     {"dimension", model.dimension()},
-      {"checksum", model.checksum()}, {"error", model.last_error()},
+      {"name", model.name()},           {"state", v1::ModelState_Name(model.state())},
+      {"device", model.device()},       {"dtype", model.dtype()},
+      {"dimension", model.dimension()}, {"checksum", model.checksum()},
+      {"error", model.last_error()},
   };
   // What the model takes and gives, once a config was loaded.
   if (config.has_conditioning()) {
@@ -360,10 +361,12 @@ std::string ModelDetails(const v1::ModelInfo& model) {
                              config.latent().scaling_factor());
   }
   return absl::StrFormat(
-      "name:        %s\nstate:       %s\ndevice:      %s\nchecksum:    %s\nsample_shape: [%s]\n"
+      "name:        %s\nstate:       %s\ndevice:      %s\ndtype:       %s\nchecksum:    %s\n"
+      "sample_shape: [%s]\n"
       "prediction:  %s\nschedule:    %s (T = %d)\nconditioning: %s\n%sreference:   %d items\n"
       "load time:   %.3f s\n%s",
-      model.name(), v1::ModelState_Name(model.state()), model.device(), model.checksum(),
+      model.name(), v1::ModelState_Name(model.state()), model.device(),
+      model.dtype().empty() ? "-" : model.dtype(), model.checksum(),
       absl::StrJoin(config.sample_shape(), ", "), v1::PredictionType_Name(config.prediction_type()),
       v1::NoiseSchedule::Kind_Name(config.noise_schedule().kind()),
       config.noise_schedule().num_train_timesteps(), conditioning, latent, model.reference_size(),

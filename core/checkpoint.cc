@@ -21,6 +21,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
+bool IsEngineOrReducedPrecision(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
+         dtype == at::kHalf;
+}
+
+// What the engine computes in around a network of `network` precision:
+// the network's own when it is float32/float64, else float32 (Krylov
+// recurrences and eigen-solves lose their accuracy at 8 bits of mantissa).
+at::ScalarType EnginePrecision(at::ScalarType network) {
+  return network == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 // The argument names the contract expects, for error messages.
 std::string ExpectedSignature(const v1::ModelConfig& config) {
   switch (config.conditioning().kind()) {
@@ -59,6 +71,30 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
   return device;
 }
 
+absl::StatusOr<std::optional<at::ScalarType>> ParseDtype(const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  for (const at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf}) {
+    if (name == DtypeName(dtype)) return dtype;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "dtype \"", name, "\" is not a precision (use float32, float64, bfloat16 or float16)"));
+}
+
+std::string DtypeName(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    default:
+      return c10::toString(dtype);
+  }
+}
+
 absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
     const std::string& directory, const CheckpointOptions& options) {
   ConfigureTorchJit();
@@ -66,8 +102,8 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
   if (!fs::is_directory(directory, ec)) {
     return absl::NotFoundError(absl::StrCat(directory, ": model directory does not exist"));
   }
-  if (options.dtype.has_value() && *options.dtype != at::kFloat && *options.dtype != at::kDouble) {
-    return absl::InvalidArgumentError("dtype must be float32 or float64");
+  if (options.dtype.has_value() && !IsEngineOrReducedPrecision(*options.dtype)) {
+    return absl::InvalidArgumentError("dtype must be float32, float64, bfloat16 or float16");
   }
   std::shared_ptr<Checkpoint> checkpoint(new Checkpoint());
   checkpoint->directory_ = directory;
@@ -84,16 +120,20 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
                                                    "\" must equal the directory name \"", base_name,
                                                    "\""));
   }
+  // config.pbtxt's dtype (validated) overrides the server's.
+  CheckpointOptions resolved = options;
+  if (!config.dtype().empty()) resolved.dtype = *ParseDtype(config.dtype());
   checkpoint->config_ = std::move(config);
   checkpoint->schedule_ = *NoiseSchedule::Create(checkpoint->config_.noise_schedule());
   checkpoint->sample_numel_ = SampleNumel(checkpoint->config_);
 
   const std::string model_path = (fs::path(directory) / kModelFile).string();
   ASSIGN_OR_RETURN(ScriptModule loaded,
-                   LoadScriptModule(model_path, checkpoint->device_, options.dtype));
+                   LoadScriptModule(model_path, checkpoint->device_, resolved.dtype));
   checkpoint->module_ = std::move(loaded.module);
-  checkpoint->dtype_ = loaded.dtype;
-  RETURN_IF_ERROR(checkpoint->LoadCompanions(options));
+  checkpoint->network_dtype_ = loaded.dtype;
+  checkpoint->dtype_ = EnginePrecision(loaded.dtype);
+  RETURN_IF_ERROR(checkpoint->LoadCompanions(resolved));
 
   if (checkpoint->config_.conditioning().kind() == v1::Conditioning::EMBEDDING) {
     const std::string null_path = (fs::path(directory) / kNullConditionFile).string();
@@ -180,6 +220,20 @@ absl::Status Checkpoint::Probe() {
     c10::NoGradGuard no_grad;
     out = Forward(x, t, condition);
   } catch (const std::exception& e) {
+    if (network_dtype_ != dtype_) {
+      // The archive loads but does not run reduced: a fault of this
+      // platform or export, not of the caller's request.
+      return TorchError(
+          absl::StatusCode::kFailedPrecondition,
+          absl::StrCat(model_path, ": does not run in ", DtypeName(network_dtype_), " on ",
+                       device_.str(),
+                       network_dtype_ == at::kHalf && device_.is_cpu()
+                           ? " (this LibTorch lacks float16 CPU kernels for its layers: use "
+                             "bfloat16 on the CPU, float16 on a CUDA device)"
+                           : " (a traced archive can bake float32 into its graph: export it in "
+                             "the reduced precision, or load it in float32)"),
+          e);
+    }
     return TorchError(absl::StatusCode::kInvalidArgument,
                       absl::StrCat(model_path, ": probe call ", ExpectedSignature(config_),
                                    " with x of shape ", ShapeString(x.sizes()), " failed"),
@@ -231,8 +285,13 @@ at::Tensor Checkpoint::NullCondition(int64_t batch) const {
 
 at::Tensor Checkpoint::Forward(const at::Tensor& x, const at::Tensor& t,
                                const at::Tensor& condition) const {
-  std::vector<c10::IValue> inputs{x, t};
-  if (conditional()) inputs.emplace_back(condition);
+  std::vector<c10::IValue> inputs{x.scalar_type() == network_dtype_ ? x : x.to(network_dtype_), t};
+  if (conditional()) {
+    inputs.emplace_back(condition.defined() && condition.is_floating_point() &&
+                                condition.scalar_type() != network_dtype_
+                            ? condition.to(network_dtype_)
+                            : condition);
+  }
   at::Tensor out = module_.forward(std::move(inputs)).toTensor();
   if (forward_observer_) forward_observer_(x.size(0), c10::GradMode::is_enabled());
   // Only a floating output is brought to the model's precision: an integer

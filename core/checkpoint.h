@@ -29,17 +29,25 @@ namespace memaudit {
 // FAILED_PRECONDITION when CUDA or that CUDA device is not available.
 absl::StatusOr<at::Device> ParseDevice(const std::string& name);
 
+// "float32", "float64", "bfloat16" or "float16" as a compute precision;
+// "" is unset (as saved). INVALID_ARGUMENT naming the accepted names.
+absl::StatusOr<std::optional<at::ScalarType>> ParseDtype(const std::string& name);
+// The name ParseDtype accepts for `dtype` (c10's name for others).
+std::string DtypeName(at::ScalarType dtype);
+
 struct CheckpointOptions {
   // "cpu", "cuda" or "cuda:N". CUDA requires a CUDA build of LibTorch.
   std::string device = "cpu";
-  // Compute precision for the network and everything downstream.
-  // Unset (the default): the model runs as saved, parameters and buffers
-  // untouched, and inputs are cast to the precision of its first floating
-  // parameter (or, for a parameter-free module such as an exact mixture,
-  // its first floating buffer; float32 when it has neither). Set to float32
-  // or float64 to convert the floating parameters and buffers explicitly
-  // (integer buffers are never touched): float64 is for exact models whose
-  // spectra are verified to high precision.
+  // Compute precision of the networks (denoiser, text encoder, decoder);
+  // the model's config.pbtxt `dtype` overrides it. Unset (the default): each
+  // network runs as saved, parameters and buffers untouched, in the
+  // precision of its first floating parameter (or, for a parameter-free
+  // module such as an exact mixture, its first floating buffer; float32 when
+  // it has neither). Set: the floating parameters and buffers are converted
+  // (integer buffers never are). float64 is for exact models whose spectra
+  // are verified to high precision; bfloat16 and float16 are for large
+  // checkpoints: only the networks run reduced, and Checkpoint::dtype() (the
+  // sampling state, Krylov bases, eigen-solves, distances) stays float32.
   std::optional<at::ScalarType> dtype;
   // Called after every network call with the batch rows and whether
   // gradients were being recorded (curvature) or not (sampling). Used for
@@ -62,7 +70,10 @@ class Checkpoint {
   // Loads `directory`. Errors name the file and the field or problem:
   // NOT_FOUND for a missing directory/file, INVALID_ARGUMENT for a bad config,
   // a corrupt archive, a forward that rejects the contract's arguments or
-  // returns the wrong shape; FAILED_PRECONDITION for an unavailable device.
+  // returns the wrong shape; FAILED_PRECONDITION for an unavailable device,
+  // or a network that does not run in the reduced precision asked for (e.g.
+  // float16 on a CPU whose LibTorch has no float16 kernels for its layers, or
+  // a traced archive with float32 baked into its graph), naming the file.
   static absl::StatusOr<std::shared_ptr<const Checkpoint>> Load(
       const std::string& directory, const CheckpointOptions& options = {});
 
@@ -70,7 +81,12 @@ class Checkpoint {
   const std::string& directory() const { return directory_; }
   const NoiseSchedule& schedule() const { return *schedule_; }
   at::Device device() const { return device_; }
+  // The engine's precision: what Forward takes and returns, and what the
+  // sampler, the spectrum and the reference distances compute in. float32
+  // or float64; float32 when the network runs in bfloat16 or float16.
   at::ScalarType dtype() const { return dtype_; }
+  // The denoiser's compute precision (its parameters' dtype).
+  at::ScalarType network_dtype() const { return network_dtype_; }
   // d: number of elements per sample.
   int64_t sample_numel() const { return sample_numel_; }
   // {batch, sample_shape...}
@@ -87,7 +103,10 @@ class Checkpoint {
 
   // Raw network output for x [B, *sample_shape] (dtype(), on device()),
   // t [B] int64 training-timestep indices and `condition` (undefined for NONE
-  // models, [B] int64 labels, or [B, *embedding_shape]). Differentiable in x.
+  // models, [B] int64 labels, or [B, *embedding_shape]), returned in dtype().
+  // x and a floating condition are cast to network_dtype() for the call, so
+  // with a reduced network the output carries its rounding. Differentiable
+  // in x (gradients flow through the casts).
   // Throws c10::Error on failure; callers at API boundaries wrap it.
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& condition) const;
 
@@ -103,6 +122,7 @@ class Checkpoint {
   std::optional<NoiseSchedule> schedule_;  // set by Load
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
+  at::ScalarType network_dtype_ = at::kFloat;
   int64_t sample_numel_ = 0;
   at::Tensor null_embedding_;
   std::unique_ptr<const TextEncoder> text_encoder_;

@@ -166,6 +166,13 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
     RETURN_IF_ERROR(
         CheckShape(source, "latent.image_shape", latent.image_shape(), kMaxSampleNumel));
   }
+  if (!config.dtype().empty() && config.dtype() != "float32" && config.dtype() != "float64" &&
+      config.dtype() != "bfloat16" && config.dtype() != "float16") {
+    return Invalid(source, "dtype",
+                   absl::StrCat("must be float32, float64, bfloat16 or float16 (or absent: as "
+                                "saved), got \"",
+                                config.dtype(), "\""));
+  }
   if (absl::Status policy = ValidatePolicy(config.verdict_policy()); !policy.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", policy.message()));
   }

@@ -19,7 +19,7 @@ absl::StatusOr<v1::ModelConfig> ParseModelConfig(const std::string& text,
 
 // Checks the semantic contract: non-empty name, positive sample_shape,
 // prediction_type and conditioning set, a valid schedule, num_classes > 0 for
-// CLASS_LABEL, embedding_shape for EMBEDDING. Errors are INVALID_ARGUMENT and
+// CLASS_LABEL, embedding_shape for EMBEDDING, a known dtype name. Errors are INVALID_ARGUMENT and
 // read "<source>: <field>: <problem>".
 absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::string& source);
 

@@ -310,6 +310,7 @@ v1::ModelInfo ModelRegistry::InfoLocked(const std::string& name, const Entry& en
     const Checkpoint& checkpoint = *entry.model->checkpoint;
     *info.mutable_config() = checkpoint.config();
     info.set_device(checkpoint.device().str());
+    info.set_dtype(DtypeName(checkpoint.network_dtype()));
     info.set_checksum(entry.model->checksum);
     info.set_load_seconds(entry.model->load_seconds);
     info.set_dimension(checkpoint.sample_numel());

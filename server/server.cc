@@ -56,6 +56,9 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
     return absl::Status(device.status().code(),
                         absl::StrCat("--device: ", device.status().message()));
   }
+  if (auto dtype = ParseDtype(options.dtype); !dtype.ok()) {
+    return absl::Status(dtype.status().code(), absl::StrCat("--dtype: ", dtype.status().message()));
+  }
   std::shared_ptr<grpc::ServerCredentials> credentials;
   RETURN_IF_ERROR(CheckSecurityFlags(options));
   if (!options.tls_cert.empty()) {
@@ -87,6 +90,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
 
   CheckpointOptions checkpoint_options;
   checkpoint_options.device = options.device;
+  checkpoint_options.dtype = *ParseDtype(options.dtype);  // checked above
   checkpoint_options.forward_observer = [metrics](int64_t rows, bool with_gradient) {
     metrics->CountNetworkEvaluations(with_gradient ? "curvature" : "sampling", rows);
   };

@@ -27,6 +27,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:8500";          // port 0: pick a free one
   std::string metrics_listen = "127.0.0.1:9090";  // port 0: pick a free one
   std::string device = "cpu";
+  // Networks' compute precision for models whose config.pbtxt sets no
+  // dtype: "" (as saved), float32, float64, bfloat16 or float16.
+  std::string dtype;
   int max_concurrent_jobs = 2;
   int max_queued_jobs = 16;
   int max_concurrent_requests = 2;  // unary Spectrum/Sample/Load work

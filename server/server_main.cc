@@ -60,6 +60,9 @@ int main(int argc, char** argv) {
                  "Prometheus /metrics address HOST:PORT")
       ->capture_default_str();
   app.add_option("--device", options.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--dtype", options.dtype,
+                 "networks' precision for models whose config sets none: float32, float64, "
+                 "bfloat16 or float16 (default: as saved; the engine stays float32)");
   app.add_option("--threads", threads, "LibTorch intra-op threads (0: all cores)")
       ->capture_default_str();
   app.add_option("--max_concurrent_jobs", options.max_concurrent_jobs, "audits run at once")

@@ -288,6 +288,7 @@ TEST(ModelsGolden, Json) {
   ready->set_name("cifar-toy");
   ready->set_state(v1::MODEL_READY);
   ready->set_device("cuda:0");
+  ready->set_dtype("float16");
   ready->set_dimension(3072);
   ready->set_checksum("sha256:0123456789abcdef");
   ready->mutable_config()->mutable_conditioning()->set_kind(v1::Conditioning::EMBEDDING);

@@ -7,7 +7,15 @@
 //
 //   memaudit-zoo-eval --model DIR [--class K ...] [--samples N] [--seed S]
 //                     [--sampler ddim|ddpm] [--steps 50] [--steps-offset 0]
-//                     [--guidance W] [--kappas] [--variant SPEC ...] > out.jsonl
+//                     [--guidance W] [--kappas] [--variant SPEC ...]
+//                     [--dtype float32|bfloat16|float16] > out.jsonl
+//
+// --dtype runs the networks in that precision (the engine stays float32);
+// bench/zoo/precision.py compares two such runs on the same seeds.
+// --twin DIR [--twin-dtype D] also measures, at every sample's own evaluation
+// point, the spectrum of DIR's network (e.g. the same weights exported in
+// bfloat16): "twin_kappas" beside "kappas", the precision's effect on the
+// spectrum alone.
 //
 // --variant adds, per sample, the spectrum at other evaluation points and of
 // other fields (the "variants" object of each line), for choosing the
@@ -30,6 +38,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -115,10 +124,28 @@ int Main(int argc, char** argv) {
   app.add_flag("--kappas", kappas, "include every normalized curvature κ_i");
   app.add_option("--variant", variant_specs, "extra evaluation points/fields (see the header)");
   app.add_option("--threads", threads, "intra-op threads (0: all cores)");
+  std::string dtype, twin_dir, twin_dtype;
+  app.add_option("--dtype", dtype, "networks' precision (default: as saved)");
+  app.add_option("--twin", twin_dir, "a second model measured at the same points (see header)");
+  app.add_option("--twin-dtype", twin_dtype, "the twin's networks' precision");
   CLI11_PARSE(app, argc, argv);
   ConfigureTorchRuntime(threads);
 
-  auto checkpoint = Checkpoint::Load(model_dir);
+  CheckpointOptions checkpoint_options;
+  auto parsed_dtype = ParseDtype(dtype);
+  if (!parsed_dtype.ok()) return Fail(parsed_dtype.status());
+  checkpoint_options.dtype = *parsed_dtype;
+  auto checkpoint = Checkpoint::Load(model_dir, checkpoint_options);
+  std::optional<Denoiser> twin;
+  if (!twin_dir.empty()) {
+    CheckpointOptions twin_options;
+    auto parsed_twin = ParseDtype(twin_dtype);
+    if (!parsed_twin.ok()) return Fail(parsed_twin.status());
+    twin_options.dtype = *parsed_twin;
+    auto loaded = Checkpoint::Load(twin_dir, twin_options);
+    if (!loaded.ok()) return Fail(loaded.status());
+    twin.emplace(*loaded);
+  }
   if (!checkpoint.ok()) return Fail(checkpoint.status());
   const v1::ModelConfig& config = (*checkpoint)->config();
   if (label.empty()) label = config.name();
@@ -174,8 +201,29 @@ int Main(int argc, char** argv) {
       repeat[0] = samples;
       labels = embeddings.narrow(0, condition, 1).repeat(repeat);
     }
-    auto measured = MeasureSamples(denoiser, seeds, labels, options, &*reference);
+    SampleCurvatureOptions measure_options = options;
+    measure_options.keep_points = twin.has_value();
+    auto measured = MeasureSamples(denoiser, seeds, labels, measure_options, &*reference);
     if (!measured.ok()) return Fail(measured.status());
+    std::vector<std::vector<double>> twin_kappas(samples);
+    std::vector<std::string> twin_verdicts(samples);
+    if (twin.has_value()) {
+      auto prepared = twin->PrepareConditions(labels, samples);
+      if (!prepared.ok()) return Fail(prepared.status());
+      std::vector<at::Tensor> points;
+      for (const SampleCurvature& sample : *measured) points.push_back(sample.points.front());
+      const int64_t t = measured->front().spectra.front().t;
+      auto spectra =
+          SpectraAt(*twin, at::stack(points).to((*checkpoint)->dtype()), t, *prepared, options);
+      if (!spectra.ok()) return Fail(spectra.status());
+      for (int64_t i = 0; i < samples; ++i) {
+        for (const auto& lambda : (*spectra)[i].eigenvalues) {
+          twin_kappas[i].push_back((*spectra)[i].sigma * (*spectra)[i].sigma * lambda.real());
+        }
+        twin_verdicts[i] =
+            VerdictName(JudgeSample((*spectra)[i].summary, with_reference, &*(*measured)[i].truth));
+      }
+    }
     auto metrics = ComputeEarlyMetrics(denoiser, seeds, labels, early);
     if (!metrics.ok()) return Fail(metrics.status());
     std::vector<nlohmann::json> variant_lines(samples, nlohmann::json::object());
@@ -249,6 +297,7 @@ int Main(int argc, char** argv) {
           {"prompt", prompts.empty() ? std::string() : prompts[condition]},
           {"seed", sample.seed},
           {"sampler", sampler},
+          {"network_dtype", DtypeName((*checkpoint)->network_dtype())},
           {"guidance", guidance},
           {"steps_offset", steps_offset},
           {"t", spectrum.t},
@@ -290,6 +339,10 @@ int Main(int argc, char** argv) {
           values.push_back(spectrum.sigma * spectrum.sigma * lambda.real());
         }
         line["kappas"] = values;
+      }
+      if (twin.has_value()) {
+        line["twin_kappas"] = twin_kappas[i];
+        line["twin_verdict_reference"] = twin_verdicts[i];
       }
       std::cout << line.dump() << "\n" << std::flush;
     }

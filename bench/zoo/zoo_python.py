@@ -107,7 +107,9 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(c, 1, 3, padding=1)
 
     def embed(self, t, y):
-        angles = t.to(torch.float32)[:, None] * self.freqs[None, :]
+        # In the buffers' precision, so that an export in bfloat16/float16
+        # (export_reduced.py) has no float32 baked into its graph.
+        angles = t.to(self.freqs.dtype)[:, None] * self.freqs[None, :]
         e = self.t2(F.silu(self.t1(torch.cat([angles.sin(), angles.cos()], 1))))
         if self.label is not None:
             e = e + self.label(y)

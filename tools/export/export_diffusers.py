@@ -2,7 +2,7 @@
 
 Usage:
   /usr/bin/python3 tools/export/export_diffusers.py --pipeline PATH_OR_ID \\
-      --out REPOSITORY --name NAME [--dtype float32|float16] [--device cpu|cuda[:N]] \\
+      --out REPOSITORY --name NAME [--dtype float32|float16|bfloat16] [--device cpu|cuda[:N]] \\
       [--batch 2] [--no-vae] [--force]
 
 Writes REPOSITORY/NAME/ with config.pbtxt, model.pt (the UNet, forward(x, t, c)),
@@ -43,7 +43,7 @@ BETA_SCHEDULES = {
     "scaled_linear": "SCALED_LINEAR",
     "squaredcos_cap_v2": "COSINE",
 }
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Largest max|traced - eager| / max|eager| accepted. float32: the traced graph
 # runs the same kernels as the eager module, so the two agree to rounding
@@ -53,8 +53,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # after every op, so through a network dozens of layers deep the two can drift
 # by a few tens of ulps; 1e-2 (about 20 ulps of the output's scale) allows
 # that while a baked batch size or a wrong data-dependent branch, which changes
-# outputs by O(1) relative to their scale, still fails.
-TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2}
+# outputs by O(1) relative to their scale, still fails. bfloat16 keeps 8
+# significant bits (unit roundoff 2^-8 ≈ 3.9e-3), 8× coarser than float16:
+# the same argument gives 8e-2.
+TOLERANCES = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 8e-2}
 
 # How messages name each traced file's module.
 LABELS = {"model.pt": "model.pt (unet)", "text_encoder.pt": "text_encoder.pt (text encoder)",
@@ -571,8 +573,8 @@ def export_pipeline(unet, text_encoder, vae, scheduler_config, unet_config, vae_
       (or .sample) is the image; unused with no_vae. The config dicts are
       diffusers' scheduler, unet and vae configs; text_encoder_config, when
       given, is transformers' (hidden_size is checked against the output).
-      tokenizer_dir is a transformers tokenizer folder. dtype is torch.float32
-      or torch.float16; device a torch device or its name.
+      tokenizer_dir is a transformers tokenizer folder. dtype is torch.float32,
+      torch.float16 or torch.bfloat16; device a torch device or its name.
 
     Raises ExportError, with nothing written, when a config lacks a key or
     holds an unsupported value, when the target exists (unless force), or when
@@ -580,10 +582,10 @@ def export_pipeline(unet, text_encoder, vae, scheduler_config, unet_config, vae_
     """
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise ExportError(f"--dtype {dtype!r}: use float32 or float16")
+            raise ExportError(f"--dtype {dtype!r}: use float32, float16 or bfloat16")
         dtype = DTYPES[dtype]
     if dtype not in TOLERANCES:
-        raise ExportError(f"dtype {dtype}: use torch.float32 or torch.float16")
+        raise ExportError(f"dtype {dtype}: use torch.float32, torch.float16 or torch.bfloat16")
     if not isinstance(batch, int) or batch < 1:
         raise ExportError(f"--batch {batch!r}: must be a positive integer")
     check_name(name)
