@@ -105,14 +105,12 @@ if ((cpu)); then
 fi
 
 if ((cuda)); then
-  say "installing libtorch-cuda-dev and nvidia-cuda-toolkit (contrib, non-free)"
-  in_root "apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-    libtorch-cuda-dev nvidia-cuda-toolkit" memaudit-cuda-install.log ||
+  say "MEMAUDIT_LIBTORCH=cuda scripts/setup.sh: libtorch-cuda-dev, nvidia-cuda-toolkit"
+  in_root "MEMAUDIT_LIBTORCH=cuda scripts/setup.sh" memaudit-cuda-install.log ||
     { tail -30 "$root/root/memaudit-cuda-install.log"; exit 1; }
   say "configuring and building every target against the CUDA LibTorch"
   status=0
-  in_root "scripts/setup.sh && \
-    cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
+  in_root "cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
     grep -E '^(Torch_DIR|CUDA_TOOLKIT_ROOT_DIR|CUDAToolkit_NVCC_EXECUTABLE)' build-cuda/CMakeCache.txt && \
     ninja -C build-cuda -j 2" memaudit-cuda-build.log || status=$?
   grep -E "Torch_DIR|CUDA|Linking CXX executable" "$root/root/memaudit-cuda-build.log" | tail -12

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Installs every Debian package memaudit needs (Debian 12 or 13) to build, test and run.
-# Idempotent: does nothing (and needs no network) when all are installed.
-# Run as root, or with sudo available.
+# Installs every Debian package memaudit needs to build, test and run, on
+# Debian 12 or 13. Idempotent: does nothing (and needs no network) when all
+# are installed. Run as root, or with sudo available.
+#
+# MEMAUDIT_LIBTORCH=cuda installs Debian 13's CUDA LibTorch instead of the CPU
+# one: libtorch-cuda-dev (contrib; it replaces libtorch-dev) and the CUDA
+# toolkit nvidia-cuda-toolkit (non-free), which CMake needs for the CUDA
+# branch of core/device_memory.cc. The apt sources must list contrib and
+# non-free; Debian 12 has no CUDA LibTorch.
 set -euo pipefail
 
 PACKAGES=(
   # toolchain
   cmake ninja-build g++ ccache pkg-config
-  # LibTorch (CPU) and a fast BLAS for it (the reference BLAS is ~15x slower)
-  libtorch-dev libopenblas0-openmp
+  # a fast BLAS for LibTorch (the reference BLAS is ~15x slower); LibTorch
+  # itself below
+  libopenblas0-openmp
   # ModelConfig (protobuf text format), errors (Abseil), linear algebra
   libprotobuf-dev protobuf-compiler libabsl-dev libeigen3-dev libspectra-dev
   # the service: gRPC (its health/reflection protos are vendored in
@@ -33,6 +40,11 @@ PACKAGES=(
   # benchmarks: the ARPACK peer of the matrix-free spectrum (bench/peer_arnoldi.py)
   python3-scipy
 )
+case "${MEMAUDIT_LIBTORCH:-cpu}" in
+  cpu) PACKAGES+=(libtorch-dev) ;;
+  cuda) PACKAGES+=(libtorch-cuda-dev nvidia-cuda-toolkit) ;;
+  *) echo "setup: MEMAUDIT_LIBTORCH must be cpu or cuda, got '${MEMAUDIT_LIBTORCH}'" >&2; exit 2 ;;
+esac
 # tests: node and npm run the tokenizer's reference (tests/tokenizer/), a
 # test-time dependency only. Checked by command, not package: a machine whose
 # node comes from elsewhere (e.g. a nodejs that bundles npm) keeps it.
