@@ -20,6 +20,10 @@
 #include "absl/strings/str_split.h"
 #include "checkpoint.h"
 #include "device_memory.h"
+#include "google/protobuf/descriptor.h"
+#include "memaudit/v1/audit_service.pb.h"
+#include "memaudit/v1/model_service.pb.h"
+#include "spectrum.h"
 
 namespace memaudit::server {
 namespace {
@@ -161,6 +165,34 @@ Metrics::Metrics()
   jobs_evicted_.Add({});
   network_evaluations_.Add({{"kind", "sampling"}});
   network_evaluations_.Add({{"kind", "curvature"}});
+  // Every series whose labels are known now, at zero (see RegisterModel).
+  for (const char* service : {"memaudit.v1.ModelService", "memaudit.v1.AuditService"}) {
+    const google::protobuf::ServiceDescriptor* descriptor =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
+    for (int i = 0; descriptor != nullptr && i < descriptor->method_count(); ++i) {
+      rpc_duration_.Add(
+          {{"method", absl::StrCat(descriptor->name(), "/", descriptor->method(i)->name())},
+           {"code", "OK"}},
+          kRpcBuckets);
+    }
+  }
+  for (const v1::JobState state : {v1::JOB_SUCCEEDED, v1::JOB_FAILED, v1::JOB_CANCELLED}) {
+    jobs_finished_.Add({{"state", v1::JobState_Name(state)}});
+  }
+  for (const SpectrumMethod method : {SpectrumMethod::kDense, SpectrumMethod::kArnoldi}) {
+    spectrum_duration_.Add({{"method", SpectrumMethodName(method)}}, kSpectrumBuckets);
+  }
+}
+
+void Metrics::RegisterModel(const std::string& model) {
+  for (const v1::Verdict verdict : {v1::NOT_MEMORIZED, v1::PARTIAL, v1::MEMORIZED}) {
+    audits_.Add({{"model", model}, {"verdict", v1::Verdict_Name(verdict)}});
+    sample_verdicts_.Add({{"model", model}, {"verdict", v1::Verdict_Name(verdict)}});
+  }
+  for (const char* result : {"ok", "error"}) {
+    model_loads_.Add({{"model", model}, {"result", result}});
+  }
+  model_ready_.Add({{"model", model}});
 }
 
 Metrics::~Metrics() { StopServing(); }

@@ -57,6 +57,13 @@ class Metrics {
   // `method`: "dense" or "arnoldi".
   void ObserveSpectrum(const std::string& method, double seconds);
   void ObserveModelLoad(const std::string& model, bool ok, double seconds);
+  // Creates `model`'s series at zero (audits and sample verdicts by
+  // verdict, loads by result, readiness): a series born at its first
+  // increment hides that increment from increase() and rate(). Call for
+  // every model in the repository before it is first loaded. The
+  // model-independent series (RPCs by method with code OK, jobs finished by
+  // state, spectra by method) are created by the constructor.
+  void RegisterModel(const std::string& model);
   void SetModelReady(const std::string& model, bool ready);
 
   // Sampled at scrape time.

@@ -176,6 +176,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   server->SetServing(false);
   ModelRegistry* registry = server->registry_.get();
   MemauditServer* self = server.get();
+  for (const std::string& name : registry->ScanRepository()) metrics->RegisterModel(name);
   server->loader_ = std::thread([registry, self, jobs] {
     const int failures = registry->LoadAll();
     if (failures > 0) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -199,6 +200,12 @@ grpc::Status ModelServiceImpl::LoadModel(grpc::ServerContext* context,
     const std::string name = request->name();
     v1::ModelInfo info;
     absl::Status status = RunOnPool(*pool_, context, [this, name, &info](const StopCheck&) {
+      // A model added to the repository since the start gets its series
+      // before its first load (names outside the repository get none).
+      const std::vector<std::string> known = registry_->ScanRepository();
+      if (metrics_ != nullptr && std::find(known.begin(), known.end(), name) != known.end()) {
+        metrics_->RegisterModel(name);
+      }
       ASSIGN_OR_RETURN(info, registry_->Load(name));
       return absl::OkStatus();
     });
