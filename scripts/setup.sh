@@ -3,11 +3,12 @@
 # Debian 12 or 13. Idempotent: does nothing (and needs no network) when all
 # are installed. Run as root, or with sudo available.
 #
-# MEMAUDIT_LIBTORCH=cuda installs Debian 13's CUDA LibTorch instead of the CPU
-# one: libtorch-cuda-dev (contrib; it replaces libtorch-dev) and the CUDA
-# toolkit nvidia-cuda-toolkit (non-free), which CMake needs for the CUDA
-# branch of core/device_memory.cc. The apt sources must list contrib and
-# non-free; Debian 12 has no CUDA LibTorch.
+# MEMAUDIT_LIBTORCH=cuda installs Debian 13's CUDA LibTorch instead of the
+# CPU one: libtorch-cuda-dev and python3-torch-cuda (contrib; they replace
+# libtorch-dev and python3-torch) and the CUDA toolkit nvidia-cuda-toolkit
+# (non-free), which CMake needs for the CUDA branch of core/device_memory.cc.
+# The apt sources must list contrib and non-free; Debian 12 has no CUDA
+# LibTorch.
 set -euo pipefail
 
 PACKAGES=(
@@ -27,7 +28,7 @@ PACKAGES=(
   libcli11-dev
   # tests: GoogleTest, and Python's torch to make TorchScript archives the
   # way researchers do (torch.jit.trace / torch.jit.script)
-  libgtest-dev libgmock-dev python3-torch python3-numpy
+  libgtest-dev libgmock-dev python3-numpy
   # tests: `promtool check metrics/rules` (the prometheus package), and the
   # offline checks of deploy/ (yamllint, PyYAML)
   prometheus yamllint python3-yaml
@@ -40,9 +41,10 @@ PACKAGES=(
   # benchmarks: the ARPACK peer of the matrix-free spectrum (bench/peer_arnoldi.py)
   python3-scipy
 )
+# (Python's torch comes in the same flavour: the CPU and CUDA ones conflict.)
 case "${MEMAUDIT_LIBTORCH:-cpu}" in
-  cpu) PACKAGES+=(libtorch-dev) ;;
-  cuda) PACKAGES+=(libtorch-cuda-dev nvidia-cuda-toolkit) ;;
+  cpu) PACKAGES+=(libtorch-dev python3-torch) ;;
+  cuda) PACKAGES+=(libtorch-cuda-dev python3-torch-cuda nvidia-cuda-toolkit) ;;
   *) echo "setup: MEMAUDIT_LIBTORCH must be cpu or cuda, got '${MEMAUDIT_LIBTORCH}'" >&2; exit 2 ;;
 esac
 # tests: node and npm run the tokenizer's reference (tests/tokenizer/), a

@@ -45,6 +45,12 @@ struct StoredJob {
 
 class JobStore {
  public:
+  // The write-ahead log's file is truncated to at most this after each
+  // checkpoint (SQLite checkpoints every 1,000 pages, ~4 MB), and emptied
+  // when the store is closed. A single transaction larger than this (one
+  // batch of very large reports) still grows it until the next checkpoint.
+  static constexpr int64_t kMaxLogBytes = 4 << 20;
+
   // Creates `directory` (and the database) when missing. FAILED_PRECONDITION
   // naming the directory when it cannot be created or written, when another
   // process holds its lock, or when jobs.sqlite is not a readable job store
