@@ -15,6 +15,11 @@
 #                reused when it exists, so a second run skips debootstrap
 #   --mirror URL Debian mirror (default http://deb.debian.org/debian)
 #
+# Debian's CUDA LibTorch depends on nvidia-cudnn, an installer that downloads
+# cuDNN from developer.download.nvidia.com while it configures: where that
+# host is unreachable the install stops there, libtorch-cuda-2.6 stays
+# unconfigured (its files are unpacked) and linking fails on libcudnn.so.9.
+#
 # What is tested is a clone of this repository's HEAD (committed work only),
 # as CI tests a clean clone. Logs: ROOT/root/memaudit-*.log.
 # npm inside the root trusts the CA bundle named by NODE_EXTRA_CA_CERTS on
