@@ -1872,6 +1872,17 @@ def check_dockerfile(root, base_sts):
     runtime = set(m.group(1).split())
     in_base_image = {"libc6", "libgcc-s1", "libstdc++6", "zlib1g"}
     R.check("libopenblas0-openmp" in runtime, "runtime installs OpenBLAS for LibTorch")
+    # The list names the packages of the image's Debian release; this host's
+    # packages and binaries only say something about it on the same release.
+    image_release = re.search(r"debian:(\w+)", args.get("RUNTIME_IMAGE", ""))
+    host_release = None
+    if Path("/etc/os-release").is_file():
+        found = re.search(r"^VERSION_CODENAME=(\w+)", Path("/etc/os-release").read_text(), re.M)
+        host_release = found.group(1) if found else None
+    if image_release and host_release and image_release.group(1) != host_release:
+        R.skip("RUNTIME_PACKAGES against this host's packages and binaries",
+               f"the image is Debian {image_release.group(1)}, this host {host_release}")
+        return
     if shutil.which("dpkg-query"):
         unknown = []
         for package in sorted(runtime):
