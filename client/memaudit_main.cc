@@ -15,6 +15,10 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   CommonOptions common;
   common.AddConnectionFlags(app);
+  // The connection flags are accepted after the subcommand too
+  // (`memaudit audit --server X ...`): subcommands made after this pass the
+  // options they do not know up to the app.
+  app.fallthrough();
 
   // In the order `memaudit --help` lists them.
   using AddCommand = Command (*)(CLI::App&, CommonOptions&);

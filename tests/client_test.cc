@@ -290,12 +290,15 @@ class FakeServerTest : public testing::Test {
 
   // Runs `memaudit --server <fake> args...`; `while_running` (optional) is
   // given its pid before it is waited for.
+  // Runs the CLI with `args` (after "--server <the fake>" unless
+  // `with_server` is false).
   CliResult Cli(const std::vector<std::string>& args,
-                const std::function<void(pid_t)>& while_running = {}) {
+                const std::function<void(pid_t)>& while_running = {}, bool with_server = true) {
     const std::string base = testing::TempDir() + "/client_test_" + std::to_string(getpid()) + "_" +
                              std::to_string(runs_++);
     const std::string out_path = base + ".out", err_path = base + ".err";
-    std::vector<std::string> argv_strings = {MEMAUDIT_CLI_BINARY, "--server", target_};
+    std::vector<std::string> argv_strings = {MEMAUDIT_CLI_BINARY};
+    if (with_server) argv_strings.insert(argv_strings.end(), {"--server", target_});
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (std::string& arg : argv_strings) argv.push_back(arg.data());
@@ -433,6 +436,20 @@ TEST_F(FakeServerTest, CliHealthAndModels) {
   EXPECT_EQ(models.out, ModelsJson(FakeModels::List()).dump(2) + "\n");
   CliResult table = Cli({"models"});
   EXPECT_EQ(table.out, ModelTable(FakeModels::List()));
+}
+
+// Global flags may follow the subcommand ("arguments were not expected"
+// before), and a bad --server is refused before dialling (127.0.0.1:99999
+// used to dial port 34463).
+TEST_F(FakeServerTest, CliTakesConnectionFlagsAfterTheSubcommandAndChecksThem) {
+  CliResult after = Cli({"health", "--server", target_}, {}, /*with_server=*/false);
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_EQ(after.out, "SERVING\n");
+  CliResult bad = Cli({"health", "--server", "127.0.0.1:99999"}, {}, /*with_server=*/false);
+  EXPECT_EQ(bad.exit_code, 1) << bad.err;
+  EXPECT_EQ(bad.err,
+            "memaudit: INVALID_ARGUMENT: --server: \"127.0.0.1:99999\": the port must be a number "
+            "in 1..65535\n");
 }
 
 TEST_F(FakeServerTest, CliSampleStreamsEverySeed) {
