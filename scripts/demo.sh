@@ -45,7 +45,7 @@ for model in toy2d toy8d; do
   # the default (exit 3 when the model memorizes).
   "${CLI[@]}" audit --model "$model" --samples "$SAMPLES" --fail-on never --quiet \
     | grep -v '^ *seed\|^ *[0-9]' || true
-  "${CLI[@]}" audit --model "$model" --samples "$SAMPLES" --fail-on never --json \
+  "${CLI[@]}" audit --model "$model" --samples "$SAMPLES" --fail-on never --json --quiet \
     > "$WORK/$model.json"
   # Verdicts against the truth: is the sample a copy (d1/d2 < 1/3) of the
   # point that the training set repeats?

@@ -551,10 +551,18 @@ TEST_F(FakeServerTest, CliAuditGateAndProgress) {
   EXPECT_EQ(partial.exit_code, 3);
   EXPECT_EQ(partial.err, "memaudit: verdict PARTIAL reaches --fail-on partial\n");
 
+  // --json: the report on stdout, the progress still on stderr (a 73-second
+  // audit used to print nothing there); --quiet silences it.
   CliResult json = Cli({"audit", "--model", "memorizing", "--json", "--fail-on", "never"});
   EXPECT_EQ(json.exit_code, 0);
   EXPECT_EQ(json.out, AuditReportJson(FinishedJob("audit-memorizing")).dump(2) + "\n");
-  EXPECT_EQ(json.err, "");
+  EXPECT_EQ(json.err,
+            "audit audit-memorizing submitted\n"
+            "progress: 2/2 samples (class 1)\n");
+  CliResult quiet_json =
+      Cli({"audit", "--model", "memorizing", "--json", "--quiet", "--fail-on", "never"});
+  EXPECT_EQ(quiet_json.out, json.out);
+  EXPECT_EQ(quiet_json.err, "");
 }
 
 TEST_F(FakeServerTest, CliJobCommands) {

@@ -169,11 +169,11 @@ TEST_F(FanoutIntegrationTest, AReplicaKilledMidwayLeavesTheReportUnchanged) {
 
 TEST_F(FanoutIntegrationTest, CliFanOutPrintsTheOneServerReport) {
   const testing::CommandResult one =
-      Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --json --fail-on never"));
+      Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --json --quiet --fail-on never"));
   ASSERT_EQ(one.exit_code, 0) << one.output;
   const std::string both = absl::StrCat("ipv4:", servers_[0]->target(), ",", servers_[1]->target());
   const testing::CommandResult fanned =
-      Cli(both, absl::StrCat(kAuditArgs, " --shards 4 --json --fail-on never"));
+      Cli(both, absl::StrCat(kAuditArgs, " --shards 4 --json --quiet --fail-on never"));
   ASSERT_EQ(fanned.exit_code, 0) << fanned.output;
   EXPECT_EQ(Comparable(fanned.output), Comparable(one.output));
   // "ADDRESS/ID" of each shard's job: both replicas took shards.
@@ -187,7 +187,7 @@ TEST_F(FanoutIntegrationTest, CliFanOutPrintsTheOneServerReport) {
 
 TEST_F(FanoutIntegrationTest, MergeOfBatchShardsIsTheOneServerReport) {
   const testing::CommandResult one =
-      Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --json --fail-on never"));
+      Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --json --quiet --fail-on never"));
   ASSERT_EQ(one.exit_code, 0) << one.output;
   std::vector<std::string> files;
   for (int i = 0; i < 3; ++i) {
@@ -195,7 +195,7 @@ TEST_F(FanoutIntegrationTest, MergeOfBatchShardsIsTheOneServerReport) {
     // Shard reports are no gate (exit 0 although class 0 memorizes).
     const testing::CommandResult shard = testing::RunShell(
         absl::StrCat(MEMAUDIT_CLI_BINARY, " --server ", servers_[i % 2]->target(), " ", kAuditArgs,
-                     " --shard-index ", i, " --shard-count 3 --json > ", files.back()));
+                     " --shard-index ", i, " --shard-count 3 --json --quiet > ", files.back()));
     ASSERT_EQ(shard.exit_code, 0) << shard.output;
   }
   const std::string all = absl::StrCat(files[2], " ", files[0], " ", files[1]);

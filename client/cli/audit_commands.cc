@@ -93,13 +93,13 @@ class ProgressDisplay {
   ProgressBar bar_;
 };
 
-// Follows job `id` to its end with a progress display (none with --json or
+// Follows job `id` to its end with a progress display on stderr (none with
 // --quiet), then reports it; a shard's report (`shard`) gets its shard set
 // and is no gate. Ctrl-C cancels the job and exits 130.
 int Watch(Client& client, const std::string& id, const CommonOptions& common, bool per_sample,
           FailOn fail_on, const std::optional<v1::AuditShard>& shard = std::nullopt) {
   CatchInterrupts();
-  ProgressDisplay display(common.quiet || common.json);
+  ProgressDisplay display(common.quiet);
   absl::StatusOr<v1::AuditJob> job = client.WatchAudit(
       id,
       [&](const v1::AuditEvent& event) {
@@ -147,7 +147,7 @@ int RunFannedOut(const CommonOptions& common, const AuditFlags& flags,
                  const std::vector<Replica>& replicas, const v1::AuditRequest& request,
                  FailOn fail_on) {
   CatchInterrupts();
-  ProgressDisplay display(common.quiet || common.json);
+  ProgressDisplay display(common.quiet);
   FanoutOptions options;
   options.shards = flags.shards;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(common.timeout_seconds * 1000));
@@ -158,7 +158,7 @@ int RunFannedOut(const CommonOptions& common, const AuditFlags& flags,
                                                  " on ", progress.replica));
   };
   options.on_notice = [&display](const std::string& line) { display.Notice(line); };
-  if (!common.json && !common.quiet) {
+  if (!common.quiet) {
     std::fprintf(stderr, "audit fanned out across %zu replica(s)\n", replicas.size());
   }
   absl::StatusOr<FanoutResult> result = RunFannedOutAudit(replicas, request, options);
@@ -220,8 +220,7 @@ int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
     std::cout << job->id() << std::endl;
     return kExitOk;
   }
-  if (!common.json && !common.quiet)
-    std::fprintf(stderr, "audit %s submitted\n", job->id().c_str());
+  if (!common.quiet) std::fprintf(stderr, "audit %s submitted\n", job->id().c_str());
   return Watch(client, job->id(), common, flags.report.per_sample, *gate, shard);
 }
 

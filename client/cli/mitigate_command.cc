@@ -106,7 +106,7 @@ int RunMitigate(const CommonOptions& common, const MitigateFlags& flags) {
   const bool png = absl::EndsWith(flags.out, ".png");
   request.set_decode(png && info->config().has_latent());
   absl::StatusOr<std::vector<v1::MitigatedSample>> results =
-      StreamedMitigation(client, request, common.quiet || common.json);
+      StreamedMitigation(client, request, common.quiet);
   if (!results.ok()) return Fail(results.status());
   if (common.json) {
     PrintJson(MitigationJson(flags.sampling.model, *results));
