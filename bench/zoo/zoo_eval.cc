@@ -58,6 +58,15 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// κ_i = σ_t²·Re λ_i of every eigenvalue found.
+std::vector<double> Kappas(const Spectrum& spectrum) {
+  std::vector<double> kappas;
+  for (const auto& lambda : spectrum.eigenvalues) {
+    kappas.push_back(spectrum.sigma * spectrum.sigma * lambda.real());
+  }
+  return kappas;
+}
+
 nlohmann::json Finite(double value) {
   return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json(nullptr);
 }
@@ -217,9 +226,7 @@ int Main(int argc, char** argv) {
           SpectraAt(*twin, at::stack(points).to((*checkpoint)->dtype()), t, *prepared, options);
       if (!spectra.ok()) return Fail(spectra.status());
       for (int64_t i = 0; i < samples; ++i) {
-        for (const auto& lambda : (*spectra)[i].eigenvalues) {
-          twin_kappas[i].push_back((*spectra)[i].sigma * (*spectra)[i].sigma * lambda.real());
-        }
+        twin_kappas[i] = Kappas((*spectra)[i]);
         twin_verdicts[i] =
             VerdictName(JudgeSample((*spectra)[i].summary, with_reference, &*(*measured)[i].truth));
       }
@@ -276,11 +283,7 @@ int Main(int argc, char** argv) {
               {"verdict_no_reference", VerdictName(JudgeSample(v, without_reference))},
           };
           if (kappas) {
-            std::vector<double> values;
-            for (const auto& lambda : spectrum.eigenvalues) {
-              values.push_back(spectrum.sigma * spectrum.sigma * lambda.real());
-            }
-            entry["kappas"] = values;
+            entry["kappas"] = Kappas(spectrum);
           }
           variant_lines[i][variant.name] = entry;
         }
@@ -334,11 +337,7 @@ int Main(int argc, char** argv) {
       }
       if (!variants.empty()) line["variants"] = variant_lines[i];
       if (kappas) {
-        std::vector<double> values;
-        for (const auto& lambda : spectrum.eigenvalues) {
-          values.push_back(spectrum.sigma * spectrum.sigma * lambda.real());
-        }
-        line["kappas"] = values;
+        line["kappas"] = Kappas(spectrum);
       }
       if (twin.has_value()) {
         line["twin_kappas"] = twin_kappas[i];
