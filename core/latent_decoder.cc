@@ -67,8 +67,13 @@ absl::StatusOr<at::Tensor> LatentDecoder::Decode(const at::Tensor& latents) cons
   std::vector<at::Tensor> parts;
   for (int64_t start = 0; start < latents.size(0); start += kDecodeBatch) {
     const int64_t end = std::min<int64_t>(latents.size(0), start + kDecodeBatch);
-    ASSIGN_OR_RETURN(at::Tensor part, DecodeBatch(latents.slice(0, start, end)));
-    parts.push_back(std::move(part));
+    absl::StatusOr<at::Tensor> part = DecodeBatch(latents.slice(0, start, end));
+    if (!part.ok()) {
+      // The module misbehaved: name its file (not the server's directory).
+      return absl::Status(part.status().code(),
+                          absl::StrCat(kModelFile, ": ", part.status().message()));
+    }
+    parts.push_back(*std::move(part));
   }
   if (parts.empty()) {
     std::vector<int64_t> shape{0};

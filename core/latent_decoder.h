@@ -44,7 +44,9 @@ class LatentDecoder {
   // device and floating precision): each latent is divided by
   // latent.scaling_factor and decoded kDecodeBatch at a time, without
   // gradients. INVALID_ARGUMENT for a latent of the wrong shape; INTERNAL
-  // when the network throws.
+  // when the network throws, FAILED_PRECONDITION when it returns the wrong
+  // shape or non-finite values (the model's fault), both naming
+  // vae_decoder.pt.
   absl::StatusOr<at::Tensor> Decode(const at::Tensor& latents) const;
 
   const std::vector<int64_t>& image_shape() const { return image_shape_; }

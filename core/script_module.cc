@@ -92,7 +92,7 @@ absl::StatusOr<at::Tensor> ForwardWithShape(torch::jit::Module& module, const at
     c10::NoGradGuard no_grad;
     c10::IValue result = module.forward({input});
     if (!result.isTensor()) {
-      return absl::InvalidArgumentError(
+      return absl::FailedPreconditionError(
           absl::StrCat("forward returned a ", result.tagKind(), ", expected a Tensor"));
     }
     out = result.toTensor();
@@ -100,10 +100,10 @@ absl::StatusOr<at::Tensor> ForwardWithShape(torch::jit::Module& module, const at
     return TorchError(absl::StatusCode::kInternal, absl::StrCat(what, " failed"), e);
   }
   if (!at::isFloatingType(out.scalar_type())) {
-    return absl::InvalidArgumentError("forward returned a non-floating-point tensor");
+    return absl::FailedPreconditionError("forward returned a non-floating-point tensor");
   }
   if (out.sizes().vec() != expected_shape) {
-    return absl::InvalidArgumentError(
+    return absl::FailedPreconditionError(
         absl::StrCat("forward returned shape ", ShapeString(out.sizes()), ", expected ",
                      ShapeString(expected_shape), " (", shape_meaning, ")"));
   }

@@ -55,9 +55,9 @@ absl::Status CheckForwardArgumentCount(const torch::jit::Module& module, const s
 // Runs module.forward(`input`) without recording gradients and checks that
 // it returned a floating tensor of `expected_shape`. INTERNAL, prefixed by
 // `what` (e.g. "the text encoder"), when the module throws;
-// INVALID_ARGUMENT "forward returned ..." for another value, with
-// `shape_meaning` (e.g. "batch, latent.image_shape") after the expected
-// shape.
+// FAILED_PRECONDITION "forward returned ..." for another value (the
+// model's fault, not the caller's), with `shape_meaning` (e.g. "batch,
+// latent.image_shape") after the expected shape.
 absl::StatusOr<at::Tensor> ForwardWithShape(torch::jit::Module& module, const at::Tensor& input,
                                             const std::vector<int64_t>& expected_shape,
                                             const std::string& what,

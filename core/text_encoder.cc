@@ -88,7 +88,8 @@ absl::StatusOr<std::unique_ptr<const TextEncoder>> TextEncoder::Load(
   return std::unique_ptr<const TextEncoder>(std::move(encoder));
 }
 
-absl::StatusOr<at::Tensor> TextEncoder::Tokenize(absl::Span<const std::string> prompts) const {
+absl::StatusOr<at::Tensor> TextEncoder::Tokenize(absl::Span<const std::string> prompts,
+                                                 const StopCheck& stop) const {
   at::Tensor ids = at::empty({static_cast<int64_t>(prompts.size()), max_length_}, at::kLong);
   auto rows = ids.accessor<int64_t, 2>();
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -98,7 +99,7 @@ absl::StatusOr<at::Tensor> TextEncoder::Tokenize(absl::Span<const std::string> p
                                                      kMaxPromptBytes));
     }
     absl::StatusOr<std::vector<int64_t>> encoded =
-        tokenizer_->EncodeForModel(prompts[i], max_length_, pad_id_);
+        tokenizer_->EncodeForModel(prompts[i], max_length_, pad_id_, stop);
     if (!encoded.ok()) {
       return absl::Status(encoded.status().code(),
                           absl::StrCat("prompt ", i, ": ", encoded.status().message()));
@@ -127,13 +128,20 @@ absl::StatusOr<at::Tensor> TextEncoder::EncodeIds(const at::Tensor& ids,
   return out;
 }
 
-absl::StatusOr<at::Tensor> TextEncoder::Encode(absl::Span<const std::string> prompts) const {
-  ASSIGN_OR_RETURN(const at::Tensor ids, Tokenize(prompts));
+absl::StatusOr<at::Tensor> TextEncoder::Encode(absl::Span<const std::string> prompts,
+                                               const StopCheck& stop) const {
+  ASSIGN_OR_RETURN(const at::Tensor ids, Tokenize(prompts, stop));
   std::vector<at::Tensor> parts;
   for (int64_t start = 0; start < ids.size(0); start += kEncodeBatch) {
     const int64_t end = std::min<int64_t>(ids.size(0), start + kEncodeBatch);
-    ASSIGN_OR_RETURN(at::Tensor part, EncodeIds(ids.slice(0, start, end), start));
-    parts.push_back(std::move(part));
+    RETURN_IF_ERROR(CheckStop(stop));
+    absl::StatusOr<at::Tensor> part = EncodeIds(ids.slice(0, start, end), start);
+    if (!part.ok()) {
+      // The module misbehaved: name its file (not the server's directory).
+      return absl::Status(part.status().code(),
+                          absl::StrCat(kModelFile, ": ", part.status().message()));
+    }
+    parts.push_back(*std::move(part));
   }
   if (parts.empty()) {
     std::vector<int64_t> shape{0};

@@ -54,15 +54,20 @@ class TextEncoder {
 
   // Ids [prompts.size(), max_length()], int64 on the CPU, as the model's
   // tokenizer pads and truncates them. INVALID_ARGUMENT naming the prompt's
-  // index for text that is not UTF-8 or longer than kMaxPromptBytes.
-  absl::StatusOr<at::Tensor> Tokenize(absl::Span<const std::string> prompts) const;
+  // index for text that is not UTF-8 or longer than kMaxPromptBytes; the
+  // tokenizer's other errors (Tokenizer::Encode: its regex budget, `stop`).
+  absl::StatusOr<at::Tensor> Tokenize(absl::Span<const std::string> prompts,
+                                      const StopCheck& stop = nullptr) const;
 
   // Embeddings [prompts.size(), *embedding_shape] in output_dtype on the
   // device, computed kEncodeBatch prompts per network call, without
   // gradients. Errors of Tokenize; INTERNAL when the network throws;
-  // FAILED_PRECONDITION when it returns non-finite values (naming the
-  // prompt's index).
-  absl::StatusOr<at::Tensor> Encode(absl::Span<const std::string> prompts) const;
+  // FAILED_PRECONDITION when it returns the wrong shape or non-finite
+  // values (the model's fault; naming text_encoder.pt and, for non-finite
+  // values, the prompt's index); `stop`'s status, asked while tokenizing and between
+  // network calls.
+  absl::StatusOr<at::Tensor> Encode(absl::Span<const std::string> prompts,
+                                    const StopCheck& stop = nullptr) const;
 
   // The embedding of "" [1, *embedding_shape] in output_dtype on the
   // device, computed by the load probe.

@@ -27,6 +27,7 @@ using tokenizer_internal::BoolField;
 using tokenizer_internal::ByteToUnicode;
 using tokenizer_internal::CompilePattern;
 using tokenizer_internal::Ctx;
+using tokenizer_internal::EncodeRun;
 using tokenizer_internal::Field;
 using tokenizer_internal::FindAll;
 using tokenizer_internal::FromUtf8;
@@ -274,18 +275,21 @@ struct Tokenizer::Impl {
   }
 
   void EncodeNormalizedSection(const std::string& text, std::vector<int64_t>* ids,
-                               absl::Status* error) const {
+                               EncodeRun* run) const {
     Pieces pieces;
     if (pre_tokenizer != nullptr) {
-      pre_tokenizer->Apply(FromUtf8(text), &pieces, error);
+      pre_tokenizer->Apply(FromUtf8(text), &pieces, run);
+      if (!run->error.ok()) return;
       for (const auto& piece : pieces) Bpe(ToUtf8(piece), ids);
     } else {
       Bpe(text, ids);
     }
   }
 
-  absl::StatusOr<std::vector<int64_t>> EncodeText(std::string_view text) const {
-    absl::Status error;
+  absl::StatusOr<std::vector<int64_t>> EncodeText(std::string_view text,
+                                                  const StopCheck& stop) const {
+    EncodeRun run;
+    run.stop = stop;
     std::vector<int64_t> ids;
     std::vector<std::string> sections = SplitOnAdded(std::string(text), raw_contents);
     StripAroundAdded(&sections);
@@ -296,7 +300,8 @@ struct Tokenizer::Impl {
         continue;
       }
       std::string normalized =
-          normalizer != nullptr ? ToUtf8(normalizer->Apply(FromUtf8(section), &error)) : section;
+          normalizer != nullptr ? ToUtf8(normalizer->Apply(FromUtf8(section), &run)) : section;
+      if (!run.error.ok()) return run.error;
       if (normalized.empty()) continue;
       std::vector<std::string> subsections = SplitOnAdded(normalized, normalized_contents);
       StripAroundAdded(&subsections);
@@ -306,10 +311,10 @@ struct Tokenizer::Impl {
           ids.push_back(added[it->second].id);
           continue;
         }
-        EncodeNormalizedSection(sub, &ids, &error);
+        EncodeNormalizedSection(sub, &ids, &run);
+        if (!run.error.ok()) return run.error;
       }
     }
-    if (!error.ok()) return error;
     return ids;
   }
 };
@@ -471,9 +476,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
       impl->vocab[token.content] = token.id;
       impl->added_by_content[token.content] = index;
       if (token.normalized && impl->normalizer != nullptr) {
-        absl::Status error;
-        const std::string n = ToUtf8(impl->normalizer->Apply(FromUtf8(token.content), &error));
-        if (!error.ok()) return prefixed(ctx.Child("content").Error(std::string(error.message())));
+        EncodeRun run;
+        const std::string n = ToUtf8(impl->normalizer->Apply(FromUtf8(token.content), &run));
+        if (!run.error.ok()) {
+          return prefixed(ctx.Child("content").Error(std::string(run.error.message())));
+        }
         if (!n.empty()) {
           impl->normalized_contents.push_back(n);
           impl->added_by_content[n] = index;
@@ -589,9 +596,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::LoadClipVocabAndMerges(
   return FromJson(json.dump(), source);
 }
 
-absl::StatusOr<std::vector<int64_t>> Tokenizer::Encode(std::string_view text) const {
+absl::StatusOr<std::vector<int64_t>> Tokenizer::Encode(std::string_view text,
+                                                       const StopCheck& stop) const {
   if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
-  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text);
+  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text, stop);
   if (!content.ok()) return content.status();
   std::vector<int64_t> ids = impl_->post.before;
   ids.insert(ids.end(), content->begin(), content->end());
@@ -600,8 +608,8 @@ absl::StatusOr<std::vector<int64_t>> Tokenizer::Encode(std::string_view text) co
 }
 
 absl::StatusOr<std::vector<int64_t>> Tokenizer::EncodeForModel(std::string_view text,
-                                                               int max_length,
-                                                               int64_t pad_id) const {
+                                                               int max_length, int64_t pad_id,
+                                                               const StopCheck& stop) const {
   const int specials = num_special_tokens();
   if (max_length < specials) {
     return absl::InvalidArgumentError(
@@ -609,7 +617,7 @@ absl::StatusOr<std::vector<int64_t>> Tokenizer::EncodeForModel(std::string_view 
                         max_length, specials));
   }
   if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
-  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text);
+  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text, stop);
   if (!content.ok()) return content.status();
   content->resize(std::min<size_t>(content->size(), static_cast<size_t>(max_length - specials)));
   std::vector<int64_t> ids = impl_->post.before;

@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "stop.h"
 
 namespace memaudit {
 
@@ -80,9 +81,14 @@ class Tokenizer {
 
   // The ids of `text` (UTF-8) with the post-processor's special tokens
   // (e.g. CLIP's <|startoftext|> ... <|endoftext|>), no truncation or
-  // padding. INVALID_ARGUMENT when `text` is not valid UTF-8; INTERNAL if ICU
-  // fails (e.g. a file's regex exceeds ICU's backtracking limit).
-  absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text) const;
+  // padding. INVALID_ARGUMENT when `text` is not valid UTF-8;
+  // RESOURCE_EXHAUSTED naming the pattern when the file's regexes need more
+  // than 10^8 match steps for this text (catastrophic backtracking: real
+  // tokenizers need none of that budget); `stop`'s status when it says so
+  // (it is asked every 10,000 match steps, about every 0.1 ms); INTERNAL if
+  // ICU fails.
+  absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text,
+                                              const StopCheck& stop = nullptr) const;
 
   // What a text encoder takes: exactly `max_length` ids, as Hugging Face's
   // `tokenizer(text, padding="max_length", truncation=True,
@@ -91,9 +97,11 @@ class Tokenizer {
   // tokens are added (so a long prompt still ends in EOS), and the result is
   // padded on the right with `pad_id` (<|endoftext|> for Stable Diffusion
   // 1.x's CLIP tokenizer, "!" = 0 for OpenCLIP's). INVALID_ARGUMENT when
-  // max_length cannot hold the special tokens or text is not UTF-8.
+  // max_length cannot hold the special tokens or text is not UTF-8; the
+  // other errors of Encode.
   absl::StatusOr<std::vector<int64_t>> EncodeForModel(std::string_view text, int max_length,
-                                                      int64_t pad_id) const;
+                                                      int64_t pad_id,
+                                                      const StopCheck& stop = nullptr) const;
 
   // The id of a vocabulary or added token, if there is one.
   std::optional<int64_t> TokenToId(std::string_view token) const;

@@ -79,9 +79,9 @@ class SequenceNormalizer : public Normalizer {
  public:
   explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts)
       : parts_(std::move(parts)) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, EncodeRun* run) const override {
     icu::UnicodeString s = text;
-    for (const auto& p : parts_) s = p->Apply(s, error);
+    for (const auto& p : parts_) s = p->Apply(s, run);
     return s;
   }
 
@@ -92,11 +92,11 @@ class SequenceNormalizer : public Normalizer {
 class UnicodeFormNormalizer : public Normalizer {
  public:
   explicit UnicodeFormNormalizer(const icu::Normalizer2* n) : n_(n) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, EncodeRun* run) const override {
     UErrorCode status = U_ZERO_ERROR;
     icu::UnicodeString out = n_->normalize(text, status);
-    if (U_FAILURE(status) && error->ok()) {
-      *error = absl::InternalError(absl::StrCat("normalization failed: ", u_errorName(status)));
+    if (U_FAILURE(status) && run->error.ok()) {
+      run->error = absl::InternalError(absl::StrCat("normalization failed: ", u_errorName(status)));
     }
     return out;
   }
@@ -109,7 +109,7 @@ class UnicodeFormNormalizer : public Normalizer {
 // JavaScript's toLowerCase and Python's str.lower do.
 class LowercaseNormalizer : public Normalizer {
  public:
-  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, EncodeRun* /*run*/) const override {
     icu::UnicodeString s = text;
     s.toLower(icu::Locale::getRoot());
     return s;
@@ -119,7 +119,7 @@ class LowercaseNormalizer : public Normalizer {
 class StripNormalizer : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, EncodeRun* /*run*/) const override {
     icu::UnicodeString s = text;
     if (left_) s = TrimStart(s);
     if (right_) s = TrimEnd(s);
@@ -133,7 +133,7 @@ class StripNormalizer : public Normalizer {
 class PrependNormalizer : public Normalizer {
  public:
   explicit PrependNormalizer(icu::UnicodeString prefix) : prefix_(std::move(prefix)) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* /*error*/) const override {
+  icu::UnicodeString Apply(const icu::UnicodeString& text, EncodeRun* /*run*/) const override {
     return prefix_ + text;
   }
 
@@ -143,12 +143,13 @@ class PrependNormalizer : public Normalizer {
 
 class ReplaceNormalizer : public Normalizer {
  public:
-  ReplaceNormalizer(std::shared_ptr<icu::RegexPattern> pattern, icu::UnicodeString content)
-      : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const override {
+  ReplaceNormalizer(std::shared_ptr<icu::RegexPattern> pattern, std::string where,
+                    icu::UnicodeString content)
+      : pattern_(std::move(pattern)), where_(std::move(where)), content_(std::move(content)) {}
+  icu::UnicodeString Apply(const icu::UnicodeString& text, EncodeRun* run) const override {
     icu::UnicodeString out;
     int32_t prev = 0;
-    for (const Match& m : FindAll(*pattern_, text, error)) {
+    for (const Match& m : FindAll(*pattern_, text, where_, run)) {
       out.append(text, prev, m.start - prev);
       out.append(content_);
       prev = m.end;
@@ -159,6 +160,7 @@ class ReplaceNormalizer : public Normalizer {
 
  private:
   std::shared_ptr<icu::RegexPattern> pattern_;
+  std::string where_;  // the pattern's JSON path, for errors
   icu::UnicodeString content_;
 };
 
@@ -219,7 +221,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j, const
       // Rust library inserts the content literally.
       return ctx.Child("content").Error("a content with '$' is not supported");
     }
-    return std::make_unique<ReplaceNormalizer>(*std::move(compiled), FromUtf8(*content));
+    return std::make_unique<ReplaceNormalizer>(*std::move(compiled), ctx.Child("pattern").path,
+                                               FromUtf8(*content));
   }
   return Unsupported(ctx, *type);
 }
@@ -230,11 +233,11 @@ class SequencePreTokenizer : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts)
       : parts_(std::move(parts)) {}
-  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
+  void Apply(const icu::UnicodeString& piece, Pieces* out, EncodeRun* run) const override {
     Pieces current = {piece};
     for (const auto& p : parts_) {
       Pieces next;
-      for (const auto& s : current) p->Apply(s, &next, error);
+      for (const auto& s : current) p->Apply(s, &next, run);
       current = std::move(next);
     }
     for (auto& s : current) out->push_back(std::move(s));
@@ -247,11 +250,11 @@ class SequencePreTokenizer : public PreTokenizer {
 class SplitPreTokenizer : public PreTokenizer {
  public:
   enum class Mode { kKeepMatches, kKeepGaps, kIsolated };
-  SplitPreTokenizer(std::shared_ptr<icu::RegexPattern> pattern, Mode mode)
-      : pattern_(std::move(pattern)), mode_(mode) {}
-  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
+  SplitPreTokenizer(std::shared_ptr<icu::RegexPattern> pattern, std::string where, Mode mode)
+      : pattern_(std::move(pattern)), where_(std::move(where)), mode_(mode) {}
+  void Apply(const icu::UnicodeString& piece, Pieces* out, EncodeRun* run) const override {
     int32_t prev = 0;
-    for (const Match& m : FindAll(*pattern_, piece, error)) {
+    for (const Match& m : FindAll(*pattern_, piece, where_, run)) {
       if (mode_ != Mode::kKeepMatches && m.start > prev)
         out->emplace_back(piece, prev, m.start - prev);
       if (mode_ != Mode::kKeepGaps && m.end > m.start)
@@ -263,6 +266,7 @@ class SplitPreTokenizer : public PreTokenizer {
 
  private:
   std::shared_ptr<icu::RegexPattern> pattern_;
+  std::string where_;  // the pattern's JSON path, for errors
   Mode mode_;
 };
 
@@ -290,14 +294,14 @@ class ByteLevelPreTokenizer : public PreTokenizer {
  public:
   ByteLevelPreTokenizer(bool add_prefix_space, std::shared_ptr<icu::RegexPattern> pattern)
       : add_prefix_space_(add_prefix_space), pattern_(std::move(pattern)) {}
-  void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const override {
+  void Apply(const icu::UnicodeString& piece, Pieces* out, EncodeRun* run) const override {
     icu::UnicodeString text = piece;
     if (add_prefix_space_ && !text.startsWith(icu::UnicodeString(u' '))) text.insert(0, u' ');
     if (pattern_ == nullptr) {
       out->push_back(Encode(text));
       return;
     }
-    for (const Match& m : FindAll(*pattern_, text, error)) {
+    for (const Match& m : FindAll(*pattern_, text, "ByteLevel's GPT-2 split", run)) {
       if (m.end > m.start)
         out->push_back(Encode(icu::UnicodeString(text, m.start, m.end - m.start)));
     }
@@ -388,7 +392,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j, c
           .Error(absl::StrCat("\"", *behavior, "\"", *invert ? " with invert" : "",
                               " is not supported (Removed, or Isolated without invert)"));
     }
-    return std::make_unique<SplitPreTokenizer>(*std::move(compiled), mode);
+    return std::make_unique<SplitPreTokenizer>(*std::move(compiled), ctx.Child("pattern").path,
+                                               mode);
   }
   return Unsupported(ctx, *type);
 }

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "tokenizer_unicode.h"
 
 namespace memaudit::tokenizer_internal {
 
@@ -70,8 +71,9 @@ absl::StatusOr<std::shared_ptr<icu::RegexPattern>> CompilePattern(const Json& pa
 class Normalizer {
  public:
   virtual ~Normalizer() = default;
-  // An ICU failure is reported in *error (kept if already set).
-  virtual icu::UnicodeString Apply(const icu::UnicodeString& text, absl::Status* error) const = 0;
+  // A failure (ICU's, the regex budget's, the caller's stop) is recorded in
+  // run->error (kept if already set).
+  virtual icu::UnicodeString Apply(const icu::UnicodeString& text, EncodeRun* run) const = 0;
 };
 // tokenizer.json's "normalizer" object (not null).
 absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j, const Ctx& ctx);
@@ -80,8 +82,8 @@ using Pieces = std::vector<icu::UnicodeString>;
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Appends the pieces of `piece` to *out; an ICU failure goes to *error.
-  virtual void Apply(const icu::UnicodeString& piece, Pieces* out, absl::Status* error) const = 0;
+  // Appends the pieces of `piece` to *out; a failure goes to run->error.
+  virtual void Apply(const icu::UnicodeString& piece, Pieces* out, EncodeRun* run) const = 0;
 };
 // tokenizer.json's "pre_tokenizer" object (not null).
 absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j, const Ctx& ctx);

@@ -228,16 +228,47 @@ std::string QuoteRegex(const std::string& literal) {
 
 // Every match of `pattern` in `text`, left to right. An ICU failure (e.g. its
 // backtracking stack limit) is reported in *error, never ignored.
+namespace {
+
+// ICU's match callback: spends one unit of the run's budget and asks the
+// caller's stop check; false stops the match (U_REGEX_STOPPED_BY_CALLER).
+UBool U_CALLCONV OnRegexProgress(const void* context, int32_t /*steps*/) {
+  auto* run = static_cast<EncodeRun*>(const_cast<void*>(context));
+  if (--run->regex_units_left < 0) return false;
+  if (absl::Status stop = CheckStop(run->stop); !stop.ok()) {
+    run->error = std::move(stop);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::vector<Match> FindAll(const icu::RegexPattern& pattern, const icu::UnicodeString& text,
-                           absl::Status* error) {
+                           std::string_view where, EncodeRun* run) {
+  std::vector<Match> out;
+  if (!run->error.ok()) return out;
   UErrorCode status = U_ZERO_ERROR;
   std::unique_ptr<icu::RegexMatcher> m(pattern.matcher(text, status));
-  std::vector<Match> out;
+  if (U_SUCCESS(status)) m->setMatchCallback(OnRegexProgress, run, status);
   while (U_SUCCESS(status) && m->find(status)) {
     out.push_back({m->start(status), m->end(status)});
   }
-  if (U_FAILURE(status) && error->ok()) {
-    *error = absl::InternalError(absl::StrCat("regex matching failed: ", u_errorName(status)));
+  if (U_FAILURE(status) && run->error.ok()) {
+    if (status == U_REGEX_STACK_OVERFLOW) {
+      run->error = absl::ResourceExhaustedError(
+          absl::StrCat(absl::string_view(where.data(), where.size()),
+                       ": the regex needs more backtracking memory than ICU allows on this text"));
+    } else if (status == U_REGEX_STOPPED_BY_CALLER) {
+      run->error = absl::ResourceExhaustedError(
+          absl::StrCat(absl::string_view(where.data(), where.size()), ": the regex gave up after ",
+                       kMaxRegexUnitsPerEncode * 10'000,
+                       " match steps on this text (a pattern that backtracks catastrophically?)"));
+    } else {
+      run->error =
+          absl::InternalError(absl::StrCat(absl::string_view(where.data(), where.size()),
+                                           ": regex matching failed: ", u_errorName(status)));
+    }
   }
   return out;
 }

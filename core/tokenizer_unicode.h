@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "stop.h"
 
 namespace memaudit::tokenizer_internal {
 
@@ -40,10 +41,30 @@ std::string QuoteRegex(const std::string& literal);
 struct Match {
   int32_t start, end;  // UTF-16 offsets
 };
-// Every match of `pattern` in `text`, left to right. An ICU failure (e.g. its
-// backtracking stack limit) is reported in *error (kept if already set).
+
+// The regex work one Encode call may do, in ICU's time units: ICU calls
+// back every 10,000 match steps (about 0.1 ms on one core here). Real
+// tokenizers spend none on a prompt of kMaxPromptBytes; a backtracking
+// pattern such as (?:a+)+$ spends thousands on 30 characters and grows
+// exponentially, so a hostile tokenizer.json cannot pin a thread.
+inline constexpr int64_t kMaxRegexUnitsPerEncode = 10'000;
+
+// The state of one Encode call, shared by the components its text passes
+// through: the first failure (later work is skipped), the caller's stop
+// check (may be empty) and what is left of the regex budget.
+struct EncodeRun {
+  absl::Status error;
+  StopCheck stop;
+  int64_t regex_units_left = kMaxRegexUnitsPerEncode;
+};
+
+// Every match of `pattern` in `text`, left to right, as long as run->error
+// is OK. A failure is recorded in run->error: the stop check's status,
+// RESOURCE_EXHAUSTED naming `where` (the pattern's place in tokenizer.json)
+// when the regex budget or ICU's backtracking stack runs out, INTERNAL when
+// ICU fails otherwise.
 std::vector<Match> FindAll(const icu::RegexPattern& pattern, const icu::UnicodeString& text,
-                           absl::Status* error);
+                           std::string_view where, EncodeRun* run);
 
 }  // namespace memaudit::tokenizer_internal
 

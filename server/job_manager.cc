@@ -95,11 +95,11 @@ std::string JobManager::NewId() {
 }
 
 absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
-                                                const std::string& owner) {
+                                                const std::string& owner, const StopCheck& stop) {
   if (request.model().empty()) return absl::InvalidArgumentError("model: required");
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, registry_->Get(request.model()));
   ASSIGN_OR_RETURN(AuditPlan plan,
-                   PlanNoThrow([&] { return PlanAudit(request, std::move(model)); }));
+                   PlanNoThrow([&] { return PlanAudit(request, std::move(model), stop); }));
   RETURN_IF_ERROR(options_.memory.Check(EstimateAudit(plan), "this audit"));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();

@@ -82,9 +82,11 @@ class JobManager {
   // meanwhile. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when
   // shutting down.
   // `owner` (the caller's name, "" on an open server) is recorded in the
-  // job (AuditJob.owner).
+  // job (AuditJob.owner). Planning asks `stop` while it tokenizes prompts
+  // (the caller's deadline; its status is returned).
   absl::StatusOr<v1::AuditJob> Submit(const v1::AuditRequest& request,
-                                      const std::string& owner = "");
+                                      const std::string& owner = "",
+                                      const StopCheck& stop = nullptr);
   // NOT_FOUND for an unknown (or evicted) id.
   absl::StatusOr<v1::AuditJob> Get(const std::string& id) const;
   // A page of jobs, newest first, without per-sample reports.

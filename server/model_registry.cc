@@ -69,6 +69,22 @@ absl::Status CheckInsideRepository(const std::string& repository, const std::str
 
 // Loads <repository>/<name>: checkpoint (with its probe), reference set,
 // policy, checksum.
+// The code a failed load answers with. The loaders say INVALID_ARGUMENT or
+// NOT_FOUND for a bad or missing file; to a caller of LoadModel that is not
+// its argument (the name was found) but the state of the server's
+// repository, which an operator must mend: FAILED_PRECONDITION.
+absl::StatusCode LoadErrorCode(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnimplemented:
+      return absl::StatusCode::kFailedPrecondition;
+    default:
+      return code;
+  }
+}
+
 absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadModelDirectory(
     const std::string& repository, const std::string& name, const CheckpointOptions& options,
     int64_t max_dense_dimension, std::chrono::steady_clock::time_point start) {
@@ -237,7 +253,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
           loaded.status().message(), {{(fs::path(repository_) / "").string(), ""}});
       entry.last_error = message;
       if (entry.model == nullptr) entry.state = v1::MODEL_FAILED;
-      result = absl::Status(loaded.status().code(), message);
+      result = absl::Status(LoadErrorCode(loaded.status().code()), message);
     } else {
       entry.model = *loaded;
       entry.state = v1::MODEL_READY;

@@ -65,7 +65,10 @@ class ModelRegistry {
   int LoadAll();
 
   // (Re)loads `name`: NOT_FOUND if the repository has no such directory,
-  // otherwise the load error (the previous version, if any, stays).
+  // otherwise the load error (the previous version, if any, stays):
+  // FAILED_PRECONDITION naming the file for a bad or missing file in the
+  // directory (the server's state, not the caller's argument), INTERNAL or
+  // RESOURCE_EXHAUSTED when LibTorch fails.
   // ABORTED when the model is unloaded while it loads: the unload wins and
   // the freshly loaded version is dropped. UNAVAILABLE while another load
   // of the same model runs (loads of different models run in parallel).

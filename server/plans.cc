@@ -48,12 +48,12 @@ absl::Status CheckScoreKind(const Denoiser& denoiser, const ConditionPlan& condi
 // `curvature` is given, checked against its score kind.
 absl::StatusOr<std::vector<ConditionPlan>> PlanConditions(
     const google::protobuf::RepeatedPtrField<v1::Condition>& conditions, const std::string& name,
-    const Denoiser& denoiser, const SampleCurvatureOptions* curvature) {
+    const Denoiser& denoiser, const SampleCurvatureOptions* curvature, const StopCheck& stop) {
   std::vector<ConditionPlan> plans;
   plans.reserve(conditions.size());
   for (int i = 0; i < conditions.size(); ++i) {
-    ASSIGN_OR_RETURN(ConditionPlan plan,
-                     ToConditionPlan(conditions[i], denoiser, absl::StrCat(name, "[", i, "]")));
+    ASSIGN_OR_RETURN(ConditionPlan plan, ToConditionPlan(conditions[i], denoiser,
+                                                         absl::StrCat(name, "[", i, "]"), stop));
     if (curvature != nullptr) RETURN_IF_ERROR(CheckScoreKind(denoiser, plan, *curvature));
     plans.push_back(std::move(plan));
   }
@@ -128,7 +128,8 @@ absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const Checkpoint& 
 }  // namespace
 
 absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
-                                    std::shared_ptr<const LoadedModel> model) {
+                                    std::shared_ptr<const LoadedModel> model,
+                                    const StopCheck& stop) {
   RETURN_IF_ERROR(RequireModel(model));
   const Denoiser& denoiser = *model->denoiser;
   AuditPlan plan;
@@ -163,13 +164,13 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
   if (request.conditions_size() > 0) {
     ASSIGN_OR_RETURN(plan.conditions,
                      PlanConditions(request.conditions(), "conditions", denoiser,
-                                    request.early_only() ? nullptr : &plan.curvature));
+                                    request.early_only() ? nullptr : &plan.curvature, stop));
   } else {
     google::protobuf::RepeatedPtrField<v1::Condition> none;
     none.Add();
     ASSIGN_OR_RETURN(plan.conditions,
                      PlanConditions(none, "conditions", denoiser,
-                                    request.early_only() ? nullptr : &plan.curvature));
+                                    request.early_only() ? nullptr : &plan.curvature, stop));
   }
   if (request.early_only()) {
     if (model->policy.early_metric.has_value()) {
@@ -204,7 +205,8 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
 }
 
 absl::StatusOr<CalibrationPlan> PlanCalibration(const v1::CalibrationRequest& request,
-                                                std::shared_ptr<const LoadedModel> model) {
+                                                std::shared_ptr<const LoadedModel> model,
+                                                const StopCheck& stop) {
   RETURN_IF_ERROR(RequireModel(model));
   if (request.memorized_size() < 2 || request.not_memorized_size() < 2) {
     return absl::InvalidArgumentError(
@@ -229,22 +231,24 @@ absl::StatusOr<CalibrationPlan> PlanCalibration(const v1::CalibrationRequest& re
                    ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
   plan.early_only = request.early_only();
   const SampleCurvatureOptions* curvature = plan.early_only ? nullptr : &plan.curvature;
-  ASSIGN_OR_RETURN(plan.memorized,
-                   PlanConditions(request.memorized(), "memorized", *model->denoiser, curvature));
+  ASSIGN_OR_RETURN(plan.memorized, PlanConditions(request.memorized(), "memorized",
+                                                  *model->denoiser, curvature, stop));
   ASSIGN_OR_RETURN(plan.not_memorized, PlanConditions(request.not_memorized(), "not_memorized",
-                                                      *model->denoiser, curvature));
+                                                      *model->denoiser, curvature, stop));
   plan.model = std::move(model);
   return plan;
 }
 
 absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
-                                          std::shared_ptr<const LoadedModel> model) {
+                                          std::shared_ptr<const LoadedModel> model,
+                                          const StopCheck& stop) {
   RETURN_IF_ERROR(RequireModel(model));
   const Denoiser& denoiser = *model->denoiser;
   SpectrumPlan plan;
   ASSIGN_OR_RETURN(plan.curvature,
                    ToCurvatureOptions(request.sampling(), request.curvature(), *model));
-  ASSIGN_OR_RETURN(plan.condition, ToConditionPlan(request.condition(), denoiser, "condition"));
+  ASSIGN_OR_RETURN(plan.condition,
+                   ToConditionPlan(request.condition(), denoiser, "condition", stop));
   RETURN_IF_ERROR(CheckScoreKind(denoiser, plan.condition, plan.curvature));
   if (request.has_timestep()) {
     RETURN_IF_ERROR(CheckTimestep(request.timestep(), denoiser.schedule(), "timestep"));
@@ -275,20 +279,21 @@ absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
                      ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
   }
   // Last: encoding a prompt is the one network call of planning.
-  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser));
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser, stop));
   plan.model = std::move(model);
   return plan;
 }
 
 absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
-                                      std::shared_ptr<const LoadedModel> model) {
+                                      std::shared_ptr<const LoadedModel> model,
+                                      const StopCheck& stop) {
   RETURN_IF_ERROR(RequireModel(model));
   RETURN_IF_ERROR(CheckSeeds(request.seeds_size()));
   SamplePlan plan;
   ASSIGN_OR_RETURN(plan.sampler,
                    ToSamplerOptions(request.sampling(), model->denoiser->schedule(), "sampling"));
   ASSIGN_OR_RETURN(plan.condition,
-                   ToConditionPlan(request.condition(), *model->denoiser, "condition"));
+                   ToConditionPlan(request.condition(), *model->denoiser, "condition", stop));
   plan.sampler.keep_states = false;  // only the final samples are returned
   if (request.decode()) {
     RETURN_IF_ERROR(CheckDecode(*model));
@@ -296,13 +301,14 @@ absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
   }
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
   // Last: encoding a prompt is the one network call of planning.
-  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser));
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser, stop));
   plan.model = std::move(model);
   return plan;
 }
 
 absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest& request,
-                                                  std::shared_ptr<const LoadedModel> model) {
+                                                  std::shared_ptr<const LoadedModel> model,
+                                                  const StopCheck& stop) {
   RETURN_IF_ERROR(RequireModel(model));
   RETURN_IF_ERROR(CheckSeeds(request.seeds_size()));
   EarlyMetricsPlan plan;
@@ -313,16 +319,17 @@ absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest&
                              "hutchinson_probes (0: default 8)"));
   if (request.hutchinson_probes() > 0) plan.options.hutchinson_probes = request.hutchinson_probes();
   ASSIGN_OR_RETURN(plan.condition,
-                   ToConditionPlan(request.condition(), *model->denoiser, "condition"));
+                   ToConditionPlan(request.condition(), *model->denoiser, "condition", stop));
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
   // Last: encoding a prompt is the one network call of planning.
-  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser));
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), *model->denoiser, stop));
   plan.model = std::move(model);
   return plan;
 }
 
 absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
-                                          std::shared_ptr<const LoadedModel> model) {
+                                          std::shared_ptr<const LoadedModel> model,
+                                          const StopCheck& stop) {
   RETURN_IF_ERROR(RequireModel(model));
   RETURN_IF_ERROR(CheckSeeds(request.seeds_size()));
   const Denoiser& denoiser = *model->denoiser;
@@ -333,7 +340,8 @@ absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
     return absl::InvalidArgumentError(
         "curvature.target: verdicts need the LARGEST_REAL end (flat count, n+, width)");
   }
-  ASSIGN_OR_RETURN(plan.condition, ToConditionPlan(request.condition(), denoiser, "condition"));
+  ASSIGN_OR_RETURN(plan.condition,
+                   ToConditionPlan(request.condition(), denoiser, "condition", stop));
   RETURN_IF_ERROR(CheckScoreKind(denoiser, plan.condition, plan.curvature));
   if (IsRealCondition(plan.condition, *model->checkpoint)) {
     // The guard lowers Jeon's ‖H^Δ s^Δ‖, against the null condition.
@@ -375,7 +383,7 @@ absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
   }
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());
   // Last: encoding a prompt is the one network call of planning.
-  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), denoiser));
+  ASSIGN_OR_RETURN(plan.condition, EncodePrompt(std::move(plan.condition), denoiser, stop));
   plan.model = std::move(model);
   return plan;
 }

@@ -3,12 +3,16 @@
 // hand the plan to core/ (or to a job), and encode the result; nothing after
 // planning re-reads or re-validates the request.
 //
-// Planning is cheap (no network call except a probe of the score kind and,
-// for the one-condition RPCs, encoding a prompt) and thread-safe. Every
+// Planning is usually cheap (no network call except a probe of the score
+// kind and, for the one-condition RPCs, encoding a prompt) and thread-safe,
+// but prompts are tokenized, and a model's tokenizer.json may be slow
+// (bounded: Tokenizer::Encode), so the server plans on its worker pool and
+// passes a `stop` bound to the caller's deadline and cancellation. Every
 // error is INVALID_ARGUMENT naming the request field, except
 // FAILED_PRECONDITION for what the model itself cannot do (e.g. no null
-// condition). Audits and calibrations keep their prompts unencoded: the job
-// encodes each (EncodePrompt) when it reaches it.
+// condition), RESOURCE_EXHAUSTED when a prompt exhausts the tokenizer's
+// regex budget, and `stop`'s status. Audits and calibrations keep their
+// prompts unencoded: the job encodes each (EncodePrompt) when it reaches it.
 #ifndef MEMAUDIT_SERVER_PLANS_H_
 #define MEMAUDIT_SERVER_PLANS_H_
 
@@ -77,7 +81,8 @@ auto PlanNoThrow(Planner plan) -> decltype(plan()) {
 }
 
 absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
-                                    std::shared_ptr<const LoadedModel> model);
+                                    std::shared_ptr<const LoadedModel> model,
+                                    const StopCheck& stop = nullptr);
 
 // Calibration (AuditService.Calibrate): curvature and early metrics of
 // labelled conditions.
@@ -91,7 +96,8 @@ struct CalibrationPlan {
   bool early_only = false;  // no spectra, no curvature metrics
 };
 absl::StatusOr<CalibrationPlan> PlanCalibration(const v1::CalibrationRequest& request,
-                                                std::shared_ptr<const LoadedModel> model);
+                                                std::shared_ptr<const LoadedModel> model,
+                                                const StopCheck& stop = nullptr);
 
 // One spectrum (AuditService.Spectrum) at a given point x and timestep, or
 // at a sampled point (seed; timestep given or the default evaluation step).
@@ -106,7 +112,8 @@ struct SpectrumPlan {
   std::optional<EarlyMetricOptions> early;  // early_steps > 0 (seed only)
 };
 absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
-                                          std::shared_ptr<const LoadedModel> model);
+                                          std::shared_ptr<const LoadedModel> model,
+                                          const StopCheck& stop = nullptr);
 
 // Samples (AuditService.Sample / StreamSamples), one per seed.
 struct SamplePlan {
@@ -122,7 +129,8 @@ struct SampleBatch {
   at::Tensor images;   // [B, *latent.image_shape], or undefined
 };
 absl::StatusOr<SamplePlan> PlanSample(const v1::SampleRequest& request,
-                                      std::shared_ptr<const LoadedModel> model);
+                                      std::shared_ptr<const LoadedModel> model,
+                                      const StopCheck& stop = nullptr);
 
 // Early metrics (AuditService.EarlyMetrics), one generation per seed.
 struct EarlyMetricsPlan {
@@ -132,7 +140,8 @@ struct EarlyMetricsPlan {
   std::vector<uint64_t> seeds;  // 1 to kMaxSeedsPerRequest
 };
 absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest& request,
-                                                  std::shared_ptr<const LoadedModel> model);
+                                                  std::shared_ptr<const LoadedModel> model,
+                                                  const StopCheck& stop = nullptr);
 
 // The guard against copying (AuditService.Mitigate): per seed, the seed's
 // x_T moved by MitigateInitialNoise, the samples from both, and their
@@ -148,7 +157,8 @@ struct MitigatePlan {
   bool decode = false;          // the model has a latent decoder
 };
 absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
-                                          std::shared_ptr<const LoadedModel> model);
+                                          std::shared_ptr<const LoadedModel> model,
+                                          const StopCheck& stop = nullptr);
 
 }  // namespace memaudit::server
 

@@ -190,7 +190,8 @@ absl::Status WithField(const absl::Status& status, absl::string_view engine_subj
 }  // namespace
 
 absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
-                                              const Denoiser& denoiser, const std::string& field) {
+                                              const Denoiser& denoiser, const std::string& field,
+                                              const StopCheck& stop) {
   const v1::Conditioning& conditioning = denoiser.checkpoint().config().conditioning();
   if (condition.name().size() > kMaxConditionNameBytes) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".name: ", condition.name().size(),
@@ -232,7 +233,7 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
       }
       // Tokenizing now refuses bad text before any work; the ids are cheap
       // to recompute when the prompt is encoded.
-      if (absl::Status tokenized = encoder->Tokenize({condition.prompt()}).status();
+      if (absl::Status tokenized = encoder->Tokenize({condition.prompt()}, stop).status();
           !tokenized.ok()) {
         return WithField(tokenized, "prompt 0: ", field + ".prompt");
       }
@@ -254,10 +255,11 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
   return plan;
 }
 
-absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& denoiser) {
+absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& denoiser,
+                                           const StopCheck& stop) {
   if (!plan.needs_encoding()) return plan;
   absl::StatusOr<at::Tensor> embedding =
-      denoiser.checkpoint().text_encoder()->Encode({plan.condition.prompt()});
+      denoiser.checkpoint().text_encoder()->Encode({plan.condition.prompt()}, stop);
   if (!embedding.ok()) return WithField(embedding.status(), "prompt 0: ", plan.field + ".prompt");
   auto prepared = denoiser.PrepareConditions(*embedding, 1);
   if (!prepared.ok()) return WithField(prepared.status(), "condition: ", plan.field);

@@ -52,11 +52,15 @@ struct ConditionPlan {
   at::Tensor row;     // undefined for a prompt until EncodePrompt
   bool needs_encoding() const { return condition.has_prompt() && !row.defined(); }
 };
+// `stop` is asked while a prompt is tokenized (a tokenizer.json regex may
+// be slow: Tokenizer::Encode).
 absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
-                                              const Denoiser& denoiser, const std::string& field);
+                                              const Denoiser& denoiser, const std::string& field,
+                                              const StopCheck& stop = nullptr);
 // `plan` with its prompt encoded (one text-encoder call); other plans are
 // returned as they are. Errors name plan.field.
-absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& denoiser);
+absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& denoiser,
+                                           const StopCheck& stop = nullptr);
 // The condition repeated for `batch` samples (undefined stays undefined).
 // A prompt must have been encoded.
 at::Tensor RepeatCondition(const ConditionPlan& condition, int64_t batch);

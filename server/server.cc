@@ -18,6 +18,11 @@ namespace memaudit::server {
 namespace {
 constexpr const char* kServiceNames[] = {"memaudit.v1.ModelService", "memaudit.v1.AuditService"};
 constexpr int kMaxMessageBytes = 256 << 20;
+// Threads of the planning pool (AuditServiceImpl): planning is light.
+constexpr int kPlanningThreads = 2;
+// The shortest keepalive interval clients may use (Client::kDefaultKeepalive
+// is 20 s; tests use 1–2 s).
+constexpr int kMinClientPingIntervalMs = 500;
 
 // Flag combinations that cannot work.
 absl::Status CheckSecurityFlags(const ServerOptions& options) {
@@ -106,6 +111,11 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
       options.max_dense_dimension, options.model_load_timeout);
   server->request_pool_ = std::make_unique<WorkerPool>(
       "request pool", options.max_concurrent_requests, options.max_queued_requests);
+  // Planning is light and bounded (Tokenizer::Encode's regex budget, the
+  // caller's deadline); its own threads keep it from queueing behind
+  // spectra, so a bad request is refused at once on a busy server.
+  server->planning_pool_ =
+      std::make_unique<WorkerPool>("planning pool", kPlanningThreads, options.max_queued_requests);
   JobManagerOptions job_options;
   job_options.max_concurrent_jobs = options.max_concurrent_jobs;
   job_options.max_queued_jobs = options.max_queued_jobs;
@@ -140,8 +150,8 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   server->model_service_ = std::make_unique<ModelServiceImpl>(
       server->registry_.get(), server->request_pool_.get(), metrics, server->access_.get());
   server->audit_service_ = std::make_unique<AuditServiceImpl>(
-      server->registry_.get(), jobs, server->request_pool_.get(), metrics, server->access_.get(),
-      options.max_watch_streams, memory);
+      server->registry_.get(), jobs, server->request_pool_.get(), server->planning_pool_.get(),
+      metrics, server->access_.get(), options.max_watch_streams, memory);
 
   Metrics::HttpOptions http;
   if (options.metrics_tls) {
@@ -162,6 +172,11 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   grpc::ServerBuilder builder;
   // A port clash must be an error, not a silent split of traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Clients ping long calls (a watch may carry no event for minutes) to
+  // notice a frozen or partitioned server; gRPC's default would answer
+  // pings more often than every 5 minutes with GOAWAY (too_many_pings).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             kMinClientPingIntervalMs);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.AddListeningPort(options.listen, credentials, &server->grpc_port_);
@@ -223,6 +238,7 @@ void MemauditServer::Shutdown(absl::Duration grace) {
   SetServing(false);
   // A start that failed half-way destroys a server with parts missing.
   if (request_pool_) request_pool_->Close();
+  if (planning_pool_) planning_pool_->Close();
   if (jobs_) jobs_->Shutdown(grace);
   if (server_) {
     server_->GetHealthCheckService()->Shutdown();

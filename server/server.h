@@ -95,7 +95,8 @@ class MemauditServer {
   std::unique_ptr<AccessControl> access_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<WorkerPool> request_pool_;
-  std::unique_ptr<JobStore> store_;  // outlives jobs_
+  std::unique_ptr<WorkerPool> planning_pool_;  // AuditServiceImpl's planning
+  std::unique_ptr<JobStore> store_;            // outlives jobs_
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<ModelServiceImpl> model_service_;
   std::unique_ptr<AuditServiceImpl> audit_service_;

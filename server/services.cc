@@ -236,10 +236,16 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> AuditServiceImpl::Model(
 }
 
 template <typename Request, typename Planner>
-auto AuditServiceImpl::PlanFor(const Request& request, Planner planner) const
-    -> decltype(planner(request, nullptr)) {
+auto AuditServiceImpl::PlanFor(grpc::ServerContext* context, const Request& request,
+                               Planner planner)
+    -> decltype(planner(request, nullptr, StopCheck())) {
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, Model(request.model()));
-  return PlanNoThrow([&] { return planner(request, std::move(model)); });
+  decltype(planner(request, nullptr, StopCheck())) plan = absl::UnknownError("not planned");
+  RETURN_IF_ERROR(RunOnPool(*planning_pool_, context, [&](const StopCheck& stop) {
+    plan = PlanNoThrow([&] { return planner(request, std::move(model), stop); });
+    return absl::OkStatus();
+  }));
+  return plan;
 }
 
 template <typename Response, typename Work>
@@ -255,7 +261,7 @@ grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
                                         const v1::SpectrumRequest* request,
                                         v1::SpectrumResponse* response) {
   return Handle(metrics_, *access_, context, "AuditService/Spectrum", [&](const Caller& caller) {
-    auto plan = PlanFor(*request, PlanSpectrum);
+    auto plan = PlanFor(context, *request, PlanSpectrum);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     if (absl::Status s = memory_.Check(EstimateSpectrum(*plan), "this spectrum"); !s.ok()) {
       return ToGrpcStatus(s);
@@ -284,7 +290,7 @@ grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
                                       const v1::SampleRequest* request,
                                       v1::SampleResponse* response) {
   return Handle(metrics_, *access_, context, "AuditService/Sample", [&](const Caller& caller) {
-    auto plan = PlanFor(*request, PlanSample);
+    auto plan = PlanFor(context, *request, PlanSample);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     if (absl::Status s = memory_.Check(
             EstimateSample(*plan, static_cast<int64_t>(plan->seeds.size())), "this sample request");
@@ -305,7 +311,7 @@ grpc::Status AuditServiceImpl::StreamSamples(grpc::ServerContext* context,
                                              grpc::ServerWriter<v1::SampleResponse>* writer) {
   return Handle(
       metrics_, *access_, context, "AuditService/StreamSamples", [&](const Caller& caller) {
-        auto plan = PlanFor(*request, PlanSample);
+        auto plan = PlanFor(context, *request, PlanSample);
         if (!plan.ok()) return ToGrpcStatus(plan.status());
         if (absl::Status s = memory_.Check(
                 EstimateSample(*plan, std::min<int64_t>(kStreamBatch, plan->seeds.size())),
@@ -344,7 +350,7 @@ grpc::Status AuditServiceImpl::EarlyMetrics(grpc::ServerContext* context,
                                             v1::EarlyMetricsResponse* response) {
   return Handle(
       metrics_, *access_, context, "AuditService/EarlyMetrics", [&](const Caller& caller) {
-        auto plan = PlanFor(*request, PlanEarlyMetrics);
+        auto plan = PlanFor(context, *request, PlanEarlyMetrics);
         if (!plan.ok()) return ToGrpcStatus(plan.status());
         if (absl::Status s =
                 memory_.Check(EstimateEarlyMetrics(*plan), "this early-metrics request");
@@ -373,7 +379,7 @@ grpc::Status AuditServiceImpl::Mitigate(grpc::ServerContext* context,
                                         const v1::MitigateRequest* request,
                                         grpc::ServerWriter<v1::MitigatedSample>* writer) {
   return Handle(metrics_, *access_, context, "AuditService/Mitigate", [&](const Caller& caller) {
-    auto plan = PlanFor(*request, PlanMitigate);
+    auto plan = PlanFor(context, *request, PlanMitigate);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     const size_t per_batch = static_cast<size_t>(kMitigationSeedsPerBatch);
     if (absl::Status s = memory_.Check(
@@ -410,7 +416,7 @@ grpc::Status AuditServiceImpl::Calibrate(grpc::ServerContext* context,
                                          const v1::CalibrationRequest* request,
                                          v1::CalibrationResponse* response) {
   return Handle(metrics_, *access_, context, "AuditService/Calibrate", [&](const Caller& caller) {
-    auto plan = PlanFor(*request, PlanCalibration);
+    auto plan = PlanFor(context, *request, PlanCalibration);
     if (!plan.ok()) return ToGrpcStatus(plan.status());
     if (absl::Status s = memory_.Check(EstimateCalibration(*plan), "this calibration"); !s.ok()) {
       return ToGrpcStatus(s);
@@ -429,7 +435,15 @@ grpc::Status AuditServiceImpl::SubmitAudit(grpc::ServerContext* context,
                                            const v1::AuditRequest* request,
                                            v1::AuditJob* response) {
   return Handle(metrics_, *access_, context, "AuditService/SubmitAudit", [&](const Caller& caller) {
-    auto job = jobs_->Submit(*request, caller.name);
+    absl::StatusOr<v1::AuditJob> job = absl::UnknownError("not submitted");
+    if (absl::Status s = RunOnPool(*planning_pool_, context,
+                                   [&](const StopCheck& stop) {
+                                     job = jobs_->Submit(*request, caller.name, stop);
+                                     return absl::OkStatus();
+                                   });
+        !s.ok()) {
+      return ToGrpcStatus(s);
+    }
     if (!job.ok()) return ToGrpcStatus(job.status());
     *response = *std::move(job);
     return grpc::Status::OK;

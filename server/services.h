@@ -57,11 +57,17 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   // A request whose memory estimate (request_memory.h) does not fit in
   // `memory` (the per-request limit, and what a CUDA device has left) is
   // refused with RESOURCE_EXHAUSTED.
-  AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool, Metrics* metrics,
-                   const AccessControl* access, int max_watch_streams, MemoryBudget memory)
+  //
+  // Requests are planned (validated, prompts tokenized) on `planning_pool`,
+  // so a slow tokenizer.json holds neither a gRPC thread past the caller's
+  // deadline nor a worker of `pool` that heavy work is waiting for.
+  AuditServiceImpl(ModelRegistry* registry, JobManager* jobs, WorkerPool* pool,
+                   WorkerPool* planning_pool, Metrics* metrics, const AccessControl* access,
+                   int max_watch_streams, MemoryBudget memory)
       : registry_(registry),
         jobs_(jobs),
         pool_(pool),
+        planning_pool_(planning_pool),
         metrics_(metrics),
         access_(access),
         max_watch_streams_(max_watch_streams),
@@ -97,17 +103,19 @@ class AuditServiceImpl final : public v1::AuditService::Service {
   // `response` when it succeeds.
   template <typename Response, typename Work>
   grpc::Status OnPool(grpc::ServerContext* context, Work work, Response* response);
-  // The request's model and PlanX(request, model), LibTorch errors while
+  // The request's model and PlanX(request, model, stop), run on the
+  // planning pool with `stop` bound to the call; LibTorch errors while
   // planning (device copies) included as INTERNAL.
   template <typename Request, typename Planner>
-  auto PlanFor(const Request& request, Planner planner) const
-      -> decltype(planner(request, nullptr));
+  auto PlanFor(grpc::ServerContext* context, const Request& request, Planner planner)
+      -> decltype(planner(request, nullptr, StopCheck()));
   absl::StatusOr<SampleBatch> SamplesOnPool(grpc::ServerContext* context, const SamplePlan& plan,
                                             const std::vector<uint64_t>& seeds);
 
   ModelRegistry* registry_;
   JobManager* jobs_;
   WorkerPool* pool_;
+  WorkerPool* planning_pool_;
   Metrics* metrics_;
   const AccessControl* access_;
   const int max_watch_streams_;

@@ -158,6 +158,29 @@ void WriteRepository(const std::string& repository) {
                       "/tools/export/make_tiny_pipeline_dir.py " + repository + " t2i 2>&1");
   ASSERT_TRUE(
       SaveTensorFile(repository + "/t2i/reference.pt", at::rand({12, 3, 32, 32}) * 2 - 1).ok());
+  // The same model whose tokenizer.json splits with a pattern that
+  // backtracks catastrophically on "aaa…a!": one such prompt used to pin a
+  // gRPC thread forever.
+  {
+    const std::string dir = repository + "/t2i_backtrack";
+    fs::copy(repository + "/t2i", dir, fs::copy_options::recursive);
+    v1::ModelConfig config;
+    std::ifstream config_in(dir + "/config.pbtxt");
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+        std::string(std::istreambuf_iterator<char>(config_in), {}), &config));
+    config.set_name("t2i_backtrack");
+    std::string config_text;
+    google::protobuf::TextFormat::PrintToString(config, &config_text);
+    testing::WriteFile(dir + "/config.pbtxt", config_text);
+    std::ifstream tokenizer_in(dir + "/tokenizer.json");
+    nlohmann::json tokenizer = nlohmann::json::parse(tokenizer_in);
+    tokenizer["pre_tokenizer"] = {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"}, {"pattern", {{"Regex", "(?:a+)+$"}}}, {"behavior", "Isolated"}},
+          tokenizer["pre_tokenizer"]}}};
+    testing::WriteFile(dir + "/tokenizer.json", tokenizer.dump());
+  }
   // A config whose embedding the load probe could not allocate (80 GB): it
   // used to abort the whole server at start.
   fs::create_directories(repository + "/huge");
@@ -271,8 +294,11 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 10u);
+  ASSERT_EQ(by_name.size(), 11u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
+  // A hostile tokenizer.json loads: it only hurts on some prompts.
+  EXPECT_EQ(by_name["t2i_backtrack"].state(), v1::MODEL_READY)
+      << by_name["t2i_backtrack"].last_error();
   EXPECT_EQ(by_name["t2i"].state(), v1::MODEL_READY) << by_name["t2i"].last_error();
   EXPECT_EQ(by_name["t2i"].reference_size(), 12);  // images, not latents
   EXPECT_TRUE(by_name["t2i"].config().conditioning().has_text_encoder());
@@ -291,9 +317,68 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   auto spectrum = client().Spectrum(request);
   EXPECT_EQ(spectrum.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(spectrum.status().message().find("failed to load"), std::string::npos);
+  // A fault in the server's model directory is not the caller's invalid
+  // argument (alerts on server-side errors must see it).
   auto reload = client().LoadModel("broken");
-  EXPECT_EQ(reload.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reload.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(reload.status().message().find("model.pt"), std::string::npos);
+}
+
+// A tokenizer.json whose regex backtracks catastrophically on a prompt used
+// to pin a gRPC thread per call, past every deadline (SIGTERM ended only
+// through the watchdog). Now prompts are tokenized on the planning pool with
+// the caller's deadline, and a prompt's regex work is bounded.
+TEST_F(IntegrationTest, BacktrackingTokenizerRegexesHonourDeadlinesAndLimits) {
+  v1::SampleRequest hostile;
+  hostile.set_model("t2i_backtrack");
+  hostile.add_seeds(1);
+  hostile.mutable_sampling()->set_num_steps(2);
+  hostile.mutable_condition()->set_prompt(std::string(60, 'a') + "!");
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  };
+
+  // Six callers at once with 300 ms deadlines: each gets its deadline, not
+  // a wait behind the others' regexes.
+  std::vector<std::thread> callers;
+  std::vector<absl::Status> statuses(6);
+  std::vector<double> waited(6);
+  for (int i = 0; i < 6; ++i) {
+    callers.emplace_back([&, i] {
+      const auto start = Clock::now();
+      statuses[i] =
+          Client(server_->target(), std::chrono::milliseconds(300)).Sample(hostile).status();
+      waited[i] = seconds_since(start);
+    });
+  }
+  for (std::thread& caller : callers) caller.join();
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(statuses[i].code(), absl::StatusCode::kDeadlineExceeded) << statuses[i];
+    EXPECT_LT(waited[i], 5.0);
+  }
+
+  // The server is not pinned: a harmless prompt on the same model is served.
+  v1::SampleRequest harmless = hostile;
+  harmless.mutable_condition()->set_prompt("a photo");
+  auto served = client().Sample(harmless);
+  EXPECT_TRUE(served.ok()) << served.status();
+
+  // Without a deadline the regex budget ends it, naming the pattern.
+  const auto start = Clock::now();
+  auto bounded = client().Sample(hostile);
+  EXPECT_EQ(bounded.status().code(), absl::StatusCode::kResourceExhausted) << bounded.status();
+  EXPECT_NE(bounded.status().message().find(
+                "condition.prompt: pre_tokenizer.pretokenizers[0].pattern: the regex gave up "
+                "after"),
+            std::string::npos)
+      << bounded.status();
+  EXPECT_LT(seconds_since(start), 30.0);
+  v1::AuditRequest audit;
+  audit.set_model("t2i_backtrack");
+  *audit.add_conditions() = hostile.condition();
+  auto submitted = client().SubmitAudit(audit);
+  EXPECT_EQ(submitted.status().code(), absl::StatusCode::kResourceExhausted) << submitted.status();
 }
 
 TEST_F(IntegrationTest, UnknownModelIsNotFound) {
@@ -1303,8 +1388,9 @@ TEST_F(IntegrationTest, RequestsAboveTheMemoryLimitAreRefusedWithTheNumbers) {
   EXPECT_TRUE(client().CancelAudit(accepted->id()).ok());
 }
 
-// Requests whose strings are not UTF-8 are refused by gRPC's parser, and
-// libprotobuf logs each: the server lets one such line through per 10 s.
+// Requests whose strings are not UTF-8 from a raw client: INVALID_ARGUMENT
+// naming the field (proto/request_parsing.h), and libprotobuf's log line
+// for each let through once per 10 s.
 TEST_F(IntegrationTest, InvalidUtf8RequestsDoNotFloodTheLog) {
   auto count_lines = [] {
     const std::string log = server_->Log();

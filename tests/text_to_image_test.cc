@@ -333,6 +333,43 @@ TEST(TextToImageTest, LatentsAreScaledAndDecoded) {
   EXPECT_EQ(decoder->Decode(at::zeros({1, 4})).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Modules that pass the load probe and misbehave on real inputs: the model
+// is at fault, not the caller, so FAILED_PRECONDITION naming the file (an
+// INVALID_ARGUMENT read as the caller's error and raised no alert).
+TEST(TextToImageTest, ModulesReturningTheWrongShapeLaterAreTheModelsFault) {
+  ScratchDir dir;
+  const std::string model = WriteTextModel(dir.path(), LatentConfig());
+  // Right for the empty prompt (the probe: <|startoftext|> then padding),
+  // one column short for any other.
+  WriteEncoder(model + "/" + TextEncoder::kModelFile, R"(
+def forward(self, ids: Tensor) -> Tensor:
+    out = self.table.index_select(0, ids.flatten()).view(ids.size(0), ids.size(1), 4)
+    if bool((ids[:, 1] == 1898).all()):
+        return out
+    return out[:, :, :3]
+)");
+  // Right for the zero latent (the probe), wrong otherwise.
+  WriteDecoder(model + "/" + LatentDecoder::kModelFile, R"(
+def forward(self, z: Tensor) -> Tensor:
+    up = self.scale * z.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    if bool((z == 0).all()):
+        return up
+    return up[:, :, :3]
+)");
+  auto checkpoint = Checkpoint::Load(model);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  auto encoded = (*checkpoint)->text_encoder()->Encode({"a photo"});
+  EXPECT_EQ(encoded.status().code(), absl::StatusCode::kFailedPrecondition) << encoded.status();
+  EXPECT_NE(encoded.status().message().find("text_encoder.pt: forward returned shape [1, 8, 3]"),
+            std::string::npos)
+      << encoded.status();
+  auto decoded = (*checkpoint)->latent_decoder()->Decode(at::ones({1, 1, 2, 2}));
+  EXPECT_EQ(decoded.status().code(), absl::StatusCode::kFailedPrecondition) << decoded.status();
+  EXPECT_NE(decoded.status().message().find("vae_decoder.pt: forward returned shape [1, 1, 3, 4]"),
+            std::string::npos)
+      << decoded.status();
+}
+
 TEST(TextToImageTest, BadLatentConfigurationsNameTheFieldOrFile) {
   struct Case {
     std::string what;

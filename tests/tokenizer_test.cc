@@ -382,6 +382,80 @@ TEST(TokenizerTest, DeeplyNestedSequencesAreRefused) {
   }
 }
 
+// The CLIP-style tokenizer.json with a Split pre-tokenizer (or a Replace
+// normalizer) of `regex` put in front of what it has.
+std::string WithRegex(const std::string& part, const std::string& regex) {
+  std::ifstream in(kClipStyle);
+  Json j = Json::parse(in);
+  if (part == "normalizer") {
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers",
+                        {{{"type", "Replace"}, {"pattern", {{"Regex", regex}}}, {"content", "x"}},
+                         j["normalizer"]}}};
+  } else {
+    j["pre_tokenizer"] = {
+        {"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}},
+          j["pre_tokenizer"]}}};
+  }
+  return j.dump();
+}
+
+// Backtracking regexes on a 61-character prompt ran without end (a server
+// thread pinned per call). Now the regex work of one Encode is bounded
+// (RESOURCE_EXHAUSTED naming the pattern), and a stop check ends it at once.
+TEST(TokenizerTest, BacktrackingRegexesAreBoundedAndStoppable) {
+  const std::string prompt = std::string(60, 'a') + "!";
+  const struct {
+    std::string part, regex, where;
+  } cases[] = {
+      {"pre_tokenizer", "(?:a+)+$", "pre_tokenizer.pretokenizers[0].pattern"},
+      {"pre_tokenizer", "(a+a+)+b", "pre_tokenizer.pretokenizers[0].pattern"},
+      {"normalizer", "(?:a|aa)+b", "normalizer.normalizers[0].pattern"},
+  };
+  for (const auto& c : cases) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+        Tokenizer::FromJson(WithRegex(c.part, c.regex), "tokenizer.json");
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_TRUE((*t)->Encode("a harmless prompt").ok()) << c.regex;
+
+    absl::StatusOr<Ids> bounded = (*t)->Encode(prompt);
+    ASSERT_FALSE(bounded.ok()) << c.regex;
+    EXPECT_EQ(bounded.status().code(), absl::StatusCode::kResourceExhausted) << bounded.status();
+    EXPECT_NE(bounded.status().message().find(c.where + ": the regex gave up after"),
+              std::string::npos)
+        << bounded.status();
+
+    // The stop check is asked as the regex works: the fifth time it says
+    // stop, Encode returns its status.
+    int asked = 0;
+    absl::StatusOr<Ids> stopped = (*t)->EncodeForModel(prompt, 77, 0, [&asked] {
+      return ++asked < 5 ? absl::OkStatus() : absl::DeadlineExceededError("deadline");
+    });
+    EXPECT_EQ(stopped.status().code(), absl::StatusCode::kDeadlineExceeded) << stopped.status();
+    EXPECT_EQ(asked, 5) << c.regex;
+  }
+}
+
+// The budget is for hostile patterns only: the real CLIP pattern spends
+// none of it on the longest prompt a text encoder takes.
+TEST(TokenizerTest, RealPatternsSpendNoRegexBudgetOnLongPrompts) {
+  auto t = Tokenizer::Load(kClipStyle);
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::string prompt;
+  const char* words[] = {"a ", "photo ", "of ", "Ünïcode ", "123 ", "it's ", "!!! ", "\t\n "};
+  for (int i = 0; prompt.size() < 64 * 1024 - 16; ++i) prompt += words[(i * 7) % 8];
+  int asked = 0;
+  absl::StatusOr<Ids> ids = (*t)->Encode(prompt, [&asked] {
+    ++asked;
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_GT(ids->size(), 10000u);
+  EXPECT_LT(asked, 100) << "ICU time units spent (the budget is 10,000)";
+}
+
 // --- The reference comparison ------------------------------------------------
 
 Json ReadJson(const std::string& path) {
