@@ -163,11 +163,19 @@ absl::StatusOr<ChannelSecurity> ChannelSecurity::FromFiles(const std::string& ca
 }
 
 Client::Client(const std::string& target, std::chrono::milliseconds timeout,
-               const ChannelSecurity& security)
+               const ChannelSecurity& security, std::chrono::milliseconds keepalive)
     : timeout_(timeout) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(256 << 20);
   arguments.SetMaxSendMessageSize(256 << 20);
+  if (keepalive.count() > 0) {
+    // Pings only while a call is open (a watch may see no event for
+    // minutes), with no cap on pings between data frames.
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(keepalive.count()));
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(keepalive.count()));
+    arguments.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 0);
+    arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   if (security.tls) {
     grpc::SslCredentialsOptions ssl;

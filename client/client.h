@@ -48,10 +48,18 @@ struct ChannelSecurity {
 
 class Client {
  public:
+  // How often an open call pings a server that sends nothing, and how long
+  // the answer may take: a server that does not answer (frozen, or cut off
+  // by a partition: TCP alone would wait for ever) ends the call with
+  // UNAVAILABLE within about twice this. memaudit-server accepts pings
+  // every 500 ms or slower.
+  static constexpr std::chrono::milliseconds kDefaultKeepalive{20000};
+
   // `target` is HOST:PORT (or any gRPC target name). `timeout` bounds every
-  // unary call (0: none).
+  // unary call (0: none); `keepalive` as above (0: no pings).
   Client(const std::string& target, std::chrono::milliseconds timeout,
-         const ChannelSecurity& security = {});
+         const ChannelSecurity& security = {},
+         std::chrono::milliseconds keepalive = kDefaultKeepalive);
 
   // grpc.health.v1: "SERVING", "NOT_SERVING", ... for `service` ("" overall).
   absl::StatusOr<std::string> Health(const std::string& service = "");

@@ -38,7 +38,8 @@ class FanoutRun {
       ChannelSecurity security = options.security;
       if (security.tls && security.server_name.empty()) security.server_name = replica.name;
       replicas_.push_back(
-          {replica.address, std::make_unique<Client>(replica.address, options.timeout, security)});
+          {replica.address, std::make_unique<Client>(replica.address, options.timeout, security,
+                                                     options.keepalive)});
     }
   }
 

@@ -34,6 +34,9 @@ struct FanoutOptions {
   int64_t shards = 0;                         // shards to split into; 0: one per replica
   int per_replica = 2;                        // shards a replica has at once, at most
   std::chrono::milliseconds timeout{300000};  // unary calls (Client's timeout)
+  // Client's keepalive: a replica that stops answering pings (frozen, or
+  // partitioned away) fails within about twice this, and its shards move.
+  std::chrono::milliseconds keepalive = Client::kDefaultKeepalive;
   ChannelSecurity security;  // for every replica (server_name from the Replica's name
                              // when unset and TLS is on)
   // Polled every 100 ms: true cancels every shard's job and ends the run
@@ -55,7 +58,8 @@ struct FanoutResult {
 // Runs `request` over `replicas`. A shard goes to the next live replica in
 // round-robin order that has fewer than per_replica shards, and is
 // followed with WatchAudit. A replica fails when a call to it is
-// UNAVAILABLE or DEADLINE_EXCEEDED (down, unreachable, connection lost) or
+// UNAVAILABLE or DEADLINE_EXCEEDED (down, unreachable, connection lost, no
+// answer to keepalive pings: a frozen process or a partition) or
 // a shard's job ends CANCELLED without this run cancelling it (the server
 // shut down): it gets no more shards, and its shards are resubmitted to
 // other live replicas. Any other error of a shard (INVALID_ARGUMENT,

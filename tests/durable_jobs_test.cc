@@ -160,6 +160,52 @@ TEST_F(DurableJobsTest, KillNineMidAuditThenRestartFinishesWithTheUninterruptedR
               static_cast<long long>(2 * total));
 }
 
+// `memaudit audit` following a job on a durable server that dies said only
+// "UNAVAILABLE: Socket closed"; it now says the job resumes there and how to
+// follow it, and the command it names does follow it to the end.
+TEST_F(DurableJobsTest, TheCliSaysHowToFollowAJobWhoseServerDied) {
+  const std::string state = scratch_->Join("state-cli");
+  const std::vector<std::string> args = {"--state_dir=" + state};
+  auto server = StartServer(args);
+  ASSERT_GT(server->grpc_port(), 0) << server->Log();
+  Client client = Connect(*server);
+  ASSERT_TRUE(WaitUntilServing(client)) << server->Log();
+  testing::CommandResult audit;
+  std::thread cli([&] {
+    audit =
+        testing::RunShell(std::string(MEMAUDIT_CLI_BINARY) + " audit --server " + server->target() +
+                          " --model mix --class 0 --class 1 --class 2 --samples 96 --seed 7 "
+                          "--steps 100 2>&1");
+  });
+  std::string id;
+  for (int i = 0; i < 3000 && id.empty(); ++i) {
+    auto jobs = client.ListAudits();
+    if (jobs.ok() && jobs->jobs_size() > 0 && jobs->jobs(0).progress().samples_done() > 0) {
+      id = jobs->jobs(0).id();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(id.empty()) << server->Log();
+  server->Signal(SIGKILL);
+  cli.join();
+  EXPECT_NE(audit.exit_code, 0);
+  EXPECT_NE(audit.output.find("UNAVAILABLE"), std::string::npos) << audit.output;
+  EXPECT_NE(audit.output.find("lost the server while following audit " + id +
+                              ". A server with --state_dir resumes it when it restarts: follow "
+                              "it with `memaudit watch " +
+                              id + "`"),
+            std::string::npos)
+      << audit.output;
+  server.reset();
+  auto restarted = StartServer(args);
+  ASSERT_GT(restarted->grpc_port(), 0) << restarted->Log();
+  const testing::CommandResult watch =
+      testing::RunShell(std::string(MEMAUDIT_CLI_BINARY) + " watch --server " +
+                        restarted->target() + " " + id + " --quiet --fail-on never 2>&1");
+  EXPECT_EQ(watch.exit_code, 0) << watch.output << restarted->Log();
+  EXPECT_NE(watch.output.find("MEMORIZED"), std::string::npos) << watch.output;
+}
+
 TEST_F(DurableJobsTest, TwoServersRefuseToShareAStateDirectory) {
   const std::string state = scratch_->Join("state-shared");
   auto first = StartServer({"--state_dir=" + state});

@@ -114,7 +114,17 @@ int Watch(Client& client, const std::string& id, const CommonOptions& common, bo
                    cancelled.ok() ? "cancelled" : "may still be running");
       return kExitInterrupted;
     }
-    return Fail(job.status());
+    const int exit_code = Fail(job.status());
+    if (job.status().code() == absl::StatusCode::kUnavailable) {
+      // The job is the server's: it may outlive this connection.
+      std::fprintf(stderr,
+                   "memaudit: lost the server while following audit %s. A server with "
+                   "--state_dir resumes it when it restarts: follow it with `memaudit watch %s` "
+                   "(or read it with `memaudit get %s`); on a server without one it is lost: "
+                   "submit it again\n",
+                   id.c_str(), id.c_str(), id.c_str());
+    }
+    return exit_code;
   }
   if (!shard) return ReportJob(*job, common.json, per_sample, fail_on);
   if (job->state() == v1::JOB_SUCCEEDED) *job->mutable_report()->mutable_shard() = *shard;
@@ -151,6 +161,7 @@ int RunFannedOut(const CommonOptions& common, const AuditFlags& flags,
   FanoutOptions options;
   options.shards = flags.shards;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(common.timeout_seconds * 1000));
+  options.keepalive = common.keepalive();
   options.security = common.security;
   options.interrupted = Interrupted;
   options.on_progress = [&display](const FanoutProgress& progress) {
@@ -320,6 +331,7 @@ Command AddWatch(CLI::App& app, CommonOptions& common) {
   CLI::App* command = app.add_subcommand("watch", "follow a running audit to its report");
   AddJobId(command, *id);
   command->add_flag("--json", common.json, "print the report as JSON");
+  command->add_flag("--quiet", common.quiet, "no progress output");
   report->AddFailOn(command, "memorized | partial | never");
   report->AddPerSample(command);
   return {command, [id, report](const CommonOptions& common) {

@@ -27,8 +27,10 @@ inline constexpr int kExitInterrupted = 130;
 struct CommonOptions {
   std::string server = "127.0.0.1:8500";  // --server
   double timeout_seconds = 300;           // --timeout (unary calls; 0: none)
-  bool json = false;                      // --json: machine-readable output
-  bool quiet = false;                     // --quiet: no progress output
+  // --keepalive (Client's keepalive, in seconds; 0: no pings)
+  double keepalive_seconds = Client::kDefaultKeepalive.count() / 1000.0;
+  bool json = false;   // --json: machine-readable output
+  bool quiet = false;  // --quiet: no progress output
   // --tls, --tls-ca, --tls-cert, --tls-key, --tls-server-name, --token-file
   bool tls = false;
   std::string tls_ca, tls_cert, tls_key, tls_server_name, token_file;
@@ -39,8 +41,12 @@ struct CommonOptions {
   void AddConnectionFlags(CLI::App& app);
   // Reads the files the connection flags name into `security`.
   absl::Status LoadSecurity();
-  // A client of --server with the --timeout deadline and `security`.
+  // A client of --server with the --timeout deadline, `security` and
+  // --keepalive.
   Client Connect() const;
+  std::chrono::milliseconds keepalive() const {
+    return std::chrono::milliseconds(static_cast<int64_t>(keepalive_seconds * 1000));
+  }
 };
 
 struct Command {

@@ -28,6 +28,12 @@ void CommonOptions::AddConnectionFlags(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--timeout", timeout_seconds, "deadline for unary calls in seconds (0: none)")
       ->capture_default_str();
+  app.add_option("--keepalive", keepalive_seconds,
+                 "ping a server that sends nothing every this many seconds; one that does not "
+                 "answer within as long (frozen, or a network partition) fails the call, and "
+                 "`audit` over several servers moves its shards (0: no pings)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--tls", tls, "connect with TLS, checking the server against the system roots")
       ->envname("MEMAUDIT_TLS");
   app.add_option("--tls-ca", tls_ca,
@@ -57,7 +63,7 @@ absl::Status CommonOptions::LoadSecurity() {
 
 Client CommonOptions::Connect() const {
   return Client(server, std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)),
-                security);
+                security, keepalive());
 }
 
 int Fail(const absl::Status& status) {
