@@ -624,7 +624,7 @@ TEST_F(IntegrationTest, FailedReloadKeepsThePreviousVersionServing) {
   fs::copy_file(model_file, model_file + ".good");
   testing::WriteFile(model_file, "corrupted on disk");
   auto reload = client().LoadModel("reloadable");
-  EXPECT_EQ(reload.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(reload.status().code(), absl::StatusCode::kFailedPrecondition);
   auto info = client().GetModel("reloadable");
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->state(), v1::MODEL_READY);
@@ -1410,8 +1410,26 @@ TEST_F(IntegrationTest, InvalidUtf8RequestsDoNotFloodTheLog) {
   for (int i = 0; i < 50; ++i) {
     grpc::ClientContext context;
     v1::ModelInfo info;
-    EXPECT_FALSE(stub->GetModel(&context, request, &info).ok());
+    // Was INTERNAL with an empty message: protobuf refuses the text before
+    // any handler runs.
+    const grpc::Status status = stub->GetModel(&context, request, &info);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(),
+              "name: not valid UTF-8 (text fields must be; memaudit.v1.GetModelRequest)");
   }
+  // A nested field is named by its path.
+  auto audits = v1::AuditService::NewStub(channel);
+  v1::AuditRequest audit;
+  audit.set_model("mix");
+  audit.add_conditions()->set_class_label(1);
+  audit.add_conditions()->set_prompt("caf\xc3");
+  grpc::ClientContext context;
+  v1::AuditJob job;
+  const grpc::Status nested = audits->SubmitAudit(&context, audit, &job);
+  EXPECT_EQ(nested.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(nested.error_message(),
+            "conditions[1].prompt: not valid UTF-8 (text fields must be; "
+            "memaudit.v1.AuditRequest)");
   EXPECT_GE(count_lines() - before, 1u) << "the server logged none: did the requests arrive?";
   EXPECT_LE(count_lines() - before, 1u) << server_->Log();
   auto health = client().Health();
