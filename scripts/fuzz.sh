@@ -14,7 +14,7 @@ seconds="${1:-600}"
 shift || true
 harnesses=("$@")
 if ((${#harnesses[@]} == 0)); then
-  harnesses=(fuzz_model_config fuzz_tensor_codec fuzz_plans)
+  harnesses=(fuzz_model_config fuzz_tensor_codec fuzz_plans fuzz_tokenizer)
 fi
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -1759,6 +1759,10 @@ def runtime_libraries(binary):
         m = re.match(r"\s*(\S+) => (\S+)", line)
         if m:
             paths[m.group(1)] = m.group(2)
+        elif m := re.match(r"\s*(/\S+) \(0x", line):
+            # The dynamic loader, listed by path (a NEEDED entry of binaries
+            # that call __tls_get_addr).
+            paths[os.path.basename(m.group(1))] = m.group(1)
     packages, unowned = set(), []
     for soname in re.findall(r"\(NEEDED\).*\[(.*)\]", dynamic):
         path = paths.get(soname)
