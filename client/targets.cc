@@ -156,35 +156,39 @@ absl::StatusOr<absl::string_view> DnsHostPort(absl::string_view spec) {
 
 }  // namespace
 
-absl::Status CheckServerAddress(absl::string_view spec) {
-  if (spec.empty()) return absl::InvalidArgumentError("no server address");
-  if (absl::StartsWith(spec, "ipv4:")) return List(spec, spec.substr(5), AF_INET).status();
-  if (absl::StartsWith(spec, "ipv6:")) return List(spec, spec.substr(5), AF_INET6).status();
-  if (absl::StartsWith(spec, "dns:")) {
-    absl::StatusOr<absl::string_view> host_port = DnsHostPort(spec);
-    if (!host_port.ok()) return host_port.status();
-    return ParseHostPort(spec, *host_port).status();
-  }
-  if (spec.find(',') != absl::string_view::npos) return List(spec, spec, AF_UNSPEC).status();
-  // gRPC itself would take "127.0.0.1:99999" and dial the port modulo 65536.
-  if (IsOtherGrpcTarget(spec)) return absl::OkStatus();
-  return ParseHostPort(spec, spec).status();
-}
+namespace {
 
-absl::StatusOr<std::vector<Replica>> ResolveReplicas(absl::string_view spec) {
+// ResolveReplicas, resolving a "dns:" name only when `resolve` is set
+// (otherwise the target itself, its syntax checked).
+absl::StatusOr<std::vector<Replica>> ParseTargets(absl::string_view spec, bool resolve) {
   if (spec.empty()) return absl::InvalidArgumentError("no server address");
   if (absl::StartsWith(spec, "ipv4:")) return List(spec, spec.substr(5), AF_INET);
   if (absl::StartsWith(spec, "ipv6:")) return List(spec, spec.substr(5), AF_INET6);
   if (absl::StartsWith(spec, "dns:")) {
     absl::StatusOr<absl::string_view> host_port = DnsHostPort(spec);
     if (!host_port.ok()) return host_port.status();
-    return Resolve(spec, *host_port);
-  }
-  if (spec.find(',') == absl::string_view::npos) {
-    if (absl::Status status = CheckServerAddress(spec); !status.ok()) return status;
+    if (resolve) return Resolve(spec, *host_port);
+    if (absl::Status status = ParseHostPort(spec, *host_port).status(); !status.ok()) {
+      return status;
+    }
     return std::vector<Replica>{{std::string(spec), ""}};
   }
-  return List(spec, spec, AF_UNSPEC);
+  if (spec.find(',') != absl::string_view::npos) return List(spec, spec, AF_UNSPEC);
+  // gRPC itself would take "127.0.0.1:99999" and dial the port modulo 65536.
+  if (!IsOtherGrpcTarget(spec)) {
+    if (absl::Status status = ParseHostPort(spec, spec).status(); !status.ok()) return status;
+  }
+  return std::vector<Replica>{{std::string(spec), ""}};
+}
+
+}  // namespace
+
+absl::Status CheckServerAddress(absl::string_view spec) {
+  return ParseTargets(spec, /*resolve=*/false).status();
+}
+
+absl::StatusOr<std::vector<Replica>> ResolveReplicas(absl::string_view spec) {
+  return ParseTargets(spec, /*resolve=*/true);
 }
 
 }  // namespace memaudit::client

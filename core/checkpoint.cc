@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -21,9 +22,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The precisions a network may run in (ParseDtype's names).
+constexpr at::ScalarType kPrecisions[] = {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf};
+
 bool IsEngineOrReducedPrecision(at::ScalarType dtype) {
-  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
-         dtype == at::kHalf;
+  return std::find(std::begin(kPrecisions), std::end(kPrecisions), dtype) != std::end(kPrecisions);
 }
 
 // What the engine computes in around a network of `network` precision:
@@ -73,7 +76,7 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
 
 absl::StatusOr<std::optional<at::ScalarType>> ParseDtype(const std::string& name) {
   if (name.empty()) return std::nullopt;
-  for (const at::ScalarType dtype : {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf}) {
+  for (const at::ScalarType dtype : kPrecisions) {
     if (name == DtypeName(dtype)) return dtype;
   }
   return absl::InvalidArgumentError(absl::StrCat(

@@ -67,8 +67,6 @@ absl::Status CheckInsideRepository(const std::string& repository, const std::str
   return absl::OkStatus();
 }
 
-// Loads <repository>/<name>: checkpoint (with its probe), reference set,
-// policy, checksum.
 // The code a failed load answers with. The loaders say INVALID_ARGUMENT or
 // NOT_FOUND for a bad or missing file; to a caller of LoadModel that is not
 // its argument (the name was found) but the state of the server's
@@ -85,6 +83,8 @@ absl::StatusCode LoadErrorCode(absl::StatusCode code) {
   }
 }
 
+// Loads <repository>/<name>: checkpoint (with its probe), reference set,
+// policy, checksum.
 absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadModelDirectory(
     const std::string& repository, const std::string& name, const CheckpointOptions& options,
     int64_t max_dense_dimension, std::chrono::steady_clock::time_point start) {

@@ -59,6 +59,9 @@ class ModelRegistry {
 
   // Subdirectory names of the repository that contain a config.pbtxt.
   std::vector<std::string> ScanRepository() const;
+  // Whether `name` is a valid model name with a directory in the
+  // repository (what Load looks for first).
+  bool ExistsInRepository(const std::string& name) const;
 
   // Loads every model in the repository; returns how many failed. Failures
   // are recorded per model (see Info) and never abort the others.
@@ -97,7 +100,6 @@ class ModelRegistry {
   };
   v1::ModelInfo InfoLocked(const std::string& name, const Entry& entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  bool ExistsInRepository(const std::string& name) const;
 
   const std::string repository_;
   const CheckpointOptions options_;

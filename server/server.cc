@@ -21,7 +21,7 @@ constexpr int kMaxMessageBytes = 256 << 20;
 // Threads of the planning pool (AuditServiceImpl): planning is light.
 constexpr int kPlanningThreads = 2;
 // The shortest keepalive interval clients may use (Client::kDefaultKeepalive
-// is 20 s; tests use 1–2 s).
+// is 20 s; the frozen-replica test uses 2 s).
 constexpr int kMinClientPingIntervalMs = 500;
 
 // Flag combinations that cannot work.

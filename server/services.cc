@@ -169,6 +169,23 @@ absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
   return shared->status;
 }
 
+namespace {
+
+// RunOnPool for work that computes a value: its result, or RunOnPool's
+// status (queue full, cancelled, a LibTorch exception).
+template <typename Work>
+auto ValueOnPool(WorkerPool& pool, grpc::ServerContext* context, Work work)
+    -> decltype(work(StopCheck())) {
+  decltype(work(StopCheck())) result = absl::UnknownError("not run");
+  RETURN_IF_ERROR(RunOnPool(pool, context, [&](const StopCheck& stop) {
+    result = work(stop);
+    return absl::OkStatus();
+  }));
+  return result;
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------- models
 
 grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* context,
@@ -202,8 +219,7 @@ grpc::Status ModelServiceImpl::LoadModel(grpc::ServerContext* context,
     absl::Status status = RunOnPool(*pool_, context, [this, name, &info](const StopCheck&) {
       // A model added to the repository since the start gets its series
       // before its first load (names outside the repository get none).
-      const std::vector<std::string> known = registry_->ScanRepository();
-      if (metrics_ != nullptr && std::find(known.begin(), known.end(), name) != known.end()) {
+      if (metrics_ != nullptr && registry_->ExistsInRepository(name)) {
         metrics_->RegisterModel(name);
       }
       ASSIGN_OR_RETURN(info, registry_->Load(name));
@@ -240,12 +256,9 @@ auto AuditServiceImpl::PlanFor(grpc::ServerContext* context, const Request& requ
                                Planner planner)
     -> decltype(planner(request, nullptr, StopCheck())) {
   ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> model, Model(request.model()));
-  decltype(planner(request, nullptr, StopCheck())) plan = absl::UnknownError("not planned");
-  RETURN_IF_ERROR(RunOnPool(*planning_pool_, context, [&](const StopCheck& stop) {
-    plan = PlanNoThrow([&] { return planner(request, std::move(model), stop); });
-    return absl::OkStatus();
-  }));
-  return plan;
+  return ValueOnPool(*planning_pool_, context, [&](const StopCheck& stop) {
+    return PlanNoThrow([&] { return planner(request, std::move(model), stop); });
+  });
 }
 
 template <typename Response, typename Work>
@@ -278,12 +291,8 @@ grpc::Status AuditServiceImpl::Spectrum(grpc::ServerContext* context,
 absl::StatusOr<SampleBatch> AuditServiceImpl::SamplesOnPool(grpc::ServerContext* context,
                                                             const SamplePlan& plan,
                                                             const std::vector<uint64_t>& seeds) {
-  SampleBatch samples;
-  RETURN_IF_ERROR(RunOnPool(*pool_, context, [&](const StopCheck& stop) -> absl::Status {
-    ASSIGN_OR_RETURN(samples, RunSamples(plan, seeds, stop));
-    return absl::OkStatus();
-  }));
-  return samples;
+  return ValueOnPool(*pool_, context,
+                     [&](const StopCheck& stop) { return RunSamples(plan, seeds, stop); });
 }
 
 grpc::Status AuditServiceImpl::Sample(grpc::ServerContext* context,
@@ -435,15 +444,9 @@ grpc::Status AuditServiceImpl::SubmitAudit(grpc::ServerContext* context,
                                            const v1::AuditRequest* request,
                                            v1::AuditJob* response) {
   return Handle(metrics_, *access_, context, "AuditService/SubmitAudit", [&](const Caller& caller) {
-    absl::StatusOr<v1::AuditJob> job = absl::UnknownError("not submitted");
-    if (absl::Status s = RunOnPool(*planning_pool_, context,
-                                   [&](const StopCheck& stop) {
-                                     job = jobs_->Submit(*request, caller.name, stop);
-                                     return absl::OkStatus();
-                                   });
-        !s.ok()) {
-      return ToGrpcStatus(s);
-    }
+    absl::StatusOr<v1::AuditJob> job = ValueOnPool(
+        *planning_pool_, context,
+        [&](const StopCheck& stop) { return jobs_->Submit(*request, caller.name, stop); });
     if (!job.ok()) return ToGrpcStatus(job.status());
     *response = *std::move(job);
     return grpc::Status::OK;

@@ -129,88 +129,82 @@ testing::ScratchDir* FanoutIntegrationTest::scratch_ = nullptr;
 ServerProcess* FanoutIntegrationTest::servers_[kReplicas] = {};
 v1::AuditReport* FanoutIntegrationTest::single_ = nullptr;
 
+// A fanned-out Audit() over replicas 0, 1 and `victim`, sending `signal`
+// to the victim as soon as one of its shards has measured a batch: its
+// other shard is then running or queued, and both must move elsewhere.
+struct VictimRun {
+  absl::StatusOr<client::FanoutResult> result = absl::UnknownError("not run");
+  bool signalled = false;
+  std::vector<std::string> notices;  // on_notice lines
+  double seconds = 0;
+};
+VictimRun RunWithVictim(ServerProcess* const (&servers)[kReplicas], int victim, int signal,
+                        std::chrono::milliseconds keepalive) {
+  std::vector<client::Replica> replicas;
+  for (int r : {0, 1, victim}) replicas.push_back({servers[r]->target(), ""});
+  const std::string target = servers[victim]->target();
+  VictimRun run;
+  std::atomic<bool> signalled{false};
+  std::mutex mu;
+  client::FanoutOptions options;
+  options.shards = 6;
+  options.timeout = std::chrono::seconds(60);
+  options.keepalive = keepalive;
+  options.on_progress = [&](const client::FanoutProgress& progress) {
+    if (progress.replica == target && progress.progress.phase() == v1::AUDIT_PHASE_MEASURED &&
+        !signalled.exchange(true)) {
+      servers[victim]->Signal(signal);
+    }
+  };
+  options.on_notice = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
+    run.notices.push_back(line);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  run.result = client::RunFannedOutAudit(replicas, Audit(), options);
+  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  run.signalled = signalled.load();
+  return run;
+}
+
 // Kills replica 2; the other tests use replicas 0 and 1 only (any order),
 // and the frozen-replica test replica 3.
 TEST_F(FanoutIntegrationTest, AReplicaKilledMidwayLeavesTheReportUnchanged) {
   ASSERT_GT(single_->conditions(0).memorized(), 0);  // the reference judges something
   ASSERT_EQ(single_->total_samples(), 72);
-  std::vector<client::Replica> replicas;
-  for (int r : {0, 1, 2}) replicas.push_back({servers_[r]->target(), ""});
   const std::string victim = servers_[2]->target();
-  std::atomic<bool> killed{false};
-  std::mutex mu;
-  std::vector<std::string> notices;
-  client::FanoutOptions options;
-  options.shards = 6;
-  options.timeout = std::chrono::seconds(60);
-  // Killed as soon as one of its shards has measured a batch: its other
-  // shard is then running or queued, and both must move elsewhere.
-  options.on_progress = [&](const client::FanoutProgress& progress) {
-    if (progress.replica == victim && progress.progress.phase() == v1::AUDIT_PHASE_MEASURED &&
-        !killed.exchange(true)) {
-      servers_[2]->Signal(SIGKILL);
-    }
-  };
-  options.on_notice = [&](const std::string& line) {
-    std::lock_guard<std::mutex> lock(mu);
-    notices.push_back(line);
-  };
-  absl::StatusOr<client::FanoutResult> result =
-      client::RunFannedOutAudit(replicas, Audit(), options);
-  ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_TRUE(killed.load()) << "replica 2 never reported progress";
-  ASSERT_FALSE(notices.empty());
-  for (const std::string& notice : notices) {
+  const VictimRun run = RunWithVictim(servers_, 2, SIGKILL, client::Client::kDefaultKeepalive);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  ASSERT_TRUE(run.signalled) << "replica 2 never reported progress";
+  ASSERT_FALSE(run.notices.empty());
+  for (const std::string& notice : run.notices) {
     EXPECT_NE(notice.find("on " + victim + " failed (UNAVAILABLE"), std::string::npos) << notice;
   }
-  ASSERT_EQ(result->jobs.size(), 6u);
-  for (const std::string& job : result->jobs) {
+  ASSERT_EQ(run.result->jobs.size(), 6u);
+  for (const std::string& job : run.result->jobs) {
     EXPECT_EQ(job.find(victim), std::string::npos) << job;  // finished elsewhere
   }
-  ExpectSameAsOneServer(result->report);
+  ExpectSameAsOneServer(run.result->report);
 }
 
 // A replica frozen mid-audit (SIGSTOP) kept its TCP connections open, so
 // the watch waited for ever (186 s and counting). Keepalive pings now find
 // it silent: its shards move to the others and the report is unchanged.
 TEST_F(FanoutIntegrationTest, AFrozenReplicaIsLeftAfterItsKeepalive) {
-  std::vector<client::Replica> replicas;
-  for (int r : {0, 1, 3}) replicas.push_back({servers_[r]->target(), ""});
   const std::string victim = servers_[3]->target();
-  std::atomic<bool> frozen{false};
-  std::mutex mu;
-  std::vector<std::string> notices;
-  client::FanoutOptions options;
-  options.shards = 6;
-  options.timeout = std::chrono::seconds(60);
-  options.keepalive = std::chrono::seconds(2);
-  options.on_progress = [&](const client::FanoutProgress& progress) {
-    if (progress.replica == victim && progress.progress.phase() == v1::AUDIT_PHASE_MEASURED &&
-        !frozen.exchange(true)) {
-      servers_[3]->Signal(SIGSTOP);
-    }
-  };
-  options.on_notice = [&](const std::string& line) {
-    std::lock_guard<std::mutex> lock(mu);
-    notices.push_back(line);
-  };
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<client::FanoutResult> result =
-      client::RunFannedOutAudit(replicas, Audit(), options);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const VictimRun run = RunWithVictim(servers_, 3, SIGSTOP, std::chrono::seconds(2));
   servers_[3]->Signal(SIGCONT);  // the suite's teardown stops it as it stops the others
-  ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_TRUE(frozen.load()) << "replica 3 never reported progress";
-  EXPECT_LT(seconds, 90.0);
-  ASSERT_FALSE(notices.empty());
-  for (const std::string& notice : notices) {
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  ASSERT_TRUE(run.signalled) << "replica 3 never reported progress";
+  EXPECT_LT(run.seconds, 90.0);
+  ASSERT_FALSE(run.notices.empty());
+  for (const std::string& notice : run.notices) {
     EXPECT_NE(notice.find("on " + victim + " failed (UNAVAILABLE"), std::string::npos) << notice;
   }
-  for (const std::string& job : result->jobs) {
+  for (const std::string& job : run.result->jobs) {
     EXPECT_EQ(job.find(victim), std::string::npos) << job;
   }
-  ExpectSameAsOneServer(result->report);
+  ExpectSameAsOneServer(run.result->report);
 }
 
 TEST_F(FanoutIntegrationTest, CliFanOutPrintsTheOneServerReport) {
