@@ -23,10 +23,6 @@
 #   BUILD_IMAGE        base of the build stage           (debian:bookworm)
 #   RUNTIME_IMAGE      base of the runtime stage         (debian:bookworm-slim)
 #   LIBTORCH_VARIANT   debian | cuda                      (debian)
-#   TORCH_PIP_SPEC     cuda only: pip arguments that install a CUDA torch into
-#                      /opt/torch when the build image has none (empty)
-#   TORCH_CMAKE_PREFIX_PATH  cuda only: where TorchConfig.cmake lives; empty =
-#                      python3 -c 'import torch;print(torch.utils.cmake_prefix_path)'
 #   RUNTIME_PACKAGES   runtime apt packages; the default is the Debian 12 list
 #                      below; "auto" = the packages that own the shared
 #                      libraries the binaries link (derived in the build stage
@@ -35,36 +31,26 @@
 #   BUILD_JOBS         parallel compile jobs (~1 GiB RAM each)         (2)
 #
 # ---------------------------------------------------------------------------
-# CUDA image (LIBTORCH_VARIANT=cuda) -- NOT built or tested in this repository.
-# Debian ships only a CPU LibTorch, so the CUDA variant compiles against the
-# C++ LibTorch that ships inside a CUDA build of the PyTorch Python package:
-# CMake gets CMAKE_PREFIX_PATH/Torch_DIR from
-#   python3 -c 'import torch;print(torch.utils.cmake_prefix_path)'
-# and the server then runs with --device=cuda:0 (see deploy/overlays/gpu/).
-# Requirements on the build image:
-#   * the apt packages of scripts/setup.sh at Debian 12's versions (gRPC 1.51,
-#     protobuf 3.21, Abseil 20220623): Debian 12 itself or Ubuntu 24.04 based
-#     CUDA images; the PyTorch images (Ubuntu 22.04) ship older gRPC/Abseil;
-#   * a torch built with the C++11 ABI (PyTorch >= 2.7 wheels; the build stops
-#     if torch.compiled_with_cxx11_abi() is false), since gRPC/protobuf/Abseil
-#     from apt use it.
-#   * the CUDA toolkit's headers and libcudart (a -devel CUDA image): with a
-#     CUDA LibTorch CMake compiles core/device_memory.cc's CUDA branch
-#     (libc10_cuda + CUDA::cudart) for memaudit_device_memory_bytes{kind=
-#     allocated|reserved|peak} and the admission check against the GPU's free
-#     memory (docs/SERVICE.md "Memory limits").
-# The torch package is installed into /opt/torch (TORCH_PIP_SPEC) and copied to
-# the same path in the runtime stage, so the binaries' RUNPATH and torch's own
-# $ORIGIN-relative RUNPATHs (nvidia-* wheels: cuDNN, cuBLAS, ...) resolve.
-# With TORCH_PIP_SPEC empty the build image's own torch is used, and the
-# RUNTIME_IMAGE must hold the same torch at the same path (e.g. the matching
-# -runtime flavour of the same PyTorch image).
-# Example:
+# CUDA image (LIBTORCH_VARIANT=cuda): Debian 13 and Debian's own CUDA
+# packages, nothing from outside Debian's archive. Both stages enable the
+# contrib and non-free components; the build stage runs
+# `MEMAUDIT_LIBTORCH=cuda scripts/setup.sh` (libtorch-cuda-dev 2.6,
+# python3-torch-cuda, nvidia-cuda-toolkit 12.4), CMake finds the CUDA
+# LibTorch where the package puts it and compiles core/device_memory.cc's
+# CUDA branch (memaudit_device_memory_bytes{kind=allocated|reserved|peak} and
+# admission against the GPU's free memory, docs/SERVICE.md "Memory limits").
+# The runtime stage installs the packages that own the linked libraries
+# (RUNTIME_PACKAGES=auto: libtorch-cuda-2.6 and the rest of Debian 13's
+# list); the NVIDIA driver comes from the node (NVIDIA container toolkit).
+# Debian's nvidia-cudnn package (a dependency of libtorch-cuda) downloads
+# cuDNN from developer.download.nvidia.com while it installs, so both stages
+# need that host; on the development machines it does not resolve, so this
+# image has not been built here (the same packages were installed and the
+# tree compiled in a Debian 13 root: docs/GUIDE.md "Platforms").
 #   docker build -t memaudit:0.1.0-cuda \
 #     --build-arg LIBTORCH_VARIANT=cuda \
-#     --build-arg BUILD_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 \
-#     --build-arg RUNTIME_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#     --build-arg TORCH_PIP_SPEC="torch==2.7.1 --index-url https://download.pytorch.org/whl/cu128" \
+#     --build-arg BUILD_IMAGE=debian:trixie \
+#     --build-arg RUNTIME_IMAGE=debian:trixie-slim \
 #     --build-arg RUNTIME_PACKAGES=auto .
 #   docker run --rm --gpus all -p 8500:8500 -p 9090:9090 memaudit:0.1.0-cuda \
 #     --model_repository=/models --listen=0.0.0.0:8500 \
@@ -78,8 +64,6 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${BUILD_IMAGE} AS build
 
 ARG LIBTORCH_VARIANT=debian
-ARG TORCH_PIP_SPEC=
-ARG TORCH_CMAKE_PREFIX_PATH=
 ARG BUNDLE_TOY_MODELS=true
 ARG BUILD_JOBS=2
 
@@ -89,38 +73,29 @@ ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 
 # setup.sh first (its own layer): the package layer survives source edits.
+# The CUDA variant needs Debian 13 with contrib and non-free (deb822 sources).
 COPY scripts/setup.sh scripts/setup.sh
-RUN apt-get update -qq \
+RUN case "${LIBTORCH_VARIANT:-debian}" in \
+      debian) libtorch=cpu ;; \
+      cuda) libtorch=cuda; \
+        . /etc/os-release; \
+        [[ "${VERSION_CODENAME:-}" == trixie ]] || { echo "LIBTORCH_VARIANT=cuda needs BUILD_IMAGE=debian:trixie (Debian 13 ships libtorch-cuda-dev), got ${PRETTY_NAME:-unknown}" >&2; exit 1; }; \
+        sed -i 's/^Components: main$/Components: main contrib non-free non-free-firmware/' /etc/apt/sources.list.d/debian.sources ;; \
+      *) echo "LIBTORCH_VARIANT must be debian or cuda, got '${LIBTORCH_VARIANT}'" >&2; exit 1 ;; \
+    esac; \
+    apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends ca-certificates binutils \
- && scripts/setup.sh \
+ && MEMAUDIT_LIBTORCH="$libtorch" scripts/setup.sh \
  && rm -rf /var/lib/apt/lists/*
-
-# CUDA variant: a CUDA torch (with its C++ LibTorch) in /opt/torch, unless the
-# build image already has one. /opt/torch always exists (empty for debian).
-RUN mkdir -p /opt/torch \
- && if [[ "${LIBTORCH_VARIANT:-debian}" == cuda && -n "${TORCH_PIP_SPEC:-}" ]]; then \
-      apt-get update -qq \
-      && apt-get install -y -qq --no-install-recommends python3-venv python3-pip \
-      && rm -rf /var/lib/apt/lists/* \
-      && python3 -m venv /opt/torch \
-      && /opt/torch/bin/pip install --no-cache-dir ${TORCH_PIP_SPEC:-}; \
-    fi
 
 COPY . /src
 
 RUN --mount=type=cache,target=/root/.cache/ccache \
-    extra=(); \
-    case "${LIBTORCH_VARIANT:-debian}" in \
-      debian) ;; \
-      cuda) \
-        python=python3; [[ -x /opt/torch/bin/python3 ]] && python=/opt/torch/bin/python3; \
-        "$python" -c 'import torch, sys; sys.exit(0 if torch.compiled_with_cxx11_abi() else "torch is built with the pre-C++11 ABI; use PyTorch >= 2.7 or a cxx11-abi LibTorch")'; \
-        prefix="${TORCH_CMAKE_PREFIX_PATH:-$("$python" -c 'import torch;print(torch.utils.cmake_prefix_path)')}"; \
-        extra+=("-DCMAKE_PREFIX_PATH=${prefix}" "-DTorch_DIR=${prefix}/Torch"); \
-        echo "LibTorch (CUDA) from ${prefix}" ;; \
-      *) echo "LIBTORCH_VARIANT must be debian or cuda, got '${LIBTORCH_VARIANT}'" >&2; exit 1 ;; \
-    esac; \
-    MEMAUDIT_BUILD_JOBS="${BUILD_JOBS:-2}" scripts/build.sh -DMEMAUDIT_BUILD_TESTS=OFF "${extra[@]}"; \
+    MEMAUDIT_BUILD_JOBS="${BUILD_JOBS:-2}" scripts/build.sh -DMEMAUDIT_BUILD_TESTS=OFF; \
+    if [[ "${LIBTORCH_VARIANT:-debian}" == cuda ]]; then \
+      grep -Eq '^C10_CUDA_LIBRARY:FILEPATH=/' build/CMakeCache.txt \
+        || { echo "CMake found no CUDA LibTorch (C10_CUDA_LIBRARY unset): the image would run on the CPU only" >&2; exit 1; }; \
+    fi; \
     install -d /opt/memaudit/bin /opt/memaudit/models /opt/memaudit/share; \
     install -m 0755 build/server/memaudit-server build/client/memaudit \
       build/tools/toy/memaudit-toy /opt/memaudit/bin/
@@ -168,8 +143,12 @@ ARG RUNTIME_PACKAGES="libtorch1.13 libopenblas0-openmp libprotobuf32 libabsl2022
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive
 
+ARG LIBTORCH_VARIANT=debian
 COPY --from=build /opt/memaudit/share/runtime-packages.derived /usr/local/share/memaudit/runtime-packages.derived
-RUN packages="${RUNTIME_PACKAGES:-auto}"; \
+RUN if [[ "${LIBTORCH_VARIANT:-debian}" == cuda ]]; then \
+      sed -i 's/^Components: main$/Components: main contrib non-free non-free-firmware/' /etc/apt/sources.list.d/debian.sources; \
+    fi; \
+    packages="${RUNTIME_PACKAGES:-auto}"; \
     if [[ "$packages" == auto ]]; then \
       packages="$(cat /usr/local/share/memaudit/runtime-packages.derived) libopenblas0-openmp"; \
     fi; \
@@ -177,9 +156,6 @@ RUN packages="${RUNTIME_PACKAGES:-auto}"; \
  && apt-get install -y -qq --no-install-recommends $packages \
  && rm -rf /var/lib/apt/lists/*
 
-# CUDA variant: the torch package (LibTorch + CUDA libraries) at the same path
-# as in the build stage; empty for the Debian variant.
-COPY --from=build /opt/torch /opt/torch
 COPY --from=build /opt/memaudit/bin/ /usr/local/bin/
 COPY --from=build /opt/memaudit/models/ /models/
 

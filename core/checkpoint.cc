@@ -100,7 +100,7 @@ std::string DtypeName(at::ScalarType dtype) {
 
 absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
     const std::string& directory, const CheckpointOptions& options) {
-  ConfigureTorchJit();
+  ConfigureTorchKernels();
   std::error_code ec;
   if (!fs::is_directory(directory, ec)) {
     return absl::NotFoundError(absl::StrCat(directory, ": model directory does not exist"));

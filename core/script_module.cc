@@ -44,7 +44,7 @@ absl::StatusOr<ScriptModule> LoadScriptModule(const std::string& path, at::Devic
   if (!std::filesystem::is_regular_file(path, ec)) {
     return absl::NotFoundError(absl::StrCat(path, ": file does not exist"));
   }
-  ConfigureTorchJit();
+  ConfigureTorchKernels();
   ScriptModule loaded;
   try {
     loaded.module = torch::jit::load(path, device);

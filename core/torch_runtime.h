@@ -10,14 +10,26 @@
 
 namespace memaudit {
 
-// Turns TorchScript graph-executor optimization off (see below). Idempotent;
-// Checkpoint::Load calls it.
-void ConfigureTorchJit();
-
-// Applies the settings core/ needs; idempotent and thread-safe:
+// Applies the kernel settings every model load needs (idempotent; Checkpoint
+// and ScriptModule loads call it, before any forward pass):
 //  - TorchScript graph-executor optimization off. Forward-mode AD through a
 //    scripted module silently loses tangents with it on (docs/DESIGN.md §6), and
 //    Jacobians are faster without it.
+//  - oneDNN ("mkldnn") CPU kernels off on LibTorch 2.x, on for 1.13 (see
+//    OneDnnEnabled). The environment variable MEMAUDIT_ONEDNN=on|off overrides
+//    the choice for the whole process.
+void ConfigureTorchKernels();
+
+// Whether ConfigureTorchKernels leaves LibTorch's oneDNN CPU kernels on: off
+// by default on LibTorch 2.x, where Debian 13's build (2.6 with oneDNN 3.7.2)
+// returns all-NaN input gradients from convolution backward now and then at
+// two or more threads and computes bfloat16 convolutions 10% away from float32
+// (docs/DESIGN.md §6); on for LibTorch 1.13, whose oneDNN is correct and 20%
+// faster there. Reads MEMAUDIT_ONEDNN; an unrecognised value keeps the default.
+bool OneDnnEnabled();
+
+// Applies the settings core/ needs; idempotent and thread-safe:
+//  - ConfigureTorchKernels().
 //  - intra-op threads = `num_threads` (0: the machine's hardware concurrency;
 //    LibTorch defaults to 1 on these machines).
 void ConfigureTorchRuntime(int num_threads = 0);

@@ -1,9 +1,13 @@
 // Reduced-precision networks (CheckpointOptions::dtype, config.pbtxt dtype):
 // the network computes in bfloat16/float16, the engine stays float32.
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
+#include <torch/version.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -11,6 +15,7 @@
 #include "checkpoint.h"
 #include "model_directory.h"
 #include "test_util.h"
+#include "torch_runtime.h"
 
 namespace memaudit {
 namespace {
@@ -68,6 +73,52 @@ TEST(PrecisionTest, Bfloat16DenoiserAgreesWithFloat32) {
   EXPECT_GT(output_error, 1e-5) << "the network did not run reduced";
   EXPECT_LT(output_error, 0.05);
   EXPECT_LT(RelativeError(grad16, grad32), 0.1);
+}
+
+// Input gradients through a convolutional U-Net are finite on every call at
+// two threads. Debian 13's LibTorch 2.6 with its oneDNN convolution kernels
+// returned all-NaN gradients for 6 of 90 such products (batch 2/4/8); loads
+// switch oneDNN off there (ConfigureTorchKernels).
+TEST(PrecisionTest, ConvolutionGradientsStayFiniteAtTwoThreads) {
+  auto model = Checkpoint::Load(Committed("mnist39"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(2);
+  at::manual_seed(11);
+  int non_finite = 0;
+  int products = 0;
+  for (int round = 0; round < 30; ++round) {
+    for (const int64_t batch : {2, 4, 8}) {
+      at::Tensor x = at::randn({batch, 1, 28, 28}).requires_grad_(true);
+      const at::Tensor t = at::full({batch}, 20, at::kLong);
+      const at::Tensor labels = at::randint(0, 10, {batch}, at::kLong);
+      const at::Tensor out = (*model)->Forward(x, t, labels);
+      out.backward(at::randn_like(out));
+      ++products;
+      if (!x.grad().isfinite().all().item<bool>()) ++non_finite;
+    }
+  }
+  at::set_num_threads(threads_before);
+  EXPECT_EQ(non_finite, 0) << "of " << products << " vector-Jacobian products (oneDNN "
+                           << (at::globalContext().userEnabledMkldnn() ? "on" : "off") << ")";
+}
+
+// A load applies the oneDNN choice; MEMAUDIT_ONEDNN=on|off overrides the
+// per-version default and anything else keeps it.
+TEST(PrecisionTest, OneDnnFollowsTheVersionDefaultAndTheEnvironment) {
+  ASSERT_EQ(std::getenv("MEMAUDIT_ONEDNN"), nullptr);
+  const bool by_default = OneDnnEnabled();
+  EXPECT_EQ(by_default, TORCH_VERSION_MAJOR < 2);
+  auto model = Checkpoint::Load(Committed("mnist39"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(at::globalContext().userEnabledMkldnn(), by_default);
+  setenv("MEMAUDIT_ONEDNN", "on", 1);
+  EXPECT_TRUE(OneDnnEnabled());
+  setenv("MEMAUDIT_ONEDNN", "off", 1);
+  EXPECT_FALSE(OneDnnEnabled());
+  setenv("MEMAUDIT_ONEDNN", "perhaps", 1);
+  EXPECT_EQ(OneDnnEnabled(), by_default);
+  unsetenv("MEMAUDIT_ONEDNN");
 }
 
 // config.pbtxt's dtype wins over the server's --dtype.

@@ -1791,10 +1791,13 @@ def check_dockerfile(root, base_sts):
     args = dict(re.findall(r"^ARG (\w+)=?(.*)$", text, re.M))
     R.check("bookworm" in args.get("BUILD_IMAGE", "") and "bookworm" in
             args.get("RUNTIME_IMAGE", ""), "Dockerfile: Debian 12 (bookworm) bases by default")
-    R.check("LIBTORCH_VARIANT" in args and "cmake_prefix_path" in text,
-            "Dockerfile: documents the CUDA LibTorch variant (LIBTORCH_VARIANT, "
-            "torch.utils.cmake_prefix_path)")
     runs = " ".join(rest for word, rest in instructions if word == "RUN")
+    R.check("LIBTORCH_VARIANT" in args and "debian:trixie" in text
+            and 'MEMAUDIT_LIBTORCH="$libtorch" scripts/setup.sh' in runs and "contrib non-free" in runs,
+            "Dockerfile: the CUDA variant builds on Debian 13 with contrib/non-free through "
+            "MEMAUDIT_LIBTORCH=cuda scripts/setup.sh")
+    R.check(not re.search(r"\bpip3?\b|\bcurl\b|\bwget\b", runs),
+            "Dockerfile installs only Debian packages (no pip, curl or wget)")
     for script in ("scripts/setup.sh", "scripts/build.sh"):
         R.check(script in runs and os.access(root / script, os.X_OK),
                 f"Dockerfile runs {script}, which exists and is executable")

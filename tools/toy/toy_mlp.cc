@@ -84,7 +84,7 @@ absl::StatusOr<TrainReport> TrainEpsilonModel(torch::jit::Module& module, const 
   if (data.dim() < 2 || data.size(0) < 1) {
     return absl::InvalidArgumentError("training data must be [N, *sample_shape]");
   }
-  ConfigureTorchJit();
+  ConfigureTorchKernels();
   const auto start = std::chrono::steady_clock::now();
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   std::vector<at::Tensor> parameters;
