@@ -96,6 +96,7 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadModelDirectory(
   model->checkpoint = checkpoint;
   model->denoiser = std::make_unique<Denoiser>(checkpoint);
   model->max_dense_dimension = max_dense_dimension;
+  ASSIGN_OR_RETURN(model->footprint, MeasureNetworkFootprint(*checkpoint));
   const std::string reference_path = (fs::path(directory) / ReferenceSet::kFileName).string();
   std::error_code ec;
   if (fs::exists(reference_path, ec)) {

@@ -19,6 +19,7 @@
 #include "checkpoint.h"
 #include "denoiser.h"
 #include "memaudit/v1/model_service.pb.h"
+#include "network_footprint.h"
 #include "reference_set.h"
 #include "spectrum.h"
 #include "verdict.h"
@@ -39,6 +40,9 @@ struct LoadedModel {
   double load_seconds = 0;
   // The server's dense-spectrum limit (Arnoldi above it, in AUTO mode).
   int64_t max_dense_dimension = kDefaultMaxDenseDimension;
+  // What the network allocates per call, measured at load (request
+  // estimates count it).
+  NetworkFootprint footprint;
 };
 
 class ModelRegistry {

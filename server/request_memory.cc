@@ -47,6 +47,19 @@ class Tally {
     estimate_.bytes = memaudit::server::Add(estimate_.bytes, bytes);
     estimate_.parts.push_back({part, bytes});
   }
+  // A part alive one phase at a time (the network's activations: sampling's
+  // calls end before the spectra's start): the largest phase counts.
+  void AddLargest(const char* part, int64_t bytes) {
+    for (MemoryEstimate::Part& existing : estimate_.parts) {
+      if (existing.name != part) continue;
+      if (bytes > existing.bytes) {
+        estimate_.bytes = memaudit::server::Add(estimate_.bytes - existing.bytes, bytes);
+        existing.bytes = bytes;
+      }
+      return;
+    }
+    Add(part, bytes);
+  }
   MemoryEstimate Done() const { return estimate_; }
 
  private:
@@ -58,11 +71,28 @@ int64_t ElementBytes(const LoadedModel& model) {
 }
 int64_t Dimension(const LoadedModel& model) { return model.checkpoint->sample_numel(); }
 
+// Network rows per sample of a call: conditional models may run the
+// condition and the null condition together (guidance, guided fields).
+int64_t RowsPerSample(const LoadedModel& model) { return model.checkpoint->conditional() ? 2 : 1; }
+
+// The network's own allocations (measured at load) for calls on `rows`
+// rows at once, without or with gradients.
+void AddNetwork(Tally& tally, const LoadedModel& model, int64_t rows, bool gradient) {
+  const NetworkFootprint& footprint = model.footprint;
+  tally.AddLargest("network activations",
+                   gradient ? footprint.GradientBytes(rows) : footprint.InferenceBytes(rows));
+}
+
 // Sampling `batch` samples, keeping `kept_states` states of each.
-void AddSampling(Tally& tally, const LoadedModel& model, int64_t batch, int64_t kept_states) {
+void AddSampling(Tally& tally, const LoadedModel& model, const SamplerOptions& sampler,
+                 int64_t batch, int64_t kept_states) {
   const int64_t one = Mul(Dimension(model), ElementBytes(model));
   tally.Add("states", Mul(Mul(batch, kept_states), one));
   tally.Add("sampling buffers", Mul(Mul(batch, kStepWorkingCopies), one));
+  // Guidance other than 0 and 1 calls the network on 2 rows per sample.
+  const bool both =
+      model.checkpoint->conditional() && sampler.guidance != 1.0 && sampler.guidance != 0.0;
+  AddNetwork(tally, model, Mul(batch, both ? 2 : 1), /*gradient=*/false);
 }
 
 // Spectra of `batch` samples at one timestep, as SpectraAt computes them.
@@ -83,6 +113,8 @@ void AddSpectra(Tally& tally, const LoadedModel& model, const SampleCurvatureOpt
         Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(Mul(subspace, subspace), 4), kDouble));
     tally.Add("Arnoldi basis", Mul(solves, one_solve));
     tally.Add("network product", Mul(Mul(Mul(solves, kStepWorkingCopies), d), element));
+    // Each product is one forward + backward on a lockstep group's rows.
+    AddNetwork(tally, model, Mul(solves, RowsPerSample(model)), /*gradient=*/true);
     return;
   }
   const int64_t chunk = std::max<int64_t>(1, options.jacobian.chunk_rows);
@@ -90,6 +122,9 @@ void AddSpectra(Tally& tally, const LoadedModel& model, const SampleCurvatureOpt
   tally.Add("Jacobians", Mul(Mul(Mul(group, d), d), element));
   tally.Add("eigen-solver", Mul(Mul(Mul(kEigenCopies, d), d), kDouble));
   tally.Add("JVP chunk", Mul(Mul(Mul(std::min(chunk, Mul(group, d)), d), element), 2));
+  // A chunk of Jacobian rows is one batched forward + backward.
+  AddNetwork(tally, model, Mul(std::min(chunk, Mul(group, d)), RowsPerSample(model)),
+             /*gradient=*/true);
 }
 
 // The steps a measurement keeps: every sampling state (spectra may be
@@ -104,6 +139,9 @@ void AddEarly(Tally& tally, const LoadedModel& model, const EarlyMetricOptions& 
   tally.Add("early-metric fields", Mul(Mul(batch, early.steps), one));
   // Each metric's JVPs and Hutchinson probes run over the whole batch.
   tally.Add("early-metric buffers", Mul(Mul(batch, 2 * kStepWorkingCopies), one));
+  // Derivatives through the network on every sample's rows at once
+  // (forward-mode products cost about what a forward + backward does).
+  AddNetwork(tally, model, Mul(batch, RowsPerSample(model)), /*gradient=*/true);
 }
 
 // One decoded image of a latent model, float32.
@@ -149,7 +187,7 @@ MemoryEstimate EstimateAudit(const AuditPlan& plan) {
   const LoadedModel& model = *plan.model;
   if (plan.mode == AuditPlan::Mode::kFull) {
     const int64_t batch = std::min(kAuditSamplesPerBatch, plan.samples_per_condition);
-    AddSampling(tally, model, batch, KeptStates(plan.curvature.sampler));
+    AddSampling(tally, model, plan.curvature.sampler, batch, KeptStates(plan.curvature.sampler));
     AddSpectra(tally, model, plan.curvature, batch);
   }
   if (plan.early.has_value()) {
@@ -163,7 +201,7 @@ MemoryEstimate EstimateCalibration(const CalibrationPlan& plan) {
   const LoadedModel& model = *plan.model;
   const int64_t batch = plan.samples_per_condition;
   if (!plan.early_only) {
-    AddSampling(tally, model, batch, KeptStates(plan.curvature.sampler));
+    AddSampling(tally, model, plan.curvature.sampler, batch, KeptStates(plan.curvature.sampler));
     AddSpectra(tally, model, plan.curvature, batch);
   }
   AddEarly(tally, model, plan.early, batch);
@@ -173,7 +211,8 @@ MemoryEstimate EstimateCalibration(const CalibrationPlan& plan) {
 MemoryEstimate EstimateSpectrum(const SpectrumPlan& plan) {
   Tally tally;
   const LoadedModel& model = *plan.model;
-  if (plan.seed.has_value()) AddSampling(tally, model, 1, KeptStates(plan.curvature.sampler));
+  if (plan.seed.has_value())
+    AddSampling(tally, model, plan.curvature.sampler, 1, KeptStates(plan.curvature.sampler));
   AddSpectra(tally, model, plan.curvature, 1);
   if (plan.early.has_value()) AddEarly(tally, model, *plan.early, 1);
   return tally.Done();
@@ -182,7 +221,7 @@ MemoryEstimate EstimateSpectrum(const SpectrumPlan& plan) {
 MemoryEstimate EstimateSample(const SamplePlan& plan, int64_t batch) {
   Tally tally;
   // Only the final samples are kept (plus the state being stepped).
-  AddSampling(tally, *plan.model, batch, 2);
+  AddSampling(tally, *plan.model, plan.sampler, batch, 2);
   if (plan.decode) tally.Add("decoded images", Mul(batch, DecodedImageBytes(*plan.model)));
   return tally.Done();
 }
@@ -191,7 +230,9 @@ MemoryEstimate EstimateMitigate(const MitigatePlan& plan, int64_t batch) {
   Tally tally;
   const LoadedModel& model = *plan.model;
   tally.Add("guard", Mul(Mul(batch, kGuardCopies), Mul(Dimension(model), ElementBytes(model))));
-  AddSampling(tally, model, batch, KeptStates(plan.curvature.sampler));
+  // The guard's gradient runs through the network on every seed's rows.
+  AddNetwork(tally, model, Mul(batch, RowsPerSample(model)), /*gradient=*/true);
+  AddSampling(tally, model, plan.curvature.sampler, batch, KeptStates(plan.curvature.sampler));
   AddSpectra(tally, model, plan.curvature, batch);
   // Both samples of each seed, decoded.
   if (plan.decode) tally.Add("decoded images", Mul(Mul(2, batch), DecodedImageBytes(model)));

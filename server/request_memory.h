@@ -3,9 +3,10 @@
 //
 // What is counted: sampling states (kept steps × batch × d), the batch's
 // working tensors, dense Jacobians and the eigen-solver's double-precision
-// copies, Arnoldi bases, JVP chunks. What is not: the network's own
-// activations (unknown to the server; they scale with the batch like the
-// states do) and the loaded models themselves. The estimate errs high.
+// copies, Arnoldi bases, JVP chunks, and the network's own activations for
+// the largest call the request makes (LoadedModel::footprint, measured when
+// the model loads, linear in the call's rows). What is not: the loaded
+// models themselves, and buffers of LibTorch's intra-op worker threads.
 #ifndef MEMAUDIT_SERVER_REQUEST_MEMORY_H_
 #define MEMAUDIT_SERVER_REQUEST_MEMORY_H_
 
