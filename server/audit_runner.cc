@@ -64,7 +64,6 @@ class AuditRun {
       : plan_(plan), model_(*plan.model), stop_(stop), callbacks_(callbacks), resume_(resume) {}
 
   absl::StatusOr<v1::AuditReport> Run() {
-    const Clock::time_point start = Clock::now();
     v1::AuditReport report;
     report.set_model(model_.checkpoint->config().name());
     report.set_device(model_.checkpoint->device().str());
@@ -88,24 +87,34 @@ class AuditRun {
         RETURN_IF_ERROR(MeasureCondition(index, condition, condition_report));
       }
       if (plan_.early.has_value()) RETURN_IF_ERROR(EarlyMetrics(condition, condition_report));
-      if (callbacks_.condition) RETURN_IF_ERROR(callbacks_.condition(index, *condition_report));
+      if (callbacks_.condition) {
+        RETURN_IF_ERROR(callbacks_.condition(
+            index, *condition_report, ProgressNow(v1::AUDIT_PHASE_MEASURED, condition.label)));
+      }
     }
     ScoreEarlyOutliers(&report);
     Judge(&report);
-    v1::AuditTiming* timing = report.mutable_timing();
-    timing->set_total_seconds(SecondsSince(start));
-    timing->set_sampling_seconds(sampling_seconds_);
-    timing->set_curvature_seconds(curvature_seconds_);
+    *report.mutable_timing() = TimingNow();
     return report;
   }
 
  private:
+  // This run's time plus what the stored work took (AuditResume::timing).
+  v1::AuditTiming TimingNow() const {
+    v1::AuditTiming timing;
+    timing.set_total_seconds(resume_.timing.total_seconds() + SecondsSince(start_));
+    timing.set_sampling_seconds(resume_.timing.sampling_seconds() + sampling_seconds_);
+    timing.set_curvature_seconds(resume_.timing.curvature_seconds() + curvature_seconds_);
+    return timing;
+  }
+
   v1::AuditProgress ProgressNow(v1::AuditPhase phase, const std::string& condition) const {
     v1::AuditProgress progress;
     progress.set_samples_done(done_);
     progress.set_samples_total(plan_.total_samples());
     progress.set_phase(phase);
     progress.set_condition(condition);
+    *progress.mutable_timing() = TimingNow();
     return progress;
   }
   void Progress(v1::AuditPhase phase, const std::string& condition) {
@@ -263,6 +272,7 @@ class AuditRun {
   const StopCheck& stop_;
   const AuditCallbacks& callbacks_;
   const AuditResume& resume_;
+  const Clock::time_point start_ = Clock::now();
   int64_t done_ = 0;
   double sampling_seconds_ = 0, curvature_seconds_ = 0;
 };

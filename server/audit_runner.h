@@ -30,9 +30,11 @@ struct AuditCallbacks {
                              const v1::AuditProgress& progress)>
       batch;
   // Each finished condition (its report with samples, verdict and early
-  // metrics; the audit-level outlier scores come later). Non-OK ends the
-  // audit.
-  std::function<absl::Status(int64_t condition, const v1::ConditionReport& report)> condition;
+  // metrics; the audit-level outlier scores come later), and the progress
+  // after it. Non-OK ends the audit.
+  std::function<absl::Status(int64_t condition, const v1::ConditionReport& report,
+                             const v1::AuditProgress& progress)>
+      condition;
   // Seconds per spectrum by method, for metrics.
   std::function<void(SpectrumMethod, double)> spectrum_seconds;
 };
@@ -47,6 +49,9 @@ struct AuditResume {
   std::map<int64_t, v1::ConditionReport> conditions;
   // Finished samples of unfinished conditions, by condition index.
   std::map<int64_t, std::vector<v1::SampleReport>> samples;
+  // The time the stored work took (the stored progress' timing): the run's
+  // progress and report timing continue from it.
+  v1::AuditTiming timing;
 };
 
 // Runs the audit; returns `stop`'s status when it says stop, INTERNAL for

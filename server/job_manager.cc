@@ -237,6 +237,7 @@ absl::StatusOr<int> JobManager::Restore() {
     for (size_t i = 0; i < job->streamed.size(); ++i) {
       job->events.push_back({Event::Kind::kSample, std::nullopt, static_cast<int64_t>(i)});
     }
+    job->resume.timing = job->state.progress().timing();
     job->state.set_state(v1::JOB_QUEUED);
     job->state.set_resumed(job->state.resumed() + 1);
     job->state.mutable_progress()->set_phase(v1::AUDIT_PHASE_QUEUED);
@@ -348,8 +349,9 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
     return absl::OkStatus();
   };
   if (store_ != nullptr) {
-    callbacks.condition = [this, job](int64_t condition, const v1::ConditionReport& report) {
-      return store_->AddCondition(job->state.id(), condition, report);
+    callbacks.condition = [this, job](int64_t condition, const v1::ConditionReport& report,
+                                      const v1::AuditProgress& progress) {
+      return store_->AddCondition(job->state.id(), condition, report, progress);
     };
   }
   callbacks.spectrum_seconds = [this](SpectrumMethod method, double seconds) {

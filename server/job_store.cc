@@ -269,38 +269,48 @@ absl::Status JobStore::AddBatch(const std::string& id, int64_t condition, int64_
         .BindBlob(4, samples[i].SerializeAsString());
     MEMAUDIT_STORE_STEP(insert, "saving a batch of samples");
   }
-  // The progress lives in the state blob: read, patch, write. The SELECT is
-  // finalized before COMMIT: a statement still on a row keeps its read
-  // snapshot past the commit, so the checkpoint that follows cannot finish,
-  // the log is never reset, and its file keeps growing.
-  v1::AuditJob state;
-  {
-    Statement read(db_, "SELECT state FROM jobs WHERE id = ?");
-    read.Bind(1, id);
-    if (!read.ok() || read.Step() != SQLITE_ROW || !state.ParseFromString(read.Blob(0))) {
-      absl::Status error = Error("reading a job's state");
-      (void)Exec("ROLLBACK");
-      return error;
-    }
-  }
-  *state.mutable_progress() = progress;
-  {
-    Statement update(db_, "UPDATE jobs SET state = ? WHERE id = ?");
-    update.BindBlob(1, state.SerializeAsString()).Bind(2, id);
-    MEMAUDIT_STORE_STEP(update, "saving a job's progress");
+  if (absl::Status saved = SaveProgress(id, progress); !saved.ok()) {
+    (void)Exec("ROLLBACK");
+    return saved;
   }
   return Exec("COMMIT");
 }
 
 absl::Status JobStore::AddCondition(const std::string& id, int64_t condition,
-                                    const v1::ConditionReport& report) {
+                                    const v1::ConditionReport& report,
+                                    const v1::AuditProgress& progress) {
   v1::ConditionReport without_samples = report;
   without_samples.clear_samples();
   absl::MutexLock lock(&mu_);
+  if (absl::Status s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   Statement insert(db_,
                    "INSERT OR REPLACE INTO conditions (job, condition, report) VALUES (?, ?, ?)");
   insert.Bind(1, id).Bind(2, condition).BindBlob(3, without_samples.SerializeAsString());
-  if (!insert.ok() || insert.Step() != SQLITE_DONE) return Error("saving a finished condition");
+  MEMAUDIT_STORE_STEP(insert, "saving a finished condition");
+  if (absl::Status saved = SaveProgress(id, progress); !saved.ok()) {
+    (void)Exec("ROLLBACK");
+    return saved;
+  }
+  return Exec("COMMIT");
+}
+
+absl::Status JobStore::SaveProgress(const std::string& id, const v1::AuditProgress& progress) {
+  // The progress lives in the state blob: read, patch, write. The SELECT is
+  // finalized before the caller's COMMIT: a statement still on a row keeps
+  // its read snapshot past the commit, so the checkpoint that follows cannot
+  // finish, the log is never reset, and its file keeps growing.
+  v1::AuditJob state;
+  {
+    Statement read(db_, "SELECT state FROM jobs WHERE id = ?");
+    read.Bind(1, id);
+    if (!read.ok() || read.Step() != SQLITE_ROW || !state.ParseFromString(read.Blob(0))) {
+      return Error("reading a job's state");
+    }
+  }
+  *state.mutable_progress() = progress;
+  Statement update(db_, "UPDATE jobs SET state = ? WHERE id = ?");
+  update.BindBlob(1, state.SerializeAsString()).Bind(2, id);
+  if (!update.ok() || update.Step() != SQLITE_DONE) return Error("saving a job's progress");
   return absl::OkStatus();
 }
 

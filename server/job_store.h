@@ -72,9 +72,10 @@ class JobStore {
   absl::Status AddBatch(const std::string& id, int64_t condition, int64_t first,
                         const std::vector<v1::SampleReport>& samples,
                         const v1::AuditProgress& progress);
-  // A finished condition (its samples are ignored: AddBatch wrote them).
+  // A finished condition (its samples are ignored: AddBatch wrote them) and
+  // the progress after it, in one transaction.
   absl::Status AddCondition(const std::string& id, int64_t condition,
-                            const v1::ConditionReport& report);
+                            const v1::ConditionReport& report, const v1::AuditProgress& progress);
   // Forgets a job and everything written for it.
   absl::Status Delete(const std::string& id);
 
@@ -91,6 +92,10 @@ class JobStore {
   // Runs `sql` (no results). Error messages name the store's file.
   absl::Status Exec(const char* sql) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Error(const char* what) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Replaces the progress in job `id`'s state, inside the caller's
+  // transaction (on error the caller rolls back).
+  absl::Status SaveProgress(const std::string& id, const v1::AuditProgress& progress)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);

@@ -130,12 +130,26 @@ TEST_F(DurableJobsTest, KillNineMidAuditThenRestartFinishesWithTheUninterruptedR
   EXPECT_EQ(restored->resumed(), 1);
   const int64_t reused = restored->progress().samples_done();
   EXPECT_GE(reused, done_at_kill);  // nothing acknowledged is lost
+  // The time the stored work took comes back with it, and the report's
+  // timing continues from it (before: it covered only the run after the
+  // restart).
+  const v1::AuditTiming before_kill = restored->progress().timing();
+  EXPECT_GT(before_kill.total_seconds(), 0.0);
+  EXPECT_GT(before_kill.sampling_seconds(), 0.0);
+  EXPECT_GE(before_kill.total_seconds(),
+            before_kill.sampling_seconds() + before_kill.curvature_seconds());
   const v1::AuditJob running =
       PollJob(client, id, [](const v1::AuditJob& job) { return job.state() != v1::JOB_QUEUED; });
   const double recovery_seconds = SecondsSince(restart);
   const v1::AuditJob resumed = PollJob(client, id, Ended);
   ASSERT_EQ(resumed.state(), v1::JOB_SUCCEEDED) << resumed.error() << server->Log();
   EXPECT_NE(running.state(), v1::JOB_QUEUED);
+  const double run_after_restart = SecondsSince(restart);
+  const v1::AuditTiming& timing = resumed.report().timing();
+  EXPECT_GT(timing.total_seconds(), before_kill.total_seconds());
+  EXPECT_LE(timing.total_seconds(), before_kill.total_seconds() + run_after_restart);
+  EXPECT_GT(timing.sampling_seconds(), before_kill.sampling_seconds());
+  EXPECT_GE(timing.total_seconds(), timing.sampling_seconds() + timing.curvature_seconds());
   std::printf(
       "kill -9 at >= %lld/%lld samples; restart to running: %.2f s; samples reused %lld, "
       "computed after the restart %lld (lost: the batch in flight, <= 8)\n",
@@ -147,6 +161,11 @@ TEST_F(DurableJobsTest, KillNineMidAuditThenRestartFinishesWithTheUninterruptedR
   ASSERT_TRUE(again.ok()) << again.status();
   const v1::AuditJob uninterrupted = PollJob(client, again->id(), Ended);
   ASSERT_EQ(uninterrupted.state(), v1::JOB_SUCCEEDED) << uninterrupted.error();
+  std::printf(
+      "report total_seconds: %.2f resumed (%.2f of it stored before the kill), %.2f "
+      "uninterrupted\n",
+      timing.total_seconds(), before_kill.total_seconds(),
+      uninterrupted.report().timing().total_seconds());
   v1::AuditReport expected = uninterrupted.report(), actual = resumed.report();
   expected.clear_timing();
   actual.clear_timing();

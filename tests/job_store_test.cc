@@ -63,8 +63,13 @@ TEST_F(JobStoreTest, JobsBatchesAndConditionsSurviveReopening) {
     condition.set_label("a photo of a cat");
     condition.set_verdict(v1::MEMORIZED);
     *condition.add_samples() = Samples(0, 1)[0];  // not stored: batches hold samples
-    ASSERT_TRUE((*store)->AddCondition("audit-a", 0, condition).ok());
+    progress.mutable_timing()->set_total_seconds(3.5);
+    ASSERT_TRUE((*store)->AddCondition("audit-a", 0, condition, progress).ok());
     ASSERT_TRUE((*store)->AddBatch("audit-a", 1, 0, Samples(0, 8), progress).ok());
+    progress.set_samples_done(20);
+    progress.mutable_timing()->set_total_seconds(4.25);
+    progress.mutable_timing()->set_sampling_seconds(1.5);
+    ASSERT_TRUE((*store)->AddCondition("audit-a", 1, condition, progress).ok());
     v1::AuditJob finished = NewJob("audit-b");
     finished.set_state(v1::JOB_FAILED);
     finished.set_error("boom");
@@ -80,13 +85,17 @@ TEST_F(JobStoreTest, JobsBatchesAndConditionsSurviveReopening) {
   EXPECT_EQ(a.sequence, 1u);
   EXPECT_EQ(a.model_checksum, "sha256:aa");
   EXPECT_TRUE(MessageDifferencer::Equals(a.job.request(), NewJob("audit-a").request()));
-  EXPECT_EQ(a.job.progress().samples_done(), 12);  // the last batch's progress
+  // The progress of the last write (a finished condition), its timing too.
+  EXPECT_EQ(a.job.progress().samples_done(), 20);
+  EXPECT_EQ(a.job.progress().timing().total_seconds(), 4.25);
+  EXPECT_EQ(a.job.progress().timing().sampling_seconds(), 1.5);
   ASSERT_EQ(a.samples.at(0).size(), 12u);
   for (int64_t i = 0; i < 12; ++i) {
     EXPECT_TRUE(MessageDifferencer::Equals(a.samples.at(0)[i], Samples(i, 1)[0])) << i;
   }
   EXPECT_EQ(a.samples.at(1).size(), 8u);
   ASSERT_EQ(a.conditions.count(0), 1u);
+  ASSERT_EQ(a.conditions.count(1), 1u);
   EXPECT_EQ(a.conditions.at(0).label(), "a photo of a cat");
   EXPECT_EQ(a.conditions.at(0).samples_size(), 0);
   EXPECT_EQ((*jobs)[1].job.state(), v1::JOB_FAILED);
