@@ -148,7 +148,10 @@ void Run(const uint8_t* data, size_t size, const std::shared_ptr<const LoadedMod
          Planner planner, Check check) {
   Request request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return;
-  auto plan = PlanNoThrow([&] { return planner(request, model); });
+  // A stop check that never stops: the planners ask it between prompts, as
+  // the server's does between its deadline checks.
+  const StopCheck keep_going = [] { return absl::OkStatus(); };
+  auto plan = PlanNoThrow([&] { return planner(request, model, keep_going); });
   FUZZ_LOG_STATUS(plan.status());
   if (!plan.ok()) {
     FUZZ_CHECK(plan.status().code() != absl::StatusCode::kInternal &&
