@@ -22,10 +22,10 @@ void ConfigureTorchKernels();
 
 // Whether ConfigureTorchKernels leaves LibTorch's oneDNN CPU kernels on: off
 // by default on LibTorch 2.x, where Debian 13's build (2.6 with oneDNN 3.7.2)
-// returns all-NaN input gradients from convolution backward now and then at
-// two or more threads and computes bfloat16 convolutions 10% away from float32
-// (docs/DESIGN.md §6); on for LibTorch 1.13, whose oneDNN is correct and 20%
-// faster there. Reads MEMAUDIT_ONEDNN; an unrecognised value keeps the default.
+// returns NaN or wrong (median 10%) convolution input gradients at two or
+// more threads and computes bfloat16 convolutions 10% away from float32
+// (docs/DESIGN.md §6); on for LibTorch 1.13, whose oneDNN is correct and
+// faster. Reads MEMAUDIT_ONEDNN; an unrecognised value keeps the default.
 bool OneDnnEnabled();
 
 // Applies the settings core/ needs; idempotent and thread-safe:

@@ -211,8 +211,9 @@ MemoryEstimate EstimateCalibration(const CalibrationPlan& plan) {
 MemoryEstimate EstimateSpectrum(const SpectrumPlan& plan) {
   Tally tally;
   const LoadedModel& model = *plan.model;
-  if (plan.seed.has_value())
+  if (plan.seed.has_value()) {
     AddSampling(tally, model, plan.curvature.sampler, 1, KeptStates(plan.curvature.sampler));
+  }
   AddSpectra(tally, model, plan.curvature, 1);
   if (plan.early.has_value()) AddEarly(tally, model, *plan.early, 1);
   return tally.Done();
