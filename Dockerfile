@@ -44,9 +44,10 @@
 # list); the NVIDIA driver comes from the node (NVIDIA container toolkit).
 # Debian's nvidia-cudnn package (a dependency of libtorch-cuda) downloads
 # cuDNN from developer.download.nvidia.com while it installs, so both stages
-# need that host; on the development machines it does not resolve, so this
-# image has not been built here (the same packages were installed and the
-# tree compiled in a Debian 13 root: docs/GUIDE.md "Platforms").
+# need that host; on the development machines it does not answer, so this
+# image has not been built here (the same packages were unpacked in a Debian
+# 13 root and core/ with its CUDA branch compiled against them; the link
+# stopped on the missing libcudnn.so.9: docs/GUIDE.md "Platforms").
 #   docker build -t memaudit:0.1.0-cuda \
 #     --build-arg LIBTORCH_VARIANT=cuda \
 #     --build-arg BUILD_IMAGE=debian:trixie \

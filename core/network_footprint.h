@@ -40,8 +40,9 @@ class AllocationMeter {
 };
 
 // Bytes the network allocates for a call on `rows` rows: fixed + per_row ×
-// rows, from measurements at 1 and 2 rows (per_row is at least half the
-// 2-row peak minus the 1-row peak's fixed part, never negative).
+// rows, the line through the peaks measured at 1 and 2 rows (per_row = the
+// 2-row peak minus the 1-row peak, fixed = the 1-row peak minus per_row;
+// neither below 0).
 struct NetworkFootprint {
   // A forward pass without gradients (sampling steps).
   int64_t inference_fixed = 0;
