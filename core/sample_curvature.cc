@@ -146,7 +146,11 @@ absl::StatusOr<at::Tensor> PeakCentre(const Denoiser& denoiser, const at::Tensor
   try {
     const at::Tensor rows =
         at::arange(x.size(0), at::TensorOptions().dtype(at::kLong).device(x.device()));
-    return x + variance * field(x, rows);
+    at::Tensor centre = x;
+    for (int step = 0; step < std::max(options.centring_steps, 1); ++step) {
+      centre = centre + variance * field(centre, rows);
+    }
+    return centre;
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInternal, "network call failed", e);
   }

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "sample_curvature.h"
 #include "test_util.h"
 
@@ -229,9 +231,10 @@ TEST(SamplerTest, StateAtTimestepOnAndOffTheGrid) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// PeakCentre is the Tweedie step x + σ²·s(x): for a point mass it lands on
-// the peak's centre √ᾱ·μ from anywhere; for a Gaussian of variance v it
-// moves x the fraction σ²/(ᾱv + σ²) of the way there.
+// PeakCentre takes Tweedie steps x ← x + σ²·s(x): for a point mass the
+// first lands on the peak's centre √ᾱ·μ from anywhere and the rest stay
+// there; for a Gaussian of variance v each moves x the fraction
+// f = σ²/(ᾱv + σ²) of the way, so K steps leave (1 − f)^K of the offset.
 TEST(SamplerTest, PeakCentreIsTheTweedieStep) {
   const at::Tensor mu = at::tensor({0.7, -0.4, 1.1}, at::kDouble);
   const int64_t t = 20;
@@ -243,11 +246,17 @@ TEST(SamplerTest, PeakCentreIsTheTweedieStep) {
     const NoiseSchedule& s = denoiser.schedule();
     const double a = s.alpha_bar(t), var = 1.0 - a;
     const at::Tensor x = at::randn({4, 3}, at::kDouble) + s.sqrt_alpha_bar(t) * mu;
-    auto centre = PeakCentre(denoiser, x, t, at::Tensor(), SampleCurvatureOptions{});
-    ASSERT_TRUE(centre.ok()) << centre.status();
     const at::Tensor peak = s.sqrt_alpha_bar(t) * mu;
-    const at::Tensor expected = x + var / (a * variance + var) * (peak - x);
-    EXPECT_TRUE(at::allclose(*centre, expected, 1e-6, 1e-6)) << "variance " << variance;
+    const double kept = 1.0 - var / (a * variance + var);
+    for (int steps : {1, 3, kDefaultCentringSteps}) {
+      SampleCurvatureOptions options;
+      options.centring_steps = steps;
+      auto centre = PeakCentre(denoiser, x, t, at::Tensor(), options);
+      ASSERT_TRUE(centre.ok()) << centre.status();
+      const at::Tensor expected = peak + std::pow(kept, steps) * (x - peak);
+      EXPECT_TRUE(at::allclose(*centre, expected, 1e-6, 1e-6))
+          << "variance " << variance << ", " << steps << " steps";
+    }
   }
 }
 

@@ -56,6 +56,10 @@ VerdictRates CountVerdicts(const std::vector<SampleCurvature>& samples,
     } else if (!truth.is_copy()) {
       ++rates.others;
       rates.flagged_others += memorized;
+      if (truth.multiplicity <= 1) {
+        ++rates.novel;
+        rates.flagged_novel += memorized;
+      }
     }
   }
   return rates;

@@ -40,9 +40,13 @@ std::string RunCommand(const std::string& command);
 // that copy nothing are (a ratio-test hit on an item that appears once,
 // chance in low dimension, counts as neither). The policy is resolved with
 // `reference` (may be null); each sample's truth must be set, and its gap
-// is used only when `reference` is given.
+// is used only when `reference` is given. Of the others, `novel` counts
+// those whose nearest training item appears once; the rest are
+// reproductions (nearest to a repeated item, yet past the ratio test's 1/3:
+// guided samples distorted by the overshoot, docs/VERDICTS.md).
 struct VerdictRates {
   int copies = 0, flagged_copies = 0, others = 0, flagged_others = 0;
+  int novel = 0, flagged_novel = 0;
   double tpr() const { return copies ? static_cast<double>(flagged_copies) / copies : 0; }
   double fpr() const { return others ? static_cast<double>(flagged_others) / others : 0; }
 };

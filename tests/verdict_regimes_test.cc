@@ -1,8 +1,9 @@
 // The default verdict against nearest-neighbour truth, one CI-sized check
 // per regime of the verdict zoo (docs/VERDICTS.md): an exact mixture saved
 // from Python in float64, the committed MNIST U-Net up to Stable
-// Diffusion's default guidance 7.5, and a U-Net trained with Stable
-// Diffusion's scaled-linear schedule sampled as SD samples. (The trained
+// Diffusion's default guidance 7.5, a U-Net trained with Stable
+// Diffusion's scaled-linear schedule sampled as SD samples, and the
+// text-conditioned model audited by prompt at guidance 7.5. (The trained
 // low-dimensional MLP is checked in toy_experiment_test.) No threshold was
 // read from these seeds: the default thresholds are derived, not fitted
 // (docs/VERDICTS.md), and the zoo runs use seeds from 1000.
@@ -15,8 +16,13 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "arnoldi.h"
@@ -24,6 +30,7 @@
 #include "reference_set.h"
 #include "sample_curvature.h"
 #include "test_util.h"
+#include "text_encoder.h"
 #include "verdict.h"
 
 namespace memaudit {
@@ -90,6 +97,10 @@ TEST(VerdictRegimesTest, ExactMixtureSavedInFloat64) {
 // The committed MNIST U-Net (checkpoints/mnist39, C++-trained, no verdict
 // policy): its 9s copy the training 9 duplicated 100 times, its 3s are
 // novel. Default guidance, the replication's 5 and Stable Diffusion's 7.5.
+// No novel sample is flagged. A 9 that guidance distorts past the ratio
+// test's 1/3 still sits on the 9's peak and may be MEMORIZED (the zoo: 11 of
+// 11 such 9s at guidance 7.5, docs/VERDICTS.md); it is not asserted either
+// way.
 TEST(VerdictRegimesTest, TrainedMnistUNet) {
   std::shared_ptr<const Checkpoint> checkpoint;
   std::optional<ReferenceSet> reference;
@@ -111,9 +122,9 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
     const testing::VerdictRates rates =
         testing::CountVerdicts(all, v1::VerdictPolicy(), use_reference ? &*reference : nullptr);
     ASSERT_GE(rates.copies, 6);
-    ASSERT_GE(rates.others, 12);
+    ASSERT_GE(rates.novel, 12);
     EXPECT_GE(rates.tpr(), 0.9);
-    EXPECT_EQ(rates.flagged_others, 0);
+    EXPECT_EQ(rates.flagged_novel, 0);
   }
 }
 
@@ -127,13 +138,14 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
 //
 // What is asserted is what the zoo measured on other seeds (docs/VERDICTS.md):
 // the memorized class is MEMORIZED without a reference set at both
-// guidances (the gate), every copy at guidance 1 is MEMORIZED, and no
-// sample of the generalizing class is flagged. Not asserted, because the
-// zoo does not support it: per-sample TPR ≥ 0.9 at 7.5 (22 of 32 there;
-// guided copies that overshoot their item sit on wider peaks), and that no
-// class-1 sample off the training data is flagged — the model sometimes
-// puts a sharp peak where no training item is (1 of 32 zoo samples at
-// guidance 1; here seed 7002), which the curvature cannot tell from a copy.
+// guidances (the gate), every copy is MEMORIZED with and without the
+// reference set (32 of 32 in each zoo row since guided states are centred
+// in eight steps; 22 of 32 at 7.5 with one step), and no sample of the
+// generalizing class is flagged. Not asserted, because the zoo does not
+// support it: that no class-1 sample off the training data is flagged —
+// the model sometimes puts a sharp peak where no training item is (1 of 32
+// zoo samples at guidance 1; here seed 7002), which the curvature cannot
+// tell from a copy.
 TEST(VerdictRegimesTest, ScaledLinearScheduleAtStableDiffusionSettings) {
   std::shared_ptr<const Checkpoint> checkpoint;
   std::optional<ReferenceSet> reference;
@@ -169,12 +181,80 @@ TEST(VerdictRegimesTest, ScaledLinearScheduleAtStableDiffusionSettings) {
         // What a release gate with --fail-on memorized sees.
         EXPECT_EQ(JudgeCondition(memorized, 0, 4, no_reference), Verdict::kMemorized);
         ASSERT_GE(copies, 3);
-        if (guidance == 1.0) EXPECT_EQ(copies_memorized, copies);
+        EXPECT_EQ(copies_memorized, copies);
       } else {
         EXPECT_EQ(flagged, 0);
       }
     }
   }
+}
+
+// checkpoints/textmnist, the text-conditioned U-Net audited by prompt: ten
+// memorized prompts (each caption's image ×100) and thirty others. Its
+// memorized prompts' copies are where the eight-step centring was needed:
+// with one Tweedie step they sat on shallow saddles (n₊ = 1–2, κ_max a few
+// hundredths) and 2 of the 10 prompts were not MEMORIZED at guidance 7.5.
+// Here the ten memorized prompts and every third other one, two generations
+// each at Stable Diffusion's default guidance 7.5, on seeds 7000+ (the zoo
+// measured 1000+ and 2000+): no other prompt has a flagged sample, at least
+// nine memorized prompts are MEMORIZED by the service's condition rule, and
+// so the model is. Not ten: mem-00 ("... the marlowe print") is the known
+// shortfall (docs/VERDICTS.md). Its copies sit on a peak with one direction
+// left flat (κ_max −0.01…+0.012 next to −0.05), so the sign test calls most
+// of them saddles: 2 of 4 MEMORIZED in each zoo seed set, 2 of 8 on seeds
+// 7000–7007, 0 of the 2 here.
+TEST(VerdictRegimesTest, TextConditionedModelByPromptAtGuidance7_5) {
+  std::shared_ptr<const Checkpoint> checkpoint;
+  std::optional<ReferenceSet> reference;
+  ASSERT_NO_FATAL_FAILURE(LoadCommitted("textmnist", &checkpoint, &reference));
+  std::ifstream lines(std::string(MEMAUDIT_SOURCE_DIR) +
+                      "/checkpoints/textmnist/prompts/eval.jsonl");
+  std::vector<std::pair<std::string, bool>> prompts;  // (prompt, memorized)
+  int others = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    const bool memorized = entry.at("memorized").get<bool>();
+    if (memorized || others++ % 3 == 0) {
+      prompts.emplace_back(entry.at("prompt").get<std::string>(), memorized);
+    }
+  }
+  ASSERT_EQ(prompts.size(), 20u);
+  Denoiser denoiser(checkpoint);
+  const ResolvedPolicy policy = ResolvePolicy(v1::VerdictPolicy(), &*reference);
+  SampleCurvatureOptions options;
+  options.sampler.guidance = 7.5;
+  constexpr int kGenerations = 2;
+  int memorized_prompts = 0;
+  int64_t memorized_samples_total = 0;
+  Verdict worst = Verdict::kNotMemorized;
+  for (const auto& [prompt, memorized] : prompts) {
+    SCOPED_TRACE(prompt);
+    auto embedding = checkpoint->text_encoder()->Encode({prompt});
+    ASSERT_TRUE(embedding.ok()) << embedding.status();
+    std::vector<int64_t> repeat(embedding->dim(), 1);
+    repeat[0] = kGenerations;
+    auto measured = MeasureSamples(denoiser, Seeds(7000, kGenerations), embedding->repeat(repeat),
+                                   options, &*reference);
+    ASSERT_TRUE(measured.ok()) << measured.status();
+    int64_t memorized_samples = 0, flagged = 0;
+    for (const SampleCurvature& sample : *measured) {
+      const Verdict verdict = JudgeSample(sample.spectra.front().summary, policy, &*sample.truth);
+      memorized_samples += verdict == Verdict::kMemorized;
+      flagged += verdict != Verdict::kNotMemorized;
+    }
+    const Verdict condition =
+        JudgeCondition(memorized_samples, flagged - memorized_samples, kGenerations, policy);
+    worst = std::max(worst, condition);
+    memorized_samples_total += memorized_samples;
+    if (memorized) {
+      memorized_prompts += condition == Verdict::kMemorized;
+    } else {
+      EXPECT_EQ(flagged, 0);
+    }
+  }
+  EXPECT_GE(memorized_prompts, 9);
+  EXPECT_EQ(JudgeModel(worst, memorized_samples_total, kGenerations * 20, policy),
+            Verdict::kMemorized);
 }
 
 // Matrix-free spectra (Arnoldi, the path of every model above

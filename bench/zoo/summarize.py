@@ -92,6 +92,14 @@ def multiplicity(row):
     return row["multiplicity"]
 
 
+def is_reproduction(row):
+    """A non-copy whose nearest training item is one the data repeats: the
+    ratio test's 1/3 rejects it, but it is closer to a memorized item than to
+    anything else — typically a guided reproduction distorted by the
+    overshoot. "Novel" samples are the rest of the non-copies."""
+    return not row["truth_copy"] and row["multiplicity"] > 1
+
+
 def span(values):
     values = [v for v in values if v is not None and math.isfinite(v)]
     return f"{min(values):.2f}–{max(values):.2f}" if values else "-"
@@ -123,7 +131,8 @@ def main():
                     models.setdefault(key, []).append(row)
     header = ["model", "sampler", "w", "t", "σ", "d", "n", "copies", "ambiguous",
               "TPR ref", "FPR ref", "TPR no-ref", "FPR no-ref", "partial(ref)",
-              "copies ρ", "copies r/gap", "TPR old", "FPR old"]
+              "copies ρ", "copies r/gap", "reproductions flagged", "novel flagged",
+              "TPR old", "FPR old"]
     header += ["AUC " + k for k in STATISTICS]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -140,12 +149,17 @@ def main():
         tpr_n, _ = rate(rows, "verdict_no_reference", True)
         fpr_n, _ = rate(rows, "verdict_no_reference", False)
         partial = sum(r["verdict_reference"] == "PARTIAL" for r in rows)
+        near = [r for r in rows if is_reproduction(r)]
+        far = [r for r in rows if not is_copy(r) and not is_reproduction(r)]
+        near_flagged = sum(r["verdict_reference"] == "MEMORIZED" for r in near)
+        far_flagged = sum(r["verdict_reference"] == "MEMORIZED" for r in far)
         tpr_o, _ = rate(rows, "old", True)
         fpr_o, _ = rate(rows, "old", False)
         cells = [name, sampler, f"{guidance:g}", str(rows[0]["t"]), f"{rows[0]['sigma']:.3f}",
                  str(rows[0]["dimension"]), str(len(rows)), str(copies),
                  str(len(ambiguous)),
                  fmt(tpr_r), fmt(fpr_r), fmt(tpr_n), fmt(fpr_n), str(partial), rho, radius_gap,
+                 f"{near_flagged}/{len(near)}", f"{far_flagged}/{len(far)}",
                  fmt(tpr_o), fmt(fpr_o)]
         for stat, score in STATISTICS.items():
             scored = [(score(r), is_copy(r)) for r in rows]
@@ -160,29 +174,33 @@ def main():
 def condition_table(models):
     """Per condition (class or prompt): MEMORIZED when at least half its
     samples are (the service's default condition rule), PARTIAL when any is
-    flagged; its truth is "copying" when at least half its samples copy."""
+    flagged. Its truth: "copying" when at least half its samples copy;
+    otherwise "reproducing" when at least half are copies or reproductions
+    (nearest to a repeated item: a memorized item regenerated, distorted
+    past the ratio test); otherwise "novel"."""
     print()
     print("| model | sampler | w | conditions | copying | copying MEMORIZED | copying PARTIAL "
-          "| others MEMORIZED | others PARTIAL |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| reproducing | reproducing MEMORIZED | novel | novel MEMORIZED | novel PARTIAL |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (name, sampler, guidance), rows in models.items():
         groups = OrderedDict()
         for r in rows:
             groups.setdefault(r["condition"], []).append(r)
-        cells = {"copying": 0, "cm": 0, "cp": 0, "om": 0, "op": 0}
+        cells = {k: 0 for k in ("c", "cm", "cp", "r", "rm", "rp", "n", "nm", "np")}
         for members in groups.values():
-            copying = 2 * sum(is_copy(r) for r in members) >= len(members)
+            copies = sum(is_copy(r) for r in members)
+            repeated = copies + sum(is_reproduction(r) for r in members)
+            kind = ("c" if 2 * copies >= len(members)
+                    else "r" if 2 * repeated >= len(members) else "n")
             memorized = sum(r["verdict_reference"] == "MEMORIZED" for r in members)
             partial = sum(r["verdict_reference"] == "PARTIAL" for r in members)
-            verdict = "M" if 2 * memorized >= len(members) else "P" if memorized + partial else "N"
-            prefix = "c" if copying else "o"
-            cells["copying"] += copying
-            if verdict == "M":
-                cells[prefix + "m"] += 1
-            elif verdict == "P":
-                cells[prefix + "p"] += 1
-        print(f"| {name} | {sampler} | {guidance:g} | {len(groups)} | {cells['copying']} | "
-              f"{cells['cm']} | {cells['cp']} | {cells['om']} | {cells['op']} |")
+            verdict = "m" if 2 * memorized >= len(members) else "p" if memorized + partial else ""
+            cells[kind] += 1
+            if verdict:
+                cells[kind + verdict] += 1
+        print(f"| {name} | {sampler} | {guidance:g} | {len(groups)} | {cells['c']} | "
+              f"{cells['cm']} | {cells['cp']} | {cells['r']} | {cells['rm']} | {cells['n']} | "
+              f"{cells['nm']} | {cells['np']} |")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@
 //               timestep whose σ_t is nearest S (DDIM, sampling guidance)
 //   guided@S    the guided field there
 //   mode@S      conditional score at the Tweedie step x + σ²·s_c(x) of
-//               the cond@S state (the centre of the peak it sits on)
+//               the cond@S state (the centre of the peak it sits on);
+//               modeN@S takes N such steps
 //   cont@H@S    conditional score at the state reached by deterministic
 //               conditional (guidance 1) DDIM steps from the first sampling
 //               step with σ_t < H down to the timestep nearest σ = S
@@ -40,6 +41,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "checkpoint.h"
@@ -77,6 +79,7 @@ struct Variant {
   enum Kind { kGrid, kConditional, kGuided, kContinued, kMode } kind = kGrid;
   double sigma = 0.0;       // evaluation σ target (not kGrid)
   double from_sigma = 0.0;  // kContinued: start at the first step below this
+  int mode_steps = 1;       // kMode: Tweedie steps taken
 };
 
 absl::StatusOr<Variant> ParseVariant(const std::string& spec) {
@@ -87,11 +90,16 @@ absl::StatusOr<Variant> ParseVariant(const std::string& spec) {
     return absl::SimpleAtod(text, value) && *value > 0;
   };
   if (parts.size() == 1 && parts[0] == "grid") return variant;
-  if (parts.size() == 2 && (parts[0] == "cond" || parts[0] == "guided" || parts[0] == "mode") &&
+  if (parts.size() == 2 && (parts[0] == "cond" || parts[0] == "guided") &&
       number(parts[1], &variant.sigma)) {
-    variant.kind = parts[0] == "cond"     ? Variant::kConditional
-                   : parts[0] == "guided" ? Variant::kGuided
-                                          : Variant::kMode;
+    variant.kind = parts[0] == "cond" ? Variant::kConditional : Variant::kGuided;
+    return variant;
+  }
+  // modeN@S: N Tweedie steps (mode@S: one).
+  if (parts.size() == 2 && absl::StartsWith(parts[0], "mode") && number(parts[1], &variant.sigma) &&
+      (parts[0].size() == 4 ||
+       (absl::SimpleAtoi(parts[0].substr(4), &variant.mode_steps) && variant.mode_steps > 0))) {
+    variant.kind = Variant::kMode;
     return variant;
   }
   if (parts.size() == 3 && parts[0] == "cont" && number(parts[1], &variant.from_sigma) &&
@@ -100,7 +108,7 @@ absl::StatusOr<Variant> ParseVariant(const std::string& spec) {
     return variant;
   }
   return absl::InvalidArgumentError("--variant \"" + spec +
-                                    "\": expected grid, cond@S, guided@S or cont@H@S");
+                                    "\": expected grid, cond@S, guided@S, mode[N]@S or cont@H@S");
 }
 
 }  // namespace
@@ -244,6 +252,7 @@ int Main(int argc, char** argv) {
         int64_t t =
             trajectory->timesteps[FirstStepBelowSigma(trajectory->timesteps, schedule, 0.1)];
         absl::StatusOr<at::Tensor> x;
+        at::Tensor last_step, moved;  // kMode
         SampleCurvatureOptions variant_options = options;
         if (variant.kind == Variant::kGrid) {
           x = StateAtTimestep(denoiser, *trajectory, t, *prepared, guidance);
@@ -261,7 +270,26 @@ int Main(int argc, char** argv) {
           if (variant.kind == Variant::kMode && x.ok()) {
             // The Tweedie step to the centre of the conditional peak,
             // whatever the guidance (the default centres guided states only).
-            x = PeakCentre(denoiser, *x, t, *prepared, options);
+            const at::Tensor start = *x;
+            at::Tensor before = start;
+            SampleCurvatureOptions one_step = options;
+            one_step.centring_steps = 1;
+            for (int step = 0; step < variant.mode_steps && x.ok(); ++step) {
+              before = *x;
+              x = PeakCentre(denoiser, *x, t, *prepared, one_step);
+            }
+            if (x.ok()) {
+              // Per sample, in units of the noise σ_t·√d: the last step's
+              // length and the whole move from the state.
+              const double noise = std::sqrt(1.0 - schedule.alpha_bar(t)) *
+                                   std::sqrt(static_cast<double>(start[0].numel()));
+              const auto norms = [&](const at::Tensor& delta) {
+                return (delta.reshape({delta.size(0), -1}).to(at::kDouble).norm(2, 1) / noise)
+                    .contiguous();
+              };
+              last_step = norms(*x - before);
+              moved = norms(*x - start);
+            }
           }
         }
         if (!x.ok()) return Fail(x.status());
@@ -284,6 +312,10 @@ int Main(int argc, char** argv) {
           };
           if (kappas) {
             entry["kappas"] = Kappas(spectrum);
+          }
+          if (last_step.defined()) {
+            entry["last_step"] = last_step[i].item<double>();
+            entry["moved"] = moved[i].item<double>();
           }
           variant_lines[i][variant.name] = entry;
         }
