@@ -6,7 +6,8 @@ Usage: /usr/bin/python3 bench/peer_early.py MODEL_DIR XT.pt LABELS.pt PROBES.pt 
 
 XT.pt [C, n, *sample_shape] holds the initial noise x_T of n generations
 for each of C conditions, LABELS.pt [C] their class labels (ignored for an
-unconditional model), PROBES.pt [K, n·P, *sample_shape] the Rademacher
+unconditional model) or, for a text-to-image model, [C + 1, *embedding]
+their prompts' embeddings with the null condition's last, PROBES.pt [K, n·P, *sample_shape] the Rademacher
 probes of each step (unconditional models; "-" otherwise), all saved by
 memaudit-bench-peer --method early. For each condition: a plain DDIM loop
 (η = 0, leading spacing, classifier-free guidance w = GUIDANCE) over the
@@ -19,11 +20,17 @@ first K of NUM_STEPS steps, and at each step
 each averaged over the K steps. JVPs by forward-mode AD
 (torch.autograd.forward_ad) when it agrees with
 torch.autograd.functional.jvp on a probe, that double-backward JVP
-otherwise. Writes the per-sample values [C, M, n] float64 (M = 2: wen,
-jeon; M = 3: ‖s‖², ‖Hs‖², tr H) and prints "seconds_per_condition S"
-(median, first condition discarded as warm-up), "calls_per_condition N
-rows_per_condition R" (network calls and batch rows), "timesteps ..." and
-"jvp MODE".
+otherwise. Conditional models also get the anisotropy metric (Asthana &
+Belagiannis, ICLR 2026) as their code computes it, in a loop of its own:
+at x_T, one call of [x; x] with [c; ∅] at the first timestep (the norm
+‖ε̂_c − ε̂_∅‖) and one at the third-to-last timestep (the alignment
+cos(ε̂_∅, ε̂_c − ε̂_∅), here over the whole sample). Writes the per-sample
+values [C, M, n] float64 (M = 4: wen, jeon, anisotropy norm, alignment;
+M = 3: ‖s‖², ‖Hs‖², tr H) and prints "seconds_per_condition S" (Wen and
+Jeon's loop; median, first condition discarded as warm-up),
+"anisotropy_seconds_per_condition S" (conditional), "calls_per_condition N
+rows_per_condition R" (network calls and batch rows of the Wen/Jeon loop),
+"timesteps ..." and "jvp MODE".
 """
 import math
 import sys
@@ -52,6 +59,16 @@ x_T = torch.load(xt_path)
 labels = torch.load(labels_path)
 probes = None if probes_path == "-" else torch.load(probes_path)
 C, n = x_T.shape[0], x_T.shape[1]
+embedded = labels.dim() > 1  # prompt embeddings, the null one last
+conditional = conditional or embedded
+
+
+def conditions(c):
+    """[c; ∅] for the n generations of condition c: 2n rows."""
+    if embedded:
+        return torch.cat([labels[c].expand(n, *labels.shape[1:]),
+                          labels[-1].expand(n, *labels.shape[1:])])
+    return torch.cat([torch.full((n,), int(labels[c])), torch.full((n,), config["num_classes"])])
 
 
 def forward_jvp(f, x, v):
@@ -79,7 +96,7 @@ def eps_fn(t, y):
 # Forward mode when it works through this archive.
 probe_x = x_T[0, :1].clone()
 probe_v = torch.randn(probe_x.shape, generator=torch.Generator().manual_seed(0))
-probe_f = eps_fn(timesteps[0], torch.tensor([0]) if conditional else None)
+probe_f = eps_fn(timesteps[0], conditions(0)[:1] if conditional else None)
 try:
     tangent = forward_jvp(probe_f, probe_x, probe_v)
     reference = backward_jvp(probe_f, probe_x, probe_v)
@@ -101,7 +118,7 @@ for c in range(C):
     x = x_T[c].clone()
     sums = torch.zeros(2 if conditional else 3, n, dtype=torch.float64)
     if conditional:
-        y = torch.cat([torch.full((n,), int(labels[c])), torch.full((n,), config["num_classes"])])
+        y = conditions(c)
     for k, t in enumerate(timesteps[:K]):
         sigma = math.sqrt(1.0 - alpha_bar[t].item())
         prev = t - ratio
@@ -139,10 +156,34 @@ for c in range(C):
             x = math.sqrt(a_prev) * x0 + math.sqrt(1.0 - a_prev) * epsilon
     results.append(sums / K)
     seconds.append(time.perf_counter() - start)
+calls_per_condition = (counts[0] / C, counts[1] / C)
+
+
+def median_time(values):
+    timed = sorted(values[1:] if len(values) > 1 else values)
+    return timed[len(timed) // 2]
+
+
+anisotropy_seconds = []
+if conditional:
+    t_first, t_low = timesteps[0], timesteps[max(len(timesteps) - 3, 0)]
+    for c in range(C):
+        start = time.perf_counter()
+        x = x_T[c]
+        y = conditions(c)
+        with torch.no_grad():
+            e = eps_fn(t_first, y)(torch.cat([x, x]))
+            norm = norms(e[:n] - e[n:], squared=False)
+            e = eps_fn(t_low, y)(torch.cat([x, x]))
+            e_c, e_u = e[:n].reshape(n, -1).double(), e[n:].reshape(n, -1).double()
+            alignment = torch.nn.functional.cosine_similarity(e_u, e_c - e_u, dim=1)
+        anisotropy_seconds.append(time.perf_counter() - start)
+        results[c] = torch.cat([results[c], norm.unsqueeze(0), alignment.unsqueeze(0)])
 torch.save(torch.stack(results), out_path)
-timed = sorted(seconds[1:] if len(seconds) > 1 else seconds)
-print(f"seconds_per_condition {timed[len(timed) // 2]}")
-print(f"calls_per_condition {counts[0] / C} rows_per_condition {counts[1] / C}")
+print(f"seconds_per_condition {median_time(seconds)}")
+if conditional:
+    print(f"anisotropy_seconds_per_condition {median_time(anisotropy_seconds)}")
+print(f"calls_per_condition {calls_per_condition[0]} rows_per_condition {calls_per_condition[1]}")
 print("timesteps " + " ".join(str(t) for t in timesteps[:K]))
 print(f"jvp {'forward' if use_forward else 'double-backward'}")
 print(f"threads {torch.get_num_threads()}")  # OMP_NUM_THREADS, set by memaudit-bench-peer

@@ -15,7 +15,10 @@
 //                     from the same x_T (and Hutchinson probes) saved here;
 //                     checks the per-condition means agree (relative) and
 //                     reports conditions per second (--batched: also with all
-//                     conditions in one ComputeEarlyMetrics call)
+//                     conditions in one ComputeEarlyMetrics call); for a
+//                     conditional model also the anisotropy pair, its cost
+//                     forward-only (derivative_metrics false) against Jeon's
+//                     path and against the peer's own anisotropy loop
 //
 //   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --label 9 --points 5
 //   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --label 9 --points 5 \
@@ -94,6 +97,9 @@ struct EarlyBench {
   int64_t probes = EarlyMetricOptions{}.hutchinson_probes;
   int64_t num_steps = SamplerOptions{}.num_steps;
   bool batched = false;  // also: all conditions in one ComputeEarlyMetrics call
+  // Text-to-image models: the conditions are these prompts (one per line,
+  // the first `conditions`), encoded by the model's text encoder.
+  std::string prompts;
 };
 
 // --method early: memaudit's ComputeEarlyMetrics per condition against
@@ -137,7 +143,33 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
       rows_of_condition.push_back(at::randn(sample_shape, generator, at::kFloat));
     }
     noise.push_back(at::stack(rows_of_condition).to((*checkpoint)->dtype()));
-    labels.push_back(conditional ? at::full({n}, i % classes, at::kLong) : at::Tensor());
+    labels.push_back(conditional ? at::full({n}, i % std::max<int64_t>(classes, 1), at::kLong)
+                                 : at::Tensor());
+  }
+  // Prompts: each condition is a prompt's embedding, repeated n times; the
+  // peer gets [C + 1, *embedding] with the null condition last.
+  at::Tensor peer_labels = at::arange(count, at::kLong).remainder(std::max<int64_t>(classes, 1));
+  if (!bench.prompts.empty()) {
+    const TextEncoder* encoder = (*checkpoint)->text_encoder();
+    std::ifstream in(bench.prompts);
+    std::vector<std::string> prompts;
+    for (std::string line;
+         std::getline(in, line) && static_cast<int64_t>(prompts.size()) < count;) {
+      if (!line.empty()) prompts.push_back(line);
+    }
+    if (encoder == nullptr || static_cast<int64_t>(prompts.size()) < count) {
+      std::fprintf(stderr, "--prompts: needs a text encoder and %lld prompts\n",
+                   static_cast<long long>(count));
+      return 1;
+    }
+    auto encoded = encoder->Encode(prompts);
+    if (!encoded.ok()) return 1;
+    for (int64_t i = 0; i < count; ++i) {
+      std::vector<int64_t> repeat(encoded->dim(), 1);
+      repeat[0] = n;
+      labels[i] = encoded->narrow(0, i, 1).repeat(repeat);
+    }
+    peer_labels = at::cat({*encoded, (*checkpoint)->NullCondition(1).to(encoded->dtype())});
   }
   std::vector<int64_t> probe_shape{n * bench.probes};
   probe_shape.insert(probe_shape.end(), sample_shape.begin(), sample_shape.end());
@@ -160,9 +192,7 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   const std::string xt_path = work + "/early_xt.pt", labels_path = work + "/early_labels.pt",
                     probes_path = work + "/early_probes.pt", peer_path = work + "/early_peer.pt";
   if (!SaveTensorFile(xt_path, at::stack(noise)).ok() ||
-      !SaveTensorFile(labels_path,
-                      at::arange(count, at::kLong).remainder(std::max<int64_t>(classes, 1)))
-           .ok() ||
+      !SaveTensorFile(labels_path, peer_labels.to(at::kCPU)).ok() ||
       (!conditional && !SaveTensorFile(probes_path, at::stack(probes)).ok())) {
     return 1;
   }
@@ -185,7 +215,9 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
     timesteps = metrics->timesteps;
     std::vector<at::Tensor> values;
     if (conditional) {
-      values = {at::tensor(metrics->wen, at::kDouble), at::tensor(metrics->jeon, at::kDouble)};
+      values = {at::tensor(metrics->wen, at::kDouble), at::tensor(metrics->jeon, at::kDouble),
+                at::tensor(metrics->anisotropy_norm, at::kDouble),
+                at::tensor(metrics->anisotropy_alignment, at::kDouble)};
     } else {
       values = {at::tensor(metrics->score_norm_squared, at::kDouble),
                 at::tensor(metrics->hessian_score_squared, at::kDouble),
@@ -195,6 +227,25 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   }
   const double memaudit_calls = static_cast<double>(calls) / count;
   const double memaudit_rows = static_cast<double>(rows) / count;
+  // The anisotropy alone, forward passes only (what a label-free screen by
+  // it runs): two calls of 2n rows at K = 1.
+  std::vector<double> forward_seconds;
+  double forward_calls = 0, forward_rows = 0;
+  if (conditional) {
+    EarlyMetricOptions forward = options;
+    forward.derivative_metrics = false;
+    forward.steps = 1;
+    calls = 0;
+    rows = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      auto metrics = ComputeEarlyMetrics(denoiser, seeds[i], labels[i], forward);
+      forward_seconds.push_back(SecondsSince(start));
+      if (!metrics.ok()) return 1;
+    }
+    forward_calls = static_cast<double>(calls) / count;
+    forward_rows = static_cast<double>(rows) / count;
+  }
   for (int64_t i = 0; i < count; ++i) {
     SamplerOptions sampler = options.sampler;
     sampler.stop_after_steps = options.steps;
@@ -236,12 +287,13 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
       std::to_string(bench.num_steps) + " " + std::to_string(guidance) + " " + peer_path);
   FILE* pipe = popen(command.c_str(), "r");
   char line[1024] = {0};
-  double peer_seconds = -1, peer_calls = -1, peer_rows = -1;
+  double peer_seconds = -1, peer_calls = -1, peer_rows = -1, peer_anisotropy_seconds = -1;
   int peer_threads = -1;
   char peer_jvp[64] = "";
   std::string peer_timesteps;
   while (pipe && fgets(line, sizeof(line), pipe)) {
     std::sscanf(line, "seconds_per_condition %lf", &peer_seconds);
+    std::sscanf(line, "anisotropy_seconds_per_condition %lf", &peer_anisotropy_seconds);
     std::sscanf(line, "calls_per_condition %lf rows_per_condition %lf", &peer_calls, &peer_rows);
     std::sscanf(line, "threads %d", &peer_threads);
     std::sscanf(line, "jvp %63s", peer_jvp);
@@ -257,13 +309,27 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   if (!SaveTensorFile(work + "/early_ours.pt", mine).ok()) return 1;
   // Relative difference of each metric's per-condition mean (over the n
   // generations), and of the per-generation values; worst over conditions.
+  // The alignment is a cosine: its difference is absolute (relative to 1).
   const std::vector<const char*> names =
-      conditional ? std::vector<const char*>{"wen", "jeon"}
+      conditional ? std::vector<const char*>{"wen", "jeon", "anisotropy_norm",
+                                             "anisotropy_alignment (abs.)"}
                   : std::vector<const char*>{"score_norm_squared", "hessian_score_squared",
                                              "hutchinson_trace"};
+  if (peer->size(1) != static_cast<int64_t>(names.size())) {
+    std::fprintf(stderr, "the peer wrote %lld metrics, expected %zu\n",
+                 static_cast<long long>(peer->size(1)), names.size());
+    return 1;
+  }
+  std::vector<double> absolute(names.size(), 0.0);  // 1: compare absolutely
+  if (conditional) absolute[3] = 1.0;
+  const at::Tensor is_absolute = at::tensor(absolute, at::kDouble).gt(0.5);
   at::Tensor mean_ours = mine.mean(2), mean_peer = peer->mean(2);
-  at::Tensor relative = ((mean_ours - mean_peer).abs() / mean_peer.abs()).amax(0);
-  at::Tensor per_sample = ((mine - *peer).abs() / peer->abs()).amax({0, 2});
+  at::Tensor mean_scale =
+      at::where(is_absolute.view({1, -1}), at::ones_like(mean_peer), mean_peer.abs());
+  at::Tensor relative = ((mean_ours - mean_peer).abs() / mean_scale).amax(0);
+  at::Tensor sample_scale =
+      at::where(is_absolute.view({1, -1, 1}), at::ones_like(*peer), peer->abs());
+  at::Tensor per_sample = ((mine - *peer).abs() / sample_scale).amax({0, 2});
   double worst = 0;
   std::string timestep_text;
   for (int64_t t : timesteps) timestep_text += std::to_string(t) + " ";
@@ -297,6 +363,19 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
   std::printf("Python peer            : %.4f s per condition = %.2f conditions/s (median)\n",
               peer_seconds, 1.0 / peer_seconds);
   std::printf("memaudit / peer (time) : %.2f\n", memaudit_seconds / peer_seconds);
+  if (conditional) {
+    const double anisotropy_seconds = Median(forward_seconds, true);
+    std::printf(
+        "anisotropy, forward-only (%.0f call(s), %.0f rows per condition): memaudit %.4f s per "
+        "condition, peer %.4f s (/ peer: %.2f)\n",
+        forward_calls, forward_rows, anisotropy_seconds, peer_anisotropy_seconds,
+        anisotropy_seconds / peer_anisotropy_seconds);
+    std::printf(
+        "anisotropy / Jeon's path (time): memaudit %.2f (of its own Wen+Jeon %.4f s), peer "
+        "%.2f (of its own %.4f s)\n",
+        anisotropy_seconds / memaudit_seconds, memaudit_seconds,
+        peer_anisotropy_seconds / peer_seconds, peer_seconds);
+  }
   if (bench.batched) {
     at::Tensor peer_two = peer->narrow(1, 0, 2);
     const double batched_agreement =
@@ -419,6 +498,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--batched", early.batched,
                "early: also time all conditions in one ComputeEarlyMetrics call");
+  app.add_option("--prompts", early.prompts,
+                 "early, text-to-image models: file of prompts, one per line (the conditions)");
   CLI11_PARSE(app, argc, argv);
   if (method == "early") {
     ConfigureTorchRuntime(threads);

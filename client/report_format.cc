@@ -451,6 +451,9 @@ const EarlyField kEarlyFields[] = {
     {"hessian_score_squared", &EarlyResponse::has_hessian_score_squared,
      &EarlyResponse::hessian_score_squared},
     {"hutchinson_trace", &EarlyResponse::has_hutchinson_trace, &EarlyResponse::hutchinson_trace},
+    {"anisotropy_norm", &EarlyResponse::has_anisotropy_norm, &EarlyResponse::anisotropy_norm},
+    {"anisotropy_alignment", &EarlyResponse::has_anisotropy_alignment,
+     &EarlyResponse::anisotropy_alignment},
 };
 }  // namespace
 
@@ -501,6 +504,11 @@ std::string EarlyMetricsText(const v1::EarlyMetricsResponse& metrics) {
     absl::StrAppendFormat(&text, "  %-22s mean %12.6g  over %d generations\n", field.name,
                           values.mean(), values.values_size());
   }
+  if (metrics.has_anisotropy_alignment()) {
+    absl::StrAppendFormat(&text, "  (anisotropy at x_T: norm at t = %d, alignment at t = %d)\n",
+                          metrics.timesteps_size() > 0 ? metrics.timesteps(0) : 0,
+                          metrics.alignment_timestep());
+  }
   return text;
 }
 
@@ -509,6 +517,7 @@ nlohmann::json EarlyMetricsJson(const v1::EarlyMetricsResponse& metrics) {
       {"conditional", metrics.conditional()},
       {"timesteps", std::vector<int64_t>(metrics.timesteps().begin(), metrics.timesteps().end())},
       {"seconds", metrics.seconds()}};
+  if (metrics.has_anisotropy_alignment()) json["alignment_timestep"] = metrics.alignment_timestep();
   for (const EarlyField& field : kEarlyFields) {
     if (!(metrics.*field.has)()) continue;
     const v1::EarlyMetricValues& values = (metrics.*field.get)();

@@ -79,6 +79,23 @@ double MedianOf(std::vector<double> values) {
 
 }  // namespace
 
+std::vector<double> RobustZScores(const std::vector<double>& values) {
+  if (values.size() < kMinOutlierPopulation) return {};
+  const double median = MedianOf(values);
+  std::vector<double> deviations;
+  double mean_deviation = 0;
+  for (double v : values) {
+    deviations.push_back(std::abs(v - median));
+    mean_deviation += deviations.back() / static_cast<double>(values.size());
+  }
+  double scale = 1.4826 * MedianOf(deviations);
+  if (scale == 0) scale = 1.2533 * mean_deviation;
+  std::vector<double> scores(values.size(), 0.0);
+  if (scale == 0 || !std::isfinite(scale)) return scores;
+  for (size_t i = 0; i < values.size(); ++i) scores[i] = (values[i] - median) / scale;
+  return scores;
+}
+
 std::vector<double> RobustOutlierScores(const std::vector<double>& values) {
   if (values.size() < kMinOutlierPopulation) return {};
   double smallest_positive = std::numeric_limits<double>::infinity();
@@ -91,19 +108,25 @@ std::vector<double> RobustOutlierScores(const std::vector<double>& values) {
   for (double v : values) {
     logs.push_back(std::log(v > 0 && std::isfinite(v) ? v : smallest_positive));
   }
-  const double median = MedianOf(logs);
-  std::vector<double> deviations;
-  double mean_deviation = 0;
-  for (double v : logs) {
-    deviations.push_back(std::abs(v - median));
-    mean_deviation += deviations.back() / static_cast<double>(logs.size());
-  }
-  double scale = 1.4826 * MedianOf(deviations);
-  if (scale == 0) scale = 1.2533 * mean_deviation;
-  std::vector<double> scores(logs.size(), 0.0);
-  if (scale == 0) return scores;
-  for (size_t i = 0; i < logs.size(); ++i) scores[i] = (logs[i] - median) / scale;
+  return RobustZScores(logs);
+}
+
+std::vector<double> AnisotropyScores(const std::vector<double>& norms,
+                                     const std::vector<double>& alignments) {
+  if (norms.size() != alignments.size()) return {};
+  std::vector<double> finite_alignments;
+  for (double a : alignments) finite_alignments.push_back(std::isfinite(a) ? a : 0.0);
+  const std::vector<double> norm_z = RobustOutlierScores(norms);
+  const std::vector<double> alignment_z = RobustZScores(finite_alignments);
+  if (norm_z.empty() || alignment_z.empty()) return {};
+  std::vector<double> scores(norms.size());
+  for (size_t i = 0; i < scores.size(); ++i) scores[i] = norm_z[i] + alignment_z[i];
   return scores;
+}
+
+std::vector<double> AnisotropyOutlierScores(const std::vector<double>& norms,
+                                            const std::vector<double>& alignments) {
+  return RobustZScores(AnisotropyScores(norms, alignments));
 }
 
 }  // namespace memaudit

@@ -17,6 +17,25 @@ namespace memaudit {
 // an empty vector for fewer than kMinOutlierPopulation values.
 std::vector<double> RobustOutlierScores(const std::vector<double>& values);
 inline constexpr size_t kMinOutlierPopulation = 3;
+
+// The same robust z of the values themselves (no log), for values that may
+// be negative (the anisotropy alignment, a cosine).
+std::vector<double> RobustZScores(const std::vector<double>& values);
+
+// The anisotropy metric of Asthana & Belagiannis (ICLR 2026) without their
+// per-model weights: per condition, the robust z of its log norm plus the
+// robust z of its alignment, both among these conditions (the per-condition
+// means of early_metrics.h's anisotropy_norm and anisotropy_alignment, in
+// the same order). Each term is in units of its own spread among the
+// conditions, so the sum weighs them equally on any model and needs no
+// labels. Empty for fewer than kMinOutlierPopulation conditions or sizes
+// that differ. A non-finite alignment counts as 0.
+std::vector<double> AnisotropyScores(const std::vector<double>& norms,
+                                     const std::vector<double>& alignments);
+// Its label-free outlier score: the robust z of AnisotropyScores, to be
+// compared with kOutlierZThreshold like the single metrics' scores.
+std::vector<double> AnisotropyOutlierScores(const std::vector<double>& norms,
+                                            const std::vector<double>& alignments);
 // The usual cut for robust z (Iglewicz & Hoaglin's modified z-score).
 inline constexpr double kOutlierZThreshold = 3.5;
 

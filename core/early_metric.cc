@@ -6,11 +6,15 @@ namespace memaudit {
 namespace {
 
 constexpr EarlyMetricInfo kMetrics[] = {
-    {EarlyMetric::kWenNoiseDifference, "wen_noise_difference", true},
-    {EarlyMetric::kJeonSharpness, "jeon_sharpness", true},
-    {EarlyMetric::kScoreNormSquared, "score_norm_squared", false},
-    {EarlyMetric::kHessianScoreSquared, "hessian_score_squared", false},
-    {EarlyMetric::kNegativeTrace, "negative_trace", false},
+    // name, conditional, derivative, among_conditions
+    {EarlyMetric::kWenNoiseDifference, "wen_noise_difference", true, false, false},
+    {EarlyMetric::kJeonSharpness, "jeon_sharpness", true, true, false},
+    {EarlyMetric::kScoreNormSquared, "score_norm_squared", false, false, false},
+    {EarlyMetric::kHessianScoreSquared, "hessian_score_squared", false, true, false},
+    {EarlyMetric::kNegativeTrace, "negative_trace", false, true, false},
+    {EarlyMetric::kAnisotropyNorm, "anisotropy_norm", true, false, false},
+    {EarlyMetric::kAnisotropyAlignment, "anisotropy_alignment", true, false, false},
+    {EarlyMetric::kAnisotropy, "anisotropy", true, false, true},
 };
 
 }  // namespace

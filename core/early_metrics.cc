@@ -27,6 +27,47 @@ void Accumulate(std::vector<double>& total, const std::vector<double>& step, int
   for (size_t i = 0; i < step.size(); ++i) total[i] += step[i] / static_cast<double>(steps);
 }
 
+std::vector<double> ToVector(const at::Tensor& values) {
+  const at::Tensor cpu = values.to(at::kDouble).to(at::kCPU).contiguous();
+  return std::vector<double>(cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel());
+}
+
+// What the anisotropy metric needs from the network at x_T: ε̂_c − ε̂_∅ at
+// the first timestep (unless the caller has it: `first_difference`
+// defined) and the alignment at the low one. Two calls of 2B rows, not one
+// of 4B: on the CPU one call of 4B rows took 2-3 times as long as two of 2B
+// here (the MNIST U-Net, LibTorch 1.13), and on a GPU 2B rows already fill
+// the device for any batch worth timing.
+struct AnisotropyParts {
+  at::Tensor first_difference;  // ε̂_c − ε̂_∅ at (x_T, t_first)
+  std::vector<double> alignment;
+};
+
+AnisotropyParts MeasureAnisotropy(const Denoiser& denoiser, const at::Tensor& x_t,
+                                  const at::Tensor& prepared, int64_t t_first, int64_t t_low,
+                                  at::Tensor first_difference) {
+  c10::NoGradGuard no_grad;
+  const int64_t batch = x_t.size(0);
+  const at::TensorOptions steps = at::TensorOptions().dtype(at::kLong).device(x_t.device());
+  AnisotropyParts parts;
+  if (!first_difference.defined()) {
+    const auto [conditional, null] =
+        denoiser.ConditionalAndNullEpsilon(x_t, at::full({batch}, t_first, steps), prepared);
+    first_difference = conditional - null;
+  }
+  parts.first_difference = first_difference;
+  const auto [conditional, null] =
+      denoiser.ConditionalAndNullEpsilon(x_t, at::full({batch}, t_low, steps), prepared);
+  // The cosine over the whole sample, in double; 0 where a vector is 0.
+  const at::Tensor unconditional = null.reshape({batch, -1}).to(at::kDouble);
+  const at::Tensor direction = (conditional - null).reshape({batch, -1}).to(at::kDouble);
+  const at::Tensor norms = unconditional.norm(2, 1) * direction.norm(2, 1);
+  const at::Tensor dot = (unconditional * direction).sum(1);
+  parts.alignment =
+      ToVector(at::where(norms > 0, dot / norms.clamp_min(1e-300), at::zeros_like(dot)));
+  return parts;
+}
+
 }  // namespace
 
 std::vector<double> EarlyMetricValues(const EarlyMetricSamples& samples, EarlyMetric metric) {
@@ -44,8 +85,20 @@ std::vector<double> EarlyMetricValues(const EarlyMetricSamples& samples, EarlyMe
       for (double v : samples.hutchinson_trace) negative.push_back(-v);
       return negative;
     }
+    case EarlyMetric::kAnisotropyNorm:
+      return samples.anisotropy_norm;
+    case EarlyMetric::kAnisotropyAlignment:
+      return samples.anisotropy_alignment;
+    case EarlyMetric::kAnisotropy:
+      return {};  // scored among conditions (calibration.h)
   }
   return {};
+}
+
+int64_t AlignmentTimestep(const std::vector<int64_t>& sampling_timesteps) {
+  if (sampling_timesteps.empty()) return 0;
+  return sampling_timesteps[sampling_timesteps.size() -
+                            std::min<size_t>(3, sampling_timesteps.size())];
 }
 
 bool IsRealCondition(const Checkpoint& checkpoint, const at::Tensor& prepared, int64_t batch) {
@@ -114,6 +167,27 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
   EarlyMetricSamples result;
   result.conditional = conditional;
   result.timesteps = trajectory.timesteps;
+  if (conditional) {
+    // Denoising-free, at x_T whatever K is; at K = 1 its call at the first
+    // timestep is also Wen's and Jeon's field there.
+    const int64_t t_first = all_timesteps.front();
+    result.alignment_timestep = AlignmentTimestep(all_timesteps);
+    const double sigma_first = denoiser.schedule().sigma(t_first);
+    at::Tensor known_difference;  // ε̂_c − ε̂_∅ at x_T, when sampling computed it
+    if (observed_fields[0].defined()) known_difference = observed_fields[0] * (-sigma_first);
+    try {
+      RETURN_IF_ERROR(CheckStop(stop));
+      AnisotropyParts parts = MeasureAnisotropy(denoiser, trajectory.states[0], prepared, t_first,
+                                                result.alignment_timestep, known_difference);
+      result.anisotropy_norm = RowNorms(parts.first_difference, /*squared=*/false);
+      result.anisotropy_alignment = std::move(parts.alignment);
+      if (!observed_fields[0].defined()) {
+        observed_fields[0] = parts.first_difference * (-1.0 / sigma_first);
+      }
+    } catch (const std::exception& e) {
+      return TorchError(absl::StatusCode::kInternal, "early metrics failed", e);
+    }
+  }
   const at::Tensor rows =
       at::arange(batch, at::TensorOptions().dtype(at::kLong).device(checkpoint.device()));
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.probe_seed);
@@ -133,6 +207,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
         std::vector<double> wen = RowNorms(score_difference, /*squared=*/false);
         for (double& w : wen) w *= denoiser.schedule().sigma(t);
         Accumulate(result.wen, wen, steps);
+        if (!options.derivative_metrics) continue;
         ASSIGN_OR_RETURN(const at::Tensor product, Jvp(difference, x, rows, score_difference));
         Accumulate(result.jeon, RowNorms(product, /*squared=*/false), steps);
       } else {
@@ -143,6 +218,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
           score = field(x, rows);
         }
         Accumulate(result.score_norm_squared, RowNorms(score, /*squared=*/true), steps);
+        if (!options.derivative_metrics) continue;
         ASSIGN_OR_RETURN(const at::Tensor product, Jvp(field, x, rows, score));
         Accumulate(result.hessian_score_squared, RowNorms(product, /*squared=*/true), steps);
         // Hutchinson with P Rademacher probes per sample: zᵀHz = zᵀ(Hᵀz), so

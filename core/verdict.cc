@@ -106,9 +106,18 @@ absl::Status ValidatePolicy(const v1::VerdictPolicy& policy) {
   RETURN_IF_ERROR(CheckOrder("partial_width", policy.partial_width(), "memorized_width",
                              policy.memorized_width(), 0.0));
   if (!policy.early_metric().empty()) {
-    if (auto metric = ParseEarlyMetric(policy.early_metric()); !metric.ok()) {
+    auto metric = ParseEarlyMetric(policy.early_metric());
+    if (!metric.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("verdict_policy.early_metric: ", metric.status().message()));
+    }
+    if (EarlyMetricInfoOf(*metric).among_conditions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "verdict_policy.early_metric: \"", policy.early_metric(),
+          "\" scores a condition against the others audited with it, so a threshold on it "
+          "does not carry over to another audit; use it label-free (audit --early-only "
+          "without a calibrated policy) or calibrate one of its parts (anisotropy_norm, "
+          "anisotropy_alignment)"));
     }
   }
   return absl::OkStatus();

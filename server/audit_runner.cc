@@ -42,17 +42,46 @@ void FillPolicyUsed(const ResolvedPolicy& policy, v1::PolicyUsed* used) {
   used->set_model_memorized_fraction(policy.model_memorized_fraction);
 }
 
-// Sets each condition's early_outlier_z from its mean Jeon sharpness when
-// at least kMinOutlierPopulation conditions carry it.
-void ScoreEarlyOutliers(v1::AuditReport* report) {
-  std::vector<double> means;
+// Sets each condition's early_outlier_z from `metric` (its per-condition
+// mean; for "anisotropy", the combined score of the pair's means) when at
+// least kMinOutlierPopulation conditions carry it.
+void ScoreEarlyOutliers(EarlyMetric metric, v1::AuditReport* report) {
+  std::vector<double> means, norms, alignments;
   std::vector<v1::ConditionReport*> scored;
   for (v1::ConditionReport& condition : *report->mutable_conditions()) {
     if (!condition.has_early() || !condition.early().conditional()) continue;
-    means.push_back(condition.early().jeon_sharpness().mean());
+    const v1::EarlyMetricsResponse& early = condition.early();
+    switch (metric) {
+      case EarlyMetric::kAnisotropy:
+        norms.push_back(early.anisotropy_norm().mean());
+        alignments.push_back(early.anisotropy_alignment().mean());
+        break;
+      case EarlyMetric::kWenNoiseDifference:
+        means.push_back(early.wen_noise_difference().mean());
+        break;
+      case EarlyMetric::kJeonSharpness:
+        if (!early.has_jeon_sharpness()) continue;
+        means.push_back(early.jeon_sharpness().mean());
+        break;
+      case EarlyMetric::kAnisotropyNorm:
+        means.push_back(early.anisotropy_norm().mean());
+        break;
+      case EarlyMetric::kAnisotropyAlignment:
+        means.push_back(early.anisotropy_alignment().mean());
+        break;
+      default:
+        return;  // unconditional metrics are refused by PlanAudit
+    }
     scored.push_back(&condition);
   }
-  const std::vector<double> z = RobustOutlierScores(means);
+  std::vector<double> z;
+  if (metric == EarlyMetric::kAnisotropy) {
+    z = AnisotropyOutlierScores(norms, alignments);
+  } else if (metric == EarlyMetric::kAnisotropyAlignment) {
+    z = RobustZScores(means);  // a cosine: no log
+  } else {
+    z = RobustOutlierScores(means);
+  }
   for (size_t i = 0; i < z.size(); ++i) scored[i]->set_early_outlier_z(z[i]);
 }
 
@@ -92,7 +121,7 @@ class AuditRun {
             index, *condition_report, ProgressNow(v1::AUDIT_PHASE_MEASURED, condition.label)));
       }
     }
-    ScoreEarlyOutliers(&report);
+    ScoreEarlyOutliers(plan_.label_free_metric, &report);
     Judge(&report);
     *report.mutable_timing() = TimingNow();
     return report;
@@ -261,7 +290,8 @@ class AuditRun {
         break;
       case AuditPlan::Mode::kEarlyLabelFree:
         report->mutable_policy()->set_early_rule(
-            absl::StrCat("label-free: jeon_sharpness outlier z >= ", kOutlierZThreshold));
+            absl::StrCat("label-free: ", EarlyMetricName(plan_.label_free_metric),
+                         " outlier z >= ", kOutlierZThreshold));
         break;
     }
     report->set_verdict(ToProtoVerdict(worst));

@@ -73,6 +73,28 @@ absl::StatusOr<std::vector<Scores>> ScoreConditions(const std::vector<ConditionP
   return scores;
 }
 
+// The combined anisotropy score of every condition, among all of them as
+// one population (the labels are not used: it is the label-free score).
+void AddAnisotropyScores(std::vector<Scores>* memorized, std::vector<Scores>* not_memorized) {
+  const char* norm_name = EarlyMetricName(EarlyMetric::kAnisotropyNorm);
+  const char* alignment_name = EarlyMetricName(EarlyMetric::kAnisotropyAlignment);
+  std::vector<double> norms, alignments;
+  for (std::vector<Scores>* group : {memorized, not_memorized}) {
+    for (const Scores& s : *group) {
+      auto norm = s.find(norm_name), alignment = s.find(alignment_name);
+      if (norm == s.end() || alignment == s.end()) return;
+      norms.push_back(norm->second);
+      alignments.push_back(alignment->second);
+    }
+  }
+  const std::vector<double> combined = AnisotropyScores(norms, alignments);
+  if (combined.empty()) return;
+  size_t i = 0;
+  for (std::vector<Scores>* group : {memorized, not_memorized}) {
+    for (Scores& s : *group) s[EarlyMetricName(EarlyMetric::kAnisotropy)] = combined[i++];
+  }
+}
+
 // Adds the metric's scores and ROC summary to `response` when every
 // condition has it (early metrics differ between real and null conditions).
 void AddMetric(const char* name, bool higher_is_memorized, const std::vector<Scores>& memorized,
@@ -105,7 +127,10 @@ std::string PolicyBlock(const v1::CalibrationResponse& response, double scale) {
   const v1::CalibratedMetric* best_early = nullptr;
   for (const v1::CalibratedMetric& metric : response.metrics()) {
     if (metric.name() == kWidth) width = &metric;
-    const bool early = metric.higher_is_memorized();
+    // Early metrics are the ones where higher is memorized; a score among
+    // conditions has no threshold that carries over to another audit.
+    const bool early =
+        metric.higher_is_memorized() && metric.name() != EarlyMetricName(EarlyMetric::kAnisotropy);
     if (early && (best_early == nullptr || metric.auc() > best_early->auc())) best_early = &metric;
   }
   std::string policy = "verdict_policy {\n";
@@ -133,9 +158,8 @@ std::string PolicyBlock(const v1::CalibrationResponse& response, double scale) {
 absl::StatusOr<v1::CalibrationResponse> RunCalibrationOrThrow(const CalibrationPlan& plan,
                                                               const StopCheck& stop) {
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(const std::vector<Scores> memorized,
-                   ScoreConditions(plan.memorized, plan, stop));
-  ASSIGN_OR_RETURN(const std::vector<Scores> not_memorized,
+  ASSIGN_OR_RETURN(std::vector<Scores> memorized, ScoreConditions(plan.memorized, plan, stop));
+  ASSIGN_OR_RETURN(std::vector<Scores> not_memorized,
                    ScoreConditions(plan.not_memorized, plan, stop));
   v1::CalibrationResponse response;
   response.set_roc_point_rule(kRocPointRule);
@@ -144,6 +168,7 @@ absl::StatusOr<v1::CalibrationResponse> RunCalibrationOrThrow(const CalibrationP
   for (const char* name : kCurvatureMetrics) {
     AddMetric(name, /*higher_is_memorized=*/false, memorized, not_memorized, &response);
   }
+  AddAnisotropyScores(&memorized, &not_memorized);
   for (const EarlyMetricInfo& info : AllEarlyMetrics()) {
     AddMetric(info.name, /*higher_is_memorized=*/true, memorized, not_memorized, &response);
   }

@@ -199,6 +199,25 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
   }
   ASSIGN_OR_RETURN(EarlyMetricOptions early,
                    ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
+  if (!request.label_free_metric().empty()) {
+    absl::StatusOr<EarlyMetric> metric = ParseEarlyMetric(request.label_free_metric());
+    if (!metric.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label_free_metric: ", metric.status().message()));
+    }
+    if (!EarlyMetricInfoOf(*metric).conditional) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label_free_metric: \"", request.label_free_metric(),
+          "\" is for unconditional generation; label-free flags compare real conditions"));
+    }
+    plan.label_free_metric = *metric;
+  }
+  // A label-free screen whose metric needs no derivative runs forward
+  // passes only: that is what makes it cheap.
+  if (plan.mode == AuditPlan::Mode::kEarlyLabelFree &&
+      !EarlyMetricInfoOf(plan.label_free_metric).derivative) {
+    early.derivative_metrics = false;
+  }
   if (request.early_only() || request.early_steps() > 0) plan.early = early;
   plan.model = std::move(model);
   return plan;
@@ -318,6 +337,7 @@ absl::StatusOr<EarlyMetricsPlan> PlanEarlyMetrics(const v1::EarlyMetricsRequest&
   RETURN_IF_ERROR(CheckCount(request.hutchinson_probes(), 0, kMaxHutchinsonProbes,
                              "hutchinson_probes (0: default 8)"));
   if (request.hutchinson_probes() > 0) plan.options.hutchinson_probes = request.hutchinson_probes();
+  plan.options.derivative_metrics = !request.forward_only();
   ASSIGN_OR_RETURN(plan.condition,
                    ToConditionPlan(request.condition(), *model->denoiser, "condition", stop));
   plan.seeds.assign(request.seeds().begin(), request.seeds().end());

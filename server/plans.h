@@ -46,6 +46,10 @@ inline constexpr int64_t kMaxMitigationSteps = 1000;
 // The largest |x_i| of a point given to Spectrum.
 inline constexpr double kMaxAbsPointValue = 1e6;
 
+// The label-free metric when the request names none: the anisotropy score,
+// forward passes only (docs/VERDICTS.md "Early flags without a derivative").
+inline constexpr EarlyMetric kDefaultLabelFreeMetric = EarlyMetric::kAnisotropy;
+
 // An audit (AuditService.SubmitAudit): conditions × samples_per_condition
 // samples, sample i of a condition drawn with seed + i.
 struct AuditPlan {
@@ -63,6 +67,9 @@ struct AuditPlan {
   // Early metrics per condition: set in the early modes and, alongside a
   // full audit, when the request asks for early_steps.
   std::optional<EarlyMetricOptions> early;
+  // The metric of early_outlier_z and of kEarlyLabelFree's flags (a
+  // conditional one; AuditRequest.label_free_metric).
+  EarlyMetric label_free_metric = kDefaultLabelFreeMetric;
 
   int64_t total_samples() const {
     return samples_per_condition * static_cast<int64_t>(conditions.size());

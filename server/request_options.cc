@@ -359,6 +359,7 @@ Verdict ToSampleReport(const SampleCurvature& sample, const ResolvedPolicy& poli
 
 void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResponse* proto) {
   auto fill = [](const std::vector<double>& values, v1::EarlyMetricValues* out) {
+    if (values.empty()) return;  // not computed (forward-only)
     for (double v : values) out->add_values(v);
     out->set_mean(Mean(values));
   };
@@ -366,11 +367,18 @@ void ToEarlyMetricsProto(const EarlyMetricSamples& metrics, v1::EarlyMetricsResp
   for (int64_t t : metrics.timesteps) proto->add_timesteps(t);
   if (metrics.conditional) {
     fill(metrics.wen, proto->mutable_wen_noise_difference());
-    fill(metrics.jeon, proto->mutable_jeon_sharpness());
+    if (!metrics.jeon.empty()) fill(metrics.jeon, proto->mutable_jeon_sharpness());
+    fill(metrics.anisotropy_norm, proto->mutable_anisotropy_norm());
+    fill(metrics.anisotropy_alignment, proto->mutable_anisotropy_alignment());
+    proto->set_alignment_timestep(metrics.alignment_timestep);
   } else {
     fill(metrics.score_norm_squared, proto->mutable_score_norm_squared());
-    fill(metrics.hessian_score_squared, proto->mutable_hessian_score_squared());
-    fill(metrics.hutchinson_trace, proto->mutable_hutchinson_trace());
+    if (!metrics.hessian_score_squared.empty()) {
+      fill(metrics.hessian_score_squared, proto->mutable_hessian_score_squared());
+    }
+    if (!metrics.hutchinson_trace.empty()) {
+      fill(metrics.hutchinson_trace, proto->mutable_hutchinson_trace());
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -56,6 +57,48 @@ TEST(RobustOutlierTest, FlagsTheSharpConditionOnly) {
   // Too few to compare; no spread at all.
   EXPECT_TRUE(RobustOutlierScores({1.0, 2.0}).empty());
   for (double v : RobustOutlierScores({3.0, 3.0, 3.0})) EXPECT_EQ(v, 0.0);
+}
+
+// The robust z without the log: signed values (a cosine) work.
+TEST(CalibrationTest, RobustZScoresOfSignedValues) {
+  const std::vector<double> z = RobustZScores({-2, -1, 0, 1, 2});
+  ASSERT_EQ(z.size(), 5u);
+  EXPECT_NEAR(z[4], 2.0 / 1.4826, 1e-12);  // median 0, MAD 1
+  EXPECT_NEAR(z[0], -2.0 / 1.4826, 1e-12);
+  EXPECT_TRUE(RobustZScores({0.5, -0.5}).empty());
+}
+
+// The combined anisotropy score: each term in units of its own spread, so
+// rescaling either input (another model's norms, a cosine's range) leaves
+// the scores unchanged; the condition that stands out in both terms stands
+// out most; one standing out in a single term is between.
+TEST(CalibrationTest, AnisotropyScoresWeighTheTermsByTheirSpread) {
+  const std::vector<double> norms = {1.0, 1.2, 0.9, 1.1, 0.95, 1.05, 6.0, 1.0};
+  const std::vector<double> alignments = {0.01, -0.02, 0.0, 0.02, -0.01, 0.03, 0.4, 0.35};
+  const std::vector<double> scores = AnisotropyScores(norms, alignments);
+  ASSERT_EQ(scores.size(), norms.size());
+  // By hand: the sum of the two robust z's.
+  const std::vector<double> norm_z = RobustOutlierScores(norms);
+  const std::vector<double> alignment_z = RobustZScores(alignments);
+  for (size_t i = 0; i < scores.size(); ++i) {
+    EXPECT_NEAR(scores[i], norm_z[i] + alignment_z[i], 1e-12) << i;
+  }
+  std::vector<double> scaled_norms = norms, scaled_alignments = alignments;
+  for (double& v : scaled_norms) v *= 1000.0;
+  for (double& v : scaled_alignments) v *= 0.1;
+  const std::vector<double> rescaled = AnisotropyScores(scaled_norms, scaled_alignments);
+  for (size_t i = 0; i < scores.size(); ++i) EXPECT_NEAR(rescaled[i], scores[i], 1e-9) << i;
+  EXPECT_EQ(std::max_element(scores.begin(), scores.end()) - scores.begin(), 6);
+  for (size_t i = 0; i < 6; ++i) EXPECT_LT(scores[i], scores[7]) << i;
+  // The label-free score is the robust z of the sums: both outliers flagged.
+  const std::vector<double> z = AnisotropyOutlierScores(norms, alignments);
+  ASSERT_EQ(z.size(), norms.size());
+  for (size_t i = 0; i < 6; ++i) EXPECT_LT(z[i], kOutlierZThreshold) << i;
+  EXPECT_GE(z[6], kOutlierZThreshold);
+  EXPECT_GE(z[7], kOutlierZThreshold);
+  // Mismatched or too few: no scores, not a guess.
+  EXPECT_TRUE(AnisotropyScores({1, 2, 3}, {0.1, 0.2}).empty());
+  EXPECT_TRUE(AnisotropyScores({1, 2}, {0.1, 0.2}).empty());
 }
 
 }  // namespace

@@ -184,16 +184,20 @@ TEST(EarlyMetricsTest, AModelWithoutANullConditionIsAFailedPrecondition) {
   }
 }
 
+// The exact model of a 2-class `mixture` on the scaled-linear schedule, in
+// float64.
+std::shared_ptr<const Checkpoint> ConditionalMixture(const ScratchDir& dir,
+                                                     const toy::GaussianMixture& mixture) {
+  return testing::WriteAndLoadMixture(dir.path(), "c", mixture, v1::NoiseSchedule::SCALED_LINEAR,
+                                      v1::EPSILON, at::kDouble, /*classes=*/2);
+}
+
 // Wen's ‖ε̂_c − ε̂_∅‖ and Jeon's ‖H^Δ s^Δ‖ against the oracle at the sampled
 // states, averaged over K = 3 steps.
 TEST(EarlyMetricsTest, ConditionalMetricsMatchTheOracle) {
   ScratchDir dir;
-  const int64_t d = 6, classes = 2;
-  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(d, 4, /*seed=*/12, classes);
-  auto checkpoint =
-      testing::WriteAndLoadMixture(dir.path(), "c", mixture, v1::NoiseSchedule::SCALED_LINEAR,
-                                   v1::EPSILON, at::kDouble, classes);
-  Denoiser denoiser(checkpoint);
+  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(6, 4, /*seed=*/12, 2);
+  Denoiser denoiser(ConditionalMixture(dir, mixture));
   const std::vector<uint64_t> seeds = {4, 5};
   const at::Tensor labels = at::tensor({0, 1}, at::kLong);
   EarlyMetricOptions options;
@@ -231,7 +235,8 @@ TEST(EarlyMetricsTest, ConditionalMetricsMatchTheOracle) {
 
 // Each sampling step's call also gives the metrics' field at its state, so
 // K steps cost what the Python peer's loop costs: per step one call and one
-// JVP for Wen + Jeon (2K); unconditionally one call, one JVP and the kept
+// JVP for Wen + Jeon (2K, and one call for the anisotropy's low timestep);
+// unconditionally one call, one JVP and the kept
 // forward the Hutchinson probes go backward through (3K; the peer's second
 // JVP).
 TEST(EarlyMetricsTest, KStepsCostOneCallPerStepBesidesTheJvps) {
@@ -257,15 +262,108 @@ TEST(EarlyMetricsTest, KStepsCostOneCallPerStepBesidesTheJvps) {
           ComputeEarlyMetrics(denoiser, {1, 2}, at::tensor({0, 1}, at::kLong), options);
       ASSERT_TRUE(conditional.ok()) << conditional.status();
       ASSERT_TRUE(conditional->conditional);
-      EXPECT_EQ(calls, 2 * steps) << "guidance " << guidance << ", K = " << steps;
+      // The anisotropy pair at x_T: one call more, at the low timestep
+      // (its call at the first timestep is the one that gives the field at
+      // x_T, from sampling or, at K = 1, for Wen and Jeon too).
+      EXPECT_EQ(calls, 2 * steps + 1) << "guidance " << guidance << ", K = " << steps;
       calls = 0;
       auto unconditional =
           ComputeEarlyMetrics(denoiser, {1, 2}, at::tensor({2, 2}, at::kLong), options);
       ASSERT_TRUE(unconditional.ok()) << unconditional.status();
       ASSERT_FALSE(unconditional->conditional);
       EXPECT_EQ(calls, 3 * steps) << "guidance " << guidance << ", K = " << steps;
+
+      // Forward-only: no JVP and no kept forward; the field at each of the K
+      // states (K − 1 of them from sampling) and the low timestep.
+      options.derivative_metrics = false;
+      calls = 0;
+      auto forward = ComputeEarlyMetrics(denoiser, {1, 2}, at::tensor({0, 1}, at::kLong), options);
+      ASSERT_TRUE(forward.ok()) << forward.status();
+      EXPECT_EQ(calls, steps + 1) << "forward-only, K = " << steps;
+      EXPECT_TRUE(forward->jeon.empty());
+      EXPECT_EQ(forward->wen, conditional->wen);
+      EXPECT_EQ(forward->anisotropy_alignment, conditional->anisotropy_alignment);
+      calls = 0;
+      auto forward_unconditional =
+          ComputeEarlyMetrics(denoiser, {1, 2}, at::tensor({2, 2}, at::kLong), options);
+      ASSERT_TRUE(forward_unconditional.ok());
+      EXPECT_EQ(calls, steps) << "forward-only unconditional, K = " << steps;
+      EXPECT_TRUE(forward_unconditional->hutchinson_trace.empty());
+      EXPECT_EQ(forward_unconditional->score_norm_squared, unconditional->score_norm_squared);
     }
   }
+}
+
+// The anisotropy pair (Asthana & Belagiannis) at x_T against the oracle:
+// ‖ε̂_c − ε̂_∅‖ = σ·‖s_c − s_∅‖ at the first timestep and
+// cos(ε̂_∅, ε̂_c − ε̂_∅) = cos(s_∅, s_c − s_∅) at the third-to-last one,
+// the same whatever K and the guidance are.
+TEST(EarlyMetricsTest, AnisotropyMatchesTheOracleAtTheInitialNoise) {
+  ScratchDir dir;
+  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(6, 4, /*seed=*/31, 2);
+  auto checkpoint = ConditionalMixture(dir, mixture);
+  Denoiser denoiser(checkpoint);
+  const std::vector<uint64_t> seeds = {7, 8, 9};
+  const at::Tensor labels = at::tensor({0, 1, 1}, at::kLong);
+  const at::Tensor x_T = InitialNoise(*checkpoint, seeds);
+  for (int64_t steps : {1, 3}) {
+    for (int64_t offset : {0, 1}) {
+      EarlyMetricOptions options;
+      options.steps = steps;
+      options.sampler.guidance = 7.5;
+      options.sampler.steps_offset = offset;
+      auto metrics = ComputeEarlyMetrics(denoiser, seeds, labels, options);
+      ASSERT_TRUE(metrics.ok()) << metrics.status();
+      // 50 leading steps of T = 1000: 980, 960, ..., 20, 0 (+ offset).
+      EXPECT_EQ(metrics->alignment_timestep, 40 + offset);
+      const int64_t t_first = metrics->timesteps.front();
+      EXPECT_EQ(t_first, 980 + offset);
+      ASSERT_EQ(metrics->anisotropy_norm.size(), 3u);
+      ASSERT_EQ(metrics->anisotropy_alignment.size(), 3u);
+      for (int64_t b = 0; b < 3; ++b) {
+        const int64_t label = labels[b].item<int64_t>();
+        std::vector<bool> in_class(mixture.size());
+        for (int64_t k = 0; k < mixture.size(); ++k) {
+          in_class[k] = mixture.classes[k].item<int64_t>() == label;
+        }
+        const Eigen::VectorXd x = Row(x_T, b);
+        auto first_c = testing::ExactMixtureDerivatives(
+            mixture, denoiser.schedule().alpha_bar(t_first), x, in_class);
+        auto first_u =
+            testing::ExactMixtureDerivatives(mixture, denoiser.schedule().alpha_bar(t_first), x);
+        const double norm =
+            denoiser.schedule().sigma(t_first) * (first_c.score - first_u.score).norm();
+        const double low_alpha_bar = denoiser.schedule().alpha_bar(metrics->alignment_timestep);
+        auto low_c = testing::ExactMixtureDerivatives(mixture, low_alpha_bar, x, in_class);
+        auto low_u = testing::ExactMixtureDerivatives(mixture, low_alpha_bar, x);
+        const Eigen::VectorXd guidance = low_c.score - low_u.score;
+        const double cosine = low_u.score.dot(guidance) / (low_u.score.norm() * guidance.norm());
+        EXPECT_NEAR(metrics->anisotropy_norm[b], norm, 1e-8 * (1 + norm)) << b;
+        EXPECT_NEAR(metrics->anisotropy_alignment[b], cosine, 1e-8) << b;
+        EXPECT_GE(metrics->anisotropy_alignment[b], -1.0);
+        EXPECT_LE(metrics->anisotropy_alignment[b], 1.0);
+        // At K = 1 the norm is Wen's value: the same call.
+        if (steps == 1) EXPECT_DOUBLE_EQ(metrics->anisotropy_norm[b], metrics->wen[b]);
+      }
+    }
+  }
+  // The table: both parts are per-sample values, the combination is not.
+  auto metrics = ComputeEarlyMetrics(denoiser, seeds, labels, {});
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(EarlyMetricValues(*metrics, EarlyMetric::kAnisotropyNorm), metrics->anisotropy_norm);
+  EXPECT_EQ(EarlyMetricValues(*metrics, EarlyMetric::kAnisotropyAlignment),
+            metrics->anisotropy_alignment);
+  EXPECT_TRUE(EarlyMetricValues(*metrics, EarlyMetric::kAnisotropy).empty());
+  EXPECT_TRUE(EarlyMetricInfoOf(EarlyMetric::kAnisotropy).among_conditions);
+  EXPECT_FALSE(EarlyMetricInfoOf(EarlyMetric::kAnisotropyAlignment).derivative);
+  EXPECT_TRUE(EarlyMetricInfoOf(EarlyMetric::kJeonSharpness).derivative);
+}
+
+TEST(EarlyMetricsTest, AlignmentTimestepIsTheThirdToLast) {
+  EXPECT_EQ(AlignmentTimestep({980, 960, 940, 20, 0}), 940);
+  EXPECT_EQ(AlignmentTimestep({981, 961, 41, 21, 1}), 41);
+  EXPECT_EQ(AlignmentTimestep({500, 0}), 500);
+  EXPECT_EQ(AlignmentTimestep({7}), 7);
 }
 
 TEST(EarlyMetricsTest, NullConditionGivesUnconditionalMetrics) {

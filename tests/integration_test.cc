@@ -22,6 +22,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "client.h"
 #include "google/protobuf/text_format.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
@@ -928,7 +929,9 @@ TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
 }
 
 // Label-free flag-early audit: the model has no calibrated policy; the one
-// memorized class stands out against the others by its Jeon sharpness.
+// memorized class stands out against the others, by the default anisotropy
+// score (forward passes only: no Jeon value is computed) and by Jeon's
+// sharpness when asked for.
 TEST_F(IntegrationTest, LabelFreeEarlyFlags) {
   v1::AuditRequest request;
   request.set_model("outliers");
@@ -937,19 +940,26 @@ TEST_F(IntegrationTest, LabelFreeEarlyFlags) {
   request.set_seed(3000);
   request.set_early_only(true);
   request.set_early_steps(1);
-  auto job = client().SubmitAudit(request);
-  ASSERT_TRUE(job.ok()) << job.status();
-  auto done = client().WatchAudit(job->id(), {});
-  ASSERT_TRUE(done.ok());
-  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
-  EXPECT_NE(done->report().policy().early_rule().find("label-free"), std::string::npos);
-  for (int c = 0; c < 12; ++c) {
-    const v1::ConditionReport& condition = done->report().conditions(c);
-    ASSERT_TRUE(condition.has_early_outlier_z()) << c;
-    EXPECT_EQ(condition.verdict(), c == 0 ? v1::MEMORIZED : v1::NOT_MEMORIZED)
-        << "class " << c << ": z " << condition.early_outlier_z();
+  for (const std::string metric : {"", "jeon_sharpness"}) {
+    request.set_label_free_metric(metric);
+    auto job = client().SubmitAudit(request);
+    ASSERT_TRUE(job.ok()) << job.status();
+    auto done = client().WatchAudit(job->id(), {});
+    ASSERT_TRUE(done.ok());
+    ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
+    const std::string named = metric.empty() ? "anisotropy" : metric;
+    EXPECT_EQ(done->report().policy().early_rule(),
+              absl::StrCat("label-free: ", named, " outlier z >= 3.5"));
+    for (int c = 0; c < 12; ++c) {
+      const v1::ConditionReport& condition = done->report().conditions(c);
+      ASSERT_TRUE(condition.has_early_outlier_z()) << c;
+      EXPECT_EQ(condition.verdict(), c == 0 ? v1::MEMORIZED : v1::NOT_MEMORIZED)
+          << named << ", class " << c << ": z " << condition.early_outlier_z();
+      EXPECT_EQ(condition.early().has_jeon_sharpness(), !metric.empty()) << named;
+      EXPECT_EQ(condition.early().anisotropy_alignment().values_size(), 4) << named;
+    }
+    EXPECT_EQ(done->report().verdict(), v1::MEMORIZED) << named;
   }
-  EXPECT_EQ(done->report().verdict(), v1::MEMORIZED);
   // Too few conditions to compare: a clear error, not a guess.
   request.clear_conditions();
   request.add_conditions()->set_class_label(0);

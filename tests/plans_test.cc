@@ -199,6 +199,25 @@ TEST_F(PlansTest, EarlyOnlyIsCalibratedOrLabelFreeByThePolicy) {
   EXPECT_EQ(label_free->mode, AuditPlan::Mode::kEarlyLabelFree);
   ASSERT_TRUE(label_free->early.has_value());
   EXPECT_EQ(label_free->early->steps, 1);
+  // The default label-free metric needs no derivative: forward passes only.
+  EXPECT_EQ(label_free->label_free_metric, EarlyMetric::kAnisotropy);
+  EXPECT_FALSE(label_free->early->derivative_metrics);
+  request.set_label_free_metric("jeon_sharpness");
+  auto by_jeon = PlanAudit(request, Model("classes"));
+  ASSERT_TRUE(by_jeon.ok()) << by_jeon.status();
+  EXPECT_EQ(by_jeon->label_free_metric, EarlyMetric::kJeonSharpness);
+  EXPECT_TRUE(by_jeon->early->derivative_metrics);
+  for (const auto& [name, expected] :
+       {std::pair{"sharpness", "unknown early metric"},
+        std::pair{"hessian_score_squared", "unconditional generation"}}) {
+    request.set_label_free_metric(name);
+    auto refused = PlanAudit(request, Model("classes"));
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(refused.status().message().find("label_free_metric"), std::string::npos)
+        << refused.status();
+    EXPECT_NE(refused.status().message().find(expected), std::string::npos) << refused.status();
+  }
+  request.clear_label_free_metric();
   auto calibrated = PlanAudit(request, Model("calibrated"));
   ASSERT_TRUE(calibrated.ok()) << calibrated.status();
   EXPECT_EQ(calibrated->mode, AuditPlan::Mode::kEarlyCalibrated);

@@ -129,6 +129,14 @@ TEST(VerdictTest, PolicyValidation) {
   v1::VerdictPolicy orphan;
   orphan.set_partial_width(0.3);  // the width rule needs memorized_width
   EXPECT_FALSE(ValidatePolicy(orphan).ok());
+  // A score among conditions carries no threshold; its parts do.
+  v1::VerdictPolicy combined;
+  combined.set_early_metric("anisotropy");
+  status = ValidatePolicy(combined);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("label-free"), std::string::npos) << status;
+  combined.set_early_metric("anisotropy_alignment");
+  EXPECT_TRUE(ValidatePolicy(combined).ok());
 }
 
 // The radius of the local Gaussian: for a Gaussian p₀ with per-direction

@@ -142,6 +142,7 @@ struct AuditFlags {
   bool no_wait = false;
   bool early_only = false;
   int64_t early_steps = 0;
+  std::string label_free_metric;
   int64_t shards = 0;                               // --shards: fan-out
   std::optional<int64_t> shard_index, shard_count;  // batch sharding
 };
@@ -192,6 +193,7 @@ int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
   request.set_seed(flags.seed);
   request.set_early_only(flags.early_only);
   request.set_early_steps(flags.early_steps);
+  request.set_label_free_metric(flags.label_free_metric);
   for (int64_t t : flags.timesteps) request.add_timesteps(t);
   if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
   if (absl::Status s = flags.curvature.Fill(request.mutable_curvature()); !s.ok()) return Fail(s);
@@ -293,6 +295,10 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
   command->add_option("--early-steps", flags->early_steps,
                       "K: with --early-only the steps used (default 1); without it, add each "
                       "condition's early metrics to the full report");
+  command->add_option("--label-free-metric", flags->label_free_metric,
+                      "metric of label-free flags: anisotropy (default; forward passes only), "
+                      "jeon_sharpness, wen_noise_difference, anisotropy_norm, "
+                      "anisotropy_alignment");
   command
       ->add_option("--shards", flags->shards,
                    "fan-out: split into N shards (default: one per --server address when it "

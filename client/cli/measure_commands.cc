@@ -189,6 +189,7 @@ struct EarlyFlags {
   uint64_t seed = 0;
   int64_t steps = 1;
   int64_t probes = 0;
+  bool forward_only = false;
 };
 
 int RunEarly(const CommonOptions& common, const EarlyFlags& flags) {
@@ -199,6 +200,7 @@ int RunEarly(const CommonOptions& common, const EarlyFlags& flags) {
   if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
   request.set_steps(flags.steps);
   request.set_hutchinson_probes(flags.probes);
+  request.set_forward_only(flags.forward_only);
   absl::StatusOr<v1::EarlyMetricsResponse> response = common.Connect().EarlyMetrics(request);
   if (!response.ok()) return Fail(response.status());
   PrintResult(common.json, *response, EarlyMetricsJson, EarlyMetricsText);
@@ -279,6 +281,8 @@ Command AddEarly(CLI::App& app, CommonOptions& common) {
   command->add_option("--early-steps", flags->steps, "the first K sampling steps")
       ->capture_default_str();
   command->add_option("--probes", flags->probes, "Hutchinson probes (default 8)");
+  command->add_flag("--forward-only", flags->forward_only,
+                    "only the metrics from forward passes (Wen, anisotropy, |s|^2): no JVP");
   command->add_flag("--json", common.json, "machine-readable output");
   return {command, [flags](const CommonOptions& common) { return RunEarly(common, *flags); }};
 }

@@ -19,6 +19,18 @@ def forward(self, x: Tensor, t: Tensor) -> Tensor:
     return torch.conv2d(h, self.weight3, self.bias3, 1, 1)
 )JIT";
 
+// The same with a class bias (a row of class_weight per label).
+constexpr const char* kConditionalConvSource = R"JIT(
+def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+    phase = t.to(x.dtype).unsqueeze(1) * self.frequencies.to(x.dtype).unsqueeze(0)
+    embedding = torch.cat([torch.sin(phase), torch.cos(phase)], 1)
+    bias = torch.matmul(embedding, self.time_weight.t()) + self.class_weight.to(x.dtype)[c]
+    h = torch.conv2d(x, self.weight1, self.bias1, 1, 1)
+    h = torch.silu(h + bias.unsqueeze(2).unsqueeze(3))
+    h = torch.silu(torch.conv2d(h, self.weight2, self.bias2, 1, 1))
+    return torch.conv2d(h, self.weight3, self.bias3, 1, 1)
+)JIT";
+
 at::Tensor Uniform(std::vector<int64_t> shape, double bound, at::Generator& gen) {
   return (at::rand(shape, gen, at::kFloat) * 2.0 - 1.0) * bound;
 }
@@ -45,7 +57,12 @@ torch::jit::Module BuildConvNet(const ConvNetOptions& options, uint64_t seed) {
       Uniform({w, 2 * options.time_frequencies},
               1.0 / std::sqrt(static_cast<double>(2 * options.time_frequencies)), gen),
       false);
-  module.define(kConvSource);
+  if (options.classes > 0) {
+    module.register_parameter("class_weight", Uniform({options.classes + 1, w}, 1.0, gen), false);
+    module.define(kConditionalConvSource);
+  } else {
+    module.define(kConvSource);
+  }
   module.eval();
   return module;
 }

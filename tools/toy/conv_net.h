@@ -14,11 +14,16 @@ struct ConvNetOptions {
   int64_t channels = 4;  // C
   int64_t width = 32;    // hidden channels
   int64_t time_frequencies = 16;
+  // > 0: class-conditional on labels 0..classes − 1, `classes` being the
+  // null class (classifier-free guidance), by a learned bias per class
+  // added with the time embedding.
+  int64_t classes = 0;
 };
 
-// forward(x: [B, C, H, W], t: [B]) -> [B, C, H, W]: three 3×3 convolutions
-// with SiLU and a sinusoidal time embedding added after the first; float32
-// parameters initialized from `seed` (PyTorch's default init).
+// forward(x: [B, C, H, W], t: [B]) -> [B, C, H, W] (with classes:
+// forward(x, t, c: int64 [B])): three 3×3 convolutions with SiLU and a
+// sinusoidal time embedding (and the class's bias) added after the first;
+// float32 parameters initialized from `seed` (PyTorch's default init).
 torch::jit::Module BuildConvNet(const ConvNetOptions& options, uint64_t seed);
 
 }  // namespace memaudit::toy

@@ -168,6 +168,9 @@ int Main(int argc, char** argv) {
   conv->add_option("--size", conv_size, "S (height = width)")->capture_default_str();
   conv->add_option("--width", conv_options.width, "hidden channels")->capture_default_str();
   conv->add_option("--seed", conv_seed, "initialization seed")->capture_default_str();
+  conv->add_option("--classes", conv_options.classes,
+                   "class-conditional on this many classes (0: unconditional)")
+      ->capture_default_str();
 
   std::string experiment_model;
   ToyExperimentOptions experiment_options;
@@ -239,6 +242,10 @@ int Main(int argc, char** argv) {
                                         DefaultSchedule(v1::NoiseSchedule::SCALED_LINEAR));
     config.add_sample_shape(conv_size);
     config.add_sample_shape(conv_size);
+    if (conv_options.classes > 0) {
+      config.mutable_conditioning()->set_kind(v1::Conditioning::CLASS_LABEL);
+      config.mutable_conditioning()->set_num_classes(conv_options.classes);
+    }
     torch::jit::Module module = BuildConvNet(conv_options, conv_seed);
     if (absl::Status s = WriteModelDirectory(conv_repository, config, module); !s.ok()) {
       return Fail(s);
