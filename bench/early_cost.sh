@@ -10,7 +10,7 @@
 # formulas in torch) on the same x_T: agreement, then seconds per condition
 # of Wen + Jeon (+ the anisotropy pair) and of the anisotropy alone, forward
 # passes only, in the same run.
-# A benchmark, not a test: about 2 minutes on 2 cores. Needs a built tree.
+# A benchmark, not a test: about 3 minutes on 2 cores. Needs a built tree.
 #
 #   bench/early_cost.sh            # WORK=/tmp/memaudit-early-cost
 set -euo pipefail

@@ -64,8 +64,9 @@ std::vector<bool> LabelFreeFlags(const std::vector<Condition>& conditions,
   } else {
     std::vector<double> means;
     for (const Condition& c : conditions) means.push_back(c.mean.at(metric));
-    z = metric == EarlyMetricName(EarlyMetric::kAnisotropyAlignment) ? RobustZScores(means)
-                                                                     : RobustOutlierScores(means);
+    auto info = ParseEarlyMetric(metric);
+    z = info.ok() && EarlyMetricInfoOf(*info).signed_values ? RobustZScores(means)
+                                                            : RobustOutlierScores(means);
   }
   std::vector<bool> flags(conditions.size(), false);
   for (size_t i = 0; i < z.size(); ++i) flags[i] = z[i] >= kOutlierZThreshold;

@@ -81,18 +81,27 @@ double MedianOf(std::vector<double> values) {
 
 std::vector<double> RobustZScores(const std::vector<double>& values) {
   if (values.size() < kMinOutlierPopulation) return {};
-  const double median = MedianOf(values);
+  // The centre and spread of the finite values; a NaN scores 0 (it has no
+  // order), ±∞ scores ±∞.
+  std::vector<double> finite;
+  for (double v : values) {
+    if (std::isfinite(v)) finite.push_back(v);
+  }
+  std::vector<double> scores(values.size(), 0.0);
+  if (finite.empty()) return scores;
+  const double median = MedianOf(finite);
   std::vector<double> deviations;
   double mean_deviation = 0;
-  for (double v : values) {
+  for (double v : finite) {
     deviations.push_back(std::abs(v - median));
-    mean_deviation += deviations.back() / static_cast<double>(values.size());
+    mean_deviation += deviations.back() / static_cast<double>(finite.size());
   }
   double scale = 1.4826 * MedianOf(deviations);
   if (scale == 0) scale = 1.2533 * mean_deviation;
-  std::vector<double> scores(values.size(), 0.0);
-  if (scale == 0 || !std::isfinite(scale)) return scores;
-  for (size_t i = 0; i < values.size(); ++i) scores[i] = (values[i] - median) / scale;
+  if (scale == 0) return scores;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (!std::isnan(values[i])) scores[i] = (values[i] - median) / scale;
+  }
   return scores;
 }
 
@@ -106,7 +115,8 @@ std::vector<double> RobustOutlierScores(const std::vector<double>& values) {
   std::vector<double> logs;
   logs.reserve(values.size());
   for (double v : values) {
-    logs.push_back(std::log(v > 0 && std::isfinite(v) ? v : smallest_positive));
+    // +∞ stays +∞ (a diverging condition is the sharpest, not the flattest).
+    logs.push_back(v > 0 && !std::isnan(v) ? std::log(v) : std::log(smallest_positive));
   }
   return RobustZScores(logs);
 }

@@ -13,13 +13,15 @@ namespace memaudit {
 // 1.4826 so it estimates a standard deviation (when the MAD is 0, the mean
 // absolute deviation scaled by 1.2533; when that is 0 too, every score is 0).
 // For metrics where memorization shows as a large positive value (Jeon's
-// sharpness): values ≤ 0 are clamped to the smallest positive one. Returns
+// sharpness): values ≤ 0 or NaN are clamped to the smallest positive one,
+// +∞ scores +∞. Returns
 // an empty vector for fewer than kMinOutlierPopulation values.
 std::vector<double> RobustOutlierScores(const std::vector<double>& values);
 inline constexpr size_t kMinOutlierPopulation = 3;
 
 // The same robust z of the values themselves (no log), for values that may
-// be negative (the anisotropy alignment, a cosine).
+// be negative (the anisotropy alignment, a cosine). The median and MAD are
+// of the finite values; a NaN scores 0 and ±∞ scores ±∞.
 std::vector<double> RobustZScores(const std::vector<double>& values);
 
 // The anisotropy metric of Asthana & Belagiannis (ICLR 2026) without their

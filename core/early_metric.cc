@@ -6,15 +6,15 @@ namespace memaudit {
 namespace {
 
 constexpr EarlyMetricInfo kMetrics[] = {
-    // name, conditional, derivative, among_conditions
-    {EarlyMetric::kWenNoiseDifference, "wen_noise_difference", true, false, false},
-    {EarlyMetric::kJeonSharpness, "jeon_sharpness", true, true, false},
-    {EarlyMetric::kScoreNormSquared, "score_norm_squared", false, false, false},
-    {EarlyMetric::kHessianScoreSquared, "hessian_score_squared", false, true, false},
-    {EarlyMetric::kNegativeTrace, "negative_trace", false, true, false},
-    {EarlyMetric::kAnisotropyNorm, "anisotropy_norm", true, false, false},
-    {EarlyMetric::kAnisotropyAlignment, "anisotropy_alignment", true, false, false},
-    {EarlyMetric::kAnisotropy, "anisotropy", true, false, true},
+    // name, conditional, derivative, signed_values, among_conditions
+    {EarlyMetric::kWenNoiseDifference, "wen_noise_difference", true, false, false, false},
+    {EarlyMetric::kJeonSharpness, "jeon_sharpness", true, true, false, false},
+    {EarlyMetric::kScoreNormSquared, "score_norm_squared", false, false, false, false},
+    {EarlyMetric::kHessianScoreSquared, "hessian_score_squared", false, true, false, false},
+    {EarlyMetric::kNegativeTrace, "negative_trace", false, true, true, false},
+    {EarlyMetric::kAnisotropyNorm, "anisotropy_norm", true, false, false, false},
+    {EarlyMetric::kAnisotropyAlignment, "anisotropy_alignment", true, false, true, false},
+    {EarlyMetric::kAnisotropy, "anisotropy", true, false, true, true},
 };
 
 }  // namespace

@@ -33,6 +33,9 @@ struct EarlyMetricInfo {
   // Needs a derivative of the network (a JVP or backward pass); the others
   // need forward passes only, the cheap screen's metrics.
   bool derivative;
+  // Its values may be negative (a cosine): outlier scores take the values
+  // as they are, not their log, and a calibrated threshold may be negative.
+  bool signed_values;
   // A score of a condition relative to the other conditions measured with
   // it (calibration.h, AnisotropyScores), not a value of one condition: it
   // has no per-sample values, serves label-free flags and calibration's

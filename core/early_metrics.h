@@ -84,7 +84,8 @@ std::vector<double> EarlyMetricValues(const EarlyMetricSamples& samples, EarlyMe
 double Mean(const std::vector<double>& values);
 
 // The low-noise timestep of the anisotropy alignment: the third-to-last of
-// the sampling timesteps (descending), or the last when there are fewer.
+// the sampling timesteps (descending), or the first when there are fewer
+// than three.
 int64_t AlignmentTimestep(const std::vector<int64_t>& sampling_timesteps);
 
 }  // namespace memaudit

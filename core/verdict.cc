@@ -88,7 +88,6 @@ absl::Status ValidatePolicy(const v1::VerdictPolicy& policy) {
       {"memorized_width", policy.memorized_width()},
       {"partial_width", policy.partial_width()},
       {"data_scale", policy.data_scale()},
-      {"early_threshold", policy.early_threshold()},
   };
   for (const auto& [field, value] : non_negative) RETURN_IF_ERROR(CheckNonNegative(field, value));
   RETURN_IF_ERROR(
@@ -110,6 +109,9 @@ absl::Status ValidatePolicy(const v1::VerdictPolicy& policy) {
     if (!metric.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("verdict_policy.early_metric: ", metric.status().message()));
+    }
+    if (!EarlyMetricInfoOf(*metric).signed_values) {
+      RETURN_IF_ERROR(CheckNonNegative("early_threshold", policy.early_threshold()));
     }
     if (EarlyMetricInfoOf(*metric).among_conditions) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "calibration.h"
@@ -42,46 +43,51 @@ void FillPolicyUsed(const ResolvedPolicy& policy, v1::PolicyUsed* used) {
   used->set_model_memorized_fraction(policy.model_memorized_fraction);
 }
 
+// The condition's mean of `metric` (a conditional one, not the combined
+// score), when its report carries it: conditions measured by an earlier
+// version of the server (a resumed job) may not.
+std::optional<double> EarlyMean(const v1::EarlyMetricsResponse& early, EarlyMetric metric) {
+  auto mean = [](bool has, const v1::EarlyMetricValues& values) -> std::optional<double> {
+    if (!has || values.values_size() == 0) return std::nullopt;
+    return values.mean();
+  };
+  switch (metric) {
+    case EarlyMetric::kWenNoiseDifference:
+      return mean(early.has_wen_noise_difference(), early.wen_noise_difference());
+    case EarlyMetric::kJeonSharpness:
+      return mean(early.has_jeon_sharpness(), early.jeon_sharpness());
+    case EarlyMetric::kAnisotropyNorm:
+      return mean(early.has_anisotropy_norm(), early.anisotropy_norm());
+    case EarlyMetric::kAnisotropyAlignment:
+      return mean(early.has_anisotropy_alignment(), early.anisotropy_alignment());
+    default:
+      return std::nullopt;  // unconditional metrics are refused by PlanAudit
+  }
+}
+
 // Sets each condition's early_outlier_z from `metric` (its per-condition
 // mean; for "anisotropy", the combined score of the pair's means) when at
-// least kMinOutlierPopulation conditions carry it.
+// least kMinOutlierPopulation conditions carry it. A condition without the
+// metric gets no score.
 void ScoreEarlyOutliers(EarlyMetric metric, v1::AuditReport* report) {
-  std::vector<double> means, norms, alignments;
+  const bool combined = metric == EarlyMetric::kAnisotropy;
+  std::vector<double> means, alignments;
   std::vector<v1::ConditionReport*> scored;
   for (v1::ConditionReport& condition : *report->mutable_conditions()) {
     if (!condition.has_early() || !condition.early().conditional()) continue;
-    const v1::EarlyMetricsResponse& early = condition.early();
-    switch (metric) {
-      case EarlyMetric::kAnisotropy:
-        norms.push_back(early.anisotropy_norm().mean());
-        alignments.push_back(early.anisotropy_alignment().mean());
-        break;
-      case EarlyMetric::kWenNoiseDifference:
-        means.push_back(early.wen_noise_difference().mean());
-        break;
-      case EarlyMetric::kJeonSharpness:
-        if (!early.has_jeon_sharpness()) continue;
-        means.push_back(early.jeon_sharpness().mean());
-        break;
-      case EarlyMetric::kAnisotropyNorm:
-        means.push_back(early.anisotropy_norm().mean());
-        break;
-      case EarlyMetric::kAnisotropyAlignment:
-        means.push_back(early.anisotropy_alignment().mean());
-        break;
-      default:
-        return;  // unconditional metrics are refused by PlanAudit
-    }
+    const std::optional<double> value =
+        EarlyMean(condition.early(), combined ? EarlyMetric::kAnisotropyNorm : metric);
+    const std::optional<double> alignment =
+        combined ? EarlyMean(condition.early(), EarlyMetric::kAnisotropyAlignment) : 0.0;
+    if (!value.has_value() || !alignment.has_value()) continue;
+    means.push_back(*value);
+    alignments.push_back(*alignment);
     scored.push_back(&condition);
   }
-  std::vector<double> z;
-  if (metric == EarlyMetric::kAnisotropy) {
-    z = AnisotropyOutlierScores(norms, alignments);
-  } else if (metric == EarlyMetric::kAnisotropyAlignment) {
-    z = RobustZScores(means);  // a cosine: no log
-  } else {
-    z = RobustOutlierScores(means);
-  }
+  const std::vector<double> z = combined ? AnisotropyOutlierScores(means, alignments)
+                                : EarlyMetricInfoOf(metric).signed_values
+                                    ? RobustZScores(means)
+                                    : RobustOutlierScores(means);
   for (size_t i = 0; i < z.size(); ++i) scored[i]->set_early_outlier_z(z[i]);
 }
 

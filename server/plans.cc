@@ -127,6 +127,11 @@ absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const Checkpoint& 
 
 }  // namespace
 
+EarlyMetric DefaultLabelFreeMetric(const v1::Conditioning& conditioning) {
+  return conditioning.kind() == v1::Conditioning::CLASS_LABEL ? EarlyMetric::kJeonSharpness
+                                                              : EarlyMetric::kAnisotropy;
+}
+
 absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
                                     std::shared_ptr<const LoadedModel> model,
                                     const StopCheck& stop) {
@@ -199,6 +204,7 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
   }
   ASSIGN_OR_RETURN(EarlyMetricOptions early,
                    ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
+  plan.label_free_metric = DefaultLabelFreeMetric(model->checkpoint->config().conditioning());
   if (!request.label_free_metric().empty()) {
     absl::StatusOr<EarlyMetric> metric = ParseEarlyMetric(request.label_free_metric());
     if (!metric.ok()) {

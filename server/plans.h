@@ -46,9 +46,12 @@ inline constexpr int64_t kMaxMitigationSteps = 1000;
 // The largest |x_i| of a point given to Spectrum.
 inline constexpr double kMaxAbsPointValue = 1e6;
 
-// The label-free metric when the request names none: the anisotropy score,
-// forward passes only (docs/VERDICTS.md "Early flags without a derivative").
-inline constexpr EarlyMetric kDefaultLabelFreeMetric = EarlyMetric::kAnisotropy;
+// The label-free metric when the request names none (docs/VERDICTS.md
+// "Label-free early flags"): the anisotropy score, forward passes only, for
+// prompt (embedding) conditions; Jeon's sharpness for class labels, where
+// the anisotropy's alignment ran the other way on every trained
+// class-conditional model measured.
+EarlyMetric DefaultLabelFreeMetric(const v1::Conditioning& conditioning);
 
 // An audit (AuditService.SubmitAudit): conditions × samples_per_condition
 // samples, sample i of a condition drawn with seed + i.
@@ -68,8 +71,9 @@ struct AuditPlan {
   // full audit, when the request asks for early_steps.
   std::optional<EarlyMetricOptions> early;
   // The metric of early_outlier_z and of kEarlyLabelFree's flags (a
-  // conditional one; AuditRequest.label_free_metric).
-  EarlyMetric label_free_metric = kDefaultLabelFreeMetric;
+  // conditional one; AuditRequest.label_free_metric, else
+  // DefaultLabelFreeMetric).
+  EarlyMetric label_free_metric = EarlyMetric::kAnisotropy;
 
   int64_t total_samples() const {
     return samples_per_condition * static_cast<int64_t>(conditions.size());

@@ -66,6 +66,17 @@ TEST(CalibrationTest, RobustZScoresOfSignedValues) {
   EXPECT_NEAR(z[4], 2.0 / 1.4826, 1e-12);  // median 0, MAD 1
   EXPECT_NEAR(z[0], -2.0 / 1.4826, 1e-12);
   EXPECT_TRUE(RobustZScores({0.5, -0.5}).empty());
+  // A NaN has no order: it scores 0 and leaves the others' centre alone; a
+  // diverging value scores +∞ (flagged), also through the log form.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  const std::vector<double> odd = RobustZScores({-2, -1, 0, 1, 2, nan, inf});
+  EXPECT_EQ(odd[5], 0.0);
+  EXPECT_EQ(odd[6], inf);
+  EXPECT_NEAR(odd[4], 2.0 / 1.4826, 1e-12);
+  const std::vector<double> logs = RobustOutlierScores({1, 2, 3, 4, inf, nan});
+  EXPECT_EQ(logs[4], inf);
+  EXPECT_LT(logs[5], 0.0);  // clamped to the smallest positive value
 }
 
 // The combined anisotropy score: each term in units of its own spread, so

@@ -929,9 +929,9 @@ TEST_F(IntegrationTest, CalibrateThenFlagEarly) {
 }
 
 // Label-free flag-early audit: the model has no calibrated policy; the one
-// memorized class stands out against the others, by the default anisotropy
-// score (forward passes only: no Jeon value is computed) and by Jeon's
-// sharpness when asked for.
+// memorized class stands out against the others, by Jeon's sharpness (the
+// default for class labels) and by the anisotropy score when asked for
+// (forward passes only: no Jeon value is computed).
 TEST_F(IntegrationTest, LabelFreeEarlyFlags) {
   v1::AuditRequest request;
   request.set_model("outliers");
@@ -940,14 +940,14 @@ TEST_F(IntegrationTest, LabelFreeEarlyFlags) {
   request.set_seed(3000);
   request.set_early_only(true);
   request.set_early_steps(1);
-  for (const std::string metric : {"", "jeon_sharpness"}) {
+  for (const std::string metric : {"", "anisotropy"}) {
     request.set_label_free_metric(metric);
     auto job = client().SubmitAudit(request);
     ASSERT_TRUE(job.ok()) << job.status();
     auto done = client().WatchAudit(job->id(), {});
     ASSERT_TRUE(done.ok());
     ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->error();
-    const std::string named = metric.empty() ? "anisotropy" : metric;
+    const std::string named = metric.empty() ? "jeon_sharpness" : metric;
     EXPECT_EQ(done->report().policy().early_rule(),
               absl::StrCat("label-free: ", named, " outlier z >= 3.5"));
     for (int c = 0; c < 12; ++c) {
@@ -955,7 +955,7 @@ TEST_F(IntegrationTest, LabelFreeEarlyFlags) {
       ASSERT_TRUE(condition.has_early_outlier_z()) << c;
       EXPECT_EQ(condition.verdict(), c == 0 ? v1::MEMORIZED : v1::NOT_MEMORIZED)
           << named << ", class " << c << ": z " << condition.early_outlier_z();
-      EXPECT_EQ(condition.early().has_jeon_sharpness(), !metric.empty()) << named;
+      EXPECT_EQ(condition.early().has_jeon_sharpness(), metric.empty()) << named;
       EXPECT_EQ(condition.early().anisotropy_alignment().values_size(), 4) << named;
     }
     EXPECT_EQ(done->report().verdict(), v1::MEMORIZED) << named;

@@ -190,6 +190,17 @@ TEST_F(PlansTest, EachBadAuditFieldIsNamed) {
   }
 }
 
+// Prompts get the anisotropy score (it separated textmnist's memorized
+// prompts); class labels keep Jeon's (the alignment ran the other way on the
+// class-conditional U-Nets measured).
+TEST(DefaultLabelFreeMetricTest, ByConditioningKind) {
+  v1::Conditioning conditioning;
+  conditioning.set_kind(v1::Conditioning::EMBEDDING);
+  EXPECT_EQ(DefaultLabelFreeMetric(conditioning), EarlyMetric::kAnisotropy);
+  conditioning.set_kind(v1::Conditioning::CLASS_LABEL);
+  EXPECT_EQ(DefaultLabelFreeMetric(conditioning), EarlyMetric::kJeonSharpness);
+}
+
 TEST_F(PlansTest, EarlyOnlyIsCalibratedOrLabelFreeByThePolicy) {
   v1::AuditRequest request;
   request.set_early_only(true);
@@ -199,14 +210,25 @@ TEST_F(PlansTest, EarlyOnlyIsCalibratedOrLabelFreeByThePolicy) {
   EXPECT_EQ(label_free->mode, AuditPlan::Mode::kEarlyLabelFree);
   ASSERT_TRUE(label_free->early.has_value());
   EXPECT_EQ(label_free->early->steps, 1);
-  // The default label-free metric needs no derivative: forward passes only.
-  EXPECT_EQ(label_free->label_free_metric, EarlyMetric::kAnisotropy);
-  EXPECT_FALSE(label_free->early->derivative_metrics);
-  request.set_label_free_metric("jeon_sharpness");
-  auto by_jeon = PlanAudit(request, Model("classes"));
-  ASSERT_TRUE(by_jeon.ok()) << by_jeon.status();
-  EXPECT_EQ(by_jeon->label_free_metric, EarlyMetric::kJeonSharpness);
-  EXPECT_TRUE(by_jeon->early->derivative_metrics);
+  // Class labels: Jeon's sharpness by default, with its JVP; a metric
+  // without a derivative (asked for) makes the early metrics forward-only.
+  EXPECT_EQ(label_free->label_free_metric, EarlyMetric::kJeonSharpness);
+  EXPECT_TRUE(label_free->early->derivative_metrics);
+  request.set_label_free_metric("anisotropy");
+  auto by_anisotropy = PlanAudit(request, Model("classes"));
+  ASSERT_TRUE(by_anisotropy.ok()) << by_anisotropy.status();
+  EXPECT_EQ(by_anisotropy->label_free_metric, EarlyMetric::kAnisotropy);
+  EXPECT_FALSE(by_anisotropy->early->derivative_metrics);
+  // A full audit with early metrics, and a calibrated one, keep every metric.
+  v1::AuditRequest full = request;
+  full.set_early_only(false);
+  full.set_early_steps(1);
+  auto full_plan = PlanAudit(full, Model("classes"));
+  ASSERT_TRUE(full_plan.ok()) << full_plan.status();
+  EXPECT_TRUE(full_plan->early->derivative_metrics);
+  auto calibrated_plan = PlanAudit(request, Model("calibrated"));
+  ASSERT_TRUE(calibrated_plan.ok()) << calibrated_plan.status();
+  EXPECT_TRUE(calibrated_plan->early->derivative_metrics);
   for (const auto& [name, expected] :
        {std::pair{"sharpness", "unknown early metric"},
         std::pair{"hessian_score_squared", "unconditional generation"}}) {

@@ -137,6 +137,14 @@ TEST(VerdictTest, PolicyValidation) {
   EXPECT_NE(status.message().find("label-free"), std::string::npos) << status;
   combined.set_early_metric("anisotropy_alignment");
   EXPECT_TRUE(ValidatePolicy(combined).ok());
+  // A cosine's threshold may be negative (calibrate can write one); a
+  // norm's may not.
+  combined.set_early_threshold(-0.05);
+  EXPECT_TRUE(ValidatePolicy(combined).ok());
+  combined.set_early_metric("jeon_sharpness");
+  status = ValidatePolicy(combined);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("early_threshold"), std::string::npos) << status;
 }
 
 // The radius of the local Gaussian: for a Gaussian p₀ with per-direction

@@ -296,9 +296,9 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
                       "K: with --early-only the steps used (default 1); without it, add each "
                       "condition's early metrics to the full report");
   command->add_option("--label-free-metric", flags->label_free_metric,
-                      "metric of label-free flags: anisotropy (default; forward passes only), "
-                      "jeon_sharpness, wen_noise_difference, anisotropy_norm, "
-                      "anisotropy_alignment");
+                      "metric of label-free flags: anisotropy (forward passes only; the "
+                      "default for prompts), jeon_sharpness (the default for class labels), "
+                      "wen_noise_difference, anisotropy_norm, anisotropy_alignment");
   command
       ->add_option("--shards", flags->shards,
                    "fan-out: split into N shards (default: one per --server address when it "

@@ -272,8 +272,9 @@ Command AddCalibrate(CLI::App& app, CommonOptions& common) {
 
 Command AddEarly(CLI::App& app, CommonOptions& common) {
   auto flags = std::make_shared<EarlyFlags>();
-  CLI::App* command = app.add_subcommand(
-      "early", "first-step memorization metrics (Wen, Jeon; unconditional: |s|^2, |Hs|^2, tr H)");
+  CLI::App* command = app.add_subcommand("early",
+                                         "first-step memorization metrics (Wen, Jeon, anisotropy; "
+                                         "unconditional: |s|^2, |Hs|^2, tr H)");
   flags->sampling.Add(command);
   flags->condition.Add(command, "class label (none: unconditional metrics)");
   command->add_option("--count", flags->count, "generations n")->capture_default_str();
