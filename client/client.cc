@@ -211,6 +211,36 @@ absl::StatusOr<std::string> Client::Health(const std::string& service) {
   return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response->status());
 }
 
+absl::Status Client::WaitUntilServing(std::chrono::milliseconds timeout,
+                                      const std::string& service) {
+  using grpc::health::v1::HealthCheckResponse;
+  grpc::ClientContext context;
+  Prepare(&context, /*deadline=*/false);
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  context.set_wait_for_ready(true);  // through "not listening yet"
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> reader =
+      health_->Watch(&context, request);
+  HealthCheckResponse response;
+  std::string last = "no status";
+  while (reader->Read(&response)) {
+    last = HealthCheckResponse::ServingStatus_Name(response.status());
+    if (response.status() == HealthCheckResponse::SERVING) {
+      context.TryCancel();
+      reader->Finish();  // CANCELLED, as asked
+      return absl::OkStatus();
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("health", service.empty() ? "" : " of " + service, " not SERVING within ",
+                     timeout.count() / 1000.0, " s (last: ", last, ")"));
+  }
+  return FromGrpcStatus(status);
+}
+
 absl::StatusOr<v1::ListModelsResponse> Client::ListModels() {
   return Unary(models_.get(), &v1::ModelService::Stub::ListModels, v1::ListModelsRequest());
 }

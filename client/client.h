@@ -63,6 +63,13 @@ class Client {
 
   // grpc.health.v1: "SERVING", "NOT_SERVING", ... for `service` ("" overall).
   absl::StatusOr<std::string> Health(const std::string& service = "");
+  // Returns once `service` ("" overall) is SERVING — the server turns so
+  // when its first model load pass is over — waiting at most `timeout`,
+  // also for a server that is not listening yet. Uses grpc.health.v1's
+  // Watch stream, so it wakes on the change rather than polling.
+  // DEADLINE_EXCEEDED (naming the last status seen) when the time runs out;
+  // the Watch's own error otherwise (e.g. UNAUTHENTICATED).
+  absl::Status WaitUntilServing(std::chrono::milliseconds timeout, const std::string& service = "");
 
   absl::StatusOr<v1::ListModelsResponse> ListModels();
   absl::StatusOr<v1::ModelInfo> GetModel(const std::string& name);

@@ -28,15 +28,6 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-bool WaitUntilServing(Client& client) {
-  for (int i = 0; i < 600; ++i) {
-    auto health = client.Health();
-    if (health.ok() && *health == "SERVING") return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
-}
-
 // Polls the job until `done` says so (or 120 s pass); returns the last state.
 template <typename Done>
 v1::AuditJob PollJob(Client& client, const std::string& id, Done done) {
@@ -108,7 +99,7 @@ TEST_F(DurableJobsTest, KillNineMidAuditThenRestartFinishesWithTheUninterruptedR
     auto server = StartServer(args);
     ASSERT_GT(server->grpc_port(), 0) << server->Log();
     Client client = Connect(*server);
-    ASSERT_TRUE(WaitUntilServing(client)) << server->Log();
+    ASSERT_TRUE(client.WaitUntilServing(std::chrono::seconds(60)).ok()) << server->Log();
     auto submitted = client.SubmitAudit(request);
     ASSERT_TRUE(submitted.ok()) << submitted.status();
     id = submitted->id();
@@ -188,7 +179,7 @@ TEST_F(DurableJobsTest, TheCliSaysHowToFollowAJobWhoseServerDied) {
   auto server = StartServer(args);
   ASSERT_GT(server->grpc_port(), 0) << server->Log();
   Client client = Connect(*server);
-  ASSERT_TRUE(WaitUntilServing(client)) << server->Log();
+  ASSERT_TRUE(client.WaitUntilServing(std::chrono::seconds(60)).ok()) << server->Log();
   testing::CommandResult audit;
   std::thread cli([&] {
     audit =
@@ -236,7 +227,8 @@ TEST_F(DurableJobsTest, TwoServersRefuseToShareAStateDirectory) {
             std::string::npos)
       << second->Log();
   Client client = Connect(*first);
-  EXPECT_TRUE(WaitUntilServing(client));  // the first one is unaffected
+  EXPECT_TRUE(
+      client.WaitUntilServing(std::chrono::seconds(60)).ok());  // the first one is unaffected
 }
 
 TEST_F(DurableJobsTest, ACorruptOrUnusableStateDirectoryStopsTheStartWithItsName) {
@@ -275,7 +267,7 @@ TEST_F(DurableJobsTest, AFullDiskFailsTheJobAndTheServerKeepsServing) {
   sigaction(SIGXFSZ, &previous, nullptr);
   ASSERT_GT(server->grpc_port(), 0) << server->Log();
   Client client = Connect(*server);
-  ASSERT_TRUE(WaitUntilServing(client)) << server->Log();
+  ASSERT_TRUE(client.WaitUntilServing(std::chrono::seconds(60)).ok()) << server->Log();
 
   v1::AuditRequest request = LongAudit();
   request.mutable_sampling()->set_num_steps(10);

@@ -79,13 +79,9 @@ class FanoutIntegrationTest : public ::testing::Test {
     single_ = new v1::AuditReport(done->report());
   }
   static bool WaitUntilServing(const ServerProcess& server) {
-    Client client(server.target(), std::chrono::seconds(5));
-    for (int i = 0; i < 600; ++i) {
-      absl::StatusOr<std::string> health = client.Health();
-      if (health.ok() && *health == "SERVING") return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return Client(server.target(), std::chrono::seconds(5))
+        .WaitUntilServing(std::chrono::seconds(60))
+        .ok();
   }
   static void TearDownTestSuite() {
     for (ServerProcess*& server : servers_) {

@@ -219,16 +219,11 @@ class IntegrationTest : public ::testing::Test {
     ASSERT_GT(server_->grpc_port(), 0) << server_->Log();
     ASSERT_TRUE(WaitUntilServing(*server_)) << server_->Log();
   }
-  // Health turns SERVING once the initial model load pass is over; the
-  // health service offers no wait, so this polls (up to 60 s).
+  // Health turns SERVING once the initial model load pass is over.
   static bool WaitUntilServing(const ServerProcess& server) {
-    Client client(server.target(), std::chrono::seconds(5));
-    for (int i = 0; i < 600; ++i) {
-      auto health = client.Health();
-      if (health.ok() && *health == "SERVING") return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return Client(server.target(), std::chrono::seconds(5))
+        .WaitUntilServing(std::chrono::seconds(60))
+        .ok();
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -270,6 +265,21 @@ TEST_F(IntegrationTest, HealthPerServiceAndReflection) {
     EXPECT_EQ(*health, "SERVING") << service;
   }
   EXPECT_EQ(c.Health("no.such.Service").status().code(), absl::StatusCode::kNotFound);
+  // The Watch-based wait returns at once for a SERVING server, and names the
+  // deadline where nothing ever serves (a port nobody listens on).
+  EXPECT_TRUE(c.WaitUntilServing(std::chrono::seconds(5)).ok());
+  EXPECT_TRUE(c.WaitUntilServing(std::chrono::seconds(5), "memaudit.v1.AuditService").ok());
+  const absl::Status nobody = Client("127.0.0.1:1", std::chrono::seconds(5))
+                                  .WaitUntilServing(std::chrono::milliseconds(300));
+  EXPECT_EQ(nobody.code(), absl::StatusCode::kDeadlineExceeded) << nobody;
+  EXPECT_NE(nobody.message().find("not SERVING within 0.3 s"), std::string::npos) << nobody;
+  CommandResult waited = RunCommand(Cli("health --wait 5 2>&1"));
+  EXPECT_EQ(waited.exit_code, 0) << waited.output;
+  EXPECT_EQ(waited.output, "SERVING\n");
+  waited =
+      RunCommand(std::string(MEMAUDIT_CLI_BINARY) + " --server 127.0.0.1:1 health --wait 0.3 2>&1");
+  EXPECT_EQ(waited.exit_code, 1);
+  EXPECT_EQ(waited.output.rfind("memaudit: DEADLINE_EXCEEDED", 0), 0u) << waited.output;
 
   auto channel = grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials());
   auto stub = grpc::reflection::v1alpha::ServerReflection::NewStub(channel);

@@ -60,7 +60,8 @@ class SecurityTest : public ::testing::Test {
          "--tls_client_ca=" + Certs("ca.pem"), "--token_file=" + scratch_->Join("tokens"),
          "--metrics_tls", "--metrics_require_token"});
     ASSERT_GT(server_->grpc_port(), 0) << server_->Log();
-    ASSERT_TRUE(WaitUntilServing(Connect(kAdminToken))) << server_->Log();
+    ASSERT_TRUE(Connect(kAdminToken).WaitUntilServing(std::chrono::seconds(60)).ok())
+        << server_->Log();
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -81,14 +82,6 @@ class SecurityTest : public ::testing::Test {
     }
     security.token = token;
     return Client(server_->target(), std::chrono::seconds(20), security);
-  }
-  static bool WaitUntilServing(Client client) {
-    for (int i = 0; i < 600; ++i) {
-      auto health = client.Health();
-      if (health.ok() && *health == "SERVING") return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
   }
   static std::string Cli(const std::string& flags, const std::string& command) {
     return std::string(MEMAUDIT_CLI_BINARY) + " --server " + server_->target() + " " + flags + " " +

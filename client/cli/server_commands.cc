@@ -28,10 +28,22 @@ Command AddLoadOrUnload(CLI::App& app, const std::string& name, const std::strin
 
 Command AddHealth(CLI::App& app, CommonOptions&) {
   auto service = std::make_shared<std::string>();
+  auto wait = std::make_shared<double>(0);
   CLI::App* command = app.add_subcommand("health", "grpc.health.v1 status (exit 1 unless SERVING)");
   command->add_option("--service", *service, "service name (default: the whole server)");
-  return {command, [service](const CommonOptions& common) {
-            absl::StatusOr<std::string> status = common.Connect().Health(*service);
+  command
+      ->add_option("--wait", *wait,
+                   "wait up to this many seconds for SERVING (also while the server is not "
+                   "listening yet), then report")
+      ->check(CLI::NonNegativeNumber);
+  return {command, [service, wait](const CommonOptions& common) {
+            Client client = common.Connect();
+            if (*wait > 0) {
+              const absl::Status ready = client.WaitUntilServing(
+                  std::chrono::milliseconds(static_cast<int64_t>(*wait * 1000)), *service);
+              if (!ready.ok()) return Fail(ready);
+            }
+            absl::StatusOr<std::string> status = client.Health(*service);
             if (!status.ok()) return Fail(status.status());
             std::cout << *status << std::endl;
             return *status == "SERVING" ? kExitOk : kExitError;
