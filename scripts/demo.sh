@@ -35,7 +35,9 @@ SERVER_PID=$!
 for _ in $(seq 1 200); do [[ -s "$WORK/ports" ]] && break; sleep 0.1; done
 read -r GRPC_PORT METRICS_PORT < "$WORK/ports"
 CLI=(build/client/memaudit --server "127.0.0.1:$GRPC_PORT")
-for _ in $(seq 1 100); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 0.1; done
+# SERVING once the first model load pass is over (a health Watch, no polling).
+"${CLI[@]}" health --wait 120 >/dev/null ||
+  { echo "memaudit-server is not serving; its log: $WORK/server.log" >&2; exit 1; }
 "${CLI[@]}" models
 
 for model in toy2d toy8d; do

@@ -14,5 +14,6 @@ start_server() {
   for _ in $(seq 1 200); do [[ -s "$dir/ports" ]] && break; sleep 0.1; done
   read -r PORT _ < "$dir/ports"
   CLI=(build/client/memaudit --server "127.0.0.1:$PORT" --timeout 0)
-  for _ in $(seq 1 100); do "${CLI[@]}" health >/dev/null 2>&1 && break; sleep 0.1; done
+  "${CLI[@]}" health --wait 120 >/dev/null ||
+    { echo "memaudit-server is not serving; its log: $dir/server.log" >&2; exit 1; }
 }
