@@ -53,21 +53,15 @@ struct Condition {
 // Flags (robust z ≥ kOutlierZThreshold) among all conditions for `metric`.
 std::vector<bool> LabelFreeFlags(const std::vector<Condition>& conditions,
                                  const std::string& metric) {
-  std::vector<double> z;
-  if (metric == EarlyMetricName(EarlyMetric::kAnisotropy)) {
-    std::vector<double> norms, alignments;
-    for (const Condition& c : conditions) {
-      norms.push_back(c.mean.at(EarlyMetricName(EarlyMetric::kAnisotropyNorm)));
+  const EarlyMetric parsed = *ParseEarlyMetric(metric);  // names from the table
+  const bool combined = parsed == EarlyMetric::kAnisotropy;
+  std::vector<double> means, alignments;
+  for (const Condition& c : conditions) {
+    means.push_back(c.mean.at(combined ? EarlyMetricName(EarlyMetric::kAnisotropyNorm) : metric));
+    if (combined)
       alignments.push_back(c.mean.at(EarlyMetricName(EarlyMetric::kAnisotropyAlignment)));
-    }
-    z = AnisotropyOutlierScores(norms, alignments);
-  } else {
-    std::vector<double> means;
-    for (const Condition& c : conditions) means.push_back(c.mean.at(metric));
-    auto info = ParseEarlyMetric(metric);
-    z = info.ok() && EarlyMetricInfoOf(*info).signed_values ? RobustZScores(means)
-                                                            : RobustOutlierScores(means);
   }
+  const std::vector<double> z = LabelFreeOutlierScores(parsed, means, alignments);
   std::vector<bool> flags(conditions.size(), false);
   for (size_t i = 0; i < z.size(); ++i) flags[i] = z[i] >= kOutlierZThreshold;
   return flags;

@@ -139,4 +139,11 @@ std::vector<double> AnisotropyOutlierScores(const std::vector<double>& norms,
   return RobustZScores(AnisotropyScores(norms, alignments));
 }
 
+std::vector<double> LabelFreeOutlierScores(EarlyMetric metric, const std::vector<double>& means,
+                                           const std::vector<double>& alignments) {
+  if (metric == EarlyMetric::kAnisotropy) return AnisotropyOutlierScores(means, alignments);
+  return EarlyMetricInfoOf(metric).signed_values ? RobustZScores(means)
+                                                 : RobustOutlierScores(means);
+}
+
 }  // namespace memaudit

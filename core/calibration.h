@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "early_metric.h"
+
 namespace memaudit {
 
 // Label-free outlier scores (no labels needed): the robust z of each
@@ -38,6 +40,15 @@ std::vector<double> AnisotropyScores(const std::vector<double>& norms,
 // compared with kOutlierZThreshold like the single metrics' scores.
 std::vector<double> AnisotropyOutlierScores(const std::vector<double>& norms,
                                             const std::vector<double>& alignments);
+
+// The label-free outlier score of each condition by `metric`, from the
+// conditions' means of it (`means`): the robust z of their log, or of the
+// means themselves for a signed metric (EarlyMetricInfo::signed_values);
+// for the combined anisotropy score, `means` are the norms' and
+// `alignments` the alignments' (AnisotropyOutlierScores). Empty for fewer
+// than kMinOutlierPopulation conditions.
+std::vector<double> LabelFreeOutlierScores(EarlyMetric metric, const std::vector<double>& means,
+                                           const std::vector<double>& alignments = {});
 // The usual cut for robust z (Iglewicz & Hoaglin's modified z-score).
 inline constexpr double kOutlierZThreshold = 3.5;
 

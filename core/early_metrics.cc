@@ -14,22 +14,21 @@
 namespace memaudit {
 namespace {
 
+// A tensor's values as doubles, on the CPU.
+std::vector<double> ToVector(const at::Tensor& values) {
+  const at::Tensor cpu = values.to(at::kDouble).to(at::kCPU).contiguous();
+  return std::vector<double>(cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel());
+}
+
 // Per-row L2 norm of a [B, ...] tensor, as doubles.
 std::vector<double> RowNorms(const at::Tensor& values, bool squared) {
   at::Tensor norms = values.reshape({values.size(0), -1}).to(at::kDouble).pow(2).sum(1);
-  if (!squared) norms = norms.sqrt();
-  norms = norms.to(at::kCPU).contiguous();
-  return std::vector<double>(norms.data_ptr<double>(), norms.data_ptr<double>() + norms.numel());
+  return ToVector(squared ? norms : norms.sqrt());
 }
 
 void Accumulate(std::vector<double>& total, const std::vector<double>& step, int64_t steps) {
   if (total.empty()) total.assign(step.size(), 0.0);
   for (size_t i = 0; i < step.size(); ++i) total[i] += step[i] / static_cast<double>(steps);
-}
-
-std::vector<double> ToVector(const at::Tensor& values) {
-  const at::Tensor cpu = values.to(at::kDouble).to(at::kCPU).contiguous();
-  return std::vector<double>(cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel());
 }
 
 // What the anisotropy metric needs from the network at x_T: ε̂_c − ε̂_∅ at
@@ -58,13 +57,12 @@ AnisotropyParts MeasureAnisotropy(const Denoiser& denoiser, const at::Tensor& x_
   parts.first_difference = first_difference;
   const auto [conditional, null] =
       denoiser.ConditionalAndNullEpsilon(x_t, at::full({batch}, t_low, steps), prepared);
-  // The cosine over the whole sample, in double; 0 where a vector is 0.
+  // The cosine over the whole sample, in double; 0 where a vector is 0 (its
+  // dot product is then 0 too).
   const at::Tensor unconditional = null.reshape({batch, -1}).to(at::kDouble);
   const at::Tensor direction = (conditional - null).reshape({batch, -1}).to(at::kDouble);
   const at::Tensor norms = unconditional.norm(2, 1) * direction.norm(2, 1);
-  const at::Tensor dot = (unconditional * direction).sum(1);
-  parts.alignment =
-      ToVector(at::where(norms > 0, dot / norms.clamp_min(1e-300), at::zeros_like(dot)));
+  parts.alignment = ToVector((unconditional * direction).sum(1) / norms.clamp_min(1e-300));
   return parts;
 }
 
@@ -247,10 +245,8 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
           if (!hz.ok()) return hz.status();
           quadratic += (probe * *hz).reshape({batch, -1}).to(at::kDouble).sum(1);
         }
-        quadratic = (quadratic / static_cast<double>(probes)).to(at::kCPU);
-        std::vector<double> trace(quadratic.data_ptr<double>(),
-                                  quadratic.data_ptr<double>() + batch);
-        Accumulate(result.hutchinson_trace, trace, steps);
+        Accumulate(result.hutchinson_trace, ToVector(quadratic / static_cast<double>(probes)),
+                   steps);
       }
     }
   } catch (const std::exception& e) {

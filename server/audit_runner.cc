@@ -84,10 +84,7 @@ void ScoreEarlyOutliers(EarlyMetric metric, v1::AuditReport* report) {
     alignments.push_back(*alignment);
     scored.push_back(&condition);
   }
-  const std::vector<double> z = combined ? AnisotropyOutlierScores(means, alignments)
-                                : EarlyMetricInfoOf(metric).signed_values
-                                    ? RobustZScores(means)
-                                    : RobustOutlierScores(means);
+  const std::vector<double> z = LabelFreeOutlierScores(metric, means, alignments);
   for (size_t i = 0; i < z.size(); ++i) scored[i]->set_early_outlier_z(z[i]);
 }
 

@@ -107,6 +107,12 @@ TEST(CalibrationTest, AnisotropyScoresWeighTheTermsByTheirSpread) {
   for (size_t i = 0; i < 6; ++i) EXPECT_LT(z[i], kOutlierZThreshold) << i;
   EXPECT_GE(z[6], kOutlierZThreshold);
   EXPECT_GE(z[7], kOutlierZThreshold);
+  // The label-free score by metric: the log form for norms, the plain one
+  // for a cosine, the combined one for the pair.
+  EXPECT_EQ(LabelFreeOutlierScores(EarlyMetric::kAnisotropy, norms, alignments), z);
+  EXPECT_EQ(LabelFreeOutlierScores(EarlyMetric::kJeonSharpness, norms), RobustOutlierScores(norms));
+  EXPECT_EQ(LabelFreeOutlierScores(EarlyMetric::kAnisotropyAlignment, alignments),
+            RobustZScores(alignments));
   // Mismatched or too few: no scores, not a guess.
   EXPECT_TRUE(AnisotropyScores({1, 2, 3}, {0.1, 0.2}).empty());
   EXPECT_TRUE(AnisotropyScores({1, 2}, {0.1, 0.2}).empty());
