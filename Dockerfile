@@ -36,7 +36,7 @@
 # contrib and non-free components; the build stage runs
 # `MEMAUDIT_LIBTORCH=cuda scripts/setup.sh` (libtorch-cuda-dev 2.6,
 # python3-torch-cuda, nvidia-cuda-toolkit 12.4), CMake finds the CUDA
-# LibTorch where the package puts it and compiles core/device_memory.cc's
+# LibTorch where the package puts it and compiles core/device/device_memory.cc's
 # CUDA branch (memaudit_device_memory_bytes{kind=allocated|reserved|peak} and
 # admission against the GPU's free memory, docs/SERVICE.md "Memory limits").
 # The runtime stage installs the packages that own the linked libraries

@@ -11,11 +11,11 @@
 #include <cstdio>
 #include <vector>
 
-#include "audit_runner.h"
-#include "client.h"
-#include "model_registry.h"
-#include "server.h"
-#include "torch_runtime.h"
+#include "client/client.h"
+#include "core/runtime/torch_runtime.h"
+#include "server/audit_runner.h"
+#include "server/model_registry.h"
+#include "server/server.h"
 
 namespace {
 

@@ -15,14 +15,14 @@
 #include <filesystem>
 #include <functional>
 
-#include "arnoldi.h"
-#include "checkpoint.h"
-#include "conv_net.h"
-#include "early_metrics.h"
-#include "gaussian_mixture.h"
-#include "model_directory.h"
-#include "torch_runtime.h"
-#include "toy_mlp.h"
+#include "core/checkpoint/load_model.h"
+#include "core/early/early_metrics.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/spectra/arnoldi.h"
+#include "tools/toy/conv_net.h"
+#include "tools/toy/gaussian_mixture.h"
+#include "tools/toy/model_directory.h"
+#include "tools/toy/toy_mlp.h"
 
 namespace {
 
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (Model& m : models) {
     if (!toy::WriteModelDirectory(work, Config(m.name, m.shape), m.module).ok()) return 1;
-    auto checkpoint = Checkpoint::Load(work + "/" + m.name);
+    auto checkpoint = LoadModel(work + "/" + m.name);
     if (!checkpoint.ok()) {
       std::fprintf(stderr, "%s\n", std::string(checkpoint.status().message()).c_str());
       return 1;
@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
     auto module = toy::BuildGaussianMixtureModule(
         toy::RandomGaussianMixture(d, classes, 1, classes), *schedule, v1::EPSILON, classes);
     if (!module.ok() || !toy::WriteModelDirectory(work, config, *module).ok()) return 1;
-    auto checkpoint = Checkpoint::Load(work + "/gmm784cond");
+    auto checkpoint = LoadModel(work + "/gmm784cond");
     if (!checkpoint.ok()) return 1;
     Denoiser denoiser(*checkpoint);
     EarlyMetricOptions early;

@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 WORK=${WORK:-/tmp/memaudit-early-cost}
 PEER=$BUILD/bench/memaudit-bench-peer
+[[ -x $PEER ]] || { echo "$PEER is not built: scripts/build.sh --bench" >&2; exit 1; }
 mkdir -p "$WORK"
 [[ -d "$WORK/repo/conv4x64c" ]] || "$BUILD/tools/toy/memaudit-toy" conv \
   --repository "$WORK/repo" --name conv4x64c --size 64 --classes 10 >/dev/null

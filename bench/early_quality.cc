@@ -7,7 +7,7 @@
 //   - the label-free flags the server would raise (robust z ≥ 3.5 among all
 //     the conditions measured together): memorized flagged, others flagged.
 // The combined "anisotropy" score is computed among the conditions, as the
-// server does for a label-free audit (core/calibration.h).
+// server does for a label-free audit (core/early/calibration.h).
 //
 //   memaudit-bench-early-quality --model checkpoints/textmnist \
 //       --prompts PROMPTS.jsonl [--generations 4] [--seed 3000] [--steps 1] \
@@ -28,11 +28,12 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "calibration.h"
-#include "checkpoint.h"
-#include "denoiser.h"
-#include "early_metrics.h"
-#include "torch_runtime.h"
+#include "core/checkpoint/load_model.h"
+#include "core/checkpoint/text_encoder.h"
+#include "core/early/calibration.h"
+#include "core/early/early_metrics.h"
+#include "core/model/denoiser.h"
+#include "core/runtime/torch_runtime.h"
 
 namespace memaudit {
 namespace {
@@ -91,7 +92,7 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   ConfigureTorchRuntime();
 
-  auto checkpoint = Checkpoint::Load(model_dir);
+  auto checkpoint = LoadModel(model_dir);
   if (!checkpoint.ok()) return Fail(std::string(checkpoint.status().message()));
   Denoiser denoiser(*checkpoint);
   auto sampler_kind = ParseSamplerKind(sampler_name);

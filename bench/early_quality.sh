@@ -23,6 +23,7 @@ BUILD=${BUILD:-build}
 OUT=${OUT:-/tmp/memaudit-early-quality}
 ZOO=${MEMAUDIT_ZOO:-$HOME/.cache/memaudit/zoo}
 Q=$BUILD/bench/memaudit-bench-early-quality
+[[ -x $Q ]] || { echo "$Q is not built: scripts/build.sh --bench" >&2; exit 1; }
 mkdir -p "$OUT"
 
 # The 10 memorized prompts and the 90 generic captions (every digit ×

@@ -21,11 +21,11 @@
 #include <string>
 #include <vector>
 
-#include "arnoldi.h"
-#include "checkpoint.h"
-#include "denoiser.h"
-#include "sampler.h"
-#include "torch_runtime.h"
+#include "core/checkpoint/load_model.h"
+#include "core/model/denoiser.h"
+#include "core/model/sampler.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/spectra/arnoldi.h"
 
 namespace {
 
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   ConfigureTorchRuntime(threads);
 
-  auto checkpoint = Checkpoint::Load(model_dir);
+  auto checkpoint = LoadModel(model_dir);
   if (!checkpoint.ok()) {
     std::fprintf(stderr, "%s\n", std::string(checkpoint.status().message()).c_str());
     return 1;

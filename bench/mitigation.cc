@@ -1,4 +1,4 @@
-// Benchmark: the guard against copying (core/mitigation.h) on a model with a
+// Benchmark: the guard against copying (core/early/mitigation.h) on a model with a
 // reference set (issue #14 item 3). For each condition (a class, or each
 // prompt of a file) and seeds, samples from the seeds' own x_T and from x_T
 // mitigated with each step budget, and prints per budget, over all
@@ -23,12 +23,13 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint.h"
-#include "mitigation.h"
-#include "reference_set.h"
-#include "script_module.h"
-#include "sharpness_gradient.h"
-#include "torch_runtime.h"
+#include "core/checkpoint/load_model.h"
+#include "core/checkpoint/script_module.h"
+#include "core/checkpoint/text_encoder.h"
+#include "core/early/mitigation.h"
+#include "core/early/sharpness_gradient.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/verdict/reference_set.h"
 
 namespace memaudit {
 namespace {
@@ -89,7 +90,7 @@ int Run(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   ConfigureTorchRuntime(threads);
 
-  auto checkpoint = Checkpoint::Load(model_dir);
+  auto checkpoint = LoadModel(model_dir);
   if (!checkpoint.ok()) return Fail(checkpoint.status());
   std::vector<int64_t> shape((*checkpoint)->config().sample_shape().begin(),
                              (*checkpoint)->config().sample_shape().end());

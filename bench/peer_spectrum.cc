@@ -40,13 +40,14 @@
 #include <limits>
 #include <optional>
 
-#include "arnoldi.h"
-#include "curvature.h"
-#include "early_metrics.h"
-#include "sampler.h"
-#include "spectrum.h"
-#include "tensor_file.h"
-#include "torch_runtime.h"
+#include "core/checkpoint/text_encoder.h"
+#include "core/early/early_metrics.h"
+#include "core/model/sampler.h"
+#include "core/runtime/tensor_file.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/spectra/arnoldi.h"
+#include "core/spectra/curvature.h"
+#include "core/spectra/spectrum.h"
 
 namespace {
 
@@ -113,7 +114,7 @@ int RunEarly(const std::string& model_dir, const std::string& work, double guida
     ++calls;
     rows += batch_rows;
   };
-  auto checkpoint = Checkpoint::Load(model_dir, checkpoint_options);
+  auto checkpoint = LoadModel(model_dir, checkpoint_options);
   if (!checkpoint.ok()) {
     std::fprintf(stderr, "%s\n", std::string(checkpoint.status().message()).c_str());
     return 1;
@@ -510,7 +511,7 @@ int main(int argc, char** argv) {
   ConfigureTorchRuntime(threads);
   std::filesystem::create_directories(work);
 
-  auto checkpoint = Checkpoint::Load(model_dir);
+  auto checkpoint = LoadModel(model_dir);
   if (!checkpoint.ok()) {
     std::fprintf(stderr, "%s\n", std::string(checkpoint.status().message()).c_str());
     return 1;

@@ -16,7 +16,7 @@
 #     (sampling, Arnoldi spectra, nearest neighbours, verdicts), and the
 #     server's peak resident memory.
 # A benchmark, not a test: about 10 minutes on 2 cores. Needs a built tree
-# (scripts/build.sh).
+# (scripts/build.sh --bench).
 #
 #   bench/scale_table.sh                 # POINTS=5 spectra per model
 #   POINTS=3 WORK=/tmp/scale bench/scale_table.sh
@@ -26,6 +26,7 @@ BUILD=${BUILD:-build}
 WORK=${WORK:-/tmp/memaudit-scale}
 POINTS=${POINTS:-5}
 PEER=$BUILD/bench/memaudit-bench-peer
+[[ -x $PEER ]] || { echo "$PEER is not built: scripts/build.sh --bench" >&2; exit 1; }
 # One repository per model (the server refuses model directories that link
 # outside its repository, so mnist39 is copied).
 model_dir() { echo "$WORK/repo-$1/$1"; }

@@ -10,7 +10,7 @@
 // latents 4×64×64, a CLIP-shaped text encoder with 77×768 embeddings, the
 // scaled-linear schedule). Phases, each timed on its own (CUDA synchronized
 // before every clock read):
-//   load       Checkpoint::Load with its probe
+//   load       LoadModel with its probe
 //   forward    one guided denoiser call (a conditional and a null row), mean
 //              of 10 after 2 warm-up calls
 //   spectrum   one sample: DDIM sampling with guidance, then the Arnoldi
@@ -38,13 +38,14 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint.h"
-#include "denoiser.h"
-#include "device_memory.h"
-#include "early_metrics.h"
-#include "sample_curvature.h"
-#include "torch_runtime.h"
-#include "verdict.h"
+#include "core/audit/sample_curvature.h"
+#include "core/checkpoint/load_model.h"
+#include "core/checkpoint/text_encoder.h"
+#include "core/device/device_memory.h"
+#include "core/early/early_metrics.h"
+#include "core/model/denoiser.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/verdict/verdict.h"
 
 #ifdef MEMAUDIT_WITH_CUDA
 #include <c10/cuda/CUDAFunctions.h>
@@ -130,7 +131,7 @@ int Main(int argc, char** argv) {
   std::map<std::string, double> seconds;
 
   auto start = std::chrono::steady_clock::now();
-  auto checkpoint = Checkpoint::Load(model_dir, checkpoint_options);
+  auto checkpoint = LoadModel(model_dir, checkpoint_options);
   if (!checkpoint.ok()) return Fail("load", checkpoint.status());
   const at::Device on = (*checkpoint)->device();
   seconds["load"] = Since(start, on);
@@ -230,7 +231,7 @@ int Main(int argc, char** argv) {
     if (memory.ok()) report["peak_allocated_mib"] = memory->peak_allocated / (1024.0 * 1024.0);
   }
   if (compare_cpu) {
-    auto cpu = Checkpoint::Load(model_dir, CheckpointOptions{.device = "cpu", .dtype = at::kFloat});
+    auto cpu = LoadModel(model_dir, CheckpointOptions{.device = "cpu", .dtype = at::kFloat});
     if (!cpu.ok()) return Fail("cpu load", cpu.status());
     auto reference = MeasureSamples(Denoiser(*cpu), {1000}, rows_of(0, 1).cpu(), options, nullptr);
     if (!reference.ok()) return Fail("cpu spectrum", reference.status());

@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
-#include "audit_runner.h"
-#include "model_registry.h"
-#include "torch_runtime.h"
+#include "core/runtime/torch_runtime.h"
+#include "server/audit_runner.h"
+#include "server/model_registry.h"
 
 namespace {
 

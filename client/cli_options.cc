@@ -1,4 +1,4 @@
-#include "cli_options.h"
+#include "client/cli_options.h"
 
 namespace memaudit::client {
 namespace {

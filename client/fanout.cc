@@ -1,4 +1,4 @@
-#include "fanout.h"
+#include "client/fanout.h"
 
 #include <google/protobuf/util/message_differencer.h>
 
@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "verdict_rules.h"
+#include "core/verdict/verdict_rules.h"
 
 namespace memaudit::client {
 namespace {

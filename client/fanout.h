@@ -27,12 +27,9 @@
 
 #include "absl/status/statusor.h"
 #include "memaudit/v1/audit_service.pb.h"
+#include "proto/audit_defaults.h"
 
 namespace memaudit::client {
-
-// The server's samples_per_condition when a request leaves it 0
-// (AuditRequest in audit_service.proto).
-inline constexpr int64_t kDefaultSamplesPerCondition = 16;
 
 struct ShardRequest {
   v1::AuditShard shard;      // which part of the audit
@@ -60,7 +57,7 @@ struct ShardReport {
 // same request: conditions in request order, samples in seed order, the
 // counts summed, a condition whose samples were split judged again from its
 // counts, the model verdict judged again (both with the count-only rules of
-// core/verdict_rules.h and the policy the shards report), shard cleared.
+// core/verdict/verdict_rules.h and the policy the shards report), shard cleared.
 // Timing: total and queued are the longest shard's (shards run side by
 // side), sampling and curvature are summed (the work done). The device is
 // the shards' device, or their different devices joined by ", ".

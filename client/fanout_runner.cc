@@ -1,4 +1,4 @@
-#include "fanout_runner.h"
+#include "client/fanout_runner.h"
 
 #include <atomic>
 #include <condition_variable>

@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "client.h"
-#include "fanout.h"
+#include "client/client.h"
+#include "client/fanout.h"
+#include "client/targets.h"
 #include "memaudit/v1/audit_service.pb.h"
-#include "targets.h"
 
 namespace memaudit::client {
 

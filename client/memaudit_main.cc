@@ -4,9 +4,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "cli/commands.h"
-#include "cli/common.h"
-#include "targets.h"
+#include "client/cli/commands.h"
+#include "client/cli/common.h"
+#include "client/targets.h"
 
 namespace memaudit::client::cli {
 

@@ -1,8 +1,8 @@
-#include "mitigation_format.h"
+#include "client/mitigation_format.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "report_format.h"
+#include "client/report_format.h"
 
 namespace memaudit::client {
 namespace {

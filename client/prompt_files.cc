@@ -1,4 +1,4 @@
-#include "prompt_files.h"
+#include "client/prompt_files.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>

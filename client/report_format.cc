@@ -1,4 +1,4 @@
-#include "report_format.h"
+#include "client/report_format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "cli_options.h"
+#include "client/cli_options.h"
 
 namespace memaudit::client {
 namespace {

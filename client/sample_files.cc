@@ -1,4 +1,4 @@
-#include "sample_files.h"
+#include "client/sample_files.h"
 
 #include <png.h>
 

@@ -1,4 +1,4 @@
-#include "targets.h"
+#include "client/targets.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>

@@ -34,6 +34,8 @@ function(memaudit_proto_library target)
     list(APPEND sources ${outs})
   endforeach()
   add_library(${target} STATIC ${sources})
+  # Generated code keeps protoc's warnings to itself (memaudit_apply_warnings).
+  set_target_properties(${target} PROPERTIES MEMAUDIT_GENERATED ON)
   target_include_directories(${target} PUBLIC ${out_root})
   target_link_libraries(${target} PUBLIC protobuf::libprotobuf ${ARG_DEPS})
   set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)

@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <string>
 
-#include "fuzz_check.h"
+#include "core/checkpoint/model_config.h"
+#include "fuzz/fuzz_check.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "model_config.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   QuietProtobufLogs();

@@ -15,12 +15,12 @@
 #include <string>
 #include <vector>
 
-#include "fuzz_check.h"
-#include "gaussian_mixture.h"
-#include "model_directory.h"
-#include "plans.h"
-#include "server_fixture.h"
-#include "tensor_file.h"
+#include "core/runtime/tensor_file.h"
+#include "fuzz/fuzz_check.h"
+#include "server/plans.h"
+#include "tests/server_fixture.h"
+#include "tools/toy/gaussian_mixture.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit::server {
 namespace {
@@ -114,7 +114,7 @@ void CheckEarly(const EarlyMetricOptions& early, const LoadedModel& model) {
 }
 
 void CheckCondition(const ConditionPlan& condition, const LoadedModel& model) {
-  const v1::Conditioning& conditioning = model.checkpoint->config().conditioning();
+  const v1::Conditioning& conditioning = model.network->config().conditioning();
   switch (conditioning.kind()) {
     case v1::Conditioning::CLASS_LABEL: {
       FUZZ_CHECK(condition.row.defined() && condition.row.dim() == 1 && condition.row.size(0) == 1,
@@ -127,7 +127,7 @@ void CheckCondition(const ConditionPlan& condition, const LoadedModel& model) {
     case v1::Conditioning::EMBEDDING:
       FUZZ_CHECK(condition.row.defined() && condition.row.dim() == 2 &&
                      condition.row.size(0) == 1 && condition.row.size(1) == 2 &&
-                     condition.row.scalar_type() == model.checkpoint->dtype(),
+                     condition.row.scalar_type() == model.network->dtype(),
                  "embedding row");
       FUZZ_CHECK(at::isfinite(condition.row).all().item<bool>(), "embedding not finite");
       break;
@@ -220,10 +220,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             FUZZ_CHECK(plan.seed.has_value() != plan.x.defined(), "seed xor x");
             if (plan.x.defined()) {
               std::vector<int64_t> batched{1};
-              const auto& shape = model.checkpoint->config().sample_shape();
+              const auto& shape = model.network->config().sample_shape();
               batched.insert(batched.end(), shape.begin(), shape.end());
               FUZZ_CHECK(plan.x.sizes().vec() == batched, "x shape");
-              FUZZ_CHECK(plan.x.scalar_type() == model.checkpoint->dtype(), "x dtype");
+              FUZZ_CHECK(plan.x.scalar_type() == model.network->dtype(), "x dtype");
               FUZZ_CHECK(at::isfinite(plan.x).all().item<bool>(), "x not finite");
               FUZZ_CHECK(plan.timestep >= 0 &&
                              plan.timestep < model.denoiser->schedule().num_train_timesteps(),

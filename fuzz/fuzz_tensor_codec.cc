@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "fuzz_check.h"
+#include "fuzz/fuzz_check.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "tensor_codec.h"
+#include "server/tensor_codec.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   QuietProtobufLogs();

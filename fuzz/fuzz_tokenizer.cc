@@ -11,8 +11,8 @@
 #include <string>
 #include <string_view>
 
-#include "fuzz_check.h"
-#include "tokenizer.h"
+#include "core/text/tokenizer.h"
+#include "fuzz/fuzz_check.h"
 
 namespace {
 

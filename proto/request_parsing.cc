@@ -1,4 +1,4 @@
-#include "request_parsing.h"
+#include "proto/request_parsing.h"
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/coded_stream.h>

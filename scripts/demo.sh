@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh --target memaudit-server --target memaudit --target memaudit-toy
 
 REPOSITORY=${MEMAUDIT_MODELS:-models}
 SAMPLES=${MEMAUDIT_DEMO_SAMPLES:-200}

@@ -101,7 +101,7 @@ say "models written"
 if [[ -x build/bench/memaudit-bench-sd && $device == cpu ]]; then
   bench=build/bench/memaudit-bench-sd
 elif [[ -f build/CMakeCache.txt && $device == cpu ]]; then
-  ninja -C build memaudit-bench-sd >/dev/null
+  scripts/build.sh --bench --target memaudit-bench-sd >/dev/null
   bench=build/bench/memaudit-bench-sd
 else
   prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
@@ -128,8 +128,8 @@ say "benchmark: $bench"
 # 3. CUDA device tests (a full build only), and GPU against CPU.
 compare=()
 if [[ $device == cuda ]]; then
-  if [[ -x build/tests/checkpoint_test ]]; then
-    build/tests/checkpoint_test --gtest_filter='*Cuda*' | tail -3
+  if [[ -x build/tests/core_test ]]; then
+    build/tests/core_test --gtest_filter='*Cuda*' | tail -3
   fi
   compare=(--compare-cpu)
 fi

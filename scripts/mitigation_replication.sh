@@ -7,12 +7,13 @@
 #      of checkpoints/digit_classifier as the class-fidelity measure;
 #   2. through memaudit-server and `memaudit mitigate` (10 guard steps):
 #      verdicts and truth before | after, PNG grids in out/mitigation/.
-# Needs a built tree (scripts/build.sh). Writes out/mitigation/.
+# Needs a built tree (scripts/build.sh --bench). Writes out/mitigation/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=out/mitigation
 mkdir -p "$OUT"
 BENCH=build/bench/memaudit-bench-mitigation
+[[ -x $BENCH ]] || { echo "$BENCH is not built: scripts/build.sh --bench" >&2; exit 1; }
 BUDGETS=(--budgets 0 --budgets 2 --budgets 5 --budgets 10 --budgets 20)
 "$BENCH" --model checkpoints/mnist39 --class 9 --seeds 16 --first-seed 4000 "${BUDGETS[@]}" |
   tee "$OUT/bench_mnist39_class9.md"

@@ -11,7 +11,7 @@ REPOSITORY=checkpoints
 OUT=out/mnist
 mkdir -p "$OUT"
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh --tools
 if [[ "${1:-}" == "--retrain" ]]; then
   scripts/fetch_mnist.sh
   REPOSITORY=$OUT/models

@@ -6,7 +6,7 @@
 # MEMAUDIT_LIBTORCH=cuda installs Debian 13's CUDA LibTorch instead of the
 # CPU one: libtorch-cuda-dev and python3-torch-cuda (contrib; they replace
 # libtorch-dev and python3-torch) and the CUDA toolkit nvidia-cuda-toolkit
-# (non-free), which CMake needs for the CUDA branch of core/device_memory.cc.
+# (non-free), which CMake needs for the CUDA branch of core/device/device_memory.cc.
 # The apt sources must list contrib and non-free; Debian 12 has no CUDA
 # LibTorch.
 set -euo pipefail

@@ -1,4 +1,4 @@
-#include "access_control.h"
+#include "server/access_control.h"
 
 #include <openssl/evp.h>
 
@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "file_permissions.h"
+#include "server/file_permissions.h"
 
 namespace memaudit::server {
 namespace {

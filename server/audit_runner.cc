@@ -1,4 +1,4 @@
-#include "audit_runner.h"
+#include "server/audit_runner.h"
 
 #include <ATen/ATen.h>
 
@@ -7,13 +7,13 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "calibration.h"
-#include "early_metrics.h"
-#include "request_memory.h"
-#include "request_options.h"
-#include "sample_curvature.h"
-#include "status_macros.h"
-#include "verdict.h"
+#include "core/audit/sample_curvature.h"
+#include "core/base/status_macros.h"
+#include "core/early/calibration.h"
+#include "core/early/early_metrics.h"
+#include "core/verdict/verdict.h"
+#include "server/request_memory.h"
+#include "server/request_options.h"
 
 namespace memaudit::server {
 namespace {
@@ -97,8 +97,8 @@ class AuditRun {
 
   absl::StatusOr<v1::AuditReport> Run() {
     v1::AuditReport report;
-    report.set_model(model_.checkpoint->config().name());
-    report.set_device(model_.checkpoint->device().str());
+    report.set_model(model_.network->config().name());
+    report.set_device(model_.network->device().str());
     report.set_model_checksum(model_.checksum);
     FillPolicyUsed(model_.policy, report.mutable_policy());
     for (size_t c = 0; c < plan_.conditions.size(); ++c) {
@@ -171,7 +171,7 @@ class AuditRun {
                                 v1::ConditionReport* report) {
     const ReferenceSet* reference = model_.reference ? &*model_.reference : nullptr;
     const SpectrumMethod method =
-        ResolveSpectrumMethod(plan_.curvature.method, model_.checkpoint->sample_numel(),
+        ResolveSpectrumMethod(plan_.curvature.method, model_.network->sample_numel(),
                               plan_.curvature.max_dense_dimension);
     int64_t reused = 0;
     if (auto stored = resume_.samples.find(index); stored != resume_.samples.end()) {

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/base/stop.h"
 #include "memaudit/v1/audit_service.pb.h"
-#include "plans.h"
-#include "stop.h"
+#include "server/plans.h"
 
 namespace memaudit::server {
 

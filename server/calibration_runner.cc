@@ -1,4 +1,4 @@
-#include "calibration_runner.h"
+#include "server/calibration_runner.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,10 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "calibration.h"
-#include "early_metrics.h"
-#include "sample_curvature.h"
-#include "status_macros.h"
+#include "core/audit/sample_curvature.h"
+#include "core/base/status_macros.h"
+#include "core/early/calibration.h"
+#include "core/early/early_metrics.h"
 
 namespace memaudit::server {
 namespace {

@@ -5,9 +5,9 @@
 #define MEMAUDIT_SERVER_CALIBRATION_RUNNER_H_
 
 #include "absl/status/statusor.h"
+#include "core/base/stop.h"
 #include "memaudit/v1/audit_service.pb.h"
-#include "plans.h"
-#include "stop.h"
+#include "server/plans.h"
 
 namespace memaudit::server {
 

@@ -1,4 +1,4 @@
-#include "file_permissions.h"
+#include "server/file_permissions.h"
 
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-#include "job_manager.h"
+#include "server/job_manager.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -11,8 +11,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "request_memory.h"
-#include "status_macros.h"
+#include "core/base/status_macros.h"
+#include "server/request_memory.h"
 
 namespace memaudit::server {
 namespace {
@@ -324,7 +324,7 @@ void JobManager::Run(const std::shared_ptr<Job>& job) {
   }
   const double queued_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - job->created).count();
-  const std::string& model = plan->model->checkpoint->config().name();
+  const std::string& model = plan->model->network->config().name();
   AuditCallbacks callbacks;
   callbacks.progress = [this, job](const v1::AuditProgress& progress) {
     absl::MutexLock lock(&mu_);

@@ -32,14 +32,14 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "audit_runner.h"
-#include "job_store.h"
 #include "memaudit/v1/audit_service.pb.h"
-#include "metrics.h"
-#include "model_registry.h"
-#include "plans.h"
-#include "request_memory.h"
-#include "worker_pool.h"
+#include "server/audit_runner.h"
+#include "server/job_store.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "server/plans.h"
+#include "server/request_memory.h"
+#include "server/worker_pool.h"
 
 namespace memaudit::server {
 
@@ -54,7 +54,7 @@ struct JobManagerOptions {
   // An audit whose memory estimate (request_memory.h) exceeds the budget's
   // limit, or what its CUDA device has left, is refused with
   // RESOURCE_EXHAUSTED. Default: no limit.
-  MemoryBudget memory;
+  MemoryBudget memory = MemoryBudget();
   // Finished jobs older than this are evicted too; zero: no age limit.
   absl::Duration max_finished_job_age = absl::ZeroDuration();
 };

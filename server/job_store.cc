@@ -1,4 +1,4 @@
-#include "job_store.h"
+#include "server/job_store.h"
 
 #include <fcntl.h>
 #include <sqlite3.h>

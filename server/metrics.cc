@@ -1,4 +1,4 @@
-#include "metrics.h"
+#include "server/metrics.h"
 
 // Eigen/LibTorch headers must come before httplib (<resolv.h> defines _res).
 #include <ATen/ATen.h>
@@ -18,12 +18,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "checkpoint.h"
-#include "device_memory.h"
+#include "core/checkpoint/load_model.h"
+#include "core/device/device_memory.h"
+#include "core/spectra/spectrum.h"
 #include "google/protobuf/descriptor.h"
 #include "memaudit/v1/audit_service.pb.h"
 #include "memaudit/v1/model_service.pb.h"
-#include "spectrum.h"
 
 namespace memaudit::server {
 namespace {
@@ -242,15 +242,6 @@ void Metrics::SetJobGauges(std::function<JobGauges()> gauges) {
 void Metrics::SetDevice(const std::string& device) {
   absl::StatusOr<torch::Device> parsed = ParseDevice(device);
   device_ = parsed.ok() && parsed->is_cuda() ? parsed->str() : "cpu";
-}
-
-double Metrics::NetworkEvaluations() const {
-  double total = 0;
-  for (const auto& family : registry_->Collect()) {
-    if (family.name != "memaudit_network_evaluations_total") continue;
-    for (const auto& metric : family.metric) total += metric.counter.value;
-  }
-  return total;
 }
 
 void Metrics::UpdateScrapeTimeGauges() {

@@ -98,9 +98,6 @@ class Metrics {
   absl::StatusOr<int> Serve(const std::string& listen, const HttpOptions& options = {});
   void StopServing();
 
-  // For tests: the current value of memaudit_network_evaluations_total.
-  double NetworkEvaluations() const;
-
  private:
   void UpdateScrapeTimeGauges();
 

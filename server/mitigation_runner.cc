@@ -1,15 +1,16 @@
-#include "mitigation_runner.h"
+#include "server/mitigation_runner.h"
 
 #include <ATen/ATen.h>
 
 #include <chrono>
 
-#include "mitigation.h"
-#include "request_options.h"
-#include "sample_curvature.h"
-#include "sampler.h"
-#include "status_macros.h"
-#include "tensor_codec.h"
+#include "core/audit/sample_curvature.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/latent_decoder.h"
+#include "core/early/mitigation.h"
+#include "core/model/sampler.h"
+#include "server/request_options.h"
+#include "server/tensor_codec.h"
 
 namespace memaudit::server {
 namespace {
@@ -24,7 +25,7 @@ at::Tensor Samples(const std::vector<SampleCurvature>& measured) {
 
 // `samples` decoded to images (float32, CPU), one Decode call per batch.
 absl::StatusOr<at::Tensor> Decoded(const at::Tensor& samples, const LatentDecoder& decoder,
-                                   const Checkpoint& checkpoint) {
+                                   const DiffusionNetwork& checkpoint) {
   ASSIGN_OR_RETURN(const at::Tensor images,
                    decoder.Decode(samples.to(checkpoint.device(), checkpoint.dtype())));
   return images.to(at::kCPU, at::kFloat);
@@ -41,7 +42,7 @@ absl::StatusOr<std::vector<v1::MitigatedSample>> RunMitigation(const MitigatePla
   const at::Tensor conditions = RepeatCondition(plan.condition, count);
   const ReferenceSet* reference = model.reference ? &*model.reference : nullptr;
 
-  const at::Tensor x_T = InitialNoise(*model.checkpoint, seeds);
+  const at::Tensor x_T = InitialNoise(*model.network, seeds);
   const auto guard_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(const MitigationResult guarded,
                    MitigateInitialNoise(denoiser, x_T, conditions, plan.guard, stop));
@@ -58,9 +59,9 @@ absl::StatusOr<std::vector<v1::MitigatedSample>> RunMitigation(const MitigatePla
   const at::Tensor samples_before = Samples(before), samples_after = Samples(after);
   at::Tensor images_before, images_after;
   if (plan.decode) {
-    const LatentDecoder& decoder = *model.checkpoint->latent_decoder();
-    ASSIGN_OR_RETURN(images_before, Decoded(samples_before, decoder, *model.checkpoint));
-    ASSIGN_OR_RETURN(images_after, Decoded(samples_after, decoder, *model.checkpoint));
+    const LatentDecoder& decoder = *model.network->latent_decoder();
+    ASSIGN_OR_RETURN(images_before, Decoded(samples_before, decoder, *model.network));
+    ASSIGN_OR_RETURN(images_after, Decoded(samples_after, decoder, *model.network));
   }
   const at::Tensor moved_x_T = guarded.x_T.to(at::kCPU, at::kFloat);
   const at::Tensor change = (guarded.x_T - x_T).flatten(1).norm(2, 1) / x_T.flatten(1).norm(2, 1);

@@ -1,5 +1,5 @@
 // Runs a planned Mitigate request (plans.h) for a batch of its seeds: the
-// guard on each seed's x_T (core/mitigation.h), the samples from the
+// guard on each seed's x_T (core/early/mitigation.h), the samples from the
 // seed's own x_T and from the moved one (same per-step noise), and each
 // sample's spectrum, nearest neighbour and verdict, as an audit reports
 // them. Runs on the calling thread (a worker of the request pool).
@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/base/stop.h"
 #include "memaudit/v1/audit_service.pb.h"
-#include "plans.h"
-#include "stop.h"
+#include "server/plans.h"
 
 namespace memaudit::server {
 

@@ -1,4 +1,4 @@
-#include "model_registry.h"
+#include "server/model_registry.h"
 
 #include <openssl/evp.h>
 
@@ -12,7 +12,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/notification.h"
-#include "status_macros.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/latent_decoder.h"
 
 namespace memaudit::server {
 namespace {
@@ -90,23 +91,25 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadModelDirectory(
     int64_t max_dense_dimension, std::chrono::steady_clock::time_point start) {
   const std::string directory = (fs::path(repository) / name).string();
   RETURN_IF_ERROR(CheckInsideRepository(repository, name));
-  ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
-                   Checkpoint::Load(directory, options));
+  ASSIGN_OR_RETURN(const std::shared_ptr<const DiffusionNetwork> network,
+                   LoadModel(directory, options));
   auto model = std::make_shared<LoadedModel>();
-  model->checkpoint = checkpoint;
-  model->denoiser = std::make_unique<Denoiser>(checkpoint);
+  model->network = network;
+  model->denoiser = std::make_unique<Denoiser>(network);
   model->max_dense_dimension = max_dense_dimension;
-  ASSIGN_OR_RETURN(model->footprint, MeasureNetworkFootprint(*checkpoint));
+  ASSIGN_OR_RETURN(
+      model->footprint,
+      MeasureNetworkFootprint(*network, (fs::path(directory) / kModelNetworkFile).string()));
   const std::string reference_path = (fs::path(directory) / ReferenceSet::kFileName).string();
   std::error_code ec;
   if (fs::exists(reference_path, ec)) {
-    const auto& shape = checkpoint->config().sample_shape();
+    const auto& shape = network->config().sample_shape();
     absl::StatusOr<ReferenceSet> reference =
         ReferenceSet::Load(reference_path, std::vector<int64_t>(shape.begin(), shape.end()));
-    if (!reference.ok() && checkpoint->latent_decoder() != nullptr) {
+    if (!reference.ok() && network->latent_decoder() != nullptr) {
       // A latent model's reference set may hold images instead of latents.
       absl::StatusOr<ReferenceSet> images =
-          ReferenceSet::Load(reference_path, checkpoint->latent_decoder()->image_shape());
+          ReferenceSet::Load(reference_path, network->latent_decoder()->image_shape());
       if (images.ok()) {
         reference = std::move(images);
         model->reference_holds_images = true;
@@ -122,11 +125,10 @@ absl::StatusOr<std::shared_ptr<const LoadedModel>> LoadModelDirectory(
   // The radius/spacing rule compares a peak's radius with the spacing of
   // the training data in the same units: latents, not images.
   model->policy = ResolvePolicy(
-      checkpoint->config().verdict_policy(),
+      network->config().verdict_policy(),
       model->reference && !model->reference_holds_images ? &*model->reference : nullptr);
   model->policy.local_gap = !model->reference_holds_images;
-  ASSIGN_OR_RETURN(model->checksum,
-                   FileSha256((fs::path(directory) / Checkpoint::kModelFile).string()));
+  ASSIGN_OR_RETURN(model->checksum, FileSha256((fs::path(directory) / kModelNetworkFile).string()));
   model->load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return std::shared_ptr<const LoadedModel>(std::move(model));
@@ -168,7 +170,7 @@ std::vector<std::string> ModelRegistry::ScanRepository() const {
   for (const auto& entry : fs::directory_iterator(repository_, ec)) {
     const std::string name = entry.path().filename().string();
     if (entry.is_directory(ec) && IsValidModelName(name) &&
-        fs::exists(entry.path() / Checkpoint::kConfigFile, ec)) {
+        fs::exists(entry.path() / kModelConfigFile, ec)) {
       names.push_back(name);
     }
   }
@@ -324,13 +326,13 @@ v1::ModelInfo ModelRegistry::InfoLocked(const std::string& name, const Entry& en
   info.set_state(entry.state);
   info.set_last_error(entry.last_error);
   if (entry.model != nullptr) {
-    const Checkpoint& checkpoint = *entry.model->checkpoint;
-    *info.mutable_config() = checkpoint.config();
-    info.set_device(checkpoint.device().str());
-    info.set_dtype(DtypeName(checkpoint.network_dtype()));
+    const DiffusionNetwork& network = *entry.model->network;
+    *info.mutable_config() = network.config();
+    info.set_device(network.device().str());
+    info.set_dtype(DtypeName(network.network_dtype()));
     info.set_checksum(entry.model->checksum);
     info.set_load_seconds(entry.model->load_seconds);
-    info.set_dimension(checkpoint.sample_numel());
+    info.set_dimension(network.sample_numel());
     if (entry.model->reference) info.set_reference_size(entry.model->reference->size());
   }
   return info;

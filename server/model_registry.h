@@ -16,19 +16,19 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "checkpoint.h"
-#include "denoiser.h"
+#include "core/checkpoint/load_model.h"
+#include "core/model/denoiser.h"
+#include "core/model/network_footprint.h"
+#include "core/spectra/spectrum.h"
+#include "core/verdict/reference_set.h"
+#include "core/verdict/verdict.h"
 #include "memaudit/v1/model_service.pb.h"
-#include "network_footprint.h"
-#include "reference_set.h"
-#include "spectrum.h"
-#include "verdict.h"
 
 namespace memaudit::server {
 
 // An immutable loaded model.
 struct LoadedModel {
-  std::shared_ptr<const Checkpoint> checkpoint;
+  std::shared_ptr<const DiffusionNetwork> network;
   std::unique_ptr<Denoiser> denoiser;
   std::optional<ReferenceSet> reference;
   // The reference set holds decoded images (latent.image_shape), not

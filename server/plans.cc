@@ -1,4 +1,4 @@
-#include "plans.h"
+#include "server/plans.h"
 
 #include <ATen/ATen.h>
 
@@ -7,9 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "calibration.h"
-#include "status_macros.h"
-#include "tensor_codec.h"
+#include "core/base/status_macros.h"
+#include "core/early/calibration.h"
+#include "server/tensor_codec.h"
 
 namespace memaudit::server {
 namespace {
@@ -34,7 +34,7 @@ absl::Status CheckScoreKind(const Denoiser& denoiser, const ConditionPlan& condi
   // A prompt is encoded later; the null condition stands in for it here,
   // since what is checked is the model's ability, not the condition's value.
   const at::Tensor row =
-      condition.needs_encoding() ? denoiser.checkpoint().NullCondition(1) : condition.row;
+      condition.needs_encoding() ? denoiser.network().NullCondition(1) : condition.row;
   auto field = denoiser.ScoreField(denoiser.schedule().num_train_timesteps() - 1,
                                    options.score_kind, row, options.sampler.guidance);
   if (!field.ok()) {
@@ -76,16 +76,16 @@ absl::StatusOr<EarlyMetricOptions> ToEarlyOptions(const SamplerOptions& sampler,
 // Whether the early metrics of `condition` are the conditional ones (Wen,
 // Jeon): a conditional model and a condition other than the null one, as
 // ComputeEarlyMetrics decides.
-bool IsRealCondition(const ConditionPlan& condition, const Checkpoint& checkpoint) {
+bool IsRealCondition(const ConditionPlan& condition, const DiffusionNetwork& network) {
   if (condition.needs_encoding()) return true;
-  if (!checkpoint.conditional() || !condition.row.defined()) return false;
-  const at::Tensor null_condition = checkpoint.NullCondition(1);
+  if (!network.conditional() || !condition.row.defined()) return false;
+  const at::Tensor null_condition = network.NullCondition(1);
   return !null_condition.defined() || !at::equal(condition.row, null_condition);
 }
 
 // Requests that ask for decoded images need a latent decoder.
 absl::Status CheckDecode(const LoadedModel& model) {
-  if (model.checkpoint->latent_decoder() == nullptr) {
+  if (model.network->latent_decoder() == nullptr) {
     return absl::InvalidArgumentError(
         "decode: the model has no latent decoder (ModelConfig.latent and vae_decoder.pt)");
   }
@@ -101,9 +101,9 @@ absl::Status CheckSeeds(int count) {
 }
 
 // An x given in the request: [*sample_shape] or [1, *sample_shape].
-absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const Checkpoint& checkpoint) {
+absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const DiffusionNetwork& network) {
   ASSIGN_OR_RETURN(const at::Tensor x, DecodeTensor(message, "x"));
-  const auto& shape = checkpoint.config().sample_shape();
+  const auto& shape = network.config().sample_shape();
   std::vector<int64_t> expected(shape.begin(), shape.end());
   std::vector<int64_t> batched = expected;
   batched.insert(batched.begin(), 1);
@@ -122,7 +122,7 @@ absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const Checkpoint& 
           "; a diffusion state's values are O(1) (at most ", kMaxAbsPointValue, " accepted)"));
     }
   }
-  return x.reshape(batched).to(checkpoint.device(), checkpoint.dtype());
+  return x.reshape(batched).to(network.device(), network.dtype());
 }
 
 }  // namespace
@@ -183,7 +183,7 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
       // The calibrated metric must exist for every condition.
       const EarlyMetricInfo& metric = EarlyMetricInfoOf(*model->policy.early_metric);
       for (size_t i = 0; i < plan.conditions.size(); ++i) {
-        if (IsRealCondition(plan.conditions[i], *model->checkpoint) != metric.conditional) {
+        if (IsRealCondition(plan.conditions[i], *model->network) != metric.conditional) {
           return absl::InvalidArgumentError(
               absl::StrCat("conditions[", i, "]: the model's verdict_policy.early_metric \"",
                            metric.name, "\" is ",
@@ -192,8 +192,7 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
                            "; ", plan.conditions[i].label, " is not"));
         }
       }
-    } else if (model->checkpoint->conditional() &&
-               plan.conditions.size() >= kMinOutlierPopulation) {
+    } else if (model->network->conditional() && plan.conditions.size() >= kMinOutlierPopulation) {
       plan.mode = AuditPlan::Mode::kEarlyLabelFree;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -204,7 +203,7 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
   }
   ASSIGN_OR_RETURN(EarlyMetricOptions early,
                    ToEarlyOptions(plan.curvature.sampler, request.early_steps(), "early_steps"));
-  plan.label_free_metric = DefaultLabelFreeMetric(model->checkpoint->config().conditioning());
+  plan.label_free_metric = DefaultLabelFreeMetric(model->network->config().conditioning());
   if (!request.label_free_metric().empty()) {
     absl::StatusOr<EarlyMetric> metric = ParseEarlyMetric(request.label_free_metric());
     if (!metric.ok()) {
@@ -283,7 +282,7 @@ absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
       if (!request.has_timestep()) {
         return absl::InvalidArgumentError("timestep: required when x is given");
       }
-      ASSIGN_OR_RETURN(plan.x, ToPoint(request.x(), denoiser.checkpoint()));
+      ASSIGN_OR_RETURN(plan.x, ToPoint(request.x(), denoiser.network()));
       plan.timestep = request.timestep();
       break;
     }
@@ -369,13 +368,13 @@ absl::StatusOr<MitigatePlan> PlanMitigate(const v1::MitigateRequest& request,
   ASSIGN_OR_RETURN(plan.condition,
                    ToConditionPlan(request.condition(), denoiser, "condition", stop));
   RETURN_IF_ERROR(CheckScoreKind(denoiser, plan.condition, plan.curvature));
-  if (IsRealCondition(plan.condition, *model->checkpoint)) {
+  if (IsRealCondition(plan.condition, *model->network)) {
     // The guard lowers Jeon's ‖H^Δ s^Δ‖, against the null condition.
-    if (!model->checkpoint->NullCondition(1).defined()) {
+    if (!model->network->NullCondition(1).defined()) {
       return absl::FailedPreconditionError(
           absl::StrCat("condition: the guard measures ", plan.condition.label,
                        " against the null condition, and the model has none (",
-                       Checkpoint::kNullConditionFile, ")"));
+                       DiffusionNetwork::kNullConditionFile, ")"));
     }
     if (plan.curvature.sampler.guidance == 0.0) {
       return absl::InvalidArgumentError(

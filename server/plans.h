@@ -25,16 +25,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "early_metrics.h"
+#include "core/audit/sample_curvature.h"
+#include "core/early/early_metrics.h"
+#include "core/early/mitigation.h"
 #include "memaudit/v1/audit_service.pb.h"
-#include "mitigation.h"
-#include "model_registry.h"
-#include "request_options.h"
-#include "sample_curvature.h"
+#include "proto/audit_defaults.h"
+#include "server/model_registry.h"
+#include "server/request_options.h"
 
 namespace memaudit::server {
 
-inline constexpr int64_t kDefaultSamplesPerCondition = 16;
 inline constexpr int64_t kMaxSamplesPerCondition = 100000;
 inline constexpr int64_t kMaxConditions = 10000;
 inline constexpr int64_t kDefaultCalibrationSamples = 4;

@@ -1,4 +1,4 @@
-#include "request_memory.h"
+#include "server/request_memory.h"
 
 #include <unistd.h>
 
@@ -10,9 +10,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "checkpoint.h"
-#include "device_memory.h"
-#include "status_macros.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/load_model.h"
+#include "core/device/device_memory.h"
 
 namespace memaudit::server {
 namespace {
@@ -67,13 +67,13 @@ class Tally {
 };
 
 int64_t ElementBytes(const LoadedModel& model) {
-  return static_cast<int64_t>(c10::elementSize(model.checkpoint->dtype()));
+  return static_cast<int64_t>(c10::elementSize(model.network->dtype()));
 }
-int64_t Dimension(const LoadedModel& model) { return model.checkpoint->sample_numel(); }
+int64_t Dimension(const LoadedModel& model) { return model.network->sample_numel(); }
 
 // Network rows per sample of a call: conditional models may run the
 // condition and the null condition together (guidance, guided fields).
-int64_t RowsPerSample(const LoadedModel& model) { return model.checkpoint->conditional() ? 2 : 1; }
+int64_t RowsPerSample(const LoadedModel& model) { return model.network->conditional() ? 2 : 1; }
 
 // The network's own allocations (measured at load) for calls on `rows`
 // rows at once, without or with gradients.
@@ -91,7 +91,7 @@ void AddSampling(Tally& tally, const LoadedModel& model, const SamplerOptions& s
   tally.Add("sampling buffers", Mul(Mul(batch, kStepWorkingCopies), one));
   // Guidance other than 0 and 1 calls the network on 2 rows per sample.
   const bool both =
-      model.checkpoint->conditional() && sampler.guidance != 1.0 && sampler.guidance != 0.0;
+      model.network->conditional() && sampler.guidance != 1.0 && sampler.guidance != 0.0;
   AddNetwork(tally, model, Mul(batch, both ? 2 : 1), /*gradient=*/false);
 }
 
@@ -107,8 +107,8 @@ void AddSpectra(Tally& tally, const LoadedModel& model, const SampleCurvatureOpt
     // Spectra's m × m matrices (the Hessenberg matrix, the shifted-QR
     // factor, the Schur form and its vectors), and one product's tensors.
     const int64_t solves =
-        std::clamp<int64_t>(LockstepGroup(options.arnoldi, d, !model.checkpoint->device().is_cpu()),
-                            1, std::max<int64_t>(batch, 1));
+        std::clamp<int64_t>(LockstepGroup(options.arnoldi, d, !model.network->device().is_cpu()), 1,
+                            std::max<int64_t>(batch, 1));
     const int64_t one_solve =
         Add(Mul(Mul(subspace, d), kDouble), Mul(Mul(Mul(subspace, subspace), 4), kDouble));
     tally.Add("Arnoldi basis", Mul(solves, one_solve));
@@ -147,7 +147,7 @@ void AddEarly(Tally& tally, const LoadedModel& model, const EarlyMetricOptions& 
 // One decoded image of a latent model, float32.
 int64_t DecodedImageBytes(const LoadedModel& model) {
   int64_t pixels = 1;
-  for (int64_t dim : model.checkpoint->config().latent().image_shape()) pixels = Mul(pixels, dim);
+  for (int64_t dim : model.network->config().latent().image_shape()) pixels = Mul(pixels, dim);
   return Mul(pixels, 4);
 }
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "plans.h"
+#include "server/plans.h"
 
 namespace memaudit::server {
 

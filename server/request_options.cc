@@ -1,4 +1,4 @@
-#include "request_options.h"
+#include "server/request_options.h"
 
 #include <ATen/ATen.h>
 
@@ -6,8 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "status_macros.h"
-#include "tensor_codec.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/text_encoder.h"
+#include "server/tensor_codec.h"
 
 namespace memaudit::server {
 namespace {
@@ -146,7 +147,7 @@ absl::StatusOr<SampleCurvatureOptions> ToCurvatureOptions(const v1::SamplingOpti
   RETURN_IF_ERROR(SetIfGiven(curvature.max_restarts(), 1, kMaxRestarts, "curvature.max_restarts",
                              &options.arnoldi.max_restarts));
   options.max_dense_dimension = model.max_dense_dimension;
-  const int64_t dimension = model.checkpoint->sample_numel();
+  const int64_t dimension = model.network->sample_numel();
   if (options.method == SpectrumMethod::kDense && dimension > options.max_dense_dimension) {
     return absl::InvalidArgumentError(absl::StrCat(
         "curvature.method: dimension ", dimension, " exceeds the dense-spectrum limit ",
@@ -192,7 +193,7 @@ absl::Status WithField(const absl::Status& status, absl::string_view engine_subj
 absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
                                               const Denoiser& denoiser, const std::string& field,
                                               const StopCheck& stop) {
-  const v1::Conditioning& conditioning = denoiser.checkpoint().config().conditioning();
+  const v1::Conditioning& conditioning = denoiser.network().config().conditioning();
   if (condition.name().size() > kMaxConditionNameBytes) {
     return absl::InvalidArgumentError(absl::StrCat(field, ".name: ", condition.name().size(),
                                                    " bytes, more than the limit of ",
@@ -223,7 +224,7 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
       break;
     }
     case v1::Condition::kPrompt: {
-      const TextEncoder* encoder = denoiser.checkpoint().text_encoder();
+      const TextEncoder* encoder = denoiser.network().text_encoder();
       if (encoder == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
             field, ".prompt: the model has no text encoder (conditioning.text_encoder); ",
@@ -259,7 +260,7 @@ absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& d
                                            const StopCheck& stop) {
   if (!plan.needs_encoding()) return plan;
   absl::StatusOr<at::Tensor> embedding =
-      denoiser.checkpoint().text_encoder()->Encode({plan.condition.prompt()}, stop);
+      denoiser.network().text_encoder()->Encode({plan.condition.prompt()}, stop);
   if (!embedding.ok()) return WithField(embedding.status(), "prompt 0: ", plan.field + ".prompt");
   auto prepared = denoiser.PrepareConditions(*embedding, 1);
   if (!prepared.ok()) return WithField(prepared.status(), "condition: ", plan.field);

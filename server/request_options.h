@@ -1,7 +1,8 @@
 // Translation of request fields into engine options, with validation
 // errors (INVALID_ARGUMENT) that name the request field, and of engine
-// results back into response messages. Used by the plans (plans.h); no
-// handler calls these directly.
+// results back into response messages. Used by the plans (plans.h, which
+// the handlers call) and the job runners (audit_runner.h,
+// mitigation_runner.h).
 #ifndef MEMAUDIT_SERVER_REQUEST_OPTIONS_H_
 #define MEMAUDIT_SERVER_REQUEST_OPTIONS_H_
 
@@ -10,15 +11,15 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "denoiser.h"
-#include "early_metrics.h"
+#include "core/audit/sample_curvature.h"
+#include "core/early/early_metrics.h"
+#include "core/model/denoiser.h"
+#include "core/model/sampler.h"
+#include "core/spectra/spectrum.h"
+#include "core/verdict/reference_set.h"
+#include "core/verdict/verdict.h"
 #include "memaudit/v1/audit_service.pb.h"
-#include "model_registry.h"
-#include "reference_set.h"
-#include "sample_curvature.h"
-#include "sampler.h"
-#include "spectrum.h"
-#include "verdict.h"
+#include "server/model_registry.h"
 
 namespace memaudit::server {
 

@@ -1,4 +1,4 @@
-#include "server.h"
+#include "server/server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -9,10 +9,10 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "checkpoint.h"
-#include "request_memory.h"
-#include "status_macros.h"
-#include "tls.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/load_model.h"
+#include "server/request_memory.h"
+#include "server/tls.h"
 
 namespace memaudit::server {
 namespace {

@@ -13,12 +13,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "access_control.h"
-#include "job_manager.h"
-#include "metrics.h"
-#include "model_registry.h"
-#include "services.h"
-#include "worker_pool.h"
+#include "server/access_control.h"
+#include "server/job_manager.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "server/services.h"
+#include "server/worker_pool.h"
 
 namespace memaudit::server {
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <thread>
 
+#include "core/runtime/torch_runtime.h"
 #include "google/protobuf/stubs/logging.h"
-#include "server.h"
-#include "torch_runtime.h"
+#include "server/server.h"
 
 namespace {
 

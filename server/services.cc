@@ -1,4 +1,4 @@
-#include "services.h"
+#include "server/services.h"
 
 #include <ATen/ATen.h>
 
@@ -7,16 +7,17 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "calibration_runner.h"
-#include "early_metrics.h"
-#include "grpc_status.h"
-#include "mitigation_runner.h"
-#include "plans.h"
-#include "request_memory.h"
-#include "sample_curvature.h"
-#include "sampler.h"
-#include "status_macros.h"
-#include "tensor_codec.h"
+#include "core/audit/sample_curvature.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/latent_decoder.h"
+#include "core/early/early_metrics.h"
+#include "core/model/sampler.h"
+#include "server/calibration_runner.h"
+#include "server/grpc_status.h"
+#include "server/mitigation_runner.h"
+#include "server/plans.h"
+#include "server/request_memory.h"
+#include "server/tensor_codec.h"
 
 namespace memaudit::server {
 namespace {
@@ -89,7 +90,7 @@ absl::Status RunSpectrum(const SpectrumPlan& plan, const StopCheck& stop, Metric
   if (metrics != nullptr) {
     metrics->ObserveSpectrum(SpectrumMethodName(spectrum.method), SecondsSince(curvature_start));
   }
-  response->set_model(plan.model->checkpoint->config().name());
+  response->set_model(plan.model->network->config().name());
   response->set_timestep(spectrum.t);
   response->set_sigma(spectrum.sigma);
   response->set_symmetrized(spectrum.symmetrized);
@@ -127,7 +128,7 @@ absl::StatusOr<SampleBatch> RunSamples(const SamplePlan& plan, const std::vector
   if (plan.decode) {
     RETURN_IF_ERROR(CheckStop(stop));
     ASSIGN_OR_RETURN(batch.images,
-                     plan.model->checkpoint->latent_decoder()->Decode(trajectory.final_sample));
+                     plan.model->network->latent_decoder()->Decode(trajectory.final_sample));
   }
   return batch;
 }

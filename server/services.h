@@ -7,16 +7,16 @@
 
 #include <atomic>
 
-#include "access_control.h"
-#include "job_manager.h"
+#include "core/base/stop.h"
 #include "memaudit/v1/audit_service.grpc.pb.h"
 #include "memaudit/v1/model_service.grpc.pb.h"
-#include "metrics.h"
-#include "model_registry.h"
-#include "plans.h"
-#include "request_memory.h"
-#include "stop.h"
-#include "worker_pool.h"
+#include "server/access_control.h"
+#include "server/job_manager.h"
+#include "server/metrics.h"
+#include "server/model_registry.h"
+#include "server/plans.h"
+#include "server/request_memory.h"
+#include "server/worker_pool.h"
 
 namespace memaudit::server {
 

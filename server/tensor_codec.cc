@@ -1,4 +1,4 @@
-#include "tensor_codec.h"
+#include "server/tensor_codec.h"
 
 #include <ATen/ATen.h>
 

@@ -1,4 +1,4 @@
-#include "tls.h"
+#include "server/tls.h"
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "file_permissions.h"
+#include "server/file_permissions.h"
 
 namespace memaudit::server {
 namespace {

@@ -1,5 +1,5 @@
 // Tokens, roles and the RPC role table (server/access_control.h).
-#include "access_control.h"
+#include "server/access_control.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -8,7 +8,7 @@
 
 #include "memaudit/v1/audit_service.grpc.pb.h"
 #include "memaudit/v1/model_service.grpc.pb.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 namespace memaudit::server {
 namespace {

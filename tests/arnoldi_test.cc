@@ -1,6 +1,6 @@
 // Matrix-free (Arnoldi/JVP) spectra against the dense path and the analytic
 // oracle.
-#include "arnoldi.h"
+#include "core/spectra/arnoldi.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -11,10 +11,10 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "model_directory.h"
-#include "spectrum.h"
-#include "test_util.h"
-#include "toy_mlp.h"
+#include "core/spectra/spectrum.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
+#include "tools/toy/toy_mlp.h"
 
 namespace memaudit {
 namespace {
@@ -36,14 +36,15 @@ double MatchError(const std::vector<std::complex<double>>& found,
 }
 
 struct PointSpectrum {
-  std::shared_ptr<const Checkpoint> checkpoint;
+  std::shared_ptr<const DiffusionNetwork> checkpoint;
   std::unique_ptr<Denoiser> denoiser;
   Field field;
   at::Tensor x, rows;
   Spectrum dense;
 };
 
-PointSpectrum MakeSetup(std::shared_ptr<const Checkpoint> checkpoint, int64_t t, uint64_t seed) {
+PointSpectrum MakeSetup(std::shared_ptr<const DiffusionNetwork> checkpoint, int64_t t,
+                        uint64_t seed) {
   PointSpectrum s;
   s.checkpoint = std::move(checkpoint);
   s.denoiser = std::make_unique<Denoiser>(s.checkpoint);
@@ -132,7 +133,7 @@ TEST(ArnoldiTest, AgreesWithDenseOnANetwork) {
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, mlp).ok());
   CheckpointOptions options;
   options.dtype = at::kDouble;
-  auto checkpoint = Checkpoint::Load(dir.Join("mlp"), options);
+  auto checkpoint = LoadModel(dir.Join("mlp"), options);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   PointSpectrum s = MakeSetup(*checkpoint, 100, 2);
   bool any_complex = false;
@@ -183,7 +184,7 @@ TEST(ArnoldiTest, AgreesWithDenseOnATrainedModel) {
   train.steps = 1500;
   ASSERT_TRUE(toy::TrainEpsilonModel(mlp, data.points, *schedule, train).ok());
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, mlp).ok());
-  auto checkpoint = Checkpoint::Load(dir.Join("trained"));
+  auto checkpoint = LoadModel(dir.Join("trained"));
   ASSERT_TRUE(checkpoint.ok());
   PointSpectrum s = MakeSetup(*checkpoint, 20, 4);
   ArnoldiOptions arnoldi;
@@ -258,7 +259,6 @@ TEST(ArnoldiTest, StopsBetweenMatvecsAndValidates) {
   too_many.num_eigenvalues = 31;
   EXPECT_EQ(ArnoldiEigenvalues(field, x, rows, too_many).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_FALSE(ParseEigenTarget("middle").ok());
 }
 
 // Points of a non-symmetric network solved in lockstep get each point's own
@@ -271,7 +271,7 @@ TEST(ArnoldiTest, LockstepSolvesGiveEachPointItsOwnSpectrum) {
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, mlp).ok());
   CheckpointOptions load;
   load.dtype = at::kDouble;
-  auto checkpoint = Checkpoint::Load(dir.Join("mlp"), load);
+  auto checkpoint = LoadModel(dir.Join("mlp"), load);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   constexpr int64_t kPoints = 5;

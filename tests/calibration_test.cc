@@ -1,4 +1,4 @@
-#include "calibration.h"
+#include "core/early/calibration.h"
 
 #include <gtest/gtest.h>
 

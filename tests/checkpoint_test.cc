@@ -1,4 +1,4 @@
-#include "checkpoint.h"
+#include "core/checkpoint/load_model.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -7,13 +7,13 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "denoiser.h"
-#include "gaussian_mixture.h"
+#include "core/model/denoiser.h"
+#include "core/runtime/tensor_file.h"
+#include "core/verdict/reference_set.h"
 #include "google/protobuf/text_format.h"
-#include "model_directory.h"
-#include "reference_set.h"
-#include "tensor_file.h"
-#include "test_util.h"
+#include "tests/test_util.h"
+#include "tools/toy/gaussian_mixture.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit {
 namespace {
@@ -45,9 +45,9 @@ TEST(CheckpointTest, LoadsPythonTracedAndScriptedArchives) {
   ScratchDir dir;
   testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
                       "/make_python_archives.py " + dir.path());
-  auto traced = Checkpoint::Load(dir.Join("py_traced"));
+  auto traced = LoadModel(dir.Join("py_traced"));
   ASSERT_TRUE(traced.ok()) << traced.status();
-  auto scripted = Checkpoint::Load(dir.Join("py_scripted"));
+  auto scripted = LoadModel(dir.Join("py_scripted"));
   ASSERT_TRUE(scripted.ok()) << scripted.status();
   // The scripted model is class-conditional: the null class is num_classes.
   Denoiser denoiser(*scripted);
@@ -78,12 +78,12 @@ TEST(CheckpointTest, CppTensorFilesLoadInPython) {
 
 TEST(CheckpointTest, MissingDirectoryAndFiles) {
   ScratchDir dir;
-  auto missing = Checkpoint::Load(dir.Join("nope"));
+  auto missing = LoadModel(dir.Join("nope"));
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("nope"), std::string::npos);
 
   std::filesystem::create_directories(dir.Join("empty"));
-  auto no_config = Checkpoint::Load(dir.Join("empty"));
+  auto no_config = LoadModel(dir.Join("empty"));
   EXPECT_EQ(no_config.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(no_config.status().message().find("config.pbtxt"), std::string::npos);
 
@@ -92,7 +92,7 @@ TEST(CheckpointTest, MissingDirectoryAndFiles) {
   std::string text;
   google::protobuf::TextFormat::PrintToString(config, &text);
   testing::WriteFile(dir.Join("nomodel/config.pbtxt"), text);
-  auto no_model = Checkpoint::Load(dir.Join("nomodel"));
+  auto no_model = LoadModel(dir.Join("nomodel"));
   EXPECT_EQ(no_model.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(no_model.status().message().find("model.pt"), std::string::npos);
 }
@@ -104,7 +104,7 @@ TEST(CheckpointTest, CorruptArchiveIsAClearError) {
   google::protobuf::TextFormat::PrintToString(testing::MixtureConfig("bad", 2), &text);
   testing::WriteFile(dir.Join("bad/config.pbtxt"), text);
   testing::WriteFile(dir.Join("bad/model.pt"), "this is not a zip archive");
-  auto loaded = Checkpoint::Load(dir.Join("bad"));
+  auto loaded = LoadModel(dir.Join("bad"));
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(loaded.status().message().find("model.pt"), std::string::npos) << loaded.status();
   EXPECT_NE(loaded.status().message().find("TorchScript"), std::string::npos);
@@ -115,7 +115,7 @@ TEST(CheckpointTest, NameMustMatchDirectory) {
   WriteModuleWithSource(dir.path(), testing::MixtureConfig("right", 2),
                         "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
   std::filesystem::rename(dir.Join("right"), dir.Join("wrong"));
-  auto loaded = Checkpoint::Load(dir.Join("wrong"));
+  auto loaded = LoadModel(dir.Join("wrong"));
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(loaded.status().message().find("name"), std::string::npos) << loaded.status();
 }
@@ -127,7 +127,7 @@ TEST(CheckpointTest, WrongSignatureNamesTheContract) {
       dir.path(),
       testing::MixtureConfig("sig", 2, v1::NoiseSchedule::LINEAR, v1::EPSILON, /*num_classes=*/3),
       "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
-  auto loaded = Checkpoint::Load(dir.Join("sig"));
+  auto loaded = LoadModel(dir.Join("sig"));
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(loaded.status().message().find("forward(x: Tensor, t: Tensor, y: Tensor)"),
             std::string::npos)
@@ -140,7 +140,7 @@ TEST(CheckpointTest, ForwardThatFailsOnProbeIsReported) {
   WriteModuleWithSource(dir.path(), testing::MixtureConfig("probe", 2),
                         "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
                         "    return x.permute(0, 2, 1)\n");
-  auto loaded = Checkpoint::Load(dir.Join("probe"));
+  auto loaded = LoadModel(dir.Join("probe"));
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(loaded.status().message().find("probe call"), std::string::npos) << loaded.status();
 }
@@ -150,7 +150,7 @@ TEST(CheckpointTest, OutputShapeMismatchIsReported) {
   WriteModuleWithSource(dir.path(), testing::MixtureConfig("shape", 2),
                         "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
                         "    return x[:, :1]\n");
-  auto loaded = Checkpoint::Load(dir.Join("shape"));
+  auto loaded = LoadModel(dir.Join("shape"));
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(loaded.status().message().find("returned shape [2, 1]"), std::string::npos)
       << loaded.status();
@@ -162,7 +162,7 @@ TEST(CheckpointTest, NonFloatingOutputIsReported) {
   WriteModuleWithSource(dir.path(), testing::MixtureConfig("ints", 2),
                         "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
                         "    return x.long()\n");
-  auto loaded = Checkpoint::Load(dir.Join("ints"));
+  auto loaded = LoadModel(dir.Join("ints"));
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument) << loaded.status();
   EXPECT_NE(loaded.status().message().find("non-floating-point"), std::string::npos)
       << loaded.status();
@@ -181,7 +181,7 @@ TEST(CheckpointTest, Float64LoadKeepsIntegerBuffers) {
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), testing::MixtureConfig("perm", 2), module).ok());
   CheckpointOptions options;
   options.dtype = at::kDouble;
-  auto checkpoint = Checkpoint::Load(dir.Join("perm"), options);
+  auto checkpoint = LoadModel(dir.Join("perm"), options);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   at::Tensor x = at::tensor({1.0, 3.0}, at::kDouble).view({1, 2});
   at::Tensor out = (*checkpoint)->Forward(x, at::zeros({1}, at::kLong), at::Tensor());
@@ -195,7 +195,7 @@ TEST(CheckpointTest, UnavailableOrInvalidDevice) {
                         "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
   CheckpointOptions options;
   options.device = "banana";
-  EXPECT_EQ(Checkpoint::Load(dir.Join("dev"), options).status().code(),
+  EXPECT_EQ(LoadModel(dir.Join("dev"), options).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -207,7 +207,7 @@ TEST(CheckpointTest, CudaDeviceLoadsWhereCudaExistsAndIsRefusedElsewhere) {
                         "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x\n");
   CheckpointOptions options;
   options.device = "cuda:0";
-  auto loaded = Checkpoint::Load(dir.Join("dev"), options);
+  auto loaded = LoadModel(dir.Join("dev"), options);
   if (at::hasCUDA()) {
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     EXPECT_TRUE((*loaded)->device().is_cuda());

@@ -21,9 +21,9 @@
 #include <thread>
 #include <vector>
 
-#include "client.h"
-#include "prompt_files.h"
-#include "report_format.h"
+#include "client/client.h"
+#include "client/prompt_files.h"
+#include "client/report_format.h"
 
 extern char** environ;
 

@@ -2,7 +2,7 @@
 // Hessian of log p_t is known in closed form (mixture_oracle.h). The engine's
 // Jacobians and eigenvalues must match it for every schedule, prediction type
 // and score kind, at several t and dimensions.
-#include "curvature.h"
+#include "core/spectra/curvature.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -10,12 +10,12 @@
 #include <Eigen/Eigenvalues>
 #include <algorithm>
 
-#include "denoiser.h"
-#include "mixture_oracle.h"
-#include "model_directory.h"
-#include "spectrum.h"
-#include "test_util.h"
-#include "toy_mlp.h"
+#include "core/model/denoiser.h"
+#include "core/spectra/spectrum.h"
+#include "tests/mixture_oracle.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
+#include "tools/toy/toy_mlp.h"
 
 namespace memaudit {
 namespace {
@@ -237,8 +237,7 @@ TEST(ProductsTest, JvpAndVjpMatchDenseJacobian) {
     auto jv = Jvp(*field, x, rows, v, mode, &used);
     ASSERT_TRUE(jv.ok()) << jv.status();
     EXPECT_TRUE(at::allclose(*jv, expected_jv, 1e-9, 1e-9)) << static_cast<int>(mode);
-    if (mode == JvpMode::kAuto) EXPECT_EQ(used, JvpMode::kForward);
-    if (mode != JvpMode::kAuto) EXPECT_EQ(used, mode);
+    EXPECT_EQ(used, mode == JvpMode::kAuto ? JvpMode::kForward : mode);
   }
   auto vj = Vjp(*field, x, rows, v);
   ASSERT_TRUE(vj.ok());
@@ -259,7 +258,7 @@ TEST(ProductsTest, RetainedVjpIsTheTransposedJacobianEachTime) {
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), testing::MixtureConfig("mlp", d), mlp).ok());
   CheckpointOptions options;
   options.dtype = at::kDouble;
-  auto checkpoint = Checkpoint::Load(dir.Join("mlp"), options);
+  auto checkpoint = LoadModel(dir.Join("mlp"), options);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   at::manual_seed(4);

@@ -1,11 +1,11 @@
-#include "denoiser.h"
+#include "core/model/denoiser.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "model_directory.h"
-#include "tensor_file.h"
-#include "test_util.h"
+#include "core/runtime/tensor_file.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit {
 namespace {
@@ -136,7 +136,7 @@ TEST(DenoiserTest, EmbeddingConditionsMatchClassLabels) {
   CheckpointOptions options;
   options.dtype = at::kDouble;
   // Without null_condition.pt, kinds that need ∅ are refused clearly.
-  auto without_null = Checkpoint::Load(dir.Join("embedded"), options);
+  auto without_null = LoadModel(dir.Join("embedded"), options);
   ASSERT_TRUE(without_null.ok()) << without_null.status();
   Denoiser bare(*without_null);
   EXPECT_EQ(bare.PrepareConditions(at::Tensor(), 1).status().code(),
@@ -144,7 +144,7 @@ TEST(DenoiserTest, EmbeddingConditionsMatchClassLabels) {
   ASSERT_TRUE(
       SaveTensorFile(dir.Join("embedded/null_condition.pt"), at::zeros({classes}, at::kFloat))
           .ok());
-  auto embedded = Checkpoint::Load(dir.Join("embedded"), options);
+  auto embedded = LoadModel(dir.Join("embedded"), options);
   ASSERT_TRUE(embedded.ok()) << embedded.status();
   Denoiser by_label(labelled), by_embedding(*embedded);
   at::Tensor x = at::randn({3, 5}, at::kDouble);
@@ -163,16 +163,6 @@ TEST(DenoiserTest, EmbeddingConditionsMatchClassLabels) {
   EXPECT_TRUE(by_embedding.ScoreField(40, ScoreKind::kDifference, *one_hot).ok());
   auto wrong_shape = by_embedding.PrepareConditions(at::zeros({3, classes + 1}), 3);
   EXPECT_EQ(wrong_shape.status().code(), absl::StatusCode::kInvalidArgument);
-}
-
-TEST(DenoiserTest, ParsesScoreKinds) {
-  for (auto kind : {ScoreKind::kConditional, ScoreKind::kUnconditional, ScoreKind::kGuided,
-                    ScoreKind::kDifference}) {
-    auto parsed = ParseScoreKind(ScoreKindName(kind));
-    ASSERT_TRUE(parsed.ok());
-    EXPECT_EQ(*parsed, kind);
-  }
-  EXPECT_FALSE(ParseScoreKind("sharp").ok());
 }
 
 }  // namespace

@@ -12,10 +12,10 @@
 #include <filesystem>
 #include <thread>
 
-#include "client.h"
+#include "client/client.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "server_process.h"
-#include "test_util.h"
+#include "tests/server_process.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {

@@ -1,5 +1,5 @@
 // Early metrics against closed forms on exact Gaussian-mixture models.
-#include "early_metrics.h"
+#include "core/early/early_metrics.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -7,11 +7,11 @@
 
 #include <cmath>
 
-#include "curvature.h"
-#include "mixture_oracle.h"
-#include "model_directory.h"
-#include "test_util.h"
-#include "toy_mlp.h"
+#include "core/spectra/curvature.h"
+#include "tests/mixture_oracle.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
+#include "tools/toy/toy_mlp.h"
 
 namespace memaudit {
 namespace {
@@ -27,7 +27,7 @@ Eigen::VectorXd Row(const at::Tensor& x, int64_t b) {
 // kGaussianVariance in kGaussianDim dimensions.
 constexpr int64_t kGaussianDim = 8;
 constexpr double kGaussianMean = 0.5, kGaussianVariance = 0.04;
-std::shared_ptr<const Checkpoint> IsotropicGaussian(const ScratchDir& dir) {
+std::shared_ptr<const DiffusionNetwork> IsotropicGaussian(const ScratchDir& dir) {
   toy::GaussianMixture g;
   g.weights = at::ones({1}, at::kDouble);
   g.means = at::full({1, kGaussianDim}, kGaussianMean, at::kDouble);
@@ -82,7 +82,7 @@ TEST(EarlyMetricsTest, HutchinsonTraceMatchesTheDenseJacobiansTrace) {
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), testing::MixtureConfig("mlp", d), mlp).ok());
   CheckpointOptions checkpoint_options;
   checkpoint_options.dtype = at::kDouble;
-  auto checkpoint = Checkpoint::Load(dir.Join("mlp"), checkpoint_options);
+  auto checkpoint = LoadModel(dir.Join("mlp"), checkpoint_options);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   EarlyMetricOptions options;
@@ -172,7 +172,7 @@ TEST(EarlyMetricsTest, AModelWithoutANullConditionIsAFailedPrecondition) {
                                       v1::EPSILON, 2, toy::MixtureConditioning::kEmbedding);
   ASSERT_TRUE(module.ok()) << module.status();
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, *module).ok());
-  auto checkpoint = Checkpoint::Load(dir.Join("embedded"));
+  auto checkpoint = LoadModel(dir.Join("embedded"));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   for (int64_t steps : {1, 2}) {
@@ -186,8 +186,8 @@ TEST(EarlyMetricsTest, AModelWithoutANullConditionIsAFailedPrecondition) {
 
 // The exact model of a 2-class `mixture` on the scaled-linear schedule, in
 // float64.
-std::shared_ptr<const Checkpoint> ConditionalMixture(const ScratchDir& dir,
-                                                     const toy::GaussianMixture& mixture) {
+std::shared_ptr<const DiffusionNetwork> ConditionalMixture(const ScratchDir& dir,
+                                                           const toy::GaussianMixture& mixture) {
   return testing::WriteAndLoadMixture(dir.path(), "c", mixture, v1::NoiseSchedule::SCALED_LINEAR,
                                       v1::EPSILON, at::kDouble, /*classes=*/2);
 }
@@ -249,7 +249,7 @@ TEST(EarlyMetricsTest, KStepsCostOneCallPerStepBesidesTheJvps) {
   CheckpointOptions checkpoint_options;
   checkpoint_options.dtype = at::kDouble;
   checkpoint_options.forward_observer = [&calls](int64_t, bool) { ++calls; };
-  auto checkpoint = Checkpoint::Load(dir.Join("c"), checkpoint_options);
+  auto checkpoint = LoadModel(dir.Join("c"), checkpoint_options);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   for (double guidance : {1.0, 3.0}) {
@@ -343,7 +343,9 @@ TEST(EarlyMetricsTest, AnisotropyMatchesTheOracleAtTheInitialNoise) {
         EXPECT_GE(metrics->anisotropy_alignment[b], -1.0);
         EXPECT_LE(metrics->anisotropy_alignment[b], 1.0);
         // At K = 1 the norm is Wen's value: the same call.
-        if (steps == 1) EXPECT_DOUBLE_EQ(metrics->anisotropy_norm[b], metrics->wen[b]);
+        if (steps == 1) {
+          EXPECT_DOUBLE_EQ(metrics->anisotropy_norm[b], metrics->wen[b]);
+        }
       }
     }
   }

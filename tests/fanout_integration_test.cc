@@ -17,10 +17,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "client.h"
-#include "fanout_runner.h"
-#include "server_process.h"
-#include "test_util.h"
+#include "client/client.h"
+#include "client/fanout_runner.h"
+#include "tests/server_process.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {

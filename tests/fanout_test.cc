@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "fanout.h"
-#include "report_format.h"
-#include "targets.h"
-#include "verdict_rules.h"
+#include "client/fanout.h"
+#include "client/report_format.h"
+#include "client/targets.h"
+#include "core/verdict/verdict_rules.h"
 
 namespace memaudit::client {
 namespace {

@@ -1,8 +1,12 @@
 // End-to-end: a real memaudit-server process on ephemeral loopback ports,
 // driven by the real client library and the real `memaudit` CLI.
-// One server serves the suite (registered as one CTest test); its tests are
-// independent of each other's order (the suite passes with --gtest_shuffle).
-// The graceful-shutdown test starts a server of its own.
+// Each test is its own CTest entry and process, with a server of its own over
+// its own copy of the model repository: CTest's integration_repository
+// fixture writes the repository once per run (IntegrationRepository.Write,
+// registered only when MEMAUDIT_WRITE_INTEGRATION_MODELS names the
+// directory) and the suite copies it from MEMAUDIT_INTEGRATION_MODELS; run
+// by hand without it, the suite writes its own. Tests may change their
+// server and repository freely; nothing outlives the process.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -23,14 +27,14 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "client.h"
+#include "client/client.h"
+#include "client/sample_files.h"
+#include "core/runtime/tensor_file.h"
 #include "google/protobuf/text_format.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
-#include "model_directory.h"
-#include "sample_files.h"
-#include "server_process.h"
-#include "tensor_file.h"
-#include "test_util.h"
+#include "tests/server_process.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit {
 namespace {
@@ -201,6 +205,34 @@ void WriteRepository(const std::string& repository) {
   testing::WriteFile(repository + "/broken/model.pt", "not a TorchScript archive");
 }
 
+// Marks a prepared repository as completely written (removed from copies).
+constexpr char kRepositoryComplete[] = ".complete";
+
+// IntegrationRepository.Write, for the CTest fixture: writes the repository
+// into $MEMAUDIT_WRITE_INTEGRATION_MODELS (replacing what is there).
+class WriteRepositoryTest : public ::testing::Test {
+ public:
+  explicit WriteRepositoryTest(std::string directory) : directory_(std::move(directory)) {}
+  void TestBody() override {
+    fs::remove_all(directory_);
+    WriteRepository(directory_);
+    if (!HasFailure()) testing::WriteFile(directory_ + "/" + kRepositoryComplete, "");
+  }
+
+ private:
+  std::string directory_;
+};
+
+[[maybe_unused]] const bool kWriteRepositoryRegistered = [] {
+  const char* directory = std::getenv("MEMAUDIT_WRITE_INTEGRATION_MODELS");
+  if (directory == nullptr) return false;
+  ::testing::RegisterTest("IntegrationRepository", "Write", nullptr, nullptr, __FILE__, __LINE__,
+                          [dir = std::string(directory)]() -> ::testing::Test* {
+                            return new WriteRepositoryTest(dir);
+                          });
+  return true;
+}();
+
 // The suite's server flags.
 std::vector<std::string> ServerFlags() {
   return {"--max_concurrent_jobs=" + std::to_string(kMaxConcurrentJobs),
@@ -213,7 +245,13 @@ class IntegrationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     scratch_ = new testing::ScratchDir();
-    WriteRepository(scratch_->Join("models"));
+    const char* prepared = std::getenv("MEMAUDIT_INTEGRATION_MODELS");
+    if (prepared != nullptr && fs::exists(fs::path(prepared) / kRepositoryComplete)) {
+      fs::copy(prepared, scratch_->Join("models"), fs::copy_options::recursive);
+      fs::remove(fs::path(scratch_->Join("models")) / kRepositoryComplete);
+    } else {
+      WriteRepository(scratch_->Join("models"));
+    }
     server_ = new ServerProcess(MEMAUDIT_SERVER_BINARY, scratch_->Join("models"), scratch_->path(),
                                 ServerFlags());
     ASSERT_GT(server_->grpc_port(), 0) << server_->Log();

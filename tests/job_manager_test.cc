@@ -2,17 +2,20 @@
 // verdicts of a known copy, the event log against the report, cancellation,
 // the queue bound, the size cap on finished jobs, and jobs pinned to the
 // model version they were planned on.
-#include "job_manager.h"
+#include "server/job_manager.h"
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "job_store.h"
-#include "metrics.h"
-#include "request_memory.h"
-#include "server_fixture.h"
-#include "test_util.h"
+#include "server/job_store.h"
+#include "server/metrics.h"
+#include "server/request_memory.h"
+#include "tests/server_fixture.h"
+#include "tests/test_util.h"
 
 namespace memaudit::server {
 namespace {
@@ -343,11 +346,10 @@ class DurableJobsTest : public JobManagerTest {
   std::unique_ptr<JobManager> NewDurableManager(JobStore* store, JobManagerOptions options = {}) {
     return std::make_unique<JobManager>(registry_.get(), &metrics_, options, store);
   }
-  // Three classes of 48 samples (six batches each), slow enough to be
-  // stopped half-way.
+  // Three classes of 48 samples (six batches each).
   static v1::AuditRequest ThreeClasses() {
     v1::AuditRequest request = ClassAudit({0, 1, 2}, 48);
-    request.mutable_sampling()->set_num_steps(500);
+    request.mutable_sampling()->set_num_steps(50);
     request.set_seed(41);
     return request;
   }
@@ -363,7 +365,44 @@ class DurableJobsTest : public JobManagerTest {
   testing::ScratchDir scratch_;
 };
 
+// Network calls that go ahead only as the test grants them (the registry's
+// forward observer waits here), so a test can stop an audit half-way
+// however fast the machine is.
+class CallGate {
+ public:
+  // After every network call.
+  void Pass() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &CallGate::CanPass));
+    if (!open_) --permits_;
+  }
+  void Grant(int64_t calls) {
+    absl::MutexLock lock(&mu_);
+    permits_ += calls;
+  }
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    open_ = false;
+    permits_ = 0;
+  }
+
+ private:
+  bool CanPass() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return open_ || permits_ > 0; }
+
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = true;
+  int64_t permits_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 TEST_F(DurableJobsTest, AnInterruptedAuditResumesAndEqualsAnUninterruptedOne) {
+  CallGate gate;
+  registry_ = fixture_.NewRegistry({}, ModelRegistry::kDefaultLoadTimeout,
+                                   [&gate](int64_t, bool) { gate.Pass(); });
+  ASSERT_TRUE(registry_->Load("classes").ok());
   const v1::AuditRequest request = ThreeClasses();
   std::string id;
   int64_t done_before = 0;
@@ -371,23 +410,31 @@ TEST_F(DurableJobsTest, AnInterruptedAuditResumesAndEqualsAnUninterruptedOne) {
     std::unique_ptr<JobStore> store = OpenStore();
     ASSERT_NE(store, nullptr);
     auto jobs = NewDurableManager(store.get());
+    gate.Close();
     auto submitted = jobs->Submit(request);
     ASSERT_TRUE(submitted.ok()) << submitted.status();
     id = submitted->id();
-    // Past the first condition (48), before the end (144).
-    for (int i = 0; i < 6000; ++i) {
+    // Past the first condition (48), then no more calls: the job waits at
+    // the gate within 10 calls (a batch takes 50 sampling steps), well
+    // before the end (144).
+    for (int i = 0; i < 100000 && done_before < 56; ++i) {
+      gate.Grant(10);
+      absl::SleepFor(absl::Milliseconds(2));
       done_before = jobs->Get(id)->progress().samples_done();
-      if (done_before >= 56) break;
-      absl::SleepFor(absl::Milliseconds(10));
     }
     ASSERT_GE(done_before, 56);
-    jobs->Shutdown(absl::ZeroDuration());
+    // The shutdown cancels the job; the gate then lets its waiting call
+    // return into the cancelled loop.
+    std::thread shutdown([&jobs] { jobs->Shutdown(absl::ZeroDuration()); });
+    absl::SleepFor(absl::Milliseconds(100));
+    gate.Open();
+    shutdown.join();
     const v1::AuditJob stopped = *jobs->Get(id);
     ASSERT_EQ(stopped.state(), v1::JOB_CANCELLED);
     EXPECT_NE(stopped.error().find("resumes when a server starts"), std::string::npos)
         << stopped.error();
     done_before = stopped.progress().samples_done();
-    ASSERT_LT(done_before, 144) << "the audit ended before the shutdown; make it longer";
+    ASSERT_LT(done_before, 144) << "the audit ended before the shutdown";
   }
   std::unique_ptr<JobStore> store = OpenStore();
   ASSERT_NE(store, nullptr);

@@ -1,7 +1,7 @@
 // The durable job store alone: round trips of jobs, batches and conditions,
 // the directory lock, corrupt and unusable directories, and a write that
 // hits a file-size limit (a full disk) failing cleanly.
-#include "job_store.h"
+#include "server/job_store.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -11,7 +11,7 @@
 #include <fstream>
 
 #include "google/protobuf/util/message_differencer.h"
-#include "test_util.h"
+#include "tests/test_util.h"
 
 namespace memaudit::server {
 namespace {

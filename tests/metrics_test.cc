@@ -1,6 +1,6 @@
 // server/metrics: every series the server knows of exists, at zero, before
 // its first event, so that increase() and rate() see that event.
-#include "metrics.h"
+#include "server/metrics.h"
 
 #include <gtest/gtest.h>
 

@@ -1,8 +1,8 @@
-// Sharpness-aware initial noise (core/mitigation.h) on exact mixtures: the
+// Sharpness-aware initial noise (core/early/mitigation.h) on exact mixtures: the
 // first-step sharpness falls, every row keeps its norm (a draw stays as
 // typical as it was), rows already at the target do not move, bad options
 // are refused, and generations leave a sharp component at the stated rate.
-#include "mitigation.h"
+#include "core/early/mitigation.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "test_util.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {

@@ -1,4 +1,4 @@
-#include "mixture_oracle.h"
+#include "tests/mixture_oracle.h"
 
 #include <ATen/ATen.h>
 

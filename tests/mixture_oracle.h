@@ -9,7 +9,7 @@
 #include <Eigen/Dense>
 #include <vector>
 
-#include "gaussian_mixture.h"
+#include "tools/toy/gaussian_mixture.h"
 
 namespace memaudit::testing {
 

@@ -2,12 +2,12 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "checkpoint.h"
-#include "denoiser.h"
-#include "mnist_data.h"
-#include "model_directory.h"
-#include "test_util.h"
-#include "unet.h"
+#include "core/checkpoint/load_model.h"
+#include "core/model/denoiser.h"
+#include "tests/test_util.h"
+#include "tools/mnist/mnist_data.h"
+#include "tools/mnist/unet.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit {
 namespace {
@@ -36,7 +36,7 @@ TEST(UNetTest, LoadsAsAClassConditionalCheckpoint) {
   config.clear_sample_shape();
   for (int64_t d : {1, 28, 28}) config.add_sample_shape(d);
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), config, unet).ok());
-  auto checkpoint = Checkpoint::Load(dir.Join("unet"));
+  auto checkpoint = LoadModel(dir.Join("unet"));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   at::Tensor x = at::randn({2, 1, 28, 28});

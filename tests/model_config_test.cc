@@ -1,4 +1,4 @@
-#include "model_config.h"
+#include "core/checkpoint/model_config.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <functional>
 #include <limits>
 
-#include "test_util.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {

@@ -1,7 +1,7 @@
 // The model registry over a real repository of exact mixture models: load
 // states, a failed reload keeping the previous version, an unload racing a
 // load, and verdict policies validated at load.
-#include "model_registry.h"
+#include "server/model_registry.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include <mutex>
 #include <thread>
 
-#include "server_fixture.h"
+#include "tests/server_fixture.h"
 
 namespace memaudit::server {
 namespace {
@@ -34,13 +34,13 @@ TEST(ModelRegistryTest, ModelsMoveThroughTheirStates) {
   EXPECT_EQ(info->checksum().rfind("sha256:", 0), 0u);
   auto model = registry->Get("classes");
   ASSERT_TRUE(model.ok());
-  EXPECT_EQ((*model)->checkpoint->config().name(), "classes");
+  EXPECT_EQ((*model)->network->config().name(), "classes");
 
   ASSERT_TRUE(registry->Unload("classes").ok());
   EXPECT_EQ(registry->Info("classes")->state(), v1::MODEL_UNLOADED);
   EXPECT_EQ(registry->Get("classes").status().code(), absl::StatusCode::kUnavailable);
   // A holder of the model keeps it alive after the unload.
-  EXPECT_EQ((*model)->checkpoint->config().name(), "classes");
+  EXPECT_EQ((*model)->network->config().name(), "classes");
   EXPECT_EQ(registry->LoadAll(), 0);
   EXPECT_TRUE(registry->Get("classes").ok());
   EXPECT_TRUE(registry->Get("calibrated").ok());

@@ -1,6 +1,6 @@
 // Request → plan: defaults filled once, every bad field named, the modes of
 // an audit chosen from the request and the model's policy. No gRPC.
-#include "plans.h"
+#include "server/plans.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -9,8 +9,8 @@
 #include <functional>
 #include <limits>
 
-#include "server_fixture.h"
-#include "tensor_codec.h"
+#include "server/tensor_codec.h"
+#include "tests/server_fixture.h"
 
 namespace memaudit::server {
 namespace {

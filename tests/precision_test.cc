@@ -13,10 +13,10 @@
 #include <fstream>
 #include <string>
 
-#include "checkpoint.h"
-#include "model_directory.h"
-#include "test_util.h"
-#include "torch_runtime.h"
+#include "core/checkpoint/load_model.h"
+#include "core/runtime/torch_runtime.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit {
 namespace {
@@ -34,7 +34,7 @@ std::string CopyWithConfigLines(const std::string& name, const std::string& repo
                                 const std::string& extra) {
   const fs::path target = fs::path(repository) / name;
   fs::copy(Committed(name), target, fs::copy_options::recursive);
-  std::ofstream(target / Checkpoint::kConfigFile, std::ios::app) << "\n" << extra << "\n";
+  std::ofstream(target / kModelConfigFile, std::ios::app) << "\n" << extra << "\n";
   return target.string();
 }
 
@@ -46,11 +46,11 @@ double RelativeError(const at::Tensor& value, const at::Tensor& reference) {
 // float32, the output carries bfloat16's rounding (about 2^-8 relative, so
 // neither exact nor far), and gradients flow back through the casts.
 TEST(PrecisionTest, Bfloat16DenoiserAgreesWithFloat32) {
-  auto full = Checkpoint::Load(Committed("mnist39"));
+  auto full = LoadModel(Committed("mnist39"));
   ASSERT_TRUE(full.ok()) << full.status();
   CheckpointOptions options;
   options.dtype = at::kBFloat16;
-  auto reduced = Checkpoint::Load(Committed("mnist39"), options);
+  auto reduced = LoadModel(Committed("mnist39"), options);
   ASSERT_TRUE(reduced.ok()) << reduced.status();
   EXPECT_EQ((*full)->network_dtype(), at::kFloat);
   EXPECT_EQ((*reduced)->network_dtype(), at::kBFloat16);
@@ -60,7 +60,7 @@ TEST(PrecisionTest, Bfloat16DenoiserAgreesWithFloat32) {
   const at::Tensor x = at::randn({4, 1, 28, 28});
   const at::Tensor t = at::full({4}, 20, at::kLong);
   const at::Tensor labels = at::tensor({9, 3, 9, 2}, at::kLong);
-  auto output_and_gradient = [&](const Checkpoint& checkpoint) {
+  auto output_and_gradient = [&](const DiffusionNetwork& checkpoint) {
     at::Tensor input = x.clone().requires_grad_(true);
     at::Tensor out = checkpoint.Forward(input, t, labels);
     (out * out).sum().backward();
@@ -84,11 +84,11 @@ TEST(PrecisionTest, Bfloat16DenoiserAgreesWithFloat32) {
 // 75 of the 98 finite ones (python3-torch 2.6, the same model); loads switch
 // oneDNN off there (ConfigureTorchKernels).
 TEST(PrecisionTest, ConvolutionGradientsAreRightAtTwoThreads) {
-  auto model = Checkpoint::Load(Committed("mnist39"));
+  auto model = LoadModel(Committed("mnist39"));
   ASSERT_TRUE(model.ok()) << model.status();
   CheckpointOptions float64;
   float64.dtype = at::kDouble;
-  auto reference = Checkpoint::Load(Committed("mnist39"), float64);
+  auto reference = LoadModel(Committed("mnist39"), float64);
   ASSERT_TRUE(reference.ok()) << reference.status();
   const int threads_before = at::get_num_threads();
   at::set_num_threads(2);
@@ -103,7 +103,7 @@ TEST(PrecisionTest, ConvolutionGradientsAreRightAtTwoThreads) {
       const at::Tensor t = at::full({batch}, 20, at::kLong);
       const at::Tensor labels = at::randint(0, 10, {batch}, at::kLong);
       const at::Tensor cotangent = at::randn({batch, 1, 28, 28});
-      auto gradient = [&](const Checkpoint& checkpoint, at::ScalarType dtype) {
+      auto gradient = [&](const DiffusionNetwork& checkpoint, at::ScalarType dtype) {
         at::Tensor input = x.to(dtype, /*non_blocking=*/false, /*copy=*/true).requires_grad_(true);
         checkpoint.Forward(input, t, labels).backward(cotangent.to(dtype));
         return input.grad().to(at::kDouble);
@@ -134,7 +134,7 @@ TEST(PrecisionTest, OneDnnFollowsTheVersionDefaultAndTheEnvironment) {
   ASSERT_EQ(std::getenv("MEMAUDIT_ONEDNN"), nullptr);
   const bool by_default = OneDnnEnabled();
   EXPECT_EQ(by_default, TORCH_VERSION_MAJOR < 2);
-  auto model = Checkpoint::Load(Committed("mnist39"));
+  auto model = LoadModel(Committed("mnist39"));
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(at::globalContext().userEnabledMkldnn(), by_default);
   setenv("MEMAUDIT_ONEDNN", "on", 1);
@@ -152,7 +152,7 @@ TEST(PrecisionTest, ConfigDtypeOverridesTheServerDefault) {
   const std::string model = CopyWithConfigLines("mnist39", dir.path(), "dtype: \"bfloat16\"");
   CheckpointOptions options;
   options.dtype = at::kFloat;
-  auto loaded = Checkpoint::Load(model, options);
+  auto loaded = LoadModel(model, options);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->network_dtype(), at::kBFloat16);
   EXPECT_EQ((*loaded)->dtype(), at::kFloat);
@@ -168,7 +168,7 @@ TEST(PrecisionTest, UnknownPrecisionNamesAreRefused) {
 
   ScratchDir dir;
   const std::string model = CopyWithConfigLines("mnist39", dir.path(), "dtype: \"fp8\"");
-  const absl::Status status = Checkpoint::Load(model).status();
+  const absl::Status status = LoadModel(model).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("dtype"), std::string::npos) << status;
   EXPECT_NE(status.message().find("fp8"), std::string::npos) << status;
@@ -181,9 +181,9 @@ TEST(PrecisionTest, UnknownPrecisionNamesAreRefused) {
 TEST(PrecisionTest, Float16OnTheCpuRunsOrIsRefusedWithTheReason) {
   CheckpointOptions options;
   options.dtype = at::kHalf;
-  auto reduced = Checkpoint::Load(Committed("mnist39"), options);
+  auto reduced = LoadModel(Committed("mnist39"), options);
   if (reduced.ok()) {
-    auto full = Checkpoint::Load(Committed("mnist39"));
+    auto full = LoadModel(Committed("mnist39"));
     ASSERT_TRUE(full.ok()) << full.status();
     at::manual_seed(4);
     const at::Tensor x = at::randn({2, 1, 28, 28});
@@ -207,7 +207,7 @@ TEST(PrecisionTest, Float16OnTheCpuRunsOrIsRefusedWithTheReason) {
 TEST(PrecisionTest, TracedArchiveWithFloat32BakedInIsRefusedReduced) {
   CheckpointOptions options;
   options.dtype = at::kBFloat16;
-  const absl::Status status = Checkpoint::Load(Committed("unet_classes_sd"), options).status();
+  const absl::Status status = LoadModel(Committed("unet_classes_sd"), options).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_NE(status.message().find("model.pt: does not run in bfloat16"), std::string::npos)
       << status;
@@ -223,7 +223,7 @@ TEST(PrecisionTest, ArchiveSavedInBfloat16RunsAsSavedWithAFloat32Engine) {
       "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
       "    return x * self.scale\n");
   ASSERT_TRUE(toy::WriteModelDirectory(dir.path(), testing::MixtureConfig("bf", 2), module).ok());
-  auto loaded = Checkpoint::Load(dir.Join("bf"));
+  auto loaded = LoadModel(dir.Join("bf"));
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->network_dtype(), at::kBFloat16);
   EXPECT_EQ((*loaded)->dtype(), at::kFloat);

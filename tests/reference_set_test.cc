@@ -1,12 +1,12 @@
-#include "reference_set.h"
+#include "core/verdict/reference_set.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "sample_curvature.h"
-#include "test_util.h"
+#include "core/audit/sample_curvature.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {

@@ -16,10 +16,10 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "cli_options.h"
+#include "client/cli_options.h"
+#include "client/report_format.h"
 #include "memaudit/v1/audit_service.pb.h"
 #include "memaudit/v1/model_service.pb.h"
-#include "report_format.h"
 
 namespace memaudit::client {
 namespace {

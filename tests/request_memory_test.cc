@@ -1,7 +1,7 @@
 // Memory estimates of planned requests (server/request_memory.h): the parts
 // checked against what the engine really allocates, scaling with the
 // request, and the refusal a job manager gives above its limit.
-#include "request_memory.h"
+#include "server/request_memory.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -10,13 +10,13 @@
 #include <fstream>
 #include <string>
 
-#include "device_memory.h"
-#include "job_manager.h"
-#include "request_options.h"
-#include "sampler.h"
-#include "server_fixture.h"
-#include "server_process.h"
-#include "test_util.h"
+#include "core/device/device_memory.h"
+#include "core/model/sampler.h"
+#include "server/job_manager.h"
+#include "server/request_options.h"
+#include "tests/server_fixture.h"
+#include "tests/server_process.h"
+#include "tests/test_util.h"
 
 namespace memaudit::server {
 namespace {
@@ -163,7 +163,7 @@ TEST_F(RequestMemoryTest, EstimatesGrowWithTheRequest) {
   ASSERT_TRUE(together.ok()) << together.status();
   const int64_t solves =
       std::min(kAuditSamplesPerBatch,
-               LockstepGroup(ArnoldiOptions{}, together->model->checkpoint->sample_numel(),
+               LockstepGroup(ArnoldiOptions{}, together->model->network->sample_numel(),
                              /*on_accelerator=*/false));
   ASSERT_GT(solves, 1);
   EXPECT_EQ(EstimateAudit(*together).PartBytes("Arnoldi basis"),

@@ -1,12 +1,12 @@
-#include "sampler.h"
+#include "core/model/sampler.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "sample_curvature.h"
-#include "test_util.h"
+#include "core/audit/sample_curvature.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {
@@ -336,7 +336,7 @@ TEST(SamplerTest, NonFiniteOutputIsAnErrorNamingModelAndTimestep) {
                   "    bad = ((t > 400) & (t < 600)).view([-1, 1])\n"
                   "    return torch.where(bad, torch.full_like(x, float('nan')), x * 0.0)\n")
                   .ok());
-  auto checkpoint = Checkpoint::Load(dir.Join("nan_mid"));
+  auto checkpoint = LoadModel(dir.Join("nan_mid"));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   SamplerOptions options;

@@ -1,11 +1,11 @@
-#include "schedule.h"
+#include "core/model/schedule.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <numbers>
 
-#include "model_directory.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit {
 namespace {

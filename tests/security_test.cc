@@ -13,10 +13,10 @@
 #include <functional>
 #include <thread>
 
-#include "access_control.h"
-#include "client.h"
-#include "server_process.h"
-#include "test_util.h"
+#include "client/client.h"
+#include "server/access_control.h"
+#include "tests/server_process.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {

@@ -1,4 +1,4 @@
-#include "server_fixture.h"
+#include "tests/server_fixture.h"
 
 #include <gtest/gtest.h>
 
@@ -20,9 +20,11 @@ ServerFixture::ServerFixture() {
 }
 
 std::unique_ptr<server::ModelRegistry> ServerFixture::NewRegistry(
-    server::ModelRegistry::LoadObserver observer, absl::Duration load_timeout) const {
+    server::ModelRegistry::LoadObserver observer, absl::Duration load_timeout,
+    std::function<void(int64_t rows, bool with_gradient)> forward_observer) const {
   CheckpointOptions options;
   options.dtype = at::kDouble;
+  options.forward_observer = std::move(forward_observer);
   return std::make_unique<server::ModelRegistry>(dir_.path(), options, std::move(observer),
                                                  kDefaultMaxDenseDimension, load_timeout);
 }

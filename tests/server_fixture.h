@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "model_registry.h"
-#include "test_util.h"
+#include "server/model_registry.h"
+#include "tests/test_util.h"
 
 namespace memaudit::testing {
 
@@ -23,10 +23,12 @@ class ServerFixture {
  public:
   ServerFixture();  // records a test failure if writing fails
   const std::string& repository() const { return dir_.path(); }
-  // A registry over the repository (nothing loaded).
+  // A registry over the repository (nothing loaded). `forward_observer`
+  // as CheckpointOptions' (called after every network call).
   std::unique_ptr<server::ModelRegistry> NewRegistry(
       server::ModelRegistry::LoadObserver observer = {},
-      absl::Duration load_timeout = server::ModelRegistry::kDefaultLoadTimeout) const;
+      absl::Duration load_timeout = server::ModelRegistry::kDefaultLoadTimeout,
+      std::function<void(int64_t rows, bool with_gradient)> forward_observer = {}) const;
 
  private:
   ScratchDir dir_;

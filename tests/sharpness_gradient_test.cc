@@ -1,17 +1,17 @@
-// The first-step sharpness as a function of x_T (core/sharpness_gradient.h):
+// The first-step sharpness as a function of x_T (core/early/sharpness_gradient.h):
 // its value against the early metrics computed independently from the same
 // x_T, and its gradient against central finite differences, on exact
 // mixtures in float64 (conditional: Jeon's ‖H^Δ s^Δ‖; unconditional:
 // ‖Hs‖²) and on the trained MNIST U-Net loaded in float64.
-#include "sharpness_gradient.h"
+#include "core/early/sharpness_gradient.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "early_metrics.h"
-#include "test_util.h"
+#include "core/early/early_metrics.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {
@@ -28,7 +28,7 @@ void CheckAgainstEarlyMetricsAndFiniteDifferences(const Denoiser& denoiser,
                                                   double tolerance) {
   SamplerOptions sampler;
   sampler.num_steps = 50;
-  const at::Tensor x_T = InitialNoise(denoiser.checkpoint(), seeds);
+  const at::Tensor x_T = InitialNoise(denoiser.network(), seeds);
   EarlyMetricOptions early_options;
   early_options.sampler = sampler;
   auto early = ComputeEarlyMetrics(denoiser, seeds, conditions, early_options);
@@ -93,8 +93,7 @@ TEST(SharpnessGradientTest, HessianScoreNormOfAnUnconditionalMixture) {
 TEST(SharpnessGradientTest, TrainedUNetInFloat64) {
   CheckpointOptions options;
   options.dtype = at::kDouble;
-  auto checkpoint =
-      Checkpoint::Load(std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/mnist39", options);
+  auto checkpoint = LoadModel(std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/mnist39", options);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   CheckAgainstEarlyMetricsAndFiniteDifferences(denoiser, {11}, at::full({1}, 9, at::kLong),

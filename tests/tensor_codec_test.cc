@@ -1,6 +1,6 @@
 // memaudit.v1.Tensor ↔ at::Tensor: what decodes, and every refusal an
 // INVALID_ARGUMENT naming the field (found by fuzz/fuzz_tensor_codec.cc).
-#include "tensor_codec.h"
+#include "server/tensor_codec.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

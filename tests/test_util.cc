@@ -1,4 +1,4 @@
-#include "test_util.h"
+#include "tests/test_util.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "model_directory.h"
-#include "status_macros.h"
-#include "verdict.h"
+#include "core/base/status_macros.h"
+#include "core/verdict/verdict.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit::testing {
 
@@ -107,19 +107,17 @@ toy::GaussianMixture PointMassAndBroadClasses(int64_t dim, int64_t classes) {
   return mixture;
 }
 
-std::shared_ptr<const Checkpoint> WriteAndLoadMixture(const std::string& repository,
-                                                      const std::string& name,
-                                                      const toy::GaussianMixture& mixture,
-                                                      v1::NoiseSchedule::Kind schedule,
-                                                      v1::PredictionType prediction,
-                                                      at::ScalarType dtype, int64_t num_classes) {
+std::shared_ptr<const DiffusionNetwork> WriteAndLoadMixture(
+    const std::string& repository, const std::string& name, const toy::GaussianMixture& mixture,
+    v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction, at::ScalarType dtype,
+    int64_t num_classes) {
   absl::Status written =
       WriteMixtureDirectory(repository, name, mixture, schedule, prediction, num_classes);
   EXPECT_TRUE(written.ok()) << written;
   if (!written.ok()) return nullptr;
   CheckpointOptions options;
   options.dtype = dtype;
-  auto checkpoint = Checkpoint::Load(repository + "/" + name, options);
+  auto checkpoint = LoadModel(repository + "/" + name, options);
   EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
   return checkpoint.ok() ? *checkpoint : nullptr;
 }

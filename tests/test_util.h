@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "checkpoint.h"
-#include "gaussian_mixture.h"
+#include "core/audit/sample_curvature.h"
+#include "core/checkpoint/load_model.h"
+#include "core/verdict/reference_set.h"
 #include "memaudit/v1/model_config.pb.h"
-#include "reference_set.h"
-#include "sample_curvature.h"
+#include "tools/toy/gaussian_mixture.h"
 
 namespace memaudit::testing {
 
@@ -73,7 +73,7 @@ toy::GaussianMixture PointMassAndBroadClasses(int64_t dim, int64_t classes);
 
 // Writes the exact model of `mixture` into <repository>/<name> and loads
 // it; on failure records a test failure and returns null.
-std::shared_ptr<const Checkpoint> WriteAndLoadMixture(
+std::shared_ptr<const DiffusionNetwork> WriteAndLoadMixture(
     const std::string& repository, const std::string& name, const toy::GaussianMixture& mixture,
     v1::NoiseSchedule::Kind schedule, v1::PredictionType prediction,
     at::ScalarType dtype = at::kDouble, int64_t num_classes = 0);

@@ -10,17 +10,17 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "checkpoint.h"
-#include "denoiser.h"
+#include "core/audit/sample_curvature.h"
+#include "core/checkpoint/latent_decoder.h"
+#include "core/checkpoint/load_model.h"
+#include "core/checkpoint/text_encoder.h"
+#include "core/model/denoiser.h"
+#include "core/runtime/tensor_file.h"
+#include "core/text/tokenizer.h"
+#include "core/verdict/reference_set.h"
 #include "google/protobuf/text_format.h"
-#include "latent_decoder.h"
-#include "model_directory.h"
-#include "reference_set.h"
-#include "sample_curvature.h"
-#include "tensor_file.h"
-#include "test_util.h"
-#include "text_encoder.h"
-#include "tokenizer.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
 
 namespace memaudit {
 namespace {
@@ -107,7 +107,7 @@ std::vector<int64_t> Row(const at::Tensor& ids, int64_t i) {
 TEST(TextToImageTest, PromptsAreTokenizedAsTheTokenizerDoesAndEncodedByTheModule) {
   ScratchDir dir;
   WriteTextModel(dir.path(), TextConfig());
-  auto checkpoint = Checkpoint::Load(dir.Join("t2i"));
+  auto checkpoint = LoadModel(dir.Join("t2i"));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const TextEncoder* encoder = (*checkpoint)->text_encoder();
   ASSERT_NE(encoder, nullptr);
@@ -164,7 +164,7 @@ TEST(TextToImageTest, NullConditionFileAndPadIdAndVocabMergesAreHonoured) {
   merges.close();
   fs::remove(model + "/tokenizer.json");
 
-  auto checkpoint = Checkpoint::Load(model);
+  auto checkpoint = LoadModel(model);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const TextEncoder* encoder = (*checkpoint)->text_encoder();
   EXPECT_EQ(encoder->tokenizer_source(), "vocab.json + merges.txt");
@@ -285,7 +285,7 @@ def forward(self, ids: Tensor) -> Tensor:
     if (c.edit_config) c.edit_config(&config);
     const std::string model = WriteTextModel(dir.path(), config);
     if (c.edit_directory) c.edit_directory(model);
-    auto checkpoint = Checkpoint::Load(model);
+    auto checkpoint = LoadModel(model);
     ASSERT_FALSE(checkpoint.ok());
     EXPECT_EQ(checkpoint.status().code(), c.code) << checkpoint.status();
     EXPECT_NE(checkpoint.status().message().find(c.message), std::string::npos)
@@ -296,7 +296,7 @@ def forward(self, ids: Tensor) -> Tensor:
 TEST(TextToImageTest, TextThatCannotBeTokenizedIsRefusedNamingThePrompt) {
   ScratchDir dir;
   WriteTextModel(dir.path(), TextConfig());
-  auto checkpoint = Checkpoint::Load(dir.Join("t2i"));
+  auto checkpoint = LoadModel(dir.Join("t2i"));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const TextEncoder* encoder = (*checkpoint)->text_encoder();
   auto bad = encoder->Encode({"fine", std::string("caf\xc3", 4)});
@@ -319,7 +319,7 @@ TEST(TextToImageTest, LatentsAreScaledAndDecoded) {
   ScratchDir dir;
   const std::string model = WriteTextModel(dir.path(), LatentConfig());
   WriteDecoder(model + "/" + LatentDecoder::kModelFile);
-  auto checkpoint = Checkpoint::Load(model);
+  auto checkpoint = LoadModel(model);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   const LatentDecoder* decoder = (*checkpoint)->latent_decoder();
   ASSERT_NE(decoder, nullptr);
@@ -356,7 +356,7 @@ def forward(self, z: Tensor) -> Tensor:
         return up
     return up[:, :, :3]
 )");
-  auto checkpoint = Checkpoint::Load(model);
+  auto checkpoint = LoadModel(model);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   auto encoded = (*checkpoint)->text_encoder()->Encode({"a photo"});
   EXPECT_EQ(encoded.status().code(), absl::StatusCode::kFailedPrecondition) << encoded.status();
@@ -406,7 +406,7 @@ TEST(TextToImageTest, BadLatentConfigurationsNameTheFieldOrFile) {
     if (c.edit_config) c.edit_config(&config);
     const std::string model = WriteTextModel(dir.path(), config);
     if (c.write_decoder) WriteDecoder(model + "/vae_decoder.pt", c.decoder_source);
-    auto checkpoint = Checkpoint::Load(model);
+    auto checkpoint = LoadModel(model);
     ASSERT_FALSE(checkpoint.ok());
     EXPECT_EQ(checkpoint.status().code(), c.code) << checkpoint.status();
     EXPECT_NE(checkpoint.status().message().find(c.message), std::string::npos)
@@ -420,7 +420,7 @@ TEST(TextToImageTest, TruthAgainstImagesDecodesTheSamples) {
   ScratchDir dir;
   const std::string model = WriteTextModel(dir.path(), LatentConfig());
   WriteDecoder(model + "/" + LatentDecoder::kModelFile);
-  auto checkpoint = Checkpoint::Load(model);
+  auto checkpoint = LoadModel(model);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   Denoiser denoiser(*checkpoint);
   at::manual_seed(5);

@@ -4,11 +4,11 @@
 // directions (their κ ≈ 0 along the cloud).
 #include <gtest/gtest.h>
 
-#include "model_directory.h"
-#include "test_util.h"
-#include "toy_experiment.h"
-#include "toy_mlp.h"
-#include "verdict.h"
+#include "core/verdict/verdict.h"
+#include "tests/test_util.h"
+#include "tools/toy/model_directory.h"
+#include "tools/toy/toy_experiment.h"
+#include "tools/toy/toy_mlp.h"
 
 namespace memaudit {
 namespace {

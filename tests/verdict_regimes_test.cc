@@ -25,13 +25,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "arnoldi.h"
-#include "checkpoint.h"
-#include "reference_set.h"
-#include "sample_curvature.h"
-#include "test_util.h"
-#include "text_encoder.h"
-#include "verdict.h"
+#include "core/audit/sample_curvature.h"
+#include "core/checkpoint/load_model.h"
+#include "core/checkpoint/text_encoder.h"
+#include "core/spectra/arnoldi.h"
+#include "core/verdict/reference_set.h"
+#include "core/verdict/verdict.h"
+#include "tests/test_util.h"
 
 namespace memaudit {
 namespace {
@@ -44,10 +44,10 @@ std::vector<uint64_t> Seeds(uint64_t first, int count) {
 
 // A committed checkpoint (checkpoints/NAME, 1×28×28, no verdict policy) and
 // its reference set; ASSERTs inside, so call it through ASSERT_NO_FATAL_FAILURE.
-void LoadCommitted(const std::string& name, std::shared_ptr<const Checkpoint>* checkpoint,
+void LoadCommitted(const std::string& name, std::shared_ptr<const DiffusionNetwork>* checkpoint,
                    std::optional<ReferenceSet>* reference) {
   const std::string directory = std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/" + name;
-  auto loaded = Checkpoint::Load(directory);
+  auto loaded = LoadModel(directory);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_FALSE((*loaded)->config().has_verdict_policy());
   *checkpoint = *loaded;
@@ -67,13 +67,13 @@ TEST(VerdictRegimesTest, ExactMixtureSavedInFloat64) {
   ASSERT_TRUE(std::filesystem::exists(dir.Join("gmm/model.pt"))) << output;
 
   // Loads as saved: the float64 buffers stay float64 and so does compute.
-  auto checkpoint = Checkpoint::Load(dir.Join("gmm"));
+  auto checkpoint = LoadModel(dir.Join("gmm"));
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   EXPECT_EQ((*checkpoint)->dtype(), at::kDouble);
   // An explicit conversion is still offered.
   CheckpointOptions float32;
   float32.dtype = at::kFloat;
-  auto converted = Checkpoint::Load(dir.Join("gmm"), float32);
+  auto converted = LoadModel(dir.Join("gmm"), float32);
   ASSERT_TRUE(converted.ok()) << converted.status();
   EXPECT_EQ((*converted)->dtype(), at::kFloat);
 
@@ -102,7 +102,7 @@ TEST(VerdictRegimesTest, ExactMixtureSavedInFloat64) {
 // 11 such 9s at guidance 7.5, docs/VERDICTS.md); it is not asserted either
 // way.
 TEST(VerdictRegimesTest, TrainedMnistUNet) {
-  std::shared_ptr<const Checkpoint> checkpoint;
+  std::shared_ptr<const DiffusionNetwork> checkpoint;
   std::optional<ReferenceSet> reference;
   ASSERT_NO_FATAL_FAILURE(LoadCommitted("mnist39", &checkpoint, &reference));
   Denoiser denoiser(checkpoint);
@@ -147,7 +147,7 @@ TEST(VerdictRegimesTest, TrainedMnistUNet) {
 // zoo samples at guidance 1; here seed 7002), which the curvature cannot
 // tell from a copy.
 TEST(VerdictRegimesTest, ScaledLinearScheduleAtStableDiffusionSettings) {
-  std::shared_ptr<const Checkpoint> checkpoint;
+  std::shared_ptr<const DiffusionNetwork> checkpoint;
   std::optional<ReferenceSet> reference;
   ASSERT_NO_FATAL_FAILURE(LoadCommitted("unet_classes_sd", &checkpoint, &reference));
   Denoiser denoiser(checkpoint);
@@ -204,7 +204,7 @@ TEST(VerdictRegimesTest, ScaledLinearScheduleAtStableDiffusionSettings) {
 // of them saddles: 2 of 4 MEMORIZED in each zoo seed set, 2 of 8 on seeds
 // 7000–7007, 0 of the 2 here.
 TEST(VerdictRegimesTest, TextConditionedModelByPromptAtGuidance7_5) {
-  std::shared_ptr<const Checkpoint> checkpoint;
+  std::shared_ptr<const DiffusionNetwork> checkpoint;
   std::optional<ReferenceSet> reference;
   ASSERT_NO_FATAL_FAILURE(LoadCommitted("textmnist", &checkpoint, &reference));
   std::ifstream lines(std::string(MEMAUDIT_SOURCE_DIR) +
@@ -270,7 +270,7 @@ TEST(VerdictRegimesTest, TextConditionedModelByPromptAtGuidance7_5) {
 // default product and subspace (the retained transpose, 3k) give the verdicts
 // the earlier ones (JVPs, max(2k + 1, k + 16)) gave.
 TEST(VerdictRegimesTest, MatrixFreeVerdictsAreNeverMoreMemorizedThanDense) {
-  std::shared_ptr<const Checkpoint> checkpoint;
+  std::shared_ptr<const DiffusionNetwork> checkpoint;
   std::optional<ReferenceSet> reference;
   ASSERT_NO_FATAL_FAILURE(LoadCommitted("mnist39", &checkpoint, &reference));
   Denoiser denoiser(checkpoint);

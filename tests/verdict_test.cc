@@ -1,4 +1,4 @@
-#include "verdict.h"
+#include "core/verdict/verdict.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

@@ -14,6 +14,7 @@ ZOO=${MEMAUDIT_ZOO:-$HOME/.cache/memaudit/zoo}
 PY=/usr/bin/python3
 TRAIN="$PY $ROOT/bench/zoo/zoo_python.py"
 EVAL=$ROOT/build/bench/memaudit-zoo-eval
+[[ -x $EVAL ]] || { echo "$EVAL is not built: scripts/build.sh --bench" >&2; exit 1; }
 TOY=$ROOT/build/tools/toy/memaudit-toy
 scripts/setup.sh >/dev/null
 scripts/build.sh

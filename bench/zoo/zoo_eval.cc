@@ -44,13 +44,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "checkpoint.h"
-#include "denoiser.h"
-#include "early_metrics.h"
-#include "reference_set.h"
-#include "sample_curvature.h"
-#include "torch_runtime.h"
-#include "verdict.h"
+#include "core/audit/sample_curvature.h"
+#include "core/checkpoint/load_model.h"
+#include "core/checkpoint/text_encoder.h"
+#include "core/early/early_metrics.h"
+#include "core/model/denoiser.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/verdict/reference_set.h"
+#include "core/verdict/verdict.h"
 
 namespace memaudit {
 namespace {
@@ -152,14 +153,14 @@ int Main(int argc, char** argv) {
   auto parsed_dtype = ParseDtype(dtype);
   if (!parsed_dtype.ok()) return Fail(parsed_dtype.status());
   checkpoint_options.dtype = *parsed_dtype;
-  auto checkpoint = Checkpoint::Load(model_dir, checkpoint_options);
+  auto checkpoint = LoadModel(model_dir, checkpoint_options);
   std::optional<Denoiser> twin;
   if (!twin_dir.empty()) {
     CheckpointOptions twin_options;
     auto parsed_twin = ParseDtype(twin_dtype);
     if (!parsed_twin.ok()) return Fail(parsed_twin.status());
     twin_options.dtype = *parsed_twin;
-    auto loaded = Checkpoint::Load(twin_dir, twin_options);
+    auto loaded = LoadModel(twin_dir, twin_options);
     if (!loaded.ok()) return Fail(loaded.status());
     twin.emplace(*loaded);
   }

@@ -9,12 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "cli/commands.h"
-#include "cli/common.h"
-#include "fanout.h"
-#include "fanout_runner.h"
-#include "report_format.h"
-#include "targets.h"
+#include "client/cli/commands.h"
+#include "client/cli/common.h"
+#include "client/fanout.h"
+#include "client/fanout_runner.h"
+#include "client/report_format.h"
+#include "client/targets.h"
 
 namespace memaudit::client::cli {
 namespace {

@@ -12,7 +12,7 @@
 #include <functional>
 #include <string>
 
-#include "client.h"
+#include "client/client.h"
 
 namespace memaudit::client::cli {
 

@@ -1,4 +1,4 @@
-#include "cli/common.h"
+#include "client/cli/common.h"
 
 #include <signal.h>
 #include <unistd.h>
@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <iostream>
 
-#include "cli/commands.h"
-#include "prompt_files.h"
+#include "client/cli/commands.h"
+#include "client/prompt_files.h"
 
 namespace memaudit::client::cli {
 namespace {

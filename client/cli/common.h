@@ -14,7 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "cli_options.h"
+#include "client/cli_options.h"
 #include "memaudit/v1/audit_service.pb.h"
 
 namespace memaudit::client::cli {

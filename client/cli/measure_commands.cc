@@ -7,11 +7,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cli/commands.h"
-#include "cli/common.h"
-#include "prompt_files.h"
-#include "report_format.h"
-#include "sample_files.h"
+#include "client/cli/commands.h"
+#include "client/cli/common.h"
+#include "client/prompt_files.h"
+#include "client/report_format.h"
+#include "client/sample_files.h"
 
 namespace memaudit::client::cli {
 namespace {

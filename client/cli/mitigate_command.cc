@@ -6,10 +6,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "cli/commands.h"
-#include "cli/common.h"
-#include "mitigation_format.h"
-#include "sample_files.h"
+#include "client/cli/commands.h"
+#include "client/cli/common.h"
+#include "client/mitigation_format.h"
+#include "client/sample_files.h"
 
 namespace memaudit::client::cli {
 namespace {

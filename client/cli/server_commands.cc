@@ -2,9 +2,9 @@
 #include <iostream>
 #include <memory>
 
-#include "cli/commands.h"
-#include "cli/common.h"
-#include "report_format.h"
+#include "client/cli/commands.h"
+#include "client/cli/common.h"
+#include "client/report_format.h"
 
 namespace memaudit::client::cli {
 namespace {

@@ -9,12 +9,12 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "mnist_data.h"
-#include "model_directory.h"
-#include "reference_set.h"
-#include "torch_runtime.h"
-#include "toy_mlp.h"
-#include "unet.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/verdict/reference_set.h"
+#include "tools/mnist/mnist_data.h"
+#include "tools/mnist/unet.h"
+#include "tools/toy/model_directory.h"
+#include "tools/toy/toy_mlp.h"
 
 namespace memaudit::mnist {
 namespace {

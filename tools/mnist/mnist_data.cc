@@ -1,4 +1,4 @@
-#include "mnist_data.h"
+#include "tools/mnist/mnist_data.h"
 
 #include <ATen/ATen.h>
 #include <openssl/evp.h>

@@ -1,4 +1,4 @@
-#include "unet.h"
+#include "tools/mnist/unet.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

@@ -12,7 +12,7 @@ memaudit's sampler does, and reports
 
 - the copy rate: nearest neighbour in reference.pt with d1/d2 < 1/3, d2 the
   distance to the nearest item that is not a duplicate of the nearest
-  (core/reference_set.h);
+  (core/verdict/reference_set.h);
 - Wen's first-step metric ‖ε̂_c − ε̂_∅‖ at the first sampling step (t = 980),
   the mean over the generations.
 
@@ -58,7 +58,7 @@ def encode(tokenizer, prompts, length, pad):
 
 
 def nearest(samples, reference):
-    """(ratio, index, multiplicity) per sample, as core/reference_set.h."""
+    """(ratio, index, multiplicity) per sample, as core/verdict/reference_set.h."""
     items = reference.reshape(reference.shape[0], -1).double()
     flat = samples.reshape(samples.shape[0], -1).double()
     distances = torch.cdist(flat, items)

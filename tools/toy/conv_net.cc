@@ -1,4 +1,4 @@
-#include "conv_net.h"
+#include "tools/toy/conv_net.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

@@ -1,4 +1,4 @@
-#include "gaussian_mixture.h"
+#include "tools/toy/gaussian_mixture.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -6,7 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "torch_runtime.h"
+#include "core/runtime/torch_runtime.h"
 
 namespace memaudit::toy {
 namespace {

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/model/schedule.h"
 #include "memaudit/v1/model_config.pb.h"
-#include "schedule.h"
 
 namespace memaudit::toy {
 

@@ -8,15 +8,15 @@
 #include <iostream>
 
 #include "absl/strings/str_format.h"
-#include "checkpoint.h"
-#include "conv_net.h"
-#include "gaussian_mixture.h"
-#include "model_directory.h"
-#include "reference_set.h"
-#include "tensor_file.h"
-#include "torch_runtime.h"
-#include "toy_experiment.h"
-#include "toy_mlp.h"
+#include "core/checkpoint/load_model.h"
+#include "core/runtime/tensor_file.h"
+#include "core/runtime/torch_runtime.h"
+#include "core/verdict/reference_set.h"
+#include "tools/toy/conv_net.h"
+#include "tools/toy/gaussian_mixture.h"
+#include "tools/toy/model_directory.h"
+#include "tools/toy/toy_experiment.h"
+#include "tools/toy/toy_mlp.h"
 
 namespace memaudit::toy {
 namespace {
@@ -83,7 +83,7 @@ int WriteMixture(const MixtureFlags& flags, const GaussianMixture& mixture, int6
   if (embedding) {
     // The null condition (the "empty prompt"): the all-zero embedding.
     const std::string null_path =
-        flags.repository + "/" + flags.name + "/" + Checkpoint::kNullConditionFile;
+        flags.repository + "/" + flags.name + "/" + DiffusionNetwork::kNullConditionFile;
     if (absl::Status s = SaveTensorFile(null_path, at::zeros({num_classes}, at::kFloat)); !s.ok()) {
       return Fail(s);
     }

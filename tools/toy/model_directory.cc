@@ -1,15 +1,15 @@
-#include "model_directory.h"
+#include "tools/toy/model_directory.h"
 
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "checkpoint.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/load_model.h"
+#include "core/checkpoint/model_config.h"
+#include "core/runtime/torch_runtime.h"
 #include "google/protobuf/text_format.h"
-#include "model_config.h"
-#include "status_macros.h"
-#include "torch_runtime.h"
 
 namespace memaudit::toy {
 
@@ -17,7 +17,7 @@ absl::Status WriteModelDirectory(const std::string& repository, const v1::ModelC
                                  const torch::jit::Module& module, const ReferenceSet* reference) {
   namespace fs = std::filesystem;
   const fs::path directory = fs::path(repository) / config.name();
-  RETURN_IF_ERROR(ValidateModelConfig(config, (directory / Checkpoint::kConfigFile).string()));
+  RETURN_IF_ERROR(ValidateModelConfig(config, (directory / kModelConfigFile).string()));
   std::error_code ec;
   fs::create_directories(directory, ec);
   if (ec) {
@@ -26,12 +26,12 @@ absl::Status WriteModelDirectory(const std::string& repository, const v1::ModelC
   std::string text;
   google::protobuf::TextFormat::PrintToString(config, &text);
   {
-    std::ofstream out(directory / Checkpoint::kConfigFile);
+    std::ofstream out(directory / kModelConfigFile);
     out << text;
     if (!out) return absl::InternalError(absl::StrCat(directory.string(), ": write failed"));
   }
   try {
-    module.save((directory / Checkpoint::kModelFile).string());
+    module.save((directory / kModelNetworkFile).string());
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInternal, "saving model.pt failed", e);
   }

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "core/verdict/reference_set.h"
 #include "memaudit/v1/model_config.pb.h"
-#include "reference_set.h"
 
 namespace memaudit::toy {
 

@@ -1,4 +1,4 @@
-#include "toy_experiment.h"
+#include "tools/toy/toy_experiment.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,9 +7,9 @@
 #include <limits>
 
 #include "absl/strings/str_format.h"
-#include "checkpoint.h"
-#include "reference_set.h"
-#include "status_macros.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/load_model.h"
+#include "core/verdict/reference_set.h"
 
 namespace memaudit::toy {
 namespace {
@@ -47,8 +47,8 @@ GroupStats Summarize(const std::string& name, const std::vector<const SampleCurv
 
 absl::StatusOr<ToyExperimentResult> RunToyExperiment(const std::string& model_directory,
                                                      const ToyExperimentOptions& options) {
-  ASSIGN_OR_RETURN(const std::shared_ptr<const Checkpoint> checkpoint,
-                   Checkpoint::Load(model_directory));
+  ASSIGN_OR_RETURN(const std::shared_ptr<const DiffusionNetwork> checkpoint,
+                   LoadModel(model_directory));
   const std::vector<int64_t> shape(checkpoint->config().sample_shape().begin(),
                                    checkpoint->config().sample_shape().end());
   ASSIGN_OR_RETURN(

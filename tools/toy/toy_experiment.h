@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "sample_curvature.h"
+#include "core/audit/sample_curvature.h"
 
 namespace memaudit::toy {
 

@@ -1,4 +1,4 @@
-#include "toy_mlp.h"
+#include "tools/toy/toy_mlp.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -9,7 +9,7 @@
 #include <numbers>
 
 #include "absl/strings/str_cat.h"
-#include "torch_runtime.h"
+#include "core/runtime/torch_runtime.h"
 
 namespace memaudit::toy {
 namespace {

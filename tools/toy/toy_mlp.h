@@ -10,7 +10,7 @@
 #include <functional>
 
 #include "absl/status/statusor.h"
-#include "schedule.h"
+#include "core/model/schedule.h"
 
 namespace memaudit::toy {
 

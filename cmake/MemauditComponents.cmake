@@ -1,0 +1,114 @@
+# Components: one static library per folder of core/ (and server/, client/),
+# includes written from the repository root ("core/spectra/arnoldi.h"), and a
+# build step that fails when a file includes a header of a component its own
+# does not depend on (directly or through others). The dependencies are the
+# ones declared to memaudit_component: the CMake graph and the include check
+# cannot disagree.
+#
+#   memaudit_component(<target> [FOLDER <path>] [SOURCES <files>...]
+#                      [DEPS <component targets>...] [LIBS <libraries>...]
+#                      [PRIVATE_LIBS <libraries>...])
+#
+# FOLDER (relative to the repository root) is the component's layer: every
+# .h/.cc under it (or, for a path naming a file stem such as
+# core/verdict/verdict_rules, the files of that stem) belongs to the
+# component. DEPS are other components (linked PUBLIC, and what the layer may
+# include); LIBS are third-party or generated libraries (PUBLIC).
+
+function(memaudit_component target)
+  cmake_parse_arguments(ARG "" "FOLDER" "SOURCES;DEPS;LIBS;PRIVATE_LIBS" ${ARGN})
+  if(ARG_SOURCES)
+    add_library(${target} STATIC ${ARG_SOURCES})
+    target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+    target_link_libraries(${target} PUBLIC ${ARG_DEPS} ${ARG_LIBS} PRIVATE ${ARG_PRIVATE_LIBS})
+  else()  # headers only
+    add_library(${target} INTERFACE)
+    target_include_directories(${target} INTERFACE ${PROJECT_SOURCE_DIR})
+    target_link_libraries(${target} INTERFACE ${ARG_DEPS} ${ARG_LIBS})
+  endif()
+  if(ARG_FOLDER)
+    memaudit_layer(${target} FOLDER ${ARG_FOLDER} DEPS ${ARG_DEPS})
+  endif()
+endfunction()
+
+# memaudit_layer(<target> FOLDER <path> DEPS <component targets>...): declares
+# an existing target's folder as a layer (for folders whose libraries are
+# declared with add_library, e.g. server/).
+function(memaudit_layer target)
+  cmake_parse_arguments(ARG "" "FOLDER" "DEPS" ${ARGN})
+  set_property(GLOBAL APPEND PROPERTY MEMAUDIT_LAYER_TARGETS ${target})
+  set_property(GLOBAL PROPERTY MEMAUDIT_LAYER_FOLDER_${target} ${ARG_FOLDER})
+  set_property(GLOBAL PROPERTY MEMAUDIT_LAYER_DEPS_${target} "${ARG_DEPS}")
+endfunction()
+
+# Called once, after every component is declared: writes the layer table
+# and adds the check as a dependency of every component.
+function(memaudit_check_layering)
+  get_property(targets GLOBAL PROPERTY MEMAUDIT_LAYER_TARGETS)
+  set(table "")
+  set(sources "")
+  foreach(target IN LISTS targets)
+    get_property(folder GLOBAL PROPERTY MEMAUDIT_LAYER_FOLDER_${target})
+    get_property(deps GLOBAL PROPERTY MEMAUDIT_LAYER_DEPS_${target})
+    set(dep_folders "")
+    foreach(dep IN LISTS deps)
+      get_property(dep_folder GLOBAL PROPERTY MEMAUDIT_LAYER_FOLDER_${dep})
+      if(dep_folder)
+        list(APPEND dep_folders ${dep_folder})
+      endif()
+    endforeach()
+    list(JOIN dep_folders "," dep_text)
+    string(APPEND table "${folder}|${target}|${dep_text}\n")
+    if(IS_DIRECTORY ${PROJECT_SOURCE_DIR}/${folder})
+      file(GLOB_RECURSE files CONFIGURE_DEPENDS
+        ${PROJECT_SOURCE_DIR}/${folder}/*.h ${PROJECT_SOURCE_DIR}/${folder}/*.cc)
+    else()
+      file(GLOB files CONFIGURE_DEPENDS
+        ${PROJECT_SOURCE_DIR}/${folder}.h ${PROJECT_SOURCE_DIR}/${folder}.cc)
+    endif()
+    list(APPEND sources ${files})
+  endforeach()
+  set(table_file ${PROJECT_BINARY_DIR}/memaudit_layers.txt)
+  file(WRITE ${table_file}.tmp "${table}")
+  file(COPY_FILE ${table_file}.tmp ${table_file} ONLY_IF_DIFFERENT)
+  set(stamp ${PROJECT_BINARY_DIR}/memaudit_layering.stamp)
+  add_custom_command(OUTPUT ${stamp}
+    COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${PROJECT_SOURCE_DIR} -DTABLE=${table_file}
+            -DSTAMP=${stamp} -P ${PROJECT_SOURCE_DIR}/cmake/CheckLayering.cmake
+    DEPENDS ${sources} ${table_file} ${PROJECT_SOURCE_DIR}/cmake/CheckLayering.cmake
+    COMMENT "Checking that includes follow the components' declared dependencies"
+    VERBATIM)
+  add_custom_target(memaudit_layering DEPENDS ${stamp})
+  foreach(target IN LISTS targets)
+    get_target_property(type ${target} TYPE)
+    if(NOT type STREQUAL "INTERFACE_LIBRARY")
+      add_dependencies(${target} memaudit_layering)
+    endif()
+  endforeach()
+endfunction()
+
+# One warnings policy: -Wall -Wextra (unused parameters allowed: interface
+# overrides and callbacks name what they ignore), -Werror with
+# MEMAUDIT_WERROR (CI). memaudit_apply_warnings() links it into every
+# library and executable declared under the given folders, tests and
+# benchmarks included; generated protobuf code is left alone.
+add_library(memaudit_warnings INTERFACE)
+target_compile_options(memaudit_warnings INTERFACE
+  -Wall -Wextra -Wno-unused-parameter $<$<BOOL:${MEMAUDIT_WERROR}>:-Werror>)
+
+function(memaudit_apply_warnings)
+  foreach(dir IN LISTS ARGN)
+    get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
+    foreach(target IN LISTS targets)
+      get_target_property(type ${target} TYPE)
+      get_target_property(generated ${target} MEMAUDIT_GENERATED)
+      if(type MATCHES "^(STATIC_LIBRARY|EXECUTABLE)$" AND NOT generated)
+        target_link_libraries(${target} PRIVATE memaudit_warnings)
+      endif()
+    endforeach()
+    get_property(subdirs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
+    if(subdirs)
+      memaudit_apply_warnings(${subdirs})
+    endif()
+  endforeach()
+endfunction()

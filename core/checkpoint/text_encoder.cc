@@ -1,0 +1,154 @@
+#include "core/checkpoint/text_encoder.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/checkpoint/script_module.h"
+#include "core/runtime/torch_runtime.h"
+
+namespace memaudit {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kSignature = "forward(ids: Tensor) -> Tensor, ids int64 [B, max_length]";
+
+// tokenizer.json when the directory has one, else vocab.json + merges.txt.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadDirectoryTokenizer(const std::string& directory,
+                                                                  std::string* source) {
+  std::error_code ec;
+  const fs::path dir(directory);
+  const fs::path json = dir / Tokenizer::kFileName;
+  if (fs::exists(json, ec)) {
+    *source = Tokenizer::kFileName;
+    return Tokenizer::Load(json.string());
+  }
+  const fs::path vocab = dir / TextEncoder::kVocabFile;
+  const fs::path merges = dir / TextEncoder::kMergesFile;
+  if (fs::exists(vocab, ec) || fs::exists(merges, ec)) {
+    *source = absl::StrCat(TextEncoder::kVocabFile, " + ", TextEncoder::kMergesFile);
+    return Tokenizer::LoadClipVocabAndMerges(vocab.string(), merges.string());
+  }
+  return absl::NotFoundError(absl::StrCat(
+      directory, ": conditioning.text_encoder needs a tokenizer: ", Tokenizer::kFileName, ", or ",
+      TextEncoder::kVocabFile, " and ", TextEncoder::kMergesFile));
+}
+
+}  // namespace
+
+TextEncoder::~TextEncoder() = default;
+
+absl::StatusOr<std::unique_ptr<const TextEncoder>> TextEncoder::Load(
+    const std::string& directory, const v1::ModelConfig& config, at::Device device,
+    std::optional<at::ScalarType> dtype, at::ScalarType output_dtype) {
+  const v1::TextEncoderConfig& text = config.conditioning().text_encoder();
+  std::unique_ptr<TextEncoder> encoder(new TextEncoder());
+  encoder->device_ = device;
+  encoder->output_dtype_ = output_dtype;
+  encoder->max_length_ =
+      text.max_length() > 0 ? static_cast<int>(text.max_length()) : Tokenizer::kClipMaxLength;
+  encoder->embedding_shape_.assign(config.conditioning().embedding_shape().begin(),
+                                   config.conditioning().embedding_shape().end());
+  ASSIGN_OR_RETURN(encoder->tokenizer_,
+                   LoadDirectoryTokenizer(directory, &encoder->tokenizer_source_));
+  const std::string tokenizer_path = (fs::path(directory) / encoder->tokenizer_source_).string();
+  if (encoder->max_length_ < encoder->tokenizer_->num_special_tokens() + 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        tokenizer_path, ": conditioning.text_encoder.max_length ", encoder->max_length_,
+        " cannot hold the tokenizer's ", encoder->tokenizer_->num_special_tokens(),
+        " special tokens and one text token"));
+  }
+  if (text.has_pad_token_id()) {
+    encoder->pad_id_ = text.pad_token_id();
+  } else if (std::optional<int64_t> eos = encoder->tokenizer_->TokenToId("<|endoftext|>")) {
+    encoder->pad_id_ = *eos;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        tokenizer_path,
+        ": has no <|endoftext|> token to pad with; set conditioning.text_encoder.pad_token_id"));
+  }
+
+  encoder->model_path_ = (fs::path(directory) / kModelFile).string();
+  ASSIGN_OR_RETURN(ScriptModule loaded, LoadScriptModule(encoder->model_path_, device, dtype));
+  encoder->module_ = std::move(loaded.module);
+  RETURN_IF_ERROR(CheckForwardArgumentCount(encoder->module_, encoder->model_path_, 1, kSignature));
+  // The probe: the empty prompt, whose embedding is kept (the null
+  // condition when the directory has no null_condition.pt).
+  ASSIGN_OR_RETURN(const at::Tensor ids, encoder->Tokenize({std::string()}));
+  absl::StatusOr<at::Tensor> probe = encoder->EncodeIds(ids, 0);
+  if (!probe.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(encoder->model_path_, ": probe with the empty prompt's ids ",
+                     ShapeString(ids.sizes()), " failed: ", probe.status().message()));
+  }
+  encoder->empty_prompt_embedding_ = *std::move(probe);
+  return std::unique_ptr<const TextEncoder>(std::move(encoder));
+}
+
+absl::StatusOr<at::Tensor> TextEncoder::Tokenize(absl::Span<const std::string> prompts,
+                                                 const StopCheck& stop) const {
+  at::Tensor ids = at::empty({static_cast<int64_t>(prompts.size()), max_length_}, at::kLong);
+  auto rows = ids.accessor<int64_t, 2>();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i].size() > kMaxPromptBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt ", i, ": ", prompts[i].size(),
+                                                     " bytes, more than the limit of ",
+                                                     kMaxPromptBytes));
+    }
+    absl::StatusOr<std::vector<int64_t>> encoded =
+        tokenizer_->EncodeForModel(prompts[i], max_length_, pad_id_, stop);
+    if (!encoded.ok()) {
+      return absl::Status(encoded.status().code(),
+                          absl::StrCat("prompt ", i, ": ", encoded.status().message()));
+    }
+    for (int j = 0; j < max_length_; ++j) rows[i][j] = (*encoded)[j];
+  }
+  return ids;
+}
+
+absl::StatusOr<at::Tensor> TextEncoder::EncodeIds(const at::Tensor& ids,
+                                                  int64_t first_index) const {
+  const int64_t rows = ids.size(0);
+  std::vector<int64_t> expected{rows};
+  expected.insert(expected.end(), embedding_shape_.begin(), embedding_shape_.end());
+  ASSIGN_OR_RETURN(at::Tensor out,
+                   ForwardWithShape(module_, ids.to(device_), expected, "the text encoder",
+                                    "batch, conditioning.embedding_shape"));
+  out = out.to(output_dtype_);
+  const at::Tensor finite = at::isfinite(out).flatten(1).all(1).cpu();
+  for (int64_t i = 0; i < rows; ++i) {
+    if (!finite[i].item<bool>()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "prompt ", first_index + i, ": the text encoder returned non-finite values"));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<at::Tensor> TextEncoder::Encode(absl::Span<const std::string> prompts,
+                                               const StopCheck& stop) const {
+  ASSIGN_OR_RETURN(const at::Tensor ids, Tokenize(prompts, stop));
+  std::vector<at::Tensor> parts;
+  for (int64_t start = 0; start < ids.size(0); start += kEncodeBatch) {
+    const int64_t end = std::min<int64_t>(ids.size(0), start + kEncodeBatch);
+    RETURN_IF_ERROR(CheckStop(stop));
+    absl::StatusOr<at::Tensor> part = EncodeIds(ids.slice(0, start, end), start);
+    if (!part.ok()) {
+      // The module misbehaved: name its file (not the server's directory).
+      return absl::Status(part.status().code(),
+                          absl::StrCat(kModelFile, ": ", part.status().message()));
+    }
+    parts.push_back(*std::move(part));
+  }
+  if (parts.empty()) {
+    std::vector<int64_t> shape{0};
+    shape.insert(shape.end(), embedding_shape_.begin(), embedding_shape_.end());
+    return at::empty(shape, at::TensorOptions().dtype(output_dtype_).device(device_));
+  }
+  return parts.size() == 1 ? parts[0] : at::cat(parts, 0);
+}
+
+}  // namespace memaudit
