@@ -263,6 +263,14 @@ absl::StatusOr<v1::ModelInfo> Client::UnloadModel(const std::string& name) {
   return Unary(models_.get(), &v1::ModelService::Stub::UnloadModel, request);
 }
 
+absl::StatusOr<v1::GetTrainingItemsResponse> Client::GetTrainingItems(
+    const std::string& model, const std::vector<int64_t>& indices) {
+  v1::GetTrainingItemsRequest request;
+  request.set_model(model);
+  for (int64_t index : indices) request.add_indices(index);
+  return Unary(models_.get(), &v1::ModelService::Stub::GetTrainingItems, request);
+}
+
 absl::StatusOr<v1::SpectrumResponse> Client::Spectrum(const v1::SpectrumRequest& request) {
   return Unary(audits_.get(), &v1::AuditService::Stub::Spectrum, request);
 }

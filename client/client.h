@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -75,6 +76,10 @@ class Client {
   absl::StatusOr<v1::ModelInfo> GetModel(const std::string& name);
   absl::StatusOr<v1::ModelInfo> LoadModel(const std::string& name);
   absl::StatusOr<v1::ModelInfo> UnloadModel(const std::string& name);
+  // Reference-set items by index (the reviewer role, on a server that
+  // serves them: --serve_training_items).
+  absl::StatusOr<v1::GetTrainingItemsResponse> GetTrainingItems(
+      const std::string& model, const std::vector<int64_t>& indices);
 
   absl::StatusOr<v1::SpectrumResponse> Spectrum(const v1::SpectrumRequest& request);
   absl::StatusOr<v1::SampleResponse> Sample(const v1::SampleRequest& request);

@@ -22,9 +22,9 @@ int Main(int argc, char** argv) {
 
   // In the order `memaudit --help` lists them.
   using AddCommand = Command (*)(CLI::App&, CommonOptions&);
-  constexpr AddCommand kCommands[] = {AddHealth,   AddModels, AddLoad,      AddUnload, AddSample,
-                                      AddSpectrum, AddAudit,  AddCalibrate, AddEarly,  AddMitigate,
-                                      AddWatch,    AddGet,    AddCancel,    AddJobs,   AddMerge};
+  constexpr AddCommand kCommands[] = {
+      AddHealth, AddModels,   AddLoad,  AddUnload, AddSample, AddSpectrum, AddAudit, AddCalibrate,
+      AddEarly,  AddMitigate, AddWatch, AddGet,    AddCancel, AddJobs,     AddMerge, AddReport};
   std::vector<Command> commands;
   for (AddCommand add : kCommands) commands.push_back(add(app, common));
 

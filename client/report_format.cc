@@ -55,8 +55,11 @@ double MemorizedFraction(const v1::ConditionReport& condition) {
              : 0.0;
 }
 
-// Conditions worst first: by verdict, then memorized fraction, then partial
-// count; ties keep the request order.
+// How many conditions the reports list as the worst.
+constexpr size_t kWorstConditions = 5;
+
+}  // namespace
+
 std::vector<const v1::ConditionReport*> WorstFirst(const v1::AuditReport& report) {
   std::vector<const v1::ConditionReport*> order;
   for (const v1::ConditionReport& condition : report.conditions()) order.push_back(&condition);
@@ -70,11 +73,6 @@ std::vector<const v1::ConditionReport*> WorstFirst(const v1::AuditReport& report
                    });
   return order;
 }
-
-// How many conditions the reports list as the worst.
-constexpr size_t kWorstConditions = 5;
-
-}  // namespace
 
 std::string VerdictWord(v1::Verdict verdict) {
   return verdict == v1::VERDICT_UNSPECIFIED ? "UNKNOWN" : v1::Verdict_Name(verdict);
@@ -528,6 +526,33 @@ nlohmann::json EarlyMetricsJson(const v1::EarlyMetricsResponse& metrics) {
   return json;
 }
 
+std::string XmlEscape(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
 std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string& title) {
   constexpr double kWidth = 720, kHeight = 420, kLeft = 70, kRight = 20, kTop = 40, kBottom = 50;
   const int n = spectrum.eigenvalues_real_size();
@@ -552,7 +577,7 @@ std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string&
       "font-family=\"sans-serif\" font-size=\"12\">\n"
       "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
       "<text x=\"%.0f\" y=\"22\" font-size=\"15\">%s</text>\n",
-      kWidth, kHeight, kLeft, title);
+      kWidth, kHeight, kLeft, XmlEscape(title));
   // Axes, reference lines and ticks.
   absl::StrAppendFormat(
       &svg, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", kLeft,

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -33,6 +34,9 @@ absl::StatusOr<v1::AuditReport> ShardReportFromJson(const nlohmann::json& json);
 
 // Human-readable report: one line per condition plus a per-sample table.
 std::string AuditReportText(const v1::AuditReport& report, bool per_sample);
+// The report's conditions worst first: by verdict, then memorized fraction,
+// then partial count; ties keep the request order.
+std::vector<const v1::ConditionReport*> WorstFirst(const v1::AuditReport& report);
 
 std::string ModelTable(const v1::ListModelsResponse& models);
 std::string ModelDetails(const v1::ModelInfo& model);
@@ -49,6 +53,9 @@ nlohmann::json SpectrumJson(const v1::SpectrumResponse& spectrum);
 // An SVG of the spectrum: κ_i = σ²·Re λ_i in descending order, with the
 // flat (κ = −½) and zero lines, and |Im λ|·σ² as a second series.
 std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string& title);
+// `text` with & < > " ' as entities: safe in XML and HTML text and
+// attribute values.
+std::string XmlEscape(const std::string& text);
 
 // "MEMORIZED", "PARTIAL", "NOT_MEMORIZED"; "UNKNOWN" when unset.
 std::string VerdictWord(v1::Verdict verdict);

@@ -33,17 +33,16 @@ bool IsImageShape(const std::vector<int64_t>& shape) {
   return shape.size() == 3 && (shape[0] == 1 || shape[0] == 3) && shape[1] > 1 && shape[2] > 1;
 }
 
-absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
-                          const std::vector<int64_t>& shape, float low, float high,
-                          int64_t columns) {
+absl::StatusOr<std::string> EncodePngGrid(const std::vector<float>& values, int64_t count,
+                                          const std::vector<int64_t>& shape, float low, float high,
+                                          int64_t columns) {
   if (!IsImageShape(shape)) return absl::InvalidArgumentError("not an image shape");
   const int64_t channels = shape.size() == 3 ? shape[0] : 1;
   const int64_t height = shape[shape.size() - 2];
   const int64_t width = shape[shape.size() - 1];
-  if (count < 0 || static_cast<int64_t>(values.size()) < count * channels * height * width) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", values.size(), " values for ", count,
-                                                   " images of ", channels, "x", height, "x",
-                                                   width));
+  if (count < 1 || static_cast<int64_t>(values.size()) < count * channels * height * width) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        values.size(), " values for ", count, " images of ", channels, "x", height, "x", width));
   }
   if (columns <= 0) {
     columns = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(count))));
@@ -67,15 +66,20 @@ absl::Status WritePngGrid(const std::string& path, const std::vector<float>& val
       }
     }
   }
-  std::unique_ptr<FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "wb"), &std::fclose);
-  if (!file) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
+  std::string encoded;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png_create_info_struct(png);
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    return absl::InternalError(absl::StrCat(path, ": PNG encoding failed"));
+    return absl::InternalError("PNG encoding failed");
   }
-  png_init_io(png, file.get());
+  png_set_write_fn(
+      png, &encoded,
+      [](png_structp png, png_bytep data, png_size_t length) {
+        static_cast<std::string*>(png_get_io_ptr(png))
+            ->append(reinterpret_cast<const char*>(data), length);
+      },
+      nullptr);
   png_set_IHDR(png, info, static_cast<png_uint_32>(grid_width),
                static_cast<png_uint_32>(grid_height), 8,
                channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
@@ -86,6 +90,22 @@ absl::Status WritePngGrid(const std::string& path, const std::vector<float>& val
   }
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
+  return encoded;
+}
+
+absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
+                          const std::vector<int64_t>& shape, float low, float high,
+                          int64_t columns) {
+  absl::StatusOr<std::string> encoded = EncodePngGrid(values, count, shape, low, high, columns);
+  if (!encoded.ok()) {
+    return absl::Status(encoded.status().code(),
+                        absl::StrCat(path, ": ", encoded.status().message()));
+  }
+  std::ofstream out(path, std::ios::binary);
+  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
+  out.write(encoded->data(), static_cast<std::streamsize>(encoded->size()));
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
   return absl::OkStatus();
 }
 

@@ -19,9 +19,15 @@ absl::StatusOr<std::vector<float>> TensorValues(const v1::Tensor& tensor);
 // Whether per-sample `shape` is an image: [H, W], [1, H, W] or [3, H, W].
 bool IsImageShape(const std::vector<int64_t>& shape);
 
-// Writes `count` images of per-sample `shape` as one PNG grid (8-bit,
-// grayscale or RGB), mapping [low, high] to [0, 255] (values clipped),
-// row by row in `columns` columns (0: a near-square grid).
+// `count` (>= 1) images of per-sample `shape` as the bytes of one PNG grid
+// (8-bit, grayscale or RGB), mapping [low, high] to [0, 255] (values
+// clipped), row by row in `columns` columns (0: a near-square grid).
+// INVALID_ARGUMENT for a shape that is not an image or too few values.
+absl::StatusOr<std::string> EncodePngGrid(const std::vector<float>& values, int64_t count,
+                                          const std::vector<int64_t>& shape, float low, float high,
+                                          int64_t columns = 0);
+
+// Writes EncodePngGrid's PNG to `path`; errors name the path.
 absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
                           const std::vector<int64_t>& shape, float low, float high,
                           int64_t columns = 0);

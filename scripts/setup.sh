@@ -40,6 +40,8 @@ PACKAGES=(
   libsqlite3-dev
   # benchmarks: the ARPACK peer of the matrix-free spectrum (bench/peer_arnoldi.py)
   python3-scipy
+  # the Python client (clients/python): gRPC and protobuf for Python
+  python3-grpcio python3-protobuf
 )
 # (Python's torch comes in the same flavour: the CPU and CUDA ones conflict.)
 case "${MEMAUDIT_LIBTORCH:-cpu}" in

@@ -32,13 +32,21 @@ struct MethodRole {
 // Every RPC of memaudit.v1 and the role it needs. Ownership of jobs is
 // checked by the handlers (Caller::MayAccessJobOf).
 constexpr MethodRole kMethodRoles[] = {
-    {"ModelService/ListModels", Role::kAudit},    {"ModelService/GetModel", Role::kAudit},
-    {"ModelService/LoadModel", Role::kAdmin},     {"ModelService/UnloadModel", Role::kAdmin},
-    {"AuditService/Spectrum", Role::kAudit},      {"AuditService/Sample", Role::kAudit},
-    {"AuditService/StreamSamples", Role::kAudit}, {"AuditService/EarlyMetrics", Role::kAudit},
-    {"AuditService/Mitigate", Role::kAudit},      {"AuditService/Calibrate", Role::kAudit},
-    {"AuditService/SubmitAudit", Role::kAudit},   {"AuditService/WatchAudit", Role::kAudit},
-    {"AuditService/GetAudit", Role::kAudit},      {"AuditService/ListAudits", Role::kAudit},
+    {"ModelService/ListModels", Role::kAudit},
+    {"ModelService/GetModel", Role::kAudit},
+    {"ModelService/LoadModel", Role::kAdmin},
+    {"ModelService/UnloadModel", Role::kAdmin},
+    {"ModelService/GetTrainingItems", Role::kReviewer},
+    {"AuditService/Spectrum", Role::kAudit},
+    {"AuditService/Sample", Role::kAudit},
+    {"AuditService/StreamSamples", Role::kAudit},
+    {"AuditService/EarlyMetrics", Role::kAudit},
+    {"AuditService/Mitigate", Role::kAudit},
+    {"AuditService/Calibrate", Role::kAudit},
+    {"AuditService/SubmitAudit", Role::kAudit},
+    {"AuditService/WatchAudit", Role::kAudit},
+    {"AuditService/GetAudit", Role::kAudit},
+    {"AuditService/ListAudits", Role::kAudit},
     {"AuditService/CancelAudit", Role::kAudit},
 };
 
@@ -56,7 +64,21 @@ bool IsLowerHex(absl::string_view text) {
 
 }  // namespace
 
-absl::string_view RoleName(Role role) { return role == Role::kAdmin ? "admin" : "audit"; }
+absl::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kAudit:
+      return "audit";
+    case Role::kReviewer:
+      return "reviewer";
+    case Role::kAdmin:
+      return "admin";
+  }
+  return "unknown";
+}
+
+bool HasRole(Role held, Role required) {
+  return static_cast<int>(held) >= static_cast<int>(required);
+}
 
 bool Caller::MayAccessJobOf(absl::string_view owner) const {
   return role == Role::kAdmin || owner == name;
@@ -122,10 +144,12 @@ absl::StatusOr<TokenStore::Table> TokenStore::Parse(const std::string& path) {
     Role role;
     if (fields[1] == "audit") {
       role = Role::kAudit;
+    } else if (fields[1] == "reviewer") {
+      role = Role::kReviewer;
     } else if (fields[1] == "admin") {
       role = Role::kAdmin;
     } else {
-      return error(absl::StrCat("unknown role \"", fields[1], "\""));
+      return error(absl::StrCat("unknown role \"", fields[1], "\" (audit, reviewer or admin)"));
     }
     absl::string_view hash = fields[2];
     if (!absl::ConsumePrefix(&hash, kHashPrefix) || hash.size() != 64 || !IsLowerHex(hash)) {
@@ -191,9 +215,9 @@ absl::StatusOr<Caller> AccessControl::Authorize(absl::string_view method,
   if (tokens_ == nullptr) return Caller{"", Role::kAdmin};
   auto caller = tokens_->Authenticate(authorization);
   if (!caller.ok()) return caller.status();
-  if (*required == Role::kAdmin && caller->role != Role::kAdmin) {
-    return absl::PermissionDeniedError(absl::StrCat(method, " needs the admin role; \"",
-                                                    caller->name, "\" has the ",
+  if (!HasRole(caller->role, *required)) {
+    return absl::PermissionDeniedError(absl::StrCat(method, " needs the ", RoleName(*required),
+                                                    " role; \"", caller->name, "\" has the ",
                                                     RoleName(caller->role), " role"));
   }
   return caller;

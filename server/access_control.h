@@ -6,13 +6,16 @@
 //
 // with '#' comments and blank lines allowed. <name> ([A-Za-z0-9._@-], at
 // most 64 characters) identifies the caller: it becomes the owner of the
-// jobs it submits. <role> is `audit` or `admin`. A client sends
+// jobs it submits. <role> is `audit`, `reviewer` or `admin`. A client sends
 // `authorization: Bearer <token>` metadata.
 //
-// Roles (RequiredRole has the table for every RPC):
-//   audit  read models, run Spectrum/Sample/EarlyMetrics/Calibrate, submit
-//          audits and read or cancel its own jobs;
-//   admin  everything, including LoadModel/UnloadModel and any job.
+// Roles, each with everything the one before may do (RequiredRole has the
+// table for every RPC):
+//   audit     read models, run Spectrum/Sample/EarlyMetrics/Calibrate,
+//             submit audits and read or cancel its own jobs;
+//   reviewer  also read training items (GetTrainingItems, when the server
+//             serves them at all: --serve_training_items);
+//   admin     everything, including LoadModel/UnloadModel and any job.
 // The health service and reflection are not checked.
 //
 // Without a token file every caller is an anonymous admin (the service as
@@ -30,10 +33,13 @@
 
 namespace memaudit::server {
 
-enum class Role { kAudit, kAdmin };
+// In order of what they may do: each role may do what the ones before may.
+enum class Role { kAudit, kReviewer, kAdmin };
 
-// "audit" / "admin".
+// "audit" / "reviewer" / "admin".
 absl::string_view RoleName(Role role);
+// Whether a caller with role `held` may call an RPC that needs `required`.
+bool HasRole(Role held, Role required);
 
 // Who is calling.
 struct Caller {

@@ -148,7 +148,8 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   metrics->SetJobGauges([jobs] { return jobs->gauges(); });
 
   server->model_service_ = std::make_unique<ModelServiceImpl>(
-      server->registry_.get(), server->request_pool_.get(), metrics, server->access_.get());
+      server->registry_.get(), server->request_pool_.get(), metrics, server->access_.get(),
+      options.serve_training_items);
   server->audit_service_ = std::make_unique<AuditServiceImpl>(
       server->registry_.get(), jobs, server->request_pool_.get(), server->planning_pool_.get(),
       metrics, server->access_.get(), options.max_watch_streams, memory);

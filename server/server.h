@@ -58,6 +58,9 @@ struct ServerOptions {
   std::string token_file;
   bool metrics_tls = false;            // /metrics over HTTPS with tls_cert/tls_key
   bool metrics_require_token = false;  // /metrics needs a token of token_file (any role)
+  // Serve training items (ModelService.GetTrainingItems) to the reviewer
+  // and admin roles. Off: training data never leave the server.
+  bool serve_training_items = false;
 };
 
 class MemauditServer {

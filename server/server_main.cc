@@ -123,13 +123,18 @@ int main(int argc, char** argv) {
   app.add_option("--tls_key", options.tls_key, "PEM private key of --tls_cert");
   app.add_option("--tls_client_ca", options.tls_client_ca,
                  "PEM CA bundle: clients must present a certificate it signed (mTLS)");
-  app.add_option("--token_file", options.token_file,
-                 "bearer tokens with roles, \"<name> <audit|admin> sha256:<hex>\" per line "
-                 "(re-read on SIGHUP); unset: no token checks");
+  app.add_option(
+      "--token_file", options.token_file,
+      "bearer tokens with roles, \"<name> <audit|reviewer|admin> sha256:<hex>\" per line "
+      "(re-read on SIGHUP); unset: no token checks");
   app.add_flag("--metrics_tls", options.metrics_tls,
                "serve /metrics over HTTPS with --tls_cert/--tls_key");
   app.add_flag("--metrics_require_token", options.metrics_require_token,
                "/metrics needs a bearer token from --token_file (any role)");
+  app.add_flag("--serve_training_items", options.serve_training_items,
+               "serve reference-set items (training data) to the reviewer and admin roles "
+               "(GetTrainingItems, for reports that show a copy beside what it copies); "
+               "off: training data never leave the server");
   app.add_option("--shutdown_watchdog_seconds", watchdog_seconds,
                  "after SIGTERM, exit anyway when shutdown has not finished this long after "
                  "the grace period (a model call that never returns)")

@@ -244,6 +244,56 @@ grpc::Status ModelServiceImpl::UnloadModel(grpc::ServerContext* context,
   });
 }
 
+grpc::Status ModelServiceImpl::GetTrainingItems(grpc::ServerContext* context,
+                                                const v1::GetTrainingItemsRequest* request,
+                                                v1::GetTrainingItemsResponse* response) {
+  return Handle(metrics_, *access_, context, "ModelService/GetTrainingItems", [&](const Caller&) {
+    if (!serve_training_items_) {
+      return ToGrpcStatus(absl::FailedPreconditionError(
+          "training items are not served: the server runs without --serve_training_items"));
+    }
+    if (absl::Status s = RequireModelName(request->model()); !s.ok()) return ToGrpcStatus(s);
+    absl::StatusOr<std::shared_ptr<const LoadedModel>> model = registry_->Get(request->model());
+    if (!model.ok()) return ToGrpcStatus(model.status());
+    if (!(*model)->reference.has_value()) {
+      return ToGrpcStatus(absl::FailedPreconditionError(
+          absl::StrCat("model \"", request->model(), "\" has no reference set (",
+                       ReferenceSet::kFileName, ")")));
+    }
+    const at::Tensor& items = (*model)->reference->items();
+    if (request->indices_size() < 1 || request->indices_size() > kMaxTrainingItems) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "indices: give 1 to ", kMaxTrainingItems, ", not ", request->indices_size())));
+    }
+    std::vector<int64_t> indices(request->indices().begin(), request->indices().end());
+    for (size_t i = 0; i < indices.size(); ++i) {
+      if (indices[i] < 0 || indices[i] >= items.size(0)) {
+        return ToGrpcStatus(absl::InvalidArgumentError(
+            absl::StrCat("indices[", i, "]: ", indices[i], " is outside the reference set [0, ",
+                         items.size(0), ")")));
+      }
+    }
+    at::Tensor chosen = items.index_select(0, at::tensor(indices, at::kLong));
+    const LatentDecoder* decoder = (*model)->network->latent_decoder();
+    const bool decode = !(*model)->reference_holds_images && decoder != nullptr;
+    if (decode) {
+      const std::shared_ptr<const LoadedModel> held = *model;
+      absl::Status status = RunOnPool(*pool_, context, [&](const StopCheck& stop) {
+        RETURN_IF_ERROR(CheckStop(stop));
+        ASSIGN_OR_RETURN(
+            chosen, decoder->Decode(chosen.to(held->network->device(), held->network->dtype())));
+        return absl::OkStatus();
+      });
+      if (!status.ok()) return ToGrpcStatus(status);
+    }
+    for (int64_t i = 0; i < chosen.size(0); ++i) {
+      EncodeTensor(chosen[i].to(at::kCPU, at::kFloat).contiguous(), response->add_items());
+    }
+    response->set_decoded(decode);
+    return grpc::Status::OK;
+  });
+}
+
 // ---------------------------------------------------------------- audits
 
 absl::StatusOr<std::shared_ptr<const LoadedModel>> AuditServiceImpl::Model(

@@ -28,9 +28,16 @@ absl::Status RunOnPool(WorkerPool& pool, grpc::ServerContext* context,
 class ModelServiceImpl final : public v1::ModelService::Service {
  public:
   // Every call is checked by `access` (RequiredRole) first.
+  // GetTrainingItems answers only with `serve_training_items`
+  // (FAILED_PRECONDITION otherwise), at most kMaxTrainingItems per call.
+  static constexpr int kMaxTrainingItems = 64;
   ModelServiceImpl(ModelRegistry* registry, WorkerPool* pool, Metrics* metrics,
-                   const AccessControl* access)
-      : registry_(registry), pool_(pool), metrics_(metrics), access_(access) {}
+                   const AccessControl* access, bool serve_training_items = false)
+      : registry_(registry),
+        pool_(pool),
+        metrics_(metrics),
+        access_(access),
+        serve_training_items_(serve_training_items) {}
 
   grpc::Status ListModels(grpc::ServerContext* context, const v1::ListModelsRequest* request,
                           v1::ListModelsResponse* response) override;
@@ -40,12 +47,16 @@ class ModelServiceImpl final : public v1::ModelService::Service {
                          v1::ModelInfo* response) override;
   grpc::Status UnloadModel(grpc::ServerContext* context, const v1::UnloadModelRequest* request,
                            v1::ModelInfo* response) override;
+  grpc::Status GetTrainingItems(grpc::ServerContext* context,
+                                const v1::GetTrainingItemsRequest* request,
+                                v1::GetTrainingItemsResponse* response) override;
 
  private:
   ModelRegistry* registry_;
   WorkerPool* pool_;
   Metrics* metrics_;
   const AccessControl* access_;
+  const bool serve_training_items_;
 };
 
 class AuditServiceImpl final : public v1::AuditService::Service {

@@ -38,7 +38,7 @@ TEST_F(AccessControlTest, Sha256MatchesKnownDigests) {
 // Every RPC of both services has a role; an RPC added to the .proto
 // without one fails here (and is refused by the server, not opened).
 TEST_F(AccessControlTest, EveryRpcHasARole) {
-  std::set<std::string> admin_methods;
+  std::set<std::string> admin_methods, reviewer_methods;
   for (const char* name : {"memaudit.v1.ModelService", "memaudit.v1.AuditService"}) {
     const google::protobuf::ServiceDescriptor* service =
         google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
@@ -48,10 +48,13 @@ TEST_F(AccessControlTest, EveryRpcHasARole) {
       auto role = RequiredRole(method);
       ASSERT_TRUE(role.ok()) << method;
       if (*role == Role::kAdmin) admin_methods.insert(method);
+      if (*role == Role::kReviewer) reviewer_methods.insert(method);
     }
   }
   EXPECT_EQ(admin_methods,
             (std::set<std::string>{"ModelService/LoadModel", "ModelService/UnloadModel"}));
+  // Training data leave the server only through this one RPC.
+  EXPECT_EQ(reviewer_methods, (std::set<std::string>{"ModelService/GetTrainingItems"}));
   EXPECT_EQ(RequiredRole("ModelService/DeleteEverything").status().code(),
             absl::StatusCode::kNotFound);
 }
@@ -159,6 +162,25 @@ TEST_F(AccessControlTest, RolesGateMethodsAndJobs) {
   EXPECT_FALSE(ci.MayAccessJobOf("other"));
   EXPECT_FALSE(ci.MayAccessJobOf(""));
   EXPECT_TRUE((Caller{"ops", Role::kAdmin}).MayAccessJobOf("ci"));
+
+  // The reviewer role: what audit may, and training items; not admin's.
+  auto with_reviewer = TokenStore::Load(WriteTokens(
+      Line("ci", "audit", "a") + Line("rev", "reviewer", "r") + Line("ops", "admin", "b")));
+  ASSERT_TRUE(with_reviewer.ok()) << with_reviewer.status();
+  const AccessControl reviewed(with_reviewer->get());
+  auto reviewer = reviewed.Authorize("ModelService/GetTrainingItems", "Bearer r");
+  ASSERT_TRUE(reviewer.ok()) << reviewer.status();
+  EXPECT_EQ(reviewer->role, Role::kReviewer);
+  EXPECT_EQ(RoleName(reviewer->role), "reviewer");
+  EXPECT_TRUE(reviewed.Authorize("AuditService/SubmitAudit", "Bearer r").ok());
+  EXPECT_TRUE(reviewed.Authorize("ModelService/GetTrainingItems", "Bearer b").ok());
+  auto auditor = reviewed.Authorize("ModelService/GetTrainingItems", "Bearer a");
+  EXPECT_EQ(auditor.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(auditor.status().message().find("needs the reviewer role"), std::string::npos)
+      << auditor.status();
+  EXPECT_EQ(reviewed.Authorize("ModelService/UnloadModel", "Bearer r").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE((Caller{"rev", Role::kReviewer}).MayAccessJobOf("ci"));
 
   // Without a token file: everyone is an anonymous admin.
   const AccessControl open(nullptr);

@@ -58,6 +58,8 @@ CommandResult RunCommand(const std::string& command) { return testing::RunShell(
 //           from a standard normal cloud (0.7); reference = the point ×100
 //           + 300 cloud draws. Copies of the point are memorized.
 //   slow    exact 64-d mixture, for long-running work.
+//   imgcopy a [1, 4, 4] image model, half its mass a point the reference set
+//           repeats (copies for the HTML report).
 //   broken  a corrupt model.pt.
 void WriteRepository(const std::string& repository) {
   const int64_t d = 4;
@@ -92,6 +94,31 @@ void WriteRepository(const std::string& repository) {
       toy::BuildGaussianMixtureModule(toy::RandomGaussianMixture(16, 2, 3), *schedule, v1::EPSILON);
   ASSERT_TRUE(image.ok());
   ASSERT_TRUE(toy::WriteModelDirectory(repository, image_config, *image).ok());
+  // An image-shaped model that memorizes: half its mass a point (a fixed
+  // 4×4 pattern) that the reference set repeats 20 times, half a broad
+  // Gaussian around 0 (100 draws in the reference set).
+  {
+    const int64_t d_image = 16;
+    toy::GaussianMixture copies;
+    copies.weights = at::tensor({0.5, 0.5}, at::kDouble);
+    const at::Tensor pattern =
+        (at::arange(d_image, at::kDouble).remainder(2) * 1.6 - 0.8).unsqueeze(0);
+    copies.means = at::cat({pattern, at::zeros({1, d_image}, at::kDouble)});
+    copies.covariances =
+        at::stack({1e-6 * at::eye(d_image, at::kDouble), 0.25 * at::eye(d_image, at::kDouble)});
+    at::manual_seed(1);
+    auto items = ReferenceSet::FromTensor(
+        at::cat({pattern.expand({20, d_image}), 0.5 * at::randn({100, d_image}, at::kDouble)})
+            .reshape({120, 1, 4, 4})
+            .to(at::kFloat));
+    ASSERT_TRUE(items.ok());
+    v1::ModelConfig copies_config = testing::MixtureConfig("imgcopy", d_image);
+    copies_config.clear_sample_shape();
+    for (int64_t dim : {1, 4, 4}) copies_config.add_sample_shape(dim);
+    auto copies_module = toy::BuildGaussianMixtureModule(copies, *schedule, v1::EPSILON);
+    ASSERT_TRUE(copies_module.ok());
+    ASSERT_TRUE(toy::WriteModelDirectory(repository, copies_config, *copies_module, &*items).ok());
+  }
   // A model whose reload will fail while the loaded version keeps serving.
   v1::ModelConfig reload_config = testing::MixtureConfig("reloadable", 2);
   auto reloadable =
@@ -237,8 +264,10 @@ class WriteRepositoryTest : public ::testing::Test {
 std::vector<std::string> ServerFlags() {
   return {"--max_concurrent_jobs=" + std::to_string(kMaxConcurrentJobs),
           "--max_queued_jobs=" + std::to_string(kMaxQueuedJobs),
-          "--max_watch_streams=" + std::to_string(kMaxWatchStreams), "--shutdown_grace_seconds=5",
-          "--max_request_memory_mib=256"};
+          "--max_watch_streams=" + std::to_string(kMaxWatchStreams),
+          "--shutdown_grace_seconds=5",
+          "--max_request_memory_mib=256",
+          "--serve_training_items"};
 }
 
 class IntegrationTest : public ::testing::Test {
@@ -343,7 +372,7 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 11u);
+  ASSERT_EQ(by_name.size(), 12u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
   // A hostile tokenizer.json loads: it only hurts on some prompts.
   EXPECT_EQ(by_name["t2i_backtrack"].state(), v1::MODEL_READY)
@@ -717,6 +746,49 @@ TEST_F(IntegrationTest, ImageModelSamplesWritePngGrids) {
   ASSERT_EQ(result.exit_code, 0) << result.output;
   // 3 columns × 2 rows of 4×4 tiles with 2-pixel gaps: 20 × 14.
   EXPECT_EQ(PngSize(png), std::make_pair(20u, 14u));
+}
+
+// The HTML page of an audit (memaudit audit --html, memaudit report): the
+// verdict, and each copy's generation beside the training item it is
+// nearest to, both inline images; the same page from the --json report.
+TEST_F(IntegrationTest, HtmlReportShowsCopiesBesideTheirTrainingItems) {
+  const std::string html = scratch_->Join("audit.html");
+  const std::string json = scratch_->Join("audit.json");
+  CommandResult audit =
+      RunCommand(Cli("audit --model imgcopy --samples 12 --seed 40 --quiet "
+                     "--fail-on never --json --html " +
+                     html + " > " + json));
+  ASSERT_EQ(audit.exit_code, 0) << audit.output;
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const nlohmann::json report = nlohmann::json::parse(read(json));
+  const std::string page = read(html);
+  ASSERT_GE(report["memorized_samples"].get<int64_t>(), 1) << "no copy among 12 samples";
+  EXPECT_NE(page.find("id=\"model-verdict\"><span class=\"verdict " +
+                      report["verdict"].get<std::string>()),
+            std::string::npos);
+  EXPECT_EQ(page.find("<script"), std::string::npos);
+  const size_t row = page.find("<tr class=\"copy\">");
+  ASSERT_NE(row, std::string::npos) << page.substr(0, 2000);
+  const std::string copy = page.substr(row, page.find("</tr>", row) - row);
+  const size_t generation = copy.find("<td class=\"generation\"><img");
+  const size_t training = copy.find("<td class=\"training\"><img");
+  ASSERT_NE(generation, std::string::npos) << copy;
+  ASSERT_NE(training, std::string::npos) << copy;
+  EXPECT_LT(generation, training);
+  EXPECT_NE(page.find("<svg"), std::string::npos) << "the spectrum plot";
+
+  const std::string again = scratch_->Join("again.html");
+  CommandResult from_json = RunCommand(Cli("report --quiet --from " + json + " --html " + again));
+  ASSERT_EQ(from_json.exit_code, 0) << from_json.output;
+  EXPECT_EQ(read(again), page) << "the page is a function of the job and its seeds";
+
+  CommandResult no_job =
+      RunCommand(Cli("report --quiet --id audit-000000000000 --html " + again + " 2>&1"));
+  EXPECT_NE(no_job.exit_code, 0);
+  EXPECT_NE(no_job.output.find("audit-000000000000"), std::string::npos) << no_job.output;
 }
 
 TEST_F(IntegrationTest, MitigationOverRpcJudgesBeforeAndAfter) {

@@ -145,6 +145,8 @@ struct AuditFlags {
   std::string label_free_metric;
   int64_t shards = 0;                               // --shards: fan-out
   std::optional<int64_t> shard_index, shard_count;  // batch sharding
+  std::string html;                                 // --html: the page too
+  EvidenceOptions evidence;
 };
 
 // `status` with "FLAG: " before its message.
@@ -202,6 +204,11 @@ int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
   absl::StatusOr<std::vector<Replica>> replicas = ResolveReplicas(common.server);
   if (!replicas.ok()) return Fail(Named("--server", replicas.status()));
   const bool fan_out = replicas->size() > 1 || flags.shards > 1;
+  if (!flags.html.empty() && (fan_out || flags.shard_index || flags.no_wait)) {
+    return Fail(absl::InvalidArgumentError(
+        "--html follows one audit on one server to its end: not with several servers, "
+        "--shards, --shard-index or --no-wait (make each job's page with `memaudit report --id`)"));
+  }
   if (flags.no_wait && (fan_out || flags.shard_index)) {
     return Fail(absl::InvalidArgumentError(
         "--no-wait follows no shards: it needs one server and no --shards or --shard-index"));
@@ -234,7 +241,16 @@ int RunAudit(const CommonOptions& common, const AuditFlags& flags) {
     return kExitOk;
   }
   if (!common.quiet) std::fprintf(stderr, "audit %s submitted\n", job->id().c_str());
-  return Watch(client, job->id(), common, flags.report.per_sample, *gate, shard);
+  const int exit_code = Watch(client, job->id(), common, flags.report.per_sample, *gate, shard);
+  if (!flags.html.empty() && (exit_code == kExitOk || exit_code == kExitGate)) {
+    // The page after the verdict: a failure to draw it fails the command.
+    if (absl::Status written =
+            WriteHtmlReport(client, job->id(), flags.html, flags.evidence, common.quiet);
+        !written.ok()) {
+      return Fail(Named("--html", written));
+    }
+  }
+  return exit_code;
 }
 
 // merge: the shard reports in `files`, merged and printed like an audit.
@@ -314,6 +330,9 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
       ->check(CLI::NonNegativeNumber)
       ->needs(count);
   count->needs("--shard-index");
+  command->add_option("--html", flags->html,
+                      "also write the audit as one self-contained HTML page (memaudit report)");
+  AddHtmlFlags(command, flags->evidence);
   return {command, [flags](const CommonOptions& common) { return RunAudit(common, *flags); }};
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "client/client.h"
+#include "client/html_report.h"
 
 namespace memaudit::client::cli {
 
@@ -76,6 +77,15 @@ Command AddGet(CLI::App& app, CommonOptions& common);
 Command AddCancel(CLI::App& app, CommonOptions& common);
 Command AddJobs(CLI::App& app, CommonOptions& common);
 Command AddMerge(CLI::App& app, CommonOptions& common);
+Command AddReport(CLI::App& app, CommonOptions& common);
+
+// Writes the HTML page of job `job_id` (report_command.cc) to `path`,
+// fetching its pictures from `client`; progress and notes on stderr unless
+// `quiet`.
+absl::Status WriteHtmlReport(Client& client, const std::string& job_id, const std::string& path,
+                             const EvidenceOptions& options, bool quiet);
+// --thumbnails, --no-spectra, --no-training-items.
+void AddHtmlFlags(CLI::App* command, EvidenceOptions& options);
 
 }  // namespace memaudit::client::cli
 
