@@ -134,6 +134,15 @@ else()
   set(MEMAUDIT_PCH OFF)
 endif()
 
+# A header GCC cannot use (a macro or flag that differs from the one it was
+# built with) is a warning, an error in CI, not a silent full parse. The
+# header is valid only where the command-line macros match, so the host and
+# every reuser get those that some imported libraries push onto their
+# consumers: -pthread (_REENTRANT; gRPC's targets add it) and -DNOMINMAX
+# (Debian 13's Abseil/protobuf add it to whatever links the API protos; a
+# Windows macro, inert here).
+set(MEMAUDIT_PCH_FLAGS -Winvalid-pch -pthread -DNOMINMAX)
+
 # Whether `target` links LibTorch, directly or through its dependencies.
 # Only this project's targets are followed (imported ones, such as
 # Abseil's hundreds, are leaves: torch is recognised by name), and each
@@ -190,7 +199,7 @@ function(memaudit_apply_torch_pch)
   if(NOT hosted)
     target_precompile_headers(memaudit_runtime PRIVATE
       <ATen/ATen.h> <c10/core/GradMode.h> <torch/csrc/autograd/autograd.h>)
-    target_compile_options(memaudit_runtime PRIVATE -Winvalid-pch -pthread)
+    target_compile_options(memaudit_runtime PRIVATE ${MEMAUDIT_PCH_FLAGS})
   endif()
   foreach(dir IN LISTS ARGN)
     get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
@@ -202,11 +211,7 @@ function(memaudit_apply_torch_pch)
         memaudit_links_torch(${target} uses_torch)
         if(uses_torch)
           target_precompile_headers(${target} REUSE_FROM memaudit_runtime)
-          # A header GCC cannot use (a flag that differs) is a warning, an
-          # error in CI, not a silent full parse. -pthread everywhere
-          # (gRPC's targets add it anyway): the header is valid only where
-          # _REENTRANT is defined as when it was built.
-          target_compile_options(${target} PRIVATE -Winvalid-pch -pthread)
+          target_compile_options(${target} PRIVATE ${MEMAUDIT_PCH_FLAGS})
         endif()
       endif()
     endforeach()
