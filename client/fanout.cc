@@ -196,6 +196,33 @@ absl::Status CheckCoverage(int64_t c, const Parts& parts, int64_t samples_per_co
   return absl::OkStatus();
 }
 
+// Adds `part`'s token attribution to `total`'s: each token's score is the
+// mean over both parts' samples (the shares follow). The same tokens in
+// both, or the reports are of different prompts or servers.
+absl::Status MergeTokenAttribution(const v1::TokenAttribution& part, v1::TokenAttribution* total) {
+  if (part.tokens_size() != total->tokens_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("token attributions of ", total->tokens_size(),
+                                                   " and ", part.tokens_size(), " tokens"));
+  }
+  if (part.tokens().empty()) return absl::OkStatus();
+  const double n = static_cast<double>(total->samples()), m = static_cast<double>(part.samples());
+  double sum = 0;
+  for (int i = 0; i < part.tokens_size(); ++i) {
+    v1::TokenAttribution::Token& token = *total->mutable_tokens(i);
+    if (token.position() != part.tokens(i).position() || token.text() != part.tokens(i).text()) {
+      return absl::InvalidArgumentError(absl::StrCat("token ", i, " differs (\"", token.text(),
+                                                     "\" vs \"", part.tokens(i).text(), "\")"));
+    }
+    token.set_score((token.score() * n + part.tokens(i).score() * m) / std::max(n + m, 1.0));
+    sum += token.score();
+  }
+  for (v1::TokenAttribution::Token& token : *total->mutable_tokens()) {
+    token.set_share(sum > 0 ? token.score() / sum : 0.0);
+  }
+  total->set_samples(total->samples() + part.samples());
+  return absl::OkStatus();
+}
+
 bool HasEarlyMetrics(const v1::AuditReport& report) {
   if (!report.policy().early_rule().empty()) return true;
   return std::any_of(report.conditions().begin(), report.conditions().end(),
@@ -346,6 +373,13 @@ absl::StatusOr<v1::AuditReport> MergeShardReports(const std::vector<ShardReport>
       condition.set_memorized(condition.memorized() + part.memorized());
       condition.set_partial(condition.partial() + part.partial());
       condition.set_not_memorized(condition.not_memorized() + part.not_memorized());
+      if (!part.has_token_attribution() && !condition.has_token_attribution()) continue;
+      if (absl::Status s = MergeTokenAttribution(part.token_attribution(),
+                                                 condition.mutable_token_attribution());
+          !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            Name(*parts[k].first), ": condition ", c, " (", condition.label(), "): ", s.message()));
+      }
     }
     if (parts.size() > 1) {
       condition.set_verdict(ToProto(ConditionVerdictFromCounts(

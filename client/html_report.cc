@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -62,7 +64,34 @@ img.sample, img.item { width: 96px; height: 96px; image-rendering: pixelated; bo
 tr.copy img { width: 128px; height: 128px; }
 pre { background: #f6f6f6; padding: 6px; font-size: 0.85em; }
 .note { color: #555; font-style: italic; }
+.tokens { font-size: 1.1em; line-height: 1.8; }
+.token { padding: 1px 3px; border-radius: 3px; }
 )css";
+
+// The prompt's words shaded by their attribution (the strongest darkest),
+// and the strongest named: which words drive the memorization.
+void AppendTokens(const v1::TokenAttribution& attribution, std::string* html) {
+  if (attribution.tokens().empty()) return;
+  const v1::TokenAttribution::Token* strongest = &attribution.tokens(0);
+  for (const v1::TokenAttribution::Token& token : attribution.tokens()) {
+    if (token.score() > strongest->score()) strongest = &token;
+  }
+  std::string words;
+  for (const v1::TokenAttribution::Token& token : attribution.tokens()) {
+    const double shade = strongest->score() > 0 ? token.score() / strongest->score() : 0.0;
+    absl::StrAppend(
+        &words, "<span class=\"token\" data-share=\"", Number(token.share()), "\" title=\"score ",
+        Number(token.score()), ", ", absl::StrFormat("%.1f", 100 * token.share()),
+        "%\" style=\"background: rgba(176, 0, 32, ", absl::StrFormat("%.2f", shade), ")",
+        shade > 0.55 ? "; color: #fff" : "", "\">", Escape(token.text()), "</span>");
+  }
+  absl::StrAppend(html, "<p class=\"tokens\">Tokens by attribution: ", words,
+                  "</p>\n<p>Strongest token: <b class=\"strongest-token\">",
+                  Escape(std::string(absl::StripAsciiWhitespace(strongest->text()))), "</b> (",
+                  absl::StrFormat("%.1f", 100 * strongest->share()),
+                  "% of the prompt's attribution; gradient of ‖ε̂_c − ε̂_∅‖ at x_T, t = ",
+                  attribution.timestep(), ", ", attribution.samples(), " samples)</p>\n");
+}
 
 void AppendSummary(const v1::AuditJob& job, std::string* html) {
   const v1::AuditReport& report = job.report();
@@ -78,8 +107,11 @@ void AppendSummary(const v1::AuditJob& job, std::string* html) {
       Number(100.0 * policy.condition_memorized_fraction()), "% memorized samples, the model from ",
       Number(100.0 * policy.model_memorized_fraction()), "%",
       policy.early_rule().empty() ? "" : "; early flags: " + Escape(policy.early_rule()),
-      "</td></tr>\n<tr><th>sampling</th><td>", job.request().sampling().num_steps(),
-      " steps (0: the server's default), guidance ",
+      "</td></tr>\n<tr><th>sampling</th><td>",
+      job.request().sampling().num_steps() > 0
+          ? absl::StrCat(job.request().sampling().num_steps(), " steps")
+          : std::string("the server's default steps"),
+      ", guidance ",
       job.request().sampling().has_guidance_scale()
           ? Number(job.request().sampling().guidance_scale())
           : "1",
@@ -147,6 +179,7 @@ void AppendCondition(const v1::ConditionReport& condition, const ConditionEviden
   if (condition.has_early()) {
     absl::StrAppend(html, "<pre>", Escape(EarlyMetricsText(condition.early())), "</pre>\n");
   }
+  AppendTokens(condition.token_attribution(), html);
   if (evidence != nullptr) {
     std::string thumbs;
     for (int i : ShownSamples(condition, condition.samples_size())) {
@@ -176,9 +209,10 @@ std::string AuditReportHtml(const v1::AuditJob& job, const ReportEvidence& evide
       Escape(report.model()), " ", VerdictWord(report.verdict()), "</title>\n<style>", kStyle,
       "</style>\n</head>\n<body>\n");
   AppendSummary(job, &html);
+  absl::flat_hash_map<const v1::ConditionReport*, int> index_of;
+  for (int i = 0; i < report.conditions_size(); ++i) index_of[&report.conditions(i)] = i;
   for (const v1::ConditionReport* condition : WorstFirst(report)) {
-    int index = 0;
-    while (&report.conditions(index) != condition) ++index;
+    const int index = index_of[condition];
     const ConditionEvidence* pictures = index < static_cast<int>(evidence.conditions.size())
                                             ? &evidence.conditions[index]
                                             : nullptr;

@@ -6,6 +6,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -166,6 +167,19 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
     if (condition.has_early_outlier_z()) {
       condition_entry["early_outlier_z"] = condition.early_outlier_z();
     }
+    if (condition.has_token_attribution()) {
+      const v1::TokenAttribution& attribution = condition.token_attribution();
+      nlohmann::json tokens = nlohmann::json::array();
+      for (const v1::TokenAttribution::Token& token : attribution.tokens()) {
+        tokens.push_back({{"position", token.position()},
+                          {"text", token.text()},
+                          {"score", token.score()},
+                          {"share", token.share()}});
+      }
+      condition_entry["token_attribution"] = {{"timestep", attribution.timestep()},
+                                              {"samples", attribution.samples()},
+                                              {"tokens", tokens}};
+    }
     conditions.push_back(condition_entry);
   }
   const v1::PolicyUsed& policy = report.policy();
@@ -259,6 +273,20 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
     }
     if (condition.has_early_outlier_z()) {
       absl::StrAppendFormat(&text, "    label-free outlier z %.2f\n", condition.early_outlier_z());
+    }
+    if (!condition.token_attribution().tokens().empty()) {
+      // The prompt's three strongest tokens, strongest first.
+      std::vector<const v1::TokenAttribution::Token*> tokens;
+      for (const auto& token : condition.token_attribution().tokens()) tokens.push_back(&token);
+      std::stable_sort(tokens.begin(), tokens.end(),
+                       [](const auto* a, const auto* b) { return a->score() > b->score(); });
+      tokens.resize(std::min<size_t>(tokens.size(), 3));
+      std::vector<std::string> words;
+      for (const auto* token : tokens) {
+        words.push_back(absl::StrFormat("\"%s\" %.0f%%", absl::StripAsciiWhitespace(token->text()),
+                                        100 * token->share()));
+      }
+      absl::StrAppend(&text, "    strongest tokens: ", absl::StrJoin(words, ", "), "\n");
     }
     if (!per_sample) continue;
     absl::StrAppend(&text,

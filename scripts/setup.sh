@@ -42,6 +42,8 @@ PACKAGES=(
   python3-scipy
   # the Python client (clients/python): gRPC and protobuf for Python
   python3-grpcio python3-protobuf
+  # tests: headless Chromium renders the HTML reports (tests/html_render_test.cc)
+  chromium
 )
 # (Python's torch comes in the same flavour: the CPU and CUDA ones conflict.)
 case "${MEMAUDIT_LIBTORCH:-cpu}" in

@@ -228,6 +228,16 @@ class AuditRun {
       }
       if (callbacks_.progress) callbacks_.progress(measured_progress);
     }
+    // A prompt's token attribution over all of the condition's samples: one
+    // forward and backward pass each (counted as curvature time).
+    const Clock::time_point attribution_start = Clock::now();
+    ASSIGN_OR_RETURN(
+        std::optional<v1::TokenAttribution> attribution,
+        AttributePromptTokens(condition, *model_.denoiser,
+                              ConsecutiveSeeds(plan_.seed, plan_.samples_per_condition),
+                              plan_.curvature.sampler, stop_));
+    if (attribution.has_value()) *report->mutable_token_attribution() = *std::move(attribution);
+    curvature_seconds_ += SecondsSince(attribution_start);
     report->set_verdict(ToProtoVerdict(JudgeCondition(report->memorized(), report->partial(),
                                                       report->samples_size(), model_.policy)));
     return absl::OkStatus();

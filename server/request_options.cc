@@ -8,6 +8,7 @@
 #include "absl/strings/strip.h"
 #include "core/base/status_macros.h"
 #include "core/checkpoint/text_encoder.h"
+#include "core/early/token_attribution.h"
 #include "server/tensor_codec.h"
 
 namespace memaudit::server {
@@ -266,6 +267,37 @@ absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& d
   if (!prepared.ok()) return WithField(prepared.status(), "condition: ", plan.field);
   plan.row = *std::move(prepared);
   return plan;
+}
+
+absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
+    const ConditionPlan& plan, const Denoiser& denoiser, const std::vector<uint64_t>& seeds,
+    const SamplerOptions& sampler, const StopCheck& stop) {
+  const TextEncoder* encoder = denoiser.network().text_encoder();
+  if (!plan.condition.has_prompt() || encoder == nullptr || !encoder->has_token_table() ||
+      seeds.empty()) {
+    return std::nullopt;  // no token embeddings to attribute to
+  }
+  absl::StatusOr<TextEncoder::DifferentiableEncoding> encoding =
+      encoder->EncodeDifferentiably(plan.condition.prompt(), stop);
+  if (!encoding.ok()) return WithField(encoding.status(), "prompt 0: ", plan.field + ".prompt");
+  AttributionInput input{encoding->embedding, encoding->table, encoding->text_ids};
+  absl::StatusOr<TokenAttribution> attribution =
+      ComputeTokenAttribution(denoiser, seeds, input, sampler, stop);
+  if (!attribution.ok()) return WithField(attribution.status(), "", plan.field);
+  v1::TokenAttribution proto;
+  proto.set_samples(attribution->samples);
+  proto.set_timestep(attribution->timestep);
+  double sum = 0;
+  for (double score : attribution->scores) sum += score;
+  for (size_t i = 0; i < encoding->text_tokens.size(); ++i) {
+    const double score = attribution->scores[i];
+    v1::TokenAttribution::Token* token = proto.add_tokens();
+    token->set_position(encoder->first_text_position() + static_cast<int64_t>(i));
+    token->set_text(encoding->text_tokens[i]);
+    token->set_score(score);
+    token->set_share(sum > 0 ? score / sum : 0.0);
+  }
+  return proto;
 }
 
 at::Tensor RepeatCondition(const ConditionPlan& condition, int64_t batch) {

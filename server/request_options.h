@@ -8,7 +8,9 @@
 
 #include <ATen/Tensor.h>
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/audit/sample_curvature.h"
@@ -62,6 +64,14 @@ absl::StatusOr<ConditionPlan> ToConditionPlan(const v1::Condition& condition,
 // returned as they are. Errors name plan.field.
 absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& denoiser,
                                            const StopCheck& stop = nullptr);
+// The token attribution (core/early/token_attribution.h) of an encoded
+// prompt condition for one sample per seed, as the report's message: the
+// prompt's own tokens with their scores and shares. Nothing (no error) for
+// other conditions and for models whose embedding is not one row per token.
+// Errors of ComputeTokenAttribution and of the tokenizer, naming plan.field.
+absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
+    const ConditionPlan& plan, const Denoiser& denoiser, const std::vector<uint64_t>& seeds,
+    const SamplerOptions& sampler, const StopCheck& stop = nullptr);
 // The condition repeated for `batch` samples (undefined stays undefined).
 // A prompt must have been encoded.
 at::Tensor RepeatCondition(const ConditionPlan& condition, int64_t batch);

@@ -471,6 +471,56 @@ TEST(MergeShardReportsTest, EarlyMetricsMergeOnlyAsOneShard) {
   EXPECT_EQ(merged->conditions(0).early_outlier_z(), 4.0);
 }
 
+// A prompt's token attribution as a server computes it over `condition`'s
+// samples: each token's score the mean of a per-sample value.
+void Attribute(v1::ConditionReport* condition) {
+  v1::TokenAttribution& attribution = *condition->mutable_token_attribution();
+  attribution.set_samples(condition->samples_size());
+  attribution.set_timestep(40);
+  double sum = 0;
+  for (int k = 0; k < 3; ++k) {
+    double score = 0;
+    for (const v1::SampleReport& sample : condition->samples()) {
+      score += (k + 1.0) * static_cast<double>(1 + sample.seed() % 5) / condition->samples_size();
+    }
+    v1::TokenAttribution::Token& token = *attribution.add_tokens();
+    token.set_position(k + 1);
+    token.set_text(absl::StrCat("word", k, " "));
+    token.set_score(score);
+    sum += score;
+  }
+  for (auto& token : *attribution.mutable_tokens()) token.set_share(token.score() / sum);
+}
+
+// Scores are means over samples, so a condition split into shards merges
+// to the one-server attribution; shards of different prompts do not merge.
+TEST(MergeShardReportsTest, TokenAttributionsMergeAsMeansOverSamples) {
+  const v1::AuditRequest request = Request(1, 16);
+  for (int64_t count : {2, 3, 5}) {
+    std::vector<ShardReport> shards = ShardReports(request, count);
+    for (ShardReport& shard : shards) Attribute(shard.report.mutable_conditions(0));
+    absl::StatusOr<v1::AuditReport> merged = MergeShardReports(shards);
+    ASSERT_TRUE(merged.ok()) << merged.status();
+    v1::AuditReport whole = ServerReport(request, Mixed);
+    Attribute(whole.mutable_conditions(0));
+    const v1::TokenAttribution& got = merged->conditions(0).token_attribution();
+    const v1::TokenAttribution& want = whole.conditions(0).token_attribution();
+    EXPECT_EQ(got.samples(), 16);
+    ASSERT_EQ(got.tokens_size(), 3);
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_NEAR(got.tokens(k).score(), want.tokens(k).score(), 1e-12) << count << " " << k;
+      EXPECT_NEAR(got.tokens(k).share(), want.tokens(k).share(), 1e-12) << count << " " << k;
+    }
+    shards[1]
+        .report.mutable_conditions(0)
+        ->mutable_token_attribution()
+        ->mutable_tokens(2)
+        ->set_text("other ");
+    EXPECT_THAT(MergeError(shards, absl::StatusCode::kInvalidArgument),
+                HasSubstr("token 2 differs"));
+  }
+}
+
 // --- Shard reports as JSON (`audit --shard-index --json`, `merge`) ------
 
 TEST(ShardReportJsonTest, TheShardsJsonReadsBackWhole) {

@@ -250,6 +250,40 @@ TEST(AuditReportGolden, JsonContract) {
   EXPECT_EQ(json["worst_conditions"].size(), 2u);  // class 3 has nothing to show
 }
 
+// A prompt's token attribution: the text report names the three strongest
+// tokens (strongest first, word-end spaces dropped), the JSON carries all.
+TEST(AuditReportTokens, StrongestTokensInTextAndAllInJson) {
+  v1::AuditJob job = ClassConditionalJob();
+  v1::ConditionReport& condition = *job.mutable_report()->mutable_conditions(1);
+  condition.mutable_condition()->set_prompt("a seven, the fenwick print");
+  v1::TokenAttribution& attribution = *condition.mutable_token_attribution();
+  attribution.set_samples(3);
+  attribution.set_timestep(40);
+  const std::vector<std::pair<std::string, double>> tokens = {{"a ", 0.1},       {"seven", 0.2},
+                                                              {", ", 0.05},      {"the ", 0.15},
+                                                              {"fenwick ", 0.4}, {"print ", 0.1}};
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    v1::TokenAttribution::Token& token = *attribution.add_tokens();
+    token.set_position(static_cast<int64_t>(i) + 1);
+    token.set_text(tokens[i].first);
+    token.set_score(tokens[i].second);
+    token.set_share(tokens[i].second);
+  }
+  const std::string text = AuditReportText(job.report(), false);
+  EXPECT_NE(text.find("strongest tokens: \"fenwick\" 40%, \"seven\" 20%, \"the\" 15%\n"),
+            std::string::npos)
+      << text;
+  const nlohmann::json json = AuditReportJson(job);
+  const nlohmann::json& got = json["conditions"][1]["token_attribution"];
+  EXPECT_EQ(got["samples"], 3);
+  EXPECT_EQ(got["timestep"], 40);
+  ASSERT_EQ(got["tokens"].size(), 6u);
+  EXPECT_EQ(got["tokens"][4]["text"], "fenwick ");
+  EXPECT_EQ(got["tokens"][4]["position"], 5);
+  EXPECT_EQ(got["tokens"][4]["score"], 0.4);
+  EXPECT_FALSE(json["conditions"][0].contains("token_attribution"));
+}
+
 v1::SpectrumResponse ArnoldiSpectrum() {
   v1::SpectrumResponse spectrum;
   spectrum.set_model("cifar-toy");

@@ -14,6 +14,7 @@
 #include "core/checkpoint/latent_decoder.h"
 #include "core/checkpoint/load_model.h"
 #include "core/checkpoint/text_encoder.h"
+#include "core/early/token_attribution.h"
 #include "core/model/denoiser.h"
 #include "core/runtime/tensor_file.h"
 #include "core/text/tokenizer.h"
@@ -42,10 +43,16 @@ at::Tensor Table() {
   return at::randn({kVocabulary, kWidth});
 }
 
-// text_encoder.pt: forward(ids) = table[ids], or `source` in its place.
-void WriteEncoder(const std::string& path, const std::string& source = "") {
+// text_encoder.pt: forward(ids) = table[ids], or `source` in its place;
+// the table a buffer, or a parameter (as CLIP's token embedding is).
+void WriteEncoder(const std::string& path, const std::string& source = "",
+                  bool table_is_parameter = false) {
   torch::jit::Module module("__torch__.memaudit.test.TableEncoder");
-  module.register_buffer("table", Table());
+  if (table_is_parameter) {
+    module.register_parameter("table", Table(), /*is_buffer=*/false);
+  } else {
+    module.register_buffer("table", Table());
+  }
   module.define(source.empty() ? R"(
 def forward(self, ids: Tensor) -> Tensor:
     return self.table.index_select(0, ids.flatten()).view(ids.size(0), ids.size(1), 4)
@@ -87,9 +94,10 @@ def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
 
 // Writes <repository>/t2i with `config` (which may be invalid: it is
 // written as it is), the table encoder and the tokenizer.
-std::string WriteTextModel(const std::string& repository, const v1::ModelConfig& config) {
+std::string WriteTextModel(const std::string& repository, const v1::ModelConfig& config,
+                           const std::string& denoiser = kDenoiser) {
   EXPECT_TRUE(
-      testing::WriteScriptedModel(repository, testing::MixtureConfig("t2i", 4), kDenoiser).ok());
+      testing::WriteScriptedModel(repository, testing::MixtureConfig("t2i", 4), denoiser).ok());
   const std::string dir = repository + "/" + config.name();
   std::string text;
   google::protobuf::TextFormat::PrintToString(config, &text);
@@ -142,6 +150,136 @@ TEST(TextToImageTest, PromptsAreTokenizedAsTheTokenizerDoesAndEncodedByTheModule
   // null_condition.pt is given.
   EXPECT_TRUE(
       at::equal((*checkpoint)->NullCondition(3), oracle[0].unsqueeze(0).expand({3, -1, -1})));
+}
+
+// A prompt's own tokens as text: each, with the end-of-word suffix put
+// back, is the vocabulary entry of the id at its position, and the
+// positions skip BOS and stop before EOS and the padding.
+TEST(TextToImageTest, TextTokensAreTheIdsAtTheirPositions) {
+  ScratchDir dir;
+  WriteTextModel(dir.path(), TextConfig());
+  auto checkpoint = LoadModel(dir.Join("t2i"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const TextEncoder* encoder = (*checkpoint)->text_encoder();
+  ASSERT_NE(encoder, nullptr);
+  auto tokenizer = Tokenizer::Load(kClipTokenizer);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(encoder->first_text_position(), 1);  // after <|startoftext|>
+  for (const std::string prompt : {"seven seas", "a photo of an astronaut riding a horse", ""}) {
+    auto tokens = encoder->TextTokens(prompt);
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    auto ids = (*tokenizer)->EncodeForModel(prompt, kLength, kEndOfText);
+    ASSERT_TRUE(ids.ok());
+    auto all = (*tokenizer)->Encode(prompt);
+    ASSERT_TRUE(all.ok());
+    // Cut as EncodeForModel cuts: kLength minus BOS and EOS.
+    EXPECT_EQ(tokens->size(), std::min<size_t>(all->size() - 2, kLength - 2)) << prompt;
+    std::string joined;
+    for (size_t i = 0; i < tokens->size(); ++i) {
+      // A trailing space stands for the vocabulary's "</w>".
+      std::string entry = (*tokens)[i];
+      if (!entry.empty() && entry.back() == ' ') entry.replace(entry.size() - 1, 1, "</w>");
+      EXPECT_EQ((*tokenizer)->TokenToId(entry), (*ids)[1 + i])
+          << prompt << " token " << i << " \"" << (*tokens)[i] << "\"";
+      joined += (*tokens)[i];
+    }
+    if (all->size() - 2 <= kLength - 2) {
+      EXPECT_EQ(joined, prompt.empty() ? "" : prompt + " ");
+    }
+  }
+  EXPECT_EQ(*encoder->TextTokens("seven seas"),
+            (std::vector<std::string>{"s", "ev", "en ", "s", "ea", "s "}));
+  EXPECT_EQ(encoder->TextTokens("\xff").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Token attribution against its closed form. The denoiser adds
+// a(c)·x with a(c) = Σ w_ij c_ij², so ε̂_c − ε̂_∅ = (a(c) − a(∅))·x_T and
+// m = |a(c) − a(∅)|·‖x_T‖: ∂m/∂c_i = ±2‖x_T‖·(w_i ⊙ c_i), whose norm is
+// each position's score, averaged over the seeds' x_T.
+TEST(TextToImageTest, TokenAttributionIsTheGradientOfWensMetricPerPosition) {
+  ScratchDir dir;
+  WriteTextModel(dir.path(), TextConfig(), R"(
+def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+    w = (torch.arange(8, dtype=c.dtype).view(1, 8, 1) + 1.0) * (torch.arange(4, dtype=c.dtype).view(1, 1, 4) + 1.0)
+    return 0.5 * x * self.scale + (w * c * c).sum([1, 2]).view(-1, 1, 1, 1) * x
+)");
+  auto checkpoint = LoadModel(dir.Join("t2i"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  auto embedding = (*checkpoint)->text_encoder()->Encode({"seven seas"});
+  ASSERT_TRUE(embedding.ok()) << embedding.status();
+  const std::vector<uint64_t> seeds = {3, 4, 5};
+  SamplerOptions sampler;
+  sampler.num_steps = 20;
+  sampler.steps_offset = 1;
+  // With respect to the condition's own rows (the positions).
+  const at::Tensor leaf = (*embedding)[0].detach().clone().requires_grad_(true);
+  AttributionInput input{leaf.unsqueeze(0), leaf, {}};
+  for (int64_t i = 0; i < kLength; ++i) input.rows.push_back(i);
+  auto attribution = ComputeTokenAttribution(denoiser, seeds, input, sampler);
+  ASSERT_TRUE(attribution.ok()) << attribution.status();
+  EXPECT_EQ(attribution->samples, 3);
+  // The low-noise timestep: leading spacing 951, 901, …, 101, 51, 1.
+  EXPECT_EQ(attribution->timestep, 101);
+  ASSERT_EQ(attribution->scores.size(), static_cast<size_t>(kLength));
+  double noise_norm = 0;
+  const at::Tensor noise = InitialNoise(**checkpoint, seeds).to(at::kDouble);
+  for (int64_t b = 0; b < 3; ++b) noise_norm += noise[b].norm().item<double>() / 3;
+  const at::Tensor c = embedding->to(at::kDouble)[0];
+  for (int64_t i = 0; i < kLength; ++i) {
+    const at::Tensor w = (i + 1.0) * (at::arange(4, at::kDouble) + 1.0);
+    const double expected = 2 * noise_norm * (w * c[i]).norm().item<double>();
+    EXPECT_NEAR(attribution->scores[i], expected, 1e-4 * expected) << i;
+  }
+  input.rows = {kLength};
+  EXPECT_EQ(ComputeTokenAttribution(denoiser, seeds, input, sampler).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ComputeTokenAttribution(denoiser, {}, input, sampler).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Through the encoder: the table encoder's output rows are table rows, so
+// the gradient with respect to the token-embedding table, at each token's
+// id, is the gradient with respect to the condition at the token's
+// position (no token repeats in the prompt): both ways agree.
+TEST(TextToImageTest, TokenAttributionThroughTheEncoderMatchesThePositions) {
+  ScratchDir dir;
+  WriteTextModel(dir.path(), TextConfig(), R"(
+def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+    return 0.5 * x * self.scale + torch.tanh(c * x.mean()).sum([1, 2]).view(-1, 1, 1, 1)
+)");
+  WriteEncoder(dir.Join("t2i/" + std::string(TextEncoder::kModelFile)), "",
+               /*table_is_parameter=*/true);
+  auto checkpoint = LoadModel(dir.Join("t2i"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const TextEncoder& encoder = *(*checkpoint)->text_encoder();
+  ASSERT_TRUE(encoder.has_token_table());
+  Denoiser denoiser(*checkpoint);
+  const std::string prompt = "x y z w";  // four distinct one-letter tokens
+  auto encoding = encoder.EncodeDifferentiably(prompt);
+  ASSERT_TRUE(encoding.ok()) << encoding.status();
+  EXPECT_EQ(encoding->text_tokens, *encoder.TextTokens(prompt));
+  ASSERT_EQ(encoding->text_ids.size(), 4u);
+  const std::vector<uint64_t> seeds = {1, 2};
+  auto by_table = ComputeTokenAttribution(
+      denoiser, seeds, {encoding->embedding, encoding->table, encoding->text_ids},
+      SamplerOptions());
+  ASSERT_TRUE(by_table.ok()) << by_table.status();
+  const at::Tensor leaf = encoding->embedding.detach()[0].clone().requires_grad_(true);
+  auto by_position = ComputeTokenAttribution(
+      denoiser, seeds, {leaf.unsqueeze(0), leaf, {1, 2, 3, 4}}, SamplerOptions());
+  ASSERT_TRUE(by_position.ok()) << by_position.status();
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_GT(by_table->scores[i], 0) << i;
+    EXPECT_NEAR(by_table->scores[i], by_position->scores[i], 1e-6 * by_position->scores[i]) << i;
+  }
+  // A buffer is not a table to attribute by: the other encoder has none.
+  WriteEncoder(dir.Join("t2i/" + std::string(TextEncoder::kModelFile)));
+  auto without = LoadModel(dir.Join("t2i"));
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_FALSE((*without)->text_encoder()->has_token_table());
+  EXPECT_EQ((*without)->text_encoder()->EncodeDifferentiably(prompt).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(TextToImageTest, NullConditionFileAndPadIdAndVocabMergesAreHonoured) {

@@ -85,6 +85,24 @@ absl::StatusOr<std::unique_ptr<const TextEncoder>> TextEncoder::Load(
                      ShapeString(ids.sizes()), " failed: ", probe.status().message()));
   }
   encoder->empty_prompt_embedding_ = *std::move(probe);
+  // The token-embedding table, for token attribution: the one floating
+  // parameter [vocabulary size, D]. Made to require grad here, before the
+  // encoder is shared; Encode runs without gradients whatever it says.
+  const int64_t vocabulary = encoder->tokenizer_->vocabulary_size();
+  int tables = 0;
+  for (const torch::jit::Named<at::Tensor>& parameter : encoder->module_.named_parameters()) {
+    const at::Tensor& value = parameter.value;
+    if (value.dim() == 2 && value.size(0) == vocabulary &&
+        at::isFloatingType(value.scalar_type())) {
+      encoder->token_table_ = value;
+      ++tables;
+    }
+  }
+  if (tables != 1) {
+    encoder->token_table_ = at::Tensor();
+  } else if (!encoder->token_table_.requires_grad()) {
+    encoder->token_table_.requires_grad_(true);
+  }
   return std::unique_ptr<const TextEncoder>(std::move(encoder));
 }
 
@@ -107,6 +125,39 @@ absl::StatusOr<at::Tensor> TextEncoder::Tokenize(absl::Span<const std::string> p
     for (int j = 0; j < max_length_; ++j) rows[i][j] = (*encoded)[j];
   }
   return ids;
+}
+
+absl::StatusOr<std::vector<std::string>> TextEncoder::TextTokens(const std::string& prompt,
+                                                                 const StopCheck& stop) const {
+  RETURN_IF_ERROR(Tokenize({prompt}, stop).status());  // its checks and messages
+  return tokenizer_->TextTokens(prompt, max_length_, stop);
+}
+
+absl::StatusOr<TextEncoder::DifferentiableEncoding> TextEncoder::EncodeDifferentiably(
+    const std::string& prompt, const StopCheck& stop) const {
+  if (!token_table_.defined()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(model_path_, ": no token-embedding table (one floating parameter of shape [",
+                     tokenizer_->vocabulary_size(), ", D]) to attribute tokens by"));
+  }
+  ASSIGN_OR_RETURN(const at::Tensor ids, Tokenize({prompt}, stop));
+  DifferentiableEncoding encoding;
+  ASSIGN_OR_RETURN(encoding.text_tokens, tokenizer_->TextTokens(prompt, max_length_, stop));
+  encoding.table = token_table_;
+  const int64_t first = first_text_position();
+  for (size_t i = 0; i < encoding.text_tokens.size(); ++i) {
+    encoding.text_ids.push_back(ids[0][first + static_cast<int64_t>(i)].item<int64_t>());
+  }
+  try {
+    c10::AutoGradMode grad(true);
+    c10::IValue out = module_.forward({ids.to(device_)});
+    if (!out.isTensor())
+      return absl::FailedPreconditionError(model_path_ + ": forward returned no tensor");
+    encoding.embedding = out.toTensor().to(output_dtype_);
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal, "the text encoder failed", e);
+  }
+  return encoding;
 }
 
 absl::StatusOr<at::Tensor> TextEncoder::EncodeIds(const at::Tensor& ids,

@@ -59,6 +59,33 @@ class TextEncoder {
   absl::StatusOr<at::Tensor> Tokenize(absl::Span<const std::string> prompts,
                                       const StopCheck& stop = nullptr) const;
 
+  // The prompt's own tokens as readable text (Tokenizer::TextTokens): they
+  // sit at positions [first_text_position(), first_text_position() + size)
+  // of Tokenize's ids, so also of the embedding's first axis for encoders
+  // whose output is one vector per id (CLIP's). Errors as Tokenize's for
+  // one prompt.
+  absl::StatusOr<std::vector<std::string>> TextTokens(const std::string& prompt,
+                                                      const StopCheck& stop = nullptr) const;
+  int first_text_position() const { return tokenizer_->num_leading_special_tokens(); }
+
+  // Token attribution's input (core/early/token_attribution.h): the
+  // prompt's embedding [1, *embedding_shape] computed with autograd
+  // recording from the encoder's token-embedding table, the table, and the
+  // ids and text of the prompt's own tokens (TextTokens' order; a token
+  // that occurs twice has one row, so one score). The table is the
+  // one floating parameter of shape [vocabulary size, D] (CLIP's
+  // token_embedding.weight); FAILED_PRECONDITION when the module has none
+  // or several (has_token_table()). Errors as TextTokens'.
+  struct DifferentiableEncoding {
+    at::Tensor embedding;
+    at::Tensor table;
+    std::vector<int64_t> text_ids;
+    std::vector<std::string> text_tokens;
+  };
+  absl::StatusOr<DifferentiableEncoding> EncodeDifferentiably(
+      const std::string& prompt, const StopCheck& stop = nullptr) const;
+  bool has_token_table() const { return token_table_.defined(); }
+
   // Embeddings [prompts.size(), *embedding_shape] in output_dtype on the
   // device, computed kEncodeBatch prompts per network call, without
   // gradients. Errors of Tokenize; INTERNAL when the network throws;
@@ -90,6 +117,8 @@ class TextEncoder {
   int64_t pad_id_ = 0;
   std::vector<int64_t> embedding_shape_;
   at::Tensor empty_prompt_embedding_;
+  // The module's token-embedding parameter (requires grad), if recognised.
+  at::Tensor token_table_;
   at::Device device_ = at::kCPU;
   at::ScalarType output_dtype_ = at::kFloat;
   mutable torch::jit::Module module_;

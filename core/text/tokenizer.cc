@@ -627,10 +627,72 @@ absl::StatusOr<std::vector<int64_t>> Tokenizer::EncodeForModel(std::string_view 
   return ids;
 }
 
+namespace {
+
+// A vocabulary entry as text (Tokenizer::TextTokens).
+std::string ReadableToken(std::string token, const std::string& end_of_word_suffix) {
+  if (!end_of_word_suffix.empty() && token.size() > end_of_word_suffix.size() &&
+      token.compare(token.size() - end_of_word_suffix.size(), end_of_word_suffix.size(),
+                    end_of_word_suffix) == 0) {
+    token.resize(token.size() - end_of_word_suffix.size());
+    token += ' ';  // the word ends here
+  }
+  static const absl::flat_hash_map<std::string, char>* byte_of = [] {
+    auto* map = new absl::flat_hash_map<std::string, char>;
+    for (int b = 0; b < 256; ++b) (*map)[ByteToUnicode()[b]] = static_cast<char>(b);
+    return map;
+  }();
+  std::string bytes;
+  for (size_t i = 0; i < token.size();) {
+    const unsigned char lead = static_cast<unsigned char>(token[i]);
+    const size_t length = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+    auto it = byte_of->find(token.substr(i, length));
+    if (it == byte_of->end()) return token;  // not a byte-level entry
+    bytes += it->second;
+    i += length;
+  }
+  return IsValidUtf8(bytes) ? bytes : token;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> Tokenizer::TextTokens(std::string_view text,
+                                                               int max_length,
+                                                               const StopCheck& stop) const {
+  // EncodeForModel's ids without the special tokens and padding.
+  if (max_length < num_special_tokens()) return EncodeForModel(text, max_length, 0).status();
+  if (!IsValidUtf8(text)) return absl::InvalidArgumentError("the text is not valid UTF-8");
+  absl::StatusOr<std::vector<int64_t>> content = impl_->EncodeText(text, stop);
+  if (!content.ok()) return content.status();
+  content->resize(
+      std::min<size_t>(content->size(), static_cast<size_t>(max_length - num_special_tokens())));
+  // One pass over the vocabulary for the ids wanted (it maps text to id).
+  absl::flat_hash_map<int64_t, std::string> text_of;
+  for (int64_t id : *content) text_of[id];
+  for (const auto& [token, id] : impl_->vocab) {
+    if (auto it = text_of.find(id); it != text_of.end()) it->second = token;
+  }
+  std::vector<std::string> tokens;
+  tokens.reserve(content->size());
+  for (int64_t id : *content)
+    tokens.push_back(ReadableToken(text_of[id], impl_->end_of_word_suffix));
+  return tokens;
+}
+
 std::optional<int64_t> Tokenizer::TokenToId(std::string_view token) const {
   auto it = impl_->vocab.find(std::string(token));
   if (it == impl_->vocab.end()) return std::nullopt;
   return it->second;
+}
+
+int64_t Tokenizer::vocabulary_size() const {
+  int64_t largest = -1;
+  for (const auto& [token, id] : impl_->vocab) largest = std::max(largest, id);
+  return largest + 1;
+}
+
+int Tokenizer::num_leading_special_tokens() const {
+  return static_cast<int>(impl_->post.before.size());
 }
 
 int Tokenizer::num_special_tokens() const {

@@ -103,10 +103,28 @@ class Tokenizer {
                                                       int64_t pad_id,
                                                       const StopCheck& stop = nullptr) const;
 
+  // The text's own tokens (no special tokens, no padding) as EncodeForModel
+  // keeps them for `max_length`, each as the piece of normalized text it
+  // stands for, so that the pieces concatenated read as the text: the
+  // vocabulary entry with an end-of-word suffix as a trailing space (CLIP's
+  // "seven</w>" is "seven ", "s" "ev" "en</w>" are "s" "ev" "en ") and, when
+  // each of its characters stands for a byte (byte-level vocabularies, where
+  // GPT-2's "Ġseven" is " seven"), those bytes — kept as spelled in the
+  // vocabulary when the bytes are not UTF-8 on their own (half of a
+  // multi-byte character). They sit at positions
+  // [num_leading_special_tokens(), num_leading_special_tokens() + size) of
+  // EncodeForModel's ids. The errors of EncodeForModel.
+  absl::StatusOr<std::vector<std::string>> TextTokens(std::string_view text, int max_length,
+                                                      const StopCheck& stop = nullptr) const;
+
   // The id of a vocabulary or added token, if there is one.
   std::optional<int64_t> TokenToId(std::string_view token) const;
+  // One more than the largest id (vocabulary and added tokens).
+  int64_t vocabulary_size() const;
   // How many ids the post-processor adds to a single sequence.
   int num_special_tokens() const;
+  // How many of them come before the text's own ids (CLIP: 1, BOS).
+  int num_leading_special_tokens() const;
 
  private:
   struct Impl;
