@@ -50,14 +50,14 @@ void AddHtmlFlags(CLI::App* command, EvidenceOptions& options) {
 
 namespace {
 
-struct ReportFlags {
+struct ReportCommandFlags {
   std::string from;  // --from report.json
   std::string id;    // --id
   std::string html;
   EvidenceOptions evidence;
 };
 
-int RunReport(const CommonOptions& common, const ReportFlags& flags) {
+int RunReport(const CommonOptions& common, const ReportCommandFlags& flags) {
   std::string id = flags.id;
   if (!flags.from.empty()) {
     std::ifstream in(flags.from);
@@ -86,7 +86,7 @@ int RunReport(const CommonOptions& common, const ReportFlags& flags) {
 }  // namespace
 
 Command AddReport(CLI::App& app, CommonOptions& common) {
-  auto flags = std::make_shared<ReportFlags>();
+  auto flags = std::make_shared<ReportCommandFlags>();
   CLI::App* command = app.add_subcommand(
       "report",
       "an audit as one self-contained HTML page (samples, copies beside their training items, "
