@@ -645,7 +645,11 @@ std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string&
       "<text x=\"%.0f\" y=\"%.0f\" fill=\"#1b9e77\">kappa (real part)</text>\n"
       "<text x=\"%.0f\" y=\"%.0f\" fill=\"#d95f02\">sigma^2 |Im lambda|</text>\n"
       "<text x=\"%.0f\" y=\"%.0f\">dashed: kappa = 0, -1/2 (flat), -1 (peak)</text>\n",
-      kWidth - 250, kTop + 14, kWidth - 250, kTop + 30, kWidth - 250, kTop + 46);
+      // Bottom left: κ sorted descending starts near 0 at the left and
+      // falls to the right, and the |Im λ| points lie near the top, so that
+      // corner stays clear of both.
+      kLeft + 12, kHeight - kBottom - 40, kLeft + 12, kHeight - kBottom - 24, kLeft + 12,
+      kHeight - kBottom - 8);
   svg += "</svg>\n";
   return svg;
 }
