@@ -198,8 +198,15 @@ absl::Status CheckCoverage(int64_t c, const Parts& parts, int64_t samples_per_co
 
 // Adds `part`'s token attribution to `total`'s: each token's score is the
 // mean over both parts' samples (the shares follow). The same tokens in
-// both, or the reports are of different prompts or servers.
+// both, or the reports are of different prompts or servers; when either
+// part says it is unavailable, so does the merge.
 absl::Status MergeTokenAttribution(const v1::TokenAttribution& part, v1::TokenAttribution* total) {
+  if (!part.unavailable().empty() || !total->unavailable().empty()) {
+    // Failed in a shard: the merged report says so, with no partial scores.
+    if (total->unavailable().empty()) total->set_unavailable(part.unavailable());
+    total->clear_tokens();
+    return absl::OkStatus();
+  }
   if (part.tokens_size() != total->tokens_size()) {
     return absl::InvalidArgumentError(absl::StrCat("token attributions of ", total->tokens_size(),
                                                    " and ", part.tokens_size(), " tokens"));

@@ -71,6 +71,11 @@ pre { background: #f6f6f6; padding: 6px; font-size: 0.85em; }
 // The prompt's words shaded by their attribution (the strongest darkest),
 // and the strongest named: which words drive the memorization.
 void AppendTokens(const v1::TokenAttribution& attribution, std::string* html) {
+  if (!attribution.unavailable().empty()) {
+    absl::StrAppend(html, "<p class=\"note\">Token attribution unavailable: ",
+                    Escape(attribution.unavailable()), "</p>\n");
+    return;
+  }
   if (attribution.tokens().empty()) return;
   const v1::TokenAttribution::Token* strongest = &attribution.tokens(0);
   for (const v1::TokenAttribution::Token& token : attribution.tokens()) {

@@ -179,6 +179,9 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
       condition_entry["token_attribution"] = {{"timestep", attribution.timestep()},
                                               {"samples", attribution.samples()},
                                               {"tokens", tokens}};
+      if (!attribution.unavailable().empty()) {
+        condition_entry["token_attribution"] = {{"unavailable", attribution.unavailable()}};
+      }
     }
     conditions.push_back(condition_entry);
   }
@@ -273,6 +276,10 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
     }
     if (condition.has_early_outlier_z()) {
       absl::StrAppendFormat(&text, "    label-free outlier z %.2f\n", condition.early_outlier_z());
+    }
+    if (!condition.token_attribution().unavailable().empty()) {
+      absl::StrAppend(&text, "    token attribution unavailable: ",
+                      condition.token_attribution().unavailable(), "\n");
     }
     if (!condition.token_attribution().tokens().empty()) {
       // The prompt's three strongest tokens, strongest first.

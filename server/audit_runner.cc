@@ -231,12 +231,18 @@ class AuditRun {
     // A prompt's token attribution over all of the condition's samples: one
     // forward and backward pass each (counted as curvature time).
     const Clock::time_point attribution_start = Clock::now();
-    ASSIGN_OR_RETURN(
-        std::optional<v1::TokenAttribution> attribution,
-        AttributePromptTokens(condition, *model_.denoiser,
-                              ConsecutiveSeeds(plan_.seed, plan_.samples_per_condition),
-                              plan_.curvature.sampler, stop_));
-    if (attribution.has_value()) *report->mutable_token_attribution() = *std::move(attribution);
+    // It explains a verdict; it never costs one: a failure is recorded in
+    // the report and the audit goes on (a cancel or deadline still ends it).
+    absl::StatusOr<std::optional<v1::TokenAttribution>> attribution = AttributePromptTokens(
+        condition, *model_.denoiser, ConsecutiveSeeds(plan_.seed, plan_.samples_per_condition),
+        plan_.curvature.sampler, stop_);
+    if (!attribution.ok()) {
+      RETURN_IF_ERROR(CheckStop(stop_));
+      report->mutable_token_attribution()->set_unavailable(
+          std::string(attribution.status().message()));
+    } else if (attribution->has_value()) {
+      *report->mutable_token_attribution() = **std::move(attribution);
+    }
     curvature_seconds_ += SecondsSince(attribution_start);
     report->set_verdict(ToProtoVerdict(JudgeCondition(report->memorized(), report->partial(),
                                                       report->samples_size(), model_.policy)));

@@ -519,6 +519,15 @@ TEST(MergeShardReportsTest, TokenAttributionsMergeAsMeansOverSamples) {
     EXPECT_THAT(MergeError(shards, absl::StatusCode::kInvalidArgument),
                 HasSubstr("token 2 differs"));
   }
+  // A shard where attribution failed: the merge says so, with no scores.
+  std::vector<ShardReport> shards = ShardReports(request, 2);
+  for (ShardReport& shard : shards) Attribute(shard.report.mutable_conditions(0));
+  shards[1].report.mutable_conditions(0)->mutable_token_attribution()->set_unavailable("broken");
+  shards[1].report.mutable_conditions(0)->mutable_token_attribution()->clear_tokens();
+  absl::StatusOr<v1::AuditReport> merged = MergeShardReports(shards);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->conditions(0).token_attribution().unavailable(), "broken");
+  EXPECT_EQ(merged->conditions(0).token_attribution().tokens_size(), 0);
 }
 
 // --- Shard reports as JSON (`audit --shard-index --json`, `merge`) ------

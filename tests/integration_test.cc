@@ -213,6 +213,22 @@ void WriteRepository(const std::string& repository) {
           tokenizer["pre_tokenizer"]}}};
     testing::WriteFile(dir + "/tokenizer.json", tokenizer.dump());
   }
+  // The same model with a text encoder whose output is detached from its
+  // token table: token attribution fails there, the audit must not.
+  {
+    const std::string dir = repository + "/t2i_detached";
+    fs::copy(repository + "/t2i", dir, fs::copy_options::recursive);
+    v1::ModelConfig config;
+    std::ifstream config_in(dir + "/config.pbtxt");
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+        std::string(std::istreambuf_iterator<char>(config_in), {}), &config));
+    config.set_name("t2i_detached");
+    std::string config_text;
+    google::protobuf::TextFormat::PrintToString(config, &config_text);
+    testing::WriteFile(dir + "/config.pbtxt", config_text);
+    testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                        "/detach_text_encoder.py " + dir + " 2>&1");
+  }
   // A config whose embedding the load probe could not allocate (80 GB): it
   // used to abort the whole server at start.
   fs::create_directories(repository + "/huge");
@@ -372,7 +388,7 @@ TEST_F(IntegrationTest, ModelsListedAndBadModelDoesNotStopOthers) {
   ASSERT_TRUE(models.ok());
   std::map<std::string, v1::ModelInfo> by_name;
   for (const auto& m : models->models()) by_name[m.name()] = m;
-  ASSERT_EQ(by_name.size(), 12u);
+  ASSERT_EQ(by_name.size(), 13u);
   EXPECT_EQ(by_name["mix"].state(), v1::MODEL_READY);
   // A hostile tokenizer.json loads: it only hurts on some prompts.
   EXPECT_EQ(by_name["t2i_backtrack"].state(), v1::MODEL_READY)
@@ -1141,6 +1157,30 @@ TEST_F(IntegrationTest, EmbeddingConditionsEndToEnd) {
             "the prompt's embedding instead");
 }
 
+// A text encoder whose output no gradient leaves: the audit still gives
+// its verdicts, and each prompt's report says why it has no attribution.
+TEST_F(IntegrationTest, TokenAttributionThatFailsDoesNotFailTheAudit) {
+  CommandResult result = RunCommand(
+      Cli("audit --model t2i_detached --prompt 'a red cube' --prompt 'a blue ball' --samples 1 "
+          "--json --fail-on never 2>/dev/null"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const nlohmann::json report = nlohmann::json::parse(result.output);
+  ASSERT_EQ(report["conditions"].size(), 2u);
+  for (const auto& condition : report["conditions"]) {
+    EXPECT_EQ(condition["samples"].size(), 1u);
+    EXPECT_NE(condition["verdict"], "UNKNOWN");
+    const std::string why = condition["token_attribution"]["unavailable"].get<std::string>();
+    EXPECT_NE(why.find("requires grad"), std::string::npos) << why;
+    EXPECT_FALSE(condition["token_attribution"].contains("tokens"));
+  }
+  result =
+      RunCommand(Cli("audit --model t2i_detached --prompt 'a red cube' --samples 1 --quiet "
+                     "--fail-on never"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("token attribution unavailable: "), std::string::npos)
+      << result.output;
+}
+
 // The tiny Stable-Diffusion-shaped pipeline that tools/export writes (UNet
 // with cross-attention, CLIP-like text encoder, VAE decoder), served and
 // audited by prompt through the client and the CLI.
@@ -1176,6 +1216,13 @@ TEST_F(IntegrationTest, TextToImageModelAuditedByPrompt) {
     }
   }
   EXPECT_EQ(report["conditions"][1]["condition"]["name"], "horse");
+  // Each prompt's words with their attribution (the exporter's encoder has
+  // CLIP's token table).
+  for (size_t i = 0; i < 4; ++i) {
+    const auto& attribution = report["conditions"][i]["token_attribution"];
+    EXPECT_GE(attribution["tokens"].size(), 3u) << attribution.dump();
+    EXPECT_EQ(attribution["samples"], 2);
+  }
   // The text report: one row per prompt, by label.
   result = RunCommand(
       Cli("audit --model t2i --prompts " + prompts + " --samples 1 --quiet --fail-on never"));
