@@ -53,6 +53,21 @@ using testing::ServerProcess;
 
 CommandResult RunCommand(const std::string& command) { return testing::RunShell(command); }
 
+// Copies model `from` of `repository` to a model named `to` (its folder
+// and its config's name); ASSERTs inside.
+void CopyModel(const std::string& repository, const std::string& from, const std::string& to) {
+  const std::string dir = repository + "/" + to;
+  fs::copy(repository + "/" + from, dir, fs::copy_options::recursive);
+  v1::ModelConfig config;
+  std::ifstream config_in(dir + "/config.pbtxt");
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      std::string(std::istreambuf_iterator<char>(config_in), {}), &config));
+  config.set_name(to);
+  std::string config_text;
+  google::protobuf::TextFormat::PrintToString(config, &config_text);
+  testing::WriteFile(dir + "/config.pbtxt", config_text);
+}
+
 // The test repository:
 //   mix     exact model, d = 4: a point (weight 0.3, variance 1e-6) 5 units
 //           from a standard normal cloud (0.7); reference = the point ×100
@@ -195,15 +210,7 @@ void WriteRepository(const std::string& repository) {
   // gRPC thread forever.
   {
     const std::string dir = repository + "/t2i_backtrack";
-    fs::copy(repository + "/t2i", dir, fs::copy_options::recursive);
-    v1::ModelConfig config;
-    std::ifstream config_in(dir + "/config.pbtxt");
-    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
-        std::string(std::istreambuf_iterator<char>(config_in), {}), &config));
-    config.set_name("t2i_backtrack");
-    std::string config_text;
-    google::protobuf::TextFormat::PrintToString(config, &config_text);
-    testing::WriteFile(dir + "/config.pbtxt", config_text);
+    ASSERT_NO_FATAL_FAILURE(CopyModel(repository, "t2i", "t2i_backtrack"));
     std::ifstream tokenizer_in(dir + "/tokenizer.json");
     nlohmann::json tokenizer = nlohmann::json::parse(tokenizer_in);
     tokenizer["pre_tokenizer"] = {
@@ -217,15 +224,7 @@ void WriteRepository(const std::string& repository) {
   // token table: token attribution fails there, the audit must not.
   {
     const std::string dir = repository + "/t2i_detached";
-    fs::copy(repository + "/t2i", dir, fs::copy_options::recursive);
-    v1::ModelConfig config;
-    std::ifstream config_in(dir + "/config.pbtxt");
-    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
-        std::string(std::istreambuf_iterator<char>(config_in), {}), &config));
-    config.set_name("t2i_detached");
-    std::string config_text;
-    google::protobuf::TextFormat::PrintToString(config, &config_text);
-    testing::WriteFile(dir + "/config.pbtxt", config_text);
+    ASSERT_NO_FATAL_FAILURE(CopyModel(repository, "t2i", "t2i_detached"));
     testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
                         "/detach_text_encoder.py " + dir + " 2>&1");
   }
