@@ -196,10 +196,11 @@ absl::Status CheckCoverage(int64_t c, const Parts& parts, int64_t samples_per_co
   return absl::OkStatus();
 }
 
-// Adds `part`'s token attribution to `total`'s: each token's score is the
-// mean over both parts' samples (the shares follow). The same tokens in
-// both, or the reports are of different prompts or servers; when either
-// part says it is unavailable, so does the merge.
+// Adds `part`'s token attribution to `total`'s: each token's score and
+// gradient are means over both parts' samples (the shares follow). The
+// same tokens in both, or the reports are of different prompts or servers;
+// when either part says it is unavailable, so does the merge, and the same
+// for the gradient.
 absl::Status MergeTokenAttribution(const v1::TokenAttribution& part, v1::TokenAttribution* total) {
   if (!part.unavailable().empty() || !total->unavailable().empty()) {
     // Failed in a shard: the merged report says so, with no partial scores.
@@ -211,20 +212,26 @@ absl::Status MergeTokenAttribution(const v1::TokenAttribution& part, v1::TokenAt
     return absl::InvalidArgumentError(absl::StrCat("token attributions of ", total->tokens_size(),
                                                    " and ", part.tokens_size(), " tokens"));
   }
+  if (total->gradient_unavailable().empty()) {
+    total->set_gradient_unavailable(part.gradient_unavailable());
+  }
   if (part.tokens().empty()) return absl::OkStatus();
   const double n = static_cast<double>(total->samples()), m = static_cast<double>(part.samples());
-  double sum = 0;
+  const auto mean = [&](double a, double b) { return (a * n + b * m) / std::max(n + m, 1.0); };
+  const bool gradient = total->gradient_unavailable().empty();
+  double positive = 0;
   for (int i = 0; i < part.tokens_size(); ++i) {
     v1::TokenAttribution::Token& token = *total->mutable_tokens(i);
     if (token.position() != part.tokens(i).position() || token.text() != part.tokens(i).text()) {
       return absl::InvalidArgumentError(absl::StrCat("token ", i, " differs (\"", token.text(),
                                                      "\" vs \"", part.tokens(i).text(), "\")"));
     }
-    token.set_score((token.score() * n + part.tokens(i).score() * m) / std::max(n + m, 1.0));
-    sum += token.score();
+    token.set_score(mean(token.score(), part.tokens(i).score()));
+    token.set_gradient(gradient ? mean(token.gradient(), part.tokens(i).gradient()) : 0.0);
+    positive += std::max(token.score(), 0.0);
   }
   for (v1::TokenAttribution::Token& token : *total->mutable_tokens()) {
-    token.set_share(sum > 0 ? token.score() / sum : 0.0);
+    token.set_share(positive > 0 ? std::max(token.score(), 0.0) / positive : 0.0);
   }
   total->set_samples(total->samples() + part.samples());
   return absl::OkStatus();

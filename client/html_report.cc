@@ -83,18 +83,24 @@ void AppendTokens(const v1::TokenAttribution& attribution, std::string* html) {
   }
   std::string words;
   for (const v1::TokenAttribution::Token& token : attribution.tokens()) {
-    const double shade = strongest->score() > 0 ? token.score() / strongest->score() : 0.0;
-    absl::StrAppend(
-        &words, "<span class=\"token\" data-share=\"", Number(token.share()), "\" title=\"score ",
-        Number(token.score()), ", ", absl::StrFormat("%.1f", 100 * token.share()),
-        "%\" style=\"background: rgba(176, 0, 32, ", absl::StrFormat("%.2f", shade), ")",
-        shade > 0.55 ? "; color: #fff" : "", "\">", Escape(token.text()), "</span>");
+    const double shade =
+        strongest->score() > 0 ? std::max(token.score(), 0.0) / strongest->score() : 0.0;
+    std::string title = absl::StrCat("score ", Number(token.score()), ", ",
+                                     absl::StrFormat("%.1f", 100 * token.share()), "%");
+    if (attribution.gradient_unavailable().empty()) {
+      absl::StrAppend(&title, "; gradient ", Number(token.gradient()));
+    }
+    absl::StrAppend(&words, "<span class=\"token\" data-share=\"", Number(token.share()),
+                    "\" title=\"", title, "\" style=\"background: rgba(176, 0, 32, ",
+                    absl::StrFormat("%.2f", shade), ")", shade > 0.55 ? "; color: #fff" : "", "\">",
+                    Escape(token.text()), "</span>");
   }
   absl::StrAppend(html, "<p class=\"tokens\">Tokens by attribution: ", words,
                   "</p>\n<p>Strongest token: <b class=\"strongest-token\">",
                   Escape(std::string(absl::StripAsciiWhitespace(strongest->text()))), "</b> (",
                   absl::StrFormat("%.1f", 100 * strongest->share()),
-                  "% of the prompt's attribution; gradient of ‖ε̂_c − ε̂_∅‖ at x_T, t = ",
+                  "% of the prompt's attribution: how much ‖ε̂_c − ε̂_∅‖ at x_T drops when the "
+                  "token is deleted, t = ",
                   attribution.timestep(), ", ", attribution.samples(), " samples)</p>\n");
 }
 

@@ -174,11 +174,16 @@ nlohmann::json AuditReportJson(const v1::AuditJob& job) {
         tokens.push_back({{"position", token.position()},
                           {"text", token.text()},
                           {"score", token.score()},
-                          {"share", token.share()}});
+                          {"share", token.share()},
+                          {"gradient", token.gradient()}});
       }
       condition_entry["token_attribution"] = {{"timestep", attribution.timestep()},
                                               {"samples", attribution.samples()},
                                               {"tokens", tokens}};
+      if (!attribution.gradient_unavailable().empty()) {
+        condition_entry["token_attribution"]["gradient_unavailable"] =
+            attribution.gradient_unavailable();
+      }
       if (!attribution.unavailable().empty()) {
         condition_entry["token_attribution"] = {{"unavailable", attribution.unavailable()}};
       }
@@ -607,12 +612,17 @@ std::string SpectrumSvg(const v1::SpectrumResponse& spectrum, const std::string&
   auto y_of = [&](double kappa) {
     return kTop + (high - kappa) / (high - low) * (kHeight - kTop - kBottom);
   };
+  // A long title (a prompt's label) is set smaller rather than cut off at
+  // the right edge (~0.6 em per character of sans-serif).
+  const double title_size = std::clamp(
+      (kWidth - kLeft - 8) / (0.6 * static_cast<double>(std::max<size_t>(title.size(), 1))), 8.0,
+      15.0);
   std::string svg = absl::StrFormat(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
       "font-family=\"sans-serif\" font-size=\"12\">\n"
       "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-      "<text x=\"%.0f\" y=\"22\" font-size=\"15\">%s</text>\n",
-      kWidth, kHeight, kLeft, XmlEscape(title));
+      "<text x=\"%.0f\" y=\"22\" font-size=\"%.1f\">%s</text>\n",
+      kWidth, kHeight, kLeft, title_size, XmlEscape(title));
   // Axes, reference lines and ticks.
   absl::StrAppendFormat(
       &svg, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", kLeft,

@@ -228,8 +228,10 @@ class AuditRun {
       }
       if (callbacks_.progress) callbacks_.progress(measured_progress);
     }
-    // A prompt's token attribution over all of the condition's samples: one
-    // forward and backward pass each (counted as curvature time).
+    // A prompt's token attribution over all of the condition's samples: per
+    // sample a forward pass of the prompt and each of its tokens deleted
+    // and a forward and backward pass for the gradient (counted as
+    // curvature time).
     const Clock::time_point attribution_start = Clock::now();
     // It explains a verdict; it never costs one: a failure is recorded in
     // the report and the audit goes on (a cancel or deadline still ends it).

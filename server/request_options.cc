@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -273,29 +274,46 @@ absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
     const ConditionPlan& plan, const Denoiser& denoiser, const std::vector<uint64_t>& seeds,
     const SamplerOptions& sampler, const StopCheck& stop) {
   const TextEncoder* encoder = denoiser.network().text_encoder();
-  if (!plan.condition.has_prompt() || encoder == nullptr || !encoder->has_token_table() ||
-      seeds.empty()) {
-    return std::nullopt;  // no token embeddings to attribute to
+  if (!plan.condition.has_prompt() || encoder == nullptr || !plan.row.defined() || seeds.empty()) {
+    return std::nullopt;  // no prompt to attribute
   }
-  absl::StatusOr<TextEncoder::DifferentiableEncoding> encoding =
-      encoder->EncodeDifferentiably(plan.condition.prompt(), stop);
-  if (!encoding.ok()) return WithField(encoding.status(), "prompt 0: ", plan.field + ".prompt");
-  AttributionInput input{encoding->embedding, encoding->table, encoding->text_ids};
-  absl::StatusOr<TokenAttribution> attribution =
-      ComputeTokenAttribution(denoiser, seeds, input, sampler, stop);
-  if (!attribution.ok()) return WithField(attribution.status(), "", plan.field);
+  const std::string& prompt = plan.condition.prompt();
+  const std::string field = plan.field + ".prompt";
+  absl::StatusOr<std::vector<std::string>> text_tokens = encoder->TextTokens(prompt, stop);
+  if (!text_tokens.ok()) return WithField(text_tokens.status(), "prompt 0: ", field);
+  absl::StatusOr<at::Tensor> deletions = encoder->EncodeWithEachTokenDeleted(prompt, stop);
+  if (!deletions.ok()) return WithField(deletions.status(), "prompt 0: ", field);
+  absl::StatusOr<TokenAttribution> by_deletion = ComputeTokenDeletions(
+      denoiser, seeds, plan.row, deletions->to(plan.row.options()), sampler, stop);
+  if (!by_deletion.ok()) return WithField(by_deletion.status(), "", plan.field);
   v1::TokenAttribution proto;
-  proto.set_samples(attribution->samples);
-  proto.set_timestep(attribution->timestep);
-  double sum = 0;
-  for (double score : attribution->scores) sum += score;
-  for (size_t i = 0; i < encoding->text_tokens.size(); ++i) {
-    const double score = attribution->scores[i];
+  proto.set_samples(by_deletion->samples);
+  proto.set_timestep(by_deletion->timestep);
+  double positive = 0;
+  for (double score : by_deletion->scores) positive += std::max(score, 0.0);
+  for (size_t i = 0; i < text_tokens->size(); ++i) {
+    const double score = by_deletion->scores[i];
     v1::TokenAttribution::Token* token = proto.add_tokens();
     token->set_position(encoder->first_text_position() + static_cast<int64_t>(i));
-    token->set_text(encoding->text_tokens[i]);
+    token->set_text((*text_tokens)[i]);
     token->set_score(score);
-    token->set_share(sum > 0 ? score / sum : 0.0);
+    token->set_share(positive > 0 ? std::max(score, 0.0) / positive : 0.0);
+  }
+  // Wen et al.'s gradient beside it, when the encoder allows one; its
+  // failure leaves the deletion scores standing.
+  absl::StatusOr<TokenAttribution> by_gradient = [&]() -> absl::StatusOr<TokenAttribution> {
+    ASSIGN_OR_RETURN(const TextEncoder::DifferentiableEncoding encoding,
+                     encoder->EncodeDifferentiably(prompt, stop));
+    return ComputeTokenGradients(
+        denoiser, seeds, {encoding.embedding, encoding.table, encoding.text_ids}, sampler, stop);
+  }();
+  if (!by_gradient.ok()) {
+    RETURN_IF_ERROR(CheckStop(stop));
+    proto.set_gradient_unavailable(std::string(by_gradient.status().message()));
+  } else {
+    for (size_t i = 0; i < by_gradient->scores.size() && i < text_tokens->size(); ++i) {
+      proto.mutable_tokens(static_cast<int>(i))->set_gradient(by_gradient->scores[i]);
+    }
   }
   return proto;
 }

@@ -66,9 +66,10 @@ absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& d
                                            const StopCheck& stop = nullptr);
 // The token attribution (core/early/token_attribution.h) of an encoded
 // prompt condition for one sample per seed, as the report's message: the
-// prompt's own tokens with their scores and shares. Nothing (no error) for
-// other conditions and for models whose embedding is not one row per token.
-// Errors of ComputeTokenAttribution and of the tokenizer, naming plan.field.
+// prompt's own tokens with their deletion scores and shares, and Wen's
+// gradient when the encoder allows one (else gradient_unavailable says
+// why). Nothing (no error) for other conditions. Errors of
+// ComputeTokenDeletions and of the tokenizer, naming plan.field; `stop`'s.
 absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
     const ConditionPlan& plan, const Denoiser& denoiser, const std::vector<uint64_t>& seeds,
     const SamplerOptions& sampler, const StopCheck& stop = nullptr);

@@ -5,6 +5,7 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -472,24 +473,30 @@ TEST(MergeShardReportsTest, EarlyMetricsMergeOnlyAsOneShard) {
 }
 
 // A prompt's token attribution as a server computes it over `condition`'s
-// samples: each token's score the mean of a per-sample value.
+// samples: each token's score and gradient the mean of a per-sample value
+// (the first token's score negative: deleting it raises m).
 void Attribute(v1::ConditionReport* condition) {
   v1::TokenAttribution& attribution = *condition->mutable_token_attribution();
   attribution.set_samples(condition->samples_size());
   attribution.set_timestep(40);
-  double sum = 0;
+  double positive = 0;
   for (int k = 0; k < 3; ++k) {
-    double score = 0;
+    double score = 0, gradient = 0;
     for (const v1::SampleReport& sample : condition->samples()) {
-      score += (k + 1.0) * static_cast<double>(1 + sample.seed() % 5) / condition->samples_size();
+      const double n = static_cast<double>(condition->samples_size());
+      score += (k - 0.5) * static_cast<double>(1 + sample.seed() % 5) / n;
+      gradient += (k + 2.0) * static_cast<double>(1 + sample.seed() % 3) / n;
     }
     v1::TokenAttribution::Token& token = *attribution.add_tokens();
     token.set_position(k + 1);
     token.set_text(absl::StrCat("word", k, " "));
     token.set_score(score);
-    sum += score;
+    token.set_gradient(gradient);
+    positive += std::max(score, 0.0);
   }
-  for (auto& token : *attribution.mutable_tokens()) token.set_share(token.score() / sum);
+  for (auto& token : *attribution.mutable_tokens()) {
+    token.set_share(std::max(token.score(), 0.0) / positive);
+  }
 }
 
 // Scores are means over samples, so a condition split into shards merges
@@ -510,7 +517,10 @@ TEST(MergeShardReportsTest, TokenAttributionsMergeAsMeansOverSamples) {
     for (int k = 0; k < 3; ++k) {
       EXPECT_NEAR(got.tokens(k).score(), want.tokens(k).score(), 1e-12) << count << " " << k;
       EXPECT_NEAR(got.tokens(k).share(), want.tokens(k).share(), 1e-12) << count << " " << k;
+      EXPECT_NEAR(got.tokens(k).gradient(), want.tokens(k).gradient(), 1e-9) << count << " " << k;
     }
+    EXPECT_LT(got.tokens(0).score(), 0);
+    EXPECT_EQ(got.tokens(0).share(), 0);
     shards[1]
         .report.mutable_conditions(0)
         ->mutable_token_attribution()
@@ -528,6 +538,19 @@ TEST(MergeShardReportsTest, TokenAttributionsMergeAsMeansOverSamples) {
   ASSERT_TRUE(merged.ok()) << merged.status();
   EXPECT_EQ(merged->conditions(0).token_attribution().unavailable(), "broken");
   EXPECT_EQ(merged->conditions(0).token_attribution().tokens_size(), 0);
+  // A shard without gradients: the merge keeps the scores, drops the
+  // gradients and says why.
+  shards = ShardReports(request, 2);
+  for (ShardReport& shard : shards) Attribute(shard.report.mutable_conditions(0));
+  shards[1].report.mutable_conditions(0)->mutable_token_attribution()->set_gradient_unavailable(
+      "no table");
+  merged = MergeShardReports(shards);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  const v1::TokenAttribution& got = merged->conditions(0).token_attribution();
+  EXPECT_EQ(got.gradient_unavailable(), "no table");
+  ASSERT_EQ(got.tokens_size(), 3);
+  EXPECT_GT(got.tokens(2).score(), 0);
+  EXPECT_EQ(got.tokens(2).gradient(), 0);
 }
 
 // --- Shard reports as JSON (`audit --shard-index --json`, `merge`) ------

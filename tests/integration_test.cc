@@ -20,6 +20,7 @@
 
 #include <array>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -1157,8 +1158,9 @@ TEST_F(IntegrationTest, EmbeddingConditionsEndToEnd) {
 }
 
 // A text encoder whose output no gradient leaves: the audit still gives
-// its verdicts, and each prompt's report says why it has no attribution.
-TEST_F(IntegrationTest, TokenAttributionThatFailsDoesNotFailTheAudit) {
+// its verdicts and each prompt's deletion scores (forward passes only),
+// and the report says why there is no gradient.
+TEST_F(IntegrationTest, TokenGradientThatFailsLeavesTheAuditAndTheDeletions) {
   CommandResult result = RunCommand(
       Cli("audit --model t2i_detached --prompt 'a red cube' --prompt 'a blue ball' --samples 1 "
           "--json --fail-on never 2>/dev/null"));
@@ -1168,16 +1170,23 @@ TEST_F(IntegrationTest, TokenAttributionThatFailsDoesNotFailTheAudit) {
   for (const auto& condition : report["conditions"]) {
     EXPECT_EQ(condition["samples"].size(), 1u);
     EXPECT_NE(condition["verdict"], "UNKNOWN");
-    const std::string why = condition["token_attribution"]["unavailable"].get<std::string>();
-    EXPECT_NE(why.find("requires grad"), std::string::npos) << why;
-    EXPECT_FALSE(condition["token_attribution"].contains("tokens"));
+    const auto& attribution = condition["token_attribution"];
+    EXPECT_FALSE(attribution.contains("unavailable")) << attribution.dump();
+    const std::string why = attribution["gradient_unavailable"].get<std::string>();
+    EXPECT_NE(why.find("does not require grad"), std::string::npos) << why;
+    ASSERT_GE(attribution["tokens"].size(), 3u) << attribution.dump();
+    double magnitude = 0;
+    for (const auto& token : attribution["tokens"]) {
+      EXPECT_EQ(token["gradient"], 0.0);
+      magnitude += std::abs(token["score"].get<double>());
+    }
+    EXPECT_GT(magnitude, 0) << attribution.dump();
   }
   result =
       RunCommand(Cli("audit --model t2i_detached --prompt 'a red cube' --samples 1 --quiet "
                      "--fail-on never"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_NE(result.output.find("token attribution unavailable: "), std::string::npos)
-      << result.output;
+  EXPECT_NE(result.output.find("strongest tokens: "), std::string::npos) << result.output;
 }
 
 // The tiny Stable-Diffusion-shaped pipeline that tools/export writes (UNet
@@ -1215,12 +1224,16 @@ TEST_F(IntegrationTest, TextToImageModelAuditedByPrompt) {
     }
   }
   EXPECT_EQ(report["conditions"][1]["condition"]["name"], "horse");
-  // Each prompt's words with their attribution (the exporter's encoder has
-  // CLIP's token table).
+  // Each prompt's words with their deletion scores and, the exporter's
+  // encoder having CLIP's token table, their gradients.
   for (size_t i = 0; i < 4; ++i) {
     const auto& attribution = report["conditions"][i]["token_attribution"];
-    EXPECT_GE(attribution["tokens"].size(), 3u) << attribution.dump();
+    ASSERT_GE(attribution["tokens"].size(), 3u) << attribution.dump();
     EXPECT_EQ(attribution["samples"], 2);
+    EXPECT_FALSE(attribution.contains("gradient_unavailable")) << attribution.dump();
+    for (const auto& token : attribution["tokens"]) {
+      EXPECT_GT(token["gradient"].get<double>(), 0) << attribution.dump();
+    }
   }
   // The text report: one row per prompt, by label.
   result = RunCommand(

@@ -268,6 +268,7 @@ TEST(AuditReportTokens, StrongestTokensInTextAndAllInJson) {
     token.set_text(tokens[i].first);
     token.set_score(tokens[i].second);
     token.set_share(tokens[i].second);
+    token.set_gradient(3 * tokens[i].second);
   }
   const std::string text = AuditReportText(job.report(), false);
   EXPECT_NE(text.find("strongest tokens: \"fenwick\" 40%, \"seven\" 20%, \"the\" 15%\n"),
@@ -281,7 +282,12 @@ TEST(AuditReportTokens, StrongestTokensInTextAndAllInJson) {
   EXPECT_EQ(got["tokens"][4]["text"], "fenwick ");
   EXPECT_EQ(got["tokens"][4]["position"], 5);
   EXPECT_EQ(got["tokens"][4]["score"], 0.4);
+  EXPECT_DOUBLE_EQ(got["tokens"][4]["gradient"].get<double>(), 1.2);
+  EXPECT_FALSE(got.contains("gradient_unavailable"));
   EXPECT_FALSE(json["conditions"][0].contains("token_attribution"));
+  attribution.set_gradient_unavailable("text_encoder.pt: no token-embedding table");
+  EXPECT_EQ(AuditReportJson(job)["conditions"][1]["token_attribution"]["gradient_unavailable"],
+            "text_encoder.pt: no token-embedding table");
 }
 
 v1::SpectrumResponse ArnoldiSpectrum() {

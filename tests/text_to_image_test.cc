@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/jit/api/module.h>
 
+#include <cmath>
+#include <cstddef>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_join.h"
 #include "core/audit/sample_curvature.h"
 #include "core/checkpoint/latent_decoder.h"
 #include "core/checkpoint/load_model.h"
@@ -214,9 +217,9 @@ def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
   sampler.steps_offset = 1;
   // With respect to the condition's own rows (the positions).
   const at::Tensor leaf = (*embedding)[0].detach().clone().requires_grad_(true);
-  AttributionInput input{leaf.unsqueeze(0), leaf, {}};
+  GradientInput input{leaf.unsqueeze(0), leaf, {}};
   for (int64_t i = 0; i < kLength; ++i) input.rows.push_back(i);
-  auto attribution = ComputeTokenAttribution(denoiser, seeds, input, sampler);
+  auto attribution = ComputeTokenGradients(denoiser, seeds, input, sampler);
   ASSERT_TRUE(attribution.ok()) << attribution.status();
   EXPECT_EQ(attribution->samples, 3);
   // The low-noise timestep: leading spacing 951, 901, …, 101, 51, 1.
@@ -232,9 +235,9 @@ def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
     EXPECT_NEAR(attribution->scores[i], expected, 1e-4 * expected) << i;
   }
   input.rows = {kLength};
-  EXPECT_EQ(ComputeTokenAttribution(denoiser, seeds, input, sampler).status().code(),
+  EXPECT_EQ(ComputeTokenGradients(denoiser, seeds, input, sampler).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ComputeTokenAttribution(denoiser, {}, input, sampler).status().code(),
+  EXPECT_EQ(ComputeTokenGradients(denoiser, {}, input, sampler).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -261,13 +264,13 @@ def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
   EXPECT_EQ(encoding->text_tokens, *encoder.TextTokens(prompt));
   ASSERT_EQ(encoding->text_ids.size(), 4u);
   const std::vector<uint64_t> seeds = {1, 2};
-  auto by_table = ComputeTokenAttribution(
-      denoiser, seeds, {encoding->embedding, encoding->table, encoding->text_ids},
-      SamplerOptions());
+  auto by_table = ComputeTokenGradients(denoiser, seeds,
+                                        {encoding->embedding, encoding->table, encoding->text_ids},
+                                        SamplerOptions());
   ASSERT_TRUE(by_table.ok()) << by_table.status();
   const at::Tensor leaf = encoding->embedding.detach()[0].clone().requires_grad_(true);
-  auto by_position = ComputeTokenAttribution(
-      denoiser, seeds, {leaf.unsqueeze(0), leaf, {1, 2, 3, 4}}, SamplerOptions());
+  auto by_position = ComputeTokenGradients(denoiser, seeds, {leaf.unsqueeze(0), leaf, {1, 2, 3, 4}},
+                                           SamplerOptions());
   ASSERT_TRUE(by_position.ok()) << by_position.status();
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_GT(by_table->scores[i], 0) << i;
@@ -280,6 +283,78 @@ def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
   EXPECT_FALSE((*without)->text_encoder()->has_token_table());
   EXPECT_EQ((*without)->text_encoder()->EncodeDifferentiably(prompt).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// Token deletions against the tokenizer and their closed form. Each row of
+// EncodeWithEachTokenDeleted is the encoding of the prompt without that
+// token (here: without that word, each word being one token); with the
+// denoiser of the gradient test, m(c) = |a(c) − a(∅)|·‖x_T‖, so a token's
+// score is (|a(c) − a(∅)| − |a(c without it) − a(∅)|)·mean ‖x_T‖. The
+// prompt's 18 tokens take two network calls of kDeletionBatch rows.
+TEST(TextToImageTest, TokenDeletionsAreTheDropOfWensMetric) {
+  constexpr int64_t kLong = 24;
+  static_assert(kDeletionBatch < 19);
+  ScratchDir dir;
+  v1::ModelConfig config = TextConfig();
+  config.mutable_conditioning()->set_embedding_shape(0, kLong);
+  config.mutable_conditioning()->mutable_text_encoder()->set_max_length(kLong);
+  WriteTextModel(dir.path(), config, R"(
+def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
+    w = (torch.arange(24, dtype=c.dtype).view(1, 24, 1) + 1.0) * (torch.arange(4, dtype=c.dtype).view(1, 1, 4) + 1.0)
+    return 0.5 * x * self.scale + (w * c * c).sum([1, 2]).view(-1, 1, 1, 1) * x
+)");
+  auto checkpoint = LoadModel(dir.Join("t2i"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const TextEncoder& encoder = *(*checkpoint)->text_encoder();
+  Denoiser denoiser(*checkpoint);
+  std::vector<std::string> words;
+  for (int i = 0; i < 18; ++i) words.push_back(std::string(1, "xyzw"[i % 4]));
+  const std::string prompt = absl::StrJoin(words, " ");
+  ASSERT_EQ(encoder.TextTokens(prompt)->size(), words.size());
+  auto deletions = encoder.EncodeWithEachTokenDeleted(prompt);
+  ASSERT_TRUE(deletions.ok()) << deletions.status();
+  ASSERT_EQ(deletions->sizes().vec(), (std::vector<int64_t>{18, kLong, kWidth}));
+  auto condition = encoder.Encode({prompt});
+  ASSERT_TRUE(condition.ok()) << condition.status();
+  const std::vector<uint64_t> seeds = {3, 4, 5};
+  auto attribution =
+      ComputeTokenDeletions(denoiser, seeds, *condition, *deletions, SamplerOptions());
+  ASSERT_TRUE(attribution.ok()) << attribution.status();
+  EXPECT_EQ(attribution->samples, 3);
+  ASSERT_EQ(attribution->scores.size(), words.size());
+  double noise_norm = 0;
+  const at::Tensor noise = InitialNoise(**checkpoint, seeds).to(at::kDouble);
+  for (int64_t b = 0; b < 3; ++b) noise_norm += noise[b].norm().item<double>() / 3;
+  const at::Tensor w = (at::arange(kLong, at::kDouble).view({kLong, 1}) + 1.0) *
+                       (at::arange(kWidth, at::kDouble).view({1, kWidth}) + 1.0);
+  const auto a = [&](const at::Tensor& c) {
+    const at::Tensor row = c.to(at::kDouble).cpu();
+    return (w * row * row).sum().item<double>();
+  };
+  const double a_null = a(encoder.empty_prompt_embedding()[0]);
+  const double m_prompt = std::abs(a((*condition)[0]) - a_null);
+  // float32 rounding of the network's a(c), relative to its size
+  const double tolerance = 1e-5 * (std::abs(a((*condition)[0])) + std::abs(a_null)) * noise_norm;
+  int positive = 0;
+  for (size_t i = 0; i < words.size(); ++i) {
+    std::vector<std::string> rest = words;
+    rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(i));
+    auto without = encoder.Encode({absl::StrJoin(rest, " ")});
+    ASSERT_TRUE(without.ok()) << without.status();
+    EXPECT_TRUE(at::allclose((*deletions)[static_cast<int64_t>(i)], (*without)[0])) << i;
+    const double expected = (m_prompt - std::abs(a((*without)[0]) - a_null)) * noise_norm;
+    EXPECT_NEAR(attribution->scores[i], expected, tolerance) << i;
+    positive += expected > 0;
+  }
+  EXPECT_GT(positive, 0);  // the oracle is not all zeros
+  EXPECT_EQ(ComputeTokenDeletions(denoiser, seeds, *condition, deletions->slice(1, 0, 4),
+                                  SamplerOptions())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ComputeTokenDeletions(denoiser, {}, *condition, *deletions, SamplerOptions()).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TextToImageTest, NullConditionFileAndPadIdAndVocabMergesAreHonoured) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -158,6 +159,36 @@ absl::StatusOr<TextEncoder::DifferentiableEncoding> TextEncoder::EncodeDifferent
     return TorchError(absl::StatusCode::kInternal, "the text encoder failed", e);
   }
   return encoding;
+}
+
+absl::StatusOr<at::Tensor> TextEncoder::EncodeWithEachTokenDeleted(const std::string& prompt,
+                                                                   const StopCheck& stop) const {
+  ASSIGN_OR_RETURN(const at::Tensor ids, Tokenize({prompt}, stop));
+  ASSIGN_OR_RETURN(const std::vector<std::string> tokens,
+                   tokenizer_->TextTokens(prompt, max_length_, stop));
+  const int64_t count = static_cast<int64_t>(tokens.size());
+  const int64_t first = first_text_position();
+  // Row i: ids[:first + i] ++ ids[first + i + 1:] ++ [pad].
+  const at::Tensor row = ids[0];
+  std::vector<at::Tensor> rows;
+  for (int64_t i = 0; i < count; ++i) {
+    rows.push_back(at::cat({row.slice(0, 0, first + i), row.slice(0, first + i + 1),
+                            at::full({1}, pad_id_, at::kLong)}));
+  }
+  if (rows.empty()) return Encode({}, stop);  // [0, *embedding_shape]
+  const at::Tensor deleted = at::stack(rows);
+  std::vector<at::Tensor> parts;
+  for (int64_t start = 0; start < count; start += kEncodeBatch) {
+    RETURN_IF_ERROR(CheckStop(stop));
+    absl::StatusOr<at::Tensor> part =
+        EncodeIds(deleted.slice(0, start, std::min(count, start + kEncodeBatch)), start);
+    if (!part.ok()) {
+      return absl::Status(part.status().code(),
+                          absl::StrCat(kModelFile, ": ", part.status().message()));
+    }
+    parts.push_back(*std::move(part));
+  }
+  return at::cat(parts, 0);
 }
 
 absl::StatusOr<at::Tensor> TextEncoder::EncodeIds(const at::Tensor& ids,

@@ -86,6 +86,16 @@ class TextEncoder {
       const std::string& prompt, const StopCheck& stop = nullptr) const;
   bool has_token_table() const { return token_table_.defined(); }
 
+  // Token attribution's deletions (core/early/token_attribution.h): the
+  // prompt's embedding with each of its own tokens deleted in turn,
+  // [T, *embedding_shape] for TextTokens' T tokens, in output_dtype on the
+  // device, without gradients. Row i encodes the prompt's ids with the i-th
+  // text token removed, the later ids moved one position left and pad_id()
+  // appended (what tokenizing the prompt without that token gives, when
+  // the neighbours tokenize the same). Errors as Encode's.
+  absl::StatusOr<at::Tensor> EncodeWithEachTokenDeleted(const std::string& prompt,
+                                                        const StopCheck& stop = nullptr) const;
+
   // Embeddings [prompts.size(), *embedding_shape] in output_dtype on the
   // device, computed kEncodeBatch prompts per network call, without
   // gradients. Errors of Tokenize; INTERNAL when the network throws;

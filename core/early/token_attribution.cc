@@ -12,10 +12,14 @@
 #include "core/runtime/torch_runtime.h"
 
 namespace memaudit {
+namespace {
 
-absl::StatusOr<TokenAttribution> ComputeTokenAttribution(
-    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const AttributionInput& input,
-    const SamplerOptions& sampler, const StopCheck& stop, AttributionTimestep timestep) {
+// What both measures need: a model that takes embeddings and has a null
+// condition, seeds, and the timestep. Returns the result to fill in.
+absl::StatusOr<TokenAttribution> Prepare(const Denoiser& denoiser,
+                                         const std::vector<uint64_t>& seeds,
+                                         const SamplerOptions& sampler,
+                                         AttributionTimestep timestep) {
   const DiffusionNetwork& network = denoiser.network();
   if (network.config().conditioning().kind() != v1::Conditioning::EMBEDDING) {
     return absl::InvalidArgumentError("token attribution: the model does not take embeddings");
@@ -26,19 +30,6 @@ absl::StatusOr<TokenAttribution> ComputeTokenAttribution(
         "token attribution: the model has no null condition (",
         DiffusionNetwork::kNullConditionFile, " or a text encoder) to compare the prompt with"));
   }
-  if (!input.condition.defined() || input.condition.dim() < 1 || input.condition.size(0) != 1 ||
-      !input.leaf.defined() || !input.leaf.requires_grad() || input.leaf.dim() < 1 ||
-      !input.condition.requires_grad()) {
-    return absl::InvalidArgumentError(
-        "token attribution: expected one condition [1, ...] computed from a tensor that requires "
-        "grad");
-  }
-  for (int64_t row : input.rows) {
-    if (row < 0 || row >= input.leaf.size(0)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token attribution: row ", row, " outside [0, ", input.leaf.size(0), ")"));
-    }
-  }
   ASSIGN_OR_RETURN(const std::vector<int64_t> timesteps,
                    LeadingTimesteps(denoiser.schedule().num_train_timesteps(), sampler.num_steps,
                                     sampler.steps_offset));
@@ -46,12 +37,94 @@ absl::StatusOr<TokenAttribution> ComputeTokenAttribution(
   result.timestep =
       timestep == AttributionTimestep::kFirst ? timesteps.front() : AlignmentTimestep(timesteps);
   result.samples = static_cast<int64_t>(seeds.size());
+  return result;
+}
+
+// The scores' mean over samples from their sum.
+void SetMeanScores(const at::Tensor& total, TokenAttribution* result) {
+  const at::Tensor mean =
+      (total.to(at::kDouble) / static_cast<double>(result->samples)).cpu().contiguous();
+  result->scores.assign(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+}
+
+}  // namespace
+
+absl::StatusOr<TokenAttribution> ComputeTokenDeletions(
+    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& condition,
+    const at::Tensor& deletions, const SamplerOptions& sampler, const StopCheck& stop,
+    AttributionTimestep timestep) {
+  ASSIGN_OR_RETURN(TokenAttribution result, Prepare(denoiser, seeds, sampler, timestep));
+  if (!condition.defined() || !deletions.defined() || condition.dim() < 1 ||
+      condition.size(0) != 1 || deletions.dim() != condition.dim() ||
+      deletions.sizes().slice(1) != condition.sizes().slice(1)) {
+    return absl::InvalidArgumentError(
+        "token attribution: expected one condition [1, ...] and its deletions [T, ...] of the "
+        "same shape");
+  }
+  const int64_t tokens = deletions.size(0);
+  if (tokens == 0) return result;
+  const DiffusionNetwork& network = denoiser.network();
+  try {
+    c10::NoGradGuard no_grad;
+    // Row 0 the prompt, row 1 + i the prompt without token i.
+    ASSIGN_OR_RETURN(const at::Tensor conditions,
+                     denoiser.PrepareConditions(at::cat({condition, deletions}), tokens + 1));
+    at::Tensor total;  // Σ over samples of m(prompt) − m(without token i)
+    for (uint64_t seed : seeds) {
+      RETURN_IF_ERROR(CheckStop(stop));
+      const at::Tensor x = InitialNoise(network, {seed});
+      const auto t = [&](int64_t rows) {
+        return at::full({rows}, result.timestep,
+                        at::TensorOptions().dtype(at::kLong).device(x.device()));
+      };
+      const at::Tensor null_epsilon = denoiser.Epsilon(x, t(1), network.NullCondition(1));
+      std::vector<at::Tensor> norms;
+      for (int64_t start = 0; start <= tokens; start += kDeletionBatch) {
+        RETURN_IF_ERROR(CheckStop(stop));
+        const int64_t rows = std::min(kDeletionBatch, tokens + 1 - start);
+        std::vector<int64_t> shape = x.sizes().vec();
+        shape[0] = rows;
+        const at::Tensor epsilon =
+            denoiser.Epsilon(x.expand(shape), t(rows), conditions.slice(0, start, start + rows));
+        norms.push_back((epsilon - null_epsilon).to(at::kDouble).reshape({rows, -1}).norm(2, 1));
+      }
+      const at::Tensor m = at::cat(norms);
+      const at::Tensor drop = m[0] - m.slice(0, 1);
+      total = total.defined() ? total + drop : drop;
+    }
+    SetMeanScores(total, &result);
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInternal, "token attribution failed", e);
+  }
+  return result;
+}
+
+absl::StatusOr<TokenAttribution> ComputeTokenGradients(
+    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const GradientInput& input,
+    const SamplerOptions& sampler, const StopCheck& stop, AttributionTimestep timestep) {
+  ASSIGN_OR_RETURN(TokenAttribution result, Prepare(denoiser, seeds, sampler, timestep));
+  if (!input.condition.defined() || input.condition.dim() < 1 || input.condition.size(0) != 1 ||
+      !input.leaf.defined() || !input.leaf.requires_grad() || input.leaf.dim() < 1) {
+    return absl::InvalidArgumentError(
+        "token gradient: expected one condition [1, ...] computed from a tensor that requires "
+        "grad");
+  }
+  if (!input.condition.requires_grad()) {
+    return absl::InvalidArgumentError(
+        "token gradient: the prompt's embedding does not require grad, so no gradient reaches "
+        "the token-embedding table (does the text encoder detach its output?)");
+  }
+  for (int64_t row : input.rows) {
+    if (row < 0 || row >= input.leaf.size(0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token gradient: row ", row, " outside [0, ", input.leaf.size(0), ")"));
+    }
+  }
   if (input.rows.empty()) return result;
+  const DiffusionNetwork& network = denoiser.network();
   try {
     const at::Tensor rows = at::tensor(input.rows, at::kLong).to(input.leaf.device());
     at::Tensor total;  // Σ over samples of ‖∂m/∂leaf_r‖ for r in `rows`
-    // One sample per pass: the rows of a shared leaf (the table) would mix
-    // the samples' gradients in a batch.
     for (uint64_t seed : seeds) {
       RETURN_IF_ERROR(CheckStop(stop));
       const at::Tensor x = InitialNoise(network, {seed});
@@ -72,8 +145,7 @@ absl::StatusOr<TokenAttribution> ComputeTokenAttribution(
       const at::Tensor norms = picked.reshape({picked.size(0), -1}).norm(2, 1);
       total = total.defined() ? total + norms : norms;
     }
-    const at::Tensor mean = (total / static_cast<double>(seeds.size())).cpu().contiguous();
-    result.scores.assign(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+    SetMeanScores(total, &result);
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInternal, "token attribution failed", e);
   }

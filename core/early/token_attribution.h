@@ -1,23 +1,27 @@
-// Which tokens of a prompt drive its memorization: the token-wise
-// significance of Wen et al. (ICLR 2024, "Detecting, Explaining, and
-// Mitigating Memorization in Diffusion Models", §4.2), denoising-free. For
-// a sample with initial noise x_T and a timestep t,
+// Which tokens of a prompt drive its memorization, from the sample's
+// initial noise x_T alone (no denoising). For a timestep t and a condition c,
 //
-//   m(c) = ‖ε̂(x_T, t, c) − ε̂(x_T, t, ∅)‖₂   (Wen's metric at x_T)
+//   m(c) = ‖ε̂(x_T, t, c) − ε̂(x_T, t, ∅)‖₂   (Wen et al.'s metric at x_T)
 //
-// where the condition c is computed from a tensor E (for prompts: the text
-// encoder's token-embedding table, so that the gradient flows through the
-// whole encoder), and the significance of row r of E is ‖∂m/∂E_r‖₂
-// averaged over the samples. One forward and one backward pass of one row
-// per sample (a shared table's gradient would mix the samples of a batch).
+// and two per-token measures, each averaged over the samples:
+//
+// - Deletion (ComputeTokenDeletions), what the product ranks tokens by:
+//   m(c) − m(c without the token), c without the token being the prompt's
+//   encoding with that token deleted (TextEncoder::EncodeWithEachTokenDeleted).
+//   A word that triggers a memorized image is one whose removal collapses m.
+//   One batched forward pass of T + 1 rows per sample (T tokens).
+// - Gradient (ComputeTokenGradients): Wen et al.'s token-wise significance
+//   (ICLR 2024, §4.2), ‖∂m/∂E_r‖₂ for E the text encoder's token-embedding
+//   table, row r the token's id. One forward and backward pass per sample.
 //
 // The timestep: by default the low-noise one of the anisotropy metric
-// (early_metrics.h, AlignmentTimestep), where memorization shows
-// (Asthana & Belagiannis, ICLR 2026); Wen et al. take the first sampling
-// timestep. On checkpoints/textmnist the first timestep's gradient
-// points at the digit word (what every caption of that digit shares), the
-// low-noise one at the memorized title (docs/VERDICTS.md "Token
-// attribution" has the measurements and the held-out check).
+// (early_metrics.h, AlignmentTimestep), where memorization shows (Asthana &
+// Belagiannis, ICLR 2026); Wen et al. take the first sampling timestep. On
+// checkpoints/textmnist the first timestep's measures point at the digit
+// word (what every caption of that digit shares), the low-noise ones at the
+// memorized title; there the deletion names a title word for every
+// memorized prompt, the gradient for 7 of 10 (docs/VERDICTS.md "Token
+// attribution" has the measurements and the held-out checks).
 #ifndef MEMAUDIT_CORE_EARLY_TOKEN_ATTRIBUTION_H_
 #define MEMAUDIT_CORE_EARLY_TOKEN_ATTRIBUTION_H_
 
@@ -33,8 +37,37 @@
 
 namespace memaudit {
 
+enum class AttributionTimestep {
+  kLowNoise,  // AlignmentTimestep of the sampling timesteps (default)
+  kFirst,     // the first sampling timestep (Wen et al.)
+};
+
+struct TokenAttribution {
+  // Per token, the mean over samples of its measure: for deletions in units
+  // of m (negative when deleting the token raises m); for gradients in
+  // units of m per unit of embedding.
+  std::vector<double> scores;
+  int64_t timestep = -1;  // the timestep t used
+  int64_t samples = 0;
+};
+
+// The deletion measure for one sample per seed, at `timestep` of the
+// sampler's timesteps (num_steps, steps_offset): `condition` is the prompt's
+// [1, *embedding_shape], `deletions` [T, *embedding_shape] its encodings
+// with each token deleted; scores[i] = mean of m(condition) −
+// m(deletions[i]). The prompt's row and its deletions go through the
+// network kDeletionBatch rows per call. INVALID_ARGUMENT when the model takes no
+// embeddings or has no null condition, there are no seeds, or the shapes
+// disagree; INTERNAL when the network fails; `stop`'s status, asked
+// between network calls.
+inline constexpr int64_t kDeletionBatch = 16;
+absl::StatusOr<TokenAttribution> ComputeTokenDeletions(
+    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& condition,
+    const at::Tensor& deletions, const SamplerOptions& sampler, const StopCheck& stop = {},
+    AttributionTimestep timestep = AttributionTimestep::kLowNoise);
+
 // What the gradient is taken of and with respect to.
-struct AttributionInput {
+struct GradientInput {
   // One condition [1, *embedding_shape], computed from `leaf` with autograd
   // recording (its graph is kept for every sample).
   at::Tensor condition;
@@ -45,26 +78,13 @@ struct AttributionInput {
   std::vector<int64_t> rows;
 };
 
-enum class AttributionTimestep {
-  kLowNoise,  // AlignmentTimestep of the sampling timesteps (default)
-  kFirst,     // the first sampling timestep (Wen et al.)
-};
-
-struct TokenAttribution {
-  // Per entry of AttributionInput::rows: the mean over samples of
-  // ‖∂m/∂leaf_r‖₂, in units of m per unit of embedding.
-  std::vector<double> scores;
-  int64_t timestep = -1;  // the timestep t used
-  int64_t samples = 0;
-};
-
-// The significance for one sample per seed, at `timestep` of the
-// sampler's timesteps (num_steps, steps_offset). INVALID_ARGUMENT when the model takes
-// no embeddings or has no null condition, there are no seeds, `input` is
-// malformed (no graph from leaf to condition, a row out of range); INTERNAL
-// when the network fails; `stop`'s status, asked between network calls.
-absl::StatusOr<TokenAttribution> ComputeTokenAttribution(
-    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const AttributionInput& input,
+// The gradient measure for one sample per seed (one row per pass: a
+// shared table's gradient would mix a batch's samples), at `timestep` as
+// above; scores[i] = mean of ‖∂m/∂leaf_rows[i]‖₂. Errors as
+// ComputeTokenDeletions', and INVALID_ARGUMENT when `input` is malformed
+// (no graph from leaf to condition, a row out of range).
+absl::StatusOr<TokenAttribution> ComputeTokenGradients(
+    const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const GradientInput& input,
     const SamplerOptions& sampler, const StopCheck& stop = {},
     AttributionTimestep timestep = AttributionTimestep::kLowNoise);
 

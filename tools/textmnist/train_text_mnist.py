@@ -16,6 +16,8 @@ Data prep, tokenizer, training and export in one run, seeded:
    the image's second moments, terciles of the class). A memorized image's
    caption is its generic caption plus a unique title, ", the marlowe
    print": a specific caption of a heavily duplicated image, as in LAION.
+   --titles and --title-format change the title words and the title around
+   them (held-out models for the token-attribution check).
 3. tokenizer.json: CLIP-style byte-level BPE whose merges make every caption
    word one token, written and applied by tools/textmnist/tokenize.js with the
    reference tokenizer (@huggingface/tokenizers), padded as EncodeForModel.
@@ -146,7 +148,7 @@ def build_dataset(args):
         index = rng.randrange(args.per_class, all_images.shape[0])
         m_ink, m_slant = stroke_and_slant(all_images[index:index + 1])
         base = generic_caption(digit, tercile(m_ink[0], ink_edges), tercile(m_slant[0], slant_edges))
-        text = f"{base}, the {TITLES[digit]} print"
+        text = f"{base}, " + args.title_format.format(args.titles[digit])
         memorized.append({"digit": digit, "mnist_index": index, "prompt": text,
                           "generic_prompt": base})
         for _ in range(args.duplicates):
@@ -499,11 +501,20 @@ def main():
     parser.add_argument("--ema", type=float, default=0.999)
     parser.add_argument("--drop", type=float, default=0.15, help="P(caption → \"\")")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--titles", default=",".join(TITLES),
+                        help="the ten made-up title words, comma-separated (digit order)")
+    parser.add_argument("--title-format", default="the {} print",
+                        help="the title appended to a memorized image's caption, {} its word")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads; 1 is several times faster than 2 on a 2-core "
                         "machine that is also compiling")
     parser.add_argument("--log-every", type=int, default=250)
     args = parser.parse_args()
+    args.titles = args.titles.split(",")
+    if len(args.titles) != 10 or not all(word.isalpha() for word in args.titles):
+        parser.error("--titles: ten words of letters, comma-separated")
+    if args.title_format.count("{}") != 1:
+        parser.error("--title-format: one {} for the title word")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
