@@ -6,10 +6,12 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
 
+#include "core/checkpoint/load_model.h"
 #include "core/device/device_memory.h"
 #include "core/model/sampler.h"
 #include "server/job_manager.h"
@@ -168,6 +170,46 @@ TEST_F(RequestMemoryTest, EstimatesGrowWithTheRequest) {
   ASSERT_GT(solves, 1);
   EXPECT_EQ(EstimateAudit(*together).PartBytes("Arnoldi basis"),
             solves * matrix_free.PartBytes("Arnoldi basis"));
+}
+
+// A prompt's token attribution makes the calls its estimate counts, as the
+// checkpoint's observer sees them: the prompt and its deletions in one
+// call without gradients (textmnist: 14 rows, under kDeletionBatch), the
+// gradient through one row; both fit in the audit's estimate. (On
+// textmnist the spectra's 2-row gradient calls already need more than the
+// 14-row call; the attribution's own part keeps the estimate whole on
+// models where they would not.)
+TEST(RequestMemoryAttributionTest, TokenAttributionCallsAreInTheAuditsEstimate) {
+  int64_t inference_rows = 0, gradient_rows = 0;
+  CheckpointOptions options;
+  options.forward_observer = [&](int64_t rows, bool with_gradient) {
+    int64_t& largest = with_gradient ? gradient_rows : inference_rows;
+    largest = std::max(largest, rows);
+  };
+  ModelRegistry registry(std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints", options);
+  ASSERT_TRUE(registry.Load("textmnist").ok());
+  const std::shared_ptr<const LoadedModel> model = *registry.Get("textmnist");
+  v1::AuditRequest request;
+  request.add_conditions()->set_prompt(
+      "a handwritten two, thick stroke, slanted right, the ashgrove print");
+  request.set_samples_per_condition(1);
+  request.mutable_curvature()->set_method(v1::ARNOLDI);
+  auto plan = PlanAudit(request, model);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto encoded = EncodePrompt(plan->conditions[0], *model->denoiser);
+  ASSERT_TRUE(encoded.ok()) << encoded.status();
+  inference_rows = gradient_rows = 0;
+  auto attribution =
+      AttributePromptTokens(*encoded, *model->denoiser, {7}, plan->curvature.sampler);
+  ASSERT_TRUE(attribution.ok()) << attribution.status();
+  ASSERT_TRUE(attribution->has_value());
+  EXPECT_EQ((*attribution)->gradient_unavailable(), "");
+  EXPECT_EQ(inference_rows, (*attribution)->tokens_size() + 1);
+  EXPECT_EQ(gradient_rows, 1);
+  const MemoryEstimate estimate = EstimateAudit(*plan);
+  const int64_t network = estimate.PartBytes("network activations");
+  EXPECT_GE(network, model->footprint.InferenceBytes(inference_rows)) << estimate.Breakdown();
+  EXPECT_GE(network, model->footprint.GradientBytes(gradient_rows)) << estimate.Breakdown();
 }
 
 TEST_F(RequestMemoryTest, RefusalsGiveTheNumbers) {
