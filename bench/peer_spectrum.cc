@@ -40,6 +40,7 @@
 #include <limits>
 #include <optional>
 
+#include "core/checkpoint/load_model.h"
 #include "core/checkpoint/text_encoder.h"
 #include "core/early/early_metrics.h"
 #include "core/model/sampler.h"

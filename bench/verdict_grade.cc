@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto loaded = registry.Get(model);
-  const int64_t d = (*loaded)->checkpoint->sample_numel();
+  const int64_t d = (*loaded)->network->sample_numel();
 
   v1::AuditRequest request;
   request.set_model(model);
