@@ -3,7 +3,7 @@
 // the client library: SubmitAudit + WatchAudit). Reports median wall times
 // and their ratio, measured in the same run.
 //
-//   build/bench/memaudit-bench-audit-overhead --repository models --model toy8d \
+//   build/bench/memaudit-bench-audit-overhead --repository models --model toy8d
 //       --samples 400 --repeats 7
 #include <CLI/CLI.hpp>
 #include <algorithm>

@@ -9,10 +9,10 @@
 // The combined "anisotropy" score is computed among the conditions, as the
 // server does for a label-free audit (core/early/calibration.h).
 //
-//   memaudit-bench-early-quality --model checkpoints/textmnist \
-//       --prompts PROMPTS.jsonl [--generations 4] [--seed 3000] [--steps 1] \
+//   memaudit-bench-early-quality --model checkpoints/textmnist
+//       --prompts PROMPTS.jsonl [--generations 4] [--seed 3000] [--steps 1]
 //       [--guidance 7.5] [--sampler ddim] [--steps-offset 0] [--json OUT.jsonl]
-//   memaudit-bench-early-quality --model DIR --class 0 --class 1 --class 2 \
+//   memaudit-bench-early-quality --model DIR --class 0 --class 1 --class 2
 //       --memorized-class 1 --generations 64 ...
 //
 // PROMPTS.jsonl: one {"prompt": "...", "memorized": true|false} per line.

@@ -10,7 +10,7 @@
 // of guard per generation.
 //
 //   build/bench/memaudit-bench-mitigation --model checkpoints/mnist39 --class 9 --seeds 16
-//   build/bench/memaudit-bench-mitigation --model checkpoints/textmnist \
+//   build/bench/memaudit-bench-mitigation --model checkpoints/textmnist
 //       --prompts checkpoints/textmnist/prompts/memorized.txt --guidance 5 --seeds 4
 #include <ATen/ATen.h>
 

@@ -21,9 +21,9 @@
 //                     path and against the peer's own anisotropy loop
 //
 //   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --label 9 --points 5
-//   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --label 9 --points 5 \
+//   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --label 9 --points 5
 //       --method arnoldi -k 8
-//   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --method early \
+//   build/bench/memaudit-bench-peer --model checkpoints/mnist39 --method early
 //       --generations 4 --steps 1
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

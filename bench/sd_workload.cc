@@ -231,7 +231,10 @@ int Main(int argc, char** argv) {
     if (memory.ok()) report["peak_allocated_mib"] = memory->peak_allocated / (1024.0 * 1024.0);
   }
   if (compare_cpu) {
-    auto cpu = LoadModel(model_dir, CheckpointOptions{.device = "cpu", .dtype = at::kFloat});
+    CheckpointOptions on_cpu;
+    on_cpu.device = "cpu";
+    on_cpu.dtype = at::kFloat;
+    auto cpu = LoadModel(model_dir, on_cpu);
     if (!cpu.ok()) return Fail("cpu load", cpu.status());
     auto reference = MeasureSamples(Denoiser(*cpu), {1000}, rows_of(0, 1).cpu(), options, nullptr);
     if (!reference.ok()) return Fail("cpu spectrum", reference.status());

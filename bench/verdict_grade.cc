@@ -8,7 +8,7 @@
 // --no-dense (models above the dense limit), the reference is the first
 // configuration of the grid.
 //
-//   build/bench/memaudit-bench-verdict-grade --repository checkpoints --model mnist39 \
+//   build/bench/memaudit-bench-verdict-grade --repository checkpoints --model mnist39
 //       --class 0 --class 3 --class 9 --samples 4 --seed 500
 #include <CLI/CLI.hpp>
 #include <algorithm>

@@ -215,7 +215,10 @@ absl::Status MergeTokenAttribution(const v1::TokenAttribution& part, v1::TokenAt
   if (total->gradient_unavailable().empty()) {
     total->set_gradient_unavailable(part.gradient_unavailable());
   }
-  if (part.tokens().empty()) return absl::OkStatus();
+  if (part.tokens().empty()) {  // a prompt with no tokens: only the samples add up
+    total->set_samples(total->samples() + part.samples());
+    return absl::OkStatus();
+  }
   const double n = static_cast<double>(total->samples()), m = static_cast<double>(part.samples());
   const auto mean = [&](double a, double b) { return (a * n + b * m) / std::max(n + m, 1.0); };
   const bool gradient = total->gradient_unavailable().empty();

@@ -95,13 +95,23 @@ void AppendTokens(const v1::TokenAttribution& attribution, std::string* html) {
                     absl::StrFormat("%.2f", shade), ")", shade > 0.55 ? "; color: #fff" : "", "\">",
                     Escape(token.text()), "</span>");
   }
-  absl::StrAppend(html, "<p class=\"tokens\">Tokens by attribution: ", words,
-                  "</p>\n<p>Strongest token: <b class=\"strongest-token\">",
-                  Escape(std::string(absl::StripAsciiWhitespace(strongest->text()))), "</b> (",
-                  absl::StrFormat("%.1f", 100 * strongest->share()),
-                  "% of the prompt's attribution: how much ‖ε̂_c − ε̂_∅‖ at x_T drops when the "
-                  "token is deleted, t = ",
-                  attribution.timestep(), ", ", attribution.samples(), " samples)</p>\n");
+  absl::StrAppend(html, "<p class=\"tokens\">Tokens by attribution: ", words, "</p>\n");
+  if (strongest->score() > 0) {
+    absl::StrAppend(html, "<p>Strongest token: <b class=\"strongest-token\">",
+                    Escape(std::string(absl::StripAsciiWhitespace(strongest->text()))), "</b> (",
+                    absl::StrFormat("%.1f", 100 * strongest->share()),
+                    "% of the prompt's attribution: how much ‖ε̂_c − ε̂_∅‖ at x_T drops when the "
+                    "token is deleted, t = ",
+                    attribution.timestep(), ", ", attribution.samples(), " samples)</p>\n");
+  } else {
+    absl::StrAppend(html, "<p class=\"note\">No token's deletion lowers ‖ε̂_c − ε̂_∅‖ at x_T (t = ",
+                    attribution.timestep(), ", ", attribution.samples(),
+                    " samples): no single word drives it.</p>\n");
+  }
+  if (!attribution.gradient_unavailable().empty()) {
+    absl::StrAppend(html, "<p class=\"note\">No gradient attribution: ",
+                    Escape(attribution.gradient_unavailable()), "</p>\n");
+  }
 }
 
 void AppendSummary(const v1::AuditJob& job, std::string* html) {

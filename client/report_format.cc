@@ -295,10 +295,14 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
       tokens.resize(std::min<size_t>(tokens.size(), 3));
       std::vector<std::string> words;
       for (const auto* token : tokens) {
+        if (token->score() <= 0) break;  // deleting it does not lower the metric
         words.push_back(absl::StrFormat("\"%s\" %.0f%%", absl::StripAsciiWhitespace(token->text()),
                                         100 * token->share()));
       }
-      absl::StrAppend(&text, "    strongest tokens: ", absl::StrJoin(words, ", "), "\n");
+      absl::StrAppend(&text, "    strongest tokens: ",
+                      words.empty() ? "none (no token's deletion lowers the metric)"
+                                    : absl::StrJoin(words, ", "),
+                      "\n");
     }
     if (!per_sample) continue;
     absl::StrAppend(&text,

@@ -235,9 +235,16 @@ class AuditRun {
     const Clock::time_point attribution_start = Clock::now();
     // It explains a verdict; it never costs one: a failure is recorded in
     // the report and the audit goes on (a cancel or deadline still ends it).
+    // Its calls are no larger than the sampling's (a batch of samples, two
+    // rows each under guidance): it never needs more memory than the audit
+    // already had.
+    const SamplerOptions& sampler = plan_.curvature.sampler;
+    const bool guided = sampler.guidance != 0.0 && sampler.guidance != 1.0;
+    const int64_t sampling_rows =
+        std::min(kSamplesPerBatch, plan_.samples_per_condition) * (guided ? 2 : 1);
     absl::StatusOr<std::optional<v1::TokenAttribution>> attribution = AttributePromptTokens(
         condition, *model_.denoiser, ConsecutiveSeeds(plan_.seed, plan_.samples_per_condition),
-        plan_.curvature.sampler, stop_);
+        sampler, stop_, sampling_rows);
     if (!attribution.ok()) {
       RETURN_IF_ERROR(CheckStop(stop_));
       report->mutable_token_attribution()->set_unavailable(

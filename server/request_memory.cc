@@ -13,7 +13,6 @@
 #include "core/base/status_macros.h"
 #include "core/checkpoint/load_model.h"
 #include "core/device/device_memory.h"
-#include "core/early/token_attribution.h"
 
 namespace memaudit::server {
 namespace {
@@ -190,16 +189,6 @@ MemoryEstimate EstimateAudit(const AuditPlan& plan) {
     const int64_t batch = std::min(kAuditSamplesPerBatch, plan.samples_per_condition);
     AddSampling(tally, model, plan.curvature.sampler, batch, KeptStates(plan.curvature.sampler));
     AddSpectra(tally, model, plan.curvature, batch);
-    const bool prompts =
-        std::any_of(plan.conditions.begin(), plan.conditions.end(),
-                    [](const ConditionPlan& c) { return c.condition.has_prompt(); });
-    if (prompts && model.network->text_encoder() != nullptr) {
-      // Token attribution (core/early/token_attribution.h): the prompt and
-      // its deletions in calls of up to kDeletionBatch rows, and the
-      // gradient through one row.
-      AddNetwork(tally, model, kDeletionBatch, /*gradient=*/false);
-      AddNetwork(tally, model, 1, /*gradient=*/true);
-    }
   }
   if (plan.early.has_value()) {
     AddEarly(tally, model, *plan.early, plan.samples_per_condition);

@@ -5,10 +5,8 @@
 // working tensors, dense Jacobians and the eigen-solver's double-precision
 // copies, Arnoldi bases, JVP chunks, and the network's own activations for
 // the largest call the request makes (LoadedModel::footprint, measured when
-// the model loads, linear in the call's rows; for prompts, the token
-// attribution's calls too). What is not: the loaded models themselves, the
-// text encoder's activations, and buffers of LibTorch's intra-op worker
-// threads.
+// the model loads, linear in the call's rows). What is not: the loaded
+// models themselves, and buffers of LibTorch's intra-op worker threads.
 #ifndef MEMAUDIT_SERVER_REQUEST_MEMORY_H_
 #define MEMAUDIT_SERVER_REQUEST_MEMORY_H_
 

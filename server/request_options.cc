@@ -272,7 +272,7 @@ absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& d
 
 absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
     const ConditionPlan& plan, const Denoiser& denoiser, const std::vector<uint64_t>& seeds,
-    const SamplerOptions& sampler, const StopCheck& stop) {
+    const SamplerOptions& sampler, const StopCheck& stop, int64_t rows_per_call) {
   const TextEncoder* encoder = denoiser.network().text_encoder();
   if (!plan.condition.has_prompt() || encoder == nullptr || !plan.row.defined() || seeds.empty()) {
     return std::nullopt;  // no prompt to attribute
@@ -283,8 +283,9 @@ absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
   if (!text_tokens.ok()) return WithField(text_tokens.status(), "prompt 0: ", field);
   absl::StatusOr<at::Tensor> deletions = encoder->EncodeWithEachTokenDeleted(prompt, stop);
   if (!deletions.ok()) return WithField(deletions.status(), "prompt 0: ", field);
-  absl::StatusOr<TokenAttribution> by_deletion = ComputeTokenDeletions(
-      denoiser, seeds, plan.row, deletions->to(plan.row.options()), sampler, stop);
+  absl::StatusOr<TokenAttribution> by_deletion =
+      ComputeTokenDeletions(denoiser, seeds, plan.row, *deletions, sampler, stop,
+                            AttributionTimestep::kLowNoise, rows_per_call);
   if (!by_deletion.ok()) return WithField(by_deletion.status(), "", plan.field);
   v1::TokenAttribution proto;
   proto.set_samples(by_deletion->samples);

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "core/audit/sample_curvature.h"
 #include "core/early/early_metrics.h"
+#include "core/early/token_attribution.h"
 #include "core/model/denoiser.h"
 #include "core/model/sampler.h"
 #include "core/spectra/spectrum.h"
@@ -68,11 +69,13 @@ absl::StatusOr<ConditionPlan> EncodePrompt(ConditionPlan plan, const Denoiser& d
 // prompt condition for one sample per seed, as the report's message: the
 // prompt's own tokens with their deletion scores and shares, and Wen's
 // gradient when the encoder allows one (else gradient_unavailable says
-// why). Nothing (no error) for other conditions. Errors of
+// why). The deletions take `rows_per_call` rows per network call.
+// Nothing (no error) for other conditions. Errors of
 // ComputeTokenDeletions and of the tokenizer, naming plan.field; `stop`'s.
 absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
     const ConditionPlan& plan, const Denoiser& denoiser, const std::vector<uint64_t>& seeds,
-    const SamplerOptions& sampler, const StopCheck& stop = nullptr);
+    const SamplerOptions& sampler, const StopCheck& stop = nullptr,
+    int64_t rows_per_call = kDeletionBatch);
 // The condition repeated for `batch` samples (undefined stays undefined).
 // A prompt must have been encoded.
 at::Tensor RepeatCondition(const ConditionPlan& condition, int64_t batch);

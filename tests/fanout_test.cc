@@ -551,6 +551,24 @@ TEST(MergeShardReportsTest, TokenAttributionsMergeAsMeansOverSamples) {
   ASSERT_EQ(got.tokens_size(), 3);
   EXPECT_GT(got.tokens(2).score(), 0);
   EXPECT_EQ(got.tokens(2).gradient(), 0);
+  // The same when it is the first shard that has none.
+  shards = ShardReports(request, 2);
+  for (ShardReport& shard : shards) Attribute(shard.report.mutable_conditions(0));
+  shards[0].report.mutable_conditions(0)->mutable_token_attribution()->set_gradient_unavailable(
+      "no table");
+  merged = MergeShardReports(shards);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->conditions(0).token_attribution().gradient_unavailable(), "no table");
+  EXPECT_EQ(merged->conditions(0).token_attribution().tokens(2).gradient(), 0);
+  // A prompt with no tokens: the samples still add up.
+  shards = ShardReports(request, 2);
+  for (ShardReport& shard : shards) {
+    Attribute(shard.report.mutable_conditions(0));
+    shard.report.mutable_conditions(0)->mutable_token_attribution()->clear_tokens();
+  }
+  merged = MergeShardReports(shards);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->conditions(0).token_attribution().samples(), 16);
 }
 
 // --- Shard reports as JSON (`audit --shard-index --json`, `merge`) ------

@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -133,6 +135,39 @@ TEST(HtmlReportTest, WithoutPicturesTheNumbersStay) {
   EXPECT_EQ(html.find("<img"), std::string::npos);
   EXPECT_NE(html.find("<tr class=\"copy\">"), std::string::npos);
   EXPECT_NE(html.find("no picture"), std::string::npos);
+}
+
+// A prompt's tokens: shaded by their deletion scores, the strongest named
+// with its share; when no deletion lowers the metric none is named, and a
+// missing gradient is said.
+TEST(HtmlReportTest, TokensAreShadedAndTheStrongestNamed) {
+  v1::AuditJob job = Job();
+  v1::TokenAttribution& attribution =
+      *job.mutable_report()->mutable_conditions(1)->mutable_token_attribution();
+  attribution.set_samples(2);
+  attribution.set_timestep(40);
+  const std::vector<std::pair<std::string, double>> tokens = {
+      {"a ", 0.5}, {"fenwick ", 3.0}, {"<print> ", -0.5}};
+  for (const auto& [text, score] : tokens) {
+    v1::TokenAttribution::Token& token = *attribution.add_tokens();
+    token.set_text(text);
+    token.set_score(score);
+    token.set_share(std::max(score, 0.0) / 3.5);
+    token.set_gradient(1.0);
+  }
+  std::string html = AuditReportHtml(job, ReportEvidence{});
+  EXPECT_NE(html.find("<b class=\"strongest-token\">fenwick</b> (85.7%"), std::string::npos);
+  EXPECT_NE(html.find("&lt;print&gt;"), std::string::npos);
+  EXPECT_NE(html.find("rgba(176, 0, 32, 1.00)"), std::string::npos) << "the strongest darkest";
+  EXPECT_NE(html.find("rgba(176, 0, 32, 0.00)"), std::string::npos) << "a negative score unshaded";
+  EXPECT_NE(html.find("gradient 1"), std::string::npos);
+  for (auto& token : *attribution.mutable_tokens()) token.set_score(-1.0);
+  attribution.set_gradient_unavailable("no <table>");
+  html = AuditReportHtml(job, ReportEvidence{});
+  EXPECT_EQ(html.find("strongest-token"), std::string::npos);
+  EXPECT_NE(html.find("No token's deletion lowers"), std::string::npos);
+  EXPECT_NE(html.find("No gradient attribution: no &lt;table&gt;"), std::string::npos);
+  EXPECT_EQ(html.find("gradient 1"), std::string::npos);
 }
 
 }  // namespace

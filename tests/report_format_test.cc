@@ -285,6 +285,14 @@ TEST(AuditReportTokens, StrongestTokensInTextAndAllInJson) {
   EXPECT_DOUBLE_EQ(got["tokens"][4]["gradient"].get<double>(), 1.2);
   EXPECT_FALSE(got.contains("gradient_unavailable"));
   EXPECT_FALSE(json["conditions"][0].contains("token_attribution"));
+  // No token whose deletion lowers the metric: none is named.
+  for (auto& token : *attribution.mutable_tokens()) {
+    token.set_score(-token.score());
+    token.set_share(0);
+  }
+  EXPECT_NE(AuditReportText(job.report(), false)
+                .find("strongest tokens: none (no token's deletion lowers the metric)\n"),
+            std::string::npos);
   attribution.set_gradient_unavailable("text_encoder.pt: no token-embedding table");
   EXPECT_EQ(AuditReportJson(job)["conditions"][1]["token_attribution"]["gradient_unavailable"],
             "text_encoder.pt: no token-embedding table");

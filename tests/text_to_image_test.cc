@@ -347,6 +347,29 @@ def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
     positive += expected > 0;
   }
   EXPECT_GT(positive, 0);  // the oracle is not all zeros
+  // Any number of rows per call gives the same scores (1: a call per row;
+  // 19: the prompt and its 18 deletions in one call).
+  for (int64_t rows_per_call : {1, 5, 19}) {
+    auto chunked = ComputeTokenDeletions(denoiser, seeds, *condition, *deletions, SamplerOptions(),
+                                         {}, AttributionTimestep::kLowNoise, rows_per_call);
+    ASSERT_TRUE(chunked.ok()) << chunked.status();
+    for (size_t i = 0; i < words.size(); ++i) {
+      EXPECT_NEAR(chunked->scores[i], attribution->scores[i], tolerance) << rows_per_call;
+    }
+  }
+  EXPECT_EQ(ComputeTokenDeletions(denoiser, seeds, *condition, *deletions, SamplerOptions(), {},
+                                  AttributionTimestep::kLowNoise, 0)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  // A prompt without tokens has nothing to delete.
+  auto none = encoder.EncodeWithEachTokenDeleted("");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->size(0), 0);
+  auto empty =
+      ComputeTokenDeletions(denoiser, seeds, *encoder.Encode({""}), *none, SamplerOptions());
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->scores.empty());
   EXPECT_EQ(ComputeTokenDeletions(denoiser, seeds, *condition, deletions->slice(1, 0, 4),
                                   SamplerOptions())
                 .status()
@@ -355,6 +378,35 @@ def forward(self, x: Tensor, t: Tensor, c: Tensor) -> Tensor:
   EXPECT_EQ(
       ComputeTokenDeletions(denoiser, {}, *condition, *deletions, SamplerOptions()).status().code(),
       absl::StatusCode::kInvalidArgument);
+}
+
+// A prompt cut at max_length: the deletions change only what the model
+// saw (no token from beyond the cut moves in), padded with the configured
+// pad id (0 here, as SD 2's tokenizer pads): row i is the encoding of the
+// kept words without word i.
+TEST(TextToImageTest, DeletionsOfACutPromptKeepItsCut) {
+  ScratchDir dir;
+  v1::ModelConfig config = TextConfig();
+  config.mutable_conditioning()->mutable_text_encoder()->set_pad_token_id(0);
+  WriteTextModel(dir.path(), config);
+  auto checkpoint = LoadModel(dir.Join("t2i"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  const TextEncoder& encoder = *(*checkpoint)->text_encoder();
+  std::vector<std::string> words;
+  for (int i = 0; i < 10; ++i) words.push_back(std::string(1, "xyzw"[i % 4]));
+  const std::string prompt = absl::StrJoin(words, " ");
+  const size_t kept = encoder.TextTokens(prompt)->size();
+  ASSERT_EQ(kept, static_cast<size_t>(kLength - 2));  // BOS, 6 words, EOS
+  auto deletions = encoder.EncodeWithEachTokenDeleted(prompt);
+  ASSERT_TRUE(deletions.ok()) << deletions.status();
+  ASSERT_EQ(deletions->size(0), static_cast<int64_t>(kept));
+  for (size_t i = 0; i < kept; ++i) {
+    std::vector<std::string> rest(words.begin(), words.begin() + static_cast<std::ptrdiff_t>(kept));
+    rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(i));
+    auto without = encoder.Encode({absl::StrJoin(rest, " ")});
+    ASSERT_TRUE(without.ok()) << without.status();
+    EXPECT_TRUE(at::allclose((*deletions)[static_cast<int64_t>(i)], (*without)[0])) << i;
+  }
 }
 
 TEST(TextToImageTest, NullConditionFileAndPadIdAndVocabMergesAreHonoured) {

@@ -183,8 +183,12 @@ absl::StatusOr<at::Tensor> TextEncoder::EncodeWithEachTokenDeleted(const std::st
     absl::StatusOr<at::Tensor> part =
         EncodeIds(deleted.slice(0, start, std::min(count, start + kEncodeBatch)), start);
     if (!part.ok()) {
+      // EncodeIds numbers the rows as prompts: here row i is token i deleted.
       return absl::Status(part.status().code(),
-                          absl::StrCat(kModelFile, ": ", part.status().message()));
+                          absl::StrCat(kModelFile,
+                                       ", the prompt with each token deleted (prompt i: "
+                                       "token i deleted): ",
+                                       part.status().message()));
     }
     parts.push_back(*std::move(part));
   }

@@ -91,8 +91,10 @@ class TextEncoder {
   // [T, *embedding_shape] for TextTokens' T tokens, in output_dtype on the
   // device, without gradients. Row i encodes the prompt's ids with the i-th
   // text token removed, the later ids moved one position left and pad_id()
-  // appended (what tokenizing the prompt without that token gives, when
-  // the neighbours tokenize the same). Errors as Encode's.
+  // appended: what tokenizing the prompt without that token gives when the
+  // neighbours tokenize the same, except that for a prompt cut at
+  // max_length no token from beyond the cut moves in (the deletion changes
+  // only what the model saw). Errors as Encode's.
   absl::StatusOr<at::Tensor> EncodeWithEachTokenDeleted(const std::string& prompt,
                                                         const StopCheck& stop = nullptr) const;
 

@@ -52,8 +52,12 @@ void SetMeanScores(const at::Tensor& total, TokenAttribution* result) {
 absl::StatusOr<TokenAttribution> ComputeTokenDeletions(
     const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& condition,
     const at::Tensor& deletions, const SamplerOptions& sampler, const StopCheck& stop,
-    AttributionTimestep timestep) {
+    AttributionTimestep timestep, int64_t rows_per_call) {
   ASSIGN_OR_RETURN(TokenAttribution result, Prepare(denoiser, seeds, sampler, timestep));
+  if (rows_per_call < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token attribution: ", rows_per_call, " rows per call"));
+  }
   if (!condition.defined() || !deletions.defined() || condition.dim() < 1 ||
       condition.size(0) != 1 || deletions.dim() != condition.dim() ||
       deletions.sizes().slice(1) != condition.sizes().slice(1)) {
@@ -68,7 +72,8 @@ absl::StatusOr<TokenAttribution> ComputeTokenDeletions(
     c10::NoGradGuard no_grad;
     // Row 0 the prompt, row 1 + i the prompt without token i.
     ASSIGN_OR_RETURN(const at::Tensor conditions,
-                     denoiser.PrepareConditions(at::cat({condition, deletions}), tokens + 1));
+                     denoiser.PrepareConditions(
+                         at::cat({condition, deletions.to(condition.options())}), tokens + 1));
     at::Tensor total;  // Σ over samples of m(prompt) − m(without token i)
     for (uint64_t seed : seeds) {
       RETURN_IF_ERROR(CheckStop(stop));
@@ -79,13 +84,14 @@ absl::StatusOr<TokenAttribution> ComputeTokenDeletions(
       };
       const at::Tensor null_epsilon = denoiser.Epsilon(x, t(1), network.NullCondition(1));
       std::vector<at::Tensor> norms;
-      for (int64_t start = 0; start <= tokens; start += kDeletionBatch) {
+      for (int64_t start = 0; start <= tokens; start += rows_per_call) {
         RETURN_IF_ERROR(CheckStop(stop));
-        const int64_t rows = std::min(kDeletionBatch, tokens + 1 - start);
+        const int64_t rows = std::min(rows_per_call, tokens + 1 - start);
         std::vector<int64_t> shape = x.sizes().vec();
         shape[0] = rows;
-        const at::Tensor epsilon =
-            denoiser.Epsilon(x.expand(shape), t(rows), conditions.slice(0, start, start + rows));
+        // Contiguous: a module may write to or view its input's batch.
+        const at::Tensor epsilon = denoiser.Epsilon(x.expand(shape).contiguous(), t(rows),
+                                                    conditions.slice(0, start, start + rows));
         norms.push_back((epsilon - null_epsilon).to(at::kDouble).reshape({rows, -1}).norm(2, 1));
       }
       const at::Tensor m = at::cat(norms);

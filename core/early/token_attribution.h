@@ -9,7 +9,7 @@
 //   m(c) − m(c without the token), c without the token being the prompt's
 //   encoding with that token deleted (TextEncoder::EncodeWithEachTokenDeleted).
 //   A word that triggers a memorized image is one whose removal collapses m.
-//   One batched forward pass of T + 1 rows per sample (T tokens).
+//   Forward passes only: T + 1 rows per sample (T tokens), batched.
 // - Gradient (ComputeTokenGradients): Wen et al.'s token-wise significance
 //   (ICLR 2024, §4.2), ‖∂m/∂E_r‖₂ for E the text encoder's token-embedding
 //   table, row r the token's id. One forward and backward pass per sample.
@@ -54,17 +54,21 @@ struct TokenAttribution {
 // The deletion measure for one sample per seed, at `timestep` of the
 // sampler's timesteps (num_steps, steps_offset): `condition` is the prompt's
 // [1, *embedding_shape], `deletions` [T, *embedding_shape] its encodings
-// with each token deleted; scores[i] = mean of m(condition) −
-// m(deletions[i]). The prompt's row and its deletions go through the
-// network kDeletionBatch rows per call. INVALID_ARGUMENT when the model takes no
-// embeddings or has no null condition, there are no seeds, or the shapes
-// disagree; INTERNAL when the network fails; `stop`'s status, asked
-// between network calls.
+// with each token deleted (moved to condition's device and dtype);
+// scores[i] = mean of m(condition) − m(deletions[i]). Per sample one call
+// for ε̂(x_T, ∅) and ceil((T + 1) / rows_per_call) calls for the prompt and
+// its deletions (the server passes its sampling calls' rows, so the
+// attribution never needs a larger call than the audit has made).
+// INVALID_ARGUMENT when the model takes no embeddings or has no null
+// condition, there are no seeds, the shapes disagree or rows_per_call < 1;
+// INTERNAL when the network fails; `stop`'s status, asked between network
+// calls.
 inline constexpr int64_t kDeletionBatch = 16;
 absl::StatusOr<TokenAttribution> ComputeTokenDeletions(
     const Denoiser& denoiser, const std::vector<uint64_t>& seeds, const at::Tensor& condition,
     const at::Tensor& deletions, const SamplerOptions& sampler, const StopCheck& stop = {},
-    AttributionTimestep timestep = AttributionTimestep::kLowNoise);
+    AttributionTimestep timestep = AttributionTimestep::kLowNoise,
+    int64_t rows_per_call = kDeletionBatch);
 
 // What the gradient is taken of and with respect to.
 struct GradientInput {

@@ -119,6 +119,7 @@ int Run(const std::string& model, uint64_t first_seed, int samples) {
         return 1;
       }
       tally.t = attribution->timestep;
+      if (attribution->scores.empty()) continue;  // no tokens: no strongest
       const size_t best = static_cast<size_t>(
           std::max_element(attribution->scores.begin(), attribution->scores.end()) -
           attribution->scores.begin());
