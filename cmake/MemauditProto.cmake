@@ -36,6 +36,9 @@ function(memaudit_proto_library target)
   add_library(${target} STATIC ${sources})
   # Generated code keeps protoc's warnings to itself (memaudit_apply_warnings).
   set_target_properties(${target} PROPERTIES MEMAUDIT_GENERATED ON)
+  # protoc gives every .pb.cc file-scope arrays of the same names, so the
+  # generated files are compiled one by one, never as a unity batch.
+  set_target_properties(${target} PROPERTIES UNITY_BUILD OFF)
   target_include_directories(${target} PUBLIC ${out_root})
   target_link_libraries(${target} PUBLIC protobuf::libprotobuf ${ARG_DEPS})
   set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds memaudit into ./build (Ninja, RelWithDebInfo).
+# Configures and builds memaudit into ./build (Ninja; Release at -O2 in
+# batches unless the tree was configured otherwise: CMakeLists.txt).
 # Usage: scripts/build.sh [--bench] [--tools] [--target T]... [extra cmake args...]
 #   --bench      also the benchmarks (bench/); kept on in ./build once asked
 #   --tools      also the research tools' commands (memaudit-mnist)
@@ -20,6 +21,6 @@ done
 if [[ -n ${MEMAUDIT_WERROR:-} ]]; then
   cmake_args+=(-DMEMAUDIT_WERROR="$MEMAUDIT_WERROR")
 fi
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cmake_args[@]}" >/dev/null
+cmake -S . -B build -G Ninja "${cmake_args[@]}" >/dev/null
 # Two parallel jobs: each LibTorch translation unit needs ~1 GiB and 15-20 s.
 ninja -C build -j "${MEMAUDIT_BUILD_JOBS:-2}" "${targets[@]}"

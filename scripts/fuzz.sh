@@ -18,6 +18,7 @@ if ((${#harnesses[@]} == 0)); then
 fi
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DMEMAUDIT_UNITY_BUILD=OFF \
   -DMEMAUDIT_FUZZ=ON >/dev/null
 cmake --build build-fuzz -j "${MEMAUDIT_BUILD_JOBS:-2}" --target "${harnesses[@]}"
 

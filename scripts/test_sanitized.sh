@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMAUDIT_SANITIZE=ON
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMAUDIT_SANITIZE=ON \
+  -DMEMAUDIT_UNITY_BUILD=OFF
 cmake --build build-sanitize -j "${MEMAUDIT_BUILD_JOBS:-2}"
 # LibTorch and OpenBLAS are not instrumented: no leak checking of their
 # one-time allocations (suppressed by library in sanitize.supp), and no ODR

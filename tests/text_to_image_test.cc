@@ -110,7 +110,7 @@ std::string WriteTextModel(const std::string& repository, const v1::ModelConfig&
   return dir;
 }
 
-std::vector<int64_t> Row(const at::Tensor& ids, int64_t i) {
+std::vector<int64_t> IdsRow(const at::Tensor& ids, int64_t i) {
   const at::Tensor row = ids[i].contiguous();
   return std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel());
 }
@@ -143,7 +143,7 @@ TEST(TextToImageTest, PromptsAreTokenizedAsTheTokenizerDoesAndEncodedByTheModule
   for (int i = 0; i < 20; ++i) {
     auto expected = (*tokenizer)->EncodeForModel(prompts[i], kLength, kEndOfText);
     ASSERT_TRUE(expected.ok());
-    EXPECT_EQ(Row(*ids, i), *expected) << prompts[i];
+    EXPECT_EQ(IdsRow(*ids, i), *expected) << prompts[i];
   }
   auto embeddings = encoder->Encode(prompts);
   ASSERT_TRUE(embeddings.ok()) << embeddings.status();
@@ -438,8 +438,8 @@ TEST(TextToImageTest, NullConditionFileAndPadIdAndVocabMergesAreHonoured) {
   ASSERT_TRUE(reference.ok()) << reference.status();
   auto ids = encoder->Tokenize({"a cat"});
   ASSERT_TRUE(ids.ok());
-  EXPECT_EQ(Row(*ids, 0), *(*reference)->EncodeForModel("a cat", kLength, 0));
-  EXPECT_EQ(Row(*ids, 0).back(), 0);  // padded with the configured id
+  EXPECT_EQ(IdsRow(*ids, 0), *(*reference)->EncodeForModel("a cat", kLength, 0));
+  EXPECT_EQ(IdsRow(*ids, 0).back(), 0);  // padded with the configured id
   EXPECT_TRUE(at::equal((*checkpoint)->NullCondition(1), at::full({1, kLength, kWidth}, 7.0)));
 }
 

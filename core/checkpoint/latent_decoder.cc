@@ -12,7 +12,7 @@
 namespace memaudit {
 namespace {
 
-constexpr const char* kSignature = "forward(z: Tensor) -> Tensor, z [B, *sample_shape]";
+constexpr const char* kDecoderSignature = "forward(z: Tensor) -> Tensor, z [B, *sample_shape]";
 
 }  // namespace
 
@@ -29,7 +29,8 @@ absl::StatusOr<std::unique_ptr<const LatentDecoder>> LatentDecoder::Load(
   ASSIGN_OR_RETURN(ScriptModule loaded, LoadScriptModule(decoder->model_path_, device, dtype));
   decoder->module_ = std::move(loaded.module);
   decoder->dtype_ = loaded.dtype;
-  RETURN_IF_ERROR(CheckForwardArgumentCount(decoder->module_, decoder->model_path_, 1, kSignature));
+  RETURN_IF_ERROR(
+      CheckForwardArgumentCount(decoder->module_, decoder->model_path_, 1, kDecoderSignature));
   std::vector<int64_t> probe_shape{1};
   probe_shape.insert(probe_shape.end(), decoder->sample_shape_.begin(),
                      decoder->sample_shape_.end());

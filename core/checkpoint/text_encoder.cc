@@ -15,7 +15,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kSignature = "forward(ids: Tensor) -> Tensor, ids int64 [B, max_length]";
+constexpr const char* kEncoderSignature =
+    "forward(ids: Tensor) -> Tensor, ids int64 [B, max_length]";
 
 // tokenizer.json when the directory has one, else vocab.json + merges.txt.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadDirectoryTokenizer(const std::string& directory,
@@ -75,7 +76,8 @@ absl::StatusOr<std::unique_ptr<const TextEncoder>> TextEncoder::Load(
   encoder->model_path_ = (fs::path(directory) / kModelFile).string();
   ASSIGN_OR_RETURN(ScriptModule loaded, LoadScriptModule(encoder->model_path_, device, dtype));
   encoder->module_ = std::move(loaded.module);
-  RETURN_IF_ERROR(CheckForwardArgumentCount(encoder->module_, encoder->model_path_, 1, kSignature));
+  RETURN_IF_ERROR(
+      CheckForwardArgumentCount(encoder->module_, encoder->model_path_, 1, kEncoderSignature));
   // The probe: the empty prompt, whose embedding is kept (the null
   // condition when the directory has no null_condition.pt).
   ASSIGN_OR_RETURN(const at::Tensor ids, encoder->Tokenize({std::string()}));
