@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/verdict/verdict_rules.h"
+#include "proto/token_shares.h"
 
 namespace memaudit::client {
 namespace {
@@ -222,7 +223,6 @@ absl::Status MergeTokenAttribution(const v1::TokenAttribution& part, v1::TokenAt
   const double n = static_cast<double>(total->samples()), m = static_cast<double>(part.samples());
   const auto mean = [&](double a, double b) { return (a * n + b * m) / std::max(n + m, 1.0); };
   const bool gradient = total->gradient_unavailable().empty();
-  double positive = 0;
   for (int i = 0; i < part.tokens_size(); ++i) {
     v1::TokenAttribution::Token& token = *total->mutable_tokens(i);
     if (token.position() != part.tokens(i).position() || token.text() != part.tokens(i).text()) {
@@ -231,11 +231,8 @@ absl::Status MergeTokenAttribution(const v1::TokenAttribution& part, v1::TokenAt
     }
     token.set_score(mean(token.score(), part.tokens(i).score()));
     token.set_gradient(gradient ? mean(token.gradient(), part.tokens(i).gradient()) : 0.0);
-    positive += std::max(token.score(), 0.0);
   }
-  for (v1::TokenAttribution::Token& token : *total->mutable_tokens()) {
-    token.set_share(positive > 0 ? std::max(token.score(), 0.0) / positive : 0.0);
-  }
+  SetTokenShares(*total);
   total->set_samples(total->samples() + part.samples());
   return absl::OkStatus();
 }

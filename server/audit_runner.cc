@@ -11,6 +11,7 @@
 #include "core/base/status_macros.h"
 #include "core/early/calibration.h"
 #include "core/early/early_metrics.h"
+#include "core/model/sampler.h"
 #include "core/verdict/verdict.h"
 #include "server/request_memory.h"
 #include "server/request_options.h"
@@ -239,9 +240,8 @@ class AuditRun {
     // rows each under guidance): it never needs more memory than the audit
     // already had.
     const SamplerOptions& sampler = plan_.curvature.sampler;
-    const bool guided = sampler.guidance != 0.0 && sampler.guidance != 1.0;
-    const int64_t sampling_rows =
-        std::min(kSamplesPerBatch, plan_.samples_per_condition) * (guided ? 2 : 1);
+    const int64_t sampling_rows = std::min(kSamplesPerBatch, plan_.samples_per_condition) *
+                                  SamplingRowsPerSample(*model_.network, sampler);
     absl::StatusOr<std::optional<v1::TokenAttribution>> attribution = AttributePromptTokens(
         condition, *model_.denoiser, ConsecutiveSeeds(plan_.seed, plan_.samples_per_condition),
         sampler, stop_, sampling_rows);

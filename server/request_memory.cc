@@ -13,6 +13,7 @@
 #include "core/base/status_macros.h"
 #include "core/checkpoint/load_model.h"
 #include "core/device/device_memory.h"
+#include "core/model/sampler.h"
 
 namespace memaudit::server {
 namespace {
@@ -89,10 +90,8 @@ void AddSampling(Tally& tally, const LoadedModel& model, const SamplerOptions& s
   const int64_t one = Mul(Dimension(model), ElementBytes(model));
   tally.Add("states", Mul(Mul(batch, kept_states), one));
   tally.Add("sampling buffers", Mul(Mul(batch, kStepWorkingCopies), one));
-  // Guidance other than 0 and 1 calls the network on 2 rows per sample.
-  const bool both =
-      model.network->conditional() && sampler.guidance != 1.0 && sampler.guidance != 0.0;
-  AddNetwork(tally, model, Mul(batch, both ? 2 : 1), /*gradient=*/false);
+  AddNetwork(tally, model, Mul(batch, SamplingRowsPerSample(*model.network, sampler)),
+             /*gradient=*/false);
 }
 
 // Spectra of `batch` samples at one timestep, as SpectraAt computes them.

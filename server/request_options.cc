@@ -10,6 +10,7 @@
 #include "core/base/status_macros.h"
 #include "core/checkpoint/text_encoder.h"
 #include "core/early/token_attribution.h"
+#include "proto/token_shares.h"
 #include "server/tensor_codec.h"
 
 namespace memaudit::server {
@@ -290,16 +291,13 @@ absl::StatusOr<std::optional<v1::TokenAttribution>> AttributePromptTokens(
   v1::TokenAttribution proto;
   proto.set_samples(by_deletion->samples);
   proto.set_timestep(by_deletion->timestep);
-  double positive = 0;
-  for (double score : by_deletion->scores) positive += std::max(score, 0.0);
   for (size_t i = 0; i < text_tokens->size(); ++i) {
-    const double score = by_deletion->scores[i];
     v1::TokenAttribution::Token* token = proto.add_tokens();
     token->set_position(encoder->first_text_position() + static_cast<int64_t>(i));
     token->set_text((*text_tokens)[i]);
-    token->set_score(score);
-    token->set_share(positive > 0 ? std::max(score, 0.0) / positive : 0.0);
+    token->set_score(by_deletion->scores[i]);
   }
+  SetTokenShares(proto);
   // Wen et al.'s gradient beside it, when the encoder allows one; its
   // failure leaves the deletion scores standing.
   absl::StatusOr<TokenAttribution> by_gradient = [&]() -> absl::StatusOr<TokenAttribution> {

@@ -5,7 +5,9 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "core/audit/sample_curvature.h"
+#include "core/checkpoint/load_model.h"
 #include "tests/test_util.h"
 
 namespace memaudit {
@@ -137,6 +139,52 @@ TEST(SamplerTest, GuidanceSamplesTheRequestedClass) {
   EXPECT_TRUE((x.narrow(0, 0, 50) < 0).all().item<bool>());
   EXPECT_TRUE((x.narrow(0, 50, 50) > 0).all().item<bool>());
   EXPECT_EQ(result->network_evaluations, 2 * 100 * 50);  // guided rows run twice
+}
+
+// SamplingRowsPerSample is the size of every network call sampling makes,
+// as the checkpoint's observer sees it, and what the trajectory counts: for
+// a class-conditional and an unconditional model, at guidance 0, 1 and 7.5,
+// with and without an ε̂ observer, asking for ε̂_∅ or not.
+TEST(SamplerTest, RowsPerSampleAreTheRowsOfEveryCall) {
+  ScratchDir dir;
+  constexpr int64_t kSeeds = 3, kSteps = 2;
+  for (const int64_t classes : {int64_t{2}, int64_t{0}}) {
+    const std::string name = classes > 0 ? "conditional" : "unconditional";
+    ASSERT_TRUE(testing::WriteMixtureDirectory(dir.path(), name,
+                                               toy::RandomGaussianMixture(3, 4, 5, classes),
+                                               v1::NoiseSchedule::LINEAR, v1::EPSILON, classes)
+                    .ok());
+    std::vector<int64_t> rows_seen;
+    CheckpointOptions options;
+    options.forward_observer = [&](int64_t rows, bool) { rows_seen.push_back(rows); };
+    auto network = LoadModel(dir.Join(name), options);
+    ASSERT_TRUE(network.ok()) << network.status();
+    Denoiser denoiser(*network);
+    const at::Tensor labels = classes > 0 ? at::tensor({0, 1, 1}, at::kLong) : at::Tensor();
+    for (const double guidance : {0.0, 1.0, 7.5}) {
+      for (const int observer : {0, 1, 2}) {  // none, ε̂ only, ε̂ and ε̂_∅
+        SamplerOptions sampler;
+        sampler.num_steps = 10;
+        sampler.stop_after_steps = kSteps;
+        sampler.guidance = guidance;
+        if (observer > 0) {
+          sampler.observe_epsilon = [](const StepEpsilon&) { return absl::OkStatus(); };
+          sampler.observe_null_epsilon = observer == 2;
+        }
+        const int64_t rows = SamplingRowsPerSample(**network, sampler);
+        rows_seen.clear();
+        auto result = SampleTrajectories(denoiser, Seeds(kSeeds), labels, sampler);
+        ASSERT_TRUE(result.ok()) << result.status();
+        const std::string context =
+            absl::StrCat(name, ", guidance ", guidance, ", observer ", observer);
+        EXPECT_EQ(rows_seen, std::vector<int64_t>(kSteps, kSeeds * rows)) << context;
+        EXPECT_EQ(result->network_evaluations, kSteps * kSeeds * rows) << context;
+        if (classes == 0) {
+          EXPECT_EQ(rows, 1) << context;
+        }
+      }
+    }
+  }
 }
 
 // The observer sees, at each step, the network's ε̂ at the step's input

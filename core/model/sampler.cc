@@ -82,6 +82,14 @@ size_t FirstStepBelowSigma(const std::vector<int64_t>& timesteps, const NoiseSch
   return timesteps.empty() ? 0 : timesteps.size() - 1;
 }
 
+int64_t SamplingRowsPerSample(const DiffusionNetwork& network, const SamplerOptions& options) {
+  if (!network.conditional()) return 1;
+  if (options.observe_epsilon) {
+    return options.observe_null_epsilon || options.guidance != 1.0 ? 2 : 1;
+  }
+  return options.guidance != 1.0 && options.guidance != 0.0 ? 2 : 1;
+}
+
 absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
                                               const std::vector<uint64_t>& seeds,
                                               const at::Tensor& conditions,
@@ -103,8 +111,7 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   ASSIGN_OR_RETURN(const at::Tensor condition, denoiser.PrepareConditions(conditions, batch));
   const int64_t ratio = schedule.num_train_timesteps() / options.num_steps;
   const double final_alpha_bar = options.set_alpha_to_one ? 1.0 : schedule.alpha_bar(0);
-  const int64_t evaluations_per_step =
-      batch * (network.conditional() && options.guidance != 1.0 && options.guidance != 0.0 ? 2 : 1);
+  const int64_t rows_per_sample = SamplingRowsPerSample(network, options);
 
   const auto tensor_options = at::TensorOptions().dtype(network.dtype()).device(network.device());
   std::vector<int64_t> sample_shape(network.config().sample_shape().begin(),
@@ -142,22 +149,20 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
       at::Tensor epsilon;
       StepEpsilon observed{i, x, at::Tensor(), at::Tensor()};
       if (options.observe_epsilon) {
-        if (network.conditional() && (options.observe_null_epsilon || options.guidance != 1.0)) {
+        if (rows_per_sample == 2) {
           std::tie(observed.conditional, observed.null) =
               denoiser.ConditionalAndNullEpsilon(x, steps, condition);
           epsilon = options.guidance == 1.0 ? observed.conditional
                     : options.guidance == 0.0
                         ? observed.null
                         : observed.null + options.guidance * (observed.conditional - observed.null);
-          trajectory.network_evaluations += 2 * batch;
         } else {
           observed.conditional = epsilon = denoiser.Epsilon(x, steps, condition);
-          trajectory.network_evaluations += batch;
         }
       } else {
         epsilon = denoiser.GuidedEpsilon(x, steps, condition, options.guidance);
-        trajectory.network_evaluations += evaluations_per_step;
       }
+      trajectory.network_evaluations += rows_per_sample * batch;
       // A model that passed the load probe can still break down at other
       // timesteps; say where instead of returning NaN samples.
       if (!at::isfinite(epsilon).all().item<bool>()) {

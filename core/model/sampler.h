@@ -100,6 +100,14 @@ using StepProgress = std::function<void(int64_t, int64_t)>;
 // its device, without a network call.
 at::Tensor InitialNoise(const DiffusionNetwork& network, const std::vector<uint64_t>& seeds);
 
+// Rows per sample of each network call a sampling step makes with
+// `options`: 2 when a conditional network's step evaluates ε̂_c and ε̂_∅
+// together (guidance other than 0 and 1; with observe_epsilon, guidance
+// other than 1 or observe_null_epsilon), else 1. What the sampler counts in
+// Trajectory::network_evaluations, and what callers use to size calls that
+// must fit the memory sampling needed.
+int64_t SamplingRowsPerSample(const DiffusionNetwork& network, const SamplerOptions& options);
+
 // Samples seeds.size() samples. `conditions` as for Denoiser::PrepareConditions
 // (undefined: the null condition / unconditional). Checks `stop` before each
 // step and returns its status when it says stop.
