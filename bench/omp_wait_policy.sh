@@ -27,13 +27,10 @@ seconds_since() { echo "$(date +%s.%N) - $1" | bc | xargs printf '%.1f'; }
 
 for policy in default PASSIVE; do
   rm -f "$WORK/ports"
-  if [[ $policy == default ]]; then
-    env -u OMP_WAIT_POLICY "$SERVER" --model_repository checkpoints --listen 127.0.0.1:0 \
-      --metrics_listen 127.0.0.1:0 --port_file "$WORK/ports" >"$WORK/server.log" 2>&1 &
-  else
-    OMP_WAIT_POLICY=PASSIVE "$SERVER" --model_repository checkpoints --listen 127.0.0.1:0 \
-      --metrics_listen 127.0.0.1:0 --port_file "$WORK/ports" >"$WORK/server.log" 2>&1 &
-  fi
+  setting=(-u OMP_WAIT_POLICY)
+  [[ $policy == default ]] || setting=(OMP_WAIT_POLICY="$policy")
+  env "${setting[@]}" "$SERVER" --model_repository checkpoints --listen 127.0.0.1:0 \
+    --metrics_listen 127.0.0.1:0 --port_file "$WORK/ports" >"$WORK/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 600); do [[ -s $WORK/ports ]] && break; sleep 0.1; done
   [[ -s $WORK/ports ]] || { cat "$WORK/server.log" >&2; exit 1; }
