@@ -109,6 +109,7 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
         self->SetModelServing(model, serving);
       },
       options.max_dense_dimension, options.model_load_timeout);
+  server->host_memory_releaser_ = std::make_unique<HostMemoryReleaser>();
   server->request_pool_ = std::make_unique<WorkerPool>(
       "request pool", options.max_concurrent_requests, options.max_queued_requests);
   // Planning is light and bounded (Tokenizer::Encode's regex budget, the

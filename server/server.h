@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "core/runtime/host_allocator.h"
 #include "server/access_control.h"
 #include "server/job_manager.h"
 #include "server/metrics.h"
@@ -104,6 +105,8 @@ class MemauditServer {
   std::unique_ptr<ModelServiceImpl> model_service_;
   std::unique_ptr<AuditServiceImpl> audit_service_;
   std::unique_ptr<grpc::Server> server_;
+  // Returns the heap's free memory to the kernel 2 s after the last task.
+  std::unique_ptr<HostMemoryReleaser> host_memory_releaser_;
   std::atomic<grpc::HealthCheckServiceInterface*> health_{nullptr};  // once serving
   std::atomic<bool> serving_{false};                                 // what the overall health says
   std::thread loader_;

@@ -1,6 +1,7 @@
 #include "server/worker_pool.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/runtime/host_allocator.h"
 
 namespace memaudit::server {
 
@@ -67,7 +68,10 @@ void WorkerPool::Work() {
       queue_.pop_front();
       ++running_;
     }
-    task();
+    {
+      HostWork in_flight;  // no idle release of host memory meanwhile
+      task();
+    }
     absl::MutexLock lock(&mu_);
     --running_;
   }

@@ -1,6 +1,7 @@
 // A fixed pool of worker threads with a bounded queue: where the server's
 // heavy work (sampling, Jacobians, eigen-solves) runs, never on gRPC's
-// threads.
+// threads. Each task counts as HostWork (core/runtime/host_allocator.h), so
+// the server's idle release of host memory waits for every pool's tasks.
 #ifndef MEMAUDIT_SERVER_WORKER_POOL_H_
 #define MEMAUDIT_SERVER_WORKER_POOL_H_
 

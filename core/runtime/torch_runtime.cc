@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/runtime/host_allocator.h"
 
 namespace memaudit {
 namespace {
@@ -43,6 +44,7 @@ void ConfigureTorchKernels() {
 
 void ConfigureTorchRuntime(int num_threads) {
   ConfigureTorchKernels();
+  ConfigureHostAllocator();
   if (num_threads <= 0) {
     num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }

@@ -30,6 +30,8 @@ bool OneDnnEnabled();
 
 // Applies the settings core/ needs; idempotent and thread-safe:
 //  - ConfigureTorchKernels().
+//  - ConfigureHostAllocator() (core/runtime/host_allocator.h): freed CPU
+//    activations stay in the heap for the next pass.
 //  - intra-op threads = `num_threads` (0: the machine's hardware concurrency;
 //    LibTorch defaults to 1 on these machines).
 void ConfigureTorchRuntime(int num_threads = 0);
