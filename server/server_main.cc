@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "core/runtime/host_allocator.h"
 #include "core/runtime/torch_runtime.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/server.h"
@@ -160,6 +161,11 @@ int main(int argc, char** argv) {
 
   google::protobuf::SetLogHandler(RateLimitedProtobufLog);
   memaudit::ConfigureTorchRuntime(threads);
+  if (!memaudit::ConfigureHostAllocator()) {
+    std::fprintf(stderr,
+                 "memaudit-server: malloc left as GLIBC_TUNABLES sets it (not the host allocator "
+                 "settings of docs/SERVICE.md, \"Memory limits\")\n");
+  }
   auto server = memaudit::server::MemauditServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "memaudit-server: %s\n", std::string(server.status().message()).c_str());
