@@ -163,8 +163,8 @@ int main(int argc, char** argv) {
   memaudit::ConfigureTorchRuntime(threads);
   if (!memaudit::ConfigureHostAllocator()) {
     std::fprintf(stderr,
-                 "memaudit-server: malloc left as GLIBC_TUNABLES sets it (not the host allocator "
-                 "settings of docs/SERVICE.md, \"Memory limits\")\n");
+                 "memaudit-server: malloc left as it is: GLIBC_TUNABLES sets a malloc tunable, "
+                 "or this malloc is not glibc's (docs/SERVICE.md, \"Memory limits\")\n");
   }
   auto server = memaudit::server::MemauditServer::Start(options);
   if (!server.ok()) {

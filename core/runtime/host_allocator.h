@@ -41,7 +41,8 @@ inline constexpr size_t kHostMmapThresholdBytes = size_t{32} << 20;
 //
 // Returns true when the settings are in force. Returns false and changes
 // nothing when the environment's GLIBC_TUNABLES sets any glibc.malloc
-// tunable (the operator's choice wins), or when glibc refuses a setting.
+// tunable (the operator's choice wins), or when mallopt refuses a setting
+// (AddressSanitizer's malloc refuses them all).
 // Idempotent and thread-safe; call it early in main, before threads start
 // (ConfigureTorchRuntime does).
 bool ConfigureHostAllocator();
