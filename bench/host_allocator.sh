@@ -8,7 +8,7 @@
 # audit the CLI's wall time, the server's CPU time and minor page faults
 # (/proc/PID/stat), then the server's peak resident set and its resident set
 # 4 s after the last audit (the idle release).
-# A benchmark, not a test: about 3 minutes on 2 cores. Needs a built tree.
+# A benchmark, not a test: about 2.5 minutes on 2 cores. Needs a built tree.
 #
 #   bench/host_allocator.sh             # BUILD=build ROUNDS=2 AUDITS=3
 set -euo pipefail
@@ -24,9 +24,14 @@ status_mib() { awk -v key="$1:" '$1 == key {printf "%.0f", $2 / 1024}' "/proc/$s
 
 for round in $(seq "$ROUNDS"); do
   for allocator in settings defaults; do
-    setting=(-u GLIBC_TUNABLES)
-    [[ $allocator == settings ]] || setting=(GLIBC_TUNABLES=glibc.malloc.check=0)
+    setting=(-u GLIBC_TUNABLES -u MALLOC_ARENA_MAX -u MALLOC_ARENA_TEST -u MALLOC_MMAP_MAX_
+             -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ -u MALLOC_TOP_PAD_)
+    [[ $allocator == settings ]] || setting+=(GLIBC_TUNABLES=glibc.malloc.check=0)
     start_server "${setting[@]}"
+    applied=settings
+    if grep -q "malloc left as it is" "$WORK/server.log"; then applied=defaults; fi
+    [[ $applied == "$allocator" ]] ||
+      { echo "the $allocator run got the $applied (see the server's log)" >&2; exit 1; }
     for i in $(seq "$AUDITS"); do
       read -r faults cpu < <(counters)
       start=$(date +%s.%N)

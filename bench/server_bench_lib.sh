@@ -9,7 +9,12 @@ SERVER=$BUILD/server/memaudit-server CLI=$BUILD/client/memaudit
 WORK=$(mktemp -d)
 server_pid=""
 cleanup() {
+  local status=$?
   [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  if ((status != 0)) && [[ -s $WORK/server.log ]]; then
+    echo "--- the server's log:" >&2
+    tail -n 30 "$WORK/server.log" >&2
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -22,7 +27,11 @@ start_server() {
   env "$@" "$SERVER" --model_repository checkpoints --listen 127.0.0.1:0 \
     --metrics_listen 127.0.0.1:0 --port_file "$WORK/ports" >"$WORK/server.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 600); do [[ -s $WORK/ports ]] && break; sleep 0.1; done
+  for _ in $(seq 600); do
+    [[ -s $WORK/ports ]] && break
+    kill -0 "$server_pid" 2>/dev/null || break  # it exited
+    sleep 0.1
+  done
   [[ -s $WORK/ports ]] || { cat "$WORK/server.log" >&2; exit 1; }
   client=("$CLI" --server "127.0.0.1:$(cut -d' ' -f1 "$WORK/ports")")
   "${client[@]}" health --wait 120 >/dev/null

@@ -195,7 +195,10 @@ absl::StatusOr<std::unique_ptr<MemauditServer>> MemauditServer::Start(
   MemauditServer* self = server.get();
   for (const std::string& name : registry->ScanRepository()) metrics->RegisterModel(name);
   server->loader_ = std::thread([registry, self, jobs] {
-    const int failures = registry->LoadAll();
+    const int failures = [&] {
+      HostWork loading;  // the loads' peak is released once they end
+      return registry->LoadAll();
+    }();
     if (failures > 0) {
       std::fprintf(stderr, "memaudit-server: %d model(s) failed to load; see ListModels\n",
                    failures);

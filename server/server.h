@@ -105,7 +105,8 @@ class MemauditServer {
   std::unique_ptr<ModelServiceImpl> model_service_;
   std::unique_ptr<AuditServiceImpl> audit_service_;
   std::unique_ptr<grpc::Server> server_;
-  // Returns the heap's free memory to the kernel 2 s after the last task.
+  // Returns the heap's free memory to the kernel 2-3 s after the last task
+  // or model load.
   std::unique_ptr<HostMemoryReleaser> host_memory_releaser_;
   std::atomic<grpc::HealthCheckServiceInterface*> health_{nullptr};  // once serving
   std::atomic<bool> serving_{false};                                 // what the overall health says

@@ -1,11 +1,8 @@
 // ConfigureHostAllocator against the workload it is for, and the idle
 // release. The workload: the dense Jacobian of the committed MNIST U-Net's
 // guided score (chunks of 128 rows, each one forward + backward), repeated.
-// With glibc's defaults each repetition faults its activations in again
-// (222,000 minor faults for the two repetitions here, measured with
-// GLIBC_TUNABLES=glibc.malloc.check=0, which makes ConfigureHostAllocator
-// stand down); with the settings 9,400, those of the blocks glibc still
-// maps per use.
+// With glibc's defaults each repetition faults its activations in again, as
+// many pages as the first pass; with the settings, a fraction.
 #include "core/runtime/host_allocator.h"
 
 #include <ATen/ATen.h>
@@ -26,7 +23,15 @@
 
 // AddressSanitizer (scripts/test_sanitized.sh) brings its own malloc, whose
 // mallopt does nothing: there is no glibc setting to test there.
-#if !defined(__SANITIZE_ADDRESS__)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MEMAUDIT_ADDRESS_SANITIZER 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define MEMAUDIT_ADDRESS_SANITIZER 1
+#endif
+#if !defined(MEMAUDIT_ADDRESS_SANITIZER)
 namespace memaudit {
 namespace {
 
@@ -44,7 +49,7 @@ int64_t ResidentBytes() {
 }
 
 constexpr char kTunablesSet[] =
-    "not applied: GLIBC_TUNABLES sets a glibc.malloc tunable (unset it), or glibc refused";
+    "not applied: the environment sets malloc (GLIBC_TUNABLES, MALLOC_*_), or glibc refused";
 
 TEST(HostAllocatorTest, ARepeatedBackwardPassReusesItsActivations) {
   ASSERT_TRUE(ConfigureHostAllocator()) << kTunablesSet;
@@ -57,15 +62,24 @@ TEST(HostAllocatorTest, ARepeatedBackwardPassReusesItsActivations) {
   at::manual_seed(3);
   const at::Tensor x = at::randn({1, 1, 28, 28});
   const at::Tensor rows = at::zeros({1}, at::kLong);
-  ASSERT_TRUE(DenseJacobians(*field, x, rows).ok());  // the first pass grows the heap
+  ReleaseFreeHostMemory();  // what earlier tests in this process left free
+  const long start = MinorFaults();
+  ASSERT_TRUE(DenseJacobians(*field, x, rows).ok());  // the first pass faults its heap in
   const long before = MinorFaults();
+  const long first_pass = before - start;
   for (int repetition = 0; repetition < 2; ++repetition) {
     auto jacobians = DenseJacobians(*field, x, rows);
     ASSERT_TRUE(jacobians.ok()) << jacobians.status();
   }
-  // Blocks above kHostMmapThresholdBytes are still mapped per use: about
-  // 4,700 pages a pass here. 20,000 for two passes, against 222,000.
-  EXPECT_LT(MinorFaults() - before, 20000) << "freed activations went back to the kernel";
+  // Measured on this test alone (2026-12-07): with the settings
+  // the first pass faulted 139,000-178,000 pages and the next two 0-66,000
+  // (blocks above kHostMmapThresholdBytes are still mapped per use, and a
+  // pass may first touch heap the first one reserved); without them
+  // (GLIBC_TUNABLES=glibc.malloc.check=0, this assertion relaxed) the first
+  // 267,000-379,000 and the next two 335,000-457,000, 1.2 times the first.
+  const long repeated = MinorFaults() - before;
+  EXPECT_LT(repeated, first_pass * 7 / 10)
+      << "freed activations went back to the kernel: the first pass faulted " << first_pass;
 }
 
 // Freed memory stays resident while work is in flight, and the releaser
@@ -105,4 +119,4 @@ TEST(HostAllocatorTest, FreedMemoryIsReturnedOnlyWhenIdle) {
 
 }  // namespace
 }  // namespace memaudit
-#endif  // !defined(__SANITIZE_ADDRESS__)
+#endif  // !defined(MEMAUDIT_ADDRESS_SANITIZER)

@@ -9,10 +9,10 @@
 // arena's heap that empties is deleted whatever the threshold) and the next
 // pass faults it in again, zero-filled, page by page. Measured on this
 // 2-core machine (docs/PERFORMANCE.md, "Host memory"): a guided audit of
-// checkpoints/mnist39 in the server, 3,000-410,000 minor faults per audit
-// against none once warm with the settings below, and a quarter more CPU
-// and wall time; the single-threaded dense spectra of the verdict tests 2.4
-// times the time.
+// checkpoints/mnist39 in the server faulted 3,150-412,921 pages, against
+// 0-9,459 after the first with the settings below, and took a quarter more
+// CPU and wall time; the dense-spectrum test at Stable Diffusion's
+// settings (one thread) took 52-58 s against 20-23 s.
 #ifndef MEMAUDIT_CORE_RUNTIME_HOST_ALLOCATOR_H_
 #define MEMAUDIT_CORE_RUNTIME_HOST_ALLOCATOR_H_
 
@@ -33,26 +33,30 @@ inline constexpr size_t kHostMmapThresholdBytes = size_t{32} << 20;
 
 // Sets glibc's malloc so that freed memory stays in the process for the next
 // pass: one arena (M_ARENA_MAX 1: thread arenas delete emptied heaps), the
-// mmap threshold fixed at kHostMmapThresholdBytes, and no trimming on free
-// (M_TRIM_THRESHOLD at its largest, 2 GiB). Small allocations still take
-// glibc's per-thread cache without the arena lock. The cost: the process
-// keeps the heap of its busiest moment until ReleaseFreeHostMemory
-// (HostMemoryReleaser does it when idle).
+// mmap threshold fixed at kHostMmapThresholdBytes, and the trim threshold
+// at its largest, 2 GiB (a free heap top below that stays). Small
+// allocations still take glibc's per-thread cache without the arena lock.
+// The cost: the process keeps the heap of its busiest moment until
+// ReleaseFreeHostMemory (HostMemoryReleaser does it when idle).
 //
-// Returns true when the settings are in force. Returns false and changes
-// nothing when the environment's GLIBC_TUNABLES sets any glibc.malloc
-// tunable (the operator's choice wins), or when mallopt refuses a setting
-// (AddressSanitizer's malloc refuses them all).
-// Idempotent and thread-safe; call it early in main, before threads start
-// (ConfigureTorchRuntime does).
+// Returns true when mallopt accepted the three settings. Returns false
+// without calling it when the environment sets malloc (GLIBC_TUNABLES with
+// any glibc.malloc tunable, or one of the MALLOC_*_ variables glibc reads:
+// the operator's choice wins), and false when mallopt refuses a setting
+// (those before it stay; AddressSanitizer's malloc refuses them all).
+// M_ARENA_MAX binds threads that take their first arena afterwards: call it
+// early in main, before threads start (ConfigureTorchRuntime does).
+// Idempotent and thread-safe.
 bool ConfigureHostAllocator();
 
-// Returns the heap's free memory to the kernel (malloc_trim(0)); what is in
-// use stays. Thread-safe; takes milliseconds on a heap of a few GiB.
+// Returns the heap's free memory to the kernel (malloc_trim(0)), in the
+// middle of the heap too; what is in use stays. Thread-safe; it holds the
+// arena's lock while it walks the heap.
 void ReleaseFreeHostMemory();
 
 // Marks heavy work in flight for HostMemoryReleaser: construct one around
-// each task (WorkerPool does). Thread-safe; one atomic operation each way.
+// each task (WorkerPool does) and around model loads (the server's
+// loader). Thread-safe; a few atomic operations and a clock read.
 class HostWork {
  public:
   HostWork();
@@ -62,7 +66,8 @@ class HostWork {
 };
 
 // A thread that calls ReleaseFreeHostMemory once no HostWork has been in
-// flight for `idle` (checked every idle/2), once per idle period. The
+// flight for `idle` (checked every idle/2, so idle to 1.5 × idle after the
+// last one ends), once per idle period. The
 // server owns one, so that a finished audit's peak does not stay resident.
 // Destruction stops and joins the thread.
 class HostMemoryReleaser {
