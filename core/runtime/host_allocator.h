@@ -12,7 +12,10 @@
 // checkpoints/mnist39 in the server faulted 3,150-412,921 pages, against
 // 0-9,459 after the first with the settings below, and took a quarter more
 // CPU and wall time; the dense-spectrum test at Stable Diffusion's
-// settings (one thread) took 52-58 s against 20-23 s.
+// settings (one thread) took 52-58 s against 20-23 s. Blocks above the mmap
+// threshold below are still faulted per use: on Debian 13 (LibTorch 2.6
+// without oneDNN) mnist39's im2col buffers are, and the settings cut its
+// faults only 2.3-fold.
 #ifndef MEMAUDIT_CORE_RUNTIME_HOST_ALLOCATOR_H_
 #define MEMAUDIT_CORE_RUNTIME_HOST_ALLOCATOR_H_
 
