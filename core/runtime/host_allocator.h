@@ -15,7 +15,7 @@
 // settings (one thread) took 52-58 s against 20-23 s. Blocks above the mmap
 // threshold below are still faulted per use: on Debian 13 (LibTorch 2.6
 // without oneDNN) mnist39's im2col buffers are, and the settings cut its
-// faults only 2.3-fold.
+// faults only 1.3-2.3-fold.
 #ifndef MEMAUDIT_CORE_RUNTIME_HOST_ALLOCATOR_H_
 #define MEMAUDIT_CORE_RUNTIME_HOST_ALLOCATOR_H_
 
