@@ -1763,17 +1763,27 @@ def runtime_libraries(binary):
             # The dynamic loader, listed by path (a NEEDED entry of binaries
             # that call __tls_get_addr).
             paths[os.path.basename(m.group(1))] = m.group(1)
-    packages, unowned = set(), []
-    for soname in re.findall(r"\(NEEDED\).*\[(.*)\]", dynamic):
+    needed = re.findall(r"\(NEEDED\).*\[(.*)\]", dynamic)
+    candidates = {}
+    for soname in needed:
         path = paths.get(soname)
-        if not path or path == "not":
-            unowned.append(soname)
-            continue
-        for candidate in (path, os.path.realpath(path), re.sub(r"^/usr", "", path)):
-            owner = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
-            if owner.returncode == 0:
-                packages.add(owner.stdout.split(":", 1)[0])
-                break
+        if path and path != "not":
+            candidates[soname] = [path, os.path.realpath(path), re.sub(r"^/usr", "", path)]
+    # One dpkg query for every candidate path: each `dpkg -S` reads the whole
+    # package database (0.2 s), and a LibTorch binary needs dozens.
+    owners = {}
+    queried = sorted({c for cs in candidates.values() for c in cs})
+    if queried:
+        listing = subprocess.run(["dpkg", "-S", *queried], capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            package, sep, owned = line.partition(": ")
+            if sep and not package.startswith("diversion"):
+                owners.setdefault(owned.strip(), package.split(":", 1)[0])
+    packages, unowned = set(), []
+    for soname in needed:
+        owner = next((owners[c] for c in candidates.get(soname, []) if c in owners), None)
+        if owner:
+            packages.add(owner)
         else:
             unowned.append(soname)
     return packages, unowned
