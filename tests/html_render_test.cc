@@ -91,24 +91,23 @@ class HtmlRenderTest : public ::testing::Test {
     return nlohmann::json::parse(Read(scratch_->Join(name + ".json")), nullptr, false);
   }
 
-  // Renders NAME.html with Chromium: the screenshot, and the page's text
-  // (the DOM after parsing, tags removed).
+  // Renders NAME.html with Chromium, once: the screenshot, and the page's
+  // text (the DOM after parsing, tags removed).
   std::string Render(const std::string& name, Screenshot* shot) {
     const std::string chromium = MEMAUDIT_CHROMIUM;
     EXPECT_FALSE(chromium.empty()) << "no chromium: scripts/setup.sh installs Debian's";
     const std::string page = "file://" + scratch_->Join(name + ".html");
-    const std::string flags = chromium +
-                              " --headless=new --no-sandbox --disable-gpu --hide-scrollbars "
-                              "--window-size=1100,1500 ";
     const std::string png = scratch_->Join(name + ".png");
-    CommandResult shoot = RunShell(flags + "--screenshot=" + png + " " + page + " 2>&1");
-    EXPECT_EQ(shoot.exit_code, 0) << shoot.output;
+    const std::string log = scratch_->Join(name + ".chromium.log");
+    const CommandResult dom = RunShell(chromium +
+                                       " --headless=new --no-sandbox --disable-gpu "
+                                       "--hide-scrollbars --window-size=1100,1500 --screenshot=" +
+                                       png + " --dump-dom " + page + " 2>" + log);
+    EXPECT_EQ(dom.exit_code, 0) << Read(log);
     *shot = ReadScreenshot(png);
     if (const char* keep = std::getenv("MEMAUDIT_FIGURES_DIR"); keep != nullptr && *keep) {
       RunShell("cp " + png + " " + std::string(keep) + "/html_report_" + name + ".png");
     }
-    CommandResult dom = RunShell(flags + "--dump-dom " + page + " 2>/dev/null");
-    EXPECT_EQ(dom.exit_code, 0);
     std::string text = std::regex_replace(dom.output, std::regex("<style>[^<]*</style>"), " ");
     text = std::regex_replace(text, std::regex("<[^>]*>"), " ");
     text = std::regex_replace(text, std::regex("&quot;"), "\"");
