@@ -22,8 +22,9 @@
 # (the workload's sizes: step 1 below)
 #   1. the SD-shaped model directories (bench/sd_shaped.py), one per dtype;
 #   2. the build of memaudit-bench-sd (and, with a full build, the CUDA tests);
-#   3. on CUDA: CheckpointTest's CUDA test where a full build exists, and the
-#      spectrum of one sample on the GPU compared with the CPU in float32;
+#   3. on CUDA: CheckpointTest's CUDA test where a full build exists, the
+#      exporter's CUDA test (tools/export/test_export_diffusers_cuda.py), and
+#      the spectrum of one sample on the GPU compared with the CPU in float32;
 #   4. memaudit-bench-sd per dtype: load, one guided call, the spectrum (k = 24)
 #      of one sample, first-step metrics per prompt, an audit of prompts ×
 #      samples, peak device memory. Output also lands in DIR (default
@@ -131,6 +132,10 @@ if [[ $device == cuda ]]; then
   if [[ -x build/tests/core_test ]]; then
     build/tests/core_test --gtest_filter='*Cuda*' | tail -3
   fi
+  # The exporter's float16/float32 exports on the device (not in the suite,
+  # which has no GPU and skips nothing).
+  "$python" tools/export/test_export_diffusers_cuda.py >"$out/export_cuda.log" 2>&1 \
+    && say "exporter on cuda: ok" || { tail -20 "$out/export_cuda.log"; say "exporter on cuda: FAILED"; }
   compare=(--compare-cpu)
 fi
 

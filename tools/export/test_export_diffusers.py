@@ -715,20 +715,6 @@ class PrecisionTest(ExportTestCase):
         with open(os.path.join(path, "README.md"), encoding="utf-8") as f:
             self.assertIn("| 0.08 |", f.read())
 
-    @unittest.skipUnless(torch.cuda.is_available(), "no CUDA device")
-    def test_float16_and_float32_on_cuda(self):
-        for dtype in ("float16", "float32"):
-            with self.subTest(dtype=dtype):
-                path = self.export(name=f"cuda-{dtype}", dtype=dtype, device="cuda")
-                model = torch.jit.load(os.path.join(path, "model.pt"), map_location="cuda")
-                x = torch.randn(3, 4, 8, 8, device="cuda", dtype=ed.DTYPES[dtype])
-                t = torch.tensor([1, 500, 999], device="cuda")
-                c = torch.randn(3, 77, 32, device="cuda", dtype=ed.DTYPES[dtype])
-                out = model(x, t, c)
-                self.assertEqual(out.dtype, ed.DTYPES[dtype])
-                self.assertTrue(torch.isfinite(out).all())
-                print(f"\n{dtype} on cuda:\n{self.last_output}", file=sys.stderr)
-
     def test_bad_dtype_and_device(self):
         self.assertExportFails("--dtype 'int8'", dtype="int8")
         self.assertExportFails("--device 'tpu'", device="tpu")
