@@ -190,7 +190,8 @@ function(memaudit_links_torch target out)
 endfunction()
 
 # Gives every library and executable under the given folders that links
-# LibTorch the shared precompiled header.
+# LibTorch the shared precompiled header (not those with the target property
+# MEMAUDIT_NO_PCH: the header holds only for the flags it was built with).
 function(memaudit_apply_torch_pch)
   if(NOT MEMAUDIT_PCH OR NOT TARGET memaudit_runtime)
     return()
@@ -206,7 +207,8 @@ function(memaudit_apply_torch_pch)
     foreach(target IN LISTS targets)
       get_target_property(type ${target} TYPE)
       get_target_property(generated ${target} MEMAUDIT_GENERATED)
-      if(type MATCHES "^(STATIC_LIBRARY|EXECUTABLE)$" AND NOT generated
+      get_target_property(no_pch ${target} MEMAUDIT_NO_PCH)
+      if(type MATCHES "^(STATIC_LIBRARY|EXECUTABLE)$" AND NOT generated AND NOT no_pch
          AND NOT target STREQUAL "memaudit_runtime")
         memaudit_links_torch(${target} uses_torch)
         if(uses_torch)
