@@ -121,6 +121,8 @@ nlohmann::json SampleReportJson(const v1::SampleReport& sample) {
       {"radius", OptionalJson(s.has_radius(), s.radius())},
       {"noise_radius", OptionalJson(s.has_noise_radius(), s.noise_radius())},
   };
+  if (s.unconverged_eigenvalues() > 0)
+    entry["unconverged_eigenvalues"] = s.unconverged_eigenvalues();
   if (sample.has_nearest()) {
     entry["nearest_ratio"] = sample.nearest().ratio();
     entry["nearest_index"] = sample.nearest().index();
@@ -322,6 +324,11 @@ std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
                                                       sample.nearest().multiplicity())
                                     : " copy")
               : "-");
+      if (s.unconverged_eigenvalues() > 0) {
+        text.pop_back();  // the line's newline
+        absl::StrAppendFormat(&text, "  (%d eigenvalues unconverged: at most PARTIAL)\n",
+                              s.unconverged_eigenvalues());
+      }
     }
   }
   const v1::AuditTiming& timing = report.timing();

@@ -1,9 +1,12 @@
 #include "server/calibration_runner.h"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <string>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -120,39 +123,13 @@ void AddMetric(const char* name, bool higher_is_memorized, const std::vector<Sco
   metric->set_youden_threshold(roc.youden_threshold);
 }
 
-// The verdict_policy block: the width thresholds (in data_scale units) and
-// the early metric with the best AUC.
-std::string PolicyBlock(const v1::CalibrationResponse& response, double scale) {
-  const v1::CalibratedMetric* width = nullptr;
-  const v1::CalibratedMetric* best_early = nullptr;
-  for (const v1::CalibratedMetric& metric : response.metrics()) {
-    if (metric.name() == kWidth) width = &metric;
-    // Early metrics are the ones where higher is memorized; a score among
-    // conditions has no threshold that carries over to another audit.
-    const bool early =
-        metric.higher_is_memorized() && metric.name() != EarlyMetricName(EarlyMetric::kAnisotropy);
-    if (early && (best_early == nullptr || metric.auc() > best_early->auc())) best_early = &metric;
-  }
-  std::string policy = "verdict_policy {\n";
-  if (width != nullptr && std::isfinite(width->threshold())) {
-    const double partial = std::isfinite(width->youden_threshold())
-                               ? std::max(width->youden_threshold(), width->threshold())
-                               : width->threshold();
-    absl::StrAppendFormat(&policy,
-                          "  # width: AUC %.3f, TPR %.3f at FPR <= 1%%\n"
-                          "  memorized_width: %.6g\n  partial_width: %.6g\n  data_scale: %.6g\n",
-                          width->auc(), width->tpr_at_1pct_fpr(), width->threshold() / scale,
-                          partial / scale, scale);
-  }
-  if (best_early != nullptr) {
-    absl::StrAppendFormat(&policy,
-                          "  # %s: AUC %.3f, TPR %.3f at FPR <= 1%%\n"
-                          "  early_metric: \"%s\"\n  early_threshold: %.6g\n",
-                          best_early->name(), best_early->auc(), best_early->tpr_at_1pct_fpr(),
-                          best_early->name(), best_early->threshold());
-  }
-  policy += "}\n";
-  return policy;
+// The shortest decimal that reads back as exactly `value`: a threshold is
+// an observed score, flagged itself, and rounding it (%.6g) could move it
+// past that score.
+std::string RoundTrip(double value) {
+  char buffer[32];
+  const auto [end, error] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return error == std::errc() ? std::string(buffer, end) : absl::StrFormat("%.17g", value);
 }
 
 absl::StatusOr<v1::CalibrationResponse> RunCalibrationOrThrow(const CalibrationPlan& plan,
@@ -172,13 +149,52 @@ absl::StatusOr<v1::CalibrationResponse> RunCalibrationOrThrow(const CalibrationP
   for (const EarlyMetricInfo& info : AllEarlyMetrics()) {
     AddMetric(info.name, /*higher_is_memorized=*/true, memorized, not_memorized, &response);
   }
-  response.set_verdict_policy(PolicyBlock(response, scale));
+  response.set_verdict_policy(SuggestedPolicy(response, scale));
   response.set_seconds(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return response;
 }
 
 }  // namespace
+
+std::string SuggestedPolicy(const v1::CalibrationResponse& response, double scale) {
+  const v1::CalibratedMetric* width = nullptr;
+  const v1::CalibratedMetric* best_early = nullptr;
+  for (const v1::CalibratedMetric& metric : response.metrics()) {
+    if (metric.name() == kWidth) width = &metric;
+    // Early metrics are the ones where higher is memorized; a score among
+    // conditions has no threshold that carries over to another audit.
+    // A metric whose every cut lets through more than 1% false positives
+    // has an infinite threshold: nothing to suggest.
+    const bool early = metric.higher_is_memorized() &&
+                       metric.name() != EarlyMetricName(EarlyMetric::kAnisotropy) &&
+                       std::isfinite(metric.threshold());
+    if (early && (best_early == nullptr || metric.auc() > best_early->auc())) best_early = &metric;
+  }
+  std::string policy = "verdict_policy {\n";
+  if (width != nullptr && std::isfinite(width->threshold())) {
+    const double partial = std::isfinite(width->youden_threshold())
+                               ? std::max(width->youden_threshold(), width->threshold())
+                               : width->threshold();
+    absl::StrAppendFormat(&policy,
+                          "  # width: AUC %.3f, TPR %.3f at FPR <= 1%%\n"
+                          "  memorized_width: %s\n  partial_width: %s\n  data_scale: %s\n",
+                          width->auc(), width->tpr_at_1pct_fpr(),
+                          RoundTrip(width->threshold() / scale), RoundTrip(partial / scale),
+                          RoundTrip(scale));
+  }
+  if (best_early != nullptr) {
+    absl::StrAppendFormat(&policy,
+                          "  # %s: AUC %.3f, TPR %.3f at FPR <= 1%%\n"
+                          "  early_metric: \"%s\"\n  early_threshold: %s\n",
+                          best_early->name(), best_early->auc(), best_early->tpr_at_1pct_fpr(),
+                          best_early->name(), RoundTrip(best_early->threshold()));
+  } else {
+    policy += "  # no early metric keeps false positives at or below 1%\n";
+  }
+  policy += "}\n";
+  return policy;
+}
 
 absl::StatusOr<v1::CalibrationResponse> RunCalibration(const CalibrationPlan& plan,
                                                        const StopCheck& stop) {

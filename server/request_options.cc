@@ -375,6 +375,7 @@ void ToSummaryProto(const SpectrumSummary& summary, v1::SpectrumSummary* proto) 
   if (std::isfinite(summary.noise_radius)) proto->set_noise_radius(summary.noise_radius);
   proto->set_partial(summary.partial);
   proto->set_flat_directions_lower_bound(summary.flat_count_is_lower_bound);
+  proto->set_unconverged_eigenvalues(summary.unconverged);
 }
 
 void ToNearestProto(const NearestNeighbor& nearest, v1::NearestNeighbor* proto) {

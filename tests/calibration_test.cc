@@ -41,6 +41,21 @@ TEST(RocTest, LowerIsMemorizedWithInfiniteWidths) {
   EXPECT_DOUBLE_EQ(roc.threshold, 0.02);  // flag width <= 0.02
 }
 
+// An infinite sharpness is the most memorized score, as the label-free
+// scores have it; NaN, which has no order, the least. A set no finite cut
+// separates at FPR ≤ 1% gets an infinite threshold.
+TEST(RocTest, InfiniteSharpnessIsTheMostMemorized) {
+  const double inf = std::numeric_limits<double>::infinity();
+  RocSummary roc = ComputeRoc({2, inf}, {1, 3}, /*higher_is_memorized=*/true);
+  EXPECT_DOUBLE_EQ(roc.auc, 0.75);  // (2>1), (∞>1), (∞>3) of 4
+  EXPECT_DOUBLE_EQ(roc.tpr_at_1pct_fpr, 0.5);
+  RocSummary nan = ComputeRoc({std::nan(""), 5}, {1, 3}, true);
+  EXPECT_DOUBLE_EQ(nan.auc, 0.5);
+  RocSummary none = ComputeRoc({1, 2}, {3, 4}, true);
+  EXPECT_DOUBLE_EQ(none.tpr_at_1pct_fpr, 0.0);
+  EXPECT_FALSE(std::isfinite(none.threshold));
+}
+
 // Label-free scores: log values against median and 1.4826·MAD.
 TEST(RobustOutlierTest, FlagsTheSharpConditionOnly) {
   // Nine ordinary conditions spread around 1 and one 100× sharper.

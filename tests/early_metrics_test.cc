@@ -184,6 +184,39 @@ TEST(EarlyMetricsTest, AModelWithoutANullConditionIsAFailedPrecondition) {
   }
 }
 
+// A model that passes the load probe (t = 0 and T − 1) but returns NaN at
+// the first sampling timestep: at K = 1 no sampling step sees it, so the
+// metrics themselves must refuse it rather than report a NaN, which no
+// threshold flags.
+TEST(EarlyMetricsTest, NonFiniteMetricsAreAnErrorNamingModelMetricAndSeed) {
+  ScratchDir dir;
+  ASSERT_TRUE(testing::WriteScriptedModel(
+                  dir.path(), testing::MixtureConfig("nan_first", 2),
+                  "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n"
+                  "    bad = ((t > 850) & (t < 950)).view([-1, 1])\n"
+                  "    return torch.where(bad, torch.full_like(x, float('nan')), x * 0.5)\n")
+                  .ok());
+  auto checkpoint = LoadModel(dir.Join("nan_first"));
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+  Denoiser denoiser(*checkpoint);
+  for (bool derivatives : {true, false}) {
+    EarlyMetricOptions options;
+    options.sampler.num_steps = 10;  // the first timestep is 900
+    options.derivative_metrics = derivatives;
+    auto metrics = ComputeEarlyMetrics(denoiser, {7, 8}, at::Tensor(), options);
+    ASSERT_FALSE(metrics.ok()) << derivatives;
+    EXPECT_EQ(metrics.status().code(), absl::StatusCode::kFailedPrecondition);
+    const std::string message(metrics.status().message());
+    EXPECT_NE(message.find("\"nan_first\""), std::string::npos) << message;
+    EXPECT_NE(message.find("score_norm_squared"), std::string::npos) << message;
+    EXPECT_NE(message.find("seed 7"), std::string::npos) << message;
+  }
+  // Elsewhere on the schedule the same model is fine.
+  EarlyMetricOptions options;
+  options.sampler.num_steps = 20;  // the first timestep is 950
+  EXPECT_TRUE(ComputeEarlyMetrics(denoiser, {7}, at::Tensor(), options).ok());
+}
+
 // The exact model of a 2-class `mixture` on the scaled-linear schedule, in
 // float64.
 std::shared_ptr<const DiffusionNetwork> ConditionalMixture(const ScratchDir& dir,

@@ -1321,8 +1321,17 @@ TEST_F(IntegrationTest, TextToImageModelAuditedByPrompt) {
   EXPECT_TRUE(names.count("wen_noise_difference")) << result.output;
   EXPECT_FALSE(names.count("width")) << result.output;
   EXPECT_FALSE(names.count("positive_eigenvalues")) << result.output;
+  // The suggested early rule is a metric with a finite threshold (JSON null
+  // is an infinite one: no cut keeps FPR <= 1%), or none, said so: this
+  // model's random weights need not separate two prompts from two.
   const std::string policy = early_only["verdict_policy"].get<std::string>();
-  EXPECT_NE(policy.find("early_metric"), std::string::npos) << policy;
+  bool suggestible = false;
+  for (const auto& metric : early_only["metrics"]) {
+    suggestible |= metric["higher_is_memorized"].get<bool>() && metric["name"] != "anisotropy" &&
+                   metric["threshold"].is_number();
+  }
+  EXPECT_EQ(policy.find("early_metric") != std::string::npos, suggestible) << policy;
+  EXPECT_EQ(policy.find("no early metric") != std::string::npos, !suggestible) << policy;
   EXPECT_EQ(policy.find("memorized_width"), std::string::npos) << policy;
 
   // Bad prompt input: named, nothing sent.

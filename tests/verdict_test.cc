@@ -60,6 +60,25 @@ TEST(VerdictTest, NoiseRadiusWithoutSpacing) {
   EXPECT_EQ(JudgeSample(Summary(0, 0, std::nan("")), policy), Verdict::kNotMemorized);
 }
 
+// Arnoldi returns only the eigenvalues that converged, and one left out may
+// be the flattest: such a summary can read sharper than the truth, so it is
+// at most PARTIAL, under every rule; it changes nothing that is not
+// MEMORIZED.
+TEST(VerdictTest, UnconvergedEigenvaluesCapTheVerdictAtPartial) {
+  v1::VerdictPolicy width_config;
+  width_config.set_memorized_width(0.2);
+  for (const ResolvedPolicy& policy :
+       {ResolvePolicy(v1::VerdictPolicy(), nullptr), ResolvePolicy(width_config, nullptr)}) {
+    SpectrumSummary sharp = Summary(0, 0.01, 0.1, 0.01);
+    ASSERT_EQ(JudgeSample(sharp, policy), Verdict::kMemorized);
+    sharp.unconverged = 1;
+    EXPECT_EQ(JudgeSample(sharp, policy), Verdict::kPartial);
+    SpectrumSummary saddle = Summary(1, 0.01, 0.1, 0.01);
+    saddle.unconverged = 3;
+    EXPECT_EQ(JudgeSample(saddle, policy), Verdict::kNotMemorized);
+  }
+}
+
 TEST(VerdictTest, CalibratedWidthRule) {
   v1::VerdictPolicy config;
   config.set_memorized_width(0.2);
@@ -68,6 +87,10 @@ TEST(VerdictTest, CalibratedWidthRule) {
   const ResolvedPolicy policy = ResolvePolicy(config, nullptr);
   ASSERT_EQ(policy.rule, VerdictRule::kWidth);
   EXPECT_EQ(JudgeSample(Summary(0, kInf, kInf, 0.3), policy), Verdict::kMemorized);
+  // At the thresholds themselves (calibrated from observed widths, which
+  // flag themselves): 0.2 × 2 and 0.4 × 2.
+  EXPECT_EQ(JudgeSample(Summary(0, kInf, kInf, 0.4), policy), Verdict::kMemorized);
+  EXPECT_EQ(JudgeSample(Summary(0, kInf, kInf, 0.8), policy), Verdict::kPartial);
   EXPECT_EQ(JudgeSample(Summary(0, 0, 0, 0.7), policy), Verdict::kPartial);
   EXPECT_EQ(JudgeSample(Summary(0, 0, 0, 0.9), policy), Verdict::kNotMemorized);
 }

@@ -7,14 +7,16 @@
 namespace memaudit {
 namespace {
 
-// Scores oriented so that larger means "more memorized"; non-finite values
-// (an infinite width) become the least memorized.
+// Scores oriented so that larger means "more memorized". Infinities keep
+// their side (an infinite width is the least memorized, an infinite
+// sharpness the most, as RobustOutlierScores has it); NaN, which has no
+// order, counts as the least memorized.
 std::vector<double> Oriented(const std::vector<double>& scores, bool higher_is_memorized) {
   std::vector<double> out;
   out.reserve(scores.size());
   for (double s : scores) {
     double v = higher_is_memorized ? s : -s;
-    if (!std::isfinite(v)) v = -std::numeric_limits<double>::infinity();
+    if (std::isnan(v)) v = -std::numeric_limits<double>::infinity();
     out.push_back(v);
   }
   return out;

@@ -69,7 +69,10 @@ struct RocSummary {
 
 // `memorized` and `not_memorized` are per-condition scores; when
 // `higher_is_memorized` is false smaller scores mean memorization.
-// Non-finite scores sort as +∞ in the memorized direction's opposite.
+// Infinite scores keep their side (an infinite width is the least
+// memorized, an infinite sharpness the most); NaN sorts as the least
+// memorized. A sample is flagged at or beyond `threshold`; +∞ (−∞ when
+// smaller is memorized) when no finite cut keeps FPR ≤ 1%.
 RocSummary ComputeRoc(const std::vector<double>& memorized,
                       const std::vector<double>& not_memorized, bool higher_is_memorized);
 

@@ -1,6 +1,8 @@
 #include "core/early/early_metrics.h"
 
 #include <algorithm>
+#include <cmath>
+#include <string>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -64,6 +66,25 @@ AnisotropyParts MeasureAnisotropy(const Denoiser& denoiser, const at::Tensor& x_
   const at::Tensor norms = unconditional.norm(2, 1) * direction.norm(2, 1);
   parts.alignment = ToVector((unconditional * direction).sum(1) / norms.clamp_min(1e-300));
   return parts;
+}
+
+// FAILED_PRECONDITION naming the metric and seed when a value is NaN or
+// infinite: the sampler catches a network's breakdown only when K > 1, and a
+// non-finite metric would otherwise read as unflagged (NaN ≥ threshold is
+// false).
+absl::Status CheckFinite(const EarlyMetricSamples& samples, const std::string& model,
+                         const std::vector<uint64_t>& seeds) {
+  for (const EarlyMetricInfo& info : AllEarlyMetrics()) {
+    const std::vector<double> values = EarlyMetricValues(samples, info.metric);
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (std::isfinite(values[i])) continue;
+      return absl::FailedPreconditionError(
+          absl::StrCat("model \"", model, "\" gave a non-finite early metric ", info.name, " (",
+                       values[i], ") for seed ", i < seeds.size() ? seeds[i] : 0,
+                       ": its network returns NaN or infinite values at these timesteps"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -252,6 +273,7 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
   } catch (const std::exception& e) {
     return TorchError(absl::StatusCode::kInternal, "early metrics failed", e);
   }
+  RETURN_IF_ERROR(CheckFinite(result, network.config().name(), seeds));
   return result;
 }
 

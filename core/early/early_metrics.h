@@ -63,6 +63,8 @@ struct EarlyMetricSamples {
 // The metrics for one sample per seed under `conditions` (as for
 // SampleTrajectories). Conditional metrics need a conditional model and a
 // non-null condition; otherwise the unconditional ones are computed.
+// FAILED_PRECONDITION naming the metric and seed when a value is not finite
+// (the network broke down there): never a NaN that reads as unflagged.
 absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
                                                        const std::vector<uint64_t>& seeds,
                                                        const at::Tensor& conditions,

@@ -113,6 +113,7 @@ absl::StatusOr<ArnoldiResult> RunSolver(Operator& op, const ArnoldiOptions& opti
     if (std::optional<double> scalar = ScalarOperatorValue(op, start, random); scalar) {
       result.eigenvalues.assign(options.num_eigenvalues, std::complex<double>(*scalar, 0.0));
       result.matvecs = op.matvecs();
+      result.converged = true;  // exact: every vector is an eigenvector
       return result;
     }
     Spectra::GenEigsSolver<Operator> solver(op, options.num_eigenvalues, subspace);
@@ -532,6 +533,10 @@ Spectrum ToSpectrum(ArnoldiResult result, const ArnoldiResult* scale, int64_t t,
   spectrum.eigenvalues = std::move(result.eigenvalues);
   spectrum.summary = Summarize(spectrum.eigenvalues, spectrum.sigma, spectrum.sqrt_alpha_bar,
                                options, /*partial=*/true, dim, max_magnitude);
+  if (!result.converged) {
+    spectrum.summary.unconverged = std::max<int64_t>(
+        1, arnoldi.num_eigenvalues - static_cast<int64_t>(spectrum.eigenvalues.size()));
+  }
   if (arnoldi.target != EigenTarget::kLargestReal) {
     spectrum.summary.flat_count_is_lower_bound = false;
     // The radius bound needs the flattest directions; unknown otherwise.

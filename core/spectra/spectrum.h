@@ -75,6 +75,11 @@ struct SpectrumSummary {
   bool partial = false;
   // Every eigenvalue found was flat: there may be more flat directions.
   bool flat_count_is_lower_bound = false;
+  // Matrix-free spectra: how many of the k eigenvalues asked for did not
+  // converge (they are left out of every figure above). One of them may be
+  // the flattest, so κ_max, n₊ and the radii may read sharper than the
+  // truth: JudgeSample never calls such a sample MEMORIZED.
+  int64_t unconverged = 0;
 };
 
 struct Spectrum {

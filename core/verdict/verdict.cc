@@ -170,14 +170,19 @@ ResolvedPolicy ResolvePolicy(const v1::VerdictPolicy& policy, const ReferenceSet
   return resolved;
 }
 
-Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy,
-                    const NearestNeighbor* nearest) {
+namespace {
+
+// JudgeSample's rules on the eigenvalues the summary holds.
+Verdict JudgeFoundEigenvalues(const SpectrumSummary& summary, const ResolvedPolicy& policy,
+                              const NearestNeighbor* nearest) {
   if (summary.positive_count > policy.max_positive_eigenvalues) return Verdict::kNotMemorized;
   // NaN (an unknown radius) compares false throughout: NOT_MEMORIZED.
   if (policy.rule == VerdictRule::kWidth) {
     const double width = summary.width / policy.data_scale;
-    if (width < policy.memorized_width) return Verdict::kMemorized;
-    if (width < policy.partial_width) return Verdict::kPartial;
+    // At or below: calibrated thresholds are observed widths, flagged
+    // themselves (ComputeRoc).
+    if (width <= policy.memorized_width) return Verdict::kMemorized;
+    if (width <= policy.partial_width) return Verdict::kPartial;
     return Verdict::kNotMemorized;
   }
   // Narrower than the noise at the evaluation step, and — when the spacing
@@ -197,6 +202,18 @@ Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy
     return Verdict::kPartial;
   }
   return Verdict::kNotMemorized;
+}
+
+}  // namespace
+
+Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy,
+                    const NearestNeighbor* nearest) {
+  const Verdict verdict = JudgeFoundEigenvalues(summary, policy, nearest);
+  // Eigenvalues that did not converge are left out of the summary, which
+  // can only have made it sharper (fewer upward directions, a more negative
+  // κ_max): what they hide is unknown, so the sample is at most PARTIAL.
+  if (summary.unconverged > 0 && verdict == Verdict::kMemorized) return Verdict::kPartial;
+  return verdict;
 }
 
 Verdict JudgeCondition(int64_t memorized, int64_t partial, int64_t total,

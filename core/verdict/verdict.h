@@ -86,7 +86,11 @@ double DataScale(const ReferenceSet& reference);
 // The sample's verdict (rules above). Under kRadiusToSpacing the spacing is the gap
 // around the sample's nearest reference item when `nearest` is given (the
 // local spacing where it landed: dense regions of the data have small gaps,
-// an isolated duplicated item a large one), else policy.spacing.
+// an isolated duplicated item a large one), else policy.spacing. The width
+// rule flags widths at or below its thresholds (they are calibrated from
+// observed widths). A matrix-free summary with unconverged eigenvalues
+// (summary.unconverged > 0) is at most PARTIAL: the flattest direction may
+// be among those left out.
 Verdict JudgeSample(const SpectrumSummary& summary, const ResolvedPolicy& policy,
                     const NearestNeighbor* nearest = nullptr);
 
