@@ -101,6 +101,10 @@ absl::StatusOr<v1::AuditJob> JobManager::Submit(const v1::AuditRequest& request,
   ASSIGN_OR_RETURN(AuditPlan plan,
                    PlanNoThrow([&] { return PlanAudit(request, std::move(model), stop); }));
   RETURN_IF_ERROR(options_.memory.Check(EstimateAudit(plan), "this audit"));
+  // A caller gone (or past its deadline) while the request was planned never
+  // learns the job's id: create nothing for it (a fan-out client has sent
+  // the shard elsewhere meanwhile).
+  RETURN_IF_ERROR(CheckStop(stop));
   auto job = std::make_shared<Job>();
   job->created = std::chrono::steady_clock::now();
   job->model_checksum = plan.model->checksum;
@@ -204,7 +208,8 @@ absl::StatusOr<int> JobManager::Restore() {
       continue;
     }
     // Interrupted or queued: what it finished is reused; the rest reruns
-    // from the first unfinished batch.
+    // from the first unfinished batch, planned when it runs.
+    job->restored = true;
     const int64_t per_condition = job->state.request().samples_per_condition() > 0
                                       ? job->state.request().samples_per_condition()
                                       : kDefaultSamplesPerCondition;
@@ -260,12 +265,17 @@ void JobManager::ResumeInterrupted() {
     active_ += static_cast<int64_t>(jobs.size());
   }
   for (const std::shared_ptr<Job>& job : jobs) {
-    if (absl::Status queued = pool_->Submit([this, job] { Run(job); }); !queued.ok()) {
+    // Accepted before the restart: the queue's bound, which turns away new
+    // work, does not apply. Refused only by a shutdown begun meanwhile,
+    // which must leave it resumable: back to Shutdown's list, or stopped
+    // as Shutdown stops jobs once it has passed that list.
+    if (absl::Status queued = pool_->SubmitAccepted([this, job] { Run(job); }); !queued.ok()) {
       absl::MutexLock lock(&mu_);
       --active_;
-      if (!IsFinal(job->state.state())) {
-        Finish(*job, v1::JOB_FAILED,
-               absl::StrCat("cannot resume after the restart: ", queued.message()));
+      if (!shutting_down_) {
+        to_resume_.push_back(job);
+      } else if (!IsFinal(job->state.state())) {
+        Finish(*job, v1::JOB_CANCELLED, "server shutting down");
       }
     }
   }
@@ -276,7 +286,7 @@ void JobManager::AddProgress(Job& job, const v1::AuditProgress& progress) {
   job.events.push_back({Event::Kind::kProgress, progress, 0});
 }
 
-absl::Status JobManager::PlanRestored(Job& job) {
+absl::StatusOr<std::shared_ptr<const AuditPlan>> JobManager::PlanRestored(const Job& job) {
   const v1::AuditRequest& request = job.state.request();
   absl::StatusOr<std::shared_ptr<const LoadedModel>> model = registry_->Get(request.model());
   if (!model.ok()) {
@@ -295,25 +305,34 @@ absl::Status JobManager::PlanRestored(Job& job) {
     return absl::Status(plan.status().code(),
                         absl::StrCat("cannot resume after the restart: ", plan.status().message()));
   }
-  job.plan = std::make_shared<const AuditPlan>(*std::move(plan));
-  return absl::OkStatus();
+  return std::make_shared<const AuditPlan>(*std::move(plan));
 }
 
 void JobManager::Run(const std::shared_ptr<Job>& job) {
-  std::shared_ptr<const AuditPlan> plan;
-  const bool restored = job->plan == nullptr;  // set only by Restore
-  const absl::Status planned = restored ? PlanRestored(*job) : absl::OkStatus();
+  // Ends a job cancelled (or finished) while it waited; true if it did.
+  auto ended_while_queued = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!job->cancel.load() && !IsFinal(job->state.state())) return false;
+    if (!IsFinal(job->state.state())) Finish(*job, v1::JOB_CANCELLED, "cancelled while queued");
+    --active_;  // its pool slot is free only now
+    return true;
+  };
   {
     absl::MutexLock lock(&mu_);
-    if (job->cancel.load() || IsFinal(job->state.state())) {
-      if (!IsFinal(job->state.state())) Finish(*job, v1::JOB_CANCELLED, "cancelled while queued");
-      --active_;  // its pool slot is free only now
-      return;
-    }
-    if (!planned.ok()) {
-      Finish(*job, v1::JOB_FAILED, planned.ToString());
-      --active_;
-      return;
+    if (ended_while_queued()) return;  // no planning for a job nobody waits for
+  }
+  absl::StatusOr<std::shared_ptr<const AuditPlan>> restored_plan;
+  if (job->restored) restored_plan = PlanRestored(*job);
+  std::shared_ptr<const AuditPlan> plan;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_while_queued()) return;
+    if (job->restored) {
+      if (!restored_plan.ok()) {
+        Finish(*job, v1::JOB_FAILED, restored_plan.status().ToString());
+        --active_;
+        return;
+      }
+      job->plan = *std::move(restored_plan);
     }
     job->state.set_state(v1::JOB_RUNNING);
     v1::AuditProgress starting = job->state.progress();
@@ -394,10 +413,11 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   job.events.push_back({Event::Kind::kFinished, std::nullopt, 0});
   job.plan.reset();  // the model version it pinned may now be freed
   job.bytes = FinishedJobBytes(job);
+  if (metrics_) metrics_->CountJobFinished(v1::JobState_Name(state));
+  if (resumable) return;  // not history: evicting it would delete it from the store
   finished_bytes_ += job.bytes;
   finished_.push_back(job.state.id());
-  if (metrics_) metrics_->CountJobFinished(v1::JobState_Name(state));
-  if (!resumable) SaveState(job);
+  SaveState(job);
   TrimHistory();
 }
 

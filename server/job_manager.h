@@ -70,9 +70,12 @@ class JobManager {
   // counts the restarts) until ResumeInterrupted(). Returns the number of
   // jobs to resume. An error only when the store cannot be read.
   absl::StatusOr<int> Restore();
-  // Queues the restored unfinished jobs (once the models are loaded). A job
+  // Queues the restored unfinished jobs (once the models are loaded),
+  // however full the queue: they were accepted before the restart. A job
   // whose model is gone, or has changed since the job was planned (another
-  // checksum), fails with that reason and keeps its finished samples.
+  // checksum), fails with that reason and keeps its finished samples. A job
+  // stopped by Shutdown, before or after it ran, stays resumable in the
+  // store: the history's caps never evict it.
   void ResumeInterrupted();
   ~JobManager();
 
@@ -82,8 +85,9 @@ class JobManager {
   // meanwhile. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when
   // shutting down.
   // `owner` (the caller's name, "" on an open server) is recorded in the
-  // job (AuditJob.owner). Planning asks `stop` while it tokenizes prompts
-  // (the caller's deadline; its status is returned).
+  // job (AuditJob.owner). Planning asks `stop` while it tokenizes prompts,
+  // and once more before the job is created (the caller's deadline; its
+  // status is returned and no job exists).
   absl::StatusOr<v1::AuditJob> Submit(const v1::AuditRequest& request,
                                       const std::string& owner = "",
                                       const StopCheck& stop = nullptr);
@@ -154,8 +158,9 @@ class JobManager {
   // Saves the job's state (no-op without a store); a failure is logged: the
   // job in memory is still right, and a restart resumes it from its samples.
   void SaveState(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Plans a restored job against the model as loaded now.
-  absl::Status PlanRestored(Job& job);
+  // Plans a restored job against the model as loaded now (reads only what
+  // never changes once the job is shared).
+  absl::StatusOr<std::shared_ptr<const AuditPlan>> PlanRestored(const Job& job);
   std::string NewId();
 
   ModelRegistry* const registry_;
@@ -179,8 +184,12 @@ struct JobManager::Job {
   std::string owner;      // set before the job is shared; never changes
   uint64_t sequence = 0;  // creation order (1, 2, ...): ListAudits paging
   v1::AuditJob state;     // guarded by the manager's mutex; the report lives here
-  std::shared_ptr<const AuditPlan>
-      plan;                    // released when the job ends; null until a restored job runs
+  // Released when the job ends; null until a restored job runs (guarded by
+  // the manager's mutex).
+  std::shared_ptr<const AuditPlan> plan;
+  // Restored from the store: planned when it runs, against the model as
+  // loaded then. Set before the job is shared; never changes.
+  bool restored = false;
   std::string model_checksum;  // of the model version the job was planned on
   // A restored job's finished work (consumed when it runs).
   AuditResume resume;

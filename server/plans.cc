@@ -125,6 +125,23 @@ absl::StatusOr<at::Tensor> ToPoint(const v1::Tensor& message, const DiffusionNet
   return x.reshape(batched).to(network.device(), network.dtype());
 }
 
+// A valid timestep that a sampled trajectory reaches: at or below its
+// first sampling step (before any work: the sampler would refuse it only
+// after sampling).
+absl::Status CheckSampledTimestep(int64_t t, const SamplerOptions& sampler,
+                                  const NoiseSchedule& schedule, const std::string& field) {
+  RETURN_IF_ERROR(CheckTimestep(t, schedule, field));
+  ASSIGN_OR_RETURN(
+      const std::vector<int64_t> sampled,
+      LeadingTimesteps(schedule.num_train_timesteps(), sampler.num_steps, sampler.steps_offset));
+  if (t > sampled.front()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": timestep ", t, " is above the first sampling step ", sampled.front(),
+                     " (", sampler.num_steps, " steps)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 EarlyMetric DefaultLabelFreeMetric(const v1::Conditioning& conditioning) {
@@ -151,19 +168,9 @@ absl::StatusOr<AuditPlan> PlanAudit(const v1::AuditRequest& request,
     return absl::InvalidArgumentError(
         "curvature.target: audits need the LARGEST_REAL end (flat count, n+, width)");
   }
-  // Evaluation timesteps must lie on the sampled part of the trajectory.
-  ASSIGN_OR_RETURN(
-      const std::vector<int64_t> sampled,
-      LeadingTimesteps(denoiser.schedule().num_train_timesteps(), plan.curvature.sampler.num_steps,
-                       plan.curvature.sampler.steps_offset));
   for (int i = 0; i < request.timesteps_size(); ++i) {
-    const std::string field = absl::StrCat("timesteps[", i, "]");
-    RETURN_IF_ERROR(CheckTimestep(request.timesteps(i), denoiser.schedule(), field));
-    if (request.timesteps(i) > sampled.front()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": timestep ", request.timesteps(i), " is above the first sampling step ",
-          sampled.front(), " (", plan.curvature.sampler.num_steps, " steps)"));
-    }
+    RETURN_IF_ERROR(CheckSampledTimestep(request.timesteps(i), plan.curvature.sampler,
+                                         denoiser.schedule(), absl::StrCat("timesteps[", i, "]")));
   }
   plan.curvature.timesteps.assign(request.timesteps().begin(), request.timesteps().end());
   if (request.conditions_size() > 0) {
@@ -288,7 +295,11 @@ absl::StatusOr<SpectrumPlan> PlanSpectrum(const v1::SpectrumRequest& request,
     }
     case v1::SpectrumRequest::kSeed:
       plan.seed = request.seed();
-      if (request.has_timestep()) plan.curvature.timesteps = {request.timestep()};
+      if (request.has_timestep()) {
+        RETURN_IF_ERROR(CheckSampledTimestep(request.timestep(), plan.curvature.sampler,
+                                             denoiser.schedule(), "timestep"));
+        plan.curvature.timesteps = {request.timestep()};
+      }
       break;
     case v1::SpectrumRequest::POINT_NOT_SET:
       return absl::InvalidArgumentError("point: give x (with timestep) or a seed");

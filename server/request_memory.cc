@@ -138,6 +138,12 @@ void AddEarly(Tally& tally, const LoadedModel& model, const EarlyMetricOptions& 
   tally.Add("early-metric fields", Mul(Mul(batch, early.steps), one));
   // Each metric's JVPs and Hutchinson probes run over the whole batch.
   tally.Add("early-metric buffers", Mul(Mul(batch, 2 * kStepWorkingCopies), one));
+  // Hutchinson's Rademacher probes (the unconditional derivative metrics):
+  // all P·B drawn at once in float32, then converted to the model's dtype.
+  if (early.derivative_metrics) {
+    tally.Add("Hutchinson probes", Mul(Mul(Mul(batch, early.hutchinson_probes), Dimension(model)),
+                                       Add(4, ElementBytes(model))));
+  }
   // Derivatives through the network on every sample's rows at once
   // (forward-mode products cost about what a forward + backward does).
   AddNetwork(tally, model, Mul(batch, RowsPerSample(model)), /*gradient=*/true);

@@ -156,10 +156,21 @@ absl::StatusOr<SampleCurvatureOptions> ToCurvatureOptions(const v1::SamplingOpti
         "curvature.method: dimension ", dimension, " exceeds the dense-spectrum limit ",
         options.max_dense_dimension, " (server flag --max_dense_dimension); use ARNOLDI"));
   }
-  if (options.spectrum.symmetrize &&
+  const bool arnoldi =
       ResolveSpectrumMethod(options.method, dimension, options.max_dense_dimension) ==
-          SpectrumMethod::kArnoldi) {
+      SpectrumMethod::kArnoldi;
+  if (options.spectrum.symmetrize && arnoldi) {
     return absl::InvalidArgumentError("curvature.symmetrize: only the dense method offers it");
+  }
+  // Checked here, before any work, as the engine would check it per sample.
+  if (arnoldi && dimension < 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "curvature.method: Arnoldi needs d >= 3, this model has d = ", dimension, "; use DENSE"));
+  }
+  if (arnoldi && options.arnoldi.num_eigenvalues + 2 > dimension) {
+    return OutOfRange("curvature.num_eigenvalues",
+                      absl::StrCat("in [1, d - 2] = [1, ", dimension - 2, "] for Arnoldi at d = ",
+                                   dimension, ", got ", options.arnoldi.num_eigenvalues));
   }
   return options;
 }

@@ -495,9 +495,24 @@ grpc::Status AuditServiceImpl::SubmitAudit(grpc::ServerContext* context,
                                            const v1::AuditRequest* request,
                                            v1::AuditJob* response) {
   return Handle(metrics_, *access_, context, "AuditService/SubmitAudit", [&](const Caller& caller) {
-    absl::StatusOr<v1::AuditJob> job = ValueOnPool(
-        *planning_pool_, context,
-        [&](const StopCheck& stop) { return jobs_->Submit(*request, caller.name, stop); });
+    absl::StatusOr<v1::AuditJob> job = absl::UnknownError("not run");
+    const absl::Status ran = RunOnPool(*planning_pool_, context, [&](const StopCheck& stop) {
+      job = jobs_->Submit(*request, caller.name, stop);
+      return absl::OkStatus();
+    });
+    // Created, but the caller went away or its deadline passed while the job
+    // was saved: it never learns the id, so the job is cancelled, not left
+    // to hold a slot for nobody.
+    const bool caller_gone =
+        context->IsCancelled() || std::chrono::system_clock::now() > context->deadline();
+    if (job.ok() && (!ran.ok() || caller_gone)) {
+      (void)jobs_->Cancel(job->id());
+      return ToGrpcStatus(
+          !ran.ok() ? ran
+                    : absl::DeadlineExceededError("the client's deadline passed as the audit was "
+                                                  "queued; it was cancelled"));
+    }
+    if (!ran.ok()) return ToGrpcStatus(ran);
     if (!job.ok()) return ToGrpcStatus(job.status());
     *response = *std::move(job);
     return grpc::Status::OK;

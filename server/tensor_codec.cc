@@ -31,6 +31,13 @@ absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& message, const std::st
   // The product of the non-zero dimensions stays at most 2^28 (checked
   // before each multiplication, so it cannot overflow): it bounds the
   // element count and every stride, also of a tensor with no elements.
+  // The rank first: dimensions of size 1 cost nothing to send and pass the
+  // element bound, but a million of them pin a thread in LibTorch's
+  // iterators for minutes (and would be joined into the errors below).
+  if (message.shape_size() > kMaxTensorRank) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".shape: ", message.shape_size(),
+                                                   " dimensions, at most ", kMaxTensorRank));
+  }
   int64_t extent = 1;
   bool empty = false;
   std::vector<int64_t> shape(message.shape().begin(), message.shape().end());

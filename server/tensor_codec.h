@@ -11,8 +11,12 @@
 
 namespace memaudit::server {
 
+// Dimensions a request's tensor may have: a batch of 3-D samples needs 4.
+inline constexpr int kMaxTensorRank = 8;
+
 // Decodes `message` into a CPU tensor. INVALID_ARGUMENT naming `field` when
-// the dtype is unspecified, a dimension is negative, the non-zero
+// the dtype is unspecified, it has more than kMaxTensorRank dimensions, a
+// dimension is negative, the non-zero
 // dimensions multiply to more than 2^28, the byte count does not match the
 // shape, or a float holds NaN/Inf.
 absl::StatusOr<at::Tensor> DecodeTensor(const v1::Tensor& message, const std::string& field);

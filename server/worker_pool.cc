@@ -38,6 +38,13 @@ absl::Status WorkerPool::Submit(std::function<void()> task) {
   return absl::OkStatus();
 }
 
+absl::Status WorkerPool::SubmitAccepted(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  if (closed_) return absl::UnavailableError(absl::StrCat(name_, ": shutting down"));
+  queue_.push_back(std::move(task));
+  return absl::OkStatus();
+}
+
 void WorkerPool::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;

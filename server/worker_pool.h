@@ -29,6 +29,10 @@ class WorkerPool {
   // Queues `task`. RESOURCE_EXHAUSTED when the queue is full,
   // UNAVAILABLE after Close().
   absl::Status Submit(std::function<void()> task);
+  // Queues `task` whatever the queue holds: for work accepted earlier (jobs
+  // resumed after a restart), which the bound on new work must not turn
+  // away. UNAVAILABLE after Close().
+  absl::Status SubmitAccepted(std::function<void()> task);
   // Refuses new tasks from now on (queued ones still run).
   void Close();
   // Close(), run what is queued, and join the workers. Idempotent; the

@@ -300,6 +300,25 @@ TEST_F(JobManagerTest, AJobAuditsTheModelVersionItWasPlannedOn) {
   EXPECT_EQ(jobs->Submit(ClassAudit({0}, 1)).status().code(), absl::StatusCode::kUnavailable);
 }
 
+// A caller whose deadline passes once its request is planned never learns
+// the job's id: Submit returns the stop's status and creates nothing.
+TEST_F(JobManagerTest, ACallerGoneAfterPlanningGetsNoJob) {
+  auto jobs = NewManager();
+  const v1::AuditRequest request = ClassAudit({0}, 1);
+  int planning_calls = 0;
+  ASSERT_TRUE(PlanAudit(request, *registry_->Get("classes"), [&planning_calls] {
+                ++planning_calls;
+                return absl::OkStatus();
+              }).ok());
+  int calls = 0;
+  auto submitted = jobs->Submit(request, "", [&]() -> absl::Status {
+    return ++calls > planning_calls ? absl::DeadlineExceededError("deadline passed")
+                                    : absl::OkStatus();
+  });
+  EXPECT_EQ(submitted.status().code(), absl::StatusCode::kDeadlineExceeded) << submitted.status();
+  EXPECT_TRUE(AllJobs(*jobs).empty());
+}
+
 TEST_F(JobManagerTest, BadRequestsAndUnknownIdsAreRefused) {
   auto jobs = NewManager();
   v1::AuditRequest no_model = ClassAudit({0}, 1);
@@ -468,6 +487,57 @@ TEST_F(DurableJobsTest, AnInterruptedAuditResumesAndEqualsAnUninterruptedOne) {
   }
   ASSERT_EQ(watched.size(), 144u);
   EXPECT_EQ(watched[64].seed(), report.conditions(1).samples(16).seed());
+}
+
+// Jobs a shutdown stops (one running, two queued) stay in the store even
+// when the history keeps one finished job, and all resume after a restart
+// whose queue admits no new work: they were accepted before it.
+TEST_F(DurableJobsTest, JobsStoppedByAShutdownSurviveTheHistoryCapAndAFullQueue) {
+  CallGate gate;
+  registry_ = fixture_.NewRegistry({}, ModelRegistry::kDefaultLoadTimeout,
+                                   [&gate](int64_t, bool) { gate.Pass(); });
+  ASSERT_TRUE(registry_->Load("classes").ok());
+  JobManagerOptions options;
+  options.max_concurrent_jobs = 1;
+  options.max_finished_jobs_kept = 1;
+  std::vector<std::string> ids;
+  {
+    std::unique_ptr<JobStore> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    auto jobs = NewDurableManager(store.get(), options);
+    gate.Close();  // the first job waits at its first network call
+    for (int64_t c : {0, 1, 2}) {
+      auto submitted = jobs->Submit(ClassAudit({c}, 4));
+      ASSERT_TRUE(submitted.ok()) << submitted.status();
+      ids.push_back(submitted->id());
+    }
+    for (int i = 0; i < 5000 && jobs->Get(ids[0])->state() != v1::JOB_RUNNING; ++i) {
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    ASSERT_EQ(jobs->Get(ids[0])->state(), v1::JOB_RUNNING);
+    std::thread shutdown([&jobs] { jobs->Shutdown(absl::ZeroDuration()); });
+    absl::SleepFor(absl::Milliseconds(100));
+    gate.Open();
+    shutdown.join();
+    for (const std::string& id : ids) {
+      EXPECT_NE(jobs->Get(id)->error().find("resumes when a server starts"), std::string::npos)
+          << id << ": " << jobs->Get(id)->error();
+    }
+  }
+  std::unique_ptr<JobStore> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  JobManagerOptions full_queue;
+  full_queue.max_concurrent_jobs = 1;
+  full_queue.max_queued_jobs = 0;
+  auto jobs = NewDurableManager(store.get(), full_queue);
+  auto to_resume = jobs->Restore();
+  ASSERT_TRUE(to_resume.ok()) << to_resume.status();
+  EXPECT_EQ(*to_resume, 3);
+  jobs->ResumeInterrupted();
+  for (const std::string& id : ids) {
+    const v1::AuditJob resumed = Finished(*jobs, id);
+    EXPECT_EQ(resumed.state(), v1::JOB_SUCCEEDED) << id << ": " << resumed.error();
+  }
 }
 
 TEST_F(DurableJobsTest, FinishedJobsAreServedAfterARestartAndCancelledOnesStayCancelled) {

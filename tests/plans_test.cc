@@ -77,7 +77,7 @@ TEST_F(PlansTest, AuditFieldsReachTheEngineOptions) {
   request.mutable_sampling()->set_sampler(v1::DDPM);
   request.mutable_sampling()->set_num_steps(20);
   request.mutable_curvature()->set_method(v1::ARNOLDI);
-  request.mutable_curvature()->set_num_eigenvalues(3);
+  request.mutable_curvature()->set_num_eigenvalues(2);  // d − 2 at d = 4
   request.mutable_curvature()->set_score_kind(v1::DIFFERENCE);
   request.add_timesteps(10);
   request.set_early_steps(2);
@@ -90,7 +90,7 @@ TEST_F(PlansTest, AuditFieldsReachTheEngineOptions) {
   EXPECT_EQ(plan->curvature.sampler.kind, SamplerKind::kDdpm);
   EXPECT_EQ(plan->curvature.sampler.num_steps, 20);
   EXPECT_EQ(plan->curvature.method, SpectrumMethod::kArnoldi);
-  EXPECT_EQ(plan->curvature.arnoldi.num_eigenvalues, 3);
+  EXPECT_EQ(plan->curvature.arnoldi.num_eigenvalues, 2);
   EXPECT_EQ(plan->curvature.arnoldi.tolerance, kVerdictGradeTolerance);
   EXPECT_EQ(plan->curvature.score_kind, ScoreKind::kDifference);
   EXPECT_EQ(plan->curvature.timesteps, std::vector<int64_t>{10});
@@ -155,6 +155,12 @@ TEST_F(PlansTest, EachBadAuditFieldIsNamed) {
        "curvature.num_eigenvalues"},
       {"tolerance", [](auto* r) { r->mutable_curvature()->set_positive_tolerance(1.5); },
        "curvature.positive_tolerance"},
+      {"more eigenvalues than Arnoldi finds in d = 4 (at most d − 2)",
+       [](auto* r) {
+         r->mutable_curvature()->set_method(v1::ARNOLDI);
+         r->mutable_curvature()->set_num_eigenvalues(kFixtureDim - 1);
+       },
+       "curvature.num_eigenvalues"},
       {"symmetrize with arnoldi",
        [](auto* r) {
          r->mutable_curvature()->set_method(v1::ARNOLDI);
@@ -327,6 +333,18 @@ TEST_F(PlansTest, SpectrumPointsAreCheckedBeforeAnyWork) {
     r->set_early_steps(1);
   });
   EXPECT_NE(early_without_seed.status().message().find("early_steps"), std::string::npos);
+  // A sampled point's timestep must be one the trajectory reaches: known
+  // before sampling, named as the request's field.
+  auto above_first_step = plan_for([&](auto* r) {
+    r->set_seed(1);
+    r->mutable_sampling()->set_num_steps(10);  // the first step is 900
+    r->set_timestep(950);
+  });
+  EXPECT_EQ(above_first_step.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(above_first_step.status().message().find(
+                "timestep: timestep 950 is above the first sampling step 900 (10 steps)"),
+            std::string::npos)
+      << above_first_step.status();
   auto early_too_many = plan_for([&](auto* r) {
     r->set_seed(1);
     r->set_early_steps(51);

@@ -148,6 +148,21 @@ TEST_F(RequestMemoryTest, EstimatesGrowWithTheRequest) {
   EXPECT_EQ(EstimateAudit(*thousand).PartBytes("early-metric states"),
             100 * EstimateAudit(*ten).PartBytes("early-metric states"));
 
+  // Hutchinson's probes are drawn for every seed at once: P·B vectors.
+  v1::EarlyMetricsRequest probes;
+  for (int64_t seed = 0; seed < 64; ++seed) probes.add_seeds(seed);
+  probes.set_hutchinson_probes(8);
+  auto eight = PlanEarlyMetrics(probes, Model());
+  probes.set_hutchinson_probes(1024);
+  auto many = PlanEarlyMetrics(probes, Model());
+  ASSERT_TRUE(eight.ok() && many.ok()) << eight.status() << many.status();
+  const int64_t d = eight->model->network->sample_numel();
+  const int64_t element = static_cast<int64_t>(c10::elementSize(eight->model->network->dtype()));
+  EXPECT_EQ(EstimateEarlyMetrics(*many).PartBytes("Hutchinson probes"),
+            64 * 1024 * d * (4 + element));
+  EXPECT_EQ(EstimateEarlyMetrics(*many).bytes - EstimateEarlyMetrics(*eight).bytes,
+            64 * (1024 - 8) * d * (4 + element));
+
   v1::SpectrumRequest arnoldi;
   arnoldi.set_seed(1);
   arnoldi.mutable_curvature()->set_method(v1::ARNOLDI);

@@ -65,6 +65,21 @@ TEST(TensorCodecTest, HugeDimensionsOfAnEmptyTensorAreRefused) {
   EXPECT_EQ(empty->numel(), 0);
 }
 
+// A million dimensions of size 1 are a 1 MB message that passes the element
+// bound; it pinned a planning thread in LibTorch for minutes. The rank is
+// refused first, at once; the largest allowed rank still decodes.
+TEST(TensorCodecTest, TooManyDimensionsAreRefusedBeforeAnyWork) {
+  auto decoded =
+      DecodeTensor(Message(std::vector<int64_t>(1'000'000, 1), v1::FLOAT32, sizeof(float)), "x");
+  ASSERT_EQ(decoded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(decoded.status().message(), "x.shape: 1000000 dimensions, at most 8");
+  auto widest = DecodeTensor(Message(std::vector<int64_t>(kMaxTensorRank, 2), v1::FLOAT32,
+                                     (size_t{1} << kMaxTensorRank) * sizeof(float)),
+                             "x");
+  ASSERT_TRUE(widest.ok()) << widest.status();
+  EXPECT_EQ(widest->dim(), kMaxTensorRank);
+}
+
 TEST(TensorCodecTest, RefusalsNameTheField) {
   auto check = [](const v1::Tensor& message, const std::string& part) {
     auto decoded = DecodeTensor(message, "condition.embedding");
