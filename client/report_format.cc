@@ -267,17 +267,37 @@ absl::StatusOr<v1::AuditReport> ShardReportFromJson(const nlohmann::json& json) 
 }
 
 std::string AuditReportText(const v1::AuditReport& report, bool per_sample) {
-  std::string text = absl::StrFormat(
-      "model %s (%s, %s): %s — %d of %d samples memorized (%.1f%%)\n", report.model(),
-      report.device(), report.model_checksum().substr(0, 19), VerdictWord(report.verdict()),
-      report.memorized_samples(), report.total_samples(), 100.0 * report.memorized_fraction());
+  // An early-only audit judges conditions by their first steps' metric and
+  // takes no spectra: no sample is judged, so counts of samples say nothing.
+  const bool early_only = report.total_samples() == 0 && !report.policy().early_rule().empty();
+  std::string text;
+  if (early_only) {
+    const int64_t flagged =
+        std::count_if(report.conditions().begin(), report.conditions().end(),
+                      [](const auto& c) { return c.verdict() == v1::MEMORIZED; });
+    text = absl::StrFormat("model %s (%s, %s): %s — %d of %d conditions flagged early (%s)\n",
+                           report.model(), report.device(), report.model_checksum().substr(0, 19),
+                           VerdictWord(report.verdict()), flagged, report.conditions_size(),
+                           report.policy().early_rule());
+  } else {
+    text = absl::StrFormat("model %s (%s, %s): %s — %d of %d samples memorized (%.1f%%)\n",
+                           report.model(), report.device(), report.model_checksum().substr(0, 19),
+                           VerdictWord(report.verdict()), report.memorized_samples(),
+                           report.total_samples(), 100.0 * report.memorized_fraction());
+  }
   // Conditions worst first, so the ones a release team must look at lead.
   for (const v1::ConditionReport* condition_ptr : WorstFirst(report)) {
     const v1::ConditionReport& condition = *condition_ptr;
-    absl::StrAppendFormat(
-        &text, "  condition %-10s %-13s memorized %d, partial %d, not %d (of %d)\n",
-        condition.label(), VerdictWord(condition.verdict()), condition.memorized(),
-        condition.partial(), condition.not_memorized(), condition.samples_size());
+    if (early_only) {
+      absl::StrAppendFormat(&text, "  condition %-10s %-13s %s\n", condition.label(),
+                            VerdictWord(condition.verdict()),
+                            condition.verdict() == v1::MEMORIZED ? "flagged early" : "not flagged");
+    } else {
+      absl::StrAppendFormat(
+          &text, "  condition %-10s %-13s memorized %d, partial %d, not %d (of %d)\n",
+          condition.label(), VerdictWord(condition.verdict()), condition.memorized(),
+          condition.partial(), condition.not_memorized(), condition.samples_size());
+    }
     if (condition.has_early()) {
       absl::StrAppend(&text, "    ", EarlyMetricsText(condition.early()));
     }

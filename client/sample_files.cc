@@ -2,16 +2,36 @@
 
 #include <png.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace memaudit::client {
+
+absl::Status CheckSampleFileName(const std::string& flag, const std::string& path) {
+  if (absl::EndsWith(path, ".png") || absl::EndsWith(path, ".npy")) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, " ", path, ": give a .png or .npy file name"));
+}
+
+absl::Status WriteOutputFile(const std::string& path, const std::string& contents) {
+  std::FILE* file = std::fopen(path.c_str(), "wb");
+  if (file == nullptr) {
+    return absl::ErrnoToStatus(errno, absl::StrCat(path, ": cannot open for writing"));
+  }
+  const bool written = std::fwrite(contents.data(), 1, contents.size(), file) == contents.size();
+  const int write_error = errno;
+  if (std::fclose(file) != 0 || !written) {
+    return absl::ErrnoToStatus(written ? errno : write_error, absl::StrCat(path, ": write failed"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::vector<float>> TensorValues(const v1::Tensor& tensor) {
   int64_t count = 1;
@@ -101,12 +121,7 @@ absl::Status WritePngGrid(const std::string& path, const std::vector<float>& val
     return absl::Status(encoded.status().code(),
                         absl::StrCat(path, ": ", encoded.status().message()));
   }
-  std::ofstream out(path, std::ios::binary);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
-  out.write(encoded->data(), static_cast<std::streamsize>(encoded->size()));
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
-  return absl::OkStatus();
+  return WriteOutputFile(path, *encoded);
 }
 
 absl::Status WriteNpy(const std::string& path, const std::vector<float>& values,
@@ -119,17 +134,13 @@ absl::Status WriteNpy(const std::string& path, const std::vector<float>& values,
   const size_t preamble = 10;
   header.append(64 - (preamble + header.size() + 1) % 64, ' ');
   header.push_back('\n');
-  std::ofstream out(path, std::ios::binary);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
   const uint16_t header_length = static_cast<uint16_t>(header.size());
-  out.write("\x93NUMPY\x01\x00", 8);
-  out.put(static_cast<char>(header_length & 0xff));
-  out.put(static_cast<char>(header_length >> 8));
-  out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(reinterpret_cast<const char*>(values.data()),
-            static_cast<std::streamsize>(values.size() * sizeof(float)));
-  if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
-  return absl::OkStatus();
+  std::string bytes("\x93NUMPY\x01\x00", 8);
+  bytes.push_back(static_cast<char>(header_length & 0xff));
+  bytes.push_back(static_cast<char>(header_length >> 8));
+  bytes += header;
+  bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  return WriteOutputFile(path, bytes);
 }
 
 }  // namespace memaudit::client

@@ -27,12 +27,21 @@ absl::StatusOr<std::string> EncodePngGrid(const std::vector<float>& values, int6
                                           const std::vector<int64_t>& shape, float low, float high,
                                           int64_t columns = 0);
 
+// OK for an output name ending in .png or .npy (the format is the name's);
+// INVALID_ARGUMENT naming `flag` and the name otherwise.
+absl::Status CheckSampleFileName(const std::string& flag, const std::string& path);
+
+// Writes `contents` to `path`, replacing it. Errors name the path and the
+// reason: NOT_FOUND when its directory does not exist, PERMISSION_DENIED
+// when it may not be written, others as errno says.
+absl::Status WriteOutputFile(const std::string& path, const std::string& contents);
+
 // Writes EncodePngGrid's PNG to `path`; errors name the path.
 absl::Status WritePngGrid(const std::string& path, const std::vector<float>& values, int64_t count,
                           const std::vector<int64_t>& shape, float low, float high,
                           int64_t columns = 0);
 
-// Writes a float32 .npy array of `shape`.
+// Writes a float32 .npy array of `shape`; errors as WriteOutputFile.
 absl::Status WriteNpy(const std::string& path, const std::vector<float>& values,
                       const std::vector<int64_t>& shape);
 

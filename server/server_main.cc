@@ -63,9 +63,11 @@ int main(int argc, char** argv) {
   app.add_option("--device", options.device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--dtype", options.dtype,
                  "networks' precision for models whose config sets none: float32, float64, "
-                 "bfloat16 or float16 (default: as saved; the engine stays float32)");
+                 "bfloat16 or float16 (default: as saved; with a half-precision network the engine "
+                 "stays float32)");
   app.add_option("--threads", threads, "LibTorch intra-op threads (0: all cores)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
   app.add_option("--max_concurrent_jobs", options.max_concurrent_jobs, "audits run at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
@@ -110,7 +112,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   app.add_option("--max_dense_dimension", options.max_dense_dimension,
                  "largest d for a dense spectrum")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_option("--model_load_timeout_seconds", load_timeout_seconds,
                  "a model load (with its probe forward) taking longer fails; its thread is "
                  "abandoned")
@@ -118,7 +121,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1.0, 86400.0));
   app.add_option("--shutdown_grace_seconds", grace_seconds,
                  "on SIGTERM, time running audits get before they are cancelled")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   app.add_option("--tls_cert", options.tls_cert,
                  "PEM certificate chain: the gRPC port accepts TLS only (with --tls_key)");
   app.add_option("--tls_key", options.tls_key, "PEM private key of --tls_cert");
@@ -143,7 +147,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1.0, 3600.0));
   app.add_option("--port_file", port_file,
                  "write \"<grpc port> <metrics port>\" here once listening");
-  CLI11_PARSE(app, argc, argv);
+  // A bad flag is a usage error: exit 2, as the CLI's (CLI11's own codes,
+  // 101-115, would read as crashes to a supervisor).
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   options.shutdown_grace = absl::Seconds(grace_seconds);
   options.model_load_timeout = absl::Seconds(load_timeout_seconds);
   options.max_finished_job_age = absl::Hours(finished_job_age_hours);

@@ -469,9 +469,19 @@ TEST_F(FakeServerTest, CliErrorsAreOneLineAndExit1) {
   result = Cli({"get", "audit-missing"});
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_EQ(result.err, "memaudit: NOT_FOUND: no audit audit-missing\n");
-  result = Cli({"sample", "--model", "toy", "--count", "0"});
+  // Output files: the format is the name's, refused before any sampling
+  // when it is neither; a missing directory is named as such.
+  const int64_t streams = audits_.stream_calls.load();
+  result = Cli({"sample", "--model", "toy", "--count", "2", "--out", "samples.txt"});
   EXPECT_EQ(result.exit_code, 1);
-  EXPECT_EQ(result.err, "memaudit: INVALID_ARGUMENT: --count must be positive\n");
+  EXPECT_EQ(result.err,
+            "memaudit: INVALID_ARGUMENT: --out samples.txt: give a .png or .npy file name\n");
+  EXPECT_EQ(audits_.stream_calls.load(), streams);
+  result = Cli({"sample", "--model", "toy", "--count", "2", "--out", "/no-such-dir/x.npy"});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(result.err,
+            "memaudit: NOT_FOUND: /no-such-dir/x.npy: cannot open for writing: No such file or "
+            "directory\n");
 }
 
 // Text that is not UTF-8 is refused by the client, naming the field (the
@@ -504,6 +514,15 @@ TEST_F(FakeServerTest, CliRejectsUnknownWordsWithExit2) {
                                              {"audit", "--model", "toy", "--fail-on", "sometimes"},
                                              {"spectrum", "--model", "toy", "--target", "largest"},
                                              {"watch", "audit-x", "--fail-on", "always"},
+                                             // Counts and seeds out of range: never a
+                                             // silent default or a wrapped seed.
+                                             {"sample", "--model", "toy", "--count", "0"},
+                                             {"early", "--model", "toy", "--count", "-3"},
+                                             {"audit", "--model", "toy", "--samples", "0"},
+                                             {"audit", "--model", "toy", "--seed", "-1"},
+                                             {"audit", "--model", "toy", "--steps", "0"},
+                                             {"spectrum", "--model", "toy", "-k", "0"},
+                                             {"mitigate", "--model", "toy", "--count", "0"},
                                              {"audit"},  // --model is required
                                              {}}) {
     CliResult result = Cli(args);

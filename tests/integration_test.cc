@@ -1481,6 +1481,16 @@ TEST_F(IntegrationTest, BadStartupConfigurationFailsLoudly) {
                                     " --device=banana 2>&1");
   EXPECT_EQ(device.exit_code, 1) << device.output;
   EXPECT_NE(device.output.find("--device"), std::string::npos) << device.output;
+  // Flags that do not parse or are out of range: usage errors (exit 2)
+  // naming the flag, never a start with a nonsense setting.
+  for (const std::string flag : {"--threads=-4", "--shutdown_grace_seconds=-5",
+                                 "--max_concurrent_jobs=0", "--threads=abc", "--bogus=1"}) {
+    CommandResult bad = RunCommand(server + " --model_repository=" + scratch_->Join("models") +
+                                   " " + flag + " 2>&1");
+    EXPECT_EQ(bad.exit_code, 2) << flag << ": " << bad.output;
+    const std::string name = flag.substr(0, flag.find('='));
+    EXPECT_NE(bad.output.find(name), std::string::npos) << flag << ": " << bad.output;
+  }
 }
 
 // SIGTERM with an audit running: the server cancels it after the grace

@@ -298,6 +298,47 @@ TEST(AuditReportTokens, StrongestTokensInTextAndAllInJson) {
             "text_encoder.pt: no token-embedding table");
 }
 
+// An early-only audit judges conditions, not samples: its text says how
+// many conditions were flagged and by which rule, never "0 of 0 samples".
+TEST(AuditReportEarlyOnly, CountsConditionsFlaggedByTheRule) {
+  v1::AuditReport report;
+  report.set_model("textmnist");
+  report.set_verdict(v1::MEMORIZED);
+  report.mutable_policy()->set_early_rule("label-free: anisotropy outlier z >= 3.5");
+  for (const auto& [label, verdict] :
+       std::vector<std::pair<std::string, v1::Verdict>>{{"mem-00", v1::MEMORIZED},
+                                                        {"novel-01", v1::NOT_MEMORIZED},
+                                                        {"novel-02", v1::NOT_MEMORIZED}}) {
+    v1::ConditionReport* condition = report.add_conditions();
+    condition->set_label(label);
+    condition->set_verdict(verdict);
+  }
+  const std::string text = AuditReportText(report, /*per_sample=*/false);
+  EXPECT_NE(text.find("MEMORIZED — 1 of 3 conditions flagged early (label-free: anisotropy "
+                      "outlier z >= 3.5)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("mem-00     MEMORIZED     flagged early"), std::string::npos) << text;
+  EXPECT_NE(text.find("novel-01   NOT_MEMORIZED not flagged"), std::string::npos) << text;
+  EXPECT_EQ(text.find("0 of 0 samples"), std::string::npos) << text;
+  EXPECT_EQ(text.find("(of 0)"), std::string::npos) << text;
+}
+
+// A sample whose Arnoldi spectrum left eigenvalues unconverged says so in
+// the per-sample table and in the JSON; a converged one carries no key.
+TEST(AuditReportUnconverged, NamedInTextAndJson) {
+  v1::AuditJob job = ClassConditionalJob();
+  v1::SampleReport& sample = *job.mutable_report()->mutable_conditions(0)->mutable_samples(0);
+  sample.set_verdict(v1::PARTIAL);
+  sample.mutable_summary()->set_unconverged_eigenvalues(2);
+  EXPECT_NE(AuditReportText(job.report(), /*per_sample=*/true)
+                .find("  (2 eigenvalues unconverged: at most PARTIAL)\n"),
+            std::string::npos);
+  const nlohmann::json json = AuditReportJson(job);
+  EXPECT_EQ(json["conditions"][0]["samples"][0]["unconverged_eigenvalues"], 2);
+  EXPECT_FALSE(json["conditions"][0]["samples"][1].contains("unconverged_eigenvalues"));
+}
+
 v1::SpectrumResponse ArnoldiSpectrum() {
   v1::SpectrumResponse spectrum;
   spectrum.set_model("cifar-toy");

@@ -294,10 +294,14 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
       app.add_subcommand("audit", "run a memorization audit and wait for the report");
   flags->sampling.Add(command);
   flags->conditions.Add(command);
-  command->add_option("--samples", flags->samples, "samples per condition")->capture_default_str();
-  command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
+  command->add_option("--samples", flags->samples, "samples per condition")
+      ->capture_default_str()
+      ->check(PositiveNumber());
+  command->add_option("--seed", flags->seed, "first seed")
+      ->capture_default_str()
+      ->check(NonNegativeNumber());
   command->add_option("--t", flags->timesteps,
-                      "evaluation timesteps (default: first step with sigma_t < 0.1)");
+                      "evaluation timesteps (default: the one whose sigma_t is nearest 0.08)");
   flags->curvature.AddScoreKind(command, "score whose Jacobian is taken");
   command->add_flag("--json", common.json, "print the report as JSON (a public contract)");
   flags->report.AddFailOn(command, "exit 3 when the verdict reaches: memorized | partial | never");
@@ -319,15 +323,15 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
       ->add_option("--shards", flags->shards,
                    "fan-out: split into N shards (default: one per --server address when it "
                    "names several; the report is the same as one server's)")
-      ->check(CLI::PositiveNumber);
+      ->check(PositiveNumber());
   CLI::Option* count =
       command->add_option("--shard-count", flags->shard_count, "batch: the audit's N shards")
-          ->check(CLI::PositiveNumber);
+          ->check(PositiveNumber());
   command
       ->add_option("--shard-index", flags->shard_index,
                    "batch: audit only shard I (0..N-1) of --shard-count N and print its report "
                    "(--json for `memaudit merge`); no --fail-on gate: merge gates")
-      ->check(CLI::NonNegativeNumber)
+      ->check(NonNegativeNumber())
       ->needs(count);
   count->needs("--shard-index");
   command->add_option("--html", flags->html,

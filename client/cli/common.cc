@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
 #include "client/prompt_files.h"
 
@@ -32,7 +34,7 @@ void CommonOptions::AddConnectionFlags(CLI::App& app) {
                  "ping a server that sends nothing every this many seconds; one that does not "
                  "answer within as long (frozen, or a network partition) fails the call, and "
                  "`audit` over several servers moves its shards (0: no pings)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(NonNegativeNumber())
       ->capture_default_str();
   app.add_flag("--tls", tls, "connect with TLS, checking the server against the system roots")
       ->envname("MEMAUDIT_TLS");
@@ -73,6 +75,25 @@ int Fail(const absl::Status& status) {
                                                                         : kExitError;
 }
 
+namespace {
+
+CLI::Validator NumberAbove(double low, bool inclusive, const std::string& name) {
+  return CLI::Validator(
+      [low, inclusive](std::string& text) -> std::string {
+        double value = 0;
+        if (!absl::SimpleAtod(text, &value)) return absl::StrCat("not a number: ", text);
+        if (inclusive ? value >= low : value > low) return "";
+        return absl::StrCat(inclusive ? "must not be negative" : "must be positive", ", got ",
+                            text);
+      },
+      name);
+}
+
+}  // namespace
+
+CLI::Validator PositiveNumber() { return NumberAbove(0, /*inclusive=*/false, "POSITIVE"); }
+CLI::Validator NonNegativeNumber() { return NumberAbove(0, /*inclusive=*/true, "NONNEGATIVE"); }
+
 void PrintJson(const nlohmann::json& json) { std::cout << json.dump(2) << std::endl; }
 
 void CatchInterrupts() { signal(SIGINT, OnInterrupt); }
@@ -80,7 +101,7 @@ bool Interrupted() { return g_interrupted.load(); }
 
 void SamplingFlags::Add(CLI::App* command) {
   command->add_option("--model", model, "model name")->required();
-  command->add_option("--steps", steps, "sampling steps (default 50)");
+  command->add_option("--steps", steps, "sampling steps (default 50)")->check(PositiveNumber());
   command->add_option("--guidance", guidance, "classifier-free guidance weight (default 1)");
   AddWordOption(command, "--sampler", sampler, SamplerWords(), "ddim | ddpm");
   command->add_option("--eta", eta, "DDIM eta")->capture_default_str();
@@ -107,7 +128,8 @@ void CurvatureFlags::AddScoreKind(CLI::App* command, const std::string& descript
 
 void CurvatureFlags::AddMethod(CLI::App* command) {
   AddWordOption(command, "--method", method, MethodWords(), "auto | dense | arnoldi");
-  command->add_option("-k,--eigenvalues", eigenvalues, "Arnoldi: eigenvalues to find (default 24)");
+  command->add_option("-k,--eigenvalues", eigenvalues, "Arnoldi: eigenvalues to find (default 24)")
+      ->check(PositiveNumber());
 }
 
 void CurvatureFlags::AddTarget(CLI::App* command) {

@@ -44,6 +44,13 @@ void PrintResult(bool json, const Result& result, ToJson to_json, ToText to_text
 void CatchInterrupts();
 bool Interrupted();
 
+// Checks for numeric flags: the value must be a number above 0
+// (PositiveNumber) or at least 0 (NonNegativeNumber). CLI11's validators of
+// those names print their upper bound as DBL_MAX in 300 digits; these say
+// "--count: must be positive, got 0".
+CLI::Validator PositiveNumber();
+CLI::Validator NonNegativeNumber();
+
 // Adds the string flag `name` that takes only the words of `table` (help
 // lists them and shows the default). The action turns `word` into the enum
 // with ParseWord.

@@ -1,6 +1,5 @@
 // sample, spectrum, calibrate, early: direct measurements (no jobs).
 #include <algorithm>
-#include <fstream>
 #include <iostream>
 #include <memory>
 
@@ -61,7 +60,12 @@ absl::StatusOr<std::vector<float>> StreamedSamples(Client& client,
 }
 
 int RunSample(const CommonOptions& common, const SampleFlags& flags) {
-  if (flags.count < 1) return Fail(absl::InvalidArgumentError("--count must be positive"));
+  // The format is the file name's; a name that is neither is refused before
+  // any sampling (not written as .npy under a name that says otherwise).
+  if (!flags.out.empty()) {
+    if (absl::Status name = CheckSampleFileName("--out", flags.out); !name.ok()) return Fail(name);
+  }
+  const bool png = absl::EndsWith(flags.out, ".png");
   Client client = common.Connect();
   absl::StatusOr<v1::ModelInfo> info = client.GetModel(flags.sampling.model);
   if (!info.ok()) return Fail(info.status());
@@ -71,7 +75,6 @@ int RunSample(const CommonOptions& common, const SampleFlags& flags) {
   flags.condition.Fill(request.mutable_condition());
   if (absl::Status s = flags.sampling.Fill(request.mutable_sampling()); !s.ok()) return Fail(s);
   // A latent model's PNG shows the decoded images; .npy keeps the latents.
-  const bool png = flags.out.size() > 4 && absl::EndsWith(flags.out, ".png");
   request.set_decode(png && info->config().has_latent());
   absl::StatusOr<std::vector<float>> values = StreamedSamples(client, request);
   if (!values.ok()) return Fail(values.status());
@@ -132,10 +135,10 @@ int RunSpectrum(const CommonOptions& common, const SpectrumFlags& flags) {
     return SpectrumText(spectrum, flags.top);
   });
   if (!flags.plot.empty()) {
-    std::ofstream out(flags.plot);
-    out << SpectrumSvg(*response, absl::StrFormat("%s, seed %d: curvature spectrum",
-                                                  flags.sampling.model, flags.seed));
-    if (!out) return Fail(absl::PermissionDeniedError(flags.plot + ": cannot write"));
+    const absl::Status written = WriteOutputFile(
+        flags.plot, SpectrumSvg(*response, absl::StrFormat("%s, seed %d: curvature spectrum",
+                                                           flags.sampling.model, flags.seed)));
+    if (!written.ok()) return Fail(written);
     if (!common.json) std::cout << "plot written to " << flags.plot << std::endl;
   }
   return kExitOk;
@@ -214,9 +217,12 @@ Command AddSample(CLI::App& app, CommonOptions& common) {
   CLI::App* command =
       app.add_subcommand("sample", "draw samples; PNG grid for images, .npy otherwise");
   flags->sampling.Add(command);
-  command->add_option("--count", flags->count, "samples")->capture_default_str();
+  command->add_option("--count", flags->count, "samples")
+      ->capture_default_str()
+      ->check(PositiveNumber());
   command->add_option("--seed", flags->seed, "first seed (sample i uses seed + i)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(NonNegativeNumber());
   flags->condition.Add(command, "class label");
   command->add_option("--out", flags->out, "output file: .png (image models) or .npy");
   command->add_option("--range", flags->low, "pixel value mapped to black (PNG)")
@@ -230,9 +236,12 @@ Command AddSpectrum(CLI::App& app, CommonOptions& common) {
   auto flags = std::make_shared<SpectrumFlags>();
   CLI::App* command = app.add_subcommand("spectrum", "curvature spectrum at a sampled point");
   flags->sampling.Add(command);
-  command->add_option("--seed", flags->seed, "seed of the sample")->capture_default_str();
+  command->add_option("--seed", flags->seed, "seed of the sample")
+      ->capture_default_str()
+      ->check(NonNegativeNumber());
   flags->condition.Add(command, "class label");
-  command->add_option("--t", flags->timestep, "timestep (default: first step with sigma_t < 0.1)");
+  command->add_option("--t", flags->timestep,
+                      "timestep (default: the one whose sigma_t is nearest 0.08)");
   flags->curvature.AddScoreKind(command, "conditional | unconditional | guided | difference");
   command->add_flag("--symmetrize", flags->curvature.symmetrize,
                     "spectrum of (H + H^T)/2 instead of H");
@@ -261,8 +270,11 @@ Command AddCalibrate(CLI::App& app, CommonOptions& common) {
   command->add_option("--not-memorized-prompts", flags->not_memorized_prompts,
                       "file of prompts known to generalize");
   command->add_option("--samples", flags->samples, "generations per condition")
-      ->capture_default_str();
-  command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
+      ->capture_default_str()
+      ->check(PositiveNumber());
+  command->add_option("--seed", flags->seed, "first seed")
+      ->capture_default_str()
+      ->check(NonNegativeNumber());
   command->add_option("--early-steps", flags->early_steps, "K for the early metrics");
   command->add_flag("--early-only", flags->early_only,
                     "only the early metrics: the first K steps of each generation, no spectra");
@@ -277,11 +289,16 @@ Command AddEarly(CLI::App& app, CommonOptions& common) {
                                          "unconditional: |s|^2, |Hs|^2, tr H)");
   flags->sampling.Add(command);
   flags->condition.Add(command, "class label (none: unconditional metrics)");
-  command->add_option("--count", flags->count, "generations n")->capture_default_str();
-  command->add_option("--seed", flags->seed, "first seed")->capture_default_str();
+  command->add_option("--count", flags->count, "generations n")
+      ->capture_default_str()
+      ->check(PositiveNumber());
+  command->add_option("--seed", flags->seed, "first seed")
+      ->capture_default_str()
+      ->check(NonNegativeNumber());
   command->add_option("--early-steps", flags->steps, "the first K sampling steps")
       ->capture_default_str();
-  command->add_option("--probes", flags->probes, "Hutchinson probes (default 8)");
+  command->add_option("--probes", flags->probes, "Hutchinson probes (default 8)")
+      ->check(PositiveNumber());
   command->add_flag("--forward-only", flags->forward_only,
                     "only the metrics from forward passes (Wen, anisotropy, |s|^2): no JVP");
   command->add_flag("--json", common.json, "machine-readable output");

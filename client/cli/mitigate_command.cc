@@ -85,10 +85,8 @@ absl::Status WriteBeforeAfter(const std::string& path,
 }
 
 int RunMitigate(const CommonOptions& common, const MitigateFlags& flags) {
-  if (flags.count < 1) return Fail(absl::InvalidArgumentError("--count must be positive"));
-  if (!flags.out.empty() && !absl::EndsWith(flags.out, ".png") &&
-      !absl::EndsWith(flags.out, ".npy")) {
-    return Fail(absl::InvalidArgumentError("--out: give a .png or .npy file"));
+  if (!flags.out.empty()) {
+    if (absl::Status name = CheckSampleFileName("--out", flags.out); !name.ok()) return Fail(name);
   }
   Client client = common.Connect();
   absl::StatusOr<v1::ModelInfo> info = client.GetModel(flags.sampling.model);
@@ -139,9 +137,12 @@ Command AddMitigate(CLI::App& app, CommonOptions& common) {
       "move each seed's initial noise off a sharp first step, sample, and judge before | after");
   flags->sampling.Add(command);
   flags->condition.Add(command, "class label (none: unconditional)");
-  command->add_option("--count", flags->count, "seeds")->capture_default_str();
+  command->add_option("--count", flags->count, "seeds")
+      ->capture_default_str()
+      ->check(PositiveNumber());
   command->add_option("--seed", flags->seed, "first seed (seed i is seed + i)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(NonNegativeNumber());
   command->add_option("--guard-steps", flags->guard_steps,
                       "gradient steps per seed, at most (default 10)");
   command->add_option("--step-size", flags->step_size,

@@ -8,6 +8,7 @@
 #include "client/cli/commands.h"
 #include "client/cli/common.h"
 #include "client/html_report.h"
+#include "client/sample_files.h"
 
 namespace memaudit::client::cli {
 
@@ -23,11 +24,7 @@ absl::Status WriteHtmlReport(Client& client, const std::string& job_id, const st
       });
   if (!evidence.ok()) return evidence.status();
   const std::string html = AuditReportHtml(*job, *evidence);
-  std::ofstream out(path, std::ios::binary);
-  if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
-  out << html;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
+  if (absl::Status written = WriteOutputFile(path, html); !written.ok()) return written;
   if (!quiet) {
     std::fprintf(stderr, "report: wrote %s (%zu bytes)\n", path.c_str(), html.size());
     for (const std::string& note : evidence->notes) {
@@ -42,7 +39,7 @@ void AddHtmlFlags(CLI::App* command, EvidenceOptions& options) {
       ->add_option("--thumbnails", options.thumbnails,
                    "HTML: samples shown per condition, flagged ones first")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(NonNegativeNumber());
   command->add_flag("!--no-spectra", options.spectra, "HTML: no spectrum plot per condition");
   command->add_flag("!--no-training-items", options.training_items,
                     "HTML: do not ask for the training items copies are nearest to");

@@ -2,6 +2,7 @@
 #include <iostream>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
 #include "client/cli/common.h"
 #include "client/report_format.h"
@@ -35,7 +36,7 @@ Command AddHealth(CLI::App& app, CommonOptions&) {
       ->add_option("--wait", *wait,
                    "wait up to this many seconds for SERVING (also while the server is not "
                    "listening yet), then report")
-      ->check(CLI::NonNegativeNumber);
+      ->check(NonNegativeNumber());
   return {command, [service, wait](const CommonOptions& common) {
             Client client = common.Connect();
             if (*wait > 0) {
@@ -44,6 +45,11 @@ Command AddHealth(CLI::App& app, CommonOptions&) {
               if (!ready.ok()) return Fail(ready);
             }
             absl::StatusOr<std::string> status = client.Health(*service);
+            if (status.status().code() == absl::StatusCode::kNotFound && !service->empty()) {
+              // The health service's own words do not name what was asked.
+              return Fail(absl::NotFoundError(absl::StrCat(
+                  "--service \"", *service, "\": no such service or model/<name> entry")));
+            }
             if (!status.ok()) return Fail(status.status());
             std::cout << *status << std::endl;
             return *status == "SERVING" ? kExitOk : kExitError;
