@@ -318,22 +318,62 @@ TEST(SamplerTest, OnlyGuidedStatesAreCentred) {
   auto unconditional = testing::WriteAndLoadMixture(
       dir.path(), "u", SingleGaussian(at::zeros({3}), 0.0), v1::NoiseSchedule::LINEAR, v1::EPSILON);
   const Denoiser with_classes(conditional), without(unconditional);
-  const auto centres = [](const Denoiser& denoiser, ScoreKind kind, double guidance,
-                          bool enabled = true) {
+  const at::Tensor class_zero = *with_classes.PrepareConditions(at::zeros({2}, at::kLong), 2);
+  const at::Tensor null_class = *with_classes.PrepareConditions(at::full({2}, 2, at::kLong), 2);
+  const auto centres = [](const Denoiser& denoiser, const at::Tensor& prepared, ScoreKind kind,
+                          double guidance, bool enabled = true) {
     SampleCurvatureOptions options;
     options.score_kind = kind;
     options.sampler.guidance = guidance;
     options.centre_guided_states = enabled;
-    return CentresGuidedStates(denoiser, options);
+    return CentresGuidedStates(denoiser, options, prepared);
   };
-  EXPECT_FALSE(centres(with_classes, ScoreKind::kConditional, 1.0));
-  EXPECT_TRUE(centres(with_classes, ScoreKind::kConditional, 7.5));
-  EXPECT_FALSE(centres(with_classes, ScoreKind::kConditional, 7.5, /*enabled=*/false));
-  EXPECT_TRUE(centres(with_classes, ScoreKind::kUnconditional, 3.0));
-  EXPECT_FALSE(centres(with_classes, ScoreKind::kUnconditional, 0.0));
-  EXPECT_FALSE(centres(with_classes, ScoreKind::kGuided, 7.5));
-  EXPECT_FALSE(centres(with_classes, ScoreKind::kDifference, 7.5));
-  EXPECT_FALSE(centres(without, ScoreKind::kConditional, 7.5));
+  EXPECT_FALSE(centres(with_classes, class_zero, ScoreKind::kConditional, 1.0));
+  EXPECT_TRUE(centres(with_classes, class_zero, ScoreKind::kConditional, 7.5));
+  EXPECT_FALSE(centres(with_classes, class_zero, ScoreKind::kConditional, 7.5, /*enabled=*/false));
+  EXPECT_TRUE(centres(with_classes, class_zero, ScoreKind::kUnconditional, 3.0));
+  EXPECT_FALSE(centres(with_classes, class_zero, ScoreKind::kUnconditional, 0.0));
+  EXPECT_FALSE(centres(with_classes, class_zero, ScoreKind::kGuided, 7.5));
+  EXPECT_FALSE(centres(with_classes, class_zero, ScoreKind::kDifference, 7.5));
+  EXPECT_FALSE(centres(without, at::Tensor(), ScoreKind::kConditional, 7.5));
+  // The null class: guided sampling follows ε̂_∅ whatever the weight, the
+  // very field measured; centring would only move a state that needs none.
+  EXPECT_FALSE(centres(with_classes, null_class, ScoreKind::kConditional, 7.5));
+  EXPECT_FALSE(centres(with_classes, null_class, ScoreKind::kUnconditional, 3.0));
+}
+
+// Under the null class every guidance weight samples the same trajectory
+// (ε̂_∅ + w·0) and the measured field is that same ε̂_∅: the spectra at
+// guidance 7.5 are those at guidance 1 (to rounding: guided sampling
+// evaluates c and ∅ rows in one call). Centring the states (as for a real
+// class) would move them.
+TEST(SamplerTest, TheNullClassIsMeasuredAsSampledAtAnyGuidance) {
+  ScratchDir dir;
+  // Overlapping components, measured where the noise mixes them (t = 400):
+  // the null class's Hessian changes from point to point there.
+  auto conditional = testing::WriteAndLoadMixture(
+      dir.path(), "c", toy::RandomGaussianMixture(3, 4, /*seed=*/5, /*num_classes=*/2),
+      v1::NoiseSchedule::LINEAR, v1::EPSILON, at::kDouble, /*num_classes=*/2);
+  const Denoiser denoiser(conditional);
+  std::vector<std::vector<SampleCurvature>> runs;
+  for (double guidance : {1.0, 7.5}) {
+    SampleCurvatureOptions options;
+    options.sampler.num_steps = 20;
+    options.timesteps = {400};
+    options.sampler.guidance = guidance;
+    auto measured = MeasureSamples(denoiser, {3, 4}, at::full({2}, 2, at::kLong), options, nullptr);
+    ASSERT_TRUE(measured.ok()) << measured.status();
+    runs.push_back(*std::move(measured));
+  }
+  for (size_t b = 0; b < 2; ++b) {
+    const auto& unguided = runs[0][b].spectra.front().eigenvalues;
+    const auto& guided = runs[1][b].spectra.front().eigenvalues;
+    ASSERT_EQ(unguided.size(), guided.size());
+    for (size_t i = 0; i < guided.size(); ++i) {
+      EXPECT_NEAR(guided[i].real(), unguided[i].real(), 1e-9 * std::abs(unguided[i].real()))
+          << "sample " << b << ", eigenvalue " << i;
+    }
+  }
 }
 
 TEST(SamplerTest, FirstStepBelowSigma) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "core/checkpoint/latent_decoder.h"
+#include "core/early/early_metrics.h"
 #include "core/runtime/torch_runtime.h"
 
 namespace memaudit {
@@ -99,7 +100,7 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
   for (int64_t t : timesteps) {
     ASSIGN_OR_RETURN(at::Tensor x,
                      StateAtTimestep(denoiser, trajectory, t, prepared, options.sampler.guidance));
-    if (CentresGuidedStates(denoiser, options)) {
+    if (CentresGuidedStates(denoiser, options, prepared)) {
       RETURN_IF_ERROR(CheckStop(stop));
       ASSIGN_OR_RETURN(x, PeakCentre(denoiser, x, t, prepared, options));
     }
@@ -123,8 +124,10 @@ absl::StatusOr<std::vector<SampleCurvature>> MeasureSamplesOrThrow(
 
 }  // namespace
 
-bool CentresGuidedStates(const Denoiser& denoiser, const SampleCurvatureOptions& options) {
-  if (!options.centre_guided_states || !denoiser.network().conditional()) return false;
+bool CentresGuidedStates(const Denoiser& denoiser, const SampleCurvatureOptions& options,
+                         const at::Tensor& prepared) {
+  if (!options.centre_guided_states || !prepared.defined()) return false;
+  if (!IsRealCondition(denoiser.network(), prepared, prepared.size(0))) return false;
   const double w = options.sampler.guidance;
   switch (options.score_kind) {
     case ScoreKind::kConditional:

@@ -108,9 +108,12 @@ absl::StatusOr<std::vector<Spectrum>> SpectraAt(const Denoiser& denoiser, const 
                                                 const MeasureProgress& progress = {});
 
 // Whether MeasureSamples centres states (centre_guided_states): the model is
-// conditional and the measured field (options.score_kind) is not the one the
-// sampler followed (guidance options.sampler.guidance).
-bool CentresGuidedStates(const Denoiser& denoiser, const SampleCurvatureOptions& options);
+// conditional, `prepared` (Denoiser::PrepareConditions) is a real condition,
+// and the measured field (options.score_kind) is not the one the sampler
+// followed (guidance options.sampler.guidance). Under the null condition
+// every guidance weight follows ε̂_∅ itself: nothing to centre.
+bool CentresGuidedStates(const Denoiser& denoiser, const SampleCurvatureOptions& options,
+                         const at::Tensor& prepared);
 
 // options.centring_steps Tweedie steps x ← x + σ_t²·s(x) (see
 // centre_guided_states; at least one) for states x [B, *sample_shape] at
