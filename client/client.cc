@@ -308,6 +308,13 @@ absl::StatusOr<v1::AuditJob> Client::CancelAudit(const std::string& id) {
   return Unary(audits_.get(), &v1::AuditService::Stub::CancelAudit, request);
 }
 
+absl::StatusOr<v1::AuditJob> Client::CancelAudit(const std::string& id,
+                                                 std::chrono::milliseconds timeout) {
+  v1::CancelAuditRequest request;
+  request.set_id(id);
+  return Unary(audits_.get(), &v1::AuditService::Stub::CancelAudit, request, timeout);
+}
+
 absl::Status Client::StreamSamples(
     const v1::SampleRequest& request,
     const std::function<absl::Status(const v1::SampleResponse&)>& on_sample,

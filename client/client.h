@@ -107,6 +107,10 @@ class Client {
   // One page (ListAuditsRequest.page_size / page_token).
   absl::StatusOr<v1::ListAuditsResponse> ListAudits(const v1::ListAuditsRequest& request = {});
   absl::StatusOr<v1::AuditJob> CancelAudit(const std::string& id);
+  // The same within `timeout` instead of the client's: a best-effort cancel
+  // that must not hold its caller on a frozen server.
+  absl::StatusOr<v1::AuditJob> CancelAudit(const std::string& id,
+                                           std::chrono::milliseconds timeout);
 
   // Streams the job's events to `on_event` until the job ends; returns the
   // final job. No deadline. `interrupted` (optional) is polled every 100 ms;
@@ -119,14 +123,15 @@ class Client {
  private:
   // The token, and the --timeout deadline when `deadline`.
   void Prepare(grpc::ClientContext* context, bool deadline = true) const;
+  // `timeout`: the call's deadline instead of the client's.
   template <typename Stub, typename Request, typename Response>
-  absl::StatusOr<Response> Unary(Stub* stub,
-                                 grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
-                                                              Response*),
-                                 const Request& request) const {
+  absl::StatusOr<Response> Unary(
+      Stub* stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+      const Request& request, std::optional<std::chrono::milliseconds> timeout = {}) const {
     if (absl::Status valid = CheckStringsAreUtf8(request); !valid.ok()) return valid;
     grpc::ClientContext context;
-    Prepare(&context);
+    Prepare(&context, /*deadline=*/!timeout.has_value());
+    if (timeout) context.set_deadline(std::chrono::system_clock::now() + *timeout);
     Response response;
     grpc::Status status = (stub->*method)(&context, request, &response);
     if (!status.ok()) return FromGrpcStatus(status);

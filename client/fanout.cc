@@ -272,10 +272,14 @@ absl::StatusOr<std::vector<ShardRequest>> SplitAudit(const v1::AuditRequest& req
       first += size;
     }
   } else {
+    // Whole batches per block: a shard then batches its samples as one
+    // server batches the same samples, and its results are the same bits.
+    const int64_t batches = (samples + kAuditSamplesPerBatch - 1) / kAuditSamplesPerBatch;
     for (int64_t c = 0; c < conditions; ++c) {
-      const int64_t blocks = std::min(samples, BlockSize(count, conditions, c));
+      const int64_t blocks = std::min(batches, BlockSize(count, conditions, c));
       for (int64_t b = 0, first = 0; b < blocks; ++b) {
-        const int64_t size = BlockSize(samples, blocks, b);
+        const int64_t size =
+            std::min(samples - first, BlockSize(batches, blocks, b) * kAuditSamplesPerBatch);
         shards.push_back(MakeShard(request, conditions, samples, c, 1, first, size));
         first += size;
       }

@@ -39,8 +39,9 @@ struct ShardRequest {
 // Whether `request` may be split into more than one shard (above).
 bool CanSplitAudit(const v1::AuditRequest& request);
 
-// The shards of `request` split `count` ways, in index order. Fewer than
-// `count` when the audit has fewer conditions × samples, or cannot be split
+// The shards of `request` split `count` ways, in index order; a condition's
+// samples only at multiples of kAuditSamplesPerBatch. Fewer than `count`
+// when the audit has fewer conditions × batches, or cannot be split
 // (then one shard: the request itself, with its default sample count filled
 // in). INVALID_ARGUMENT for count < 1 or a negative samples_per_condition.
 absl::StatusOr<std::vector<ShardRequest>> SplitAudit(const v1::AuditRequest& request,

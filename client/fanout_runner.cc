@@ -14,10 +14,15 @@
 namespace memaudit::client {
 namespace {
 
+// How long a best-effort CancelAudit of a shard's job may take: a frozen
+// replica must not hold Ctrl-C or the next attempt for the --timeout.
+constexpr std::chrono::seconds kCancelTimeout{5};
+
 // How one attempt at a shard ended.
 struct Outcome {
-  enum Kind { kDone, kReplicaFailed, kFatal, kStopped } kind = kFatal;
-  absl::Status status;              // kReplicaFailed, kFatal
+  // kReplicaBusy: the replica's queue was full when the shard was submitted.
+  enum Kind { kDone, kReplicaFailed, kReplicaBusy, kFatal, kStopped } kind = kFatal;
+  absl::Status status;              // kReplicaFailed, kReplicaBusy, kFatal
   std::optional<v1::AuditJob> job;  // kDone
 };
 
@@ -38,8 +43,9 @@ class FanoutRun {
       ChannelSecurity security = options.security;
       if (security.tls && security.server_name.empty()) security.server_name = replica.name;
       replicas_.push_back(
-          {replica.address, std::make_unique<Client>(replica.address, options.timeout, security,
-                                                     options.keepalive)});
+          {replica.address,
+           std::make_unique<Client>(replica.address, options.timeout, security, options.keepalive),
+           /*alive=*/true, /*running=*/0, /*capacity=*/options.per_replica});
     }
   }
 
@@ -90,6 +96,7 @@ class FanoutRun {
     std::unique_ptr<Client> client;
     bool alive = true;
     int running = 0;
+    int capacity = 0;  // shards at a time: options.per_replica, less once its queue was full
   };
   struct Shard {
     ShardRequest request;
@@ -151,7 +158,7 @@ class FanoutRun {
       std::optional<size_t> chosen;
       for (size_t k = 0; k < replicas_.size() && !chosen; ++k) {
         const size_t r = (next_replica_ + k) % replicas_.size();
-        if (replicas_[r].alive && replicas_[r].running < options_.per_replica) chosen = r;
+        if (replicas_[r].alive && replicas_[r].running < replicas_[r].capacity) chosen = r;
       }
       if (!chosen) return;
       next_replica_ = *chosen + 1;
@@ -170,14 +177,22 @@ class FanoutRun {
     Client& client = *replicas_[r].client;
     if (stop_) return {Outcome::kStopped, {}, {}};
     absl::StatusOr<v1::AuditJob> submitted = client.SubmitAudit(shards_[s].request.request);
-    if (!submitted.ok()) return Classify(submitted.status());
+    if (!submitted.ok()) {
+      if (submitted.status().code() == absl::StatusCode::kResourceExhausted) {
+        return {Outcome::kReplicaBusy, submitted.status(), {}};
+      }
+      return Classify(submitted.status());
+    }
     const std::string id = submitted->id();
     absl::StatusOr<v1::AuditJob> job = client.WatchAudit(
         id, [&](const v1::AuditEvent& event) { OnEvent(s, r, event); },
         [this] { return stop_.load(); });
     if (!job.ok()) {
+      // The job is left behind whatever comes next (the shard moves to
+      // another replica, or the run ends): cancel it, best effort, so it
+      // does not run on for nobody if the replica is still there.
+      (void)client.CancelAudit(id, kCancelTimeout);
       if (!stop_) return Classify(job.status());
-      (void)client.CancelAudit(id);  // best effort: the run is over
       return {Outcome::kStopped, {}, {}};
     }
     switch (job->state()) {
@@ -245,6 +260,17 @@ class FanoutRun {
               AnyReplicaAlive() ? "resubmitting it to another replica" : "no replica left"));
         }
         break;
+      case Outcome::kReplicaBusy:
+        // Full with this run's own shards: wait for one of them rather than
+        // fail (a single server would queue them). Full with other work:
+        // the error a single server's caller gets.
+        if (replicas_[r].running > 0) {
+          replicas_[r].capacity = replicas_[r].running;
+          pending_.push_front(s);
+          shard.done = 0;
+          break;
+        }
+        [[fallthrough]];
       case Outcome::kFatal:
         if (error_.ok()) {
           error_ = absl::Status(outcome.status.code(),

@@ -11,6 +11,12 @@ namespace memaudit {
 // AuditRequest.samples_per_condition when 0.
 inline constexpr int64_t kDefaultSamplesPerCondition = 16;
 
+// Samples of a condition the server measures together, from the
+// condition's first: network calls batch them, and a batch's composition
+// sets the last bits of its results. The fan-out splits a condition's
+// samples only at multiples of it, so each shard batches as one server.
+inline constexpr int64_t kAuditSamplesPerBatch = 8;
+
 }  // namespace memaudit
 
 #endif  // MEMAUDIT_PROTO_AUDIT_DEFAULTS_H_

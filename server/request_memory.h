@@ -34,9 +34,6 @@ struct MemoryEstimate {
   std::string Breakdown() const;
 };
 
-// Samples of an audit measured together (audit_runner.cc).
-inline constexpr int64_t kAuditSamplesPerBatch = 8;
-
 MemoryEstimate EstimateAudit(const AuditPlan& plan);
 MemoryEstimate EstimateCalibration(const CalibrationPlan& plan);
 MemoryEstimate EstimateSpectrum(const SpectrumPlan& plan);

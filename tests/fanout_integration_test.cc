@@ -33,23 +33,22 @@ constexpr int kReplicas = 4;  // replicas 2 and 3 are the victims
 constexpr int64_t kClasses = 4;
 
 // The audit: 2 classes of the model "pm" (class 0 a point mass, whose
-// samples are all copies; class 1 a broad Gaussian), 36 samples each. With
-// 6 shards each class is cut into blocks of 12 samples: two batches per
-// shard (so a kill after the first lands midway), and batches other than
-// one server's (8 samples per batch: 0-7, 8-15, ... against 0-7, 8-11,
-// 12-19, ...).
+// samples are all copies; class 1 a broad Gaussian), 48 samples each. With
+// 6 shards each class is cut into three blocks of two whole batches of 8
+// samples: a kill after a shard's first batch lands midway, and every shard
+// batches its samples as one server does.
 v1::AuditRequest Audit() {
   v1::AuditRequest request;
   request.set_model("pm");
   request.add_conditions()->set_class_label(0);
   request.add_conditions()->set_class_label(1);
-  request.set_samples_per_condition(36);
+  request.set_samples_per_condition(48);
   request.set_seed(5);
   return request;
 }
 
 // The same audit as CLI arguments.
-constexpr char kAuditArgs[] = "audit --model pm --class 0 --class 1 --samples 36 --seed 5";
+constexpr char kAuditArgs[] = "audit --model pm --class 0 --class 1 --samples 48 --seed 5";
 
 class FanoutIntegrationTest : public ::testing::Test {
  protected:
@@ -167,7 +166,7 @@ VictimRun RunWithVictim(ServerProcess* const (&servers)[kReplicas], int victim, 
 // and the frozen-replica test replica 3.
 TEST_F(FanoutIntegrationTest, AReplicaKilledMidwayLeavesTheReportUnchanged) {
   ASSERT_GT(single_->conditions(0).memorized(), 0);  // the reference judges something
-  ASSERT_EQ(single_->total_samples(), 72);
+  ASSERT_EQ(single_->total_samples(), 96);
   const std::string victim = servers_[2]->target();
   const VictimRun run = RunWithVictim(servers_, 2, SIGKILL, client::Client::kDefaultKeepalive);
   ASSERT_TRUE(run.result.ok()) << run.result.status();
@@ -259,7 +258,8 @@ TEST_F(FanoutIntegrationTest, MergeOfBatchShardsIsTheOneServerReport) {
   const testing::CommandResult past =
       Cli(servers_[0]->target(), absl::StrCat(kAuditArgs, " --shard-index 80 --shard-count 90"));
   EXPECT_EQ(past.exit_code, 1);
-  EXPECT_NE(past.output.find("splits into shards 0..71"), std::string::npos) << past.output;
+  // 90 asked for, 12 made: 2 classes of 6 batches each.
+  EXPECT_NE(past.output.find("splits into shards 0..11"), std::string::npos) << past.output;
 }
 
 // A replica that serves another version of the model (another checksum) is
@@ -319,6 +319,38 @@ TEST_F(FanoutIntegrationTest, CtrlCCancelsEveryShardsJob) {
   for (const v1::AuditJob& job : shard_jobs) {
     EXPECT_EQ(job.state(), v1::JOB_CANCELLED) << job.id();
   }
+}
+
+// A shard whose watch fails (this replica allows one watch stream, the
+// fan-out opens one per shard) ends the audit with that error, and the job
+// it leaves is cancelled with the others: it used to run to the end for
+// nobody.
+TEST_F(FanoutIntegrationTest, AShardWhoseWatchFailsHasItsJobCancelled) {
+  const std::string dir = scratch_->Join("narrow-replica");
+  std::filesystem::create_directories(dir);
+  ServerProcess narrow(MEMAUDIT_SERVER_BINARY, scratch_->Join("models"), dir,
+                       {"--max_watch_streams=1"});
+  ASSERT_GT(narrow.grpc_port(), 0) << narrow.Log();
+  ASSERT_TRUE(WaitUntilServing(narrow)) << narrow.Log();
+  const testing::CommandResult result =
+      Cli(narrow.target(),
+          "audit --model pm --class 0 --class 1 --samples 100000 --seed 91 --shards 2 --quiet");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("RESOURCE_EXHAUSTED"), std::string::npos) << result.output;
+  Client client(narrow.target(), std::chrono::seconds(10));
+  std::vector<v1::AuditJob> jobs;
+  for (int attempt = 0; attempt < 100; ++attempt) {  // a cancel lands at the next step
+    absl::StatusOr<v1::ListAuditsResponse> listed = client.ListAudits();
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    jobs.assign(listed->jobs().begin(), listed->jobs().end());
+    const bool settled = std::none_of(jobs.begin(), jobs.end(), [](const auto& job) {
+      return job.state() == v1::JOB_RUNNING || job.state() == v1::JOB_QUEUED;
+    });
+    if (settled) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(jobs.size(), 2u);
+  for (const v1::AuditJob& job : jobs) EXPECT_EQ(job.state(), v1::JOB_CANCELLED) << job.id();
 }
 
 }  // namespace

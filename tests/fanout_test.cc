@@ -171,19 +171,28 @@ TEST(SplitAuditTest, BlocksOfSamplesWhenConditionsAreFewer) {
   EXPECT_EQ(Layout(*shards, two), (Blocks{{0, 1, 0, 8}, {0, 1, 8, 8}, {1, 1, 0, 16}}));
   EXPECT_EQ((*shards)[1].request.seed(), 108u);  // samples 8..15 use seeds 108..115
 
-  // No conditions: one run, split by samples; the default 16 filled in.
+  // No conditions: one run, split by samples; the default 16 filled in:
+  // two batches of 8, so two shards although three were asked for.
   const v1::AuditRequest none = Request(0, 0);
   shards = SplitAudit(none, 3);
   ASSERT_TRUE(shards.ok()) << shards.status();
-  EXPECT_EQ(Layout(*shards, none), (Blocks{{0, 1, 0, 6}, {0, 1, 6, 5}, {0, 1, 11, 5}}));
+  EXPECT_EQ(Layout(*shards, none), (Blocks{{0, 1, 0, 8}, {0, 1, 8, 8}}));
   EXPECT_EQ((*shards)[0].shard.total_conditions(), 1);
   EXPECT_EQ((*shards)[0].shard.samples_per_condition(), kDefaultSamplesPerCondition);
 
-  // Never more shards than samples.
+  // Blocks of whole batches (the server's kAuditSamplesPerBatch, counted
+  // from the condition's first sample), the last one short: 36 samples are
+  // batches of 8, 8, 8, 8, 4.
+  const v1::AuditRequest odd = Request(1, 36);
+  shards = SplitAudit(odd, 3);
+  ASSERT_TRUE(shards.ok()) << shards.status();
+  EXPECT_EQ(Layout(*shards, odd), (Blocks{{0, 1, 0, 16}, {0, 1, 16, 16}, {0, 1, 32, 4}}));
+
+  // Never inside a batch: 2 samples stay one shard.
   const v1::AuditRequest tiny = Request(1, 2);
   shards = SplitAudit(tiny, 5);
   ASSERT_TRUE(shards.ok()) << shards.status();
-  EXPECT_EQ(Layout(*shards, tiny), (Blocks{{0, 1, 0, 1}, {0, 1, 1, 1}}));
+  EXPECT_EQ(Layout(*shards, tiny), (Blocks{{0, 1, 0, 2}}));
 }
 
 TEST(SplitAuditTest, AuditsWithEarlyMetricsStayWhole) {
