@@ -203,6 +203,16 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
       return absl::UnavailableError(absl::StrCat(
           "model ", Quoted(name), " is already loading; retry once it is READY or FAILED"));
     }
+    if (entry.abandoned_load != nullptr) {
+      if (!entry.abandoned_load->HasBeenNotified()) {
+        return absl::UnavailableError(
+            absl::StrCat("model ", Quoted(name),
+                         ": its last load, abandoned at the load timeout, is still running (a "
+                         "model call that never returns?); it is not loaded again until that "
+                         "thread ends, or the server restarts"));
+      }
+      entry.abandoned_load.reset();
+    }
     entry.loading = true;
     if (entry.model == nullptr) entry.state = v1::MODEL_LOADING;
     unloads_at_start = entry.unloads;
@@ -213,7 +223,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
   // caller: after load_timeout_ the caller gives up and the model is FAILED.
   // The thread owns copies of everything it reads.
   struct Shared {
-    absl::Notification done;
+    std::shared_ptr<absl::Notification> done = std::make_shared<absl::Notification>();
     absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded;
   };
   auto shared = std::make_shared<Shared>();
@@ -226,12 +236,14 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
       // the loaders do not catch: this model fails, the others go on.
       shared->loaded = absl::InternalError(absl::StrCat("loading failed: ", e.what()));
     }
-    shared->done.Notify();
+    shared->done->Notify();
   }).detach();
   absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded;
-  if (shared->done.WaitForNotificationWithTimeout(load_timeout_)) {
+  bool abandoned = false;
+  if (shared->done->WaitForNotificationWithTimeout(load_timeout_)) {
     loaded = shared->loaded;
   } else {
+    abandoned = true;
     loaded = absl::DeadlineExceededError(absl::StrCat(
         "loading did not finish within ", absl::FormatDuration(load_timeout_),
         " (server flag --model_load_timeout_seconds); a model call that never returns? The "
@@ -247,6 +259,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
     absl::MutexLock lock(&mu_);
     Entry& entry = entries_[name];
     entry.loading = false;
+    if (abandoned) entry.abandoned_load = shared->done;
     if (entry.unloads != unloads_at_start) {
       dropped = true;
     } else if (!loaded.ok()) {

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "core/checkpoint/load_model.h"
 #include "core/model/denoiser.h"
@@ -101,6 +102,10 @@ class ModelRegistry {
     std::string last_error;
     uint64_t unloads = 0;  // a load that started before an unload is dropped
     bool loading = false;  // a load of this model is running
+    // Notified when the thread of a load abandoned at its timeout ends (if
+    // ever): until then no new load of the model starts, or every retry
+    // would leave one more thread spinning.
+    std::shared_ptr<const absl::Notification> abandoned_load;
   };
   v1::ModelInfo InfoLocked(const std::string& name, const Entry& entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -76,6 +76,37 @@ TEST(CheckpointTest, CppTensorFilesLoadInPython) {
   EXPECT_TRUE(at::equal(*back, tensor));
 }
 
+// A tensor file whose shape claims more than its stored data: LibTorch
+// builds it without a check, and the first read of it crashed the server
+// (a reference set of [2^22, 8] over 16 floats) or served other memory as
+// training items. Refused at load, naming the file; the whole fits.
+TEST(CheckpointTest, ATensorLargerThanItsStoredDataIsRefused) {
+  ScratchDir dir;
+  const auto make = [&](const std::string& name, int64_t rows, int64_t cols, int64_t count) {
+    testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                        "/make_oversized_tensor_file.py " + dir.Join(name) + " " +
+                        std::to_string(rows) + " " + std::to_string(cols) + " " +
+                        std::to_string(count));
+  };
+  make("huge.pt", int64_t{1} << 22, 8, 16);
+  make("one_over.pt", 3, 6, 17);  // 18 elements over 17 floats
+  make("fits.pt", 2, 8, 16);
+  for (const std::string name : {"huge.pt", "one_over.pt"}) {
+    auto loaded = LoadTensorFile(dir.Join(name));
+    ASSERT_FALSE(loaded.ok()) << name;
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(loaded.status().message().find(dir.Join(name) + ": shape ["), std::string::npos)
+        << loaded.status();
+    EXPECT_NE(loaded.status().message().find("does not fit the"), std::string::npos)
+        << loaded.status();
+  }
+  auto reference = ReferenceSet::Load(dir.Join("huge.pt"), {8});
+  EXPECT_EQ(reference.status().code(), absl::StatusCode::kInvalidArgument) << reference.status();
+  auto fits = LoadTensorFile(dir.Join("fits.pt"));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_EQ(fits->sizes().vec(), (std::vector<int64_t>{2, 8}));
+}
+
 TEST(CheckpointTest, MissingDirectoryAndFiles) {
   ScratchDir dir;
   auto missing = LoadModel(dir.Join("nope"));

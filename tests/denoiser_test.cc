@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "core/runtime/tensor_file.h"
 #include "tests/test_util.h"
 #include "tools/toy/model_directory.h"
@@ -163,6 +165,17 @@ TEST(DenoiserTest, EmbeddingConditionsMatchClassLabels) {
   EXPECT_TRUE(by_embedding.ScoreField(40, ScoreKind::kDifference, *one_hot).ok());
   auto wrong_shape = by_embedding.PrepareConditions(at::zeros({3, classes + 1}), 3);
   EXPECT_EQ(wrong_shape.status().code(), absl::StatusCode::kInvalidArgument);
+  // A null condition that is not finite fails the load naming the file,
+  // not the network at the first guided step.
+  at::Tensor bad = at::zeros({classes}, at::kFloat);
+  bad[1] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(SaveTensorFile(dir.Join("embedded/null_condition.pt"), bad).ok());
+  auto not_finite = LoadModel(dir.Join("embedded"), options);
+  ASSERT_FALSE(not_finite.ok());
+  EXPECT_NE(not_finite.status().message().find(
+                "null_condition.pt: must hold finite floating-point values"),
+            std::string::npos)
+      << not_finite.status();
 }
 
 }  // namespace

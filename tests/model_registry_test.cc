@@ -122,6 +122,13 @@ TEST(ModelRegistryTest, ALoadThatNeverReturnsIsAbandonedAndBlocksNothing) {
   EXPECT_NE(info->last_error().find("--model_load_timeout_seconds"), std::string::npos)
       << info->last_error();
   EXPECT_TRUE(registry->Get("classes").ok());
+  // Loading it again while the abandoned load still spins is refused at
+  // once (each retry used to leave one more thread spinning).
+  auto retry = registry->Load("stuck");
+  EXPECT_EQ(retry.status().code(), absl::StatusCode::kUnavailable) << retry.status();
+  EXPECT_NE(retry.status().message().find("abandoned at the load timeout, is still running"),
+            std::string::npos)
+      << retry.status();
   // The pass over the repository ends too, with the stuck model failed.
   EXPECT_EQ(registry->LoadAll(), 1);
   EXPECT_TRUE(registry->Get("calibrated").ok());

@@ -341,31 +341,36 @@ TEST(TokenizerTest, BadFilesNameTheJsonPath) {
   EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
 }
 
-// A tokenizer.json whose normalizer or pre-tokenizer nests Sequences `depth`
-// deep, written as text: building it as a Json would recurse as deep.
-std::string NestedSequences(const std::string& part, int depth) {
+// The CLIP-style tokenizer.json with `text` in place of the value at
+// `part` (or part/key), written as text: building a deep value as a Json
+// would recurse as deep.
+std::string WithRawValue(const std::string& part, const std::string& key, const std::string& text) {
   std::ifstream in(kClipStyle);
-  const Json clip = Json::parse(in);
-  const bool normalizer = part == "normalizer";
+  Json j = Json::parse(in);
+  (key.empty() ? j[part] : j[part][key]) = "@RAW@";
+  std::string json = j.dump();
+  json.replace(json.find("\"@RAW@\""), std::string("\"@RAW@\"").size(), text);
+  return json;
+}
+
+// A tokenizer.json whose normalizer, pre-tokenizer or post-processor nests
+// Sequences `depth` deep.
+std::string NestedSequences(const std::string& part, int depth) {
+  const std::string list = part == "normalizer"      ? "normalizers"
+                           : part == "pre_tokenizer" ? "pretokenizers"
+                                                     : "processors";
   std::string nested;
-  for (int i = 0; i < depth; ++i) {
-    nested += normalizer ? R"({"type":"Sequence","normalizers":[)"
-                         : R"({"type":"Sequence","pretokenizers":[)";
-  }
-  nested += normalizer ? R"({"type":"NFC"})" : R"({"type":"ByteLevel"})";
+  for (int i = 0; i < depth; ++i) nested += R"({"type":"Sequence",")" + list + R"(":[)";
+  nested += part == "normalizer" ? R"({"type":"NFC"})" : R"({"type":"ByteLevel"})";
   for (int i = 0; i < depth; ++i) nested += "]}";
-  Json j = clip;
-  j[part] = "@NESTED@";
-  std::string text = j.dump();
-  text.replace(text.find("\"@NESTED@\""), std::string("\"@NESTED@\"").size(), nested);
-  return text;
+  return WithRawValue(part, "", nested);
 }
 
 // A hostile tokenizer.json nested 20,000 deep ended the process (the parse
-// recursed once per level); now every depth past kMaxSequenceDepth is a
-// clear error, and real depths load.
+// recursed once per level; the post-processor's did until later); now every
+// depth past kMaxSequenceDepth is a clear error, and real depths load.
 TEST(TokenizerTest, DeeplyNestedSequencesAreRefused) {
-  for (const std::string part : {"normalizer", "pre_tokenizer"}) {
+  for (const std::string part : {"normalizer", "pre_tokenizer", "post_processor"}) {
     for (const int depth : {3, 16}) {
       absl::StatusOr<std::unique_ptr<Tokenizer>> t =
           Tokenizer::FromJson(NestedSequences(part, depth), "tokenizer.json");
@@ -381,6 +386,64 @@ TEST(TokenizerTest, DeeplyNestedSequencesAreRefused) {
           << t.status();
     }
   }
+}
+
+// Two Replace normalizers of a 32 KB file turned "a" into 10^8 characters:
+// minutes of BPE and gigabytes per prompt, past any deadline. The growth is
+// bounded, and says which pattern (at load already when an added token's
+// text grows so); the real Replace in front of CLIP's normalizer still
+// encodes a long prompt.
+TEST(TokenizerTest, NormalizersCannotMultiplyTheText) {
+  std::ifstream in(kClipStyle);
+  Json j = Json::parse(in);
+  const Json clip_normalizer = j["normalizer"];
+  const auto replacing = [](const std::string& first, const std::string& second) {
+    return Json{{"type", "Sequence"},
+                {"normalizers",
+                 {{{"type", "Replace"},
+                   {"pattern", {{"String", first}}},
+                   {"content", std::string(10000, second[0])}},
+                  {{"type", "Replace"},
+                   {"pattern", {{"String", second}}},
+                   {"content", std::string(10000, 'w')}}}}};
+  };
+  j["normalizer"] = replacing("a", "x");  // <|startoftext|> has both
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromJson(j.dump(), "tokenizer.json");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("added_tokens[0].content: normalizer.normalizers[0].pattern: "
+                                      "its replacements grow the text past"),
+            std::string::npos)
+      << t.status();
+  j["normalizer"] = replacing("q", "z");  // in no added token
+  t = Tokenizer::FromJson(j.dump(), "tokenizer.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<std::vector<int64_t>> ids = (*t)->Encode("q");
+  ASSERT_FALSE(ids.ok());
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(ids.status().message().find("normalizer.normalizers[0].pattern: its replacements "
+                                        "grow the text past 4128 characters"),
+            std::string::npos)
+      << ids.status();
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers",
+                      {{{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "  "}},
+                       clip_normalizer}}};
+  t = Tokenizer::FromJson(j.dump(), "tokenizer.json");
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::string prompt;
+  for (int i = 0; i < 4000; ++i) prompt += "a photo ";
+  EXPECT_TRUE((*t)->Encode(prompt).ok());
+}
+
+// A model.type nested a million arrays deep was dumped into the error
+// message, recursively: the process ended. It is named without its value.
+TEST(TokenizerTest, ADeepNonStringModelTypeIsNamedNotPrinted) {
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+      Tokenizer::FromJson(WithRawValue("model", "type", deep), "tokenizer.json");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(t.status().message(), "tokenizer.json: model.type: must be the string \"BPE\"");
 }
 
 // The CLIP-style tokenizer.json with a Split pre-tokenizer (or a Replace

@@ -100,6 +100,13 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Load(
             absl::StrCat(null_path, ": shape ", ShapeString(null_embedding.sizes()),
                          " does not match conditioning.embedding_shape ", ShapeString(expected)));
       }
+      // Checked here, not blamed on the network when guidance first mixes
+      // it in.
+      if (!at::isFloatingType(null_embedding.scalar_type()) ||
+          !at::isfinite(null_embedding).all().item<bool>()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(null_path, ": must hold finite floating-point values"));
+      }
       checkpoint->null_embedding_ =
           null_embedding.to(checkpoint->device_, checkpoint->dtype_).unsqueeze(0);
     } else if (checkpoint->text_encoder_) {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "core/runtime/tensor_file.h"
 #include "core/runtime/torch_runtime.h"
 
 namespace memaudit {
@@ -48,6 +49,15 @@ absl::StatusOr<ScriptModule> LoadScriptModule(const std::string& path, at::Devic
   ScriptModule loaded;
   try {
     loaded.module = torch::jit::load(path, device);
+    // Before anything reads them: each parameter and buffer addresses only
+    // its own stored data (an archive's data.pkl states shapes apart from
+    // the data; see CheckDenseTensor).
+    for (const at::Tensor& tensor : loaded.module.parameters(/*recurse=*/true)) {
+      RETURN_IF_ERROR(CheckDenseTensor(tensor, absl::StrCat(path, ": a parameter")));
+    }
+    for (const at::Tensor& tensor : loaded.module.buffers(/*recurse=*/true)) {
+      RETURN_IF_ERROR(CheckDenseTensor(tensor, absl::StrCat(path, ": a buffer")));
+    }
     loaded.module.eval();
     if (dtype.has_value()) {
       ConvertFloatingState(loaded.module, *dtype);

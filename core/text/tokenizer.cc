@@ -72,12 +72,14 @@ absl::Status ParsePostProcessor(const Json& j, const Ctx& ctx, Template* t) {
   if (!type.ok()) return type.status();
   if (*type == "ByteLevel") return absl::OkStatus();
   if (*type == "Sequence") {
+    absl::StatusOr<Ctx> inner = ctx.EnterSequence();
+    if (!inner.ok()) return inner.status();
     absl::StatusOr<const Json*> list = Field(j, "processors", ctx);
     if (!list.ok()) return list.status();
     if (!(*list)->is_array()) return ctx.Child("processors").Error("must be an array");
     for (size_t i = 0; i < (*list)->size(); ++i) {
       if ((**list)[i].is_null()) continue;
-      absl::Status s = ParsePostProcessor((**list)[i], ctx.Child("processors").Index(i), t);
+      absl::Status s = ParsePostProcessor((**list)[i], inner->Child("processors").Index(i), t);
       if (!s.ok()) return s;
     }
     return absl::OkStatus();
@@ -290,6 +292,8 @@ struct Tokenizer::Impl {
                                                   const StopCheck& stop) const {
     EncodeRun run;
     run.stop = stop;
+    run.max_normalized_length = EncodeRun::kMaxNormalizedLengthFloor +
+                                EncodeRun::kMaxNormalizedGrowth * static_cast<int64_t>(text.size());
     std::vector<int64_t> ids;
     std::vector<std::string> sections = SplitOnAdded(std::string(text), raw_contents);
     StripAroundAdded(&sections);
@@ -379,7 +383,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   }
   const Json& model = *model_it;
   if (auto t = model.find("type"); t != model.end() && (!t->is_string() || *t != "BPE")) {
-    return prefixed(Unsupported(model_ctx, t->is_string() ? t->get<std::string>() : t->dump()));
+    // Not t->dump(): it recurses once per nesting level of the value.
+    return prefixed(t->is_string() ? Unsupported(model_ctx, t->get<std::string>())
+                                   : model_ctx.Child("type").Error("must be the string \"BPE\""));
   }
   if (auto d = model.find("dropout"); d != model.end() && !d->is_null()) {
     return prefixed(
@@ -477,6 +483,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
       impl->added_by_content[token.content] = index;
       if (token.normalized && impl->normalizer != nullptr) {
         EncodeRun run;
+        run.max_normalized_length +=
+            EncodeRun::kMaxNormalizedGrowth * static_cast<int64_t>(token.content.size());
         const std::string n = ToUtf8(impl->normalizer->Apply(FromUtf8(token.content), &run));
         if (!run.error.ok()) {
           return prefixed(ctx.Child("content").Error(std::string(run.error.message())));

@@ -84,7 +84,9 @@ class Tokenizer {
   // padding. INVALID_ARGUMENT when `text` is not valid UTF-8;
   // RESOURCE_EXHAUSTED naming the pattern when the file's regexes need more
   // than 10^8 match steps for this text (catastrophic backtracking: real
-  // tokenizers need none of that budget); `stop`'s status when it says so
+  // tokenizers need none of that budget) or when its Replace normalizers
+  // grow the text past 32 times its length + 4,096 characters (real ones
+  // keep it about the same); `stop`'s status when it says so
   // (it is asked every 10,000 match steps, about every 0.1 ms); INTERNAL if
   // ICU fails.
   absl::StatusOr<std::vector<int64_t>> Encode(std::string_view text,

@@ -153,6 +153,13 @@ class ReplaceNormalizer : public Normalizer {
       out.append(text, prev, m.start - prev);
       out.append(content_);
       prev = m.end;
+      if (out.length() > run->max_normalized_length) {
+        run->error = absl::ResourceExhaustedError(absl::StrCat(
+            where_, ": its replacements grow the text past ", run->max_normalized_length,
+            " characters (", EncodeRun::kMaxNormalizedGrowth,
+            " times the text's length): no real tokenizer does that"));
+        return out;
+      }
     }
     out.append(text, prev, text.length() - prev);
     return out;

@@ -57,6 +57,13 @@ struct EncodeRun {
   absl::Status error;
   StopCheck stop;
   int64_t regex_units_left = kMaxRegexUnitsPerEncode;
+  // The longest text (UTF-16 units) a normalizer may make of its input: a
+  // Replace normalizer's content can multiply the text (a 32 KB file grew
+  // "a" to 10^8 characters, minutes of BPE and gigabytes of memory).
+  int64_t max_normalized_length = kMaxNormalizedLengthFloor;
+  static constexpr int64_t kMaxNormalizedLengthFloor = 4096;
+  // Per input unit: NFKC expands one character to at most 18.
+  static constexpr int64_t kMaxNormalizedGrowth = 32;
 };
 
 // Every match of `pattern` in `text`, left to right, as long as run->error
