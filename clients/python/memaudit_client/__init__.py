@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from typing import Callable, Iterable, Optional, Sequence
 
 try:
@@ -46,6 +47,9 @@ __all__ = ["Client", "Gate", "MemauditError", "Verdict", "pb", "model_pb", "tens
 # How often an open stream pings a silent server, as the C++ client does:
 # a frozen server ends the watch with UNAVAILABLE instead of hanging.
 _KEEPALIVE_MS = 20000
+
+# How long a best-effort cancel of a job nobody follows any more may take.
+_CANCEL_TIMEOUT_SECONDS = 5.0
 
 
 class Verdict(enum.IntEnum):
@@ -112,13 +116,15 @@ class Client:
     target: "host:port". TLS when ca_cert (or client_cert) is given, with
     client_cert/client_key for mutual TLS; a bearer token from `token` or
     the first line of `token_file`. `timeout` (seconds) bounds every unary
-    call; streams (watch) run until the job ends, with keepalive pings.
+    call; streams (watch) run until the job ends, with keepalive pings, and
+    are reopened while the server is unreachable for up to
+    `reconnect_seconds` in a row.
     """
 
     def __init__(self, target: str, *, timeout: float = 60.0, token: Optional[str] = None,
                  token_file: Optional[str] = None, ca_cert: Optional[str] = None,
                  client_cert: Optional[str] = None, client_key: Optional[str] = None,
-                 server_name: Optional[str] = None):
+                 server_name: Optional[str] = None, reconnect_seconds: float = 60.0):
         if token is not None and token_file is not None:
             raise ValueError("give token or token_file, not both")
         if token_file is not None:
@@ -145,6 +151,7 @@ class Client:
             self._channel = grpc.insecure_channel(target, options=options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._timeout = timeout if timeout and timeout > 0 else None
+        self._reconnect_seconds = reconnect_seconds
         self._audits = pb_grpc.AuditServiceStub(self._channel)
         self._models = model_pb_grpc.ModelServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -244,18 +251,26 @@ class Client:
         """Follows the job to its end, calling on_progress for each progress
         event and on_sample for each finished sample; returns the final job.
         A stream that breaks (server restart, network) is reopened from the
-        start: the server replays the job's events, and finished ones are
-        not repeated to the callbacks."""
+        start, for up to `reconnect_seconds` of failing in a row (a server
+        restarting with --state_dir resumes the job meanwhile): the server replays the job's
+        events, and neither finished samples nor progress already reported
+        are repeated to the callbacks."""
         seen_samples = 0
-        for attempt in range(5):
+        seen_done = -1
+        failing_since = None  # time.monotonic() of the first failure in a row
+        pause = 0.25
+        while True:
             samples = 0
             try:
                 stream = self._audits.WatchAudit(pb.WatchAuditRequest(id=job_id),
                                                  metadata=self._metadata)
                 for event in stream:
+                    failing_since, pause = None, 0.25
                     kind = event.WhichOneof("event")
-                    if kind == "progress" and on_progress is not None:
-                        on_progress(event.progress)
+                    if kind == "progress":
+                        if on_progress is not None and event.progress.samples_done >= seen_done:
+                            seen_done = event.progress.samples_done
+                            on_progress(event.progress)
                     elif kind == "sample":
                         samples += 1
                         if samples > seen_samples:
@@ -265,9 +280,15 @@ class Client:
                     elif kind == "finished":
                         return event.finished
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == 4:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if (e.code() != grpc.StatusCode.UNAVAILABLE
+                        or now - failing_since > self._reconnect_seconds):
                     raise MemauditError(e.code(), e.details() or "") from None
-        return self.get(job_id)
+                time.sleep(pause)
+                pause = min(2 * pause, 4.0)
+            else:
+                return self.get(job_id)  # the stream ended without a final event
 
     def report(self, job_id: str) -> "pb.AuditReport":
         """The report of a finished job; MemauditError FAILED_PRECONDITION
@@ -284,7 +305,19 @@ class Client:
             request = self.audit_request(model, **fields)
         elif fields:
             raise ValueError("give a request or its fields, not both")
-        job = self.watch(self.submit(request), on_progress=on_progress)
+        job_id = self.submit(request)
+        try:
+            job = self.watch(job_id, on_progress=on_progress)
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt), an exception from on_progress, a
+            # lost server: nobody follows the job any more, so it is
+            # cancelled (best effort, briefly), as the CLI cancels it.
+            try:
+                self._call(self._audits.CancelAudit, pb.CancelAuditRequest(id=job_id),
+                           timeout=_CANCEL_TIMEOUT_SECONDS)
+            except MemauditError:
+                pass
+            raise
         return _report_of(job)
 
 

@@ -178,6 +178,29 @@ class PlaintextTest(unittest.TestCase):
         self.assertEqual(no_report.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("JOB_CANCELLED", no_report.exception.message)
 
+    def test_an_audit_its_caller_abandons_is_cancelled(self):
+        # An exception out of on_progress (as Ctrl-C's KeyboardInterrupt
+        # would be) leaves nobody following the job: audit() cancels it.
+        submitted = []
+        submit = self.client.submit
+        self.client.submit = lambda request: submitted.append(submit(request)) or submitted[-1]
+
+        class Abandoned(Exception):
+            pass
+
+        def give_up(progress):
+            raise Abandoned()
+
+        try:
+            with self.assertRaises(Abandoned):
+                self.client.audit("gmm", class_labels=[0, 1], samples_per_condition=2000,
+                                  steps=200, on_progress=give_up)
+        finally:
+            del self.client.submit
+        self.assertEqual(len(submitted), 1)
+        job = self.client.watch(submitted[0])
+        self.assertEqual(job.state, pb.JOB_CANCELLED, job.error)
+
     def test_the_release_gate_example_exits_as_the_cli_does(self):
         env = dict(os.environ)
         report_path = os.path.join(self.scratch, "gate.json")
