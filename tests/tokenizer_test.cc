@@ -336,7 +336,11 @@ TEST(TokenizerTest, BadFilesNameTheJsonPath) {
 
   absl::StatusOr<std::unique_ptr<Tokenizer>> t = Tokenizer::FromJson("{\"model\": ", "x.json");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(t.status().message(), "x.json: not valid JSON");
+  EXPECT_EQ(t.status().message(), "x.json: not valid JSON (at byte 11)");
+  // Bytes that are not UTF-8 are named by their place, not quoted.
+  t = Tokenizer::FromJson("{\"model\": \"\xff\xfe\"}", "x.json");
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(t.status().message(), "x.json: not valid JSON (at byte 12)");
   t = Tokenizer::Load("/nonexistent/tokenizer.json");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
 }

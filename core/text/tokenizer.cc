@@ -353,9 +353,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   auto prefixed = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat(AV(source_name), ": ", s.message()));
   };
-  Json root = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded())
-    return absl::InvalidArgumentError(absl::StrCat(AV(source_name), ": not valid JSON"));
+  Json root;
+  try {
+    root = Json::parse(json_text);
+  } catch (const Json::parse_error& e) {
+    // The byte, not nlohmann's message: that quotes the bytes it last read,
+    // which need not be UTF-8 (and error texts travel in proto strings).
+    return absl::InvalidArgumentError(
+        absl::StrCat(AV(source_name), ": not valid JSON (at byte ", e.byte, ")"));
+  }
   if (!root.is_object())
     return absl::InvalidArgumentError(absl::StrCat(AV(source_name), ": not a JSON object"));
   auto impl = std::make_unique<Impl>();
