@@ -341,6 +341,8 @@ TEST(TokenizerTest, BadFilesNameTheJsonPath) {
   t = Tokenizer::FromJson("{\"model\": \"\xff\xfe\"}", "x.json");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(t.status().message(), "x.json: not valid JSON (at byte 12)");
+  t = Tokenizer::FromJson("{\"model\": 1e99999}", "x.json");  // nlohmann throws another kind
+  EXPECT_EQ(t.status().message(), "x.json: not valid JSON (a number out of range)");
   t = Tokenizer::Load("/nonexistent/tokenizer.json");
   EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
 }

@@ -361,6 +361,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
     // which need not be UTF-8 (and error texts travel in proto strings).
     return absl::InvalidArgumentError(
         absl::StrCat(AV(source_name), ": not valid JSON (at byte ", e.byte, ")"));
+  } catch (const Json::exception& e) {  // out_of_range.406: 1e99999
+    return absl::InvalidArgumentError(
+        absl::StrCat(AV(source_name), ": not valid JSON (",
+                     e.id == 406 ? "a number out of range" : absl::StrCat("error ", e.id), ")"));
   }
   if (!root.is_object())
     return absl::InvalidArgumentError(absl::StrCat(AV(source_name), ": not a JSON object"));
