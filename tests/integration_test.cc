@@ -1553,8 +1553,7 @@ TEST_F(IntegrationTest, ModelsThatNeverReturnDoNotHoldTheServer) {
   // model loads and answers.
   auto again = c.LoadModel("stuck");
   EXPECT_EQ(again.status().code(), absl::StatusCode::kUnavailable) << again.status();
-  EXPECT_NE(again.status().message().find("is still running"), std::string::npos)
-      << again.status();
+  EXPECT_NE(again.status().message().find("is still running"), std::string::npos) << again.status();
   auto reloaded = c.LoadModel("mix");
   EXPECT_TRUE(reloaded.ok()) << reloaded.status();
 
