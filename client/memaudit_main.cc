@@ -33,12 +33,21 @@ int Main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
-  if (absl::Status status = CheckServerAddress(common.server); !status.ok()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("--server: ", status.message())));
+  absl::StatusOr<std::vector<Replica>> servers = ParseServerAddress(common.server);
+  if (!servers.ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--server: ", servers.status().message())));
   }
   if (absl::Status status = common.LoadSecurity(); !status.ok()) return Fail(status);
   for (const Command& command : commands) {
-    if (command.app->parsed()) return command.run(common);
+    if (!command.app->parsed()) continue;
+    // Only an audit fans out; gRPC would take a list for a DNS name.
+    const std::string& name = command.app->get_name();
+    if (servers->size() > 1 && name != "audit" && name != "merge") {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "--server lists ", servers->size(), " servers; only `audit` fans out: give `", name,
+          "` one (a shard's job is ADDRESS/ID)")));
+    }
+    return command.run(common);
   }
   return kExitUsage;  // unreachable: require_subcommand(1)
 }

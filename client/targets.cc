@@ -183,8 +183,31 @@ absl::StatusOr<std::vector<Replica>> ParseTargets(absl::string_view spec, bool r
 
 }  // namespace
 
-absl::Status CheckServerAddress(absl::string_view spec) {
-  return ParseTargets(spec, /*resolve=*/false).status();
+absl::StatusOr<std::vector<Replica>> ParseServerAddress(absl::string_view spec) {
+  return ParseTargets(spec, /*resolve=*/false);
+}
+
+absl::StatusOr<JobRef> ParseJobRef(absl::string_view text) {
+  if (text.find(',') != absl::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text,
+                     "\" names several jobs (the shards of a fanned-out audit): give one "
+                     "ADDRESS/ID at a time"));
+  }
+  const size_t slash = text.rfind('/');
+  JobRef ref;
+  ref.id = std::string(slash == absl::string_view::npos ? text : text.substr(slash + 1));
+  if (ref.id.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\": no job id (ID or ADDRESS/ID)"));
+  }
+  if (slash == absl::string_view::npos) return ref;
+  ref.address = std::string(text.substr(0, slash));
+  // One server: a list needs a comma, refused above.
+  if (absl::Status status = ParseServerAddress(ref.address).status(); !status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the address of job \"", text, "\": ", status.message()));
+  }
+  return ref;
 }
 
 absl::StatusOr<std::vector<Replica>> ResolveReplicas(absl::string_view spec) {

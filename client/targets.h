@@ -47,10 +47,27 @@ struct Replica {
 // reason.
 absl::StatusOr<std::vector<Replica>> ResolveReplicas(absl::string_view spec);
 
-// ResolveReplicas' syntax checks without resolving any name: the errors it
-// would return as INVALID_ARGUMENT, or OK. Every CLI command checks --server
-// with it before dialling.
-absl::Status CheckServerAddress(absl::string_view spec);
+// ResolveReplicas' syntax checks without resolving any name: the replicas
+// `spec` lists (a "dns:" target counts as one, unresolved), or the
+// INVALID_ARGUMENT ResolveReplicas would return. Every CLI command checks
+// --server with it before dialling.
+absl::StatusOr<std::vector<Replica>> ParseServerAddress(absl::string_view spec);
+
+// A job and the server it lives on. The fan-out names each shard's job
+// "ADDRESS/ID" (a fanned-out report's job_id lists them, comma-separated);
+// job ids themselves never contain '/' or ','.
+struct JobRef {
+  std::string address;  // "" when the job is on the default server (--server)
+  std::string id;
+
+  bool operator==(const JobRef&) const = default;
+};
+
+// "ID" is {"", ID}; "ADDRESS/ID" splits at the last '/' and checks ADDRESS
+// as one server (ParseServerAddress). INVALID_ARGUMENT, quoting `text`, for
+// an empty id or address, several jobs ("A/1,B/2": the shards of a
+// fanned-out audit, one at a time), or a malformed address.
+absl::StatusOr<JobRef> ParseJobRef(absl::string_view text);
 
 }  // namespace memaudit::client
 

@@ -593,6 +593,32 @@ TEST_F(FakeServerTest, CliJobCommands) {
   EXPECT_EQ(Cli({"watch", "audit-memorizing"}).exit_code, 3);
   CliResult cancel = Cli({"cancel", "audit-x"});
   EXPECT_EQ(cancel.out, "audit-x JOB_CANCELLED\n");
+  // A fanned-out report names each shard's job ADDRESS/ID: the address wins
+  // over --server (here a port nobody listens on).
+  const std::string elsewhere = target_ + "/audit-running";
+  CliResult shard = Cli({"--server", "127.0.0.1:1", "get", elsewhere}, {}, /*with_server=*/false);
+  EXPECT_EQ(shard.exit_code, 0) << shard.err;
+  EXPECT_EQ(shard.out, "audit-running JOB_RUNNING 1/4\n");
+  CliResult watched =
+      Cli({"--server", "127.0.0.1:1", "watch", "--quiet", target_ + "/audit-memorizing"}, {},
+          /*with_server=*/false);
+  EXPECT_EQ(watched.exit_code, 3) << watched.err;
+  EXPECT_EQ(Cli({"--server", "127.0.0.1:1", "cancel", target_ + "/audit-x"}, {},
+                /*with_server=*/false)
+                .out,
+            "audit-x JOB_CANCELLED\n");
+  CliResult both = Cli({"get", elsewhere + "," + elsewhere});
+  EXPECT_EQ(both.exit_code, 1);
+  EXPECT_EQ(both.err, "memaudit: INVALID_ARGUMENT: \"" + elsewhere + "," + elsewhere +
+                          "\" names several jobs (the shards of a fanned-out audit): give one "
+                          "ADDRESS/ID at a time\n");
+  // Only an audit fans out; other commands say so instead of failing on DNS.
+  CliResult listed =
+      Cli({"--server", target_ + "," + target_, "models"}, {}, /*with_server=*/false);
+  EXPECT_EQ(listed.exit_code, 1);
+  EXPECT_EQ(listed.err,
+            "memaudit: INVALID_ARGUMENT: --server lists 2 servers; only `audit` fans out: give "
+            "`models` one (a shard's job is ADDRESS/ID)\n");
 }
 
 TEST_F(FakeServerTest, CliCtrlCWhileWatchingCancelsTheJob) {

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "client/fanout_runner.h"
 #include "tests/server_process.h"
@@ -215,6 +216,16 @@ TEST_F(FanoutIntegrationTest, CliFanOutPrintsTheOneServerReport) {
   const std::string jobs = nlohmann::json::parse(fanned.output)["job_id"];
   for (int r = 0; r < 2; ++r) {
     EXPECT_NE(jobs.find(servers_[r]->target() + "/audit"), std::string::npos) << jobs;
+  }
+  // Each of them is what `get` takes, whatever --server says.
+  const std::vector<std::string> shard_jobs = absl::StrSplit(jobs, ',');
+  ASSERT_EQ(shard_jobs.size(), 4u) << jobs;
+  for (const std::string& job : shard_jobs) {
+    const testing::CommandResult got = Cli("127.0.0.1:1", "get --json " + job);
+    ASSERT_EQ(got.exit_code, 0) << got.output;
+    const nlohmann::json report = nlohmann::json::parse(got.output);
+    EXPECT_EQ(report["job_id"], job.substr(job.rfind('/') + 1));
+    EXPECT_EQ(report["model"], "pm");
   }
   // The gate reads the merged verdict.
   EXPECT_EQ(Cli(both, absl::StrCat(kAuditArgs, " --quiet > /dev/null")).exit_code, 3);

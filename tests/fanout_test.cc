@@ -102,16 +102,50 @@ TEST(ResolveReplicasTest, ErrorsNameTheBadPart) {
     EXPECT_EQ(replicas.status().code(), absl::StatusCode::kInvalidArgument) << bad.spec;
     EXPECT_THAT(std::string(replicas.status().message()), HasSubstr(bad.message)) << bad.spec;
     // The check every CLI command runs on --server, without resolving.
-    EXPECT_EQ(CheckServerAddress(bad.spec), replicas.status()) << bad.spec;
+    EXPECT_EQ(ParseServerAddress(bad.spec).status(), replicas.status()) << bad.spec;
   }
   for (const std::string good : {"127.0.0.1:8500", "memaudit:1", "[::1]:65535", "a:1,b:2",
                                  "unix:/run/memaudit.sock", "dns:///no-such-host.invalid:1"}) {
-    EXPECT_TRUE(CheckServerAddress(good).ok()) << good << ": " << CheckServerAddress(good);
+    EXPECT_TRUE(ParseServerAddress(good).ok()) << good << ": " << ParseServerAddress(good).status();
   }
   absl::StatusOr<std::vector<Replica>> unknown = ResolveReplicas("dns:///no-such-host.invalid:1");
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(unknown.status().message()), HasSubstr("\"no-such-host.invalid\""));
+}
+
+TEST(ParseServerAddressTest, CountsReplicasWithoutResolving) {
+  EXPECT_EQ(ParseServerAddress("a:1,b:2")->size(), 2u);
+  EXPECT_EQ(ParseServerAddress("ipv4:127.0.0.1:1,127.0.0.2:1")->size(), 2u);
+  EXPECT_EQ(ParseServerAddress("dns:///no-such-host.invalid:1")->size(), 1u);
+  EXPECT_EQ(ParseServerAddress("127.0.0.1:8500")->size(), 1u);
+}
+
+// The ids a fanned-out report lists (ADDRESS/ID) name their server.
+TEST(ParseJobRefTest, AnIdAloneOrItsAddressBeforeTheLastSlash) {
+  EXPECT_EQ(*ParseJobRef("audit-1f"), (JobRef{"", "audit-1f"}));
+  EXPECT_EQ(*ParseJobRef("10.0.0.5:8500/audit-1f"), (JobRef{"10.0.0.5:8500", "audit-1f"}));
+  EXPECT_EQ(*ParseJobRef("[::1]:8500/audit-1f"), (JobRef{"[::1]:8500", "audit-1f"}));
+  EXPECT_EQ(*ParseJobRef("dns:///memaudit:8500/audit-1f"),
+            (JobRef{"dns:///memaudit:8500", "audit-1f"}));
+  EXPECT_EQ(*ParseJobRef("unix:/run/memaudit.sock/audit-1f"),
+            (JobRef{"unix:/run/memaudit.sock", "audit-1f"}));
+  struct Case {
+    std::string text, message;
+  };
+  for (const Case& bad : std::vector<Case>{
+           {"", "no job id"},
+           {"10.0.0.5:8500/", "no job id"},
+           {"/audit-1f", "the address of job \"/audit-1f\": no server address"},
+           {"10.0.0.5/audit-1f", "the address of job \"10.0.0.5/audit-1f\": \"10.0.0.5\": no port"},
+           {"a:1/audit-1,b:2/audit-2", "names several jobs (the shards of a fanned-out audit)"},
+           {"ipv4:127.0.0.1:1,127.0.0.2:1/audit-1", "names several jobs"},
+       }) {
+    absl::StatusOr<JobRef> ref = ParseJobRef(bad.text);
+    ASSERT_FALSE(ref.ok()) << bad.text;
+    EXPECT_EQ(ref.status().code(), absl::StatusCode::kInvalidArgument) << bad.text;
+    EXPECT_THAT(std::string(ref.status().message()), HasSubstr(bad.message)) << bad.text;
+  }
 }
 
 // --- SplitAudit ---------------------------------------------------------

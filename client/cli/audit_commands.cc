@@ -95,9 +95,12 @@ class ProgressDisplay {
 
 // Follows job `id` to its end with a progress display on stderr (none with
 // --quiet), then reports it; a shard's report (`shard`) gets its shard set
-// and is no gate. Ctrl-C cancels the job and exits 130.
+// and is no gate. Ctrl-C cancels the job and exits 130. Messages name the
+// job as `reference` (ADDRESS/ID when it is not on --server), or `id`.
 int Watch(Client& client, const std::string& id, const CommonOptions& common, bool per_sample,
-          FailOn fail_on, const std::optional<v1::AuditShard>& shard = std::nullopt) {
+          FailOn fail_on, const std::optional<v1::AuditShard>& shard = std::nullopt,
+          const std::string& reference = "") {
+  const std::string& name = reference.empty() ? id : reference;
   CatchInterrupts();
   ProgressDisplay display(common.quiet);
   absl::StatusOr<v1::AuditJob> job = client.WatchAudit(
@@ -110,7 +113,7 @@ int Watch(Client& client, const std::string& id, const CommonOptions& common, bo
   if (!job.ok()) {
     if (Interrupted()) {
       absl::StatusOr<v1::AuditJob> cancelled = client.CancelAudit(id);
-      std::fprintf(stderr, "memaudit: interrupted; audit %s %s\n", id.c_str(),
+      std::fprintf(stderr, "memaudit: interrupted; audit %s %s\n", name.c_str(),
                    cancelled.ok() ? "cancelled" : "may still be running");
       return kExitInterrupted;
     }
@@ -122,7 +125,7 @@ int Watch(Client& client, const std::string& id, const CommonOptions& common, bo
                    "--state_dir resumes it when it restarts: follow it with `memaudit watch %s` "
                    "(or read it with `memaudit get %s`); on a server without one it is lost: "
                    "submit it again\n",
-                   id.c_str(), id.c_str(), id.c_str());
+                   name.c_str(), name.c_str(), name.c_str());
     }
     return exit_code;
   }
@@ -283,7 +286,7 @@ int RunMerge(const CommonOptions& common, const std::vector<std::string>& files,
 
 // The job id argument of watch, get and cancel.
 void AddJobId(CLI::App* command, std::string& id) {
-  command->add_option("id", id, "job id")->required();
+  command->add_option("id", id, "job id, or ADDRESS/ID (a fanned-out report's shards)")->required();
 }
 
 }  // namespace
@@ -366,8 +369,10 @@ Command AddWatch(CLI::App& app, CommonOptions& common) {
   return {command, [id, report](const CommonOptions& common) {
             absl::StatusOr<FailOn> gate = report->Gate();
             if (!gate.ok()) return Fail(gate.status());
-            Client client = common.Connect();
-            return Watch(client, *id, common, report->per_sample, *gate);
+            absl::StatusOr<JobOnServer> job = ConnectToJob(common, *id);
+            if (!job.ok()) return Fail(job.status());
+            return Watch(job->client, job->id, common, report->per_sample, *gate, std::nullopt,
+                         *id);
           }};
 }
 
@@ -379,7 +384,9 @@ Command AddGet(CLI::App& app, CommonOptions& common) {
   command->add_flag("--json", common.json, "print the report as JSON");
   report->AddPerSample(command);
   return {command, [id, report](const CommonOptions& common) {
-            absl::StatusOr<v1::AuditJob> job = common.Connect().GetAudit(*id);
+            absl::StatusOr<JobOnServer> where = ConnectToJob(common, *id);
+            if (!where.ok()) return Fail(where.status());
+            absl::StatusOr<v1::AuditJob> job = where->client.GetAudit(where->id);
             if (!job.ok()) return Fail(job.status());
             // `get` shows; it is no gate.
             if (job->state() == v1::JOB_SUCCEEDED) {
@@ -405,7 +412,9 @@ Command AddCancel(CLI::App& app, CommonOptions&) {
   CLI::App* command = app.add_subcommand("cancel", "cancel an audit job");
   AddJobId(command, *id);
   return {command, [id](const CommonOptions& common) {
-            absl::StatusOr<v1::AuditJob> job = common.Connect().CancelAudit(*id);
+            absl::StatusOr<JobOnServer> where = ConnectToJob(common, *id);
+            if (!where.ok()) return Fail(where.status());
+            absl::StatusOr<v1::AuditJob> job = where->client.CancelAudit(where->id);
             if (!job.ok()) return Fail(job.status());
             std::cout << job->id() << " " << v1::JobState_Name(job->state()) << std::endl;
             return kExitOk;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "client/client.h"
 #include "client/html_report.h"
 
@@ -43,12 +44,21 @@ struct CommonOptions {
   // Reads the files the connection flags name into `security`.
   absl::Status LoadSecurity();
   // A client of --server with the --timeout deadline, `security` and
-  // --keepalive.
-  Client Connect() const;
+  // --keepalive; of `address` instead when it is not empty.
+  Client Connect(const std::string& address = "") const;
   std::chrono::milliseconds keepalive() const {
     return std::chrono::milliseconds(static_cast<int64_t>(keepalive_seconds * 1000));
   }
 };
+
+// The job a command's argument names, "ID" (on --server) or "ADDRESS/ID"
+// (a fanned-out report's job_id lists its shards' jobs so; ParseJobRef),
+// and a client of its server. INVALID_ARGUMENT for a malformed reference.
+struct JobOnServer {
+  Client client;
+  std::string id;
+};
+absl::StatusOr<JobOnServer> ConnectToJob(const CommonOptions& common, const std::string& text);
 
 struct Command {
   CLI::App* app;                                 // the subcommand

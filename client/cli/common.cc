@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
 #include "client/prompt_files.h"
+#include "client/targets.h"
 
 namespace memaudit::client::cli {
 namespace {
@@ -63,9 +64,16 @@ absl::Status CommonOptions::LoadSecurity() {
   return absl::OkStatus();
 }
 
-Client CommonOptions::Connect() const {
-  return Client(server, std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)),
-                security, keepalive());
+Client CommonOptions::Connect(const std::string& address) const {
+  return Client(address.empty() ? server : address,
+                std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)), security,
+                keepalive());
+}
+
+absl::StatusOr<JobOnServer> ConnectToJob(const CommonOptions& common, const std::string& text) {
+  absl::StatusOr<JobRef> ref = ParseJobRef(text);
+  if (!ref.ok()) return ref.status();
+  return JobOnServer{common.Connect(ref->address), ref->id};
 }
 
 int Fail(const absl::Status& status) {

@@ -69,11 +69,13 @@ int RunReport(const CommonOptions& common, const ReportCommandFlags& flags) {
     if (id.find(',') != std::string::npos) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
           flags.from, ": the report of a fanned-out or merged audit names several jobs (", id,
-          "); make the HTML report of each shard's job with --id")));
+          "); make each shard's page with --id ADDRESS/ID")));
     }
   }
-  Client client = common.Connect();
-  if (absl::Status written = WriteHtmlReport(client, id, flags.html, flags.evidence, common.quiet);
+  absl::StatusOr<JobOnServer> job = ConnectToJob(common, id);
+  if (!job.ok()) return Fail(job.status());
+  if (absl::Status written =
+          WriteHtmlReport(job->client, job->id, flags.html, flags.evidence, common.quiet);
       !written.ok()) {
     return Fail(written);
   }
@@ -90,7 +92,8 @@ Command AddReport(CLI::App& app, CommonOptions& common) {
       "spectra), fetched from the server");
   CLI::Option* from =
       command->add_option("--from", flags->from, "the audit's --json report (names its job)");
-  CLI::Option* id = command->add_option("--id", flags->id, "the audit's job id");
+  CLI::Option* id =
+      command->add_option("--id", flags->id, "the audit's job id, or ADDRESS/ID (one shard's)");
   from->excludes(id);
   command->add_option("--html", flags->html, "write the page here")->required();
   command->add_flag("--quiet", common.quiet, "no progress output");
