@@ -297,12 +297,8 @@ Command AddAudit(CLI::App& app, CommonOptions& common) {
       app.add_subcommand("audit", "run a memorization audit and wait for the report");
   flags->sampling.Add(command);
   flags->conditions.Add(command);
-  command->add_option("--samples", flags->samples, "samples per condition")
-      ->capture_default_str()
-      ->check(PositiveNumber());
-  command->add_option("--seed", flags->seed, "first seed")
-      ->capture_default_str()
-      ->check(NonNegativeNumber());
+  AddCountOption(command, "--samples", flags->samples, "samples per condition");
+  AddSeedOption(command, flags->seed, "first seed");
   command->add_option("--t", flags->timesteps,
                       "evaluation timesteps (default: the one whose sigma_t is nearest 0.08)");
   flags->curvature.AddScoreKind(command, "score whose Jacobian is taken");

@@ -51,6 +51,24 @@ bool Interrupted();
 CLI::Validator PositiveNumber();
 CLI::Validator NonNegativeNumber();
 
+// A flag counting samples or seeds (--samples, --count): positive, its
+// default shown in help.
+template <typename Int>
+CLI::Option* AddCountOption(CLI::App* command, const std::string& name, Int& count,
+                            const std::string& description) {
+  return command->add_option(name, count, description)
+      ->capture_default_str()
+      ->check(PositiveNumber());
+}
+
+// --seed: not negative (a wrapped -1 would be 2^64 - 1), its default shown.
+template <typename Int>
+CLI::Option* AddSeedOption(CLI::App* command, Int& seed, const std::string& description) {
+  return command->add_option("--seed", seed, description)
+      ->capture_default_str()
+      ->check(NonNegativeNumber());
+}
+
 // Adds the string flag `name` that takes only the words of `table` (help
 // lists them and shows the default). The action turns `word` into the enum
 // with ParseWord.

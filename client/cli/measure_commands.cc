@@ -217,12 +217,8 @@ Command AddSample(CLI::App& app, CommonOptions& common) {
   CLI::App* command =
       app.add_subcommand("sample", "draw samples; PNG grid for images, .npy otherwise");
   flags->sampling.Add(command);
-  command->add_option("--count", flags->count, "samples")
-      ->capture_default_str()
-      ->check(PositiveNumber());
-  command->add_option("--seed", flags->seed, "first seed (sample i uses seed + i)")
-      ->capture_default_str()
-      ->check(NonNegativeNumber());
+  AddCountOption(command, "--count", flags->count, "samples");
+  AddSeedOption(command, flags->seed, "first seed (sample i uses seed + i)");
   flags->condition.Add(command, "class label");
   command->add_option("--out", flags->out, "output file: .png (image models) or .npy");
   command->add_option("--range", flags->low, "pixel value mapped to black (PNG)")
@@ -236,9 +232,7 @@ Command AddSpectrum(CLI::App& app, CommonOptions& common) {
   auto flags = std::make_shared<SpectrumFlags>();
   CLI::App* command = app.add_subcommand("spectrum", "curvature spectrum at a sampled point");
   flags->sampling.Add(command);
-  command->add_option("--seed", flags->seed, "seed of the sample")
-      ->capture_default_str()
-      ->check(NonNegativeNumber());
+  AddSeedOption(command, flags->seed, "seed of the sample");
   flags->condition.Add(command, "class label");
   command->add_option("--t", flags->timestep,
                       "timestep (default: the one whose sigma_t is nearest 0.08)");
@@ -269,12 +263,8 @@ Command AddCalibrate(CLI::App& app, CommonOptions& common) {
                       "file of prompts known to be memorized (one per line, or JSON Lines)");
   command->add_option("--not-memorized-prompts", flags->not_memorized_prompts,
                       "file of prompts known to generalize");
-  command->add_option("--samples", flags->samples, "generations per condition")
-      ->capture_default_str()
-      ->check(PositiveNumber());
-  command->add_option("--seed", flags->seed, "first seed")
-      ->capture_default_str()
-      ->check(NonNegativeNumber());
+  AddCountOption(command, "--samples", flags->samples, "generations per condition");
+  AddSeedOption(command, flags->seed, "first seed");
   command->add_option("--early-steps", flags->early_steps, "K for the early metrics");
   command->add_flag("--early-only", flags->early_only,
                     "only the early metrics: the first K steps of each generation, no spectra");
@@ -289,12 +279,8 @@ Command AddEarly(CLI::App& app, CommonOptions& common) {
                                          "unconditional: |s|^2, |Hs|^2, tr H)");
   flags->sampling.Add(command);
   flags->condition.Add(command, "class label (none: unconditional metrics)");
-  command->add_option("--count", flags->count, "generations n")
-      ->capture_default_str()
-      ->check(PositiveNumber());
-  command->add_option("--seed", flags->seed, "first seed")
-      ->capture_default_str()
-      ->check(NonNegativeNumber());
+  AddCountOption(command, "--count", flags->count, "generations n");
+  AddSeedOption(command, flags->seed, "first seed");
   command->add_option("--early-steps", flags->steps, "the first K sampling steps")
       ->capture_default_str();
   command->add_option("--probes", flags->probes, "Hutchinson probes (default 8)")

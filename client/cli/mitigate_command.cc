@@ -137,12 +137,8 @@ Command AddMitigate(CLI::App& app, CommonOptions& common) {
       "move each seed's initial noise off a sharp first step, sample, and judge before | after");
   flags->sampling.Add(command);
   flags->condition.Add(command, "class label (none: unconditional)");
-  command->add_option("--count", flags->count, "seeds")
-      ->capture_default_str()
-      ->check(PositiveNumber());
-  command->add_option("--seed", flags->seed, "first seed (seed i is seed + i)")
-      ->capture_default_str()
-      ->check(NonNegativeNumber());
+  AddCountOption(command, "--count", flags->count, "seeds");
+  AddSeedOption(command, flags->seed, "first seed (seed i is seed + i)");
   command->add_option("--guard-steps", flags->guard_steps,
                       "gradient steps per seed, at most (default 10)");
   command->add_option("--step-size", flags->step_size,
