@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/base/status_macros.h"
+#include "core/text/utf8.h"
 #include "server/request_memory.h"
 
 namespace memaudit::server {
@@ -407,7 +408,7 @@ void JobManager::Finish(Job& job, v1::JobState state, const std::string& error) 
   job.state.set_state(state);
   job.state.set_error(resumable ? "server shutting down; the audit resumes when a server starts "
                                   "on the same --state_dir"
-                                : error);
+                                : ReplaceInvalidUtf8(error));  // may quote a model's bytes
   job.state.set_finished_unix_ms(NowUnixMs());
   job.state.mutable_progress()->set_phase(v1::AUDIT_PHASE_DONE);
   job.events.push_back({Event::Kind::kFinished, std::nullopt, 0});

@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "core/base/status_macros.h"
 #include "core/checkpoint/latent_decoder.h"
+#include "core/text/utf8.h"
 
 namespace memaudit::server {
 namespace {
@@ -337,7 +338,7 @@ v1::ModelInfo ModelRegistry::InfoLocked(const std::string& name, const Entry& en
   v1::ModelInfo info;
   info.set_name(name);
   info.set_state(entry.state);
-  info.set_last_error(entry.last_error);
+  info.set_last_error(ReplaceInvalidUtf8(entry.last_error));  // may quote the files' bytes
   if (entry.model != nullptr) {
     const DiffusionNetwork& network = *entry.model->network;
     *info.mutable_config() = network.config();

@@ -6,8 +6,12 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <map>
 
+#include "core/checkpoint/script_module.h"
 #include "core/model/denoiser.h"
+#include "core/runtime/archive_check.h"
 #include "core/runtime/tensor_file.h"
 #include "core/verdict/reference_set.h"
 #include "google/protobuf/text_format.h"
@@ -105,6 +109,54 @@ TEST(CheckpointTest, ATensorLargerThanItsStoredDataIsRefused) {
   auto fits = LoadTensorFile(dir.Join("fits.pt"));
   ASSERT_TRUE(fits.ok()) << fits.status();
   EXPECT_EQ(fits->sizes().vec(), (std::vector<int64_t>{2, 8}));
+}
+
+// A record shorter than the storage its pickle declares: LibTorch sizes the
+// storage from the pickle and fills it from the record, so reading it read
+// past the buffer (a fuzzed model.pt crashed the server in its probe
+// forward). Refused before LibTorch reads the archive, for model.pt's state
+// (data.pkl), its code's constants (constants.pkl) and torch.save files.
+TEST(CheckpointTest, AStorageLargerThanItsRecordIsRefusedBeforeItIsRead) {
+  ScratchDir dir;
+  testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                      "/make_damaged_archives.py " + dir.path());
+  // The zip directory as Python's zipfile reads it.
+  auto directory = ReadZipDirectory(dir.Join("module.pt"));
+  ASSERT_TRUE(directory.ok()) << directory.status();
+  std::map<std::string, uint64_t> expected;
+  std::ifstream sizes(dir.Join("module.sizes"));
+  std::string name;
+  uint64_t size = 0;
+  while (sizes >> name >> size) expected[name] = size;
+  ASSERT_EQ(expected.size(), 7u);
+  EXPECT_EQ(directory->sizes, expected);
+  EXPECT_EQ(directory->first, "module/data/0");
+
+  auto intact = LoadScriptModule(dir.Join("module.pt"), at::kCPU, std::nullopt);
+  ASSERT_TRUE(intact.ok()) << intact.status();
+  EXPECT_TRUE(at::equal(intact->module.forward({at::zeros({4})}).toTensor(),
+                        at::tensor({1.0f, 2.0f, 3.0f, 4.0f})));
+  struct Case {
+    std::string file, message;
+  };
+  for (const Case& damaged : std::vector<Case>{
+           {"module_short_data.pt",
+            "data.pkl declares 16 bytes for record module/data/0, which holds 8"},
+           {"module_short_const.pt",
+            "constants.pkl declares 16 bytes for record module/constants/0, which holds 8"}}) {
+    auto loaded = LoadScriptModule(dir.Join(damaged.file), at::kCPU, std::nullopt);
+    ASSERT_FALSE(loaded.ok()) << damaged.file;
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(loaded.status().message(),
+              dir.Join(damaged.file) + ": " + damaged.message + " (a truncated or crafted file)");
+  }
+  ASSERT_TRUE(LoadTensorFile(dir.Join("tensor.pt")).ok());
+  auto short_tensor = LoadTensorFile(dir.Join("tensor_short.pt"));
+  ASSERT_FALSE(short_tensor.ok());
+  EXPECT_NE(short_tensor.status().message().find(
+                "data.pkl declares 64 bytes for record tensor/data/0, which holds 8"),
+            std::string::npos)
+      << short_tensor.status();
 }
 
 TEST(CheckpointTest, MissingDirectoryAndFiles) {

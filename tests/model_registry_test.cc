@@ -12,7 +12,9 @@
 #include <mutex>
 #include <thread>
 
+#include "core/text/utf8.h"
 #include "tests/server_fixture.h"
+#include "tests/test_util.h"
 
 namespace memaudit::server {
 namespace {
@@ -154,6 +156,25 @@ TEST(ModelRegistryTest, AnUnknownEarlyMetricFailsTheLoadNamingTheField) {
   auto calibrated = registry->Load("calibrated");
   ASSERT_TRUE(calibrated.ok()) << calibrated.status();
   EXPECT_EQ((*registry->Get("calibrated"))->policy.early_metric, EarlyMetric::kJeonSharpness);
+}
+
+// A load error may quote the model's bytes (LibTorch names the pickle
+// protocol byte it found); ModelInfo.last_error is a protobuf string, which
+// must be UTF-8 or the client cannot parse the whole ListModels answer.
+TEST(ModelRegistryTest, ALoadErrorQuotingBytesThatAreNotUtf8IsValidUtf8) {
+  testing::ServerFixture fixture;
+  ASSERT_TRUE(testing::WriteMixtureDirectory(fixture.repository(), "bytes",
+                                             testing::PointMassAndBroadClasses(2, 2),
+                                             v1::NoiseSchedule::LINEAR, v1::EPSILON, 2)
+                  .ok());
+  testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                      "/make_damaged_archives.py --protocol-ff " + fixture.repository() +
+                      "/bytes/model.pt");
+  auto registry = fixture.NewRegistry();
+  ASSERT_FALSE(registry->Load("bytes").ok());
+  const std::string error = registry->Info("bytes")->last_error();
+  EXPECT_TRUE(IsValidUtf8(error)) << error;
+  EXPECT_NE(error.find("protocol = \xEF\xBF\xBD"), std::string::npos) << error;
 }
 
 // Model directories and files must stay inside the repository; errors

@@ -3,6 +3,7 @@
 // implementation (@huggingface/tokenizers, run with node at test time by
 // tests/tokenizer/reference.js) on a few thousand generated strings.
 #include "core/text/tokenizer.h"
+#include "core/text/utf8.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -578,6 +579,22 @@ TEST(TokenizerTest, ClipVocabAndMergesErrorsNameTheFile) {
   EXPECT_EQ(Tokenizer::LoadClipVocabAndMerges(dir + "/none.json", merges).status().code(),
             absl::StatusCode::kNotFound);
   std::filesystem::remove_all(dir);
+}
+
+TEST(Utf8Test, IllFormedSequencesBecomeReplacementCharacters) {
+  const std::string kReplacement = "\xEF\xBF\xBD";
+  EXPECT_EQ(ReplaceInvalidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"),
+            "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  EXPECT_EQ(ReplaceInvalidUtf8("protocol = \xFF"), "protocol = " + kReplacement);
+  EXPECT_EQ(ReplaceInvalidUtf8("a\xE2\x82"), "a" + kReplacement);  // cut short: one
+  EXPECT_EQ(ReplaceInvalidUtf8(std::string("x\0y", 3)), std::string("x\0y", 3));
+  for (const std::string bad :
+       {"\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\x80", "\xFE\xFF"}) {
+    EXPECT_FALSE(IsValidUtf8(bad)) << bad;
+    const std::string replaced = ReplaceInvalidUtf8(bad);
+    EXPECT_TRUE(IsValidUtf8(replaced)) << replaced;
+    EXPECT_EQ(replaced.find_first_not_of(kReplacement), std::string::npos) << replaced;
+  }
 }
 
 TEST(TokenizerReferenceTest, IdenticalToHuggingFaceTokenizersJs) {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
+#include "core/runtime/archive_check.h"
 #include "core/runtime/tensor_file.h"
 #include "core/runtime/torch_runtime.h"
 
@@ -46,6 +47,7 @@ absl::StatusOr<ScriptModule> LoadScriptModule(const std::string& path, at::Devic
     return absl::NotFoundError(absl::StrCat(path, ": file does not exist"));
   }
   ConfigureTorchKernels();
+  RETURN_IF_ERROR(CheckArchiveStorages(path));
   ScriptModule loaded;
   try {
     loaded.module = torch::jit::load(path, device);

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "core/text/tokenizer_components.h"
 #include "core/text/tokenizer_unicode.h"
+#include "core/text/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace memaudit {
@@ -32,7 +33,6 @@ using tokenizer_internal::Field;
 using tokenizer_internal::FindAll;
 using tokenizer_internal::FromUtf8;
 using tokenizer_internal::IsJsWhitespace;
-using tokenizer_internal::IsValidUtf8;
 using tokenizer_internal::Json;
 using tokenizer_internal::kJsWhitespaceClassBody;
 using tokenizer_internal::Match;

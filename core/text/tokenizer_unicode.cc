@@ -18,17 +18,6 @@ icu::UnicodeString FromUtf8(std::string_view s) {
   return icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<int32_t>(s.size())));
 }
 
-bool IsValidUtf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
-  const int32_t n = static_cast<int32_t>(s.size());
-  for (int32_t i = 0; i < n;) {
-    UChar32 c;
-    U8_NEXT(p, i, n, c);
-    if (c < 0) return false;
-  }
-  return true;
-}
-
 // JavaScript's String.prototype.trim whitespace (WhiteSpace + LineTerminator):
 // the reference trims with it (Strip normalizer, added tokens' lstrip/rstrip).
 bool IsJsWhitespace(UChar32 c) {

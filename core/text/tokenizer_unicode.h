@@ -21,7 +21,6 @@ namespace memaudit::tokenizer_internal {
 
 std::string ToUtf8(const icu::UnicodeString& s);
 icu::UnicodeString FromUtf8(std::string_view s);
-bool IsValidUtf8(std::string_view s);
 
 // JavaScript's String.prototype.trim whitespace (WhiteSpace + LineTerminator),
 // as a predicate and as an ICU character-class body.

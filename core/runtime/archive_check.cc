@@ -1,0 +1,241 @@
+#include "core/runtime/archive_check.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/CPUAllocator.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/api/compilation_unit.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/runtime/torch_runtime.h"
+
+namespace memaudit {
+namespace {
+
+constexpr uint32_t kEndOfDirectory = 0x06054b50;
+constexpr uint32_t kZip64Locator = 0x07064b50;
+constexpr uint32_t kZip64EndOfDirectory = 0x06064b50;
+constexpr uint32_t kDirectoryEntry = 0x02014b50;
+constexpr size_t kEndOfDirectorySize = 22;
+constexpr size_t kDirectoryEntrySize = 46;
+// A directory larger than this is not a model's: refused before it is read.
+constexpr uint64_t kMaxDirectoryBytes = uint64_t{1} << 28;
+
+uint64_t Little(const unsigned char* bytes, int count) {
+  uint64_t value = 0;
+  for (int i = count - 1; i >= 0; --i) value = value << 8 | bytes[i];
+  return value;
+}
+
+absl::Status NotAZip(const std::string& path, const std::string& why) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": not a zip archive (TorchScript or torch.save): ", why));
+}
+
+bool ReadAt(std::ifstream& in, uint64_t offset, size_t count, std::vector<unsigned char>* out) {
+  out->resize(count);
+  in.clear();
+  in.seekg(static_cast<std::streamoff>(offset));
+  in.read(reinterpret_cast<char*>(out->data()), static_cast<std::streamsize>(count));
+  return static_cast<size_t>(in.gcount()) == count;
+}
+
+// Type strings the default parser cannot read (classes of the archive's
+// own code) stand for any type: only the storages matter here.
+c10::TypePtr ParseTypeOrAny(const std::string& text) {
+  try {
+    return torch::jit::Unpickler::defaultTypeParser(text);
+  } catch (const std::exception&) {
+    return c10::AnyType::get();
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<ZipDirectory> ReadZipDirectory(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
+  if (file_size < kEndOfDirectorySize) return NotAZip(path, "too short");
+  // The end record sits in the last 22 bytes plus a comment of up to 64 KiB.
+  const uint64_t tail = std::min<uint64_t>(file_size, kEndOfDirectorySize + 0xFFFF);
+  std::vector<unsigned char> bytes;
+  if (!ReadAt(in, file_size - tail, tail, &bytes)) return NotAZip(path, "cannot read its end");
+  int64_t end = -1;
+  for (int64_t i = static_cast<int64_t>(tail - kEndOfDirectorySize); i >= 0; --i) {
+    if (Little(&bytes[i], 4) == kEndOfDirectory) {
+      end = i;
+      break;
+    }
+  }
+  if (end < 0) return NotAZip(path, "no end of central directory");
+  uint64_t entries = Little(&bytes[end + 10], 2);
+  uint64_t directory_size = Little(&bytes[end + 12], 4);
+  uint64_t directory_offset = Little(&bytes[end + 16], 4);
+  if (entries == 0xFFFF || directory_size == 0xFFFFFFFF || directory_offset == 0xFFFFFFFF) {
+    const uint64_t end_offset = file_size - tail + static_cast<uint64_t>(end);
+    std::vector<unsigned char> locator, zip64;
+    if (end_offset < 20 || !ReadAt(in, end_offset - 20, 20, &locator) ||
+        Little(locator.data(), 4) != kZip64Locator) {
+      return NotAZip(path, "no zip64 locator");
+    }
+    if (!ReadAt(in, Little(&locator[8], 8), 56, &zip64) ||
+        Little(zip64.data(), 4) != kZip64EndOfDirectory) {
+      return NotAZip(path, "no zip64 end of central directory");
+    }
+    entries = Little(&zip64[32], 8);
+    directory_size = Little(&zip64[40], 8);
+    directory_offset = Little(&zip64[48], 8);
+  }
+  if (directory_size > kMaxDirectoryBytes || directory_offset > file_size ||
+      directory_size > file_size - directory_offset ||
+      entries > directory_size / kDirectoryEntrySize) {
+    return NotAZip(path, "its central directory lies outside the file");
+  }
+  std::vector<unsigned char> directory;
+  if (!ReadAt(in, directory_offset, directory_size, &directory)) {
+    return NotAZip(path, "cannot read its central directory");
+  }
+  ZipDirectory result;
+  size_t at = 0;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (directory.size() - at < kDirectoryEntrySize ||
+        Little(&directory[at], 4) != kDirectoryEntry) {
+      return NotAZip(path, absl::StrCat("directory entry ", i + 1, " is damaged"));
+    }
+    const unsigned char* entry = &directory[at];
+    uint64_t size = Little(entry + 24, 4);
+    const size_t name_length = Little(entry + 28, 2), extra_length = Little(entry + 30, 2),
+                 comment_length = Little(entry + 32, 2);
+    if (directory.size() - at - kDirectoryEntrySize < name_length + extra_length + comment_length) {
+      return NotAZip(path, absl::StrCat("directory entry ", i + 1, " runs past the directory"));
+    }
+    std::string name(reinterpret_cast<const char*>(entry + kDirectoryEntrySize), name_length);
+    if (size == 0xFFFFFFFF) {  // in the zip64 extra field, whose first value it is
+      const unsigned char* extra = entry + kDirectoryEntrySize + name_length;
+      bool found = false;
+      for (size_t e = 0; e + 4 <= extra_length && !found;) {
+        const uint64_t id = Little(extra + e, 2), length = Little(extra + e + 2, 2);
+        if (e + 4 + length > extra_length) break;
+        if (id == 0x0001 && length >= 8) {
+          size = Little(extra + e + 4, 8);
+          found = true;
+        }
+        e += 4 + length;
+      }
+      if (!found) return NotAZip(path, absl::StrCat(name, ": no zip64 size"));
+    }
+    if (i == 0) result.first = name;
+    if (!result.sizes.emplace(name, size).second) {
+      return NotAZip(path, absl::StrCat("record ", name, " is named twice"));
+    }
+    at += kDirectoryEntrySize + name_length + extra_length + comment_length;
+  }
+  return result;
+}
+
+absl::Status CheckArchiveStorages(const std::string& path) {
+  ASSIGN_OR_RETURN(const ZipDirectory directory, ReadZipDirectory(path));
+  // LibTorch names records inside the folder of the archive's first one.
+  const std::string folder = directory.first.substr(0, directory.first.find('/'));
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const std::string archive : {"data", "constants"}) {
+      const std::string pickle_name = archive + ".pkl";
+      if (!reader.hasRecord(pickle_name)) continue;  // torch::jit::load says what is missing
+      auto [pickle, pickle_size] = reader.getRecord(pickle_name);
+      size_t offset = 0;
+      auto read = [&](char* buffer, size_t count) {
+        count = std::min(count, pickle_size - offset);
+        std::memcpy(buffer, static_cast<const char*>(pickle.get()) + offset, count);
+        offset += count;
+        return count;
+      };
+      // Each storage gets a one-byte stand-in, never read: its address
+      // says which record the storage was meant to be filled from.
+      std::unordered_map<const void*, std::string> record_of;
+      auto read_record = [&](const std::string& key) {
+        at::DataPtr stand_in = c10::GetCPUAllocator()->allocate(1);
+        record_of[stand_in.get()] = absl::StrCat(folder, "/", archive, "/", key);
+        return stand_in;
+      };
+      auto unit = std::make_shared<torch::jit::CompilationUnit>();
+      auto resolve = [&](const c10::QualifiedName& name) {
+        c10::ClassTypePtr type = unit->get_class(name);
+        if (type == nullptr) {
+          type = c10::ClassType::create(name, unit);
+          unit->register_type(type);
+        }
+        return c10::StrongTypePtr(unit, type);
+      };
+      std::vector<c10::IValue> pending;  // every object's state, and the root
+      auto load_object = [&](const auto& type, c10::IValue state) {
+        pending.push_back(std::move(state));
+        return c10::ivalue::Object::create(type, 0);
+      };
+      torch::jit::Unpickler unpickler(read, resolve, load_object, read_record, c10::nullopt,
+                                      /*use_storage_device=*/false, &ParseTypeOrAny);
+      unpickler.set_version(reader.version());
+      pending.push_back(unpickler.parse_ivalue());
+
+      std::unordered_set<const void*> seen;
+      while (!pending.empty()) {
+        c10::IValue value = std::move(pending.back());
+        pending.pop_back();
+        if (value.isPtrType() && !seen.insert(value.internalToPointer()).second) continue;
+        if (value.isTensor()) {
+          const at::Tensor& tensor = value.toTensor();
+          if (!tensor.defined()) continue;
+          if (tensor.is_sparse()) {
+            pending.push_back(tensor._indices());
+            pending.push_back(tensor._values());
+            continue;
+          }
+          if (!tensor.has_storage()) continue;
+          auto it = record_of.find(tensor.storage().data_ptr().get());
+          if (it == record_of.end()) continue;
+          auto size = directory.sizes.find(it->second);
+          if (size == directory.sizes.end()) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                path, ": ", pickle_name, " names record ", it->second, ", which the file lacks"));
+          }
+          if (tensor.storage().nbytes() > size->second) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(path, ": ", pickle_name, " declares ", tensor.storage().nbytes(),
+                             " bytes for record ", it->second, ", which holds ", size->second,
+                             " (a truncated or crafted file)"));
+          }
+        } else if (value.isTuple()) {
+          for (const c10::IValue& element : value.toTupleRef().elements()) {
+            pending.push_back(element);
+          }
+        } else if (value.isList()) {
+          for (const c10::IValue& element : value.toListRef()) pending.push_back(element);
+        } else if (value.isGenericDict()) {
+          for (const auto& entry : value.toGenericDict()) {
+            pending.push_back(entry.key());
+            pending.push_back(entry.value());
+          }
+        } else if (value.isObject()) {
+          for (const c10::IValue& slot : value.toObjectRef().slots()) pending.push_back(slot);
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    return TorchError(absl::StatusCode::kInvalidArgument,
+                      absl::StrCat(path, ": not a loadable TorchScript or torch.save archive"), e);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace memaudit

@@ -1,0 +1,50 @@
+// Checks the storages of a TorchScript archive (model.pt, text_encoder.pt,
+// vae_decoder.pt) or a torch.save file (reference.pt, null_condition.pt)
+// against the records that hold their bytes, before LibTorch reads any.
+//
+// Why: both are zips whose pickles (data.pkl for a module's state or the
+// saved object, constants.pkl for the tensors a module's code embeds) name each
+// storage by a record key and an element count. LibTorch (1.13 and 2.x)
+// sizes the storage from that count and fills it from the record, without
+// comparing the two: a truncated record, or a count larger than the record,
+// gives a storage whose last bytes lie past its buffer. The first read of
+// them (a probe forward, the copy to a GPU inside torch::jit::load) reads
+// the heap beyond the buffer or faults, taking the server down. Shapes
+// against storages are checked after the load (CheckDenseTensor); this
+// checks storages against records, which LibTorch's loaded module no longer
+// shows.
+#ifndef MEMAUDIT_CORE_RUNTIME_ARCHIVE_CHECK_H_
+#define MEMAUDIT_CORE_RUNTIME_ARCHIVE_CHECK_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace memaudit {
+
+// A zip file's central directory (zip64 included): what it says, without
+// reading any record.
+struct ZipDirectory {
+  std::string first;                      // the first record's name ("model/data.pkl")
+  std::map<std::string, uint64_t> sizes;  // uncompressed size by name ("model/data/0")
+};
+
+// NOT_FOUND when the file cannot be opened; INVALID_ARGUMENT naming `path`
+// when it is not a zip file, its directory is damaged or names a record
+// twice.
+absl::StatusOr<ZipDirectory> ReadZipDirectory(const std::string& path);
+
+// Runs LibTorch's own unpickler over the archive's data.pkl and
+// constants.pkl without reading any tensor data, and checks that every
+// storage they declare (element count × element size) fits its record.
+// INVALID_ARGUMENT naming `path`, the record and both sizes for one that
+// does not, a storage whose record is missing, or a pickle LibTorch cannot
+// parse. Reads only the zip directory and the two pickles.
+absl::Status CheckArchiveStorages(const std::string& path);
+
+}  // namespace memaudit
+
+#endif  // MEMAUDIT_CORE_RUNTIME_ARCHIVE_CHECK_H_
