@@ -124,13 +124,15 @@ TEST(CheckpointTest, AStorageLargerThanItsRecordIsRefusedBeforeItIsRead) {
   auto directory = ReadZipDirectory(dir.Join("module.pt"));
   ASSERT_TRUE(directory.ok()) << directory.status();
   std::map<std::string, uint64_t> expected;
+  std::string first, name;
   std::ifstream sizes(dir.Join("module.sizes"));
-  std::string name;
-  uint64_t size = 0;
-  while (sizes >> name >> size) expected[name] = size;
-  ASSERT_EQ(expected.size(), 7u);
+  for (uint64_t size = 0; sizes >> name >> size;) {
+    if (first.empty()) first = name;
+    expected[name] = size;
+  }
+  ASSERT_GE(expected.size(), 7u);  // LibTorch 2.x writes a few more records than 1.13
   EXPECT_EQ(directory->sizes, expected);
-  EXPECT_EQ(directory->first, "module/data/0");
+  EXPECT_EQ(directory->first, first);
 
   auto intact = LoadScriptModule(dir.Join("module.pt"), at::kCPU, std::nullopt);
   ASSERT_TRUE(intact.ok()) << intact.status();
