@@ -115,7 +115,8 @@ TEST(CheckpointTest, ATensorLargerThanItsStoredDataIsRefused) {
 // storage from the pickle and fills it from the record, so reading it read
 // past the buffer (a fuzzed model.pt crashed the server in its probe
 // forward). Refused before LibTorch reads the archive, for model.pt's state
-// (data.pkl), its code's constants (constants.pkl) and torch.save files.
+// (data.pkl), its code's constants (constants.pkl) and torch.save files;
+// so are pickles whose lengths or stack LibTorch's unpickler would trust.
 TEST(CheckpointTest, AStorageLargerThanItsRecordIsRefusedBeforeItIsRead) {
   ScratchDir dir;
   testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
@@ -145,7 +146,13 @@ TEST(CheckpointTest, AStorageLargerThanItsRecordIsRefusedBeforeItIsRead) {
            {"module_short_data.pt",
             "data.pkl declares 16 bytes for record module/data/0, which holds 8"},
            {"module_short_const.pt",
-            "constants.pkl declares 16 bytes for record module/constants/0, which holds 8"}}) {
+            "constants.pkl declares 16 bytes for record module/constants/0, which holds 8"},
+           // LibTorch's unpickler allocated the 2 GiB before reading, and
+           // popped from the empty stack (a crash).
+           {"module_big_string.pt",
+            "module/data.pkl: a length of 2147483647 bytes with 11 left at byte 2"},
+           {"module_empty_stack.pt",
+            "module/constants.pkl: an opcode that finds too few items at byte 2"}}) {
     auto loaded = LoadScriptModule(dir.Join(damaged.file), at::kCPU, std::nullopt);
     ASSERT_FALSE(loaded.ok()) << damaged.file;
     EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);

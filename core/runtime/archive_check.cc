@@ -9,11 +9,13 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "core/runtime/torch_runtime.h"
@@ -57,6 +59,216 @@ c10::TypePtr ParseTypeOrAny(const std::string& text) {
   } catch (const std::exception&) {
     return c10::AnyType::get();
   }
+}
+
+// What an opcode of the pickle protocol (pickletools' table, protocols 0-4)
+// takes from the bytes after it and does to the unpickler's stack.
+struct Opcode {
+  // Its argument: none, `size` fixed bytes, one or two newline-terminated
+  // lines, or a little-endian length of `size` bytes (`signed_length`: a
+  // signed int) followed by that many bytes.
+  enum Argument { kNone, kFixed, kLine, kTwoLines, kLength } argument = kNone;
+  int size = 0;
+  bool signed_length = false;
+  // Its stack effect: kPlain takes `take` items above the innermost mark
+  // and pushes `push`; kMark pushes a mark; kToMark drops everything above
+  // the innermost mark and the mark, then pushes `push` (`take`: items it
+  // needs above the mark); kIntoBelowMark does so too, pushing nothing,
+  // into the item just below the mark (APPENDS, SETITEMS, ADDITEMS).
+  enum Stack { kPlain, kMark, kToMark, kIntoBelowMark } stack = kPlain;
+  int take = 0;
+  int push = 0;
+};
+
+std::optional<Opcode> OpcodeOf(unsigned char code) {
+  using O = Opcode;
+  auto plain = [](int take, int push) { return O{O::kNone, 0, false, O::kPlain, take, push}; };
+  auto value = [](O::Argument argument, int size, bool signed_length = false) {
+    return O{argument, size, signed_length, O::kPlain, 0, 1};
+  };
+  switch (code) {
+    case '(':
+      return O{O::kNone, 0, false, O::kMark};
+    case '.':
+      return plain(1, 0);  // STOP
+    case '0':
+      return plain(1, 0);  // POP
+    case '1':
+      return O{O::kNone, 0, false, O::kToMark, 0, 0};  // POP_MARK
+    case '2':
+      return plain(1, 2);  // DUP
+    case 'N':
+    case 0x88:
+    case 0x89:
+    case '}':
+    case ']':
+    case ')':
+    case 0x8f:
+      return plain(0, 1);  // constants, empties
+    case 'Q':
+      return plain(1, 1);  // BINPERSID
+    case 'R':
+    case 'b':
+      return plain(2, 1);  // REDUCE, BUILD
+    case 'a':
+      return plain(2, 1);  // APPEND
+    case 's':
+      return plain(3, 1);  // SETITEM
+    case 'd':
+    case 'l':
+    case 't':
+    case 0x91:  // DICT LIST TUPLE FROZENSET
+      return O{O::kNone, 0, false, O::kToMark, 0, 1};
+    case 'o':
+      return O{O::kNone, 0, false, O::kToMark, 1, 1};  // OBJ
+    case 'e':
+    case 'u':
+    case 0x90:  // APPENDS SETITEMS ADDITEMS
+      return O{O::kNone, 0, false, O::kIntoBelowMark};
+    case 0x85:
+      return plain(1, 1);  // TUPLE1
+    case 0x86:
+      return plain(2, 1);  // TUPLE2
+    case 0x87:
+      return plain(3, 1);  // TUPLE3
+    case 0x81:
+      return plain(2, 1);  // NEWOBJ
+    case 0x92:
+      return plain(3, 1);  // NEWOBJ_EX
+    case 0x93:
+      return plain(2, 1);  // STACK_GLOBAL
+    case 0x94:
+      return plain(1, 1);  // MEMOIZE
+    case 'F':
+    case 'I':
+    case 'L':
+    case 'P':
+    case 'S':
+    case 'V':
+    case 'g':
+      return value(O::kLine, 0);
+    case 'p':
+      return O{O::kLine, 0, false, O::kPlain, 1, 1};  // PUT
+    case 'c':
+      return value(O::kTwoLines, 0);  // GLOBAL
+    case 'i':
+      return O{O::kTwoLines, 0, false, O::kToMark, 0, 1};  // INST
+    case 'K':
+    case 'h':
+    case 0x82:
+      return value(O::kFixed, 1);
+    case 'M':
+    case 0x83:
+      return value(O::kFixed, 2);
+    case 'J':
+    case 'j':
+    case 0x84:
+      return value(O::kFixed, 4);
+    case 'G':
+      return value(O::kFixed, 8);
+    case 'q':
+      return O{O::kFixed, 1, false, O::kPlain, 1, 1};  // BINPUT
+    case 'r':
+      return O{O::kFixed, 4, false, O::kPlain, 1, 1};  // LONG_BINPUT
+    case 0x80:
+      return O{O::kFixed, 1, false, O::kPlain, 0, 0};  // PROTO
+    case 0x95:
+      return O{O::kFixed, 8, false, O::kPlain, 0, 0};  // FRAME
+    case 'U':
+    case 0x8a:
+    case 'C':
+    case 0x8c:
+      return value(O::kLength, 1);
+    case 'X':
+    case 'B':
+      return value(O::kLength, 4);
+    case 'T':
+    case 0x8b:
+      return value(O::kLength, 4, /*signed_length=*/true);
+    case 0x8d:
+    case 0x8e:
+      return value(O::kLength, 8);
+    default:
+      return std::nullopt;
+  }
+}
+
+// Walks a pickle's opcodes up to STOP without running them. LibTorch's
+// unpickler trusts what a pickle says: it allocates a string of the stated
+// length before reading it (500 bytes stating 4 GiB took 1.3 GB of the
+// server's memory in 5 s of zero-filling before failing), and it pops items
+// without checking that the stack has them (PROTO, NEWOBJ, STOP crashed the
+// server). Every length must fit the bytes left, and every opcode must find
+// the items and the mark it takes, as Python's own unpickler requires.
+absl::Status CheckPickleBounds(const unsigned char* data, size_t size, const std::string& what) {
+  auto bad = [&](size_t at, const std::string& why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", why, " at byte ", at, " (a truncated or crafted file)"));
+  };
+  int64_t depth = 0;           // items on the stack
+  std::vector<int64_t> marks;  // the depth at each mark, innermost last
+  for (size_t at = 0; at < size;) {
+    const unsigned char code = data[at];
+    const std::optional<Opcode> opcode = OpcodeOf(code);
+    if (!opcode) {
+      return bad(at, absl::StrCat("unknown pickle opcode 0x", absl::Hex(code, absl::kZeroPad2)));
+    }
+    size_t next = at + 1;
+    switch (opcode->argument) {
+      case Opcode::kNone:
+        break;
+      case Opcode::kFixed:
+        if (size - next < static_cast<size_t>(opcode->size)) return bad(at, "an opcode cut short");
+        next += opcode->size;
+        break;
+      case Opcode::kLine:
+      case Opcode::kTwoLines:
+        for (int line = opcode->argument == Opcode::kLine ? 1 : 2; line > 0; --line) {
+          const void* end = std::memchr(data + next, '\n', size - next);
+          if (end == nullptr) return bad(at, "a line without its end");
+          next = static_cast<const unsigned char*>(end) - data + 1;
+        }
+        break;
+      case Opcode::kLength: {
+        if (size - next < static_cast<size_t>(opcode->size)) return bad(at, "an opcode cut short");
+        const uint64_t length = Little(data + next, opcode->size);
+        if (opcode->signed_length && (length & 0x80000000u)) return bad(at, "a negative length");
+        next += opcode->size;
+        if (length > size - next) {
+          return bad(at,
+                     absl::StrCat("a length of ", length, " bytes with ", size - next, " left"));
+        }
+        next += length;
+        break;
+      }
+    }
+    const int64_t floor = marks.empty() ? 0 : marks.back();
+    switch (opcode->stack) {
+      case Opcode::kPlain:
+        if (depth - floor < opcode->take) return bad(at, "an opcode that finds too few items");
+        depth += opcode->push - opcode->take;
+        break;
+      case Opcode::kMark:
+        marks.push_back(depth);
+        break;
+      case Opcode::kToMark:
+      case Opcode::kIntoBelowMark: {
+        if (marks.empty()) return bad(at, "an opcode without its mark");
+        const int64_t mark = marks.back();
+        marks.pop_back();
+        const int64_t below = marks.empty() ? 0 : marks.back();
+        if (depth - mark < opcode->take) return bad(at, "an opcode that finds too few items");
+        if (opcode->stack == Opcode::kIntoBelowMark && mark - below < 1) {
+          return bad(at, "an opcode with nothing below its mark");
+        }
+        depth = mark + opcode->push;
+        break;
+      }
+    }
+    if (code == '.') return absl::OkStatus();  // STOP: the rest is not read
+    at = next;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(what, ": no STOP opcode (a truncated file)"));
 }
 
 }  // namespace
@@ -150,6 +362,17 @@ absl::Status CheckArchiveStorages(const std::string& path) {
   const std::string folder = directory.first.substr(0, directory.first.find('/'));
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
+    // Every pickle LibTorch may run (the state, the constants, the code's
+    // source ranges), before any of them is run.
+    for (const auto& [name, size] : directory.sizes) {
+      if (name.size() <= folder.size() || name.compare(0, folder.size() + 1, folder + "/") != 0 ||
+          !(absl::EndsWith(name, ".pkl") || absl::EndsWith(name, ".debug_pkl"))) {
+        continue;
+      }
+      auto [bytes, length] = reader.getRecord(name.substr(folder.size() + 1));
+      RETURN_IF_ERROR(CheckPickleBounds(static_cast<const unsigned char*>(bytes.get()), length,
+                                        absl::StrCat(path, ": ", name)));
+    }
     for (const std::string archive : {"data", "constants"}) {
       const std::string pickle_name = archive + ".pkl";
       if (!reader.hasRecord(pickle_name)) continue;  // torch::jit::load says what is missing

@@ -37,12 +37,17 @@ struct ZipDirectory {
 // twice.
 absl::StatusOr<ZipDirectory> ReadZipDirectory(const std::string& path);
 
-// Runs LibTorch's own unpickler over the archive's data.pkl and
-// constants.pkl without reading any tensor data, and checks that every
-// storage they declare (element count × element size) fits its record.
-// INVALID_ARGUMENT naming `path`, the record and both sizes for one that
-// does not, a storage whose record is missing, or a pickle LibTorch cannot
-// parse. Reads only the zip directory and the two pickles.
+// First walks every pickle of the archive (*.pkl, *.debug_pkl) without
+// running it: LibTorch's unpickler allocates whatever length a pickle
+// states before reading it, and pops its stack without checking it holds
+// anything, so each length must fit the bytes left and each opcode must
+// find the items and the mark it takes. Then runs LibTorch's own unpickler
+// over data.pkl and constants.pkl without reading any tensor data, and
+// checks that every storage they declare (element count × element size)
+// fits its record. INVALID_ARGUMENT naming `path` and what is wrong: the
+// pickle and the byte, or the record and both sizes, a storage whose record
+// is missing, or a pickle LibTorch cannot parse. Reads only the zip
+// directory and the pickles.
 absl::Status CheckArchiveStorages(const std::string& path);
 
 }  // namespace memaudit
