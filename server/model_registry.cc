@@ -1,11 +1,15 @@
 #include "server/model_registry.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +23,46 @@
 namespace memaudit::server {
 namespace {
 namespace fs = std::filesystem;
+
+// A model load's stack. TorchScript's parser and compiler recurse once per
+// level of nesting of the code they compile (10,000 nested parentheses
+// overflowed 8 MiB; 65,000 unary minuses, one byte a level, took about
+// 360 MiB). The archive check bounds that nesting by 32 KiB statements and
+// 4,096-deep brackets (core/runtime/archive_check.h): about 180 MiB at
+// worst, which this holds. Reserved, not committed: only the pages a load
+// touches are used.
+constexpr size_t kLoadThreadStackBytes = size_t{512} << 20;
+
+// Runs `work` on a detached thread with kLoadThreadStackBytes of stack, or
+// with the default stack where the system refuses that reservation (strict
+// overcommit), saying so on stderr.
+void StartLoadThread(std::function<void()> work) {
+  auto* owned = new std::function<void()>(std::move(work));
+  auto run = [](void* argument) -> void* {
+    std::unique_ptr<std::function<void()>> job(static_cast<std::function<void()>*>(argument));
+    (*job)();
+    return nullptr;
+  };
+  for (const size_t stack : {kLoadThreadStackBytes, size_t{0}}) {
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    if (stack > 0) pthread_attr_setstacksize(&attributes, stack);
+    pthread_t thread;
+    const int error = pthread_create(&thread, &attributes, run, owned);
+    pthread_attr_destroy(&attributes);
+    if (error == 0) return;
+    if (stack == 0) {
+      // No thread at all: run here rather than lose the load.
+      run(owned);
+      return;
+    }
+    std::fprintf(stderr,
+                 "memaudit-server: cannot reserve a %zu MiB stack for a model load (%s); "
+                 "loading with the default stack\n",
+                 stack >> 20, std::strerror(error));
+  }
+}
 
 bool IsValidModelName(const std::string& name) {
   if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
@@ -228,8 +272,8 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
     absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded;
   };
   auto shared = std::make_shared<Shared>();
-  std::thread([shared, repository = repository_, name, options = options_,
-               max_dense_dimension = max_dense_dimension_, start] {
+  StartLoadThread([shared, repository = repository_, name, options = options_,
+                   max_dense_dimension = max_dense_dimension_, start] {
     try {
       shared->loaded = LoadModelDirectory(repository, name, options, max_dense_dimension, start);
     } catch (const std::exception& e) {
@@ -238,7 +282,7 @@ absl::StatusOr<v1::ModelInfo> ModelRegistry::Load(const std::string& name) {
       shared->loaded = absl::InternalError(absl::StrCat("loading failed: ", e.what()));
     }
     shared->done->Notify();
-  }).detach();
+  });
   absl::StatusOr<std::shared_ptr<const LoadedModel>> loaded;
   bool abandoned = false;
   if (shared->done->WaitForNotificationWithTimeout(load_timeout_)) {

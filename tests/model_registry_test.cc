@@ -177,6 +177,25 @@ TEST(ModelRegistryTest, ALoadErrorQuotingBytesThatAreNotUtf8IsValidUtf8) {
   EXPECT_NE(error.find("protocol = \xEF\xBF\xBD"), std::string::npos) << error;
 }
 
+// TorchScript's parser recurses once per level of the code's nesting; the
+// archive check allows statements of up to 32 KiB, and a load runs on a
+// thread whose stack holds them: 30,000 unary minuses (about 170 MiB of
+// stack) crashed the server on a default 8 MiB thread.
+TEST(ModelRegistryTest, CodeNestedAsDeepAsTheArchiveCheckAllowsLoads) {
+  testing::ServerFixture fixture;
+  ASSERT_TRUE(testing::WriteMixtureDirectory(fixture.repository(), "deep",
+                                             testing::PointMassAndBroadClasses(2, 2),
+                                             v1::NoiseSchedule::LINEAR, v1::EPSILON, 2)
+                  .ok());
+  testing::RunCommand(std::string(MEMAUDIT_PYTHON) + " " + MEMAUDIT_FIXTURES +
+                      "/make_damaged_archives.py --deep-forward " + fixture.repository() +
+                      "/deep/model.pt 30000");
+  auto registry = fixture.NewRegistry();
+  auto loaded = registry->Load("deep");
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->state(), v1::MODEL_READY);
+}
+
 // Model directories and files must stay inside the repository; errors
 // name paths relative to it and cut long names.
 TEST(ModelRegistryTest, NothingOutsideTheRepositoryIsRead) {

@@ -47,7 +47,7 @@ absl::StatusOr<ScriptModule> LoadScriptModule(const std::string& path, at::Devic
     return absl::NotFoundError(absl::StrCat(path, ": file does not exist"));
   }
   ConfigureTorchKernels();
-  RETURN_IF_ERROR(CheckArchiveStorages(path));
+  RETURN_IF_ERROR(CheckArchive(path));
   ScriptModule loaded;
   try {
     loaded.module = torch::jit::load(path, device);

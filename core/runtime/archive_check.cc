@@ -271,6 +271,84 @@ absl::Status CheckPickleBounds(const unsigned char* data, size_t size, const std
   return absl::InvalidArgumentError(absl::StrCat(what, ": no STOP opcode (a truncated file)"));
 }
 
+// TorchScript's parser and compiler recurse once per level of an
+// expression's or a block's nesting, on the loading thread's stack: 10,000
+// nested parentheses, 20,000 unary minuses or `**` chains crashed the
+// server with the default 8 MiB stack. Nesting cannot exceed a statement's
+// length, so each logical line (continued inside brackets or after a
+// backslash) is bounded, and so are bracket depth and indentation; the
+// registry loads on a thread whose stack holds these bounds
+// (server/model_registry.cc). Strings and comments are skipped as Python
+// lexes them.
+constexpr size_t kMaxStatementBytes = 32 * 1024;
+constexpr int kMaxSourceNesting = 4096;
+
+absl::Status CheckScriptSource(const char* text, size_t size, const std::string& what) {
+  auto bad = [&](size_t line, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", why, " at line ", line,
+                                                   " (TorchScript's parser recurses through it)"));
+  };
+  size_t line = 1, statement_start = 0, line_start = 0;
+  int depth = 0;
+  bool indenting = true;
+  for (size_t at = 0; at < size; ++at) {
+    const char c = text[at];
+    if (at - statement_start > kMaxStatementBytes) {
+      return bad(line, absl::StrCat("a statement longer than ", kMaxStatementBytes, " bytes"));
+    }
+    if (indenting && c != ' ' && c != '\t') {
+      indenting = false;
+      if (at - line_start > static_cast<size_t>(kMaxSourceNesting)) {
+        return bad(line, absl::StrCat("an indentation deeper than ", kMaxSourceNesting));
+      }
+    }
+    switch (c) {
+      case '\n':
+        ++line;
+        line_start = at + 1;
+        indenting = true;
+        if (depth == 0 && (at == 0 || text[at - 1] != '\\')) statement_start = at + 1;
+        break;
+      case '#':
+        while (at + 1 < size && text[at + 1] != '\n') ++at;
+        break;
+      case '(':
+      case '[':
+      case '{':
+        if (++depth > kMaxSourceNesting) {
+          return bad(line, absl::StrCat("brackets nested deeper than ", kMaxSourceNesting));
+        }
+        break;
+      case ')':
+      case ']':
+      case '}':
+        depth = std::max(depth - 1, 0);
+        break;
+      case '\'':
+      case '"': {
+        const bool triple = at + 2 < size && text[at + 1] == c && text[at + 2] == c;
+        at += triple ? 3 : 1;
+        for (; at < size; ++at) {
+          if (text[at] == '\\') {
+            ++at;
+          } else if (text[at] == '\n') {
+            ++line;
+            if (!triple) break;  // unterminated: the parser says so
+          } else if (text[at] == c &&
+                     (!triple || (at + 2 < size && text[at + 1] == c && text[at + 2] == c))) {
+            at += triple ? 2 : 0;
+            break;
+          }
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ZipDirectory> ReadZipDirectory(const std::string& path) {
@@ -356,22 +434,30 @@ absl::StatusOr<ZipDirectory> ReadZipDirectory(const std::string& path) {
   return result;
 }
 
-absl::Status CheckArchiveStorages(const std::string& path) {
+absl::Status CheckArchive(const std::string& path) {
   ASSIGN_OR_RETURN(const ZipDirectory directory, ReadZipDirectory(path));
   // LibTorch names records inside the folder of the archive's first one.
   const std::string folder = directory.first.substr(0, directory.first.find('/'));
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
     // Every pickle LibTorch may run (the state, the constants, the code's
-    // source ranges), before any of them is run.
+    // source ranges), before any of them is run, and the code it compiles.
     for (const auto& [name, size] : directory.sizes) {
-      if (name.size() <= folder.size() || name.compare(0, folder.size() + 1, folder + "/") != 0 ||
-          !(absl::EndsWith(name, ".pkl") || absl::EndsWith(name, ".debug_pkl"))) {
+      if (name.size() <= folder.size() || name.compare(0, folder.size() + 1, folder + "/") != 0) {
         continue;
       }
-      auto [bytes, length] = reader.getRecord(name.substr(folder.size() + 1));
-      RETURN_IF_ERROR(CheckPickleBounds(static_cast<const unsigned char*>(bytes.get()), length,
-                                        absl::StrCat(path, ": ", name)));
+      const std::string record = name.substr(folder.size() + 1);
+      const bool pickle = absl::EndsWith(name, ".pkl") || absl::EndsWith(name, ".debug_pkl");
+      const bool source = absl::StartsWith(record, "code/") && absl::EndsWith(name, ".py");
+      if (!pickle && !source) continue;
+      auto [bytes, length] = reader.getRecord(record);
+      if (pickle) {
+        RETURN_IF_ERROR(CheckPickleBounds(static_cast<const unsigned char*>(bytes.get()), length,
+                                          absl::StrCat(path, ": ", name)));
+      } else {
+        RETURN_IF_ERROR(CheckScriptSource(static_cast<const char*>(bytes.get()), length,
+                                          absl::StrCat(path, ": ", name)));
+      }
     }
     for (const std::string archive : {"data", "constants"}) {
       const std::string pickle_name = archive + ".pkl";

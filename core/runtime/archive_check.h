@@ -1,6 +1,7 @@
-// Checks the storages of a TorchScript archive (model.pt, text_encoder.pt,
-// vae_decoder.pt) or a torch.save file (reference.pt, null_condition.pt)
-// against the records that hold their bytes, before LibTorch reads any.
+// Checks a TorchScript archive (model.pt, text_encoder.pt, vae_decoder.pt)
+// or a torch.save file (reference.pt, null_condition.pt) before LibTorch
+// reads it: its pickles, its code, and its storages against the records
+// that hold their bytes.
 //
 // Why: both are zips whose pickles (data.pkl for a module's state or the
 // saved object, constants.pkl for the tensors a module's code embeds) name each
@@ -41,14 +42,18 @@ absl::StatusOr<ZipDirectory> ReadZipDirectory(const std::string& path);
 // running it: LibTorch's unpickler allocates whatever length a pickle
 // states before reading it, and pops its stack without checking it holds
 // anything, so each length must fit the bytes left and each opcode must
-// find the items and the mark it takes. Then runs LibTorch's own unpickler
+// find the items and the mark it takes. Bounds the nesting of the code
+// TorchScript compiles (code/**.py: statements of at most 32 KiB, brackets
+// and indentation at most 4,096 deep), through which its parser recurses on
+// the loading thread's stack (ModelRegistry loads on a thread whose stack
+// holds that). Then runs LibTorch's own unpickler
 // over data.pkl and constants.pkl without reading any tensor data, and
 // checks that every storage they declare (element count × element size)
 // fits its record. INVALID_ARGUMENT naming `path` and what is wrong: the
 // pickle and the byte, or the record and both sizes, a storage whose record
-// is missing, or a pickle LibTorch cannot parse. Reads only the zip
-// directory and the pickles.
-absl::Status CheckArchiveStorages(const std::string& path);
+// is missing, or a pickle LibTorch cannot parse; the code file and the
+// line. Reads only the zip directory, the pickles and the code.
+absl::Status CheckArchive(const std::string& path);
 
 }  // namespace memaudit
 

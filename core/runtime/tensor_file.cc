@@ -42,7 +42,7 @@ absl::Status CheckDenseTensor(const at::Tensor& tensor, const std::string& what)
 absl::StatusOr<at::Tensor> LoadTensorFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
-  RETURN_IF_ERROR(CheckArchiveStorages(path));
+  RETURN_IF_ERROR(CheckArchive(path));
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   try {
     c10::IValue value = torch::jit::pickle_load(bytes);
