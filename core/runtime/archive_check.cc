@@ -279,7 +279,8 @@ absl::Status CheckPickleBounds(const unsigned char* data, size_t size, const std
 // backslash) is bounded, and so are bracket depth and indentation; the
 // registry loads on a thread whose stack holds these bounds
 // (server/model_registry.cc). Strings and comments are skipped as Python
-// lexes them.
+// lexes them, and do not count toward a statement's length (they nest
+// nothing).
 constexpr size_t kMaxStatementBytes = 32 * 1024;
 constexpr int kMaxSourceNesting = 4096;
 
@@ -289,11 +290,12 @@ absl::Status CheckScriptSource(const char* text, size_t size, const std::string&
                                                    " (TorchScript's parser recurses through it)"));
   };
   size_t line = 1, statement_start = 0, line_start = 0;
+  size_t skipped = 0;  // bytes of strings and comments in this statement
   int depth = 0;
   bool indenting = true;
   for (size_t at = 0; at < size; ++at) {
     const char c = text[at];
-    if (at - statement_start > kMaxStatementBytes) {
+    if (at - statement_start - skipped > kMaxStatementBytes) {
       return bad(line, absl::StrCat("a statement longer than ", kMaxStatementBytes, " bytes"));
     }
     if (indenting && c != ' ' && c != '\t') {
@@ -307,11 +309,17 @@ absl::Status CheckScriptSource(const char* text, size_t size, const std::string&
         ++line;
         line_start = at + 1;
         indenting = true;
-        if (depth == 0 && (at == 0 || text[at - 1] != '\\')) statement_start = at + 1;
+        if (depth == 0 && (at == 0 || text[at - 1] != '\\')) {
+          statement_start = at + 1;
+          skipped = 0;
+        }
         break;
-      case '#':
+      case '#': {
+        const size_t begin = at;
         while (at + 1 < size && text[at + 1] != '\n') ++at;
+        skipped += at - begin;
         break;
+      }
       case '(':
       case '[':
       case '{':
@@ -326,6 +334,7 @@ absl::Status CheckScriptSource(const char* text, size_t size, const std::string&
         break;
       case '\'':
       case '"': {
+        const size_t begin = at;
         const bool triple = at + 2 < size && text[at + 1] == c && text[at + 2] == c;
         at += triple ? 3 : 1;
         for (; at < size; ++at) {
@@ -340,6 +349,8 @@ absl::Status CheckScriptSource(const char* text, size_t size, const std::string&
             break;
           }
         }
+        at = std::min(at, size - 1);
+        skipped += at - begin;
         break;
       }
       default:
