@@ -26,11 +26,11 @@ namespace fs = std::filesystem;
 
 // A model load's stack. TorchScript's parser and compiler recurse once per
 // level of nesting of the code they compile (10,000 nested parentheses
-// overflowed 8 MiB; 65,000 unary minuses, one byte a level, took about
-// 360 MiB). The archive check bounds that nesting by 32 KiB statements and
-// 4,096-deep brackets (core/runtime/archive_check.h): about 180 MiB at
-// worst, which this holds. Reserved, not committed: only the pages a load
-// touches are used.
+// overflowed 8 MiB; unary minuses, one byte a level, raised the server's
+// peak memory by about 160 MB for 30,000 and 360 MB for 65,000). The
+// archive check bounds that nesting by 32 KiB statements and 4,096-deep
+// brackets (core/runtime/archive_check.h), which this holds. Reserved, not
+// committed: only the pages a load touches are used.
 constexpr size_t kLoadThreadStackBytes = size_t{512} << 20;
 
 // Runs `work` on a detached thread with kLoadThreadStackBytes of stack, or

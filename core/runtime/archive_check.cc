@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
@@ -451,6 +452,7 @@ absl::Status CheckArchive(const std::string& path) {
   const std::string folder = directory.first.substr(0, directory.first.find('/'));
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
+    std::map<std::string, std::pair<at::DataPtr, size_t>> read;  // data.pkl, constants.pkl
     // Every pickle LibTorch may run (the state, the constants, the code's
     // source ranges), before any of them is run, and the code it compiles.
     for (const auto& [name, size] : directory.sizes) {
@@ -465,6 +467,9 @@ absl::Status CheckArchive(const std::string& path) {
       if (pickle) {
         RETURN_IF_ERROR(CheckPickleBounds(static_cast<const unsigned char*>(bytes.get()), length,
                                           absl::StrCat(path, ": ", name)));
+        if (record == "data.pkl" || record == "constants.pkl") {
+          read.emplace(record, std::make_pair(std::move(bytes), length));
+        }
       } else {
         RETURN_IF_ERROR(CheckScriptSource(static_cast<const char*>(bytes.get()), length,
                                           absl::StrCat(path, ": ", name)));
@@ -472,8 +477,10 @@ absl::Status CheckArchive(const std::string& path) {
     }
     for (const std::string archive : {"data", "constants"}) {
       const std::string pickle_name = archive + ".pkl";
-      if (!reader.hasRecord(pickle_name)) continue;  // torch::jit::load says what is missing
-      auto [pickle, pickle_size] = reader.getRecord(pickle_name);
+      auto found = read.find(pickle_name);
+      if (found == read.end()) continue;  // torch::jit::load says what is missing
+      const at::DataPtr& pickle = found->second.first;
+      const size_t pickle_size = found->second.second;
       size_t offset = 0;
       auto read = [&](char* buffer, size_t count) {
         count = std::min(count, pickle_size - offset);
