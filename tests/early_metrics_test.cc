@@ -327,6 +327,40 @@ TEST(EarlyMetricsTest, KStepsCostOneCallPerStepBesidesTheJvps) {
   }
 }
 
+// sampler.initial_state is where the metrics start at every K (K = 1 makes
+// no sampling step, and once drew the seeds' x_T regardless): seeds {1, 2}
+// started from the x_T of seeds {7, 8} give seeds {7, 8}'s metrics (DDIM
+// adds no noise per step), and a state of another shape is refused.
+TEST(EarlyMetricsTest, AnInitialStateIsWhereTheMetricsStartAtEveryK) {
+  ScratchDir dir;
+  const toy::GaussianMixture mixture = toy::RandomGaussianMixture(6, 4, /*seed=*/17, 2);
+  auto checkpoint = ConditionalMixture(dir, mixture);
+  Denoiser denoiser(checkpoint);
+  const at::Tensor labels = at::tensor({0, 1}, at::kLong);
+  for (int64_t steps : {1, 2}) {
+    SCOPED_TRACE(steps);
+    EarlyMetricOptions options;
+    options.steps = steps;
+    options.sampler.guidance = 7.5;
+    auto own = ComputeEarlyMetrics(denoiser, {7, 8}, labels, options);
+    ASSERT_TRUE(own.ok()) << own.status();
+    options.sampler.initial_state = InitialNoise(*checkpoint, {7, 8});
+    auto moved = ComputeEarlyMetrics(denoiser, {1, 2}, labels, options);
+    ASSERT_TRUE(moved.ok()) << moved.status();
+    for (size_t b = 0; b < 2; ++b) {
+      EXPECT_DOUBLE_EQ(moved->wen[b], own->wen[b]);
+      EXPECT_DOUBLE_EQ(moved->jeon[b], own->jeon[b]);
+      EXPECT_DOUBLE_EQ(moved->anisotropy_norm[b], own->anisotropy_norm[b]);
+      EXPECT_DOUBLE_EQ(moved->anisotropy_alignment[b], own->anisotropy_alignment[b]);
+    }
+    options.sampler.initial_state = InitialNoise(*checkpoint, {7, 8, 9});
+    auto wrong = ComputeEarlyMetrics(denoiser, {1, 2}, labels, options);
+    ASSERT_FALSE(wrong.ok());
+    EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(wrong.status().message().find("initial_state"), std::string::npos);
+  }
+}
+
 // The anisotropy pair (Asthana & Belagiannis) at x_T against the oracle:
 // ‖ε̂_c − ε̂_∅‖ = σ·‖s_c − s_∅‖ at the first timestep and
 // cos(ε̂_∅, ε̂_c − ε̂_∅) = cos(s_∅, s_c − s_∅) at the third-to-last one,

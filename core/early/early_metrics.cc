@@ -165,7 +165,8 @@ absl::StatusOr<EarlyMetricSamples> ComputeEarlyMetrics(const Denoiser& denoiser,
   std::vector<at::Tensor> observed_fields(static_cast<size_t>(steps));
   if (steps == 1) {
     RETURN_IF_ERROR(CheckStop(stop));
-    trajectory.states.push_back(InitialNoise(network, seeds));
+    ASSIGN_OR_RETURN(at::Tensor x_T, StartingState(network, seeds, options.sampler));
+    trajectory.states.push_back(std::move(x_T));
   } else {
     SamplerOptions sampler = options.sampler;
     sampler.stop_after_steps = steps - 1;

@@ -50,6 +50,29 @@ at::Tensor InitialNoise(const DiffusionNetwork& network, const std::vector<uint6
   return noise.Next();
 }
 
+namespace {
+
+absl::Status CheckInitialState(const DiffusionNetwork& network, int64_t batch,
+                               const SamplerOptions& options) {
+  if (options.initial_state.defined() &&
+      options.initial_state.sizes() != at::IntArrayRef(network.BatchShape(batch))) {
+    return absl::InvalidArgumentError(
+        "initial_state: must be [B, *sample_shape] with B the number of seeds");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<at::Tensor> StartingState(const DiffusionNetwork& network,
+                                         const std::vector<uint64_t>& seeds,
+                                         const SamplerOptions& options) {
+  RETURN_IF_ERROR(CheckInitialState(network, static_cast<int64_t>(seeds.size()), options));
+  if (!options.initial_state.defined()) return InitialNoise(network, seeds);
+  return options.initial_state.to(
+      at::TensorOptions().dtype(network.dtype()).device(network.device()));
+}
+
 absl::StatusOr<SamplerKind> ParseSamplerKind(const std::string& name) {
   if (name == "ddim") return SamplerKind::kDdim;
   if (name == "ddpm") return SamplerKind::kDdpm;
@@ -117,11 +140,7 @@ absl::StatusOr<Trajectory> SampleTrajectories(const Denoiser& denoiser,
   std::vector<int64_t> sample_shape(network.config().sample_shape().begin(),
                                     network.config().sample_shape().end());
   NoiseSource noise(seeds, sample_shape, tensor_options);
-  if (options.initial_state.defined() &&
-      options.initial_state.sizes() != at::IntArrayRef(network.BatchShape(batch))) {
-    return absl::InvalidArgumentError(
-        "initial_state: must be [B, *sample_shape] with B the number of seeds");
-  }
+  RETURN_IF_ERROR(CheckInitialState(network, batch, options));
 
   Trajectory trajectory;
   trajectory.timesteps = timesteps;

@@ -100,6 +100,14 @@ using StepProgress = std::function<void(int64_t, int64_t)>;
 // its device, without a network call.
 at::Tensor InitialNoise(const DiffusionNetwork& network, const std::vector<uint64_t>& seeds);
 
+// The state sampling with `options` starts from: options.initial_state in
+// the network's dtype and on its device when it is defined, otherwise
+// InitialNoise(network, seeds). INVALID_ARGUMENT when initial_state is not
+// [B, *sample_shape] with B = seeds.size().
+absl::StatusOr<at::Tensor> StartingState(const DiffusionNetwork& network,
+                                         const std::vector<uint64_t>& seeds,
+                                         const SamplerOptions& options);
+
 // Rows per sample of each network call a sampling step makes with
 // `options`: 2 when a conditional network's step evaluates ε̂_c and ε̂_∅
 // together (guidance other than 0 and 1; with observe_epsilon, guidance
