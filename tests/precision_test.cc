@@ -13,6 +13,7 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "core/checkpoint/load_model.h"
 #include "core/runtime/torch_runtime.h"
 #include "tests/test_util.h"
@@ -25,7 +26,7 @@ namespace fs = std::filesystem;
 using testing::ScratchDir;
 
 std::string Committed(const std::string& name) {
-  return std::string(MEMAUDIT_SOURCE_DIR) + "/checkpoints/" + name;
+  return absl::StrCat(MEMAUDIT_SOURCE_DIR, "/checkpoints/", name);
 }
 
 // Copies a committed model directory into `repository`, appending `extra`
