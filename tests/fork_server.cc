@@ -105,9 +105,9 @@ int ManageOneTest(int connection, int (*run_tests)(int, char**)) {
 #if defined(__SANITIZE_ADDRESS__)
     std::exit(status);  // LeakSanitizer checks at exit
 #else
-    // Without the static destructors: LibTorch's deregister its ~2,000
-    // operators one by one, 0.3 s of CPU per process (perf), and the
-    // process ends here anyway. The tests' output is flushed first.
+    // No static destructors: LibTorch's would deregister its operators
+    // one by one, 0.3 s of CPU per process (perf), and the process ends
+    // here anyway. The tests' output is flushed first.
     std::fflush(nullptr);
     std::cout.flush();
     std::cerr.flush();
